@@ -1,0 +1,124 @@
+"""The three heads every backbone of the zoo can carry.
+
+- `LanguageModel` (the policy and the reference): logits [B, Lr, V] over the
+  response, position t predicting response token t.
+- `PairwisePreferenceModel`: (x, y1, y2) -> logit of P(y1 beats y2). The two
+  responses are laid side by side in the response slot, [y1 | y2], each right
+  padded to Lr; the logit is read from the hidden state of the last real token
+  of y2, which (causally) has read x, y1 and y2.
+- `RewardModel`: (x, y) -> scalar r(x, y), read at the last real token of y.
+
+All three keep the backbone's parameters under "backbone", so a preference
+model can start from the SFT policy's weights (as the paper's PMs start from
+fine-tuned T5 checkpoints): copy the subtree, initialise the small head.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from alignment.models import layers as L
+from alignment.models.decoder import DecoderBackbone, DecoderConfig
+from alignment.models.t5 import T5Backbone, T5Config
+
+Array = jax.Array
+
+
+def make_backbone(cfg, name="backbone"):
+  if isinstance(cfg, T5Config):
+    return T5Backbone(cfg, name=name)
+  if isinstance(cfg, DecoderConfig):
+    return DecoderBackbone(cfg, name=name)
+  raise TypeError(f"not a zoo backbone config: {type(cfg).__name__}")
+
+
+class LanguageModel(nn.Module):
+  """Policy / reference head: backbone + output projection (tied or untied)."""
+
+  cfg: T5Config | DecoderConfig
+
+  def setup(self):
+    self.backbone = make_backbone(self.cfg)
+    if not self.cfg.tie_embeddings:
+      dt = dict(dtype=L.dtype_from_name(self.cfg.dtype),
+                param_dtype=L.dtype_from_name(self.cfg.param_dtype))
+      self.lm_head = L.Unembed(self.cfg.vocab_size, **dt)
+
+  def logits_from_hidden(self, h_bld: Array) -> Array:
+    if self.cfg.tie_embeddings:
+      if self.cfg.architecture == "t5":  # T5 v1.0 rescales before the tied projection.
+        h_bld = h_bld * (self.cfg.d_model ** -0.5)
+      return self.backbone.token_embed.attend(h_bld)
+    return self.lm_head(h_bld)
+
+  def __call__(self, prompt_bl, prompt_mask_bl, response_bl, response_mask_bl):
+    h = self.backbone(prompt_bl, prompt_mask_bl, response_bl, response_mask_bl)
+    return self.logits_from_hidden(h)
+
+  def start_decode(self, prompt_bl, prompt_mask_bl, max_new_tokens: int,
+                   cache_dtype=jnp.float32):
+    h, state = self.backbone.start_decode(prompt_bl, prompt_mask_bl, max_new_tokens,
+                                          cache_dtype)
+    return self.logits_from_hidden(h)[:, 0], state
+
+  def decode_step(self, state, token_b, t):
+    h, state = self.backbone.decode_step(state, token_b, t)
+    return self.logits_from_hidden(h)[:, 0], state
+
+
+def last_real_index(mask_bl: Array) -> Array:
+  """Index of the last 1 in each row of a right-padded (or gapped) mask."""
+  l = mask_bl.shape[1]
+  idx = jnp.where(mask_bl.astype(bool), jnp.arange(l)[None, :], -1)
+  return jnp.maximum(jnp.max(idx, axis=1), 0)
+
+
+class _ScalarHead(nn.Module):
+  """Backbone + Dense(D -> 1) read at the last real response token."""
+
+  cfg: T5Config | DecoderConfig
+
+  def setup(self):
+    self.backbone = make_backbone(self.cfg)
+    self.score_head = nn.Dense(
+        1, kernel_init=L.param_with_axes(nn.initializers.normal(stddev=0.01), ("embed", None)),
+        bias_init=L.param_with_axes(nn.initializers.zeros, (None,)),
+        dtype=jnp.float32, param_dtype=L.dtype_from_name(self.cfg.param_dtype))
+
+  def score(self, prompt_bl, prompt_mask_bl, response_bl, response_mask_bl) -> Array:
+    h = self.backbone(prompt_bl, prompt_mask_bl, response_bl, response_mask_bl)
+    idx = last_real_index(response_mask_bl)
+    h_bd = jnp.take_along_axis(h, idx[:, None, None], axis=1)[:, 0]
+    return self.score_head(h_bd.astype(jnp.float32))[:, 0]
+
+
+class RewardModel(_ScalarHead):
+  """r(x, y): a scalar per (prompt, response)."""
+
+  def __call__(self, prompt_bl, prompt_mask_bl, response_bl, response_mask_bl) -> Array:
+    return self.score(prompt_bl, prompt_mask_bl, response_bl, response_mask_bl)
+
+
+def pack_pair(y1_bl, m1_bl, y2_bl, m2_bl):
+  """[y1 | y2] side by side, each keeping its own right padding."""
+  return (jnp.concatenate([y1_bl, y2_bl], axis=1),
+          jnp.concatenate([m1_bl, m2_bl], axis=1))
+
+
+class PairwisePreferenceModel(_ScalarHead):
+  """Logit of P(y1 beats y2 | x); not symmetric by construction (see judges)."""
+
+  def __call__(self, prompt_bl, prompt_mask_bl, y1_bl, m1_bl, y2_bl, m2_bl) -> Array:
+    pair, pair_mask = pack_pair(y1_bl, m1_bl, y2_bl, m2_bl)
+    return self.score(prompt_bl, prompt_mask_bl, pair, pair_mask)
+
+
+HEADS = {"lm": LanguageModel, "pairwise": PairwisePreferenceModel, "reward": RewardModel}
+
+
+def make_model(cfg, head: str = "lm") -> nn.Module:
+  try:
+    return HEADS[head](cfg)
+  except KeyError:
+    raise ValueError(f"unknown head {head!r}: choose one of {sorted(HEADS)}") from None

@@ -1,0 +1,131 @@
+"""Named model sizes, and parameter counts computed without allocating anything.
+
+`python -m alignment.zoo` (or `python -m alignment.models.zoo`) prints every
+named model with its parameter count from `jax.eval_shape` of the real
+initialiser, next to the published count where one exists.
+
+Sizes:
+- T5.1.1 (`t5-small` ... `t5-xxl`) as released by Google (vocabulary 32128,
+  gated-GELU, untied embeddings); `t5-nano`/`t5-tiny`/`t5-mini` are ours, for
+  tests and the embedded study on CPU.
+- Llama-style: `llama-1b` and `llama-3b` follow Llama 3.2 (tied embeddings),
+  `llama-8b` follows Llama 3 8B; `llama-nano`/`llama-tiny`/`llama-mini` are ours.
+
+Any field can be overridden: `get("t5-tiny", vocab_size=512, dtype="bfloat16")`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alignment.models.decoder import DecoderConfig
+from alignment.models.t5 import T5Config
+
+T5_SIZES = {
+    "t5-nano": T5Config(vocab_size=512, d_model=32, num_heads=2, head_dim=16, d_ff=64,
+                        num_encoder_layers=1, num_decoder_layers=1),
+    "t5-tiny": T5Config(vocab_size=512, d_model=64, num_heads=4, head_dim=16, d_ff=128,
+                        num_encoder_layers=2, num_decoder_layers=2),
+    "t5-mini": T5Config(vocab_size=512, d_model=128, num_heads=4, head_dim=32, d_ff=256,
+                        num_encoder_layers=3, num_decoder_layers=3),
+    "t5-small": T5Config(d_model=512, num_heads=6, head_dim=64, d_ff=1024,
+                         num_encoder_layers=8, num_decoder_layers=8),
+    "t5-base": T5Config(d_model=768, num_heads=12, head_dim=64, d_ff=2048,
+                        num_encoder_layers=12, num_decoder_layers=12),
+    "t5-large": T5Config(d_model=1024, num_heads=16, head_dim=64, d_ff=2816,
+                         num_encoder_layers=24, num_decoder_layers=24),
+    "t5-xl": T5Config(d_model=2048, num_heads=32, head_dim=64, d_ff=5120,
+                      num_encoder_layers=24, num_decoder_layers=24),
+    "t5-xxl": T5Config(d_model=4096, num_heads=64, head_dim=64, d_ff=10240,
+                       num_encoder_layers=24, num_decoder_layers=24),
+}
+
+DECODER_SIZES = {
+    "llama-nano": DecoderConfig(vocab_size=512, d_model=32, num_heads=2, num_kv_heads=1,
+                                head_dim=16, d_ff=64, num_layers=2, rope_theta=10000.0),
+    "llama-tiny": DecoderConfig(vocab_size=512, d_model=64, num_heads=4, num_kv_heads=2,
+                                head_dim=16, d_ff=192, num_layers=4, rope_theta=10000.0),
+    "llama-mini": DecoderConfig(vocab_size=512, d_model=128, num_heads=4, num_kv_heads=2,
+                                head_dim=32, d_ff=384, num_layers=6, rope_theta=10000.0),
+    "llama-1b": DecoderConfig(vocab_size=128256, d_model=2048, num_heads=32, num_kv_heads=8,
+                              head_dim=64, d_ff=8192, num_layers=16, tie_embeddings=True),
+    "llama-3b": DecoderConfig(vocab_size=128256, d_model=3072, num_heads=24, num_kv_heads=8,
+                              head_dim=128, d_ff=8192, num_layers=28, tie_embeddings=True),
+    "llama-8b": DecoderConfig(vocab_size=128256, d_model=4096, num_heads=32, num_kv_heads=8,
+                              head_dim=128, d_ff=14336, num_layers=32),
+}
+
+SIZES = {**T5_SIZES, **DECODER_SIZES}
+
+# Published parameter counts (T5.1.1 model cards and the T5X checkpoint list; Meta's).
+PUBLISHED = {
+    "t5-small": 77e6, "t5-base": 248e6, "t5-large": 783e6, "t5-xl": 2.85e9,
+    "t5-xxl": 11.1e9, "llama-1b": 1.24e9, "llama-3b": 3.21e9, "llama-8b": 8.03e9,
+}
+
+
+def names() -> list[str]:
+  return list(SIZES)
+
+
+def get(name: str, **overrides):
+  """The config of a named model, with fields overridden."""
+  try:
+    cfg = SIZES[name]
+  except KeyError:
+    raise ValueError(f"unknown model {name!r}; the zoo has: {', '.join(SIZES)}") from None
+  fields = {f.name for f in dataclasses.fields(cfg) if f.init}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise ValueError(f"model {name!r} has no field(s) {unknown}; fields: {sorted(fields)}")
+  return dataclasses.replace(cfg, **overrides)
+
+
+def abstract_params(cfg, head: str = "lm", prompt_len: int = 8, response_len: int = 8):
+  """ShapeDtypeStructs of a model's parameters (jax.eval_shape, nothing allocated)."""
+  from alignment.models import heads  # pylint: disable=g-import-not-at-top
+  model = heads.make_model(cfg, head)
+  p = jnp.zeros((1, prompt_len), jnp.int32)
+  r = jnp.zeros((1, response_len), jnp.int32)
+  args = (p, p, r, r, r, r) if head == "pairwise" else (p, p, r, r)
+  variables = jax.eval_shape(lambda k: model.init(k, *args), jax.random.key(0))
+  return variables["params"]
+
+
+def count_params(cfg, head: str = "lm") -> int:
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  tree = nn.unbox(abstract_params(cfg, head))
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def _human(n: float) -> str:
+  return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
+def table() -> str:
+  rows = ["| model | arch | layers | d_model | heads (kv) | d_ff | vocab | params | published | diff |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+  for name, cfg in SIZES.items():
+    n = count_params(cfg)
+    pub = PUBLISHED.get(name)
+    diff = f"{(n - pub) / pub * 100:+.2f}%" if pub else ""
+    layers = (f"{cfg.num_encoder_layers}+{cfg.num_decoder_layers}"
+              if cfg.architecture == "t5" else str(cfg.num_layers))
+    rows.append(f"| {name} | {cfg.architecture} | {layers} | {cfg.d_model} | "
+                f"{cfg.num_heads} ({cfg.num_kv_heads}) | {cfg.d_ff} | {cfg.vocab_size} | "
+                f"{_human(n)} | {_human(pub) if pub else ''} | {diff} |")
+  return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+  del argv
+  print(table())
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

@@ -1,0 +1,1 @@
+"""Training loops (sft, preference model, offline, online) and what they share."""

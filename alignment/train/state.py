@@ -1,0 +1,112 @@
+"""Train state, optimiser, and a generic sharded, donated train step.
+
+The state is a pytree (`TrainState`): step, params, optimiser state and the
+PRNG key the step consumes. `create` builds it directly sharded; `make_step`
+wraps a pure loss function into a `jax.jit` step with explicit in/out
+shardings and the state donated. Gradient computation (`grads_and_metrics`) is
+kept apart from applying it (`apply_grads`), so loops can inspect, accumulate or
+skip gradients (e.g. on a NaN) between the two.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from alignment import sharding
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: Array
+  params: Any
+  opt_state: Any
+  rng: Array  # raw uint32 key data [2]: saved and restored with the state
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+  """AdamW with warm-up and an optional cosine/linear decay, and global-norm clipping.
+
+  cfg: the `optimizer` section (learning_rate, warmup_steps, schedule, decay_steps,
+  weight_decay, grad_clip, b1, b2, eps).
+  """
+  lr = float(cfg.learning_rate)
+  warm = int(cfg.warmup_steps)
+  decay = int(cfg.get("decay_steps", 0) or 0)
+  if cfg.schedule == "constant":
+    after = optax.constant_schedule(lr)
+  elif cfg.schedule == "cosine":
+    after = optax.cosine_decay_schedule(lr, max(decay, 1))
+  elif cfg.schedule == "linear":
+    after = optax.linear_schedule(lr, 0.0, max(decay, 1))
+  else:
+    raise ValueError(f"config.optimizer.schedule={cfg.schedule!r}: use constant, cosine or linear")
+  schedule = optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm]) \
+      if warm > 0 else after
+  chain = []
+  if cfg.grad_clip and cfg.grad_clip > 0:
+    chain.append(optax.clip_by_global_norm(float(cfg.grad_clip)))
+  chain.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                           weight_decay=cfg.weight_decay))
+  return optax.chain(*chain)
+
+
+def create(model_init: Callable[[Array], Any], optimizer: optax.GradientTransformation,
+           mesh, rules, seed: int):
+  """TrainState born sharded. model_init(rng) returns boxed params.
+
+  Returns (state, state_shardings).
+  """
+  def init(seed_arr):
+    key = jax.random.PRNGKey(seed_arr)
+    init_key, train_key = jax.random.split(key)
+    params = model_init(init_key)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params), rng=train_key)
+
+  return sharding.create_sharded(init, mesh, rules, jnp.asarray(seed, jnp.uint32))
+
+
+def grads_and_metrics(loss_fn, params, batch, rng):
+  """(grads, metrics); loss_fn(params, batch, rng) -> (scalar loss, metrics dict)."""
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+  metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+  return grads, metrics
+
+
+def apply_grads(state: TrainState, grads, optimizer) -> TrainState:
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       opt_state=opt_state)
+
+
+def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules):
+  """jit(step) with explicit shardings; the state argument is donated.
+
+  step(state, batch) -> (new_state, metrics); metrics are replicated scalars.
+  """
+  def step(state: TrainState, batch):
+    rng, step_rng = jax.random.split(state.rng)
+    grads, metrics = grads_and_metrics(loss_fn, state.params, batch, step_rng)
+    return apply_grads(state, grads, optimizer).replace(rng=rng), metrics
+
+  jitted = jax.jit(step, in_shardings=(state_shardings, batch_shardings),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)),
+                   donate_argnums=(0,))
+
+  def run(state, batch):
+    with sharding.use(mesh, rules):
+      return jitted(state, batch)
+
+  run.jitted = jitted
+  return run
+
+
+def unboxed_params(boxed):
+  return nn.unbox(boxed)
