@@ -1,0 +1,1 @@
+"""Data: vocabulary, the embedded environment, TFDS/seqio pipelines, importers."""

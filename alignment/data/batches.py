@@ -1,0 +1,79 @@
+"""Typed, frozen batches: what every loop, the sampler and the judges exchange.
+
+Token conventions (shared by the whole package; seqio's and T5's):
+  PAD_ID = 0 (padding, and T5's decoder start token), EOS_ID = 1.
+Layouts:
+  prompts are LEFT padded to Lp, so that [prompt | response] is contiguous
+  for decoder-only models (T5 reads either padding side: its attention is
+  masked and its relative positions do not change under padding);
+  responses are RIGHT padded to Lr and end with EOS when it fits.
+Masks are int32 1 for a real token, 0 for padding. All arrays are numpy on
+the host side and global jax.Arrays (batch split over `data` x `fsdp`) inside
+jitted steps.
+"""
+from __future__ import annotations
+
+import flax.struct
+import jax
+import numpy as np
+
+PAD_ID = 0
+EOS_ID = 1
+
+Array = jax.Array | np.ndarray
+
+
+@flax.struct.dataclass
+class PromptBatch:
+  """prompt [B, Lp] int32, left padded; prompt_mask [B, Lp]."""
+  prompt: Array
+  prompt_mask: Array
+
+
+@flax.struct.dataclass
+class SFTBatch:
+  """prompt [B, Lp] left padded; response [B, Lr] right padded, ends with EOS."""
+  prompt: Array
+  prompt_mask: Array
+  response: Array
+  response_mask: Array
+
+
+@flax.struct.dataclass
+class PreferenceBatch:
+  """A preference pair per prompt.
+
+  prompt [B, Lp] left padded; chosen/rejected [B, Lr] right padded (EOS-ended);
+  *_mask the matching masks.
+  """
+  prompt: Array
+  prompt_mask: Array
+  chosen: Array
+  chosen_mask: Array
+  rejected: Array
+  rejected_mask: Array
+
+
+def left_pad(rows: list[list[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
+  """Token lists -> ([N, length] left padded, mask). Rows longer than length are an error."""
+  out = np.full((len(rows), length), PAD_ID, np.int32)
+  mask = np.zeros((len(rows), length), np.int32)
+  for i, r in enumerate(rows):
+    if len(r) > length:
+      raise ValueError(f"row {i}: {len(r)} tokens exceed the length {length}")
+    if r:
+      out[i, length - len(r):] = r
+      mask[i, length - len(r):] = 1
+  return out, mask
+
+
+def right_pad(rows: list[list[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
+  """Token lists -> ([N, length] right padded, mask). Rows longer than length are an error."""
+  out = np.full((len(rows), length), PAD_ID, np.int32)
+  mask = np.zeros((len(rows), length), np.int32)
+  for i, r in enumerate(rows):
+    if len(r) > length:
+      raise ValueError(f"row {i}: {len(r)} tokens exceed the length {length}")
+    out[i, :len(r)] = r
+    mask[i, :len(r)] = 1
+  return out, mask
