@@ -54,8 +54,9 @@ class Block(nn.Module):
   def __call__(self, x_bld, mask_bls, pos_bl, cache=None, cache_index=None):
     cfg, dt = self.cfg, _dtypes(self.cfg)
     h = L.RMSNorm(cfg.norm_eps, name="pre_attention_norm", **dt)(x_bld)
-    h, cache = L.Attention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, scale_queries=True,
-                           rope_theta=cfg.rope_theta, name="attention", **dt)(
+    h, cache = L.Attention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model,
+                           scale_queries=True, rope_theta=cfg.rope_theta, name="attention",
+                           **dt)(
                                h, mask_bls=mask_bls, q_pos_bl=pos_bl, cache=cache,
                                cache_index=cache_index)
     x_bld = x_bld + h

@@ -264,26 +264,38 @@ class Attention(nn.Module):
 
   T5 uses no query scaling (it is folded into the initialisation) and additive
   relative-position biases; Llama scales by 1/sqrt(K) and rotates q and k.
+  Parameters are declared in `setup` (hence the explicit `features`, the
+  model width D) so that `project_kv` can run on its own: the sampler
+  computes T5's cross-attention keys/values once per prompt.
   """
 
   num_heads: int
   num_kv_heads: int
   head_dim: int
+  features: int
   scale_queries: bool = True
   rope_theta: Optional[float] = None
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
-  def _project(self, name, x_bld, heads):
-    d = x_bld.shape[-1]
-    head_axis = "heads" if heads == self.num_heads else "kv_heads"
-    w = self.param(name, param_with_axes(_fan_in_normal(1.0, (0,)),
-                                         ("embed", head_axis, "kv")),
-                   (d, heads, self.head_dim), self.param_dtype)
-    y = jnp.einsum("bld,dhk->blhk", x_bld, w.astype(self.dtype))
+  def setup(self):
+    def proj(name, heads):
+      head_axis = "heads" if heads == self.num_heads else "kv_heads"
+      return self.param(name, param_with_axes(_fan_in_normal(1.0, (0,)),
+                                              ("embed", head_axis, "kv")),
+                        (self.features, heads, self.head_dim), self.param_dtype)
+
+    self.query = proj("query", self.num_heads)
+    self.key = proj("key", self.num_kv_heads)
+    self.value = proj("value", self.num_kv_heads)
+    self.out = self.param("out", param_with_axes(_fan_in_normal(1.0, (0, 1)),
+                                                 ("heads", "kv", "embed")),
+                          (self.num_heads, self.head_dim, self.features), self.param_dtype)
+
+  def _project(self, w_dhk, x_bld):
+    y = jnp.einsum("bld,dhk->blhk", x_bld, w_dhk.astype(self.dtype))
     return constrain(y, (BATCH, LENGTH, HEADS, KV))
 
-  @nn.compact
   def __call__(self, x_bld: Array, kv_source_bsd: Optional[Array] = None, *,
                mask_bls: Optional[Array] = None, bias_bhls: Optional[Array] = None,
                q_pos_bl: Optional[Array] = None,
@@ -297,13 +309,13 @@ class Attention(nn.Module):
     cross-attention keys/values computed once (the T5 encoder output).
     Returns (out_bld, new_cache or None).
     """
-    q = self._project("query", x_bld, self.num_heads)
+    q = self._project(self.query, x_bld)
     if precomputed_kv is not None:
       k, v = precomputed_kv.k_bsgk, precomputed_kv.v_bsgk
     else:
       source = x_bld if kv_source_bsd is None else kv_source_bsd
-      k = self._project("key", source, self.num_kv_heads)
-      v = self._project("value", source, self.num_kv_heads)
+      k = self._project(self.key, source)
+      v = self._project(self.value, source)
     if self.rope_theta is not None:  # Self-attention only: keys are the query tokens.
       q = apply_rope(q, q_pos_bl, self.rope_theta)
       k = apply_rope(k, q_pos_bl, self.rope_theta)
@@ -314,21 +326,18 @@ class Attention(nn.Module):
       v_all = jax.lax.dynamic_update_slice_in_dim(cache.v_bsgk, v.astype(cache.v_bsgk.dtype),
                                                   cache_index, axis=1)
       new_cache = constrain_cache(KVCache(k_all, v_all))
-      k, v = k_all.astype(self.dtype), v_all.astype(self.dtype)
+      k, v = k_all, v_all
     scale = 1.0 / np.sqrt(self.head_dim) if self.scale_queries else 1.0
     out_blhk = dot_product_attention(q, k.astype(self.dtype), v.astype(self.dtype),
                                      mask_bls, bias_bhls, scale)
     out_blhk = constrain(out_blhk, (BATCH, LENGTH, HEADS, KV))
-    wo = self.param("out", param_with_axes(_fan_in_normal(1.0, (0, 1)),
-                                           ("heads", "kv", "embed")),
-                    (self.num_heads, self.head_dim, x_bld.shape[-1]), self.param_dtype)
-    out_bld = jnp.einsum("blhk,hkd->bld", out_blhk, wo.astype(self.dtype))
+    out_bld = jnp.einsum("blhk,hkd->bld", out_blhk, self.out.astype(self.dtype))
     return constrain(out_bld, (BATCH, LENGTH, EMBED)), new_cache
 
   def project_kv(self, source_bsd: Array) -> KVCache:
     """Keys and values of a fixed source (cross-attention), computed once."""
-    return KVCache(self._project("key", source_bsd, self.num_kv_heads),
-                   self._project("value", source_bsd, self.num_kv_heads))
+    return KVCache(self._project(self.key, source_bsd),
+                   self._project(self.value, source_bsd))
 
 
 def causal_mask(q_idx_bl: Array, k_idx_bs: Array) -> Array:

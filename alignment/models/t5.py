@@ -65,8 +65,9 @@ class EncoderLayer(nn.Module):
   def __call__(self, x_bld, mask_bls, bias_bhls):
     cfg, dt = self.cfg, _dtypes(self.cfg)
     h = L.RMSNorm(cfg.norm_eps, name="pre_attention_norm", **dt)(x_bld)
-    h, _ = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim, scale_queries=False,
-                       name="attention", **dt)(h, mask_bls=mask_bls, bias_bhls=bias_bhls)
+    h, _ = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim, cfg.d_model,
+                       scale_queries=False, name="attention", **dt)(
+                           h, mask_bls=mask_bls, bias_bhls=bias_bhls)
     x_bld = x_bld + h
     h = L.RMSNorm(cfg.norm_eps, name="pre_mlp_norm", **dt)(x_bld)
     x_bld = x_bld + L.MLP(cfg.d_ff, "gelu", name="mlp", **dt)(h)
@@ -79,11 +80,11 @@ class DecoderLayer(nn.Module):
   def setup(self):
     cfg, dt = self.cfg, _dtypes(self.cfg)
     self.pre_self_attention_norm = L.RMSNorm(cfg.norm_eps, **dt)
-    self.self_attention = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim,
+    self.self_attention = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim, cfg.d_model,
                                       scale_queries=False, **dt)
     self.pre_cross_attention_norm = L.RMSNorm(cfg.norm_eps, **dt)
     self.encoder_decoder_attention = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim,
-                                                 scale_queries=False, **dt)
+                                                 cfg.d_model, scale_queries=False, **dt)
     self.pre_mlp_norm = L.RMSNorm(cfg.norm_eps, **dt)
     self.mlp = L.MLP(cfg.d_ff, "gelu", **dt)
 
