@@ -74,7 +74,7 @@ def positions_from_mask(mask_bl: Array) -> Array:
 class DecoderDecodeState:
   """What the sampler carries between steps.
 
-  caches: one KVCache [B, Lp + T, G, K] per layer; key_valid: [B, Lp + T], the
+  caches: one KVCache [B, G, Lp + T, K] per layer; key_valid: [B, Lp + T], the
   prompt mask followed by ones (slots past the write index are masked by
   causality); prompt_len: [B] real prompt tokens; prompt_width: Lp (static).
   """

@@ -220,24 +220,31 @@ def apply_rope(x_blhk: Array, pos_bl: Array, theta: float) -> Array:
 class KVCache:
   """Static-shape key/value cache of one attention layer.
 
-  k_bsgk, v_bsgk: [B, S, G, K], S the cache capacity; entries past the write
-  index are zero and masked by the caller's key mask.
+  k_bgsk, v_bgsk: [B, G, S, K], S the cache capacity; entries past the write
+  index are zero and masked by the caller's key mask. Heads come before
+  length because attention's batched dots take (B, G) as leading batch
+  dimensions: in this layout XLA reads the cache in place instead of
+  transposing all of it at every decoding step.
   """
-  k_bsgk: Array
-  v_bsgk: Array
+  k_bgsk: Array
+  v_bgsk: Array
 
   @classmethod
   def zeros(cls, batch: int, length: int, kv_heads: int, head_dim: int,
             dtype: DType) -> "KVCache":
-    shape = (batch, length, kv_heads, head_dim)
+    shape = (batch, kv_heads, length, head_dim)
     return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
-CACHE_AXES = ("cache_batch", "cache_length", "cache_heads", "cache_kv")
+CACHE_AXES = ("cache_batch", "cache_heads", "cache_length", "cache_kv")
 
 
 def constrain_cache(cache: KVCache) -> KVCache:
-  return KVCache(constrain(cache.k_bsgk, CACHE_AXES), constrain(cache.v_bsgk, CACHE_AXES))
+  return KVCache(constrain(cache.k_bgsk, CACHE_AXES), constrain(cache.v_bgsk, CACHE_AXES))
+
+
+def to_cache_layout(x_bsgk: Array) -> Array:
+  return jnp.transpose(x_bsgk, (0, 2, 1, 3))
 
 
 def dot_product_attention(q_blhk: Array, k_bsgk: Array, v_bsgk: Array,
@@ -257,6 +264,25 @@ def dot_product_attention(q_blhk: Array, k_bsgk: Array, v_bsgk: Array,
   probs = jax.nn.softmax(scores, axis=-1).astype(v_bsgk.dtype)
   out_blgrk = jnp.einsum("bgrls,bsgk->blgrk", probs, v_bsgk)
   return out_blgrk.reshape(b, l, h, k)
+
+
+def cached_attention(q_blhk: Array, k_bgsk: Array, v_bgsk: Array,
+                     mask_bls: Optional[Array], bias_bhls: Optional[Array],
+                     scale: float) -> Array:
+  """`dot_product_attention` over keys/values in the cache layout [B, G, S, K]."""
+  b, l, h, k = q_blhk.shape
+  g = k_bgsk.shape[1]
+  q_bglrk = jnp.transpose(q_blhk.reshape(b, l, g, h // g, k), (0, 2, 1, 3, 4))
+  scores = jnp.einsum("bglrk,bgsk->bgrls", q_bglrk, k_bgsk).astype(jnp.float32)
+  scores = scores * scale
+  if bias_bhls is not None:
+    s = bias_bhls.shape
+    scores = scores + bias_bhls.reshape(s[0], g, h // g, s[2], s[3]).astype(jnp.float32)
+  if mask_bls is not None:
+    scores = jnp.where(mask_bls[:, None, None, :, :], scores, NEG_INF)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_bgsk.dtype)
+  out_bgrlk = jnp.einsum("bgrls,bgsk->bgrlk", probs, v_bgsk)
+  return jnp.transpose(out_bgrlk, (0, 3, 1, 2, 4)).reshape(b, l, h, k)
 
 
 class Attention(nn.Module):
@@ -310,34 +336,36 @@ class Attention(nn.Module):
     Returns (out_bld, new_cache or None).
     """
     q = self._project(self.query, x_bld)
+    scale = 1.0 / np.sqrt(self.head_dim) if self.scale_queries else 1.0
+    new_cache = None
     if precomputed_kv is not None:
-      k, v = precomputed_kv.k_bsgk, precomputed_kv.v_bsgk
+      out_blhk = cached_attention(q, precomputed_kv.k_bgsk.astype(self.dtype),
+                                  precomputed_kv.v_bgsk.astype(self.dtype), mask_bls,
+                                  bias_bhls, scale)
     else:
       source = x_bld if kv_source_bsd is None else kv_source_bsd
       k = self._project(self.key, source)
       v = self._project(self.value, source)
-    if self.rope_theta is not None:  # Self-attention only: keys are the query tokens.
-      q = apply_rope(q, q_pos_bl, self.rope_theta)
-      k = apply_rope(k, q_pos_bl, self.rope_theta)
-    new_cache = None
-    if cache is not None:
-      k_all = jax.lax.dynamic_update_slice_in_dim(cache.k_bsgk, k.astype(cache.k_bsgk.dtype),
-                                                  cache_index, axis=1)
-      v_all = jax.lax.dynamic_update_slice_in_dim(cache.v_bsgk, v.astype(cache.v_bsgk.dtype),
-                                                  cache_index, axis=1)
-      new_cache = constrain_cache(KVCache(k_all, v_all))
-      k, v = k_all, v_all
-    scale = 1.0 / np.sqrt(self.head_dim) if self.scale_queries else 1.0
-    out_blhk = dot_product_attention(q, k.astype(self.dtype), v.astype(self.dtype),
-                                     mask_bls, bias_bhls, scale)
+      if self.rope_theta is not None:  # Self-attention only: keys are the query tokens.
+        q = apply_rope(q, q_pos_bl, self.rope_theta)
+        k = apply_rope(k, q_pos_bl, self.rope_theta)
+      if cache is None:
+        out_blhk = dot_product_attention(q, k, v, mask_bls, bias_bhls, scale)
+      else:
+        write = lambda buf, x: jax.lax.dynamic_update_slice_in_dim(
+            buf, to_cache_layout(x).astype(buf.dtype), cache_index, axis=2)
+        new_cache = constrain_cache(KVCache(write(cache.k_bgsk, k), write(cache.v_bgsk, v)))
+        out_blhk = cached_attention(q, new_cache.k_bgsk.astype(self.dtype),
+                                    new_cache.v_bgsk.astype(self.dtype), mask_bls, bias_bhls,
+                                    scale)
     out_blhk = constrain(out_blhk, (BATCH, LENGTH, HEADS, KV))
     out_bld = jnp.einsum("blhk,hkd->bld", out_blhk, self.out.astype(self.dtype))
     return constrain(out_bld, (BATCH, LENGTH, EMBED)), new_cache
 
   def project_kv(self, source_bsd: Array) -> KVCache:
     """Keys and values of a fixed source (cross-attention), computed once."""
-    return KVCache(self._project(self.key, source_bsd),
-                   self._project(self.value, source_bsd))
+    return KVCache(to_cache_layout(self._project(self.key, source_bsd)),
+                   to_cache_layout(self._project(self.value, source_bsd)))
 
 
 def causal_mask(q_idx_bl: Array, k_idx_bs: Array) -> Array:

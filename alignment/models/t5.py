@@ -110,8 +110,8 @@ class DecoderLayer(nn.Module):
 class T5DecodeState:
   """What the sampler carries between steps.
 
-  self_caches: one KVCache [B, T, H, K] per decoder layer (T = max new tokens);
-  cross_kv: per-layer encoder keys/values [B, Lp, H, K], computed once;
+  self_caches: one KVCache [B, H, T, K] per decoder layer (T = max new tokens);
+  cross_kv: per-layer encoder keys/values [B, H, Lp, K], computed once;
   prompt_mask: [B, Lp] (left or right padded, 1 = real token).
   """
   self_caches: tuple
@@ -187,7 +187,7 @@ class T5Backbone(nn.Module):
 
   def _decode_one(self, state: T5DecodeState, token_b, index):
     b = token_b.shape[0]
-    capacity = state.self_caches[0].k_bsgk.shape[1]
+    capacity = state.self_caches[0].k_bgsk.shape[2]
     q_idx = jnp.full((b, 1), index, jnp.int32)
     k_idx = jnp.broadcast_to(jnp.arange(capacity), (b, capacity))
     self_mask = L.causal_mask(q_idx, k_idx)
