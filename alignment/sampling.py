@@ -174,20 +174,25 @@ def nucleus_mask(sorted_logits_bk: Array, top_p: float) -> Array:
   return mass_before < top_p
 
 
+def _at(x_bv: Array, index_b: Array) -> Array:
+  return jnp.take_along_axis(x_bv, index_b[:, None], axis=-1)[:, 0]
+
+
 def choose_tokens(logits_bv: Array, key: Array, config: SamplingConfig):
   """One step's tokens from logits [B, V].
 
   Returns (tokens [B] int32, model log-probs [B], sampling log-probs [B]).
+  Log-probs are read as logit - logsumexp, so no [B, V] log-softmax is built.
   """
   logits_bv = logits_bv.astype(jnp.float32)
-  model_logp_bv = jax.nn.log_softmax(logits_bv, axis=-1)
+  model_lse_b = jax.nn.logsumexp(logits_bv, axis=-1)
   if config.is_greedy:
     token_b = jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
-    model_logp = jnp.take_along_axis(model_logp_bv, token_b[:, None], axis=-1)[:, 0]
+    model_logp = _at(logits_bv, token_b) - model_lse_b
     return token_b, model_logp, jnp.zeros_like(model_logp)
 
   v = logits_bv.shape[-1]
-  scaled_bk = logits_bv / config.temperature
+  scaled_bk = logits_bv if config.temperature == 1 else logits_bv / config.temperature
   index_bk = None  # candidate -> token id; None means candidate k is token k
   top_k = config.top_k if 0 < config.top_k < v else 0
   if top_k or config.top_p < 1:
@@ -195,14 +200,13 @@ def choose_tokens(logits_bv: Array, key: Array, config: SamplingConfig):
     scaled_bk, index_bk = jax.lax.top_k(scaled_bk, top_k or v)
   if config.top_p < 1:
     scaled_bk = jnp.where(nucleus_mask(scaled_bk, config.top_p), scaled_bk, -jnp.inf)
-  sample_logp_bk = jax.nn.log_softmax(scaled_bk, axis=-1)
-  choice_b = draw_from_probs(key, jnp.exp(sample_logp_bk))
-  sample_logp = jnp.take_along_axis(sample_logp_bk, choice_b[:, None], axis=-1)[:, 0]
-  token_b = (choice_b if index_bk is None else
-             jnp.take_along_axis(index_bk, choice_b[:, None], axis=-1)[:, 0])
+  max_b = jnp.max(scaled_bk, axis=-1)
+  weights_bk = jnp.exp(scaled_bk - max_b[:, None])
+  choice_b = draw_from_probs(key, weights_bk)
+  sample_logp = _at(scaled_bk, choice_b) - max_b - jnp.log(jnp.sum(weights_bk, axis=-1))
+  token_b = choice_b if index_bk is None else _at(index_bk, choice_b)
   token_b = token_b.astype(jnp.int32)
-  model_logp = jnp.take_along_axis(model_logp_bv, token_b[:, None], axis=-1)[:, 0]
-  return token_b, model_logp, sample_logp
+  return token_b, _at(logits_bv, token_b) - model_lse_b, sample_logp
 
 
 # --------------------------------------------------------------------------
