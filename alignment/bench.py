@@ -203,16 +203,18 @@ def _sampler_one(name: str, args, peak_gflops: float) -> Json:
     first_times = timed(lambda: jax.block_until_ready(first(params, prompts,
                                                             next(keys)).tokens), args.repeats)
     total, prefill = statistics.median(times), statistics.median(first_times)
-    step = (total - prefill) / max(t - 1, 1)
+    # Noise can swamp the difference at toy sizes: step metrics are None then.
+    step = (total - prefill) / (t - 1) if t > 1 and total > prefill else None
     moved = _decode_bytes_per_step(cfg, params, b, lp, t, 2 if cache_dtype == "bfloat16" else 4)
     flops = _t5_flops(cfg, b, lp, t)
     ours[cache_dtype] = {
-        "flops": flops, "step_flop_utilisation": flops["step"] / step / 1e9 / peak_gflops,
+        "flops": flops,
+        "step_flop_utilisation": flops["step"] / step / 1e9 / peak_gflops if step else None,
         "prefill_flop_utilisation": flops["prefill"] / prefill / 1e9 / peak_gflops,
         "median_s": total, "times_s": times, "compile_s": compile_s,
         "tokens_per_s": b * t / total, "prefill_and_first_token_s": prefill,
         "per_step_s": step, "bytes_per_step": moved,
-        "achieved_gbs": moved["total"] / step / 1e9 if step > 0 else None}
+        "achieved_gbs": moved["total"] / step / 1e9 if step else None}
 
   # -- Hugging Face ---------------------------------------------------------
   # HF runs at each thread count in --hf_threads; the fastest is the baseline
@@ -238,7 +240,9 @@ def _sampler_one(name: str, args, peak_gflops: float) -> Json:
     by_threads[threads] = {
         "median_s": hf_total, "times_s": hf_times, "tokens_per_s": b * t / hf_total,
         "prefill_and_first_token_s": hf_prefill,
-        "per_step_s": (hf_total - hf_prefill) / max(t - 1, 1), "torch_threads": threads}
+        "per_step_s": ((hf_total - hf_prefill) / (t - 1)
+                       if t > 1 and hf_total > hf_prefill else None),
+        "torch_threads": threads}
   best = min(by_threads, key=lambda k: by_threads[k]["median_s"])
   theirs = dict(by_threads[best], torch=torch.__version__,
                 all_thread_counts={str(k): v for k, v in by_threads.items()})
@@ -254,7 +258,7 @@ def bench_sampler(args) -> Json:
   results = [_sampler_one(name, args, peak["gflops"]) for name in args.models]
   for r in results:
     for v in r["ours"].values():
-      v["mbu"] = v["achieved_gbs"] / bandwidth["gbs"] if v["achieved_gbs"] else None
+      v["mbu"] = v["achieved_gbs"] / bandwidth["gbs"] if v["achieved_gbs"] is not None else None
   return {"settings": {"batch": args.batch, "prompt_len": args.prompt_len,
                        "new_tokens": args.new_tokens, "temperature": 1.0, "eos": "disabled",
                        "repeats": args.repeats, "statistic": "median"},
@@ -274,6 +278,10 @@ def _sampler_args(p: argparse.ArgumentParser):
                  help="torch thread counts to try; the fastest is the baseline")
 
 
+def _fmt(x, scale=1.0, spec=".2f", unit=""):
+  return "n/a" if x is None else f"{x * scale:{spec}}{unit}"
+
+
 def _sampler_table(result: Json) -> str:
   rows = ["| model | params | HF tok/s (threads) | ours tok/s (cache) | ratio | "
           "ours ms/step | HF ms/step | ours / HF prefill s | compile s | MBU | "
@@ -283,11 +291,12 @@ def _sampler_table(result: Json) -> str:
       rows.append(
           f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['hf']['tokens_per_s']:.0f} "
           f"({r['hf']['torch_threads']}) | {o['tokens_per_s']:.0f} ({dtype}) | "
-          f"{r['ratio'][dtype]:.2f}x | {o['per_step_s'] * 1e3:.2f} | "
-          f"{r['hf']['per_step_s'] * 1e3:.2f} | {o['prefill_and_first_token_s']:.3f} / "
+          f"{r['ratio'][dtype]:.2f}x | {_fmt(o['per_step_s'], 1e3)} | "
+          f"{_fmt(r['hf']['per_step_s'], 1e3)} | {o['prefill_and_first_token_s']:.3f} / "
           f"{r['hf']['prefill_and_first_token_s']:.3f} | {o['compile_s']:.1f} | "
-          f"{o['mbu'] * 100:.1f}% | {o['step_flop_utilisation'] * 100:.0f}% / "
-          f"{o['prefill_flop_utilisation'] * 100:.0f}% |")
+          f"{_fmt(o['mbu'], 100, '.1f', '%')} | "
+          f"{_fmt(o['step_flop_utilisation'], 100, '.0f', '%')} / "
+          f"{_fmt(o['prefill_flop_utilisation'], 100, '.0f', '%')} |")
   rows.append(f"\nload average before/after: {result['load_average_before']} / "
               f"{result['load_average_after']}")
   bw = result["memory_bandwidth"]
