@@ -122,6 +122,8 @@ class SampleOutput:
     distribution; 0 at padding.
   sampling_logprobs: [N, T] float32, under the sampling distribution
     (temperature, top-k, top-p); 0 for greedy and at padding.
+  steps: int32 scalar, positions filled before the loop stopped (T unless
+    every row emitted EOS earlier).
   """
   prompt: Array
   prompt_mask: Array
@@ -131,6 +133,7 @@ class SampleOutput:
   finished: Array
   logprobs: Array
   sampling_logprobs: Array
+  steps: Array
 
   def as_batch(self) -> SFTBatch:
     """The responses as an `SFTBatch` (for scoring or supervised losses)."""
@@ -285,7 +288,8 @@ def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
   lengths = jnp.sum(carry.mask, axis=1)
   return SampleOutput(prompt=prompt, prompt_mask=prompt_mask, tokens=carry.tokens,
                       mask=carry.mask, lengths=lengths, finished=carry.done,
-                      logprobs=carry.logprobs, sampling_logprobs=carry.sampling_logprobs)
+                      logprobs=carry.logprobs, sampling_logprobs=carry.sampling_logprobs,
+                      steps=carry.t)
 
 
 # --------------------------------------------------------------------------
@@ -322,11 +326,12 @@ class Sampler:
     if params_sharding is None:
       with sharding.use(self.mesh, rules):
         params_sharding = param_shardings(model, self.mesh, rules)
+    self.params_sharding = params_sharding  # where the params passed in must live
     rows = sharding.batch_sharding(self.mesh, rules, 2)
     row = sharding.batch_sharding(self.mesh, rules, 1)
     out_sharding = SampleOutput(prompt=rows, prompt_mask=rows, tokens=rows, mask=rows,
                                 lengths=row, finished=row, logprobs=rows,
-                                sampling_logprobs=rows)
+                                sampling_logprobs=rows, steps=sharding.replicated(self.mesh))
     self._jitted = jax.jit(
         functools.partial(sample, model, config=config),
         in_shardings=(params_sharding, PromptBatch(rows, rows), sharding.replicated(self.mesh)),
