@@ -264,8 +264,12 @@ def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
                               method=heads.LanguageModel.start_decode)
   prompt, prompt_mask = prompts.prompt, prompts.prompt_mask
   if n > 1:  # Encode / prefill once per prompt; each sample gets its own copy after.
-    rep = lambda x: _constrain_rows(jnp.repeat(x, n, axis=0))
-    logits, state, prompt, prompt_mask = jax.tree.map(rep, (logits, state, prompt, prompt_mask))
+    def rep(x):
+      if isinstance(x, L.KVCache):  # keep the caches' own layout (heads over `tensor`)
+        return L.constrain_cache(jax.tree.map(lambda a: jnp.repeat(a, n, axis=0), x))
+      return _constrain_rows(jnp.repeat(x, n, axis=0))
+    logits, state, prompt, prompt_mask = jax.tree.map(
+        rep, (logits, state, prompt, prompt_mask), is_leaf=lambda x: isinstance(x, L.KVCache))
   rows = logits.shape[0]
   zeros = lambda dtype: _constrain_rows(jnp.zeros((rows, t_max), dtype))
   carry = _Carry(t=jnp.asarray(0, jnp.int32), logits=logits, state=state,
