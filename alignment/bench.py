@@ -164,7 +164,25 @@ def _t5_flops(cfg, batch: int, prompt_len: int, new_tokens: int) -> Json:
   return {"step": step, "prefill": encoder + step}
 
 
+def timed_interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list]:
+  """Wall seconds of each fn, called in turn within every repeat after one warm-up each.
+
+  Interleaving gives every contender the same share of whatever else the
+  machine is doing, so their ratio stays fair when the load drifts.
+  """
+  for fn in fns.values():
+    fn()
+  times: dict[str, list] = {k: [] for k in fns}
+  for _ in range(repeats):
+    for k, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[k].append(time.perf_counter() - start)
+  return times
+
+
 def _sampler_one(name: str, args, peak_gflops: float) -> Json:
+  """Ours (per cache dtype) and HF (per torch thread count) on one model, interleaved."""
   import torch  # pylint: disable=g-import-not-at-top
 
   from alignment import sampling  # pylint: disable=g-import-not-at-top
@@ -183,73 +201,74 @@ def _sampler_one(name: str, args, peak_gflops: float) -> Json:
   prompts = PromptBatch(prompt, np.ones_like(prompt))
   model = heads.LanguageModel(cfg)
 
-  # -- ours ---------------------------------------------------------------
-  ours: Json = {}
+  # -- contenders: (name, new tokens) -> a call that blocks until done -------
+  # Each runs with `t` new tokens and with 1 (prefill + first token), so the
+  # time splits into prefill and per-step.
+  calls: dict[tuple[str, int], Callable[[], Any]] = {}
+  compile_s = {}
+  keys = iter(jax.random.split(jax.random.key(0), 1000))
   for cache_dtype in args.cache_dtypes:
-    config = sampling.SamplingConfig(max_new_tokens=t, temperature=1.0, eos_id=None,
-                                     cache_dtype=cache_dtype)
-    sampler = sampling.Sampler(model, config)
-    start = time.perf_counter()
-    compiled = sampler.lower(params, prompts, jax.random.key(0)).compile()
-    compile_s = time.perf_counter() - start
-    keys = iter(jax.random.split(jax.random.key(0), 10 * args.repeats + 10))
-    run = lambda c=compiled: jax.block_until_ready(c(params, prompts, next(keys)).tokens)
-    assert run().shape == (b, t)
-    times = timed(run, args.repeats)
-    # Prefill + first token alone, to split the time into prefill and per-step.
-    first = sampling.Sampler(model, sampling.SamplingConfig(
-        max_new_tokens=1, eos_id=None, cache_dtype=cache_dtype)).lower(
-            params, prompts, jax.random.key(0)).compile()
-    first_times = timed(lambda: jax.block_until_ready(first(params, prompts,
-                                                            next(keys)).tokens), args.repeats)
-    total, prefill = statistics.median(times), statistics.median(first_times)
-    # Noise can swamp the difference at toy sizes: step metrics are None then.
-    step = (total - prefill) / (t - 1) if t > 1 and total > prefill else None
-    moved = _decode_bytes_per_step(cfg, params, b, lp, t, 2 if cache_dtype == "bfloat16" else 4)
-    flops = _t5_flops(cfg, b, lp, t)
-    ours[cache_dtype] = {
-        "flops": flops,
-        "step_flop_utilisation": flops["step"] / step / 1e9 / peak_gflops if step else None,
-        "prefill_flop_utilisation": flops["prefill"] / prefill / 1e9 / peak_gflops,
-        "median_s": total, "times_s": times, "compile_s": compile_s,
-        "tokens_per_s": b * t / total, "prefill_and_first_token_s": prefill,
-        "per_step_s": step, "bytes_per_step": moved,
-        "achieved_gbs": moved["total"] / step / 1e9 if step else None}
+    for new_tokens in (t, 1):
+      config = sampling.SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, eos_id=None,
+                                       cache_dtype=cache_dtype)
+      start = time.perf_counter()
+      compiled = sampling.Sampler(model, config).lower(params, prompts,
+                                                       jax.random.key(0)).compile()
+      compile_s[(cache_dtype, new_tokens)] = time.perf_counter() - start
 
-  # -- Hugging Face ---------------------------------------------------------
-  # HF runs at each thread count in --hf_threads; the fastest is the baseline
-  # (with another process on the cores, OpenMP barriers can cost torch 10x).
+      def ours(c=compiled, n=new_tokens):
+        out = jax.block_until_ready(c(params, prompts, next(keys)).tokens)
+        assert out.shape == (b, n)
+
+      calls[(f"ours/{cache_dtype}", new_tokens)] = ours
+
   hf.generation_config.eos_token_id = None
   ids = torch.tensor(prompt, dtype=torch.long)
   mask = torch.ones_like(ids)
-
-  def hf_generate(new_tokens):
-    with torch.no_grad():
-      out = hf.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0,
-                        top_k=0, top_p=1.0, max_new_tokens=new_tokens, eos_token_id=None,
-                        pad_token_id=0)
-    assert out.shape == (b, new_tokens + 1), out.shape  # decoder start + new tokens
-    return out
-
-  by_threads = {}
   for threads in args.hf_threads:
-    torch.set_num_threads(threads)
-    hf_times = timed(lambda: hf_generate(t), args.repeats)
-    hf_first = timed(lambda: hf_generate(1), args.repeats)
-    hf_total, hf_prefill = statistics.median(hf_times), statistics.median(hf_first)
-    by_threads[threads] = {
-        "median_s": hf_total, "times_s": hf_times, "tokens_per_s": b * t / hf_total,
-        "prefill_and_first_token_s": hf_prefill,
-        "per_step_s": ((hf_total - hf_prefill) / (t - 1)
-                       if t > 1 and hf_total > hf_prefill else None),
-        "torch_threads": threads}
+    for new_tokens in (t, 1):
+      def theirs(n=new_tokens, k=threads):
+        torch.set_num_threads(k)
+        with torch.no_grad():
+          out = hf.generate(input_ids=ids, attention_mask=mask, do_sample=True,
+                            temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=n,
+                            eos_token_id=None, pad_token_id=0)
+        assert out.shape == (b, n + 1), out.shape  # decoder start + new tokens
+
+      calls[(f"hf/{threads}", new_tokens)] = theirs
+
+  times = timed_interleaved(calls, args.repeats)
+
+  def summary(label):
+    total, prefill = (statistics.median(times[(label, n)]) for n in (t, 1))
+    # Noise can swamp the difference at toy sizes: step metrics are None then.
+    step = (total - prefill) / (t - 1) if t > 1 and total > prefill else None
+    return {"median_s": total, "times_s": times[(label, t)], "tokens_per_s": b * t / total,
+            "prefill_and_first_token_s": prefill, "prefill_times_s": times[(label, 1)],
+            "per_step_s": step}
+
+  flops = _t5_flops(cfg, b, lp, t)
+  ours_out: Json = {}
+  for cache_dtype in args.cache_dtypes:
+    o = summary(f"ours/{cache_dtype}")
+    step = o["per_step_s"]
+    moved = _decode_bytes_per_step(cfg, params, b, lp, t, 2 if cache_dtype == "bfloat16" else 4)
+    o.update(compile_s=compile_s[(cache_dtype, t)], flops=flops, bytes_per_step=moved,
+             step_flop_utilisation=flops["step"] / step / 1e9 / peak_gflops if step else None,
+             prefill_flop_utilisation=(flops["prefill"] / o["prefill_and_first_token_s"] / 1e9
+                                       / peak_gflops),
+             achieved_gbs=moved["total"] / step / 1e9 if step else None)
+    ours_out[cache_dtype] = o
+  # HF at each thread count; the fastest is the baseline (with another process
+  # on the cores, OpenMP barriers can cost torch 10x).
+  by_threads = {k: dict(summary(f"hf/{k}"), torch_threads=k) for k in args.hf_threads}
   best = min(by_threads, key=lambda k: by_threads[k]["median_s"])
   theirs = dict(by_threads[best], torch=torch.__version__,
                 all_thread_counts={str(k): v for k, v in by_threads.items()})
   return {"model": name, "params": int(n_params), "vocab": cfg.vocab_size,
           "d_model": cfg.d_model, "layers": [cfg.num_encoder_layers, cfg.num_decoder_layers],
-          "ours": ours, "hf": theirs,
-          "ratio": {k: v["tokens_per_s"] / theirs["tokens_per_s"] for k, v in ours.items()}}
+          "ours": ours_out, "hf": theirs,
+          "ratio": {k: v["tokens_per_s"] / theirs["tokens_per_s"] for k, v in ours_out.items()}}
 
 
 def bench_sampler(args) -> Json:
