@@ -122,8 +122,7 @@ class SampleOutput:
     distribution; 0 at padding.
   sampling_logprobs: [N, T] float32, under the sampling distribution
     (temperature, top-k, top-p); 0 for greedy and at padding.
-  steps: int32 scalar, positions filled before the loop stopped (T unless
-    every row emitted EOS earlier).
+  Every field has N leading rows (`online.mix_samples` relies on it).
   """
   prompt: Array
   prompt_mask: Array
@@ -133,7 +132,6 @@ class SampleOutput:
   finished: Array
   logprobs: Array
   sampling_logprobs: Array
-  steps: Array
 
   def as_batch(self) -> SFTBatch:
     """The responses as an `SFTBatch` (for scoring or supervised losses)."""
@@ -260,8 +258,7 @@ def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
   variables = {"params": params}
   n, t_max = config.num_samples, config.max_new_tokens
   logits, state = model.apply(variables, prompts.prompt, prompts.prompt_mask, t_max,
-                              L.dtype_from_name(config.cache_dtype),
-                              method=heads.LanguageModel.start_decode)
+                              L.dtype_from_name(config.cache_dtype), method="start_decode")
   prompt, prompt_mask = prompts.prompt, prompts.prompt_mask
   if n > 1:  # Encode / prefill once per prompt; each sample gets its own copy after.
     def rep(x):
@@ -283,8 +280,7 @@ def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
 
   def body(c: _Carry):
     prev = jax.lax.dynamic_index_in_dim(c.tokens, c.t - 1, axis=1, keepdims=False)
-    logits, state = model.apply(variables, c.state, prev, c.t - 1,
-                                method=heads.LanguageModel.decode_step)
+    logits, state = model.apply(variables, c.state, prev, c.t - 1, method="decode_step")
     c = _write(c.replace(logits=logits, state=state), key, config)
     return c.replace(t=c.t + 1)
 
@@ -292,8 +288,7 @@ def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
   lengths = jnp.sum(carry.mask, axis=1)
   return SampleOutput(prompt=prompt, prompt_mask=prompt_mask, tokens=carry.tokens,
                       mask=carry.mask, lengths=lengths, finished=carry.done,
-                      logprobs=carry.logprobs, sampling_logprobs=carry.sampling_logprobs,
-                      steps=carry.t)
+                      logprobs=carry.logprobs, sampling_logprobs=carry.sampling_logprobs)
 
 
 # --------------------------------------------------------------------------
@@ -335,7 +330,8 @@ class Sampler:
     row = sharding.batch_sharding(self.mesh, rules, 1)
     out_sharding = SampleOutput(prompt=rows, prompt_mask=rows, tokens=rows, mask=rows,
                                 lengths=row, finished=row, logprobs=rows,
-                                sampling_logprobs=rows, steps=sharding.replicated(self.mesh))
+                                sampling_logprobs=rows)
+    self.out_sharding = out_sharding
     self._jitted = jax.jit(
         functools.partial(sample, model, config=config),
         in_shardings=(params_sharding, PromptBatch(rows, rows), sharding.replicated(self.mesh)),

@@ -240,23 +240,37 @@ def test_eos_stops_each_row_and_pads_after():
     assert (row[length:] == PAD_ID).all() and mask.sum() == length and mask[:length].all()
 
 
+class _CountingLM(heads.LanguageModel):
+  """Reports each decode step to the host, to observe the loop's early exit."""
+  calls = []
+
+  def decode_step(self, state, token_b, t):
+    jax.debug.callback(lambda t: _CountingLM.calls.append(int(t)), t)
+    return super().decode_step(state, token_b, t)
+
+
 def test_loop_stops_when_every_row_has_emitted_eos():
-  model, params = _init(zoo.get("llama-nano", vocab_size=16))
+  cfg = zoo.get("llama-nano", vocab_size=16)
+  _, params = _init(cfg)
   prompt, pmask = hf_models.ragged(np.random.default_rng(5), 4, 5, 16, left=True)
-  config = sampling.SamplingConfig(max_new_tokens=12, num_samples=2)
-  sampler = sampling.Sampler(model, config)
-  out = sampler(params, PromptBatch(prompt, pmask), jax.random.key(0))
-  assert int(out.steps) == 12 and not np.asarray(out.finished).all()
+  sampler = sampling.Sampler(_CountingLM(cfg),
+                             sampling.SamplingConfig(max_new_tokens=12, num_samples=2))
+  _CountingLM.calls.clear()
+  out = jax.device_get(sampler(params, PromptBatch(prompt, pmask), jax.random.key(0)))
+  jax.effects_barrier()
+  assert not out.finished.all() and sorted(_CountingLM.calls) == list(range(11))
   # Make EOS (id 1) overwhelmingly likely: embedding dimension 0 is large for
   # every token, so the normalised hidden state is ~sqrt(D) there, and only
-  # EOS reads it.
+  # EOS reads it. Every row then stops at its first token.
   eos_params = jax.tree.map(lambda x: x, params)
   table = params["backbone"]["token_embed"]["embedding"]
   eos_params["backbone"]["token_embed"]["embedding"] = table.at[:, 0].set(1e3)
   eos_params["lm_head"]["kernel"] = params["lm_head"]["kernel"].at[0, 1].set(1e3)
+  _CountingLM.calls.clear()
   out = jax.device_get(sampler(eos_params, PromptBatch(prompt, pmask), jax.random.key(0)))
+  jax.effects_barrier()
   assert out.finished.all() and (out.lengths == 1).all() and (out.tokens[:, 0] == 1).all()
-  assert int(out.steps) == 1  # the while loop exited without running any decode step
+  assert not _CountingLM.calls  # the while loop exited without a single decode step
 
 
 def test_same_key_same_samples_other_key_other_samples():
