@@ -1,0 +1,80 @@
+"""`python -m alignment.main --config=configs/<exp>.py:<variant> --workdir=DIR`.
+
+Thin on purpose: parse flags, then `run(config, workdir)`, which tests call
+with tiny configs too. Overrides: `--config.optimizer.learning_rate=3e-5`
+(the config is locked: a misspelt key is an error). A gin experiment file can
+replace --config: `--gin_file=configs/gin/online_tiny.gin` (see
+`alignment.config.from_gin`). The experiment kind (sft, pm, offline, online,
+eval) comes from `config.experiment`. A run resumes by itself from the newest
+complete checkpoint in DIR.
+
+User errors (a bad config, bad data, an unusable checkpoint) end with one line
+on stderr naming the key, file or record, and exit status 2; no traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from alignment import config as config_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config: FILE.py:ARG")
+_GIN = flags.DEFINE_string("gin_file", None, "gin experiment file (instead of --config)")
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs)")
+
+# experiment name -> module with run(config, workdir)
+RUNNERS = {
+    "sft": "alignment.train.sft",
+    "pm": "alignment.train.preference_model",
+    "offline": "alignment.train.offline",
+    "online": "alignment.train.online",
+    "eval": "alignment.evaluation",
+}
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+  """Exception types that mean 'the user gave us something wrong'."""
+  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
+  errors: list[type[Exception]] = [config_lib.ConfigError, checkpoint.CheckpointError]
+  try:
+    from alignment.data import errors as data_errors  # pylint: disable=g-import-not-at-top
+    errors.append(data_errors.DataError)
+  except ImportError:
+    pass
+  return tuple(errors)
+
+
+def run(config, workdir: str):
+  """Runs one experiment; returns what its runner returns (final metrics)."""
+  if config.experiment not in RUNNERS:
+    raise config_lib.ConfigError(
+        f"config.experiment={config.experiment!r}: choose one of {sorted(RUNNERS)}")
+  module = importlib.import_module(RUNNERS[config.experiment])
+  return module.run(config, workdir)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  try:
+    if _GIN.value:
+      if _CONFIG.value is not None:
+        raise config_lib.ConfigError("give --config or --gin_file, not both")
+      config = config_lib.from_gin(_GIN.value)
+    elif _CONFIG.value is not None:
+      config = _CONFIG.value
+    else:
+      raise config_lib.ConfigError("--config=configs/<exp>.py:<variant> is required")
+    run(config, _WORKDIR.value)
+  except user_errors() as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)
