@@ -140,6 +140,8 @@ def load(spec: str) -> ConfigDict:
 
 def _parse_value(text: str) -> Any:
   import ast  # pylint: disable=g-import-not-at-top
+  if text in ("true", "false"):
+    return text == "true"
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):

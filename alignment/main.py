@@ -17,11 +17,10 @@ import importlib
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from alignment import config as config_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config: FILE.py:ARG")
+_CONFIG = flags.DEFINE_string("config", None, "experiment config: configs/<exp>.py:<variant>")
 _GIN = flags.DEFINE_string("gin_file", None, "gin experiment file (instead of --config)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs)")
 
@@ -48,28 +47,44 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 
 def run(config, workdir: str):
-  """Runs one experiment; returns what its runner returns (final metrics)."""
-  if config.experiment not in RUNNERS:
-    raise config_lib.ConfigError(
-        f"config.experiment={config.experiment!r}: choose one of {sorted(RUNNERS)}")
+  """Validates the config, then runs the experiment; returns its final metrics."""
+  import jax  # pylint: disable=g-import-not-at-top
+  config_lib.validate(config, jax.device_count())
   module = importlib.import_module(RUNNERS[config.experiment])
   return module.run(config, workdir)
 
 
-def main(argv):
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """Separates `--config.a.b=v` overrides from the flags absl parses."""
+  rest, overrides = [], []
+  for arg in argv:
+    if arg.startswith("--config."):
+      overrides.append(arg[len("--config."):])
+    else:
+      rest.append(arg)
+  return rest, overrides
+
+
+def load_config(config_spec, gin_file, overrides):
+  """The locked config from --config or --gin_file, with overrides applied."""
+  if gin_file:
+    if config_spec:
+      raise config_lib.ConfigError("give --config or --gin_file, not both")
+    config = config_lib.from_gin(gin_file)
+  elif config_spec:
+    config = config_lib.load(config_spec)
+  else:
+    raise config_lib.ConfigError("--config=configs/<exp>.py:<variant> is required")
+  return config_lib.apply_overrides(config, overrides, where="--config")
+
+
+def main(argv, overrides=()):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   try:
-    if _GIN.value:
-      if _CONFIG.value is not None:
-        raise config_lib.ConfigError("give --config or --gin_file, not both")
-      config = config_lib.from_gin(_GIN.value)
-    elif _CONFIG.value is not None:
-      config = _CONFIG.value
-    else:
-      raise config_lib.ConfigError("--config=configs/<exp>.py:<variant> is required")
+    config = load_config(_CONFIG.value, _GIN.value, overrides)
     run(config, _WORKDIR.value)
   except user_errors() as e:
     print(f"error: {e}", file=sys.stderr)
@@ -77,4 +92,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _argv, _overrides = split_overrides(sys.argv)
+  app.run(lambda a: main(a, _overrides), argv=_argv)

@@ -1,0 +1,199 @@
+"""What every training loop shares, so that no loop is copied and tweaked.
+
+- `setup_host`: logging, TensorFlow kept off accelerators, JAX safety switches.
+- `mesh_and_rules`, `model_config`: the mesh and a zoo config from the config.
+- `RunLog`: metrics to <workdir>/metrics.jsonl, TensorBoard (<workdir>/tb) and
+  a console progress line; on resume it drops records past the restored step,
+  so the file equals an uninterrupted run's.
+- `Preemption`: SIGTERM sets a flag the loop polls; the loop then saves a
+  checkpoint and exits cleanly.
+- `check_finite`: names the step and the quantities that are NaN or Inf.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any, Mapping, Optional
+
+import jax
+import numpy as np
+
+from alignment import sharding
+from alignment.models import zoo
+
+log = logging.getLogger("alignment")
+
+
+class NonFiniteError(RuntimeError):
+  """A NaN/Inf appeared: names the step and the quantities."""
+
+
+def setup_host():
+  """Idempotent per-process set-up; call at the top of every loop."""
+  jax.config.update("jax_threefry_partitionable", True)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  try:  # TensorFlow is an input pipeline here: it must never take an accelerator.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")
+  except (ImportError, RuntimeError, ValueError):
+    pass  # not installed, already initialised, or no such device type
+  if not logging.getLogger().handlers:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+  for noisy in ("absl", "orbax", "jax._src", "tensorflow"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def mesh_and_rules(config, devices=None):
+  rules = sharding.rules_from_config(config.mesh.rules)
+  mesh = sharding.make_mesh({a: config.mesh[a] for a in sharding.MESH_AXES}, devices)
+  return mesh, rules
+
+
+def model_config(model_section, vocab_size: int):
+  """The zoo config named by a `model` section, vocabulary taken from the data if 0."""
+  overrides = dict(dtype=model_section.dtype, param_dtype=model_section.param_dtype,
+                   remat=model_section.remat)
+  vocab = model_section.vocab_size or vocab_size
+  if vocab:
+    overrides["vocab_size"] = vocab
+  return zoo.get(model_section.name, **overrides)
+
+
+def restore_or_create(ckpt, model_init, optimizer, mesh, rules, seed: int, meta: dict,
+                      data_iter=None, init_params_from: str = ""):
+  """The train state to start from: the newest checkpoint, else fresh.
+
+  Resume order: (1) the newest complete checkpoint in `ckpt` (state, data
+  iterator, RNG), after checking that its metadata matches `meta` (model name
+  and vocabulary); (2) a fresh state whose parameters come from
+  `init_params_from` (a params export or run directory), if given; (3) a fresh
+  random state. Returns (state, shardings, start_step).
+  """
+  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
+  from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  target, shardings = state_lib.abstract(model_init, optimizer, mesh, rules, seed)
+  if ckpt.latest_step() is not None:
+    saved_meta = ckpt.read_meta()
+    for key, want in meta.items():
+      if key in saved_meta and saved_meta[key] != want:
+        raise checkpoint.CheckpointError(
+            f"{ckpt.directory}: checkpoint was written with {key}={saved_meta[key]!r} but "
+            f"the config asks for {want!r}; use a new --workdir or the matching config")
+    state, data_state, _ = ckpt.restore(target)
+    if data_iter is not None:
+      data_iter.set_state(data_state)
+    log.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+    return state, shardings, int(state.step)
+  state, shardings = state_lib.create(model_init, optimizer, mesh, rules, seed)
+  if init_params_from:
+    state = state.replace(params=checkpoint.load_params(init_params_from, target.params))
+    log.info("parameters initialised from %s", init_params_from)
+  return state, shardings, 0
+
+
+def to_host(metrics: Mapping[str, Any]) -> dict[str, float]:
+  return {k: float(np.asarray(v)) for k, v in jax.device_get(dict(metrics)).items()}
+
+
+def check_finite(step: int, metrics: Mapping[str, float], watch=None) -> None:
+  """Raises NonFiniteError naming the step and the non-finite quantities."""
+  names = [k for k, v in metrics.items()
+           if (watch is None or k in watch) and not math.isfinite(v)]
+  if names:
+    raise NonFiniteError(f"step {step}: non-finite {', '.join(sorted(names))} "
+                         f"({', '.join(f'{k}={metrics[k]}' for k in sorted(names))}); "
+                         "the last good checkpoint is intact")
+
+
+class Preemption:
+  """SIGTERM (a TPU VM preemption notice) -> `requested` becomes True."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. inside some test runners)
+      self._previous = None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    log.warning("SIGTERM received: saving a checkpoint and stopping")
+    self.requested = True
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+class RunLog:
+  """Metrics sink: JSONL + TensorBoard + console progress (process 0 only)."""
+
+  def __init__(self, workdir: str, total_steps: int, resume_step: int = 0,
+               every: int = 10, name: str = ""):
+    self.workdir = workdir
+    self.total = total_steps
+    self.every = max(1, every)
+    self.name = name
+    self.main = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._t0 = time.time()
+    self._s0 = resume_step
+    self._writer = None
+    if self.main:
+      os.makedirs(workdir, exist_ok=True)
+      self._truncate(resume_step)
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top
+      self._writer = metric_writers.create_default_writer(
+          os.path.join(workdir, "tb"), just_logging=False, asynchronous=False)
+
+  def _truncate(self, step: int):
+    """Keeps only records up to `step` (those of the checkpoint we resume from)."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(keep)
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, metrics: Mapping[str, float], console: Optional[bool] = None):
+    if not self.main:
+      return
+    record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+    self._writer.write_scalars(int(step), {k: v for k, v in record.items() if k != "step"})
+    if console if console is not None else (step % self.every == 0 or step == self.total):
+      self._console(step, metrics)
+
+  def _console(self, step, metrics):
+    done = step - self._s0
+    elapsed = time.time() - self._t0
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (self.total - step) / rate if rate > 0 else float("nan")
+    shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())[:10])
+    pct = 100.0 * step / max(self.total, 1)
+    print(f"[{self.name}] step {step}/{self.total} ({pct:.0f}%) {rate:.2f} steps/s "
+          f"eta {eta:.0f}s | {shown}", file=sys.stderr, flush=True)
+
+  def close(self):
+    if self._writer is not None:
+      self._writer.flush()
+      self._writer.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
