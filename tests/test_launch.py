@@ -35,7 +35,10 @@ def test_install_ships_the_tree_to_every_worker():
   assert lines[1] == ("gcloud compute tpus tpu-vm scp alignment.tar.gz 'al-1:~' --worker=all "
                       "--zone=us-central2-b --project=proj")
   assert lines[2].startswith("gcloud compute tpus tpu-vm ssh al-1 --worker=all ")
-  assert "pip install -q -e '.[tpu]'" in lines[2]
+  import shlex
+  remote = shlex.split(lines[2])[-1]
+  assert remote.startswith("--command=mkdir -p alignment && tar -xzf alignment.tar.gz")
+  assert remote.endswith("pip install -q -e '.[tpu]'")
 
 
 def test_run_on_all_workers_then_fetch_and_delete():
