@@ -83,10 +83,12 @@ def main(argv, overrides=()):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
+  from alignment import distributed  # pylint: disable=g-import-not-at-top
   try:
+    distributed.initialize()  # a no-op unless ALIGNMENT_* is set or on a TPU VM
     config = load_config(_CONFIG.value, _GIN.value, overrides)
     run(config, _WORKDIR.value)
-  except user_errors() as e:
+  except (*user_errors(), distributed.DistributedError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
