@@ -31,6 +31,7 @@ refused, since the shards and hence the batches would differ.
 """
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any, Mapping
 
@@ -40,7 +41,7 @@ import seqio
 
 from alignment import sharding
 from alignment.data import converters
-from alignment.data.tf_setup import tf  # noqa: F401  (TF without accelerators)
+from alignment.data.tf_setup import tf
 
 ORDERS = ("ordered", "uniform", "window")
 
@@ -88,7 +89,15 @@ def load_records(provider: str, split: str, kind: str, prompt_length: int = 64,
                           shard_info=seqio.ShardInfo(index=index, num_shards=count),
                           seed=seed, trim_output_features=False, use_cached=False)
   ds = converter(ds, lengths)
-  chunks = list(ds.batch(4096).as_numpy_iterator())
+  try:
+    chunks = list(ds.batch(4096).as_numpy_iterator())
+  except tf.errors.InvalidArgumentError as e:
+    m = re.search(r"Feature \\?'(\w+)\\?' has length not less than or equal to the expected "
+                  r"length of (\d+).*?\[x[^\]]*\] \[(\d+)\]", str(e), re.S)
+    if not m:
+      raise
+    raise DataStateError(f"{provider}/{split}: a record's {m.group(1)!r} has {m.group(3)} "
+                         f"tokens, over the length {m.group(2)}") from None
   names = list(converter.get_model_feature_lengths(lengths))
   if not chunks:
     raise DataStateError(f"{provider}/{split}: no records in shard {index} of {count}")
