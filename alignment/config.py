@@ -52,14 +52,11 @@ def mesh_section(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ConfigDict:
 
 def data_section(**kw) -> ConfigDict:
   base = dict(
-      vocab="sentencepiece",  # or "byte"
-      env_seed=0,             # seed of the embedded environment
-      task="",                # seqio task name (set per experiment)
+      task="",                # seqio task or mixture (its vocabulary is the model's)
       batch_size=32,
       prompt_len=64,
       response_len=32,
       shuffle_seed=0,
-      data_dir="",            # TFDS data_dir; "" = <workdir>/../tfds or the default
   )
   base.update(kw)
   return ConfigDict(base)

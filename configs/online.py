@@ -12,7 +12,7 @@ from alignment import config as C
 
 def get_config(arg: str = "tiny"):
   c = C.base_config("online")
-  c.data.task = "env_prompts_train"
+  c.data.task = "env_prompts"
   c.loss = C.loss_section("ipo", beta=0.1)
   c.sampling = C.sampling_section(mixture=0.0)
   c.judge = C.ConfigDict(dict(kind="proxy", checkpoint="", model=""))

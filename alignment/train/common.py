@@ -191,9 +191,106 @@ class RunLog:
       self._writer.close()
 
 
+class Run:
+  """The bookkeeping around a loop's step: timing, logging, NaN/Inf, checkpoints, SIGTERM.
+
+      run = Run(config, workdir, ckpt, start_step, name="sft", meta=meta)
+      for step in range(start_step, config.train.num_steps):
+        state, metrics = train_step(state, next(data))
+        if run.end_of_step(step + 1, state, metrics, data.get_state()):
+          break
+      run.close(state, data.get_state())
+
+  `end_of_step` returns True when the loop must stop (preemption). A watched
+  non-finite metric raises NonFiniteError (config.train.on_nonfinite="stop")
+  before anything is saved, or is counted as a skipped batch ("skip"; the
+  step has already left the state unchanged).
+  """
+
+  def __init__(self, config, workdir: str, ckpt, start_step: int, name: str, meta: dict,
+               watch=("loss", "grad_norm")):
+    self.config = config
+    self.ckpt = ckpt
+    self.meta = meta
+    self.total = int(config.train.num_steps)
+    self.watch = tuple(watch)
+    self.log = RunLog(workdir, self.total, start_step, config.train.log_every, name)
+    self.preemption = Preemption()
+    self.skipped = 0
+    self._last = time.perf_counter()
+    self.last_metrics: dict[str, float] = {}
+    self.stopped_early = False
+
+  def end_of_step(self, step: int, state, metrics, data_state: dict,
+                  extra: Optional[Mapping[str, float]] = None) -> bool:
+    m = to_host(metrics)
+    if extra:
+      m.update(extra)
+    nonfinite = m.pop("nonfinite", 0.0) > 0
+    if nonfinite or any(not math.isfinite(m[k]) for k in self.watch if k in m):
+      if self.config.train.on_nonfinite == "stop":
+        self.ckpt.wait()
+        check_finite(step, m, self.watch)
+        check_finite(step, m)
+        raise NonFiniteError(f"step {step}: non-finite values; the last good checkpoint "
+                             "is intact")
+      self.skipped += 1
+      log.warning("step %d: non-finite %s; batch skipped (%d so far)", step,
+                  [k for k, v in m.items() if not math.isfinite(v)], self.skipped)
+    now = time.perf_counter()
+    m["step_time"] = now - self._last
+    self._last = now
+    if "tokens" in m:
+      m["tokens_per_s"] = m.pop("tokens") / max(m["step_time"], 1e-9)
+    m["skipped_batches"] = float(self.skipped)
+    self.last_metrics = m
+    self.log.write(step, m)
+    every = self.config.train.checkpoint_every
+    stop = self.preemption.requested
+    if step % every == 0 or step == self.total or stop:
+      self.ckpt.save(step, state, data_state, self.meta)
+    if stop:
+      self.stopped_early = True
+      log.warning("stopping at step %d after SIGTERM; checkpoint saved", step)
+    return stop
+
+  def write(self, step: int, metrics: Mapping[str, float]):
+    """Extra records (evaluations) into the same log."""
+    self.log.write(step, dict(metrics), console=True)
+
+  def close(self):
+    self.ckpt.close()
+    self.log.close()
+    self.preemption.close()
+    self._last = time.perf_counter()
+
+
 def read_metrics(workdir: str) -> list[dict]:
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def task_vocabulary(task: str):
+  """The seqio vocabulary of a task's prompts (what the golden judge decodes with)."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  from alignment.data import tasks  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+  try:
+    source = seqio.get_mixture_or_task(task)
+  except ValueError:
+    raise config_lib.ConfigError(f"config.data.task={task!r}: no such seqio task or mixture "
+                                 "(registered: env_*, env_byte_*, imported tasks)") from None
+  return source.output_features["prompt"].vocabulary
+
+
+def model_vocab_size(vocab, multiple: int = 128) -> int:
+  """The vocabulary rounded up, so the embedding splits evenly over `tensor`."""
+  return -(-vocab.vocab_size // multiple) * multiple
+
+
+def first_rows(batch, n: int = 1):
+  """The first n rows of every leaf: an example for model.init."""
+  return jax.tree.map(lambda x: np.asarray(x)[:n], batch)
