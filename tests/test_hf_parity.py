@@ -2,55 +2,18 @@
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import hf_models  # noqa: E402  (skips the module without torch/transformers)
+import torch  # noqa: E402
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-from alignment.models import convert, heads  # noqa: E402
-
-
-def _tiny_hf_t5(seed=0):
-  torch.manual_seed(seed)
-  cfg = transformers.T5Config(vocab_size=96, d_model=32, d_kv=8, d_ff=48, num_layers=2,
-                              num_decoder_layers=3, num_heads=4, feed_forward_proj="gated-gelu",
-                              tie_word_embeddings=False, relative_attention_num_buckets=8,
-                              relative_attention_max_distance=20, dropout_rate=0.0,
-                              decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-  return transformers.T5ForConditionalGeneration(cfg).eval()
-
-
-def _tiny_hf_llama(seed=0, tie=False):
-  torch.manual_seed(seed)
-  cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64,
-                                 num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, rope_theta=10000.0,
-                                 tie_word_embeddings=tie, rms_norm_eps=1e-5,
-                                 max_position_embeddings=128, pad_token_id=0)
-  return transformers.LlamaForCausalLM(cfg).eval()
-
-
-def _convert(model):
-  tensors = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-  cfg = convert.config_from_hf(model.config.to_dict())
-  return cfg, convert.params_from_hf(tensors, cfg)
-
-
-def _ragged(rng, b, l, vocab, left):
-  lengths = rng.integers(2, l + 1, size=b)
-  tokens = rng.integers(2, vocab, size=(b, l))
-  idx = np.arange(l)[None]
-  mask = (idx >= l - lengths[:, None]) if left else (idx < lengths[:, None])
-  return np.where(mask, tokens, 0).astype(np.int32), mask.astype(np.int32)
+from alignment.models import heads  # noqa: E402
 
 
 def test_t5_logits_match_hf():
-  hf = _tiny_hf_t5()
-  cfg, params = _convert(hf)
+  hf = hf_models.tiny_hf_t5()
+  cfg, params = hf_models.to_zoo(hf)
   rng = np.random.default_rng(0)
-  prompt, pmask = _ragged(rng, 3, 7, 96, left=True)
-  response, rmask = _ragged(rng, 3, 5, 96, left=False)
+  prompt, pmask = hf_models.ragged(rng, 3, 7, 96, left=True)
+  response, rmask = hf_models.ragged(rng, 3, 5, 96, left=False)
   ours = heads.LanguageModel(cfg).apply({"params": params}, prompt, pmask, response, rmask)
   with torch.no_grad():
     dec_in = hf._shift_right(torch.tensor(response, dtype=torch.long))
@@ -62,12 +25,12 @@ def test_t5_logits_match_hf():
 
 @pytest.mark.parametrize("tie", [False, True])
 def test_llama_logits_match_hf(tie):
-  hf = _tiny_hf_llama(tie=tie)
-  cfg, params = _convert(hf)
+  hf = hf_models.tiny_hf_llama(tie=tie)
+  cfg, params = hf_models.to_zoo(hf)
   assert cfg.tie_embeddings == tie
   rng = np.random.default_rng(1)
-  prompt, pmask = _ragged(rng, 3, 6, 96, left=True)
-  response, rmask = _ragged(rng, 3, 5, 96, left=False)
+  prompt, pmask = hf_models.ragged(rng, 3, 6, 96, left=True)
+  response, rmask = hf_models.ragged(rng, 3, 5, 96, left=False)
   ours = heads.LanguageModel(cfg).apply({"params": params}, prompt, pmask, response, rmask)
   tokens = np.concatenate([prompt, response], 1)
   mask = np.concatenate([pmask, rmask], 1)

@@ -54,8 +54,9 @@ class Block(nn.Module):
   def __call__(self, x_bld, mask_bls, pos_bl, cache=None, cache_index=None):
     cfg, dt = self.cfg, _dtypes(self.cfg)
     h = L.RMSNorm(cfg.norm_eps, name="pre_attention_norm", **dt)(x_bld)
-    h, cache = L.Attention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, scale_queries=True,
-                           rope_theta=cfg.rope_theta, name="attention", **dt)(
+    h, cache = L.Attention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model,
+                           scale_queries=True, rope_theta=cfg.rope_theta, name="attention",
+                           **dt)(
                                h, mask_bls=mask_bls, q_pos_bl=pos_bl, cache=cache,
                                cache_index=cache_index)
     x_bld = x_bld + h
@@ -73,7 +74,7 @@ def positions_from_mask(mask_bl: Array) -> Array:
 class DecoderDecodeState:
   """What the sampler carries between steps.
 
-  caches: one KVCache [B, Lp + T, G, K] per layer; key_valid: [B, Lp + T], the
+  caches: one KVCache [B, G, Lp + T, K] per layer; key_valid: [B, Lp + T], the
   prompt mask followed by ones (slots past the write index are masked by
   causality); prompt_len: [B] real prompt tokens; prompt_width: Lp (static).
   """

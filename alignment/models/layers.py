@@ -220,24 +220,31 @@ def apply_rope(x_blhk: Array, pos_bl: Array, theta: float) -> Array:
 class KVCache:
   """Static-shape key/value cache of one attention layer.
 
-  k_bsgk, v_bsgk: [B, S, G, K], S the cache capacity; entries past the write
-  index are zero and masked by the caller's key mask.
+  k_bgsk, v_bgsk: [B, G, S, K], S the cache capacity; entries past the write
+  index are zero and masked by the caller's key mask. Heads come before
+  length because attention's batched dots take (B, G) as leading batch
+  dimensions: in this layout XLA reads the cache in place instead of
+  transposing all of it at every decoding step.
   """
-  k_bsgk: Array
-  v_bsgk: Array
+  k_bgsk: Array
+  v_bgsk: Array
 
   @classmethod
   def zeros(cls, batch: int, length: int, kv_heads: int, head_dim: int,
             dtype: DType) -> "KVCache":
-    shape = (batch, length, kv_heads, head_dim)
+    shape = (batch, kv_heads, length, head_dim)
     return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
-CACHE_AXES = ("cache_batch", "cache_length", "cache_heads", "cache_kv")
+CACHE_AXES = ("cache_batch", "cache_heads", "cache_length", "cache_kv")
 
 
 def constrain_cache(cache: KVCache) -> KVCache:
-  return KVCache(constrain(cache.k_bsgk, CACHE_AXES), constrain(cache.v_bsgk, CACHE_AXES))
+  return KVCache(constrain(cache.k_bgsk, CACHE_AXES), constrain(cache.v_bgsk, CACHE_AXES))
+
+
+def to_cache_layout(x_bsgk: Array) -> Array:
+  return jnp.transpose(x_bsgk, (0, 2, 1, 3))
 
 
 def dot_product_attention(q_blhk: Array, k_bsgk: Array, v_bsgk: Array,
@@ -259,31 +266,62 @@ def dot_product_attention(q_blhk: Array, k_bsgk: Array, v_bsgk: Array,
   return out_blgrk.reshape(b, l, h, k)
 
 
+def cached_attention(q_blhk: Array, k_bgsk: Array, v_bgsk: Array,
+                     mask_bls: Optional[Array], bias_bhls: Optional[Array],
+                     scale: float) -> Array:
+  """`dot_product_attention` over keys/values in the cache layout [B, G, S, K]."""
+  b, l, h, k = q_blhk.shape
+  g = k_bgsk.shape[1]
+  q_bglrk = jnp.transpose(q_blhk.reshape(b, l, g, h // g, k), (0, 2, 1, 3, 4))
+  scores = jnp.einsum("bglrk,bgsk->bgrls", q_bglrk, k_bgsk).astype(jnp.float32)
+  scores = scores * scale
+  if bias_bhls is not None:
+    s = bias_bhls.shape
+    scores = scores + bias_bhls.reshape(s[0], g, h // g, s[2], s[3]).astype(jnp.float32)
+  if mask_bls is not None:
+    scores = jnp.where(mask_bls[:, None, None, :, :], scores, NEG_INF)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_bgsk.dtype)
+  out_bgrlk = jnp.einsum("bgrls,bgsk->bgrlk", probs, v_bgsk)
+  return jnp.transpose(out_bgrlk, (0, 3, 1, 2, 4)).reshape(b, l, h, k)
+
+
 class Attention(nn.Module):
   """Multi-head / grouped-query attention with an optional explicit KV cache.
 
   T5 uses no query scaling (it is folded into the initialisation) and additive
   relative-position biases; Llama scales by 1/sqrt(K) and rotates q and k.
+  Parameters are declared in `setup` (hence the explicit `features`, the
+  model width D) so that `project_kv` can run on its own: the sampler
+  computes T5's cross-attention keys/values once per prompt.
   """
 
   num_heads: int
   num_kv_heads: int
   head_dim: int
+  features: int
   scale_queries: bool = True
   rope_theta: Optional[float] = None
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
-  def _project(self, name, x_bld, heads):
-    d = x_bld.shape[-1]
-    head_axis = "heads" if heads == self.num_heads else "kv_heads"
-    w = self.param(name, param_with_axes(_fan_in_normal(1.0, (0,)),
-                                         ("embed", head_axis, "kv")),
-                   (d, heads, self.head_dim), self.param_dtype)
-    y = jnp.einsum("bld,dhk->blhk", x_bld, w.astype(self.dtype))
+  def setup(self):
+    def proj(name, heads):
+      head_axis = "heads" if heads == self.num_heads else "kv_heads"
+      return self.param(name, param_with_axes(_fan_in_normal(1.0, (0,)),
+                                              ("embed", head_axis, "kv")),
+                        (self.features, heads, self.head_dim), self.param_dtype)
+
+    self.query = proj("query", self.num_heads)
+    self.key = proj("key", self.num_kv_heads)
+    self.value = proj("value", self.num_kv_heads)
+    self.out = self.param("out", param_with_axes(_fan_in_normal(1.0, (0, 1)),
+                                                 ("heads", "kv", "embed")),
+                          (self.num_heads, self.head_dim, self.features), self.param_dtype)
+
+  def _project(self, w_dhk, x_bld):
+    y = jnp.einsum("bld,dhk->blhk", x_bld, w_dhk.astype(self.dtype))
     return constrain(y, (BATCH, LENGTH, HEADS, KV))
 
-  @nn.compact
   def __call__(self, x_bld: Array, kv_source_bsd: Optional[Array] = None, *,
                mask_bls: Optional[Array] = None, bias_bhls: Optional[Array] = None,
                q_pos_bl: Optional[Array] = None,
@@ -297,38 +335,37 @@ class Attention(nn.Module):
     cross-attention keys/values computed once (the T5 encoder output).
     Returns (out_bld, new_cache or None).
     """
-    q = self._project("query", x_bld, self.num_heads)
+    q = self._project(self.query, x_bld)
+    scale = 1.0 / np.sqrt(self.head_dim) if self.scale_queries else 1.0
+    new_cache = None
     if precomputed_kv is not None:
-      k, v = precomputed_kv.k_bsgk, precomputed_kv.v_bsgk
+      out_blhk = cached_attention(q, precomputed_kv.k_bgsk.astype(self.dtype),
+                                  precomputed_kv.v_bgsk.astype(self.dtype), mask_bls,
+                                  bias_bhls, scale)
     else:
       source = x_bld if kv_source_bsd is None else kv_source_bsd
-      k = self._project("key", source, self.num_kv_heads)
-      v = self._project("value", source, self.num_kv_heads)
-    if self.rope_theta is not None:  # Self-attention only: keys are the query tokens.
-      q = apply_rope(q, q_pos_bl, self.rope_theta)
-      k = apply_rope(k, q_pos_bl, self.rope_theta)
-    new_cache = None
-    if cache is not None:
-      k_all = jax.lax.dynamic_update_slice_in_dim(cache.k_bsgk, k.astype(cache.k_bsgk.dtype),
-                                                  cache_index, axis=1)
-      v_all = jax.lax.dynamic_update_slice_in_dim(cache.v_bsgk, v.astype(cache.v_bsgk.dtype),
-                                                  cache_index, axis=1)
-      new_cache = constrain_cache(KVCache(k_all, v_all))
-      k, v = k_all.astype(self.dtype), v_all.astype(self.dtype)
-    scale = 1.0 / np.sqrt(self.head_dim) if self.scale_queries else 1.0
-    out_blhk = dot_product_attention(q, k.astype(self.dtype), v.astype(self.dtype),
-                                     mask_bls, bias_bhls, scale)
+      k = self._project(self.key, source)
+      v = self._project(self.value, source)
+      if self.rope_theta is not None:  # Self-attention only: keys are the query tokens.
+        q = apply_rope(q, q_pos_bl, self.rope_theta)
+        k = apply_rope(k, q_pos_bl, self.rope_theta)
+      if cache is None:
+        out_blhk = dot_product_attention(q, k, v, mask_bls, bias_bhls, scale)
+      else:
+        write = lambda buf, x: jax.lax.dynamic_update_slice_in_dim(
+            buf, to_cache_layout(x).astype(buf.dtype), cache_index, axis=2)
+        new_cache = constrain_cache(KVCache(write(cache.k_bgsk, k), write(cache.v_bgsk, v)))
+        out_blhk = cached_attention(q, new_cache.k_bgsk.astype(self.dtype),
+                                    new_cache.v_bgsk.astype(self.dtype), mask_bls, bias_bhls,
+                                    scale)
     out_blhk = constrain(out_blhk, (BATCH, LENGTH, HEADS, KV))
-    wo = self.param("out", param_with_axes(_fan_in_normal(1.0, (0, 1)),
-                                           ("heads", "kv", "embed")),
-                    (self.num_heads, self.head_dim, x_bld.shape[-1]), self.param_dtype)
-    out_bld = jnp.einsum("blhk,hkd->bld", out_blhk, wo.astype(self.dtype))
+    out_bld = jnp.einsum("blhk,hkd->bld", out_blhk, self.out.astype(self.dtype))
     return constrain(out_bld, (BATCH, LENGTH, EMBED)), new_cache
 
   def project_kv(self, source_bsd: Array) -> KVCache:
     """Keys and values of a fixed source (cross-attention), computed once."""
-    return KVCache(self._project("key", source_bsd, self.num_kv_heads),
-                   self._project("value", source_bsd, self.num_kv_heads))
+    return KVCache(to_cache_layout(self._project(self.key, source_bsd)),
+                   to_cache_layout(self._project(self.value, source_bsd)))
 
 
 def causal_mask(q_idx_bl: Array, k_idx_bs: Array) -> Array:

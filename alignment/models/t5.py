@@ -65,8 +65,9 @@ class EncoderLayer(nn.Module):
   def __call__(self, x_bld, mask_bls, bias_bhls):
     cfg, dt = self.cfg, _dtypes(self.cfg)
     h = L.RMSNorm(cfg.norm_eps, name="pre_attention_norm", **dt)(x_bld)
-    h, _ = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim, scale_queries=False,
-                       name="attention", **dt)(h, mask_bls=mask_bls, bias_bhls=bias_bhls)
+    h, _ = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim, cfg.d_model,
+                       scale_queries=False, name="attention", **dt)(
+                           h, mask_bls=mask_bls, bias_bhls=bias_bhls)
     x_bld = x_bld + h
     h = L.RMSNorm(cfg.norm_eps, name="pre_mlp_norm", **dt)(x_bld)
     x_bld = x_bld + L.MLP(cfg.d_ff, "gelu", name="mlp", **dt)(h)
@@ -79,11 +80,11 @@ class DecoderLayer(nn.Module):
   def setup(self):
     cfg, dt = self.cfg, _dtypes(self.cfg)
     self.pre_self_attention_norm = L.RMSNorm(cfg.norm_eps, **dt)
-    self.self_attention = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim,
+    self.self_attention = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim, cfg.d_model,
                                       scale_queries=False, **dt)
     self.pre_cross_attention_norm = L.RMSNorm(cfg.norm_eps, **dt)
     self.encoder_decoder_attention = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim,
-                                                 scale_queries=False, **dt)
+                                                 cfg.d_model, scale_queries=False, **dt)
     self.pre_mlp_norm = L.RMSNorm(cfg.norm_eps, **dt)
     self.mlp = L.MLP(cfg.d_ff, "gelu", **dt)
 
@@ -109,8 +110,8 @@ class DecoderLayer(nn.Module):
 class T5DecodeState:
   """What the sampler carries between steps.
 
-  self_caches: one KVCache [B, T, H, K] per decoder layer (T = max new tokens);
-  cross_kv: per-layer encoder keys/values [B, Lp, H, K], computed once;
+  self_caches: one KVCache [B, H, T, K] per decoder layer (T = max new tokens);
+  cross_kv: per-layer encoder keys/values [B, H, Lp, K], computed once;
   prompt_mask: [B, Lp] (left or right padded, 1 = real token).
   """
   self_caches: tuple
@@ -186,7 +187,7 @@ class T5Backbone(nn.Module):
 
   def _decode_one(self, state: T5DecodeState, token_b, index):
     b = token_b.shape[0]
-    capacity = state.self_caches[0].k_bsgk.shape[1]
+    capacity = state.self_caches[0].k_bgsk.shape[2]
     q_idx = jnp.full((b, 1), index, jnp.int32)
     k_idx = jnp.broadcast_to(jnp.arange(capacity), (b, capacity))
     self_mask = L.causal_mask(q_idx, k_idx)

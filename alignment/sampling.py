@@ -1,0 +1,350 @@
+"""On-policy sampler: jit-compiled autoregressive decoding for both architectures.
+
+Shapes use the legend of `alignment.models.layers` (B batch, L length, V
+vocabulary) plus T = `max_new_tokens` and N = B * `num_samples` rows.
+
+    sampler = Sampler(model, SamplingConfig(max_new_tokens=32, temperature=0.9), mesh)
+    out = sampler(params, PromptBatch(prompt, prompt_mask), jax.random.key(0))
+    out.tokens  # [N, T] right padded, EOS included; row i * n + j = sample j of prompt i
+
+The whole loop is one `jax.jit`: the model's `start_decode` (T5: encoder once
+and cross-attention keys/values; decoder-only: prompt prefill into a static
+[N, Lp + T] cache), then a `lax.while_loop` of `decode_step`s that stops as
+soon as every row has emitted EOS. Prompts are encoded once and their decode
+state repeated `num_samples` times. Rows are split over the mesh's `data` x
+`fsdp` axes and attention heads over `tensor`, as in training.
+
+Token choice per step: logits / temperature, then top-k, then top-p (nucleus:
+the smallest set of most likely tokens whose probability reaches top_p), as
+Hugging Face orders its processors; greedy (or temperature 0) takes the
+argmax. The draw itself is an exact inverse-CDF draw in two levels (a block of
+256 tokens, then a token inside it; two uniforms per row), which costs a few
+percent of Gumbel-max's random numbers at V = 32k.
+
+Log-probs: `logprobs` are those of the sampled tokens under the UNTEMPERED
+model distribution log_softmax(logits) (what losses and the KL use; they
+equal `scoring.token_logprobs` of the training forward up to float rounding);
+`sampling_logprobs` are under the distribution actually sampled from
+(tempered and truncated; 0 for greedy). Both are 0 at padding.
+
+Determinism: given the key, the tokens are a pure function of (params,
+prompts), on any mesh (the key of step t is fold_in(key, t) and
+`jax_threefry_partitionable` makes random bits independent of sharding).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+
+from alignment import sharding
+from alignment.data.batches import EOS_ID, PAD_ID, PromptBatch, SFTBatch
+from alignment.models import heads
+from alignment.models import layers as L
+
+Array = jax.Array
+
+_BLOCK = 256  # tokens per block of the two-level draw
+
+
+class SamplingConfigError(ValueError):
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """How to sample. Out-of-range values raise `SamplingConfigError` naming the field.
+
+  max_new_tokens: T, the response length (>= 1).
+  temperature: >= 0; 0 means greedy.
+  top_k: keep the k most likely tokens; 0 keeps all.
+  top_p: nucleus mass in (0, 1]; 1 keeps all.
+  greedy: argmax decoding (temperature, top_k, top_p are then unused).
+  num_samples: n responses per prompt (>= 1).
+  cache_dtype: key/value cache dtype, "float32" or "bfloat16".
+  eos_id: a row stops after emitting it; None never stops (benchmarks).
+  """
+  max_new_tokens: int = 32
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  greedy: bool = False
+  num_samples: int = 1
+  cache_dtype: str = "float32"
+  eos_id: Optional[int] = EOS_ID
+
+  def __post_init__(self):
+    def fail(name, why):
+      raise SamplingConfigError(
+          f"SamplingConfig.{name}={getattr(self, name)!r}: {why}")
+
+    def is_int(v):
+      return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+      fail("max_new_tokens", "must be an integer >= 1")
+    if not isinstance(self.temperature, (int, float)) or not self.temperature >= 0:
+      fail("temperature", "must be >= 0 (0 means greedy)")
+    if not is_int(self.top_k) or self.top_k < 0:
+      fail("top_k", "must be an integer >= 0 (0 keeps every token)")
+    if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+      fail("top_p", "must lie in (0, 1] (1 keeps every token)")
+    if not is_int(self.num_samples) or self.num_samples < 1:
+      fail("num_samples", "must be an integer >= 1")
+    if self.cache_dtype not in ("float32", "bfloat16"):
+      fail("cache_dtype", "must be 'float32' or 'bfloat16'")
+    if self.eos_id is not None and (not is_int(self.eos_id) or self.eos_id == PAD_ID):
+      fail("eos_id", f"must be None or an integer token id other than PAD_ID={PAD_ID}")
+
+  @property
+  def is_greedy(self) -> bool:
+    return self.greedy or self.temperature == 0
+
+
+@flax.struct.dataclass
+class SampleOutput:
+  """Sampled responses; N = B * n rows, row i * n + j is sample j of prompt i.
+
+  prompt, prompt_mask: [N, Lp] the prompts, repeated, left padded.
+  tokens: [N, T] int32, right padded with PAD_ID; a response ends with its
+    EOS when one was emitted within T tokens.
+  mask: [N, T] int32, 1 up to and including EOS.
+  lengths: [N] int32, number of real tokens (EOS included).
+  finished: [N] bool, True where the row emitted EOS.
+  logprobs: [N, T] float32, log-prob of each token under the untempered model
+    distribution; 0 at padding.
+  sampling_logprobs: [N, T] float32, under the sampling distribution
+    (temperature, top-k, top-p); 0 for greedy and at padding.
+  """
+  prompt: Array
+  prompt_mask: Array
+  tokens: Array
+  mask: Array
+  lengths: Array
+  finished: Array
+  logprobs: Array
+  sampling_logprobs: Array
+
+  def as_batch(self) -> SFTBatch:
+    """The responses as an `SFTBatch` (for scoring or supervised losses)."""
+    return SFTBatch(self.prompt, self.prompt_mask, self.tokens, self.mask)
+
+
+# --------------------------------------------------------------------------
+# Choosing a token
+# --------------------------------------------------------------------------
+
+
+def draw_from_probs(key: Array, probs_bv: Array) -> Array:
+  """Index [B] drawn with probability probs_bv / sum (unnormalised, >= 0).
+
+  Exact inverse-CDF draw in two levels: a block of `_BLOCK` entries by its
+  mass, then an entry inside the block by its mass; each level takes the first
+  cumulative sum >= u * total with u in (0, 1], so zero-mass entries are never
+  drawn.
+  """
+  b, v = probs_bv.shape
+  blk = min(_BLOCK, v)
+  pad = (-v) % blk
+  blocks_bnk = jnp.pad(probs_bv, ((0, 0), (0, pad))).reshape(b, -1, blk)
+  key_block, key_inner = jax.random.split(key)
+
+  def first_reaching(cum_bm, u_b):
+    target = u_b[:, None] * cum_bm[:, -1:]
+    return jnp.minimum(jnp.sum(cum_bm < target, axis=-1), cum_bm.shape[-1] - 1)
+
+  u_block = 1.0 - jax.random.uniform(key_block, (b,))
+  u_inner = 1.0 - jax.random.uniform(key_inner, (b,))
+  block_b = first_reaching(jnp.cumsum(jnp.sum(blocks_bnk, axis=-1), axis=-1), u_block)
+  inner_bk = jnp.take_along_axis(blocks_bnk, block_b[:, None, None], axis=1)[:, 0]
+  return block_b * blk + first_reaching(jnp.cumsum(inner_bk, axis=-1), u_inner)
+
+
+def nucleus_mask(sorted_logits_bk: Array, top_p: float) -> Array:
+  """True for the smallest prefix (logits sorted descending) whose mass reaches top_p."""
+  probs = jax.nn.softmax(sorted_logits_bk, axis=-1)
+  mass_before = jnp.cumsum(probs, axis=-1) - probs
+  return mass_before < top_p
+
+
+def choose_tokens(logits_bv: Array, key: Array, config: SamplingConfig):
+  """One step's tokens from logits [B, V].
+
+  Returns (tokens [B] int32, model log-probs [B], sampling log-probs [B]).
+  """
+  logits_bv = logits_bv.astype(jnp.float32)
+  model_logp_bv = jax.nn.log_softmax(logits_bv, axis=-1)
+  if config.is_greedy:
+    token_b = jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+    model_logp = jnp.take_along_axis(model_logp_bv, token_b[:, None], axis=-1)[:, 0]
+    return token_b, model_logp, jnp.zeros_like(model_logp)
+
+  v = logits_bv.shape[-1]
+  scaled_bk = logits_bv / config.temperature
+  index_bk = None  # candidate -> token id; None means candidate k is token k
+  top_k = config.top_k if 0 < config.top_k < v else 0
+  if top_k or config.top_p < 1:
+    # Sorted candidates: the k best, or all V when only top-p truncates.
+    scaled_bk, index_bk = jax.lax.top_k(scaled_bk, top_k or v)
+  if config.top_p < 1:
+    scaled_bk = jnp.where(nucleus_mask(scaled_bk, config.top_p), scaled_bk, -jnp.inf)
+  sample_logp_bk = jax.nn.log_softmax(scaled_bk, axis=-1)
+  choice_b = draw_from_probs(key, jnp.exp(sample_logp_bk))
+  sample_logp = jnp.take_along_axis(sample_logp_bk, choice_b[:, None], axis=-1)[:, 0]
+  token_b = (choice_b if index_bk is None else
+             jnp.take_along_axis(index_bk, choice_b[:, None], axis=-1)[:, 0])
+  token_b = token_b.astype(jnp.int32)
+  model_logp = jnp.take_along_axis(model_logp_bv, token_b[:, None], axis=-1)[:, 0]
+  return token_b, model_logp, sample_logp
+
+
+# --------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class _Carry:
+  t: Array               # next position to fill
+  logits: Array          # [N, V] predicting token t
+  state: Any             # the model's decode state
+  tokens: Array          # [N, T]
+  mask: Array            # [N, T]
+  logprobs: Array        # [N, T]
+  sampling_logprobs: Array
+  done: Array            # [N] bool: EOS already emitted
+
+
+def _constrain_rows(x: Array) -> Array:
+  return L.constrain(x, (L.BATCH,) + (None,) * (x.ndim - 1))
+
+
+def _write(carry: _Carry, key: Array, config: SamplingConfig) -> _Carry:
+  """Chooses token t for every row that is still running and records it."""
+  token, logp, slogp = choose_tokens(carry.logits, jax.random.fold_in(key, carry.t), config)
+  alive = ~carry.done
+  token = jnp.where(alive, token, PAD_ID)
+  put = lambda buf, col: jax.lax.dynamic_update_slice_in_dim(
+      buf, col[:, None].astype(buf.dtype), carry.t, axis=1)
+  done = carry.done
+  if config.eos_id is not None:
+    done = done | (token == config.eos_id)
+  return carry.replace(
+      tokens=put(carry.tokens, token), mask=put(carry.mask, alive),
+      logprobs=put(carry.logprobs, jnp.where(alive, logp, 0.0)),
+      sampling_logprobs=put(carry.sampling_logprobs, jnp.where(alive, slogp, 0.0)),
+      done=done)
+
+
+def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
+           config: SamplingConfig) -> SampleOutput:
+  """Samples `config.num_samples` responses per prompt. Pure; call it under jit.
+
+  `Sampler` wraps this with explicit shardings; call `sample` directly when
+  sampling is part of a larger jitted step (e.g. an online update).
+  """
+  variables = {"params": params}
+  n, t_max = config.num_samples, config.max_new_tokens
+  logits, state = model.apply(variables, prompts.prompt, prompts.prompt_mask, t_max,
+                              L.dtype_from_name(config.cache_dtype),
+                              method=heads.LanguageModel.start_decode)
+  prompt, prompt_mask = prompts.prompt, prompts.prompt_mask
+  if n > 1:  # Encode / prefill once per prompt; each sample gets its own copy after.
+    rep = lambda x: _constrain_rows(jnp.repeat(x, n, axis=0))
+    logits, state, prompt, prompt_mask = jax.tree.map(rep, (logits, state, prompt, prompt_mask))
+  rows = logits.shape[0]
+  zeros = lambda dtype: _constrain_rows(jnp.zeros((rows, t_max), dtype))
+  carry = _Carry(t=jnp.asarray(0, jnp.int32), logits=logits, state=state,
+                 tokens=zeros(jnp.int32), mask=zeros(jnp.int32),
+                 logprobs=zeros(jnp.float32), sampling_logprobs=zeros(jnp.float32),
+                 done=jnp.zeros((rows,), bool))
+  carry = _write(carry, key, config).replace(t=jnp.asarray(1, jnp.int32))
+
+  def cond(c: _Carry):
+    return (c.t < t_max) & ~jnp.all(c.done)
+
+  def body(c: _Carry):
+    prev = jax.lax.dynamic_index_in_dim(c.tokens, c.t - 1, axis=1, keepdims=False)
+    logits, state = model.apply(variables, c.state, prev, c.t - 1,
+                                method=heads.LanguageModel.decode_step)
+    c = _write(c.replace(logits=logits, state=state), key, config)
+    return c.replace(t=c.t + 1)
+
+  carry = jax.lax.while_loop(cond, body, carry)
+  lengths = jnp.sum(carry.mask, axis=1)
+  return SampleOutput(prompt=prompt, prompt_mask=prompt_mask, tokens=carry.tokens,
+                      mask=carry.mask, lengths=lengths, finished=carry.done,
+                      logprobs=carry.logprobs, sampling_logprobs=carry.sampling_logprobs)
+
+
+# --------------------------------------------------------------------------
+# The jitted, sharded entry point
+# --------------------------------------------------------------------------
+
+
+def param_shardings(model: heads.LanguageModel, mesh: Mesh, rules) -> Any:
+  """NamedShardings of the model's parameters from their logical axis names."""
+  p = jnp.zeros((1, 2), jnp.int32)
+  abstract = jax.eval_shape(lambda k: model.init(k, p, p, p, p)["params"], jax.random.key(0))
+  return sharding.logical_shardings(abstract, mesh, rules)
+
+
+class Sampler:
+  """`sample` compiled once per prompt shape, with explicit shardings on a mesh.
+
+  Args:
+    model: a `heads.LanguageModel`.
+    config: a `SamplingConfig`.
+    mesh: the mesh to run on; None means the first device alone.
+    rules: logical-axis rules (default `sharding.DEFAULT_RULES`).
+    params_sharding: the parameters' shardings; derived from the model's
+      logical axis names when None.
+  Calling it: sampler(params, prompts: PromptBatch, key) -> SampleOutput, all
+  rows split over the batch axes of the mesh.
+  """
+
+  def __init__(self, model: heads.LanguageModel, config: SamplingConfig,
+               mesh: Optional[Mesh] = None, rules=sharding.DEFAULT_RULES,
+               params_sharding=None):
+    self.model, self.config, self.rules = model, config, rules
+    self.mesh = mesh or sharding.make_mesh({"data": 1}, jax.devices()[:1])
+    if params_sharding is None:
+      with sharding.use(self.mesh, rules):
+        params_sharding = param_shardings(model, self.mesh, rules)
+    rows = sharding.batch_sharding(self.mesh, rules, 2)
+    row = sharding.batch_sharding(self.mesh, rules, 1)
+    out_sharding = SampleOutput(prompt=rows, prompt_mask=rows, tokens=rows, mask=rows,
+                                lengths=row, finished=row, logprobs=rows,
+                                sampling_logprobs=rows)
+    self._jitted = jax.jit(
+        functools.partial(sample, model, config=config),
+        in_shardings=(params_sharding, PromptBatch(rows, rows), sharding.replicated(self.mesh)),
+        out_shardings=out_sharding)
+    self._batch_ways = sharding.data_parallel_size(dict(self.mesh.shape), rules)
+
+  def _check(self, prompts: PromptBatch):
+    b = prompts.prompt.shape[0]
+    if prompts.prompt.shape != prompts.prompt_mask.shape or prompts.prompt.ndim != 2:
+      raise ValueError(f"prompts: prompt {prompts.prompt.shape} and prompt_mask "
+                       f"{prompts.prompt_mask.shape} must be the same [B, Lp] shape")
+    if b % self._batch_ways:
+      raise ValueError(f"prompts: batch {b} is not divisible by the {self._batch_ways} "
+                       "ways the mesh splits the batch (data x fsdp)")
+
+  def __call__(self, params, prompts: PromptBatch, key: Array) -> SampleOutput:
+    self._check(prompts)
+    with sharding.use(self.mesh, self.rules):
+      return self._jitted(params, prompts, key)
+
+  def lower(self, params, prompts: PromptBatch, key: Array):
+    """The lowered computation (for AOT compilation and cost analysis)."""
+    self._check(prompts)
+    with sharding.use(self.mesh, self.rules):
+      return self._jitted.lower(params, prompts, key)
