@@ -57,6 +57,7 @@ def data_section(**kw) -> ConfigDict:
       prompt_len=64,
       response_len=32,
       shuffle_seed=0,
+      max_records=0,          # use only the first N training records (0 = all)
   )
   base.update(kw)
   return ConfigDict(base)
@@ -82,6 +83,27 @@ def loss_section(name: str = "ipo", beta: float = 0.1, reduction: str = "sum") -
 
 def sampling_section(**kw) -> ConfigDict:
   base = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=32, cache_dtype="float32")
+  base.update(kw)
+  return ConfigDict(base)
+
+
+def eval_section(**kw) -> ConfigDict:
+  """Evaluation (alignment.evaluation): sizes, sampling, tasks, and what to compare."""
+  base = dict(
+      every=0,                 # evaluate inside a loop every N steps (0: at the end only)
+      kl_prompts=256,          # train prompts for the exact KL (paper: 256)
+      win_prompts=2048,        # eval prompts for win rates (paper: 2048)
+      classifier_pairs=256,    # held-out D_golden pairs (paper: 256)
+      batch_size=64,
+      temperature=1.0,
+      seed=0,
+      prompts_task="env_prompts",
+      pairs_task="env_pairs_golden",
+      policy="",               # experiment eval: an export or a run's checkpoint directory
+      sft="",                  # pi_sft export (KL and classifier baseline)
+      reference="",            # win-rate reference policy export ("" = SFT)
+      proxy="",                # proxy PM export ("" = no proxy win rate)
+  )
   base.update(kw)
   return ConfigDict(base)
 

@@ -17,7 +17,7 @@ def get_config(arg: str = "tiny"):
   c.data.replay_window = 4      # batches per shuffle window (replay_order=window)
   c.loss = C.loss_section("ipo", beta=0.1)
   c.init = C.ConfigDict(dict(policy="", reference=""))  # SFT export(s); reference "" = policy
-  c.eval = C.ConfigDict(dict(every=0))
+  c.eval = C.eval_section()
   if arg == "tiny":
     c.model.name = "t5-nano"
     c.data.update(batch_size=8)

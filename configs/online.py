@@ -18,7 +18,7 @@ def get_config(arg: str = "tiny"):
   c.judge = C.ConfigDict(dict(kind="proxy", checkpoint="", model=""))
   c.init = C.ConfigDict(dict(policy="", reference=""))
   c.train.write_stream = True
-  c.eval = C.ConfigDict(dict(every=0))
+  c.eval = C.eval_section()
   if arg == "tiny":
     c.model.name = "t5-nano"
     c.data.update(batch_size=8)

@@ -247,10 +247,18 @@ def make_iterator(provider: str, split: str, kind: str, global_batch_size: int, 
                   rules=sharding.DEFAULT_RULES, seed: int = 0, order: str = "uniform",
                   window_batches: int = 1, num_epochs: int | None = None,
                   process_index: int | None = None,
-                  process_count: int | None = None) -> BatchIterator:
-  """The iterator a training loop uses, e.g. ("env_sft", "train", "sft", 32, mesh=mesh)."""
+                  process_count: int | None = None,
+                  max_records: int | None = None) -> BatchIterator:
+  """The iterator a training loop uses, e.g. ("env_sft", "train", "sft", 32, mesh=mesh).
+
+  max_records: keep only N records in all (each host its first N / hosts): a
+  limited D_golden.
+  """
   records = load_records(provider, split, kind, prompt_length, response_length,
                          process_index=process_index, process_count=process_count, seed=seed)
+  if max_records:
+    per_host = max_records // host_shard(process_index, process_count)[1]
+    records = {k: v[:per_host] for k, v in records.items()}
   return BatchIterator(records, converters.CONVERTERS[kind].BATCH_CLS, global_batch_size,
                        mesh=mesh, rules=rules, seed=seed, order=order,
                        window_batches=window_batches, num_epochs=num_epochs,

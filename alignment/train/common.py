@@ -67,14 +67,17 @@ def model_config(model_section, vocab_size: int):
 
 
 def restore_or_create(ckpt, model_init, optimizer, mesh, rules, seed: int, meta: dict,
-                      data_iter=None, init_params_from: str = ""):
+                      data_iter=None, init_params_from: str = "",
+                      init_keys: Optional[tuple[str, ...]] = None):
   """The train state to start from: the newest checkpoint, else fresh.
 
   Resume order: (1) the newest complete checkpoint in `ckpt` (state, data
   iterator, RNG), after checking that its metadata matches `meta` (model name
   and vocabulary); (2) a fresh state whose parameters come from
-  `init_params_from` (a params export or run directory), if given; (3) a fresh
-  random state. Returns (state, shardings, start_step).
+  `init_params_from` (a params export or run directory), if given - only the
+  top-level subtrees `init_keys` when given (a preference model takes the SFT
+  policy's "backbone"); (3) a fresh random state.
+  Returns (state, shardings, start_step).
   """
   from alignment import checkpoint  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -93,8 +96,10 @@ def restore_or_create(ckpt, model_init, optimizer, mesh, rules, seed: int, meta:
     return state, shardings, int(state.step)
   state, shardings = state_lib.create(model_init, optimizer, mesh, rules, seed)
   if init_params_from:
-    state = state.replace(params=checkpoint.load_params(init_params_from, target.params))
-    log.info("parameters initialised from %s", init_params_from)
+    keys = init_keys or tuple(target.params)
+    loaded = checkpoint.load_params(init_params_from, {k: target.params[k] for k in keys})
+    state = state.replace(params={**state.params, **loaded})
+    log.info("parameters %s initialised from %s", list(keys), init_params_from)
   return state, shardings, 0
 
 
@@ -294,3 +299,100 @@ def model_vocab_size(vocab, multiple: int = 128) -> int:
 def first_rows(batch, n: int = 1):
   """The first n rows of every leaf: an example for model.init."""
   return jax.tree.map(lambda x: np.asarray(x)[:n], batch)
+
+
+def abstract_params(model, data_section, mesh, rules):
+  """The parameters' ShapeDtypeStructs with shardings (a restore target)."""
+  from alignment.models import heads  # pylint: disable=g-import-not-at-top
+  p = np.zeros((1, data_section.prompt_len), np.int32)
+  r = np.zeros((1, data_section.response_len), np.int32)
+  args = (p, p, r, r, r, r) if isinstance(model, heads.PairwisePreferenceModel) else (p, p, r, r)
+  with sharding.use(mesh, rules):
+    boxed = jax.eval_shape(lambda k: model.init(k, *args)["params"], jax.random.PRNGKey(0))
+  shardings = sharding.logical_shardings(boxed, mesh, rules)
+  return sharding.abstract_with_shardings(sharding.strip_boxes(boxed), shardings)
+
+
+def load_export(path: str, head: str, data_section, mesh, rules):
+  """(model, params) of a params export (model_config.json + params), sharded."""
+  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
+  from alignment.models import convert, heads  # pylint: disable=g-import-not-at-top
+  config_path = os.path.join(path, "model_config.json")
+  if not os.path.exists(config_path):
+    raise checkpoint.CheckpointError(f"{path}: not a params export (no model_config.json)")
+  model = heads.make_model(convert.load_model_config(config_path), head)
+  return model, checkpoint.load_params(path, abstract_params(model, data_section, mesh, rules))
+
+
+def load_model_judge(path: str, data_section, mesh, rules):
+  """A `judges.ModelJudge` from a preference-model export."""
+  from alignment import judges  # pylint: disable=g-import-not-at-top
+  model, params = load_export(path, "pairwise", data_section, mesh, rules)
+  return judges.ModelJudge(model, params, mesh, rules)
+
+
+def config_error(message: str):
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.ConfigError(message)
+
+
+def lm_init(model, data_section):
+  """model_init(rng) -> boxed params of a LanguageModel, from dummy inputs."""
+  p = np.zeros((1, data_section.prompt_len), np.int32)
+  r = np.zeros((1, data_section.response_len), np.int32)
+  return lambda rng: model.init(rng, p, p, r, r)["params"]
+
+
+def load_reference(config, model, mesh, rules):
+  """The frozen reference policy's parameters, sharded like the policy's.
+
+  `init.reference` if set, else `init.policy` (the SFT export the policy
+  starts from), else the policy's own initial parameters (same seed).
+  """
+  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
+  path = config.init.reference or config.init.policy
+  target = abstract_params(model, config.data, mesh, rules)
+  if path:
+    return checkpoint.load_params(path, target)
+  init = lm_init(model, config.data)
+  key = jax.random.split(jax.random.PRNGKey(np.uint32(config.seed)))[0]
+  shardings = jax.tree.map(lambda x: x.sharding, target)
+  with sharding.use(mesh, rules):
+    import flax.linen as nn  # pylint: disable=g-import-not-at-top
+    return jax.jit(lambda k: nn.unbox(init(k)), out_shardings=shardings)(key)
+
+
+def make_evaluator(config, model, sft_params, mesh, rules, proxy=None):
+  """An `evaluation.Evaluator` when config.eval.every > 0, else None."""
+  if not config.eval.get("every", 0):
+    return None
+  from alignment import evaluation, judges  # pylint: disable=g-import-not-at-top
+  e = config.eval
+  golden = judges.GoldenJudge(task_vocabulary(e.prompts_task))
+  if proxy is None and e.proxy:
+    proxy = load_model_judge(e.proxy, config.data, mesh, rules)
+  reference = None
+  if e.reference:
+    _, reference = load_export(e.reference, "lm", config.data, mesh, rules)
+  return evaluation.Evaluator(model, sft_params, mesh, rules, golden, e, config.data,
+                              e.prompts_task, e.pairs_task, proxy=proxy,
+                              reference_params=reference)
+
+
+def maybe_evaluate(run, evaluator, config, step: int, params):
+  """Evaluates at every `eval.every` steps and at the last step; logs eval/*."""
+  if evaluator is None:
+    return
+  if step % config.eval.every == 0 or step == config.train.num_steps:
+    metrics = evaluator(params)
+    run.write(step, {f"eval/{k}": v for k, v in metrics.items()})
+
+
+def local_rows(x) -> np.ndarray:
+  """This process's rows of a batch-sharded global array (all rows on one process)."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return np.asarray(x)
+  by_start = {}
+  for shard in x.addressable_shards:
+    by_start.setdefault(shard.index[0].start or 0, shard)  # replicas share a start
+  return np.concatenate([np.asarray(by_start[k].data) for k in sorted(by_start)])
