@@ -342,4 +342,16 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
            f"config.sampling.max_new_tokens={s.max_new_tokens}: must be positive")
     _check(s.cache_dtype in DTYPES,
            f"config.sampling.cache_dtype={s.cache_dtype!r}: choose one of {DTYPES}")
+  if "judge" in config:
+    _check(config.judge.kind in ("proxy", "golden"),
+           f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
+  if "eval" in config and config.experiment != "eval":
+    e = config.eval
+    for key in ("kl_prompts", "win_prompts", "classifier_pairs"):
+      _check(e[key] > 0 and e[key] % e.batch_size == 0,
+             f"config.eval.{key}={e[key]}: must be a positive multiple of "
+             f"eval.batch_size={e.batch_size}")
+    _check(e.batch_size % dp == 0,
+           f"config.eval.batch_size={e.batch_size} is not divisible by the data-parallel "
+           f"size {dp}")
   return mesh_shape

@@ -323,6 +323,7 @@ class Sampler:
     out_sharding = SampleOutput(prompt=rows, prompt_mask=rows, tokens=rows, mask=rows,
                                 lengths=row, finished=row, logprobs=rows,
                                 sampling_logprobs=rows)
+    self.out_sharding = out_sharding
     self._jitted = jax.jit(
         functools.partial(sample, model, config=config),
         in_shardings=(params_sharding, PromptBatch(rows, rows), sharding.replicated(self.mesh)),

@@ -17,9 +17,11 @@ def get_config(arg: str = "tiny"):
   c.data.task = "env_prompts"
   c.eval = C.eval_section()
   if arg == "tiny":
+    c.data.task = "env_tiny_prompts"
+    c.eval.update(prompts_task="env_tiny_prompts", pairs_task="env_tiny_pairs_golden",
+                  kl_prompts=16, win_prompts=32, classifier_pairs=16, batch_size=16)
     c.model.name = "t5-nano"
     c.data.update(batch_size=8)
-    c.eval.update(kl_prompts=16, win_prompts=32, classifier_pairs=16, batch_size=16)
   elif arg == "default":
     c.model.name = "t5-tiny"
   elif arg == "paper":

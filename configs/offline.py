@@ -19,6 +19,9 @@ def get_config(arg: str = "tiny"):
   c.init = C.ConfigDict(dict(policy="", reference=""))  # SFT export(s); reference "" = policy
   c.eval = C.eval_section()
   if arg == "tiny":
+    c.data.task = "env_tiny_pairs_golden"
+    c.eval.update(prompts_task="env_tiny_prompts", pairs_task="env_tiny_pairs_golden",
+                  kl_prompts=16, win_prompts=32, classifier_pairs=16, batch_size=16)
     c.model.name = "t5-nano"
     c.data.update(batch_size=8)
     c.optimizer.update(learning_rate=1e-3)

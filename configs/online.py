@@ -15,11 +15,14 @@ def get_config(arg: str = "tiny"):
   c.data.task = "env_prompts"
   c.loss = C.loss_section("ipo", beta=0.1)
   c.sampling = C.sampling_section(mixture=0.0)
-  c.judge = C.ConfigDict(dict(kind="proxy", checkpoint="", model=""))
+  c.judge = C.ConfigDict(dict(kind="proxy", checkpoint=""))
   c.init = C.ConfigDict(dict(policy="", reference=""))
   c.train.write_stream = True
   c.eval = C.eval_section()
   if arg == "tiny":
+    c.data.task = "env_tiny_prompts"
+    c.eval.update(prompts_task="env_tiny_prompts", pairs_task="env_tiny_pairs_golden",
+                  kl_prompts=16, win_prompts=32, classifier_pairs=16, batch_size=16)
     c.model.name = "t5-nano"
     c.data.update(batch_size=8)
     c.optimizer.update(learning_rate=1e-3)

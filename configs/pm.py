@@ -13,6 +13,7 @@ def get_config(arg: str = "tiny"):
   c.init = C.ConfigDict(dict(backbone=""))  # SFT export / run dir; "" = random init
   c.eval = C.ConfigDict(dict(num_batches=8))
   if arg == "tiny":
+    c.data.task = "env_tiny_pairs_golden"
     c.model.name = "t5-nano"
     c.data.update(batch_size=8)
     c.optimizer.update(learning_rate=1e-3, warmup_steps=5)

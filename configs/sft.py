@@ -12,6 +12,7 @@ def get_config(arg: str = "tiny"):
   c.init = C.ConfigDict(dict(policy=""))  # optional params export / run dir to start from
   c.eval = C.ConfigDict(dict(num_batches=4))
   if arg == "tiny":
+    c.data.task = "env_tiny_sft"
     c.model.name = "t5-nano"
     c.data.update(batch_size=8, prompt_len=64, response_len=32)
     c.optimizer.update(learning_rate=3e-3, warmup_steps=5)

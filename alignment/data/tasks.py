@@ -115,3 +115,4 @@ def register_env_tasks(config: str = "default", data_dir: str | None = None,
 
 ENV = register_env_tasks("default", prefix="env")
 ENV_BYTE = register_env_tasks("byte", prefix="env_byte")
+ENV_TINY = register_env_tasks("tiny", prefix="env_tiny")  # 512 pairs: tests and smoke runs

@@ -116,6 +116,8 @@ def run(config, workdir: str) -> dict:
                      "ref_params": state_shardings.params}
   train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
                                    mesh, rules)
+  make_pairs = jax.jit(pairs_from_samples, out_shardings=batch_shardings["pairs"])
+  mix = jax.jit(mix_samples, static_argnums=3, out_shardings=sampler.out_sharding)
 
   def sample(params, batch, step):
     key = jax.random.fold_in(sample_key, step)
@@ -123,7 +125,7 @@ def run(config, workdir: str) -> dict:
     if s.mixture > 0:
       ref_out = sampler(ref_params, batch, jax.random.fold_in(key, 1))
       with sharding.use(mesh, rules):
-        out = mix_samples(out, ref_out, jax.random.fold_in(key, 2), float(s.mixture))
+        out = mix(out, ref_out, jax.random.fold_in(key, 2), float(s.mixture))
     return out
 
   # ---- loop ----------------------------------------------------------------
@@ -139,7 +141,7 @@ def run(config, workdir: str) -> dict:
     first_wins = jnp.asarray(verdict.first_wins)
     t2 = time.perf_counter()
     with sharding.use(mesh, rules):
-      pairs = pairs_from_samples(out, first_wins)
+      pairs = make_pairs(out, first_wins)
     state, metrics = train_step(state, {"pairs": pairs, "ref_params": ref_params})
     if writer is not None:
       host = [common.local_rows(x) for x in (batch.prompt, batch.prompt_mask, y1, m1, y2, m2,
