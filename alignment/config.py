@@ -345,7 +345,7 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
   if "judge" in config:
     _check(config.judge.kind in ("proxy", "golden"),
            f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
-  if "eval" in config and config.experiment != "eval":
+  if config.experiment in ("offline", "online"):
     e = config.eval
     for key in ("kl_prompts", "win_prompts", "classifier_pairs"):
       _check(e[key] > 0 and e[key] % e.batch_size == 0,

@@ -18,7 +18,7 @@ given), the golden judge and optionally the proxy PM:
   classifier_accuracy  policy as classifier on `classifier_pairs` held-out
                        D_golden pairs: f = log[pi(y1)/pi(y2)] -
                        log[pi_sft(y1)/pi_sft(y2)] with y1 the golden winner;
-                       accuracy = fraction with f > 0.
+                       accuracy = fraction with f > 0 (ties count 1/2).
   chosen_logprob_delta mean log pi(y_w) - log pi_sft(y_w) on those pairs.
   mean_response_length mean tokens (EOS included) of pi's samples.
   golden_score         mean g of pi's samples (and of the reference's).
@@ -162,7 +162,7 @@ class Evaluator:
     pc, pr = self._pair_logps(params)
     sc, sr = self._sft_pair_logps
     f = (pc - pr) - (sc - sr)
-    out["classifier_accuracy"] = float(np.mean(f > 0))
+    out["classifier_accuracy"] = float(np.mean(f > 0) + 0.5 * np.mean(f == 0))  # ties: 1/2
     out["chosen_logprob_delta"] = float(np.mean(pc - sc))
     return out
 
