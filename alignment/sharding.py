@@ -189,3 +189,8 @@ def data_parallel_size(mesh_shape: Mapping[str, int], rules) -> int:
   axes = dict(rules).get("activation_batch")
   names = axes if isinstance(axes, tuple) else (axes,) if axes else ()
   return math.prod(mesh_shape[a] for a in names)
+
+
+def batch_shardings(batch: Any, mesh: Mesh, rules) -> Any:
+  """A sharding per leaf of a (typed) batch: each leaf's first axis is the batch."""
+  return jax.tree.map(lambda x: batch_sharding(mesh, rules, max(np.ndim(x), 1)), batch)

@@ -42,3 +42,41 @@ def test_llama_logits_match_hf(tie):
   theirs = theirs[:, prompt.shape[1] - 1: prompt.shape[1] - 1 + response.shape[1]]
   valid = rmask.astype(bool)
   np.testing.assert_allclose(np.asarray(ours)[valid], theirs[valid], atol=1e-4, rtol=1e-4)
+
+
+def test_convert_cli_round_trip(tmp_path):
+  """save_pretrained -> `convert` CLI -> load_params gives the same logits as HF."""
+  from alignment import checkpoint, sharding
+  hf = _tiny_hf_llama(seed=4)
+  hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
+  out = tmp_path / "zoo"
+  assert convert.main(["--hf_dir", str(tmp_path / "hf"), "--output", str(out)]) == 0
+  cfg = convert.load_model_config(str(out / "model_config.json"))
+  model = heads.LanguageModel(cfg)
+  rng = np.random.default_rng(2)
+  prompt, pmask = _ragged(rng, 2, 4, 96, left=True)
+  response, rmask = _ragged(rng, 2, 3, 96, left=False)
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  abstract = jax.eval_shape(lambda k: model.init(k, prompt, pmask, response, rmask)["params"],
+                            jax.random.PRNGKey(0))
+  shardings = sharding.logical_shardings(abstract, mesh, sharding.DEFAULT_RULES)
+  target = sharding.abstract_with_shardings(sharding.strip_boxes(abstract), shardings)
+  params = checkpoint.load_params(str(out), target)
+  ours = model.apply({"params": params}, prompt, pmask, response, rmask)
+  _, want = _convert(hf)
+  ref = model.apply({"params": want}, prompt, pmask, response, rmask)
+  np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
+  # An existing output is refused, and a bad directory is one clear error.
+  assert convert.main(["--hf_dir", str(tmp_path / "hf"), "--output", str(out)]) == 2
+  assert convert.main(["--hf_dir", str(tmp_path), "--output", str(tmp_path / "x")]) == 2
+
+
+def test_unsupported_configs_are_named():
+  with pytest.raises(convert.ConversionError, match="feed_forward_proj='relu'"):
+    convert.config_from_hf({"model_type": "t5", "feed_forward_proj": "relu"})
+  with pytest.raises(convert.ConversionError, match="rope_scaling"):
+    convert.config_from_hf({"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2,
+                            "vocab_size": 10, "intermediate_size": 8, "num_hidden_layers": 1,
+                            "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
+  with pytest.raises(convert.ConversionError, match="model_type='gpt2'"):
+    convert.config_from_hf({"model_type": "gpt2"})

@@ -247,34 +247,27 @@ def convert_dir(hf_dir: str):
 
 
 def save(params, cfg, output: str, dtype: str = "float32"):
-  """Writes OUT/params (orbax) and OUT/model_config.json, via a temporary dir."""
+  """Writes a params export (OUT/params + OUT/model_config.json), atomically."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_dtypes  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  np_dtype = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}[dtype]
-  params = jax.tree.map(lambda x: np.asarray(x, np_dtype), params)
-  output = os.path.abspath(output)
+  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
   if os.path.exists(output):
     raise ConversionError(f"{output}: already exists; choose a new --output")
-  tmp = output + ".tmp"
-  if os.path.exists(tmp):
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(tmp)
-  os.makedirs(tmp)
-  with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(os.path.join(tmp, "params"), params)
-  with open(os.path.join(tmp, "model_config.json"), "w") as f:
-    json.dump({"architecture": cfg.architecture,
-               **dataclasses.asdict(dataclasses.replace(cfg, param_dtype=dtype))}, f, indent=1)
-  os.rename(tmp, output)
+  np_dtype = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}[dtype]
+  params = jax.tree.map(lambda x: np.asarray(x, np_dtype), params)
+  checkpoint.export_params(params, dataclasses.replace(cfg, param_dtype=dtype), output)
 
 
 def load_model_config(path: str):
-  with open(path) as f:
-    d = json.load(f)
-  arch = d.pop("architecture")
-  cls = T5Config if arch == "t5" else DecoderConfig
-  return cls(**d)
+  """The zoo config stored beside an export (model_config.json)."""
+  try:
+    with open(path) as f:
+      d = json.load(f)
+    arch = d.pop("architecture")
+    cls = {"t5": T5Config, "decoder": DecoderConfig}[arch]
+    return cls(**d)
+  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise ConversionError(f"{path}: not a model config: {e}") from None
 
 
 def main(argv=None) -> int:

@@ -57,20 +57,34 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
   return optax.chain(*chain)
 
 
-def create(model_init: Callable[[Array], Any], optimizer: optax.GradientTransformation,
-           mesh, rules, seed: int):
-  """TrainState born sharded. model_init(rng) returns boxed params.
-
-  Returns (state, state_shardings).
-  """
+def initializer(model_init: Callable[[Array], Any], optimizer: optax.GradientTransformation):
+  """seed -> TrainState (boxed params). model_init(rng) returns boxed params."""
   def init(seed_arr):
     key = jax.random.PRNGKey(seed_arr)
     init_key, train_key = jax.random.split(key)
     params = model_init(init_key)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), rng=train_key)
+  return init
 
-  return sharding.create_sharded(init, mesh, rules, jnp.asarray(seed, jnp.uint32))
+
+def abstract(model_init, optimizer, mesh, rules, seed: int):
+  """(abstract state with shardings, shardings): nothing allocated."""
+  init = initializer(model_init, optimizer)
+  with sharding.use(mesh, rules):
+    boxed = jax.eval_shape(init, jnp.asarray(seed, jnp.uint32))
+  shardings = sharding.logical_shardings(boxed, mesh, rules)
+  return sharding.abstract_with_shardings(sharding.strip_boxes(boxed), shardings), shardings
+
+
+def create(model_init: Callable[[Array], Any], optimizer: optax.GradientTransformation,
+           mesh, rules, seed: int):
+  """TrainState born sharded. model_init(rng) returns boxed params.
+
+  Returns (state, state_shardings).
+  """
+  return sharding.create_sharded(initializer(model_init, optimizer), mesh, rules,
+                                 jnp.asarray(seed, jnp.uint32))
 
 
 def grads_and_metrics(loss_fn, params, batch, rng):
@@ -86,15 +100,31 @@ def apply_grads(state: TrainState, grads, optimizer) -> TrainState:
                        opt_state=opt_state)
 
 
-def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules):
+def all_finite(metrics, names) -> Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(metrics[n])) for n in names]))
+
+
+def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules,
+              watch=("loss", "grad_norm")):
   """jit(step) with explicit shardings; the state argument is donated.
 
   step(state, batch) -> (new_state, metrics); metrics are replicated scalars.
+  If any watched metric is NaN/Inf the update is not applied (params and
+  optimiser state stay as they were) and metrics["nonfinite"] is 1: the loop
+  then stops (naming the step) or counts the skipped batch.
   """
   def step(state: TrainState, batch):
     rng, step_rng = jax.random.split(state.rng)
     grads, metrics = grads_and_metrics(loss_fn, state.params, batch, step_rng)
-    return apply_grads(state, grads, optimizer).replace(rng=rng), metrics
+    updated = apply_grads(state, grads, optimizer)
+    finite = all_finite(metrics, [n for n in watch if n in metrics])
+    keep = lambda new, old: jnp.where(finite, new, old)
+    new_state = state.replace(
+        step=state.step + 1, rng=rng,
+        params=jax.tree.map(keep, updated.params, state.params),
+        opt_state=jax.tree.map(keep, updated.opt_state, state.opt_state))
+    metrics = dict(metrics, nonfinite=1.0 - finite.astype(jnp.float32))
+    return new_state, metrics
 
   jitted = jax.jit(step, in_shardings=(state_shardings, batch_shardings),
                    out_shardings=(state_shardings, sharding.replicated(mesh)),

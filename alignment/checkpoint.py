@@ -1,0 +1,180 @@
+"""Orbax checkpoints: train state + data-iterator state + metadata, keep-N, resume.
+
+A checkpoint of step N holds three items:
+  state  the TrainState pytree (step, params, optimiser state, PRNG key),
+         saved from its shards and restored INTO a sharded abstract state
+         (ShapeDtypeStructs with shardings), so restoring onto another mesh
+         shape is a reshard, never a gather on one host;
+  data   the input iterator's JSON state: the next batch after a restore is
+         the one an uninterrupted run would have seen;
+  meta   JSON: model name and architecture, the experiment config, anything
+         the loop wants to check on restore (e.g. a config mismatch).
+
+Order of resume sources (first that exists wins): the newest complete
+checkpoint in <workdir>/checkpoints; else the experiment's `init.*`
+checkpoints (e.g. the SFT policy for alignment); else fresh initialisation.
+
+Orbax writes each step into a temporary directory and renames it when
+complete, so a killed save never looks like a finished checkpoint; saves can
+run asynchronously while training continues (`wait()` joins them).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be used: names the directory and what is wrong."""
+
+
+class Checkpointer:
+  """Keeps the newest `keep` checkpoints of a run under `directory`."""
+
+  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "data", "meta"))
+
+  # -- queries ---------------------------------------------------------------
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  # -- save ------------------------------------------------------------------
+  def save(self, step: int, state: Any, data_state: dict | None = None,
+           meta: dict | None = None, force: bool = True) -> bool:
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state or {}),
+        meta=ocp.args.JsonSave(meta or {}))
+    return self._manager.save(int(step), args=args, force=force)
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  # -- restore ---------------------------------------------------------------
+  def restore(self, abstract_state: Any, step: Optional[int] = None):
+    """(state, data_state, meta) of `step` (default: newest) into abstract_state.
+
+    abstract_state: pytree of jax.ShapeDtypeStruct with `sharding` set, the
+    target layout (any mesh).
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"{self.directory}: no checkpoint to restore")
+    args = ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore())
+    try:
+      out = self._manager.restore(step, args=args)
+    except Exception as e:  # orbax raises many types for shape/structure mismatch
+      raise CheckpointError(f"{self.directory}/{step}: cannot restore: "
+                            f"{type(e).__name__}: {str(e)[:500]}") from None
+    return out.state, dict(out.data or {}), dict(out.meta or {})
+
+  def read_meta(self, step: Optional[int] = None) -> dict:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"{self.directory}: no checkpoint")
+    out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(out.meta or {})
+
+
+def _check_shapes(saved_tree: Any, target: Any, where: str, prefix: str = ""):
+  """Clear error when a checkpoint holds another model (size, vocabulary, head)."""
+  saved = {jax.tree_util.keystr(p): getattr(m, "shape", None)
+           for p, m in jax.tree_util.tree_leaves_with_path(saved_tree)}
+  for path, x in jax.tree_util.tree_leaves_with_path(target):
+    key = prefix + jax.tree_util.keystr(path)
+    if key not in saved:
+      raise CheckpointError(f"{where}: has no parameter {key}: written by another model "
+                            "or head?")
+    if tuple(saved[key]) != tuple(x.shape):
+      raise CheckpointError(f"{where}: {key} has shape {tuple(saved[key])} but the model "
+                            f"expects {tuple(x.shape)}: written by another model size?")
+
+
+def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
+  """Parameters only, into `abstract_params` (ShapeDtypeStructs with shardings).
+
+  `path` is either a params export (`<path>/params` + `model_config.json`, as
+  written by `export_params` and `alignment.models.convert`) or a run's
+  checkpoint directory, whose newest (or given) step is read partially.
+  """
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, "params")):
+    item_dir, prefix, target = os.path.join(path, "params"), "", abstract_params
+  else:
+    steps = sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
+    if not steps:
+      raise CheckpointError(f"{path}: neither a params export nor a checkpoint directory")
+    step = steps[-1] if step is None else step
+    item_dir, prefix, target = os.path.join(path, str(step), "state"), "['params']", {
+        "params": abstract_params}
+  ckpt = ocp.PyTreeCheckpointer()
+  try:
+    saved = ckpt.metadata(item_dir).item_metadata.tree
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"{item_dir}: unreadable checkpoint metadata: {e}") from None
+  _check_shapes(saved, abstract_params, item_dir, prefix)
+  restore_args = jax.tree.map(
+      lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), target)
+  try:
+    out = ckpt.restore(item_dir, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=restore_args, partial_restore=True))
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"{item_dir}: cannot restore parameters: {type(e).__name__}: "
+                          f"{str(e)[:500]}") from None
+  return out if prefix == "" else out["params"]
+
+
+def export_params(params: Any, model_cfg: Any, output: str):
+  """Writes <output>/params and <output>/model_config.json atomically."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  output = os.path.abspath(output)
+  tmp = output + ".tmp"
+  if jax.process_index() == 0 and os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(os.path.join(tmp, "params"), params)
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(tmp, "model_config.json"),
+                      {"architecture": model_cfg.architecture,
+                       **{k: v for k, v in dataclasses.asdict(model_cfg).items()
+                          if k != "architecture"}})
+    if os.path.exists(output):
+      shutil.rmtree(output)
+    os.rename(tmp, output)
+
+
+def abstract_like(state: Any) -> Any:
+  """ShapeDtypeStructs (with shardings) of a live state: a restore target."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+      state)
+
+
+def write_json_atomic(path: str, obj: Any):
+  """Writes JSON via a temporary name and a rename: never half-written."""
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True, default=str)
+  os.replace(tmp, path)

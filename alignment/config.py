@@ -1,0 +1,357 @@
+"""Experiment configs: shared sections, validation, and gin files mapped onto them.
+
+Every file in `configs/` has `get_config(arg)` returning a LOCKED
+`ml_collections.ConfigDict` built from the sections below, so a misspelt key
+(`--config.optimzer.learning_rate=...`) is an error, not a silent no-op.
+`validate(config, num_devices)` checks everything that can be checked before
+anything compiles (mesh against devices, batch against the data-parallel
+size, lengths, dtypes, names) and raises one `ConfigError` naming the key.
+
+Gin: an experiment may also be written as a gin file, as t5x users do. Its
+bindings are `section.key = value` (sections are the config's top-level
+groups; `experiment.key` for top-level scalars) and it names the Python config
+it refines with `base.config = 'configs/<exp>.py:<arg>'`. `from_gin(path)`
+returns the same typed, locked ConfigDict that the Python file would, with the
+bindings applied; unknown sections or keys are errors naming the gin file.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, Iterable
+
+import ml_collections
+
+from alignment import sharding
+
+ConfigDict = ml_collections.ConfigDict
+
+EXPERIMENTS = ("sft", "pm", "offline", "online", "eval")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+  """A user error in a config: one message naming the key and what is wrong."""
+
+
+# ---------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------
+
+
+def model_section(name: str = "t5-tiny", **kw) -> ConfigDict:
+  """A zoo model. vocab_size 0 means: take the data vocabulary's size."""
+  return ConfigDict(dict(dict(name=name, vocab_size=0, dtype="float32",
+                              param_dtype="float32", remat=False), **kw))
+
+
+def mesh_section(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ConfigDict:
+  return ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor,
+                         rules=[list(r) for r in sharding.DEFAULT_RULES]))
+
+
+def data_section(**kw) -> ConfigDict:
+  base = dict(
+      task="",                # seqio task or mixture (its vocabulary is the model's)
+      batch_size=32,
+      prompt_len=64,
+      response_len=32,
+      shuffle_seed=0,
+      max_records=0,          # use only the first N training records (0 = all)
+  )
+  base.update(kw)
+  return ConfigDict(base)
+
+
+def optimizer_section(**kw) -> ConfigDict:
+  base = dict(learning_rate=1e-5, schedule="constant", warmup_steps=0, decay_steps=0,
+              weight_decay=0.0, grad_clip=1.0, b1=0.9, b2=0.999, eps=1e-8)
+  base.update(kw)
+  return ConfigDict(base)
+
+
+def train_section(**kw) -> ConfigDict:
+  base = dict(num_steps=100, log_every=10, checkpoint_every=50, keep_checkpoints=3,
+              async_checkpoint=True, eval_every=0, on_nonfinite="stop")
+  base.update(kw)
+  return ConfigDict(base)
+
+
+def loss_section(name: str = "ipo", beta: float = 0.1, reduction: str = "sum") -> ConfigDict:
+  return ConfigDict(dict(name=name, beta=beta, reduction=reduction))
+
+
+def sampling_section(**kw) -> ConfigDict:
+  base = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=32, cache_dtype="float32")
+  base.update(kw)
+  return ConfigDict(base)
+
+
+def eval_section(**kw) -> ConfigDict:
+  """Evaluation (alignment.evaluation): sizes, sampling, tasks, and what to compare."""
+  base = dict(
+      every=0,                 # evaluate inside a loop every N steps (0: at the end only)
+      kl_prompts=256,          # train prompts for the exact KL (paper: 256)
+      win_prompts=2048,        # eval prompts for win rates (paper: 2048)
+      classifier_pairs=256,    # held-out D_golden pairs (paper: 256)
+      batch_size=64,
+      temperature=1.0,
+      seed=0,
+      prompts_task="env_prompts",
+      pairs_task="env_pairs_golden",
+      policy="",               # experiment eval: an export or a run's checkpoint directory
+      sft="",                  # pi_sft export (KL and classifier baseline)
+      reference="",            # win-rate reference policy export ("" = SFT)
+      proxy="",                # proxy PM export ("" = no proxy win rate)
+  )
+  base.update(kw)
+  return ConfigDict(base)
+
+
+def base_config(experiment: str, **sections) -> ConfigDict:
+  """The shared skeleton; experiments add or replace sections, then lock."""
+  c = ConfigDict()
+  c.experiment = experiment
+  c.seed = 0
+  c.model = model_section()
+  c.mesh = mesh_section()
+  c.data = data_section()
+  c.optimizer = optimizer_section()
+  c.train = train_section()
+  for k, v in sections.items():
+    c[k] = v
+  return c
+
+
+def lock(c: ConfigDict) -> ConfigDict:
+  c.lock()
+  return c
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+
+def load(spec: str) -> ConfigDict:
+  """'configs/x.py:arg' -> get_config('arg') of that file (locked)."""
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise ConfigError(f"{path}: no such config file")
+  module_spec = importlib.util.spec_from_file_location(
+      "_config_" + os.path.basename(path).removesuffix(".py"), path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f"{path}: cannot import: {e}") from None
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"{path}: has no get_config(arg)")
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f"{spec}: get_config failed: {e}") from None
+  config.lock()
+  return config
+
+
+def _parse_value(text: str) -> Any:
+  import ast  # pylint: disable=g-import-not-at-top
+  if text in ("true", "false"):
+    return text == "true"
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_overrides(config: ConfigDict, overrides: Iterable[str], where: str = "override"):
+  """Applies 'a.b=value' strings (Python literals) to a locked config."""
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise ConfigError(f"{where} {item!r}: expected key=value")
+    set_key(config, key.strip().removeprefix("config."), _parse_value(text.strip()), where)
+  return config
+
+
+def set_key(config: ConfigDict, dotted: str, value: Any, where: str):
+  node = config
+  parts = dotted.split(".")
+  for i, part in enumerate(parts[:-1]):
+    if part not in node or not isinstance(node[part], ConfigDict):
+      raise ConfigError(f"{where}: config has no section {'.'.join(parts[:i + 1])!r}")
+    node = node[part]
+  leaf = parts[-1]
+  if leaf not in node:
+    known = ", ".join(sorted(node.keys()))
+    raise ConfigError(f"{where}: config has no key {dotted!r} (known here: {known})")
+  old = node[leaf]
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(old, (list, tuple)) and isinstance(value, (list, tuple)):
+    value = type(old)(value)
+  if old is not None and value is not None and type(old) is not type(value):
+    raise ConfigError(f"{where}: {dotted} must be {type(old).__name__}, "
+                      f"got {value!r} ({type(value).__name__})")
+  try:
+    node[leaf] = value
+  except (TypeError, AttributeError, KeyError) as e:
+    raise ConfigError(f"{where}: cannot set {dotted}: {e}") from None
+
+
+# ---------------------------------------------------------------------------
+# Gin
+# ---------------------------------------------------------------------------
+
+
+def from_gin(path: str) -> ConfigDict:
+  """The typed config a gin experiment file describes (see the module docstring)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from gin import config_parser  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path) as f:
+      text = f.read()
+  except OSError as e:
+    raise ConfigError(f"{path}: {e}") from None
+  bindings: list[tuple[str, str, Any, int]] = []
+  macros: dict[str, Any] = {}
+
+  class Macro(str):
+    """Placeholder for %NAME; resolved once the whole file is read."""
+
+  class Delegate(config_parser.ParserDelegate):
+    def configurable_reference(self, scoped_name, evaluate):
+      raise ConfigError(f"{path}: '@{scoped_name}' - configurable references are not "
+                        "supported; bind plain values")
+
+    def macro(self, macro_name):
+      return Macro(macro_name)
+
+  try:
+    for statement in config_parser.ConfigParser(text, Delegate()):
+      line = statement.location.line_num
+      if not isinstance(statement, config_parser.BindingStatement):
+        raise ConfigError(f"{path}:{line}: only bindings (section.key = value) are supported")
+      if statement.scope:
+        raise ConfigError(f"{path}:{line}: scopes ({statement.scope}/...) are not supported")
+      if not statement.arg_name:  # a macro definition: NAME = value
+        macros[statement.selector] = statement.value
+      else:
+        bindings.append((statement.selector, statement.arg_name, statement.value, line))
+  except SyntaxError as e:
+    raise ConfigError(f"{path}: gin syntax error: {e}") from None
+
+  def resolve(value, line):
+    if isinstance(value, Macro):
+      if value not in macros:
+        raise ConfigError(f"{path}:{line}: macro %{value} is not defined")
+      return resolve(macros[value], line)
+    if isinstance(value, (list, tuple)):
+      return type(value)(resolve(v, line) for v in value)
+    if isinstance(value, dict):
+      return {k: resolve(v, line) for k, v in value.items()}
+    return value
+
+  bindings = [(s, k, resolve(v, line), line) for s, k, v, line in bindings]
+  base = [v for s, k, v, _ in bindings if (s, k) == ("base", "config")]
+  if len(base) != 1:
+    raise ConfigError(f"{path}: needs exactly one `base.config = 'configs/<exp>.py:<arg>'`")
+  config = load(_resolve_relative(base[0], path))
+  for selector, key, value, line in bindings:
+    if selector == "base":
+      if key != "config":
+        raise ConfigError(f"{path}:{line}: unknown binding base.{key}")
+      continue
+    dotted = key if selector == "experiment" else f"{selector}.{key}"
+    set_key(config, dotted, value, f"{path}:{line}")
+  return config
+
+
+def _resolve_relative(spec: str, gin_path: str) -> str:
+  """A base path is taken as given if it exists, else relative to the gin file."""
+  path, sep, arg = spec.partition(":")
+  if not os.path.exists(path):
+    candidate = os.path.join(os.path.dirname(gin_path), path)
+    if os.path.exists(candidate):
+      path = candidate
+  return path + sep + arg
+
+
+# ---------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------
+
+
+def _check(cond: bool, message: str):
+  if not cond:
+    raise ConfigError(message)
+
+
+def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
+  """Checks the config; returns the resolved mesh shape. Raises ConfigError."""
+  from alignment.models import zoo  # pylint: disable=g-import-not-at-top
+  _check(config.experiment in EXPERIMENTS,
+         f"config.experiment={config.experiment!r}: choose one of {EXPERIMENTS}")
+  _check(config.model.name in zoo.SIZES,
+         f"config.model.name={config.model.name!r}: not in the zoo ({', '.join(zoo.SIZES)})")
+  for key in ("dtype", "param_dtype"):
+    _check(config.model[key] in DTYPES,
+           f"config.model.{key}={config.model[key]!r}: choose one of {DTYPES}")
+  try:
+    rules = sharding.rules_from_config(config.mesh.rules)
+    mesh_shape = sharding.resolve_mesh_shape(
+        {a: config.mesh[a] for a in sharding.MESH_AXES}, num_devices)
+  except sharding.MeshError as e:
+    raise ConfigError(f"config.mesh: {e}") from None
+  d = config.data
+  for key in ("batch_size", "prompt_len", "response_len"):
+    _check(isinstance(d[key], int) and d[key] > 0,
+           f"config.data.{key}={d[key]!r}: must be a positive integer")
+  _check(d.prompt_len <= 4096 and d.response_len <= 4096,
+         f"config.data: prompt_len={d.prompt_len}, response_len={d.response_len} exceed 4096")
+  dp = sharding.data_parallel_size(mesh_shape, rules)
+  _check(d.batch_size % dp == 0,
+         f"config.data.batch_size={d.batch_size} is not divisible by the data-parallel size "
+         f"{dp} (mesh {mesh_shape})")
+  t = config.train
+  _check(t.num_steps >= 0, f"config.train.num_steps={t.num_steps}: must be >= 0")
+  for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    _check(t[key] > 0, f"config.train.{key}={t[key]}: must be positive")
+  _check(t.on_nonfinite in ("stop", "skip"),
+         f"config.train.on_nonfinite={t.on_nonfinite!r}: choose 'stop' or 'skip'")
+  o = config.optimizer
+  _check(o.learning_rate >= 0, f"config.optimizer.learning_rate={o.learning_rate}: must be >= 0")
+  _check(o.schedule in ("constant", "cosine", "linear"),
+         f"config.optimizer.schedule={o.schedule!r}: choose constant, cosine or linear")
+  if "loss" in config:
+    from alignment import losses  # pylint: disable=g-import-not-at-top
+    _check(config.loss.name in losses.names(),
+           f"config.loss.name={config.loss.name!r}: choose one of {losses.names()}")
+    _check(config.loss.beta > 0, f"config.loss.beta={config.loss.beta}: must be positive")
+    _check(config.loss.reduction in ("sum", "mean"),
+           f"config.loss.reduction={config.loss.reduction!r}: choose 'sum' or 'mean'")
+  if "sampling" in config:
+    s = config.sampling
+    _check(s.temperature >= 0, f"config.sampling.temperature={s.temperature}: must be >= 0")
+    _check(0 < s.top_p <= 1, f"config.sampling.top_p={s.top_p}: must be in (0, 1]")
+    _check(s.top_k >= 0, f"config.sampling.top_k={s.top_k}: must be >= 0")
+    _check(s.max_new_tokens > 0,
+           f"config.sampling.max_new_tokens={s.max_new_tokens}: must be positive")
+    _check(s.cache_dtype in DTYPES,
+           f"config.sampling.cache_dtype={s.cache_dtype!r}: choose one of {DTYPES}")
+  if "judge" in config:
+    _check(config.judge.kind in ("proxy", "golden"),
+           f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
+  if config.experiment in ("offline", "online"):
+    e = config.eval
+    for key in ("kl_prompts", "win_prompts", "classifier_pairs"):
+      _check(e[key] > 0 and e[key] % e.batch_size == 0,
+             f"config.eval.{key}={e[key]}: must be a positive multiple of "
+             f"eval.batch_size={e.batch_size}")
+    _check(e.batch_size % dp == 0,
+           f"config.eval.batch_size={e.batch_size} is not divisible by the data-parallel "
+           f"size {dp}")
+  return mesh_shape

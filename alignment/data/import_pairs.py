@@ -1,0 +1,346 @@
+"""`python -m alignment.data.import_pairs`: a user's preference file -> a seqio task.
+
+  python -m alignment.data.import_pairs --input=FILE --format=FMT --output=DIR \\
+      [--vocab=byte|sentencepiece|MODEL_PATH] [--max_prompt_tokens=N] \\
+      [--max_response_tokens=N] [--on_long=error|truncate] [--name=NAME] [--overwrite]
+
+Formats (one JSON object per line; blank lines are skipped):
+  jsonl  {"prompt": str, "chosen": str, "rejected": str, "id"?: str|int}
+  tldr   OpenAI "summarize from feedback" comparisons: {"info": {"post"|"article":
+         str, "title"?: str, "subreddit"?: str}, "summaries": [{"text": str}, {"text":
+         str}], "choice": 0|1}. The prompt is "SUBREDDIT: r/<s>\\nTITLE: <t>\\nPOST:
+         <post>\\n\\nTL;DR:" (the fields present), chosen = summaries[choice].
+         info.id names a post, which many comparisons share, so it is not checked
+         for duplicates.
+  hh     Anthropic HH-RLHF: {"chosen": str, "rejected": str} full transcripts that
+         share everything up to their last "\\n\\nAssistant:"; the prompt is that
+         shared prefix (marker included), the responses what follows it.
+Where records carry an "id", ids must be unique.
+
+Lengths are counted in tokens of --vocab (default "byte": it reads any text;
+"sentencepiece" is the environment's word vocabulary, where real words are
+UNK; pass T5's or another SentencePiece model file for real text). Responses
+get EOS and must fit --max_response_tokens with it. A record over a limit is
+an error with --on_long=error (the default) or is cut with --on_long=truncate:
+prompts keep their LAST tokens (the text nearest the response), responses
+their FIRST tokens (without EOS, as batches.py allows for cut responses).
+
+Output: DIR/pairs.tfrecord (texts and token ids) and DIR/metadata.json, built
+in a temporary directory beside DIR and renamed into place, so DIR is either
+complete or absent. `register_imported(DIR)` registers the seqio tasks
+<name> ({prompt, chosen, rejected}, split "train") and <name>_prompts, and
+returns <name>; read them with `pipeline.make_iterator(name, "train", "pairs",
+..., prompt_length=meta["max_prompt_tokens"], response_length=...)`.
+
+Bad input ends with one line naming the file, the line and the field, and
+exit status 2 (no traceback): a missing or mistyped field, empty text,
+invalid UTF-8 or JSON, a record over the length limit, a duplicated id, an
+unknown format.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from typing import Any, Iterator, Sequence
+
+FORMATS = ("jsonl", "tldr", "hh")
+HH_MARKER = "\n\nAssistant:"
+META = "metadata.json"
+RECORDS = "pairs.tfrecord"
+
+
+class BadInput(Exception):
+  """A user error: the message is the whole story."""
+
+
+class _Record:
+  __slots__ = ("line", "id", "prompt", "chosen", "rejected")
+
+  def __init__(self, line, id_, prompt, chosen, rejected):
+    self.line, self.id, self.prompt, self.chosen, self.rejected = (line, id_, prompt, chosen,
+                                                                  rejected)
+
+
+def _field(obj: dict, path: str, where: str, kind=str):
+  """obj's value at a dotted path ("info.post", "summaries[1].text"), type-checked."""
+  value: Any = obj
+  walked = ""
+  for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+    if part.startswith("["):
+      i = int(part[1:-1])
+      if not isinstance(value, list) or i >= len(value):
+        raise BadInput(f'{where}: field "{walked}": expected a list of at least {i + 1} items')
+      value = value[i]
+      walked += part
+    else:
+      walked += ("." if walked else "") + part
+      if not isinstance(value, dict) or part not in value:
+        raise BadInput(f'{where}: field "{walked}" is missing')
+      value = value[part]
+  if kind is str:
+    if not isinstance(value, str):
+      raise BadInput(f'{where}: field "{walked}": expected text, got {type(value).__name__}')
+    if not value.strip():
+      raise BadInput(f'{where}: field "{walked}": empty text')
+  elif kind is list and not isinstance(value, list):
+    raise BadInput(f'{where}: field "{walked}": expected a list, got {type(value).__name__}')
+  return value
+
+
+def _from_jsonl(obj: dict, where: str):
+  return (_field(obj, "prompt", where), _field(obj, "chosen", where),
+          _field(obj, "rejected", where))
+
+
+def _from_tldr(obj: dict, where: str):
+  info = obj.get("info")
+  if not isinstance(info, dict):
+    raise BadInput(f'{where}: field "info": ' + ("is missing" if info is None else
+                                                 f"expected an object, got {type(info).__name__}"))
+  body_key = "post" if "post" in info else "article"
+  body = _field(obj, f"info.{body_key}", where)
+  parts = []
+  if info.get("subreddit") is not None:
+    parts.append(f"SUBREDDIT: r/{_field(obj, 'info.subreddit', where)}")
+  if info.get("title") is not None:
+    parts.append(f"TITLE: {_field(obj, 'info.title', where)}")
+  parts.append(f"{body_key.upper()}: {body.strip()}")
+  prompt = "\n".join(parts) + "\n\nTL;DR:"
+  summaries = _field(obj, "summaries", where, kind=list)
+  if len(summaries) != 2:
+    raise BadInput(f'{where}: field "summaries": expected 2 summaries, got {len(summaries)}')
+  texts = [_field(obj, f"summaries[{i}].text", where).strip() for i in range(2)]
+  choice = obj.get("choice")
+  if "choice" not in obj:
+    raise BadInput(f'{where}: field "choice" is missing')
+  if isinstance(choice, bool) or choice not in (0, 1):
+    raise BadInput(f'{where}: field "choice": expected 0 or 1, got {choice!r}')
+  return prompt, texts[choice], texts[1 - choice]
+
+
+def _from_hh(obj: dict, where: str):
+  split = {}
+  for side in ("chosen", "rejected"):
+    text = _field(obj, side, where)
+    at = text.rfind(HH_MARKER)
+    if at < 0:
+      raise BadInput(f'{where}: field "{side}": no "\\n\\nAssistant:" turn in the transcript')
+    response = text[at + len(HH_MARKER):].strip()
+    if not response:
+      raise BadInput(f'{where}: field "{side}": empty text after the last "\\n\\nAssistant:"')
+    split[side] = (text[:at + len(HH_MARKER)], response)
+  if split["chosen"][0] != split["rejected"][0]:
+    raise BadInput(f'{where}: fields "chosen" and "rejected": the transcripts differ before '
+                   f'their last "\\n\\nAssistant:"')
+  return split["chosen"][0], split["chosen"][1], split["rejected"][1]
+
+
+_PARSERS = {"jsonl": _from_jsonl, "tldr": _from_tldr, "hh": _from_hh}
+
+
+def read_records(path: str, fmt: str) -> Iterator[_Record]:
+  """Parses and checks every record of the file (texts only; lengths come later)."""
+  if fmt not in FORMATS:
+    raise BadInput(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise BadInput(f"{path}: cannot read: {e.strerror}") from None
+  seen_ids: dict[str, int] = {}
+  count = 0
+  for number, raw in enumerate(data.split(b"\n"), start=1):
+    where = f"{path}:{number}"
+    try:
+      line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise BadInput(f"{where}: invalid UTF-8 at byte {e.start} of the line") from None
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise BadInput(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+      raise BadInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    prompt, chosen, rejected = _PARSERS[fmt](obj, where)
+    id_ = None
+    if fmt != "tldr" and "id" in obj:
+      if isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)):
+        raise BadInput(f'{where}: field "id": expected text or an integer, got '
+                       f'{type(obj["id"]).__name__}')
+      id_ = str(obj["id"])
+      if id_ in seen_ids:
+        raise BadInput(f'{where}: field "id": {id_!r} duplicates line {seen_ids[id_]}')
+      seen_ids[id_] = number
+    count += 1
+    yield _Record(number, id_, prompt, chosen, rejected)
+  if not count:
+    raise BadInput(f"{path}: no records")
+
+
+def _fit(ids: list[int], limit: int, field: str, where: str, on_long: str, keep: str,
+         counts: dict) -> list[int]:
+  if len(ids) <= limit:
+    return ids
+  if on_long == "error":
+    raise BadInput(f'{where}: field "{field}": {len(ids)} tokens, over the limit of {limit} '
+                   f"(raise the limit or pass --on_long=truncate)")
+  counts[field] += 1
+  return ids[-limit:] if keep == "last" else ids[:limit]
+
+
+def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byte",
+                max_prompt_tokens: int = 512, max_response_tokens: int = 128,
+                on_long: str = "error", name: str | None = None,
+                overwrite: bool = False) -> dict:
+  """Imports a preference file into output_dir (atomically); returns its metadata."""
+  from alignment.data import batches  # pylint: disable=g-import-not-at-top
+  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from alignment.data.tf_setup import tf  # pylint: disable=g-import-not-at-top
+  if fmt not in FORMATS:
+    raise BadInput(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+  if on_long not in ("error", "truncate"):
+    raise BadInput(f"unknown --on_long {on_long!r}: use error or truncate")
+  if max_prompt_tokens < 1 or max_response_tokens < 1:
+    raise BadInput("--max_prompt_tokens and --max_response_tokens must be positive")
+  output_dir = os.path.abspath(output_dir)
+  if os.path.exists(output_dir) and not overwrite:
+    raise BadInput(f"{output_dir}: exists already (pass --overwrite to replace it)")
+  try:
+    vocabulary = vocab_lib.get_vocabulary(vocab)
+  except (ValueError, OSError) as e:
+    raise BadInput(f"--vocab={vocab}: {e}") from None
+  records = list(read_records(input_path, fmt))
+  texts = [t for r in records for t in (r.prompt, r.chosen, r.rejected)]
+  ids = vocab_lib.encode_batch(vocabulary, texts)
+  truncated = {"prompt": 0, "chosen": 0, "rejected": 0}
+  parent = os.path.dirname(output_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
+  try:
+    with tf.io.TFRecordWriter(os.path.join(tmp, RECORDS)) as writer:
+      for i, r in enumerate(records):
+        where = f"{input_path}:{r.line}"
+        p, c, j = ids[3 * i:3 * i + 3]
+        p = _fit(list(p), max_prompt_tokens, "prompt", where, on_long, "last", truncated)
+        c = _fit(list(c) + [batches.EOS_ID], max_response_tokens, "chosen", where, on_long,
+                 "first", truncated)
+        j = _fit(list(j) + [batches.EOS_ID], max_response_tokens, "rejected", where, on_long,
+                 "first", truncated)
+        feats = {
+            "id": tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[(r.id or "").encode()])),
+            "line": tf.train.Feature(int64_list=tf.train.Int64List(value=[r.line])),
+        }
+        for key, text, tokens in (("prompt", r.prompt, p), ("chosen", r.chosen, c),
+                                  ("rejected", r.rejected, j)):
+          feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=tokens))
+          feats[key + "_text"] = tf.train.Feature(bytes_list=tf.train.BytesList(
+              value=[text.encode()]))
+        writer.write(tf.train.Example(
+            features=tf.train.Features(feature=feats)).SerializeToString())
+    meta = {
+        "format_version": 1, "source": os.path.abspath(input_path), "source_format": fmt,
+        "num_records": len(records), "vocab": vocab_lib.vocabulary_name(vocabulary),
+        "max_prompt_tokens": max_prompt_tokens, "max_response_tokens": max_response_tokens,
+        "on_long": on_long, "truncated": truncated,
+        "name": name or default_name(output_dir),
+    }
+    with open(os.path.join(tmp, META), "w") as f:
+      json.dump(meta, f, indent=1, sort_keys=True)
+    if os.path.exists(output_dir):
+      old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=parent)
+      os.replace(output_dir, os.path.join(old, "d"))
+      os.replace(tmp, output_dir)
+      shutil.rmtree(old)
+    else:
+      os.replace(tmp, output_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return meta
+
+
+def default_name(output_dir: str) -> str:
+  return "user_" + re.sub(r"[^0-9a-zA-Z_]", "_", os.path.basename(os.path.normpath(output_dir)))
+
+
+def read_metadata(directory: str) -> dict:
+  path = os.path.join(directory, META)
+  if not os.path.exists(path):
+    raise BadInput(f"{directory}: no {META}; not a directory written by import_pairs")
+  with open(path) as f:
+    return json.load(f)
+
+
+def register_imported(directory: str, name: str | None = None) -> str:
+  """Registers <name> (pairs) and <name>_prompts as seqio tasks; returns <name>."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from alignment.data.tf_setup import tf  # pylint: disable=g-import-not-at-top
+  meta = read_metadata(directory)
+  name = name or meta["name"]
+  spec = {k: tf.io.RaggedFeature(tf.int64) for k in ("prompt", "chosen", "rejected")}
+  spec.update({"id": tf.io.FixedLenFeature([], tf.string),
+               "line": tf.io.FixedLenFeature([], tf.int64)})
+  source = seqio.TFExampleDataSource({"train": os.path.join(directory, RECORDS)}, spec,
+                                     num_input_examples={"train": meta["num_records"]},
+                                     cycle_length=1)
+
+  def to_int32(ds):
+    return ds.map(lambda ex: {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 and k != "line"
+                              else v for k, v in ex.items()})
+
+  def prompts_only(ds):
+    return ds.map(lambda ex: {"prompt": ex["prompt"]})
+
+  vocab = vocab_lib.get_vocabulary(meta["vocab"])
+  tasks._replace_task(  # pylint: disable=protected-access
+      name, source=source, preprocessors=[to_int32],
+      output_features=tasks.features(vocab, {"prompt": False, "chosen": False,
+                                             "rejected": False}))
+  tasks._replace_task(  # pylint: disable=protected-access
+      name + "_prompts", source=source, preprocessors=[to_int32, prompts_only],
+      output_features=tasks.features(vocab, {"prompt": False}))
+  return name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m alignment.data.import_pairs",
+      description="Import a preference file as a seqio task (see the module docstring).")
+  parser.add_argument("--input", required=True)
+  parser.add_argument("--format", required=True, help="jsonl | tldr | hh")
+  parser.add_argument("--output", required=True)
+  parser.add_argument("--vocab", default="byte")
+  parser.add_argument("--max_prompt_tokens", type=int, default=512)
+  parser.add_argument("--max_response_tokens", type=int, default=128)
+  parser.add_argument("--on_long", default="error", help="error | truncate")
+  parser.add_argument("--name", default=None)
+  parser.add_argument("--overwrite", action="store_true")
+  args = parser.parse_args(argv)
+  try:
+    meta = import_file(args.input, args.format, args.output, vocab=args.vocab,
+                       max_prompt_tokens=args.max_prompt_tokens,
+                       max_response_tokens=args.max_response_tokens, on_long=args.on_long,
+                       name=args.name, overwrite=args.overwrite)
+  except BadInput as e:
+    print(f"import_pairs: error: {e}", file=sys.stderr)
+    return 2
+  print(f"imported {meta['num_records']} pairs from {args.input} into {args.output} "
+        f"(task {meta['name']}; truncated {meta['truncated']})")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,303 @@
+"""D_online: the online stream, written as it is made, replayed offline exactly.
+
+The paper's coverage test (PAPER.md, finding 2) saves what an online run
+trained on and replays it offline: in its original order (which should
+reproduce the online run, the "tandem effect"), uniformly shuffled, and
+shuffled within windows of k batches. This module is the writer and the reader.
+
+Writer (`StreamWriter`, one per host). Each call to `write(step, ...)` takes
+this host's rows of one online batch: prompt [b, Lp] (left padded), both
+sampled responses [b, Lr] (right padded), their masks, the proxy verdict (1
+where response_1 won), optionally the proxy's probability and any float
+extras (e.g. golden scores, log-probs). Rows are records keyed by (step,
+position in the global batch). `flush()` writes what is pending as one chunk,
+`chunk-<first step>-<last step>-h<host>.tfrecord`, to a temporary name first and
+renames it, so a crash leaves whole chunks only; the loop flushes when it
+checkpoints. Resuming from a checkpoint at step s, `StreamWriter(...,
+resume_step=s)` cuts this host's chunks back to steps < s, so the replayed
+stream is the one the resumed run trains on.
+
+Reader (`read_stream`, `replay_iterator`). Records are read back with exactly
+the arrays that were written (padded ids and masks are stored whole), sorted
+by (step, position), checked for gaps, and turned into PreferenceBatch rows
+(chosen = the proxy's winner). The iterator is `pipeline.BatchIterator` with
+order "ordered" (batch t == online step t, bit for bit, when the replay batch
+size is the written one), "uniform", or "window" (`window_batches` = k);
+orders are reproducible from the seed and the state is checkpointable like
+any other input. With several hosts, host h replays the positions
+[h * B/P, (h + 1) * B/P) of every batch, so shuffles move rows within a
+host's slice only (exact on one host).
+
+`register_stream(directory)` also exposes a stream as a seqio Task ({prompt,
+chosen, rejected} with the padding removed, plus step and position), in file
+order, for tools that speak seqio; exact order is the reader's job.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Mapping
+
+import numpy as np
+
+from alignment import sharding
+from alignment.data import batches
+from alignment.data import pipeline
+from alignment.data.tf_setup import tf
+
+META = "stream.json"
+FORMAT = 1
+_CHUNK = re.compile(r"^chunk-(\d{9})-(\d{9})-h(\d{4})\.tfrecord$")
+_ARRAYS = ("prompt", "prompt_mask", "response_1", "response_1_mask", "response_2",
+           "response_2_mask")
+
+
+class StreamError(ValueError):
+  pass
+
+
+def _write_json_atomic(path: str, obj) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    f.write(json.dumps(obj, indent=1, sort_keys=True))
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _int_feature(values) -> tf.train.Feature:
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=np.asarray(values).ravel()))
+
+
+def _float_feature(values) -> tf.train.Feature:
+  return tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(values).ravel()))
+
+
+class StreamWriter:
+  """Writes this host's rows of every online batch; see the module docstring."""
+
+  def __init__(self, directory: str, *, global_batch_size: int, prompt_length: int,
+               response_length: int, vocab: str = "sentencepiece",
+               extras: tuple[str, ...] = (), process_index: int | None = None,
+               process_count: int | None = None, resume_step: int | None = None):
+    self.directory = directory
+    self.host, self.hosts = pipeline.host_shard(process_index, process_count)
+    if global_batch_size % self.hosts:
+      raise StreamError(f"global batch {global_batch_size} does not split over {self.hosts} hosts")
+    self.meta = {"format": FORMAT, "global_batch_size": int(global_batch_size),
+                 "prompt_length": int(prompt_length), "response_length": int(response_length),
+                 "vocab": vocab, "extras": sorted(extras), "process_count": self.hosts}
+    self.local_batch = global_batch_size // self.hosts
+    tf.io.gfile.makedirs(directory)
+    meta_path = os.path.join(directory, META)
+    if tf.io.gfile.exists(meta_path):
+      with tf.io.gfile.GFile(meta_path) as f:
+        old = json.load(f)
+      if old != self.meta:
+        raise StreamError(f"{meta_path}: the stream there was written with {old}, not "
+                          f"{self.meta}; use another directory")
+    elif self.host == 0:
+      _write_json_atomic(meta_path, self.meta)
+    self._pending: list[bytes] = []
+    self._steps: list[int] = []
+    self._last_step = None
+    self._cut_back(resume_step)
+
+  def _my_chunks(self) -> list[tuple[str, int, int]]:
+    out = []
+    for name in sorted(tf.io.gfile.listdir(self.directory)):
+      m = _CHUNK.match(name)
+      if m and int(m.group(3)) == self.host:
+        out.append((os.path.join(self.directory, name), int(m.group(1)), int(m.group(2))))
+      elif name.startswith("chunk-") and ".tmp-" in name and f"-h{self.host:04d}" in name:
+        tf.io.gfile.remove(os.path.join(self.directory, name))  # a crash's leftover
+    return out
+
+  def _cut_back(self, resume_step: int | None) -> None:
+    chunks = self._my_chunks()
+    if resume_step is None:
+      if chunks:
+        raise StreamError(f"{self.directory}: holds a stream already; pass resume_step to "
+                          f"continue it, or use another directory")
+      return
+    for path, first, last in chunks:
+      if first >= resume_step:
+        tf.io.gfile.remove(path)
+      elif last >= resume_step:
+        keep = [r for r in tf.data.TFRecordDataset(path).as_numpy_iterator()
+                if tf.train.Example.FromString(r).features.feature["step"].int64_list.value[0]
+                < resume_step]
+        tf.io.gfile.remove(path)
+        self._write_chunk(keep, first, resume_step - 1)
+
+  def _write_chunk(self, records: list[bytes], first: int, last: int) -> str:
+    name = f"chunk-{first:09d}-{last:09d}-h{self.host:04d}.tfrecord"
+    path = os.path.join(self.directory, name)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.TFRecordWriter(tmp) as w:
+      for r in records:
+        w.write(r)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+    return path
+
+  def write(self, step: int, prompt, prompt_mask, response_1, response_1_mask, response_2,
+            response_2_mask, verdict, proxy_prob=None,
+            extras: Mapping[str, np.ndarray] | None = None) -> None:
+    """Adds this host's rows of the batch of `step` (arrays [b, ...], b = local batch)."""
+    step = int(step)
+    if self._last_step is not None and step <= self._last_step:
+      raise StreamError(f"step {step} written after step {self._last_step}")
+    arrays = dict(zip(_ARRAYS, (prompt, prompt_mask, response_1, response_1_mask, response_2,
+                                response_2_mask)))
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    lengths = {"prompt": self.meta["prompt_length"], "response": self.meta["response_length"]}
+    for k, a in arrays.items():
+      want = (self.local_batch, lengths["prompt" if k.startswith("prompt") else "response"])
+      if a.shape != want:
+        raise StreamError(f"step {step}: {k} has shape {a.shape}, expected {want}")
+    verdict = np.asarray(verdict).reshape(-1)
+    prob = (np.full(self.local_batch, np.nan, np.float32) if proxy_prob is None
+            else np.asarray(proxy_prob, np.float32).reshape(-1))
+    extras = {k: np.asarray(v, np.float32).reshape(-1) for k, v in (extras or {}).items()}
+    if sorted(extras) != self.meta["extras"]:
+      raise StreamError(f"step {step}: extras {sorted(extras)}, declared {self.meta['extras']}")
+    for r in range(self.local_batch):
+      feats = {k: _int_feature(a[r]) for k, a in arrays.items()}
+      feats["step"] = _int_feature([step])
+      feats["position"] = _int_feature([self.host * self.local_batch + r])
+      feats["verdict"] = _int_feature([int(verdict[r])])
+      feats["proxy_prob"] = _float_feature([prob[r]])
+      for k, v in extras.items():
+        feats["extra/" + k] = _float_feature([v[r]])
+      self._pending.append(
+          tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+    self._steps.append(step)
+    self._last_step = step
+
+  def flush(self) -> str | None:
+    """Writes the pending steps as one chunk (atomically); returns its path."""
+    if not self._pending:
+      return None
+    path = self._write_chunk(self._pending, self._steps[0], self._steps[-1])
+    self._pending, self._steps = [], []
+    return path
+
+  def close(self) -> None:
+    self.flush()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def read_meta(directory: str) -> dict:
+  path = os.path.join(directory, META)
+  if not tf.io.gfile.exists(path):
+    raise StreamError(f"{directory}: no {META}; not a stream written by StreamWriter")
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def _feature_spec(meta: dict) -> dict:
+  lp, lr = meta["prompt_length"], meta["response_length"]
+  spec = {k: tf.io.FixedLenFeature([lp if k.startswith("prompt") else lr], tf.int64)
+          for k in _ARRAYS}
+  spec.update({k: tf.io.FixedLenFeature([], tf.int64) for k in ("step", "position", "verdict")})
+  spec["proxy_prob"] = tf.io.FixedLenFeature([], tf.float32)
+  spec.update({"extra/" + k: tf.io.FixedLenFeature([], tf.float32) for k in meta["extras"]})
+  return spec
+
+
+def chunk_files(directory: str) -> list[str]:
+  return [os.path.join(directory, n) for n in sorted(tf.io.gfile.listdir(directory))
+          if _CHUNK.match(n)]
+
+
+def read_stream(directory: str, *, process_index: int | None = None,
+                process_count: int | None = None) -> dict[str, np.ndarray]:
+  """This host's rows of the stream, sorted by (step, position), as PreferenceBatch records.
+
+  Keys: the PreferenceBatch fields (chosen = the proxy's winner), the written
+  arrays (response_1, ...), step, position, verdict, proxy_prob, extra/<name>.
+  """
+  meta = read_meta(directory)
+  index, count = pipeline.host_shard(process_index, process_count)
+  b = meta["global_batch_size"]
+  if b % count:
+    raise StreamError(f"{directory}: batch {b} does not split over {count} hosts")
+  files = chunk_files(directory)
+  if not files:
+    raise StreamError(f"{directory}: no chunks")
+  spec = _feature_spec(meta)
+  ds = tf.data.TFRecordDataset(files).batch(4096).map(lambda x: tf.io.parse_example(x, spec))
+  parts = list(ds.as_numpy_iterator())
+  rec = {k: np.concatenate([p[k] for p in parts]) for k in spec}
+  local = b // count
+  mine = rec["position"] // local == index
+  rec = {k: v[mine] for k, v in rec.items()}
+  order = np.lexsort((rec["position"], rec["step"]))
+  rec = {k: v[order] for k, v in rec.items()}
+  steps = np.unique(rec["step"])
+  want = np.tile(np.arange(index * local, (index + 1) * local), len(steps))
+  if len(rec["step"]) != len(want) or (rec["position"] != want).any():
+    counts = {int(s): int((rec["step"] == s).sum()) for s in steps}
+    bad = next(s for s, n in counts.items() if n != local) if any(
+        n != local for n in counts.values()) else int(steps[0])
+    raise StreamError(f"{directory}: step {bad} has {counts.get(bad)} rows for host {index}, "
+                      f"expected positions {index * local}..{(index + 1) * local - 1} once each")
+  if len(steps) and steps[-1] - steps[0] + 1 != len(steps):
+    gap = next(int(s) + 1 for s, t in zip(steps[:-1], steps[1:]) if t != s + 1)
+    raise StreamError(f"{directory}: step {gap} is missing (a chunk was lost?)")
+  for k in _ARRAYS + ("step", "position", "verdict"):
+    rec[k] = rec[k].astype(np.int32)
+  win = rec["verdict"].astype(bool)[:, None]
+  rec["chosen"] = np.where(win, rec["response_1"], rec["response_2"])
+  rec["chosen_mask"] = np.where(win, rec["response_1_mask"], rec["response_2_mask"])
+  rec["rejected"] = np.where(win, rec["response_2"], rec["response_1"])
+  rec["rejected_mask"] = np.where(win, rec["response_2_mask"], rec["response_1_mask"])
+  return rec
+
+
+def replay_iterator(directory: str, *, order: str = "ordered", window_batches: int = 1,
+                    seed: int = 0, global_batch_size: int | None = None, mesh=None,
+                    rules=sharding.DEFAULT_RULES, num_epochs: int | None = None,
+                    process_index: int | None = None,
+                    process_count: int | None = None) -> pipeline.BatchIterator:
+  """D_online as PreferenceBatches: ordered, uniformly shuffled or window-shuffled."""
+  meta = read_meta(directory)
+  records = read_stream(directory, process_index=process_index, process_count=process_count)
+  return pipeline.BatchIterator(
+      records, batches.PreferenceBatch, global_batch_size or meta["global_batch_size"],
+      mesh=mesh, rules=rules, seed=seed, order=order, window_batches=window_batches,
+      num_epochs=num_epochs, process_count=process_count, name=f"stream:{directory}")
+
+
+def register_stream(directory: str, name: str | None = None) -> str:
+  """A seqio Task over the stream's chunks (file order); returns its name."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  meta = read_meta(directory)
+  name = name or "stream_" + re.sub(r"[^0-9a-zA-Z_]", "_", os.path.basename(
+      os.path.normpath(directory)))
+  spec = _feature_spec(meta)
+
+  def to_pairs(ds):
+    def convert(ex):
+      win = tf.cast(ex["verdict"], tf.bool)
+      y1 = tf.boolean_mask(ex["response_1"], ex["response_1_mask"] > 0)
+      y2 = tf.boolean_mask(ex["response_2"], ex["response_2_mask"] > 0)
+      return {"prompt": tf.cast(tf.boolean_mask(ex["prompt"], ex["prompt_mask"] > 0), tf.int32),
+              "chosen": tf.cast(tf.cond(win, lambda: y1, lambda: y2), tf.int32),
+              "rejected": tf.cast(tf.cond(win, lambda: y2, lambda: y1), tf.int32),
+              "step": ex["step"], "position": ex["position"]}
+    return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  vocab = vocab_lib.get_vocabulary(meta["vocab"])
+  source = seqio.TFExampleDataSource(
+      {"train": os.path.join(directory, "chunk-*.tfrecord")}, spec, cycle_length=1)
+  return tasks._replace_task(  # pylint: disable=protected-access
+      name, source=source, preprocessors=[to_pairs],
+      output_features=tasks.features(vocab, {"prompt": False, "chosen": False,
+                                              "rejected": False}))

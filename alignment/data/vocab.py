@@ -1,0 +1,154 @@
+"""Vocabularies: the environment's SentencePiece model (shipped) or seqio bytes.
+
+`get_vocabulary(name)` returns a seqio vocabulary with the package's token
+conventions (PAD_ID 0, EOS_ID 1, UNK 2; no BOS, no extra ids):
+  "sentencepiece"  alignment/data/assets/env.model, a word-level SentencePiece
+                   model trained on the synthetic corpus: one piece per word of
+                   `alignment.data.language` (SP_VOCAB_SIZE = 165 ids with the
+                   specials), so token counts are word counts and tiny models
+                   spend few parameters on embeddings. A word outside the
+                   language encodes as UNK (a unigram or BPE model of this
+                   corpus splits even frequent words, and byte fallback would
+                   add 256 ids): for other text use "byte" or a model path;
+  "byte"           seqio.ByteVocabulary: UTF-8 bytes shifted by 3 (259 ids);
+  a path           any SentencePiece model file (e.g. T5's, for imported data).
+
+The shipped model is produced by `python -m alignment.data.vocab --build`,
+deterministically (one training thread, fixed corpus); `--check` rebuilds it
+in memory and compares bytes, and the tests do the same. Rebuild after any
+change to the language.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from alignment.data import batches
+from alignment.data import language as lang
+
+ASSETS = os.path.join(os.path.dirname(__file__), "assets")
+SP_MODEL_PATH = os.path.join(ASSETS, "env.model")
+# Three specials, then one piece per word of the language.
+SP_VOCAB_SIZE = 3 + len(lang.all_words())
+UNK_ID = 2
+NAMES = ("sentencepiece", "byte")
+
+
+def training_corpus(num_examples: int = 4000) -> list[str]:
+  """The text the model is trained on: every word once, then posts and digests."""
+  from alignment.data import environment  # pylint: disable=g-import-not-at-top
+  lines = [" ".join(lang.all_words())]
+  env = environment.Environment(environment.EnvConfig(seed=1234))
+  for ex in env.examples("train", num_examples):
+    lines += [ex["prompt"], ex["response_a"], ex["response_b"]]
+  return lines
+
+
+def build_sentencepiece(vocab_size: int = SP_VOCAB_SIZE) -> bytes:
+  """Trains the environment's SentencePiece model; returns the serialised model."""
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  out = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(training_corpus()), model_writer=out,
+      model_type="word", vocab_size=vocab_size, character_coverage=1.0,
+      pad_id=batches.PAD_ID, eos_id=batches.EOS_ID, unk_id=UNK_ID, bos_id=-1,
+      normalization_rule_name="nmt_nfkc", num_threads=1, shuffle_input_sentence=False,
+      input_sentence_size=0, minloglevel=2)
+  return out.getvalue()
+
+
+@functools.lru_cache(maxsize=None)
+def get_vocabulary(name: str = "sentencepiece"):
+  """A seqio vocabulary by name ("sentencepiece", "byte") or SentencePiece model path."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  if name == "byte":
+    return seqio.ByteVocabulary()
+  path = SP_MODEL_PATH if name == "sentencepiece" else name
+  if not os.path.exists(path):
+    raise ValueError(f"unknown vocabulary {name!r}: use one of {NAMES} or a SentencePiece "
+                     f"model file" + (" (run `python -m alignment.data.vocab --build`)"
+                                      if name == "sentencepiece" else ""))
+  vocab = seqio.SentencePieceVocabulary(path, extra_ids=0)
+  if (vocab.pad_id, vocab.eos_id, vocab.unk_id) != (batches.PAD_ID, batches.EOS_ID, UNK_ID):
+    raise ValueError(f"{path}: pad/eos/unk ids are {vocab.pad_id}/{vocab.eos_id}/"
+                     f"{vocab.unk_id}; the package needs 0/1/2")
+  return vocab
+
+
+def vocabulary_name(vocab) -> str:
+  """Inverse of get_vocabulary, for metadata: "byte", "sentencepiece" or the model path."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  if isinstance(vocab, seqio.ByteVocabulary):
+    return "byte"
+  path = os.path.abspath(vocab.sentencepiece_model_file)
+  return "sentencepiece" if path == os.path.abspath(SP_MODEL_PATH) else path
+
+
+def encode_batch(vocab, texts: Sequence[str]) -> list[list[int]]:
+  """Token ids of many texts at once (no EOS added)."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  if isinstance(vocab, seqio.ByteVocabulary):
+    return [[b + 3 for b in t.encode("utf-8")] for t in texts]
+  return vocab.tokenizer.encode(list(texts))
+
+
+def decode_batch(vocab, rows: Sequence[Sequence[int]]) -> list[str]:
+  """Texts of many id rows (no specials in them); out-of-vocabulary ids decode as UNK."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  size = vocab.vocab_size
+  if isinstance(vocab, seqio.ByteVocabulary):
+    return [bytes(i - 3 if 3 <= i < 259 else 63 for i in r).decode("utf-8", "replace")
+            for r in rows]
+  clean = [[int(i) if 0 <= i < size else UNK_ID for i in r] for r in rows]
+  return vocab.tokenizer.decode(clean)
+
+
+def cut_at_eos(ids_bl: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+  """Rows up to (not incl.) the first EOS or PAD; and whether each row had an EOS there.
+
+  A response that reaches its end, or a PAD, without an EOS is truncated.
+  """
+  ids_bl = np.asarray(ids_bl)
+  stop = (ids_bl == batches.EOS_ID) | (ids_bl == batches.PAD_ID)
+  has_stop = stop.any(axis=1)
+  first = np.where(has_stop, stop.argmax(axis=1), ids_bl.shape[1])
+  ended = has_stop & (ids_bl[np.arange(len(ids_bl)), np.minimum(first, ids_bl.shape[1] - 1)]
+                      == batches.EOS_ID)
+  return [r[:n].tolist() for r, n in zip(ids_bl, first)], ended
+
+
+def strip_left_padding(ids_bl: np.ndarray, mask_bl: np.ndarray | None = None) -> list[list[int]]:
+  ids_bl = np.asarray(ids_bl)
+  keep = (ids_bl != batches.PAD_ID) if mask_bl is None else np.asarray(mask_bl).astype(bool)
+  return [r[k].tolist() for r, k in zip(ids_bl, keep)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description="Build or check the shipped SentencePiece model.")
+  group = parser.add_mutually_exclusive_group(required=True)
+  group.add_argument("--build", action="store_true", help=f"write {SP_MODEL_PATH}")
+  group.add_argument("--check", action="store_true", help="exit 1 if the shipped model is stale")
+  args = parser.parse_args(argv)
+  model = build_sentencepiece()
+  if args.build:
+    os.makedirs(ASSETS, exist_ok=True)
+    tmp = SP_MODEL_PATH + ".tmp"
+    with open(tmp, "wb") as f:
+      f.write(model)
+    os.replace(tmp, SP_MODEL_PATH)
+    print(f"wrote {SP_MODEL_PATH} ({len(model)} bytes)")
+    return 0
+  with open(SP_MODEL_PATH, "rb") as f:
+    same = f.read() == model
+  print("shipped model is up to date" if same else "shipped model is STALE: run --build")
+  return 0 if same else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,144 @@
+"""Multi-process set-up on JAX's own multi-controller runtime.
+
+One process per host (TPU VM worker, GPU node, or a CPU process in tests).
+`initialize()` reads its settings from arguments or the environment:
+
+  ALIGNMENT_COORDINATOR    host:port of process 0's coordinator service
+  ALIGNMENT_NUM_PROCESSES  number of processes
+  ALIGNMENT_PROCESS_ID     this process's index
+  ALIGNMENT_LOCAL_DEVICES  optional comma-separated local device ids
+  ALIGNMENT_INIT_TIMEOUT   seconds to wait for all processes (default 120)
+
+On a Cloud TPU VM none is needed: `jax.distributed.initialize()` discovers the
+slice from the TPU metadata. On CPU the collectives go through gloo. A missing
+process or an unreachable coordinator ends with a `DistributedError` naming
+the coordinator and the timeout, not a hang.
+
+After initialisation every process runs the same program; each reads only its
+shard of the data (`process_index`/`process_count`, used by alignment.data) and
+global arrays are assembled with `jax.make_array_from_process_local_data`.
+Logging, plots and reports come from process 0 (`is_main`). Orbax checkpoints
+are written cooperatively by all processes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Optional, Sequence
+
+import jax
+
+log = logging.getLogger(__name__)
+
+
+class DistributedError(RuntimeError):
+  pass
+
+
+def _env_int(name: str) -> Optional[int]:
+  value = os.environ.get(name)
+  if value in (None, ""):
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise DistributedError(f"environment {name}={value!r}: expected an integer") from None
+
+
+def on_tpu_vm() -> bool:
+  return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("TPU_ACCELERATOR_TYPE")
+              or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0"))
+
+
+def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
+               process_id: Optional[int] = None,
+               local_device_ids: Optional[Sequence[int]] = None,
+               timeout_s: Optional[int] = None, platform: Optional[str] = None) -> bool:
+  """Joins the process group; returns False when running single-process.
+
+  Explicit arguments win over the environment. With nothing set and not on a
+  TPU VM this is a no-op (single process).
+  """
+  coordinator = coordinator or os.environ.get("ALIGNMENT_COORDINATOR")
+  num_processes = num_processes if num_processes is not None else _env_int(
+      "ALIGNMENT_NUM_PROCESSES")
+  process_id = process_id if process_id is not None else _env_int("ALIGNMENT_PROCESS_ID")
+  timeout_s = timeout_s or _env_int("ALIGNMENT_INIT_TIMEOUT") or 120
+  if local_device_ids is None and os.environ.get("ALIGNMENT_LOCAL_DEVICES"):
+    local_device_ids = [int(x) for x in os.environ["ALIGNMENT_LOCAL_DEVICES"].split(",")]
+
+  if coordinator is None and num_processes is None:
+    if on_tpu_vm():
+      jax.distributed.initialize()
+      return True
+    return False
+  if coordinator is None or num_processes is None or process_id is None:
+    raise DistributedError(
+        "multi-process run needs all of coordinator, num_processes and process_id "
+        f"(got {coordinator!r}, {num_processes!r}, {process_id!r}); set "
+        "ALIGNMENT_COORDINATOR, ALIGNMENT_NUM_PROCESSES, ALIGNMENT_PROCESS_ID")
+  if not 0 <= process_id < num_processes:
+    raise DistributedError(f"process_id={process_id} is outside 0..{num_processes - 1}")
+  if (platform or os.environ.get("JAX_PLATFORMS", "")).startswith("cpu"):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if process_id != 0:
+    _wait_for_port(coordinator, timeout_s, process_id, num_processes)
+  # jaxlib aborts the process (a C++ check failure) when registration times out;
+  # the watchdog fires first and says in one line what is wrong.
+  watchdog = threading.Timer(timeout_s, _give_up, (coordinator, timeout_s, process_id,
+                                                   num_processes))
+  watchdog.daemon = True
+  watchdog.start()
+  try:
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id, local_device_ids=local_device_ids,
+                               initialization_timeout=timeout_s + 30)
+  except Exception as e:  # pylint: disable=broad-except  (jaxlib raises XlaRuntimeError)
+    raise DistributedError(
+        f"process {process_id} of {num_processes} could not join the coordinator at "
+        f"{coordinator} ({type(e).__name__}: {str(e)[:300]})") from None
+  finally:
+    watchdog.cancel()
+  log.info("process %d/%d joined %s: %d local, %d global devices", jax.process_index(),
+           jax.process_count(), coordinator, jax.local_device_count(), jax.device_count())
+  return True
+
+
+def _wait_for_port(address: str, timeout_s: float, process_id: int, num_processes: int):
+  host, _, port = address.rpartition(":")
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host or "localhost", int(port)), timeout=2):
+        return
+    except OSError:
+      if time.monotonic() > deadline:
+        raise DistributedError(
+            f"process {process_id} of {num_processes}: the coordinator at {address} is "
+            f"unreachable after {timeout_s:.0f} s; is process 0 started and the port "
+            "open?") from None
+      time.sleep(0.5)
+
+
+def _give_up(address, timeout_s, process_id, num_processes):
+  sys.stderr.write(
+      f"error: process {process_id} of {num_processes}: not every process joined the "
+      f"coordinator at {address} within {timeout_s} s; is every process started with the "
+      "same ALIGNMENT_NUM_PROCESSES?\n")
+  sys.stderr.flush()
+  os._exit(2)  # pylint: disable=protected-access
+
+
+def is_main() -> bool:
+  return jax.process_index() == 0
+
+
+def shutdown():
+  try:
+    jax.distributed.shutdown()
+  except Exception:  # pylint: disable=broad-except  (not initialised)
+    pass

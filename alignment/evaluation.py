@@ -1,0 +1,203 @@
+"""Evaluation: the numbers a budget curve is made of (PAPER.md, "Metrics").
+
+For a policy pi, its SFT start pi_sft, a fixed reference policy (SFT unless
+given), the golden judge and optionally the proxy PM:
+
+  kl                   exact KL(pi || pi_sft): one response sampled from pi
+                       for each of `kl_prompts` train prompts (256 in the
+                       paper); at every response token the KL between the full
+                       next-token distributions; summed over tokens; averaged
+                       over prompts (`scoring.exact_kl`).
+  golden_win_rate      pi against the reference policy on `win_prompts`
+                       deterministic eval prompts (2048 in the paper), one
+                       sample each: the mean golden probability
+                       P(y_pi beats y_ref) = sigmoid((g_pi - g_ref) / tau).
+  golden_win_rate_hard the fraction with g_pi > g_ref (ties count 1/2).
+  proxy_win_rate       the same pairs judged by the proxy PM (debiased), the
+                       quantity the policy is optimised against.
+  classifier_accuracy  policy as classifier on `classifier_pairs` held-out
+                       D_golden pairs: f = log[pi(y1)/pi(y2)] -
+                       log[pi_sft(y1)/pi_sft(y2)] with y1 the golden winner;
+                       accuracy = fraction with f > 0 (ties count 1/2).
+  chosen_logprob_delta mean log pi(y_w) - log pi_sft(y_w) on those pairs.
+  mean_response_length mean tokens (EOS included) of pi's samples.
+  golden_score         mean g of pi's samples (and of the reference's).
+
+Everything fixed across evaluations (prompts, pairs, the reference policy's
+samples and their golden scores) is built once by `Evaluator`, so a loop can
+evaluate every few steps cheaply; sampling keys are fixed, so two evaluations
+of the same parameters give identical numbers.
+
+    python -m alignment.main --config=configs/eval.py:tiny --workdir=DIR \\
+        --config.eval.policy=RUN/checkpoints --config.eval.sft=SFT/export
+evaluates every checkpoint of a run (or one export) and writes
+DIR/evaluation.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alignment import checkpoint, judges, sampling, scoring, sharding
+from alignment.data import batches as B
+from alignment.data import pipeline
+
+Array = jax.Array
+
+
+def _chunks(n: int, size: int):
+  for start in range(0, n, size):
+    yield slice(start, min(start + size, n))
+
+
+class Evaluator:
+  """Evaluates policy parameters against fixed prompts, pairs and a reference policy.
+
+  Args:
+    model: the policy's `heads.LanguageModel` (the SFT model has the same).
+    sft_params: pi_sft's parameters (KL and classifier baseline).
+    mesh, rules: where to run.
+    golden: a `judges.GoldenJudge` (or a ModelJudge acting as golden).
+    cfg: the `eval` config section (kl_prompts, win_prompts, classifier_pairs,
+      batch_size, temperature, seed).
+    data: the `data` config section (prompt/response lengths; tasks below).
+    prompts_task, pairs_task: seqio tasks of prompts and of golden pairs.
+    proxy: an optional `judges.ModelJudge` for the proxy win rate.
+    reference_params: the win-rate reference policy (default: sft_params).
+  """
+
+  def __init__(self, model, sft_params, mesh, rules, golden, cfg, data, prompts_task: str,
+               pairs_task: str, proxy: Optional[judges.ModelJudge] = None,
+               reference_params=None):
+    self.model, self.sft_params, self.mesh, self.rules = model, sft_params, mesh, rules
+    self.golden, self.proxy, self.cfg = golden, proxy, cfg
+    self.batch = int(cfg.batch_size)
+    lp, lr = data.prompt_len, data.response_len
+    self.kl_prompts = pipeline.fixed_batch(prompts_task, "train", "prompts", cfg.kl_prompts,
+                                           prompt_length=lp, response_length=lr)
+    self.win_prompts = pipeline.fixed_batch(prompts_task, "eval", "prompts", cfg.win_prompts,
+                                            prompt_length=lp, response_length=lr)
+    self.pairs = pipeline.fixed_batch(pairs_task, "validation", "pairs", cfg.classifier_pairs,
+                                      prompt_length=lp, response_length=lr)
+    self.sampler = sampling.Sampler(
+        model, sampling.SamplingConfig(max_new_tokens=lr, temperature=float(cfg.temperature)),
+        mesh, rules)
+    self._kl = jax.jit(lambda p, q, b: scoring.kl_to_reference(model, p, q, b))
+    self._seq = jax.jit(lambda p, b: scoring.score(model, p, b)["sum"])
+    ref = sft_params if reference_params is None else reference_params
+    self.ref_samples = self._sample(ref, self.win_prompts, salt=1)
+    self.ref_golden = self._golden_scores(self.win_prompts, self.ref_samples)
+    self._sft_pair_logps = self._pair_logps(sft_params)
+
+  # -- pieces ----------------------------------------------------------------
+  def _key(self, salt: int):
+    return jax.random.fold_in(jax.random.PRNGKey(int(self.cfg.seed)), salt)
+
+  def _sample(self, params, prompts: B.PromptBatch, salt: int) -> dict:
+    """Responses (numpy) of `params` for every prompt, in fixed-size chunks."""
+    outs = []
+    n = prompts.prompt.shape[0]
+    for i, rows in enumerate(_chunks(n, self.batch)):
+      part = B.PromptBatch(prompts.prompt[rows], prompts.prompt_mask[rows])
+      out = self.sampler(params, part, jax.random.fold_in(self._key(salt), i))
+      outs.append(jax.device_get((out.tokens, out.mask)))
+    return {"tokens": np.concatenate([o[0] for o in outs]),
+            "mask": np.concatenate([o[1] for o in outs])}
+
+  def _golden_scores(self, prompts: B.PromptBatch, samples: dict) -> np.ndarray:
+    return np.asarray(self.golden.scores(prompts, samples["tokens"]), np.float32)
+
+  def _run(self, fn, *args):
+    with sharding.use(self.mesh, self.rules):
+      return jax.device_get(fn(*args))
+
+  def _pair_logps(self, params) -> tuple[np.ndarray, np.ndarray]:
+    chosen, rejected = [], []
+    n = self.pairs.prompt.shape[0]
+    for rows in _chunks(n, self.batch):
+      p = self.pairs
+      chosen.append(self._run(self._seq, params, B.SFTBatch(
+          p.prompt[rows], p.prompt_mask[rows], p.chosen[rows], p.chosen_mask[rows])))
+      rejected.append(self._run(self._seq, params, B.SFTBatch(
+          p.prompt[rows], p.prompt_mask[rows], p.rejected[rows], p.rejected_mask[rows])))
+    return np.concatenate(chosen), np.concatenate(rejected)
+
+  # -- the metrics -------------------------------------------------------------
+  def kl(self, params) -> float:
+    samples = self._sample(params, self.kl_prompts, salt=2)
+    kls = []
+    for rows in _chunks(samples["tokens"].shape[0], self.batch):
+      batch = B.SFTBatch(self.kl_prompts.prompt[rows], self.kl_prompts.prompt_mask[rows],
+                         samples["tokens"][rows], samples["mask"][rows])
+      kls.append(self._run(self._kl, params, self.sft_params, batch))
+    return float(np.mean(np.concatenate(kls)))
+
+  def __call__(self, params) -> dict:
+    samples = self._sample(params, self.win_prompts, salt=3)
+    g = self._golden_scores(self.win_prompts, samples)
+    tau = self.golden.program.cfg.tau if hasattr(self.golden, "program") else 1.0
+    win_soft = 1.0 / (1.0 + np.exp(-(g - self.ref_golden) / tau))
+    win_hard = (g > self.ref_golden) + 0.5 * (g == self.ref_golden)
+    out = {
+        "kl": self.kl(params),
+        "golden_win_rate": float(np.mean(win_soft)),
+        "golden_win_rate_hard": float(np.mean(win_hard)),
+        "golden_score": float(np.mean(g)),
+        "reference_golden_score": float(np.mean(self.ref_golden)),
+        "mean_response_length": float(np.mean(samples["mask"].sum(-1))),
+    }
+    if self.proxy is not None:
+      probs = []
+      for rows in _chunks(g.shape[0], self.batch):
+        prompts = B.PromptBatch(self.win_prompts.prompt[rows], self.win_prompts.prompt_mask[rows])
+        c = self.proxy.compare(prompts, samples["tokens"][rows], samples["mask"][rows],
+                               self.ref_samples["tokens"][rows], self.ref_samples["mask"][rows])
+        probs.append(np.asarray(jax.device_get(c.prob_first)))
+      out["proxy_win_rate"] = float(np.mean(np.concatenate(probs)))
+    pc, pr = self._pair_logps(params)
+    sc, sr = self._sft_pair_logps
+    f = (pc - pr) - (sc - sr)
+    out["classifier_accuracy"] = float(np.mean(f > 0) + 0.5 * np.mean(f == 0))  # ties: 1/2
+    out["chosen_logprob_delta"] = float(np.mean(pc - sc))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Experiment "eval": evaluate the checkpoints of a run
+# ---------------------------------------------------------------------------
+
+
+def run(config, workdir: str) -> dict:
+  """Evaluates `eval.policy` (an export, or every checkpoint of a run directory)."""
+  from alignment.train import common  # pylint: disable=g-import-not-at-top
+  common.setup_host()
+  mesh, rules = common.mesh_and_rules(config)
+  e = config.eval
+  model, sft = common.load_export(e.sft, "lm", config.data, mesh, rules)
+  params_target = common.abstract_params(model, config.data, mesh, rules)
+  golden = judges.GoldenJudge(common.task_vocabulary(e.prompts_task))
+  proxy = common.load_model_judge(e.proxy, config.data, mesh, rules) if e.proxy else None
+  evaluator = Evaluator(model, sft, mesh, rules, golden, e, config.data, e.prompts_task,
+                        e.pairs_task, proxy=proxy)
+  results = []
+  if os.path.isdir(os.path.join(e.policy, "params")):
+    points = [(None, e.policy)]
+  else:
+    steps = checkpoint.Checkpointer(e.policy).all_steps()
+    if not steps:
+      raise checkpoint.CheckpointError(f"{e.policy}: no checkpoints to evaluate")
+    points = [(s, e.policy) for s in steps]
+  for step, path in points:
+    params = checkpoint.load_params(path, params_target, step=step)
+    metrics = evaluator(params)
+    results.append({"step": step, **metrics})
+    print(f"[eval] step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
+          flush=True)
+  os.makedirs(workdir, exist_ok=True)
+  checkpoint.write_json_atomic(os.path.join(workdir, "evaluation.json"), results)
+  return {"points": results}

@@ -1,0 +1,103 @@
+"""Judges: who says which of two responses is better. One interface, two kinds.
+
+    judge.compare(prompts: PromptBatch, y1, y1_mask, y2, y2_mask) -> Comparison
+    Comparison.prob_first  [B] float32  P(y1 beats y2), debiased
+    Comparison.first_wins  [B] bool     the verdict: y1 is the winner
+
+- `GoldenJudge`: the embedded environment's programmatic judge g(x, y) (a
+  program on decoded text, run on the host): P = sigmoid((g1 - g2) / tau).
+- `ModelJudge`: a trained pairwise preference model (the proxy PM, or a
+  golden PM trained on real human labels). It is not symmetric by
+  construction, so it is asked both ways and the verdict is
+      sign(r(x, y1, y2) - r(x, y2, y1)),
+  which cancels any preference for a position that an online policy could
+  otherwise exploit; the debiased probability is sigmoid((r12 - r21) / 2),
+  the mean of the two orders' logits. Swapping y1 and y2 flips the verdict
+  exactly (the difference changes sign), apart from exact ties, which go to
+  y2 in both kinds.
+
+Model judges run jitted on the mesh and return device arrays (an online step
+never leaves the device for them); the golden judge returns numpy arrays.
+"""
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alignment import sharding
+from alignment.data import batches as B
+from alignment.models import heads
+
+Array = jax.Array
+
+
+class Role(enum.Enum):
+  """The four models of a study (STYLE.md point 11)."""
+  POLICY = "policy"
+  REFERENCE = "reference"
+  PROXY_PM = "proxy_pm"
+  GOLDEN = "golden"
+
+
+@flax.struct.dataclass
+class Comparison:
+  prob_first: Any   # [B] P(y1 beats y2)
+  first_wins: Any   # [B] bool
+
+
+def debiased(r12: Array, r21: Array) -> Comparison:
+  """Verdict and probability from the logits of both orders."""
+  diff = r12 - r21
+  return Comparison(prob_first=jax.nn.sigmoid(diff / 2.0), first_wins=diff > 0)
+
+
+class ModelJudge:
+  """A pairwise preference model asked both ways (see the module docstring)."""
+
+  kind = "model"
+
+  def __init__(self, model: heads.PairwisePreferenceModel, params, mesh, rules):
+    self.model, self.params, self.mesh, self.rules = model, params, mesh, rules
+
+    def compare(params, prompt, prompt_mask, y1, m1, y2, m2):
+      both = lambda a, b: jnp.concatenate([a, b], 0)
+      r = model.apply({"params": params}, both(prompt, prompt), both(prompt_mask, prompt_mask),
+                      both(y1, y2), both(m1, m2), both(y2, y1), both(m2, m1))
+      n = prompt.shape[0]
+      return debiased(r[:n], r[n:])
+
+    self._compare = jax.jit(compare)
+
+  def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> Comparison:
+    with sharding.use(self.mesh, self.rules):
+      return self._compare(self.params, prompts.prompt, prompts.prompt_mask, y1, y1_mask,
+                           y2, y2_mask)
+
+  def compare_fn(self):
+    """The pure function (params, prompt, prompt_mask, y1, m1, y2, m2) -> Comparison."""
+    return self._compare
+
+
+class GoldenJudge:
+  """The environment's program g(x, y), behind the judge interface (host side)."""
+
+  kind = "golden"
+
+  def __init__(self, vocab):
+    from alignment.data import golden  # pylint: disable=g-import-not-at-top
+    self.program = golden.GoldenJudge(vocab)
+
+  def scores(self, prompts: B.PromptBatch, y) -> np.ndarray:
+    return self.program.score(np.asarray(prompts.prompt), np.asarray(y),
+                              np.asarray(prompts.prompt_mask))
+
+  def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> Comparison:
+    del y1_mask, y2_mask  # responses are read up to EOS
+    p = self.program.preference(np.asarray(prompts.prompt), np.asarray(y1), np.asarray(y2),
+                                np.asarray(prompts.prompt_mask))
+    return Comparison(prob_first=p, first_wins=p > 0.5)

@@ -1,0 +1,98 @@
+"""`python -m alignment.main --config=configs/<exp>.py:<variant> --workdir=DIR`.
+
+Thin on purpose: parse flags, then `run(config, workdir)`, which tests call
+with tiny configs too. Overrides: `--config.optimizer.learning_rate=3e-5`
+(the config is locked: a misspelt key is an error). A gin experiment file can
+replace --config: `--gin_file=configs/gin/online_tiny.gin` (see
+`alignment.config.from_gin`). The experiment kind (sft, pm, offline, online,
+eval) comes from `config.experiment`. A run resumes by itself from the newest
+complete checkpoint in DIR.
+
+User errors (a bad config, bad data, an unusable checkpoint) end with one line
+on stderr naming the key, file or record, and exit status 2; no traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from absl import app, flags
+
+from alignment import config as config_lib
+
+_CONFIG = flags.DEFINE_string("config", None, "experiment config: configs/<exp>.py:<variant>")
+_GIN = flags.DEFINE_string("gin_file", None, "gin experiment file (instead of --config)")
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, logs)")
+
+# experiment name -> module with run(config, workdir)
+RUNNERS = {
+    "sft": "alignment.train.sft",
+    "pm": "alignment.train.preference_model",
+    "offline": "alignment.train.offline",
+    "online": "alignment.train.online",
+    "eval": "alignment.evaluation",
+}
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+  """Exception types that mean 'the user gave us something wrong'."""
+  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
+  errors: list[type[Exception]] = [config_lib.ConfigError, checkpoint.CheckpointError]
+  try:
+    from alignment.data import errors as data_errors  # pylint: disable=g-import-not-at-top
+    errors.append(data_errors.DataError)
+  except ImportError:
+    pass
+  return tuple(errors)
+
+
+def run(config, workdir: str):
+  """Validates the config, then runs the experiment; returns its final metrics."""
+  import jax  # pylint: disable=g-import-not-at-top
+  config_lib.validate(config, jax.device_count())
+  module = importlib.import_module(RUNNERS[config.experiment])
+  return module.run(config, workdir)
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """Separates `--config.a.b=v` overrides from the flags absl parses."""
+  rest, overrides = [], []
+  for arg in argv:
+    if arg.startswith("--config."):
+      overrides.append(arg[len("--config."):])
+    else:
+      rest.append(arg)
+  return rest, overrides
+
+
+def load_config(config_spec, gin_file, overrides):
+  """The locked config from --config or --gin_file, with overrides applied."""
+  if gin_file:
+    if config_spec:
+      raise config_lib.ConfigError("give --config or --gin_file, not both")
+    config = config_lib.from_gin(gin_file)
+  elif config_spec:
+    config = config_lib.load(config_spec)
+  else:
+    raise config_lib.ConfigError("--config=configs/<exp>.py:<variant> is required")
+  return config_lib.apply_overrides(config, overrides, where="--config")
+
+
+def main(argv, overrides=()):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required")
+  from alignment import distributed  # pylint: disable=g-import-not-at-top
+  try:
+    distributed.initialize()  # a no-op unless ALIGNMENT_* is set or on a TPU VM
+    config = load_config(_CONFIG.value, _GIN.value, overrides)
+    run(config, _WORKDIR.value)
+  except (*user_errors(), distributed.DistributedError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  _argv, _overrides = split_overrides(sys.argv)
+  app.run(lambda a: main(a, _overrides), argv=_argv)

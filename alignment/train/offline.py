@@ -1,0 +1,92 @@
+"""Offline alignment: a registry loss on a fixed set of preference pairs.
+
+The pairs are D_golden (`data.task`), an online run's saved stream replayed
+(`data.replay_dir`, in its original order, uniformly shuffled, or shuffled
+within windows of `data.replay_window` batches), or any imported task. The
+policy starts from the SFT export (`init.policy`); the reference is frozen
+(`init.reference`, default the same export). Everything but the source of the
+pairs is identical to the online loop: the same step, loss and metrics.
+
+    python -m alignment.main --config=configs/offline.py:tiny --workdir=DIR \\
+        --config.init.policy=SFT/export
+
+With `eval.every` > 0 the policy is evaluated every that many steps (and at
+the end) against SFT: exact KL, golden win rate, classifier accuracy, ...
+(`alignment.evaluation`), logged as eval/* in DIR/metrics.jsonl.
+"""
+from __future__ import annotations
+
+import os
+
+from alignment import checkpoint, sharding
+from alignment.data import pipeline, stream
+from alignment.data import vocab as vocab_lib
+from alignment.models import heads
+from alignment.train import common, steps
+from alignment.train import state as state_lib
+
+REPLAY_ORDERS = {"ordered": "ordered", "shuffled": "uniform", "window": "window"}
+
+
+def run(config, workdir: str) -> dict:
+  # ---- set-up --------------------------------------------------------------
+  common.setup_host()
+  mesh, rules = common.mesh_and_rules(config)
+  d = config.data
+  vocab = common.task_vocabulary(d.task)
+  model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
+  model = heads.LanguageModel(model_cfg)
+
+  # ---- data ----------------------------------------------------------------
+  if d.replay_dir:
+    if d.replay_order not in REPLAY_ORDERS:
+      raise common.config_error(f"config.data.replay_order={d.replay_order!r}: choose one of "
+                                f"{sorted(REPLAY_ORDERS)}")
+    train_data = stream.replay_iterator(
+        d.replay_dir, order=REPLAY_ORDERS[d.replay_order], window_batches=d.replay_window,
+        seed=d.shuffle_seed, global_batch_size=d.batch_size, mesh=mesh, rules=rules)
+  else:
+    train_data = pipeline.make_iterator(
+        d.task, "train", "pairs", d.batch_size, prompt_length=d.prompt_len,
+        response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
+        max_records=d.max_records or None)
+
+  # ---- state ---------------------------------------------------------------
+  optimizer = state_lib.make_optimizer(config.optimizer)
+  ref_params = common.load_reference(config, model, mesh, rules)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 config.train.keep_checkpoints, config.train.async_checkpoint)
+  meta = {"experiment": "offline", "model": config.model.name,
+          "vocab_size": model_cfg.vocab_size, "vocabulary": vocab_lib.vocabulary_name(vocab)}
+  state, state_shardings, start = common.restore_or_create(
+      ckpt, common.lm_init(model, d), optimizer, mesh, rules, config.seed, meta, train_data,
+      config.init.policy)
+  evaluator = common.make_evaluator(config, model, ref_params, mesh, rules)
+
+  # ---- step ----------------------------------------------------------------
+  loss_fn = steps.alignment_loss_fn(model, config.loss.name, config.loss.beta,
+                                    config.loss.reduction)
+  example = common.first_rows(pipeline.batch_from_records(train_data.records,
+                                                          train_data.batch_cls, slice(0, 1)))
+  batch_shardings = {"pairs": sharding.batch_shardings(example, mesh, rules),
+                     "ref_params": state_shardings.params}
+  train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
+                                   mesh, rules)
+
+  # ---- loop ----------------------------------------------------------------
+  run_ = common.Run(config, workdir, ckpt, start, "offline", meta)
+  tokens = d.batch_size * (d.prompt_len + 2 * d.response_len)
+  for step in range(start, config.train.num_steps):
+    state, metrics = train_step(state, {"pairs": next(train_data), "ref_params": ref_params})
+    # Evaluate before the checkpoint of this step, so a resumed log keeps the record.
+    common.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
+    if run_.end_of_step(step + 1, state, metrics, train_data.get_state(),
+                        extra={"tokens": tokens}):
+      break
+  final = dict(run_.last_metrics)
+  run_.close()
+
+  # ---- export --------------------------------------------------------------
+  if not run_.stopped_early:
+    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"))
+  return final

@@ -1,0 +1,174 @@
+"""Online alignment: sample two responses per prompt, ask the judge, apply the loss.
+
+Each step draws a batch of train prompts, samples two responses for each from
+the CURRENT policy (`alignment.sampling`, temperature `sampling.temperature`),
+asks the judge which is better, and applies the same registry loss as the
+offline loop to (winner, loser) against the frozen reference. The judge is
+the proxy PM (`judge.kind="proxy"`, `judge.checkpoint` = its export, asked
+both ways: `judges.ModelJudge`) or the golden judge (`judge.kind="golden"`:
+the "golden policy" of the paper's win rates).
+
+`sampling.mixture` = a in (0, 1] draws each response from the reference
+policy with probability a and from the policy otherwise (a sequence-level
+mixture, after IPO-MD's mixture of the current and reference policies).
+
+With `train.write_stream`, every step's prompts, both responses and the
+verdict are written to DIR/stream (`alignment.data.stream`), so the offline
+loop can replay D_online in order, shuffled, or shuffled within windows.
+
+    python -m alignment.main --config=configs/online.py:tiny --workdir=DIR \\
+        --config.init.policy=SFT/export --config.judge.checkpoint=PM/export
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alignment import checkpoint, judges, sampling, sharding
+from alignment.data import batches as B
+from alignment.data import pipeline, stream
+from alignment.data import vocab as vocab_lib
+from alignment.models import heads
+from alignment.train import common, steps
+from alignment.train import state as state_lib
+
+
+def pairs_from_samples(out: sampling.SampleOutput, first_wins) -> B.PreferenceBatch:
+  """(winner, loser) pairs from 2 samples per prompt (rows 2i, 2i + 1)."""
+  y1, y2 = out.tokens[0::2], out.tokens[1::2]
+  m1, m2 = out.mask[0::2], out.mask[1::2]
+  w = first_wins[:, None]
+  return B.PreferenceBatch(
+      prompt=out.prompt[0::2], prompt_mask=out.prompt_mask[0::2],
+      chosen=jnp.where(w, y1, y2), chosen_mask=jnp.where(w, m1, m2),
+      rejected=jnp.where(w, y2, y1), rejected_mask=jnp.where(w, m2, m1))
+
+
+def mix_samples(from_policy: sampling.SampleOutput, from_reference: sampling.SampleOutput,
+                key, rate: float) -> sampling.SampleOutput:
+  """Row by row, the reference's sample with probability `rate`."""
+  take_ref = jax.random.bernoulli(key, rate, (from_policy.tokens.shape[0],))
+  pick = lambda a, b: jnp.where(take_ref.reshape((-1,) + (1,) * (a.ndim - 1)), b, a)
+  return jax.tree.map(pick, from_policy, from_reference)
+
+
+def run(config, workdir: str) -> dict:
+  # ---- set-up --------------------------------------------------------------
+  common.setup_host()
+  mesh, rules = common.mesh_and_rules(config)
+  d, s = config.data, config.sampling
+  vocab = common.task_vocabulary(d.task)
+  model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
+  model = heads.LanguageModel(model_cfg)
+
+  # ---- data ----------------------------------------------------------------
+  prompts = pipeline.make_iterator(
+      d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
+      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
+
+  # ---- state ---------------------------------------------------------------
+  optimizer = state_lib.make_optimizer(config.optimizer)
+  ref_params = common.load_reference(config, model, mesh, rules)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 config.train.keep_checkpoints, config.train.async_checkpoint)
+  meta = {"experiment": "online", "model": config.model.name,
+          "vocab_size": model_cfg.vocab_size, "vocabulary": vocab_lib.vocabulary_name(vocab)}
+  state, state_shardings, start = common.restore_or_create(
+      ckpt, common.lm_init(model, d), optimizer, mesh, rules, config.seed, meta, prompts,
+      config.init.policy)
+
+  # ---- judge, sampler, evaluation -------------------------------------------
+  if config.judge.kind == "proxy":
+    if not config.judge.checkpoint:
+      raise common.config_error("config.judge.checkpoint: the proxy PM's export is required "
+                                "with judge.kind='proxy'")
+    judge = common.load_model_judge(config.judge.checkpoint, d, mesh, rules)
+  elif config.judge.kind == "golden":
+    judge = judges.GoldenJudge(vocab)
+  else:
+    raise common.config_error(f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
+  sampler = sampling.Sampler(
+      model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
+                                     top_k=s.top_k, top_p=s.top_p, num_samples=2,
+                                     cache_dtype=s.cache_dtype),
+      mesh, rules, params_sharding=state_shardings.params)
+  sample_key = jax.random.PRNGKey(np.uint32(config.seed + 1))
+  proxy = judge if isinstance(judge, judges.ModelJudge) else None
+  evaluator = common.make_evaluator(config, model, ref_params, mesh, rules, proxy=proxy)
+  writer = None
+  if config.train.write_stream:
+    writer = stream.StreamWriter(
+        os.path.join(workdir, "stream"), global_batch_size=d.batch_size,
+        prompt_length=d.prompt_len, response_length=d.response_len,
+        vocab=vocab_lib.vocabulary_name(vocab), resume_step=start)
+
+  # ---- step ----------------------------------------------------------------
+  loss_fn = steps.alignment_loss_fn(model, config.loss.name, config.loss.beta,
+                                    config.loss.reduction)
+  example = B.PreferenceBatch(*(np.zeros((d.batch_size, n), np.int32) for n in (
+      d.prompt_len, d.prompt_len, d.response_len, d.response_len, d.response_len,
+      d.response_len)))
+  batch_shardings = {"pairs": sharding.batch_shardings(example, mesh, rules),
+                     "ref_params": state_shardings.params}
+  train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
+                                   mesh, rules)
+  make_pairs = jax.jit(pairs_from_samples, out_shardings=batch_shardings["pairs"])
+  mix = jax.jit(mix_samples, static_argnums=3, out_shardings=sampler.out_sharding)
+
+  def sample(params, batch, step):
+    key = jax.random.fold_in(sample_key, step)
+    out = sampler(params, batch, key)
+    if s.mixture > 0:
+      ref_out = sampler(ref_params, batch, jax.random.fold_in(key, 1))
+      with sharding.use(mesh, rules):
+        out = mix(out, ref_out, jax.random.fold_in(key, 2), float(s.mixture))
+    return out
+
+  # ---- loop ----------------------------------------------------------------
+  run_ = common.Run(config, workdir, ckpt, start, "online", meta)
+  for step in range(start, config.train.num_steps):
+    batch = next(prompts)
+    t0 = time.perf_counter()
+    out = sample(state.params, batch, step)
+    jax.block_until_ready(out.tokens)
+    t1 = time.perf_counter()
+    y1, m1, y2, m2 = out.tokens[0::2], out.mask[0::2], out.tokens[1::2], out.mask[1::2]
+    verdict = judge.compare(batch, y1, m1, y2, m2)
+    first_wins = jnp.asarray(verdict.first_wins)
+    t2 = time.perf_counter()
+    with sharding.use(mesh, rules):
+      pairs = make_pairs(out, first_wins)
+    state, metrics = train_step(state, {"pairs": pairs, "ref_params": ref_params})
+    if writer is not None:
+      host = [common.local_rows(x) for x in (batch.prompt, batch.prompt_mask, y1, m1, y2, m2,
+                                             first_wins, verdict.prob_first)]
+      writer.write(step, prompt=host[0], prompt_mask=host[1], response_1=host[2],
+                   response_1_mask=host[3], response_2=host[4], response_2_mask=host[5],
+                   verdict=np.asarray(host[6]).astype(np.int32),
+                   proxy_prob=np.asarray(host[7], np.float32))
+    extra = {"judge_prob_chosen": float(np.mean(np.maximum(
+                 np.asarray(verdict.prob_first), 1 - np.asarray(verdict.prob_first)))),
+             "judge_first_wins": float(np.mean(np.asarray(first_wins))),
+             "response_length": float(np.mean(np.asarray(out.lengths))),
+             "sample_time": t1 - t0, "judge_time": t2 - t1,
+             "tokens": float(np.sum(np.asarray(out.lengths)))}
+    common.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
+    if writer is not None and (
+        (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.num_steps
+        or run_.preemption.requested):
+      writer.flush()  # the stream never runs ahead of the checkpoint it resumes from
+    if run_.end_of_step(step + 1, state, metrics, prompts.get_state(), extra=extra):
+      break
+  final = dict(run_.last_metrics)
+  if writer is not None:
+    writer.flush()
+  run_.close()
+
+  # ---- export --------------------------------------------------------------
+  if not run_.stopped_early:
+    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"))
+  return final

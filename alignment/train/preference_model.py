@@ -1,0 +1,108 @@
+"""Pairwise preference model training: the proxy PM of the paper.
+
+(x, y1, y2) -> logit of P(y1 beats y2), trained by maximum likelihood on the
+golden labels of D_golden with the order of each pair randomised per step.
+The backbone starts from the SFT policy (`init.backbone`), as the paper's PMs
+start from fine-tuned T5; the score head starts near zero (P = 1/2).
+
+Held-out evaluation asks the model both ways, as every use of it does
+(`judges.ModelJudge`): accuracy of the debiased verdict against the golden
+label, and the position bias it removes (the raw model's mean P(first wins)
+over both orders; 1/2 is unbiased).
+
+    python -m alignment.main --config=configs/pm.py:tiny --workdir=DIR \\
+        --config.init.backbone=SFT_DIR/export
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+
+from alignment import checkpoint, judges, sharding
+from alignment.data import batches as B
+from alignment.data import pipeline
+from alignment.data import vocab as vocab_lib
+from alignment.models import heads
+from alignment.train import common, steps
+from alignment.train import state as state_lib
+
+
+def held_out_metrics(model, mesh, rules, params, pairs, batch_size: int) -> dict:
+  """Debiased accuracy, raw accuracy and position bias on fixed pairs."""
+  compare = judges.ModelJudge(model, params, mesh, rules)
+  raw = jax.jit(lambda p, *a: model.apply({"params": p}, *a))
+  n = pairs.prompt.shape[0] // batch_size * batch_size
+  correct, raw_correct, first = 0.0, 0.0, 0.0
+  for i in range(0, n, batch_size):
+    b = jax.tree.map(lambda x: x[i:i + batch_size], pairs)
+    prompts = B.PromptBatch(b.prompt, b.prompt_mask)
+    verdict = compare.compare(prompts, b.chosen, b.chosen_mask, b.rejected, b.rejected_mask)
+    correct += float(jnp.sum(verdict.first_wins))
+    with sharding.use(mesh, rules):
+      r_cr = raw(params, b.prompt, b.prompt_mask, b.chosen, b.chosen_mask, b.rejected,
+                 b.rejected_mask)
+      r_rc = raw(params, b.prompt, b.prompt_mask, b.rejected, b.rejected_mask, b.chosen,
+                 b.chosen_mask)
+    raw_correct += float(jnp.sum(r_cr > 0) + jnp.sum(r_rc < 0)) / 2
+    first += float(jnp.sum(jax.nn.sigmoid(r_cr)) + jnp.sum(jax.nn.sigmoid(r_rc))) / 2
+  return {"eval/accuracy": correct / n, "eval/raw_accuracy": raw_correct / n,
+          "eval/position_bias": first / n}
+
+
+def run(config, workdir: str) -> dict:
+  # ---- set-up --------------------------------------------------------------
+  common.setup_host()
+  mesh, rules = common.mesh_and_rules(config)
+  d = config.data
+  vocab = common.task_vocabulary(d.task)
+  model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
+  model = heads.PairwisePreferenceModel(model_cfg)
+
+  # ---- data ----------------------------------------------------------------
+  train_data = pipeline.make_iterator(
+      d.task, "train", "pairs", d.batch_size, prompt_length=d.prompt_len,
+      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
+      max_records=d.max_records or None)
+  held_out = pipeline.fixed_batch(d.task, "validation", "pairs",
+                                  d.batch_size * config.eval.num_batches,
+                                  prompt_length=d.prompt_len, response_length=d.response_len)
+  example = common.first_rows(held_out)
+
+  # ---- state ---------------------------------------------------------------
+  optimizer = state_lib.make_optimizer(config.optimizer)
+  init = lambda rng: model.init(rng, example.prompt, example.prompt_mask, example.chosen,
+                                example.chosen_mask, example.rejected,
+                                example.rejected_mask)["params"]
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 config.train.keep_checkpoints, config.train.async_checkpoint)
+  meta = {"experiment": "pm", "model": config.model.name, "vocab_size": model_cfg.vocab_size,
+          "vocabulary": vocab_lib.vocabulary_name(vocab)}
+  state, state_shardings, start = common.restore_or_create(
+      ckpt, init, optimizer, mesh, rules, config.seed, meta, train_data,
+      config.init.backbone, init_keys=("backbone",))
+
+  # ---- step ----------------------------------------------------------------
+  batch_shardings = sharding.batch_shardings(example, mesh, rules)
+  train_step = state_lib.make_step(steps.preference_model_loss_fn(model), optimizer,
+                                   state_shardings, batch_shardings, mesh, rules)
+  evaluate = lambda params: held_out_metrics(model, mesh, rules, params, held_out,
+                                             d.batch_size)
+
+  # ---- loop ----------------------------------------------------------------
+  run_ = common.Run(config, workdir, ckpt, start, "pm", meta)
+  for step in range(start, config.train.num_steps):
+    state, metrics = train_step(state, next(train_data))
+    if run_.end_of_step(step + 1, state, metrics, train_data.get_state()):
+      break
+    if config.train.eval_every and (step + 1) % config.train.eval_every == 0:
+      run_.write(step + 1, evaluate(state.params))
+  final = dict(run_.last_metrics)
+  run_.close()
+
+  # ---- export --------------------------------------------------------------
+  if not run_.stopped_early:
+    final.update(evaluate(state.params))
+    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"))
+  return final

@@ -1,0 +1,93 @@
+"""Supervised fine-tuning: the policy every alignment run starts from.
+
+As in the paper, the SFT policy is fine-tuned on BOTH responses of every
+preference pair (the `env_sft` mixture is response a and response b of each
+D_golden example), so it imitates a writer of mixed quality and leaves
+head-room. Mean next-token cross-entropy over response tokens.
+
+    python -m alignment.main --config=configs/sft.py:tiny --workdir=DIR
+
+Writes DIR/checkpoints (resumable), DIR/metrics.jsonl, DIR/tb, and on
+completion DIR/export (the parameters, for the stages that follow).
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alignment import checkpoint, sharding
+from alignment.data import pipeline
+from alignment.data import vocab as vocab_lib
+from alignment.models import heads
+from alignment.train import common, steps
+from alignment.train import state as state_lib
+
+
+def run(config, workdir: str) -> dict:
+  # ---- set-up --------------------------------------------------------------
+  common.setup_host()
+  mesh, rules = common.mesh_and_rules(config)
+  d = config.data
+  vocab = common.task_vocabulary(d.task)
+  model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
+  model = heads.LanguageModel(model_cfg)
+
+  # ---- data ----------------------------------------------------------------
+  train_data = pipeline.make_iterator(
+      d.task, "train", "sft", d.batch_size, prompt_length=d.prompt_len,
+      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
+  eval_rows = pipeline.fixed_batch(d.task, "validation", "sft",
+                                   d.batch_size * config.eval.num_batches,
+                                   prompt_length=d.prompt_len, response_length=d.response_len)
+  example = common.first_rows(eval_rows)
+
+  # ---- state ---------------------------------------------------------------
+  optimizer = state_lib.make_optimizer(config.optimizer)
+  init = lambda rng: model.init(rng, example.prompt, example.prompt_mask, example.response,
+                                example.response_mask)["params"]
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 config.train.keep_checkpoints, config.train.async_checkpoint)
+  meta = {"experiment": "sft", "model": config.model.name, "vocab_size": model_cfg.vocab_size,
+          "vocabulary": vocab_lib.vocabulary_name(vocab)}
+  state, state_shardings, start = common.restore_or_create(
+      ckpt, init, optimizer, mesh, rules, config.seed, meta, train_data, config.init.policy)
+
+  # ---- step ----------------------------------------------------------------
+  loss_fn = steps.sft_loss_fn(model)
+  batch_shardings = sharding.batch_shardings(example, mesh, rules)
+  train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
+                                   mesh, rules)
+  eval_loss = jax.jit(lambda p, b: loss_fn(p, b, None),
+                      in_shardings=(state_shardings.params, batch_shardings))
+
+  def evaluate(params) -> dict:
+    totals: dict[str, float] = {}
+    for i in range(config.eval.num_batches):
+      rows = jax.tree.map(lambda x: x[i * d.batch_size:(i + 1) * d.batch_size], eval_rows)
+      with sharding.use(mesh, rules):
+        loss, metrics = eval_loss(params, rows)
+      for k, v in {"loss": loss, **metrics}.items():
+        totals[k] = totals.get(k, 0.0) + float(v) / config.eval.num_batches
+    return {f"eval/{k}": v for k, v in totals.items()}
+
+  # ---- loop ----------------------------------------------------------------
+  run_ = common.Run(config, workdir, ckpt, start, "sft", meta)
+  tokens_per_batch = d.batch_size * (d.prompt_len + d.response_len)
+  for step in range(start, config.train.num_steps):
+    state, metrics = train_step(state, next(train_data))
+    if run_.end_of_step(step + 1, state, metrics, train_data.get_state(),
+                        extra={"tokens": tokens_per_batch}):
+      break
+    if config.train.eval_every and (step + 1) % config.train.eval_every == 0:
+      run_.write(step + 1, evaluate(state.params))
+  final = dict(run_.last_metrics)
+  run_.close()
+
+  # ---- export --------------------------------------------------------------
+  if not run_.stopped_early:
+    final.update(evaluate(state.params))
+    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"))
+  return final

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs one experiment as N local processes with D CPU devices each, joined by
+# JAX's multi-controller runtime (gloo collectives, coordinator on localhost):
+# the same code path as a multi-host TPU slice, on one machine.
+#
+#   launch/local.sh 2 2 --config=configs/online.py:tiny --workdir=runs/online-2x2
+#
+# Each process logs to <workdir>/process_<i>.log; the script exits non-zero
+# if any process fails.
+set -uo pipefail
+if [ $# -lt 3 ]; then
+  echo "usage: $0 NUM_PROCESSES DEVICES_PER_PROCESS <alignment.main flags>" >&2
+  exit 2
+fi
+n=$1; d=$2; shift 2
+workdir=""
+for arg in "$@"; do
+  case $arg in --workdir=*) workdir=${arg#--workdir=} ;; esac
+done
+[ -n "$workdir" ] || { echo "error: --workdir=DIR is required" >&2; exit 2; }
+mkdir -p "$workdir"
+here=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-$here/.venv/bin/python}
+port=${PORT:-$((20000 + RANDOM % 20000))}
+pids=()
+for ((i = 0; i < n; i++)); do
+  XLA_FLAGS="--xla_force_host_platform_device_count=$d" JAX_PLATFORMS=cpu \
+  ALIGNMENT_COORDINATOR="localhost:$port" ALIGNMENT_NUM_PROCESSES="$n" \
+  ALIGNMENT_PROCESS_ID="$i" \
+    "$python" -m alignment.main "$@" > "$workdir/process_$i.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then
+    echo "error: process $i failed; see $workdir/process_$i.log" >&2
+    status=1
+  fi
+done
+exit $status

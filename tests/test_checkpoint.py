@@ -1,0 +1,97 @@
+"""Orbax checkpoints: save, restore (also onto another mesh), continue == uninterrupted."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from alignment import checkpoint, sharding
+from alignment.models import heads, zoo
+from alignment.train import state as state_lib
+
+V, B, LP, LR = 64, 8, 5, 4
+
+
+def _batches(n):
+  rng = np.random.default_rng(0)
+  out = []
+  for _ in range(n):
+    out.append(dict(prompt=rng.integers(2, V, (B, LP)).astype(np.int32),
+                    prompt_mask=np.ones((B, LP), np.int32),
+                    response=rng.integers(2, V, (B, LR)).astype(np.int32),
+                    response_mask=np.ones((B, LR), np.int32)))
+  return out
+
+
+def _setup(mesh_shape, devices):
+  cfg = zoo.get("t5-nano", vocab_size=V)
+  model = heads.LanguageModel(cfg)
+  mesh = sharding.make_mesh(mesh_shape, devices)
+  rules = sharding.DEFAULT_RULES
+  opt = state_lib.make_optimizer(ml_collections.ConfigDict(dict(
+      learning_rate=1e-2, schedule="constant", warmup_steps=0, decay_steps=0,
+      weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.99, eps=1e-8)))
+  dummy = _batches(1)[0]
+  init = lambda k: model.init(k, dummy["prompt"], dummy["prompt_mask"], dummy["response"],
+                              dummy["response_mask"])["params"]
+  state, shardings = state_lib.create(init, opt, mesh, rules, seed=1)
+
+  def loss_fn(params, b, rng):
+    logits = model.apply({"params": params}, b["prompt"], b["prompt_mask"], b["response"],
+                         b["response_mask"])
+    # The rng enters the loss so a wrongly restored key would change the result.
+    noise = 1e-3 * jax.random.normal(rng, ())
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, b["response"])
+    return jnp.mean(ce) + noise, {}
+
+  bs = sharding.batch_sharding(mesh, rules)
+  step = state_lib.make_step(loss_fn, opt, shardings, {k: bs for k in dummy}, mesh, rules)
+  return state, shardings, step
+
+
+def _params(state):
+  return jax.tree.map(np.asarray, jax.device_get(state.params))
+
+
+@pytest.mark.parametrize("restore_mesh", [{"data": 2, "fsdp": 2, "tensor": 2},
+                                          {"data": 1, "fsdp": 4, "tensor": 2}])
+def test_resume_equals_uninterrupted(tmp_path, restore_mesh):
+  batches = _batches(6)
+  mesh = {"data": 2, "fsdp": 2, "tensor": 2}
+  state, _, step = _setup(mesh, jax.devices())
+  for b in batches:
+    state, _ = step(state, b)
+  want = _params(state)
+
+  state, _, step = _setup(mesh, jax.devices())
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), keep=2, async_save=True)
+  for i, b in enumerate(batches[:3]):
+    state, _ = step(state, b)
+    ckpt.save(i + 1, state, data_state={"next_index": i + 1}, meta={"model": "t5-nano"})
+  ckpt.wait()
+  assert ckpt.all_steps() == [2, 3]  # keep-N
+  del state
+
+  state2, shardings2, step2 = _setup(restore_mesh, jax.devices())
+  target = sharding.abstract_with_shardings(checkpoint.abstract_like(state2), shardings2)
+  restored, data_state, meta = ckpt.restore(target)
+  ckpt.close()
+  assert data_state == {"next_index": 3} and meta == {"model": "t5-nano"}
+  assert int(restored.step) == 3
+  leaf = jax.tree.leaves(restored.params)[0]
+  assert leaf.sharding == jax.tree.leaves(shardings2.params)[0]
+  for b in batches[data_state["next_index"]:]:
+    restored, _ = step2(restored, b)
+  got = _params(restored)
+  for (path, w), g in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got)):
+    if restore_mesh == mesh:  # same mesh: bitwise
+      np.testing.assert_array_equal(g, w, err_msg=jax.tree_util.keystr(path))
+    else:  # another mesh reduces in another order
+      np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5, err_msg=jax.tree_util.keystr(path))
+
+
+def test_restore_without_checkpoint_is_a_clear_error(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "empty"))
+  with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+    ckpt.restore({})
