@@ -18,6 +18,8 @@ def test_sampler_bench_writes_json(tmp_path, capsys):
   ours, hf = r["ours"]["float32"], r["hf"]
   assert ours["tokens_per_s"] > 0 and hf["tokens_per_s"] > 0 and ours["compile_s"] > 0
   assert r["ratio"]["float32"] == pytest.approx(ours["tokens_per_s"] / hf["tokens_per_s"])
+  assert r["ratio_of_fastest_runs"]["float32"] >= 0.5 * r["ratio"]["float32"] > 0
+  assert ours["best"]["s"] <= ours["median_s"]
   assert ours["bytes_per_step"]["total"] > ours["bytes_per_step"]["lm_head"] > 0
   assert "| t5-nano |" in capsys.readouterr().out
 
