@@ -345,7 +345,7 @@ def _fmt(x, scale=1.0, spec=".2f", unit=""):
 
 def _sampler_table(result: Json) -> str:
   rows = ["Medians of interleaved runs; 'fastest' = ratio of each side's fastest run, and "
-          "MBU / FLOP utilisation of our fastest run.\n",
+          "MBU and GFLOP/s of our fastest run.\n",
           "| model | params | HF tok/s (threads) | ours tok/s (cache) | ratio | fastest | "
           "ours ms/step | HF ms/step | ours / HF prefill s | compile s | MBU | "
           "step / prefill GFLOP/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
