@@ -155,4 +155,4 @@ def test_generated_data_is_pinned_to_the_tfds_version():
          for split in E.SPLITS for i in range(5)]
   exs = [{k: round(v, 6) if isinstance(v, float) else v for k, v in ex.items()} for ex in exs]
   digest = hashlib.sha256(json.dumps(exs, sort_keys=True).encode()).hexdigest()[:16]
-  assert (str(tfds_env.DigestEnv.VERSION), digest) == ("1.0.0", PINNED)
+  assert (str(tfds_env.DigestEnv.VERSION), digest) == ("1.1.0", PINNED)
