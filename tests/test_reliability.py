@@ -75,6 +75,10 @@ def baselines(tmp_path_factory):
 ])
 def test_killed_run_resumes_bitwise(baselines, tmp_path, kind, fault):
   args = ONLINE if kind == "online" else OFFLINE
+  if "after_step" in fault:
+    # Saves complete before the step goes on, so the kill surely finds a finished
+    # checkpoint to resume from (an async save may still be in flight otherwise).
+    args = args + ["--config.train.async_checkpoint=false"]
   killed = _main(tmp_path / "run", args, fault=fault)
   assert killed.returncode == -9, killed.stderr[-2000:]
   step = int(fault.rsplit(":", 1)[1])
@@ -86,9 +90,12 @@ def test_killed_run_resumes_bitwise(baselines, tmp_path, kind, fault):
                  if d.startswith(str(step)) and d != str(step)]
     assert step not in steps and leftovers, (steps, os.listdir(tmp_path / "run" / "checkpoints"))
   assert all(s < step or s == step and "after_step" in fault for s in steps)
+  if "after_step" in fault:
+    assert steps, "the kill found no finished checkpoint: nothing to resume from"
   resumed = _main(tmp_path / "run", args)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from" in resumed.stderr
+  if steps:
+    assert f"at step {max(steps)}" in resumed.stderr and "resumed from" in resumed.stderr
   _assert_same_run(baselines / kind, tmp_path / "run")
 
 
@@ -141,11 +148,12 @@ def test_nonfinite_skip_counts_the_batch(tmp_path):
   assert records[-1]["skipped_batches"] == 1
 
 
-def _latest_data_file(step_dir):
+def _data_files(step_dir):
   files = []
   for root, _, names in os.walk(step_dir):
     files += [os.path.join(root, n) for n in names if "/d/" in os.path.join(root, n)]
-  return max(files, key=os.path.getsize)
+  assert files, f"no array data files under {step_dir}"
+  return files
 
 
 @pytest.mark.slow
@@ -156,13 +164,39 @@ def test_truncated_checkpoint_falls_back_to_the_previous(baselines, tmp_path):
   # then truncate a data file of the step-8 checkpoint.
   ckdir = tmp_path / "run" / "checkpoints"
   shutil.rmtree(ckdir / "12")
-  victim = _latest_data_file(ckdir / "8" / "state")
-  with open(victim, "r+b") as f:
-    f.truncate(os.path.getsize(victim) // 2)
+  for victim in _data_files(ckdir / "8" / "state"):  # a disk that filled up mid-copy
+    with open(victim, "r+b") as f:
+      f.truncate(os.path.getsize(victim) // 2)
   out = _main(tmp_path / "run", ONLINE)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "restored the previous good checkpoint, step 4" in out.stderr
   _assert_same_run(baselines / "online", tmp_path / "run")
+
+
+def test_tampered_checkpoint_is_detected_and_skipped(tmp_path):
+  """Contents that no longer match the checksum saved with them are refused."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  good = {"w": jnp.arange(6.0).reshape(2, 3), "step": jnp.asarray(3)}
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "c"), keep=5, async_save=False)
+  ckpt.save(1, good, {"batch": 1})
+  ckpt.save(2, dict(good, step=jnp.asarray(4)), {"batch": 2})
+  # Step 3: its meta carries the checksum of one state, its arrays are another's (one
+  # value changed) - what a flipped bit on disk looks like to the reader.
+  tampered = dict(good, w=good["w"].at[1, 2].set(5.0000005))
+  meta = {"checksum": checkpoint.tree_checksum(good)}
+  ckpt._manager.save(3, args=ocp.args.Composite(  # pylint: disable=protected-access
+      state=ocp.args.StandardSave(tampered), data=ocp.args.JsonSave({"batch": 3}),
+      meta=ocp.args.JsonSave(meta)))
+  ckpt.wait()
+  target = checkpoint.abstract_like(jax.device_put(good))
+  with pytest.raises(checkpoint.CheckpointError, match="do not match the checksum"):
+    ckpt.restore(target, step=3)
+  state, data, _ = ckpt.restore(target)  # newest usable: step 2
+  assert data == {"batch": 2} and int(state["step"]) == 4
+  assert ckpt.all_steps() == [1, 2]  # the tampered step is gone
+  assert checkpoint.tree_checksum(good) != checkpoint.tree_checksum(tampered)
 
 
 @pytest.mark.slow

@@ -43,9 +43,13 @@ def setup_host():
     tf.config.set_visible_devices([], "TPU")
   except (ImportError, RuntimeError, ValueError):
     pass  # not installed, already initialised, or no such device type
-  if not logging.getLogger().handlers:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+  ours = logging.getLogger("alignment")  # our own messages, whatever absl configured
+  if not ours.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
   for noisy in ("absl", "orbax", "jax._src", "tensorflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
