@@ -28,6 +28,8 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
+from alignment import faults
+
 log = logging.getLogger(__name__)
 
 
@@ -55,11 +57,15 @@ class Checkpointer:
   # -- save ------------------------------------------------------------------
   def save(self, step: int, state: Any, data_state: dict | None = None,
            meta: dict | None = None, force: bool = True) -> bool:
+    """Saves asynchronously (if enabled); the state's checksum goes into meta."""
+    meta = dict(meta or {}, checksum=tree_checksum(state))
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state or {}),
-        meta=ocp.args.JsonSave(meta or {}))
-    return self._manager.save(int(step), args=args, force=force)
+        meta=ocp.args.JsonSave(meta))
+    saved = self._manager.save(int(step), args=args, force=force)
+    faults.hit("during_checkpoint", int(step))
+    return saved
 
   def wait(self):
     self._manager.wait_until_finished()
@@ -70,14 +76,35 @@ class Checkpointer:
 
   # -- restore ---------------------------------------------------------------
   def restore(self, abstract_state: Any, step: Optional[int] = None):
-    """(state, data_state, meta) of `step` (default: newest) into abstract_state.
+    """(state, data_state, meta) of `step`, else of the newest usable checkpoint.
 
     abstract_state: pytree of jax.ShapeDtypeStruct with `sharding` set, the
-    target layout (any mesh).
+    target layout (any mesh). A checkpoint that cannot be read, or whose
+    contents do not match the checksum saved with it, is reported and the
+    previous one is tried; the unusable newer ones are then deleted, so the
+    run continues from the good one.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
+    steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+    if not steps:
       raise CheckpointError(f"{self.directory}: no checkpoint to restore")
+    problems = []
+    for s in steps:
+      try:
+        out = self._restore_one(abstract_state, s)
+      except CheckpointError as e:
+        problems.append(str(e))
+        log.warning("%s", e)
+        continue
+      if problems:
+        bad = [b for b in self.all_steps() if b > s]
+        log.warning("%s: restored the previous good checkpoint, step %d; deleting the "
+                    "unusable newer step(s) %s", self.directory, s, bad)
+        for b in bad:
+          self._manager.delete(b)
+      return out
+    raise CheckpointError(f"{self.directory}: no usable checkpoint: " + "; ".join(problems))
+
+  def _restore_one(self, abstract_state: Any, step: int):
     args = ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         data=ocp.args.JsonRestore(),
@@ -86,8 +113,12 @@ class Checkpointer:
       out = self._manager.restore(step, args=args)
     except Exception as e:  # orbax raises many types for shape/structure mismatch
       raise CheckpointError(f"{self.directory}/{step}: cannot restore: "
-                            f"{type(e).__name__}: {str(e)[:500]}") from None
-    return out.state, dict(out.data or {}), dict(out.meta or {})
+                            f"{type(e).__name__}: {str(e)[:300]}") from None
+    meta = dict(out.meta or {})
+    if "checksum" in meta and tree_checksum(out.state) != meta["checksum"]:
+      raise CheckpointError(f"{self.directory}/{step}: contents do not match the checksum "
+                            "saved with them: the checkpoint is corrupt or was tampered with")
+    return out.state, dict(out.data or {}), meta
 
   def read_meta(self, step: Optional[int] = None) -> dict:
     step = self.latest_step() if step is None else step
@@ -163,6 +194,38 @@ def export_params(params: Any, model_cfg: Any, output: str):
     if os.path.exists(output):
       shutil.rmtree(output)
     os.rename(tmp, output)
+
+
+def tree_checksum(tree: Any) -> int:
+  """A uint32 checksum of every bit of every array (any sharding), computed on device.
+
+  Each leaf's words are summed with odd position weights modulo 2^32, so a
+  flipped bit always changes the sum; leaves are combined the same way.
+  """
+  leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "dtype")]
+  return int(_checksum(leaves)) if leaves else 0
+
+
+@jax.jit
+def _checksum(leaves):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  total = jnp.uint32(0)
+  for i, x in enumerate(leaves):
+    x = jnp.asarray(x)
+    if x.dtype == jnp.bool_:
+      words = x.astype(jnp.uint32)
+    elif x.dtype.itemsize == 4:
+      words = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    elif x.dtype.itemsize == 2:
+      words = jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+    elif x.dtype.itemsize == 8:
+      words = jax.lax.bitcast_convert_type(x, jnp.uint32)  # [..., 2]
+    else:
+      words = x.astype(jnp.uint32)
+    words = words.reshape(-1)
+    weights = (jnp.arange(words.shape[0], dtype=jnp.uint32) % jnp.uint32(32768)) * 2 + 1
+    total = total * jnp.uint32(2654435761) + jnp.sum(words * weights, dtype=jnp.uint32) + i
+  return total
 
 
 def abstract_like(state: Any) -> Any:

@@ -14,7 +14,8 @@ given), the golden judge and optionally the proxy PM:
                        P(y_pi beats y_ref) = sigmoid((g_pi - g_ref) / tau).
   golden_win_rate_hard the fraction with g_pi > g_ref (ties count 1/2).
   proxy_win_rate       the same pairs judged by the proxy PM (debiased), the
-                       quantity the policy is optimised against.
+                       quantity the policy is optimised against (mean probability;
+                       proxy_win_rate_hard: the fraction of verdicts for pi).
   classifier_accuracy  policy as classifier on `classifier_pairs` held-out
                        D_golden pairs: f = log[pi(y1)/pi(y2)] -
                        log[pi_sft(y1)/pi_sft(y2)] with y1 the golden winner;
@@ -152,13 +153,15 @@ class Evaluator:
         "mean_response_length": float(np.mean(samples["mask"].sum(-1))),
     }
     if self.proxy is not None:
-      probs = []
+      probs, wins = [], []
       for rows in _chunks(g.shape[0], self.batch):
         prompts = B.PromptBatch(self.win_prompts.prompt[rows], self.win_prompts.prompt_mask[rows])
         c = self.proxy.compare(prompts, samples["tokens"][rows], samples["mask"][rows],
                                self.ref_samples["tokens"][rows], self.ref_samples["mask"][rows])
         probs.append(np.asarray(jax.device_get(c.prob_first)))
+        wins.append(np.asarray(jax.device_get(c.first_wins)))
       out["proxy_win_rate"] = float(np.mean(np.concatenate(probs)))
+      out["proxy_win_rate_hard"] = float(np.mean(np.concatenate(wins)))
     pc, pr = self._pair_logps(params)
     sc, sr = self._sft_pair_logps
     f = (pc - pr) - (sc - sr)

@@ -8,8 +8,9 @@ replace --config: `--gin_file=configs/gin/online_tiny.gin` (see
 eval) comes from `config.experiment`. A run resumes by itself from the newest
 complete checkpoint in DIR.
 
-User errors (a bad config, bad data, an unusable checkpoint) end with one line
-on stderr naming the key, file or record, and exit status 2; no traceback.
+User errors (a bad config, bad data, an unusable checkpoint) and a NaN/Inf in
+training end with one line on stderr naming the key, file, record or step,
+and exit status 2; no traceback.
 """
 from __future__ import annotations
 
@@ -37,12 +38,11 @@ RUNNERS = {
 def user_errors() -> tuple[type[Exception], ...]:
   """Exception types that mean 'the user gave us something wrong'."""
   from alignment import checkpoint  # pylint: disable=g-import-not-at-top
-  errors: list[type[Exception]] = [config_lib.ConfigError, checkpoint.CheckpointError]
-  try:
-    from alignment.data import errors as data_errors  # pylint: disable=g-import-not-at-top
-    errors.append(data_errors.DataError)
-  except ImportError:
-    pass
+  from alignment.train import common  # pylint: disable=g-import-not-at-top
+  errors: list[type[Exception]] = [config_lib.ConfigError, checkpoint.CheckpointError,
+                                   common.NonFiniteError]
+  from alignment.data import pipeline, stream  # pylint: disable=g-import-not-at-top
+  errors += [pipeline.DataStateError, stream.StreamError]
   return tuple(errors)
 
 

@@ -21,7 +21,8 @@ from alignment import checkpoint
 
 POINT_KEYS = ("kl", "golden_win_rate", "proxy_win_rate", "classifier_accuracy",
               "chosen_logprob_delta", "mean_response_length")
-EXTRA_KEYS = ("golden_win_rate_hard", "golden_score", "reference_golden_score")
+EXTRA_KEYS = ("golden_win_rate_hard", "proxy_win_rate_hard", "golden_score",
+              "reference_golden_score")
 TOL = 0.02  # win-rate differences below this are noise at the default scale
 
 

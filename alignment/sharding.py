@@ -118,7 +118,7 @@ def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh, where: str) -> P:
     names = axes if isinstance(axes, tuple) else (axes,) if axes else ()
     size = math.prod(mesh.shape[a] for a in names)
     if names and dim % size:
-      log.info("%s: dimension %d not divisible by %s=%d; kept whole", where, dim, names, size)
+      log.debug("%s: dimension %d not divisible by %s=%d; kept whole", where, dim, names, size)
       fitted.append(None)
     else:
       fitted.append(axes)

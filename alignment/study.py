@@ -44,7 +44,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from alignment import checkpoint
+from alignment import checkpoint, faults
 from alignment import config as config_lib
 
 log = logging.getLogger("alignment.study")
@@ -431,6 +431,7 @@ def run_stage(workdir: str, stage: Stage) -> dict:
     summary = main_lib.run(stage.config, stage_dir) or {}
     if stage.kind == "eval":
       summary = {"points": summary.get("points", [])}
+  faults.hit("after_stage", stage.name)
   info = {"stage": stage.name, "kind": stage.kind, "config_hash": config_hash(stage),
           "seconds": round(time.time() - start, 1), "summary": _jsonable(summary)}
   if stage.config is not None:

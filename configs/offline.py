@@ -15,6 +15,7 @@ def get_config(arg: str = "tiny"):
   c.data.replay_dir = ""        # a D_online stream written by an online run
   c.data.replay_order = "ordered"  # ordered | shuffled | window
   c.data.replay_window = 4      # batches per shuffle window (replay_order=window)
+  c.data.replay_skip = 0        # start this many batches into the stream (shift test)
   c.loss = C.loss_section("ipo", beta=0.1)
   c.init = C.ConfigDict(dict(policy="", reference=""))  # SFT export(s); reference "" = policy
   c.eval = C.eval_section()

@@ -77,7 +77,8 @@ def test_resume_equals_uninterrupted(tmp_path, restore_mesh):
   target = sharding.abstract_with_shardings(checkpoint.abstract_like(state2), shardings2)
   restored, data_state, meta = ckpt.restore(target)
   ckpt.close()
-  assert data_state == {"next_index": 3} and meta == {"model": "t5-nano"}
+  assert data_state == {"next_index": 3} and meta["model"] == "t5-nano"
+  assert meta["checksum"] == checkpoint.tree_checksum(restored)
   assert int(restored.step) == 3
   leaf = jax.tree.leaves(restored.params)[0]
   assert leaf.sharding == jax.tree.leaves(shardings2.params)[0]

@@ -23,7 +23,7 @@ CASES = [
     ("ana : rome , chef", False, 2.0, "one salient fact missing"),
     ("rome , chef , sushi", False, 3.0, "no name: the subject is the topic"),
     ("ana : rome , chef , sushi , dog", False, 3 - 1 - 0.2, "fact given to the wrong person"),
-    ("ana : paris , chef , sushi", False, 2 - 1 - 0.2, "wrong value"),
+    ("ana : oslo , chef , sushi", False, 2 - 1 - 0.2, "wrong value"),
     ("zoe : rome", False, -1 - 0.3, "a person the post never names"),
     ("ana : rome , chef , sushi ; ben : dog", False, 3 - 0.5 - 0.4, "true but not salient"),
     ("ben : dog ; ana : rome", False, 1 - 0.5 - 0.4, "distractor first"),
@@ -43,7 +43,7 @@ def test_golden_judge_hand_written(digest, truncated, expected, why):
 
 
 def test_score_parts_of_a_sloppy_digest():
-  s = E.score_digest(POST, "ana : rome , rome , paris ; ben : dog also")
+  s = E.score_digest(POST, "ana : rome , rome , oslo ; ben : dog also")
   assert (s.covered, s.num_salient, s.invented, s.nonsalient, s.repeats, s.filler) == (
       1, 3, 1, 1, 1, 1)
   assert (s.length, s.needed, s.excess) == (12, 3, 9)
@@ -140,3 +140,19 @@ def test_the_premises_of_over_optimisation_hold():
   assert s["corr_length_golden"] > 0.3
   assert s["sft_golden_mean"] < 0.6 * s["ideal_golden_mean"]
   assert 0.4 < s["sft_salient_coverage"] < 0.75
+
+
+PINNED = "9be91db2f0b71272"
+
+
+def test_generated_data_is_pinned_to_the_tfds_version():
+  """Changing what is generated must come with a new TFDS VERSION (tfds_env) and a new pin."""
+  import hashlib
+  import json
+  from alignment.data import tfds_env
+  exs = [E.Environment(cfg.env().cfg).example(split, i) for cfg in
+         (tfds_env.CONFIGS["default"], tfds_env.CONFIGS["byte"])
+         for split in E.SPLITS for i in range(5)]
+  exs = [{k: round(v, 6) if isinstance(v, float) else v for k, v in ex.items()} for ex in exs]
+  digest = hashlib.sha256(json.dumps(exs, sort_keys=True).encode()).hexdigest()[:16]
+  assert (str(tfds_env.DigestEnv.VERSION), digest) == ("1.1.0", PINNED)

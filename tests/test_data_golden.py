@@ -33,7 +33,8 @@ def test_responses_without_eos_are_charged_as_truncated():
   prompt, ended = _encode("sentencepiece", exs, "response_a")
   _, cut = _encode("sentencepiece", exs, "response_a", eos=False)
   judge = golden.GoldenJudge()
-  np.testing.assert_allclose(judge.score(prompt, ended) - judge.score(prompt, cut), 1.0)
+  np.testing.assert_allclose(judge.score(prompt, ended) - judge.score(prompt, cut), 1.0,
+                             atol=1e-6)
 
 
 def test_ids_after_eos_are_ignored_and_unknown_ids_cost_verbosity():

@@ -5,7 +5,7 @@ import pytest
 import hf_models  # noqa: E402  (skips the module without torch/transformers)
 import torch  # noqa: E402
 
-from alignment.models import heads  # noqa: E402
+from alignment.models import convert, heads  # noqa: E402
 
 
 def test_t5_logits_match_hf():
@@ -46,16 +46,17 @@ def test_llama_logits_match_hf(tie):
 
 def test_convert_cli_round_trip(tmp_path):
   """save_pretrained -> `convert` CLI -> load_params gives the same logits as HF."""
+  import jax  # pylint: disable=g-import-not-at-top
   from alignment import checkpoint, sharding
-  hf = _tiny_hf_llama(seed=4)
+  hf = hf_models.tiny_hf_llama(seed=4)
   hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
   out = tmp_path / "zoo"
   assert convert.main(["--hf_dir", str(tmp_path / "hf"), "--output", str(out)]) == 0
   cfg = convert.load_model_config(str(out / "model_config.json"))
   model = heads.LanguageModel(cfg)
   rng = np.random.default_rng(2)
-  prompt, pmask = _ragged(rng, 2, 4, 96, left=True)
-  response, rmask = _ragged(rng, 2, 3, 96, left=False)
+  prompt, pmask = hf_models.ragged(rng, 2, 4, 96, left=True)
+  response, rmask = hf_models.ragged(rng, 2, 3, 96, left=False)
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   abstract = jax.eval_shape(lambda k: model.init(k, prompt, pmask, response, rmask)["params"],
                             jax.random.PRNGKey(0))
@@ -63,7 +64,7 @@ def test_convert_cli_round_trip(tmp_path):
   target = sharding.abstract_with_shardings(sharding.strip_boxes(abstract), shardings)
   params = checkpoint.load_params(str(out), target)
   ours = model.apply({"params": params}, prompt, pmask, response, rmask)
-  _, want = _convert(hf)
+  _, want = hf_models.to_zoo(hf)
   ref = model.apply({"params": want}, prompt, pmask, response, rmask)
   np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
   # An existing output is refused, and a bad directory is one clear error.

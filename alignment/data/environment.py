@@ -37,10 +37,10 @@ Why a proxy can be over-optimised against it. The SFT and pair data come from
 a writer of MIXED quality (`WriterConfig`): each digest keeps each salient fact
 with a probability drawn per digest, and sometimes adds a distractor fact, an
 invented fact, a repeat, filler words, or prose. Every salient fact adds two
-words, so in these pairs the longer digest is usually the better one (the
-longer response is the golden winner in about 70% of pairs with unequal
-lengths at the default scale, see `python -m alignment.data.environment
---stats`). A proxy preference model trained on a limited number of golden-
+words, so in these pairs the longer digest is usually the better one: at the
+default scale the longer response is the golden winner in 67% of pairs with
+unequal lengths, and length and golden score correlate at 0.48 over all
+responses (`python -m alignment.data.environment`, 20000 pairs). A proxy preference model trained on a limited number of golden-
 labelled pairs can fit that as "longer is better" (and "more values is
 better") without learning which values are salient. A policy pushed against
 such a proxy first gains coverage, which the golden judge rewards, and then,
@@ -48,9 +48,11 @@ with the salient facts exhausted, keeps growing with distractor facts, repeats,
 invented values and filler, which the proxy still likes and the golden judge
 charges for: golden win rate rises, then falls, as KL grows.
 
-Head-room: SFT targets are the same mixed-quality digests, so the SFT policy
-covers about 60% of the salient facts with some errors, while the best digest
-covers all of them with none (numbers from `--stats`).
+Head-room: SFT targets are the same mixed-quality digests. They cover 55% of
+the salient facts with some errors, mean g 1.78, while the best digests score
+4.0 on the same posts (same command). Targets state facts in post order
+(`shuffle_prob` 0), the order a small model learns to copy soonest; the judge
+ignores order.
 
 Splits. Each example is a function of (seed, split, index) alone, so any slice
 can be generated without the others. A post belongs to a split by a hash of
@@ -64,12 +66,15 @@ probability with `labels="sample"`.
 
 Scale and vocabulary. Lengths are measured in tokens of the chosen vocabulary:
 with "sentencepiece" every word is one piece, so tokens are words (64-word
-posts hold 3-5 salient facts and 2-4 distractors). With "byte" a token is a
+posts hold 3-5 salient facts and 1-4 distractors). With "byte" a token is a
 byte, so the same 64/32 limits hold far fewer words: `env_config("byte")`
-keeps the task but shrinks the scale (1-3 salient facts, one distractor
-person with one fact), and generation drops distractor sentences, then
-salient facts, until the post and its best digest fit. Pass larger
-`max_prompt_tokens`/`max_response_tokens` for the full scale in bytes.
+keeps the task but shrinks the scale: terse posts ("ana rome . ben dog . ana
+chef ."), 2-3 salient facts, one or two other people with one fact each, no
+prose digests. Generation drops the opener, then distractor sentences (all
+but one), then salient facts, until the post and its best digest fit. At
+that scale the longer response wins 58% of unequal-length pairs (`--vocab
+byte`). Pass larger `max_prompt_tokens`/`max_response_tokens` for the full
+scale in bytes.
 """
 from __future__ import annotations
 
@@ -107,7 +112,7 @@ class JudgeWeights:
 class WriterConfig:
   """The mixed-quality digest writer behind SFT targets and pair responses."""
   coverage: tuple[float, float] = (0.0, 1.0)  # keep-probability per salient fact ~ U(lo, hi)
-  shuffle_prob: float = 0.3     # facts out of post order
+  shuffle_prob: float = 0.0     # facts out of post order (0: targets copy in post order)
   invent_prob: float = 0.1      # one invented fact
   repeat_prob: float = 0.1      # one fact twice
   distractor_prob: float = 0.15  # one fact about another person
@@ -125,6 +130,7 @@ class EnvConfig:
   distractor_people: tuple[int, int] = (1, 2)
   facts_per_distractor: tuple[int, int] = (1, 2)
   post_style: str = "sentences"  # "sentences" ("ana moved to oslo .") | "terse" ("ana oslo .")
+  interleave_prob: float = 1.0  # distractor sentences among the topic's (else after them)
   connective_prob: float = 0.3
   opener_prob: float = 0.2
   tau: float = 0.5
@@ -297,8 +303,10 @@ class Environment:
     for person in people[1:]:
       for a in rng.sample(_ATTR_NAMES, rng.randint(*cfg.facts_per_distractor)):
         other_facts.append((person, rng.choice(lang.ATTRIBUTES[a])))
-    rest = topic_facts[1:] + other_facts
-    rng.shuffle(rest)
+    rest = list(topic_facts[1:])
+    for f in other_facts:  # among the topic's facts, or (1 - interleave_prob) after them
+      at = rng.randint(0, len(rest)) if rng.random() < cfg.interleave_prob else len(rest)
+      rest.insert(at, f)
     sentences = [self._sentence(rng, f, first=(i == 0))
                  for i, f in enumerate([topic_facts[0]] + rest)]
     opener = rng.choice(lang.OPENERS) if rng.random() < cfg.opener_prob else None

@@ -22,24 +22,17 @@ NAMES = (
     "milo", "nora", "otto", "pia", "rosa", "sam", "tom", "uma", "vera", "will", "yara", "zoe",
 )
 
-# attribute -> its values (disjoint across attributes).
+# attribute -> its values (disjoint across attributes). Six each: with more, a
+# tiny model needs markedly more steps to learn to copy values from the post.
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "city": ("rome", "oslo", "lima", "cairo", "delhi", "tokyo", "paris", "quito", "dublin",
-             "seoul"),
-    "job": ("baker", "nurse", "pilot", "judge", "chef", "farmer", "tailor", "miner", "sailor",
-            "poet"),
-    "pet": ("cat", "dog", "parrot", "rabbit", "horse", "goat", "turtle", "hamster", "snake",
-            "duck"),
-    "colour": ("red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink",
-               "grey"),
-    "food": ("pasta", "rice", "soup", "bread", "cheese", "mango", "salad", "curry", "tacos",
-             "sushi"),
-    "sport": ("tennis", "golf", "rugby", "hockey", "boxing", "rowing", "skiing", "cricket",
-              "karate", "surfing"),
-    "music": ("piano", "violin", "drums", "flute", "guitar", "cello", "harp", "banjo", "oboe",
-              "tuba"),
-    "vehicle": ("bike", "van", "truck", "boat", "scooter", "tram", "canoe", "jeep", "sled",
-                "taxi"),
+    "city": ("rome", "oslo", "lima", "cairo", "delhi", "tokyo"),
+    "job": ("baker", "nurse", "pilot", "judge", "chef", "poet"),
+    "pet": ("cat", "dog", "parrot", "rabbit", "horse", "goat"),
+    "colour": ("red", "blue", "green", "yellow", "pink", "grey"),
+    "food": ("pasta", "rice", "soup", "bread", "mango", "sushi"),
+    "sport": ("tennis", "golf", "rugby", "hockey", "boxing", "karate"),
+    "music": ("piano", "violin", "drums", "flute", "guitar", "harp"),
+    "vehicle": ("bike", "van", "truck", "boat", "tram", "taxi"),
 }
 
 VALUE_TO_ATTRIBUTE: dict[str, str] = {v: a for a, vs in ATTRIBUTES.items() for v in vs}

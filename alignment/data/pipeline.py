@@ -31,6 +31,9 @@ refused, since the shards and hence the batches would differ.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import zlib
 from typing import Any, Mapping
@@ -82,6 +85,42 @@ def load_records(provider: str, split: str, kind: str, prompt_length: int = 64,
                           process_index=index, process_count=count, seed=seed,
                           passthrough=passthrough) for t in source.tasks]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  cache = _cache_path(source, provider, split, kind, prompt_length, response_length, index,
+                      count, seed, passthrough)
+  if cache and os.path.exists(cache):
+    with np.load(cache) as f:
+      return {k: f[k] for k in f.files}
+  records = _convert(source, provider, split, kind, prompt_length, response_length, index,
+                     count, seed, passthrough)
+  if cache:
+    tmp = f"{cache}.tmp.{os.getpid()}.npz"
+    np.savez(tmp, **records)
+    os.replace(tmp, cache)
+  return records
+
+
+def _cache_path(source, provider, split, kind, prompt_length, response_length, index, count,
+                seed, passthrough) -> str | None:
+  """Where converted records of a locally generated environment task are kept.
+
+  Converting 100k examples through seqio and tf.data takes 10-20 s; the embedded
+  environment's data never changes for a given TFDS version, so each (task,
+  split, kind, lengths, shard) is converted once and kept as .npz beside the
+  TFDS data. Other sources (imported files, streams) are always read afresh.
+  """
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+  if not isinstance(getattr(source, "source", None), tasks.LocalTfdsSource):
+    return None
+  src = source.source
+  key = json.dumps([src.tfds_dataset.name, provider, split, kind, prompt_length,
+                    response_length, index, count, seed, sorted(passthrough or {})])
+  directory = os.path.join(src._data_dir, "records_cache")  # pylint: disable=protected-access
+  os.makedirs(directory, exist_ok=True)
+  return os.path.join(directory, hashlib.sha256(key.encode()).hexdigest()[:24] + ".npz")
+
+
+def _convert(source, provider, split, kind, prompt_length, response_length, index, count,
+             seed, passthrough) -> dict[str, np.ndarray]:
   converter = converters.CONVERTERS[kind](passthrough_features=passthrough)
   lengths = converters.task_feature_lengths(kind, prompt_length, response_length)
   lengths.update({name: response_length for name in (passthrough or {})})

@@ -305,13 +305,16 @@ class Attention(nn.Module):
   param_dtype: DType = jnp.float32
 
   def setup(self):
-    def proj(name, heads):
+    def proj(name, heads, scale=1.0):
       head_axis = "heads" if heads == self.num_heads else "kv_heads"
-      return self.param(name, param_with_axes(_fan_in_normal(1.0, (0,)),
+      return self.param(name, param_with_axes(_fan_in_normal(scale, (0,)),
                                               ("embed", head_axis, "kv")),
                         (self.features, heads, self.head_dim), self.param_dtype)
 
-    self.query = proj("query", self.num_heads)
+    # Without query scaling (T5) the 1/sqrt(K) lives in the query's initialisation,
+    # as in T5X (query kernel init divided by sqrt(head_dim)): variance / K.
+    q_scale = 1.0 if self.scale_queries else 1.0 / self.head_dim
+    self.query = proj("query", self.num_heads, q_scale)
     self.key = proj("key", self.num_kv_heads)
     self.value = proj("value", self.num_kv_heads)
     self.out = self.param("out", param_with_axes(_fan_in_normal(1.0, (0, 1)),

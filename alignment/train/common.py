@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional
 import jax
 import numpy as np
 
-from alignment import sharding
+from alignment import faults, sharding
 from alignment.models import zoo
 
 log = logging.getLogger("alignment")
@@ -43,9 +43,13 @@ def setup_host():
     tf.config.set_visible_devices([], "TPU")
   except (ImportError, RuntimeError, ValueError):
     pass  # not installed, already initialised, or no such device type
-  if not logging.getLogger().handlers:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+  ours = logging.getLogger("alignment")  # our own messages, whatever absl configured
+  if not ours.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
   for noisy in ("absl", "orbax", "jax._src", "tensorflow"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -83,7 +87,10 @@ def restore_or_create(ckpt, model_init, optimizer, mesh, rules, seed: int, meta:
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
   target, shardings = state_lib.abstract(model_init, optimizer, mesh, rules, seed)
   if ckpt.latest_step() is not None:
-    saved_meta = ckpt.read_meta()
+    try:
+      saved_meta = ckpt.read_meta()
+    except Exception:  # pylint: disable=broad-except  (unreadable: restore() falls back)
+      saved_meta = {}
     for key, want in meta.items():
       if key in saved_meta and saved_meta[key] != want:
         raise checkpoint.CheckpointError(
@@ -228,6 +235,7 @@ class Run:
 
   def end_of_step(self, step: int, state, metrics, data_state: dict,
                   extra: Optional[Mapping[str, float]] = None) -> bool:
+    faults.hit("after_step", step)
     m = to_host(metrics)
     if extra:
       m.update(extra)

@@ -45,6 +45,8 @@ def run(config, workdir: str) -> dict:
     train_data = stream.replay_iterator(
         d.replay_dir, order=REPLAY_ORDERS[d.replay_order], window_batches=d.replay_window,
         seed=d.shuffle_seed, global_batch_size=d.batch_size, mesh=mesh, rules=rules)
+    if d.replay_skip:  # start k batches into the stream (the paper's shifted replay)
+      train_data.set_state(dict(train_data.get_state(), batch=d.replay_skip))
   else:
     train_data = pipeline.make_iterator(
         d.task, "train", "pairs", d.batch_size, prompt_length=d.prompt_len,

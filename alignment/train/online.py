@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, judges, sampling, sharding
+from alignment import checkpoint, faults, judges, sampling, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline, stream
 from alignment.data import vocab as vocab_lib
@@ -46,6 +46,16 @@ def pairs_from_samples(out: sampling.SampleOutput, first_wins) -> B.PreferenceBa
       prompt=out.prompt[0::2], prompt_mask=out.prompt_mask[0::2],
       chosen=jnp.where(w, y1, y2), chosen_mask=jnp.where(w, m1, m2),
       rejected=jnp.where(w, y2, y1), rejected_mask=jnp.where(w, m2, m1))
+
+
+def judge_stats(prob_first, first_wins, lengths) -> dict:
+  """Batch statistics of the judge and the samples (replicated scalars)."""
+  prob = jnp.asarray(prob_first, jnp.float32)
+  return {"judge_prob_chosen": jnp.mean(jnp.maximum(prob, 1.0 - prob)),
+          "judge_first_wins": jnp.mean(jnp.asarray(first_wins, jnp.float32)),
+          "judge_ok": jnp.all(jnp.isfinite(prob)),
+          "response_length": jnp.mean(lengths.astype(jnp.float32)),
+          "tokens": jnp.sum(lengths.astype(jnp.float32))}
 
 
 def mix_samples(from_policy: sampling.SampleOutput, from_reference: sampling.SampleOutput,
@@ -113,10 +123,12 @@ def run(config, workdir: str) -> dict:
       d.prompt_len, d.prompt_len, d.response_len, d.response_len, d.response_len,
       d.response_len)))
   batch_shardings = {"pairs": sharding.batch_shardings(example, mesh, rules),
-                     "ref_params": state_shardings.params}
+                     "ref_params": state_shardings.params,
+                     "judge_ok": sharding.replicated(mesh)}
   train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
                                    mesh, rules)
   make_pairs = jax.jit(pairs_from_samples, out_shardings=batch_shardings["pairs"])
+  stats = jax.jit(judge_stats, out_shardings=sharding.replicated(mesh))
   mix = jax.jit(mix_samples, static_argnums=3, out_shardings=sampler.out_sharding)
 
   def sample(params, batch, step):
@@ -129,7 +141,8 @@ def run(config, workdir: str) -> dict:
     return out
 
   # ---- loop ----------------------------------------------------------------
-  run_ = common.Run(config, workdir, ckpt, start, "online", meta)
+  run_ = common.Run(config, workdir, ckpt, start, "online", meta,
+                    watch=("loss", "grad_norm", "judge_prob_chosen"))
   for step in range(start, config.train.num_steps):
     batch = next(prompts)
     t0 = time.perf_counter()
@@ -138,11 +151,15 @@ def run(config, workdir: str) -> dict:
     t1 = time.perf_counter()
     y1, m1, y2, m2 = out.tokens[0::2], out.mask[0::2], out.tokens[1::2], out.mask[1::2]
     verdict = judge.compare(batch, y1, m1, y2, m2)
-    first_wins = jnp.asarray(verdict.first_wins)
+    if faults.hit("judge", step + 1):  # fault injection (tests only)
+      verdict = verdict.replace(prob_first=jnp.full_like(verdict.prob_first, jnp.nan))
+    first_wins = jax.block_until_ready(jnp.asarray(verdict.first_wins))
     t2 = time.perf_counter()
     with sharding.use(mesh, rules):
       pairs = make_pairs(out, first_wins)
-    state, metrics = train_step(state, {"pairs": pairs, "ref_params": ref_params})
+      batch_stats = stats(verdict.prob_first, first_wins, out.lengths)
+    state, metrics = train_step(state, {"pairs": pairs, "ref_params": ref_params,
+                                        "judge_ok": batch_stats["judge_ok"]})
     if writer is not None:
       host = [common.local_rows(x) for x in (batch.prompt, batch.prompt_mask, y1, m1, y2, m2,
                                              first_wins, verdict.prob_first)]
@@ -150,12 +167,8 @@ def run(config, workdir: str) -> dict:
                    response_1_mask=host[3], response_2=host[4], response_2_mask=host[5],
                    verdict=np.asarray(host[6]).astype(np.int32),
                    proxy_prob=np.asarray(host[7], np.float32))
-    extra = {"judge_prob_chosen": float(np.mean(np.maximum(
-                 np.asarray(verdict.prob_first), 1 - np.asarray(verdict.prob_first)))),
-             "judge_first_wins": float(np.mean(np.asarray(first_wins))),
-             "response_length": float(np.mean(np.asarray(out.lengths))),
-             "sample_time": t1 - t0, "judge_time": t2 - t1,
-             "tokens": float(np.sum(np.asarray(out.lengths)))}
+    extra = {k: float(v) for k, v in jax.device_get(batch_stats).items() if k != "judge_ok"}
+    extra.update(sample_time=t1 - t0, judge_time=t2 - t1)
     common.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
     if writer is not None and (
         (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.num_steps

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alignment import sharding
+from alignment import faults, sharding
 
 Array = jax.Array
 
@@ -113,9 +113,17 @@ def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules,
   optimiser state stay as they were) and metrics["nonfinite"] is 1: the loop
   then stops (naming the step) or counts the skipped batch.
   """
+  poisoned = faults.nan_steps("loss")  # fault injection (tests only)
+
   def step(state: TrainState, batch):
     rng, step_rng = jax.random.split(state.rng)
-    grads, metrics = grads_and_metrics(loss_fn, state.params, batch, step_rng)
+    fn = loss_fn
+    if poisoned:
+      def fn(params, b, r):
+        loss, m = loss_fn(params, b, r)
+        bad = jnp.isin(state.step + 1, jnp.asarray(poisoned))
+        return loss * jnp.where(bad, jnp.nan, 1.0), m
+    grads, metrics = grads_and_metrics(fn, state.params, batch, step_rng)
     updated = apply_grads(state, grads, optimizer)
     finite = all_finite(metrics, [n for n in watch if n in metrics])
     keep = lambda new, old: jnp.where(finite, new, old)

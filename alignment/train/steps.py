@@ -89,12 +89,14 @@ def pair_logps(model, params, batch: B.PreferenceBatch, reduction: str):
 def alignment_loss_fn(model, loss_name: str, beta: float, reduction: str = "sum"):
   """Loss of the registry on (chosen, rejected) against a frozen reference.
 
-  batch: {"pairs": PreferenceBatch, "ref_params": reference parameters}.
+  batch: {"pairs": PreferenceBatch, "ref_params": reference parameters, and
+  optionally "judge_ok": a scalar bool, False when the judge's verdicts were not
+  finite - the loss is then NaN, so the step's guard refuses the update}.
   Metrics: margins, log-probs, implicit-reward accuracy, a KL estimate
   (mean log pi - log ref over both responses: unbiased for the sequence KL
   when the responses are on-policy samples, i.e. online).
   """
-  loss = losses.get(loss_name)
+  loss_of = losses.get(loss_name)
 
   def loss_fn(params, batch, rng):
     del rng
@@ -102,7 +104,7 @@ def alignment_loss_fn(model, loss_name: str, beta: float, reduction: str = "sum"
     pc, pr = pair_logps(model, params, pairs, reduction)
     rc, rr = pair_logps(model, jax.lax.stop_gradient(batch["ref_params"]), pairs, reduction)
     rc, rr = jax.lax.stop_gradient(rc), jax.lax.stop_gradient(rr)
-    per_example = loss(pc, pr, rc, rr, beta)
+    per_example = loss_of(pc, pr, rc, rr, beta)
     h = losses.margin(pc, pr, rc, rr)
     metrics = {
         "margin": jnp.mean(h),
@@ -117,6 +119,9 @@ def alignment_loss_fn(model, loss_name: str, beta: float, reduction: str = "sum"
         "chosen_length": jnp.mean(jnp.sum(pairs.chosen_mask, -1).astype(jnp.float32)),
         "rejected_length": jnp.mean(jnp.sum(pairs.rejected_mask, -1).astype(jnp.float32)),
     }
-    return jnp.mean(per_example), metrics
+    loss = jnp.mean(per_example)
+    if "judge_ok" in batch:
+      loss = loss * jnp.where(batch["judge_ok"], 1.0, jnp.nan)
+    return loss, metrics
 
   return loss_fn

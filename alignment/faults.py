@@ -1,0 +1,60 @@
+"""Fault injection for the reliability tests: kill, signal or poison a run at a named point.
+
+Off unless the environment variable ALIGNMENT_FAULT is set, as
+`<action>@<point>:<step>` (comma-separated for several), e.g.
+
+  kill@after_step:7            SIGKILL right after train step 7 returns
+  kill@during_checkpoint:10    SIGKILL while the checkpoint of step 10 is being
+                               written (after orbax started, before it finished)
+  kill@after_stage:online_ipo  SIGKILL when the study finishes that stage, before
+                               it records it as done
+  term@after_step:5            SIGTERM to itself (a preemption notice)
+  nan@loss:4                   the loss of step 4 becomes NaN (inside the step)
+  nan@judge:3                  the judge's verdict probabilities of step 3 become NaN
+
+Production code calls `hit(point, where)` at those points; with the variable
+unset it is a dictionary lookup that returns False.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+_ENV = "ALIGNMENT_FAULT"
+
+
+def _parse() -> dict[tuple[str, str], str]:
+  spec = os.environ.get(_ENV, "")
+  out = {}
+  for item in filter(None, (x.strip() for x in spec.split(","))):
+    action, _, rest = item.partition("@")
+    point, _, where = rest.partition(":")
+    out[(point, where)] = action
+  return out
+
+
+def planned(point: str, where) -> str:
+  """The action planned at (point, where), or ''."""
+  if _ENV not in os.environ:
+    return ""
+  return _parse().get((point, str(where)), "")
+
+
+def hit(point: str, where) -> bool:
+  """Carries out a planned kill/term at this point; True if a 'nan' is planned here."""
+  action = planned(point, where)
+  if action == "kill":
+    sys.stderr.write(f"[fault] SIGKILL at {point}:{where}\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+  if action == "term":
+    sys.stderr.write(f"[fault] SIGTERM at {point}:{where}\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGTERM)
+  return action == "nan"
+
+
+def nan_steps(point: str) -> list[int]:
+  """Steps at which a NaN is planned for `point` (read when a step is traced)."""
+  return [int(w) for (p, w), a in _parse().items() if p == point and a == "nan"]
