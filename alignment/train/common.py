@@ -316,7 +316,8 @@ def abstract_params(model, data_section, mesh, rules):
   r = np.zeros((1, data_section.response_len), np.int32)
   args = (p, p, r, r, r, r) if isinstance(model, heads.PairwisePreferenceModel) else (p, p, r, r)
   with sharding.use(mesh, rules):
-    boxed = jax.eval_shape(lambda k: model.init(k, *args)["params"], jax.random.PRNGKey(0))
+    key = jax.ShapeDtypeStruct((2,), np.uint32)  # abstract: also for TPU topologies (aot)
+    boxed = jax.eval_shape(lambda k: model.init(k, *args)["params"], key)
   shardings = sharding.logical_shardings(boxed, mesh, rules)
   return sharding.abstract_with_shardings(sharding.strip_boxes(boxed), shardings)
 
