@@ -180,10 +180,12 @@ def export_params(params: Any, model_cfg: Any, output: str):
   """Writes <output>/params and <output>/model_config.json atomically."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   import shutil  # pylint: disable=g-import-not-at-top
+  from alignment import distributed  # pylint: disable=g-import-not-at-top
   output = os.path.abspath(output)
   tmp = output + ".tmp"
   if jax.process_index() == 0 and os.path.exists(tmp):
     shutil.rmtree(tmp)
+  distributed.barrier("export_params:clean")  # every process writes its shards below
   with ocp.StandardCheckpointer() as ckpt:
     ckpt.save(os.path.join(tmp, "params"), params)
   if jax.process_index() == 0:
@@ -194,6 +196,7 @@ def export_params(params: Any, model_cfg: Any, output: str):
     if os.path.exists(output):
       shutil.rmtree(output)
     os.rename(tmp, output)
+  distributed.barrier("export_params:done")  # nobody reads the export before it exists
 
 
 def tree_checksum(tree: Any) -> int:

@@ -58,6 +58,8 @@ def data_section(**kw) -> ConfigDict:
       response_len=32,
       shuffle_seed=0,
       max_records=0,          # use only the first N training records (0 = all)
+      virtual_shards=8,       # fixed split of the records: batches do not depend on the
+                              # process count, which must divide it (data/pipeline.py)
   )
   base.update(kw)
   return ConfigDict(base)
@@ -316,6 +318,14 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
   _check(d.batch_size % dp == 0,
          f"config.data.batch_size={d.batch_size} is not divisible by the data-parallel size "
          f"{dp} (mesh {mesh_shape})")
+  vs = d.get("virtual_shards", 1)
+  _check(isinstance(vs, int) and vs > 0 and d.batch_size % vs == 0,
+         f"config.data.virtual_shards={vs!r}: must be a positive divisor of "
+         f"data.batch_size={d.batch_size}")
+  import jax  # pylint: disable=g-import-not-at-top
+  _check(vs % jax.process_count() == 0,
+         f"config.data.virtual_shards={vs} is not a multiple of the {jax.process_count()} "
+         "processes; each process reads whole virtual shards (set it to a multiple)")
   t = config.train
   _check(t.num_steps >= 0, f"config.train.num_steps={t.num_steps}: must be >= 0")
   for key in ("log_every", "checkpoint_every", "keep_checkpoints"):

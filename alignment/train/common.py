@@ -398,10 +398,6 @@ def maybe_evaluate(run, evaluator, config, step: int, params):
 
 
 def local_rows(x) -> np.ndarray:
-  """This process's rows of a batch-sharded global array (all rows on one process)."""
-  if not isinstance(x, jax.Array) or x.is_fully_addressable:
-    return np.asarray(x)
-  by_start = {}
-  for shard in x.addressable_shards:
-    by_start.setdefault(shard.index[0].start or 0, shard)  # replicas share a start
-  return np.concatenate([np.asarray(by_start[k].data) for k in sorted(by_start)])
+  """This process's rows of a batch-sharded global array (`distributed.local_rows`)."""
+  from alignment import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.local_rows(x)

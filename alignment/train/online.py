@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, faults, judges, sampling, sharding
+from alignment import checkpoint, distributed, faults, judges, sampling, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline, stream
 from alignment.data import vocab as vocab_lib
@@ -46,6 +46,11 @@ def pairs_from_samples(out: sampling.SampleOutput, first_wins) -> B.PreferenceBa
       prompt=out.prompt[0::2], prompt_mask=out.prompt_mask[0::2],
       chosen=jnp.where(w, y1, y2), chosen_mask=jnp.where(w, m1, m2),
       rejected=jnp.where(w, y2, y1), rejected_mask=jnp.where(w, m2, m1))
+
+
+def split_samples(out: sampling.SampleOutput):
+  """(y1, m1, y2, m2) [B, T]: the two samples of each prompt (rows 2i, 2i + 1)."""
+  return out.tokens[0::2], out.mask[0::2], out.tokens[1::2], out.mask[1::2]
 
 
 def judge_stats(prob_first, first_wins, lengths) -> dict:
@@ -78,7 +83,8 @@ def run(config, workdir: str) -> dict:
   # ---- data ----------------------------------------------------------------
   prompts = pipeline.make_iterator(
       d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
-      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
+      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
+      virtual_shards=d.virtual_shards)
 
   # ---- state ---------------------------------------------------------------
   optimizer = state_lib.make_optimizer(config.optimizer)
@@ -128,6 +134,8 @@ def run(config, workdir: str) -> dict:
   train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
                                    mesh, rules)
   make_pairs = jax.jit(pairs_from_samples, out_shardings=batch_shardings["pairs"])
+  # Explicit shardings: each process then holds the same rows of prompts and samples.
+  split = jax.jit(split_samples, out_shardings=(batch_shardings["pairs"].chosen,) * 4)
   stats = jax.jit(judge_stats, out_shardings=sharding.replicated(mesh))
   mix = jax.jit(mix_samples, static_argnums=3, out_shardings=sampler.out_sharding)
 
@@ -149,7 +157,8 @@ def run(config, workdir: str) -> dict:
     out = sample(state.params, batch, step)
     jax.block_until_ready(out.tokens)
     t1 = time.perf_counter()
-    y1, m1, y2, m2 = out.tokens[0::2], out.mask[0::2], out.tokens[1::2], out.mask[1::2]
+    with sharding.use(mesh, rules):
+      y1, m1, y2, m2 = split(out)
     verdict = judge.compare(batch, y1, m1, y2, m2)
     if faults.hit("judge", step + 1):  # fault injection (tests only)
       verdict = verdict.replace(prob_first=jnp.full_like(verdict.prob_first, jnp.nan))
@@ -160,13 +169,14 @@ def run(config, workdir: str) -> dict:
       batch_stats = stats(verdict.prob_first, first_wins, out.lengths)
     state, metrics = train_step(state, {"pairs": pairs, "ref_params": ref_params,
                                         "judge_ok": batch_stats["judge_ok"]})
-    if writer is not None:
-      host = [common.local_rows(x) for x in (batch.prompt, batch.prompt_mask, y1, m1, y2, m2,
-                                             first_wins, verdict.prob_first)]
+    if writer is not None:  # each process writes the rows it holds, at their positions
+      host = [distributed.local_rows(x) for x in (batch.prompt, batch.prompt_mask, y1, m1, y2,
+                                                  m2, first_wins, verdict.prob_first)]
       writer.write(step, prompt=host[0], prompt_mask=host[1], response_1=host[2],
                    response_1_mask=host[3], response_2=host[4], response_2_mask=host[5],
                    verdict=np.asarray(host[6]).astype(np.int32),
-                   proxy_prob=np.asarray(host[7], np.float32))
+                   proxy_prob=np.asarray(host[7], np.float32),
+                   positions=distributed.local_row_indices(y1))
     extra = {k: float(v) for k, v in jax.device_get(batch_stats).items() if k != "judge_ok"}
     extra.update(sample_time=t1 - t0, judge_time=t2 - t1)
     common.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
