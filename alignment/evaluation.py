@@ -114,10 +114,11 @@ class Evaluator:
   def _golden_scores(self, prompts: B.PromptBatch, samples: dict) -> np.ndarray:
     return np.asarray(self.golden.scores(prompts, samples["tokens"]), np.float32)
 
-  def _global(self, batch):
+  def _global(self, batch, mesh=None):
     """Host numpy rows (every process holds them all) as global arrays split over the
-    batch; unchanged in a single process."""
-    return distributed.host_to_global(batch, sharding.batch_sharding(self.mesh, self.rules, 2))
+    batch of `mesh` (default the policy's); unchanged in a single process."""
+    return distributed.host_to_global(
+        batch, sharding.batch_sharding(mesh or self.mesh, self.rules, 2))
 
   def _run(self, fn, params, *args):
     with sharding.use(self.mesh, self.rules):
@@ -164,7 +165,7 @@ class Evaluator:
         prompts = B.PromptBatch(self.win_prompts.prompt[rows], self.win_prompts.prompt_mask[rows])
         c = self.proxy.compare(*self._global((
             prompts, samples["tokens"][rows], samples["mask"][rows],
-            self.ref_samples["tokens"][rows], self.ref_samples["mask"][rows])))
+            self.ref_samples["tokens"][rows], self.ref_samples["mask"][rows]), self.proxy.mesh))
         probs.append(distributed.to_host(c.prob_first))
         wins.append(distributed.to_host(c.first_wins))
       out["proxy_win_rate"] = float(np.mean(np.concatenate(probs)))

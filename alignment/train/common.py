@@ -60,6 +60,62 @@ def mesh_and_rules(config, devices=None):
   return mesh, rules
 
 
+def role_meshes(config, mesh):
+  """{Role: mesh}: each role's own sub-mesh (config.roles) or the shared `mesh`."""
+  from alignment import judges  # pylint: disable=g-import-not-at-top
+  roles = config.get("roles", None)
+  if roles is None:
+    return {role: mesh for role in judges.Role}
+  try:
+    return {role: sharding.role_mesh(roles[role.value], mesh, where=f"config.roles.{role.value}")
+            for role in judges.Role}
+  except sharding.MeshError as e:
+    raise config_error(str(e)) from None
+
+
+class Reference:
+  """The frozen reference policy, on the policy's mesh or on its own (config.roles).
+
+  Shared mesh (the default): its parameters go into the train step, which
+  scores the pairs with them in the same program. Own mesh: the pairs are
+  resharded onto it, scored there, and only the log-probs ([B] each) are
+  resharded back into the step. `on_policy_mesh()` is a reshard of the
+  weights themselves (jax.device_put), for what needs them beside the policy
+  (evaluation's KL, mixture sampling).
+  """
+
+  def __init__(self, config, model, policy_mesh, mesh, rules, policy_param_shardings):
+    from alignment.train import steps  # pylint: disable=g-import-not-at-top
+    self.policy_mesh, self.mesh, self.rules = policy_mesh, mesh, rules
+    self.shared = sharding.same_mesh(policy_mesh, mesh)
+    self.policy_param_shardings = policy_param_shardings
+    self.params = load_reference(config, model, mesh, rules)
+    self._copy = self.params if self.shared else None
+    reduction = config.loss.reduction if "loss" in config else "sum"
+    rows = sharding.batch_sharding(mesh, rules, 1)
+    self._logps = jax.jit(lambda p, pairs: steps.pair_logps(model, p, pairs, reduction),
+                          out_shardings=(rows, rows))
+
+  def step_shardings(self, param_shardings) -> dict:
+    if self.shared:
+      return {"ref_params": param_shardings}
+    rows = sharding.batch_sharding(self.policy_mesh, self.rules, 1)
+    return {"ref_logps": (rows, rows)}
+
+  def step_inputs(self, pairs) -> dict:
+    """What the train step needs of the reference for these pairs."""
+    if self.shared:
+      return {"ref_params": self.params}
+    with sharding.use(self.mesh, self.rules):
+      logps = self._logps(self.params, sharding.move_rows(pairs, self.mesh, self.rules))
+    return {"ref_logps": sharding.move_rows(logps, self.policy_mesh, self.rules)}
+
+  def on_policy_mesh(self):
+    if self._copy is None:
+      self._copy = jax.device_put(self.params, self.policy_param_shardings)
+    return self._copy
+
+
 def model_config(model_section, vocab_size: int):
   """The zoo config named by a `model` section, vocabulary taken from the data if 0."""
   overrides = dict(dtype=model_section.dtype, param_dtype=model_section.param_dtype,
