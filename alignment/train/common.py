@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
+from etils import epath
 
 from alignment import faults, sharding
 from alignment.models import zoo
@@ -211,12 +212,12 @@ class RunLog:
     self.every = max(1, every)
     self.name = name
     self.main = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = os.path.join(workdir, "metrics.jsonl")  # a local path or gs://...
     self._t0 = time.time()
     self._s0 = resume_step
     self._writer = None
     if self.main:
-      os.makedirs(workdir, exist_ok=True)
+      epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       self._truncate(resume_step)
       from clu import metric_writers  # pylint: disable=g-import-not-at-top
       self._writer = metric_writers.create_default_writer(
@@ -224,24 +225,32 @@ class RunLog:
 
   def _truncate(self, step: int):
     """Keeps only records up to `step` (those of the checkpoint we resume from)."""
-    if not os.path.exists(self.path):
+    path = epath.Path(self.path)
+    if not path.exists():
       return
-    with open(self.path) as f:
+    with path.open() as f:
       keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
+    tmp = epath.Path(self.path + ".tmp")
+    with tmp.open("w") as f:
       f.writelines(keep)
-    os.replace(tmp, self.path)
+    tmp.replace(self.path)
 
   def write(self, step: int, metrics: Mapping[str, float], console: Optional[bool] = None):
     if not self.main:
       return
     record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record, sort_keys=True) + "\n")
+    self._append(json.dumps(record, sort_keys=True) + "\n")
     self._writer.write_scalars(int(step), {k: v for k, v in record.items() if k != "step"})
     if console if console is not None else (step % self.every == 0 or step == self.total):
       self._console(step, metrics)
+
+  def _append(self, line: str):
+    if "://" not in self.path:
+      with open(self.path, "a") as f:
+        f.write(line)
+      return
+    path = epath.Path(self.path)  # object stores cannot append: rewrite (small file)
+    path.write_text((path.read_text() if path.exists() else "") + line)
 
   def _console(self, step, metrics):
     done = step - self._s0
@@ -335,10 +344,10 @@ class Run:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = epath.Path(workdir, "metrics.jsonl")
+  if not path.exists():
     return []
-  with open(path) as f:
+  with path.open() as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
@@ -383,7 +392,7 @@ def load_export(path: str, head: str, data_section, mesh, rules):
   from alignment import checkpoint  # pylint: disable=g-import-not-at-top
   from alignment.models import convert, heads  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(path, "model_config.json")
-  if not os.path.exists(config_path):
+  if not epath.Path(config_path).exists():
     raise checkpoint.CheckpointError(f"{path}: not a params export (no model_config.json)")
   model = heads.make_model(convert.load_model_config(config_path), head)
   return model, checkpoint.load_params(path, abstract_params(model, data_section, mesh, rules))
