@@ -74,7 +74,20 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
 
   if coordinator is None and num_processes is None:
     if on_tpu_vm():
-      jax.distributed.initialize()
+      watchdog = threading.Timer(timeout_s + 30, _give_up,
+                                 ("the TPU slice's coordinator (worker 0)", timeout_s + 30,
+                                  "?", "the slice's"))
+      watchdog.daemon = True
+      watchdog.start()
+      try:  # the slice's hosts and this worker's index come from the TPU metadata
+        jax.distributed.initialize(initialization_timeout=timeout_s)
+      except Exception as e:  # pylint: disable=broad-except  (jaxlib raises XlaRuntimeError)
+        raise DistributedError(
+            f"TPU VM: the workers of the slice did not join within {timeout_s} s "
+            f"({type(e).__name__}: {str(e)[:300]}); was the command started on every "
+            "worker (--worker=all)?") from None
+      finally:
+        watchdog.cancel()
       return True
     return False
   if coordinator is None or num_processes is None or process_id is None:

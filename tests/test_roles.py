@@ -4,7 +4,7 @@ shared 8-device mesh, and with each on its own sub-mesh, gives the same run.
 On sub-meshes the reference scores the pairs on its own devices and the proxy
 PM judges on its own; pairs, verdicts and log-probs cross by reshards, and
 the reference's weights are resharded onto the policy's mesh for mixture
-sampling and evaluation. Sums over 8 vs 4 devices round differently, hence
+sampling (and evaluation). Sums over 8 vs 4 devices round differently, hence
 the float tolerances; the sampled tokens and verdicts must be identical.
 """
 import os
@@ -52,7 +52,7 @@ SPLIT = {"roles.policy.devices": "0:4", "roles.reference.devices": "4:6",
 @pytest.mark.slow
 def test_online_on_role_sub_meshes_equals_the_shared_mesh(pm_export, tmp_path):
   common_overrides = {"judge.checkpoint": pm_export, "train.num_steps": 4,
-                      "train.checkpoint_every": 4, "train.log_every": 1, "eval.every": 4,
+                      "train.checkpoint_every": 4, "train.log_every": 1,
                       "sampling.mixture": 0.5}
   main_lib.run(_config(**common_overrides), str(tmp_path / "shared"))
   main_lib.run(_config(**common_overrides, **SPLIT), str(tmp_path / "split"))
