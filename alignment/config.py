@@ -59,7 +59,8 @@ def data_section(**kw) -> ConfigDict:
       shuffle_seed=0,
       max_records=0,          # use only the first N training records (0 = all)
       virtual_shards=8,       # fixed split of the records: batches do not depend on the
-                              # process count, which must divide it (data/pipeline.py)
+                              # process count, which must divide it (data/pipeline.py);
+                              # 0: one shard per process (batches depend on the count)
   )
   base.update(kw)
   return ConfigDict(base)
@@ -357,10 +358,10 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
     _check(d.batch_size % ways == 0,
            f"config.data.batch_size={d.batch_size} is not divisible by the data-parallel size "
            f"{ways} of config.roles.{role}")
-  vs = d.get("virtual_shards", 1)
-  _check(isinstance(vs, int) and vs > 0 and d.batch_size % vs == 0,
+  vs = d.get("virtual_shards", 0)
+  _check(isinstance(vs, int) and vs >= 0 and (vs == 0 or d.batch_size % vs == 0),
          f"config.data.virtual_shards={vs!r}: must be a positive divisor of "
-         f"data.batch_size={d.batch_size}")
+         f"data.batch_size={d.batch_size} (or 0)")
   import jax  # pylint: disable=g-import-not-at-top
   _check(vs % jax.process_count() == 0,
          f"config.data.virtual_shards={vs} is not a multiple of the {jax.process_count()} "

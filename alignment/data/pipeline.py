@@ -44,9 +44,10 @@ fingerprint), the same on every host: a checkpoint resumes on any P | V.
 Shuffles ("uniform", "window") move a row only within its virtual shard's
 rows of the batch (its position in the batch, not its batch, is fixed).
 
-Without `virtual_shards` (the default of the functions below, used by
-direct callers and tests) each host is one shard: P = V, the pre-virtual-shard
-behaviour, in which a batch depends on the process count.
+Without `virtual_shards` (None, the default of the functions below;
+`data.virtual_shards=0` in a config) each host is one shard: V = P, the
+behaviour before virtual shards, in which a batch depends on the process
+count. On one process V = 1 then reproduces batches of runs made before.
 """
 from __future__ import annotations
 

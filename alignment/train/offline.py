@@ -47,14 +47,14 @@ def run(config, workdir: str) -> dict:
     train_data = stream.replay_iterator(
         d.replay_dir, order=REPLAY_ORDERS[d.replay_order], window_batches=d.replay_window,
         seed=d.shuffle_seed, global_batch_size=d.batch_size, mesh=mesh, rules=rules,
-        virtual_shards=d.virtual_shards)
+        virtual_shards=d.virtual_shards or None)
     if d.replay_skip:  # start k batches into the stream (the paper's shifted replay)
       train_data.set_state(dict(train_data.get_state(), batch=d.replay_skip))
   else:
     train_data = pipeline.make_iterator(
         d.task, "train", "pairs", d.batch_size, prompt_length=d.prompt_len,
         response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
-        max_records=d.max_records or None, virtual_shards=d.virtual_shards)
+        max_records=d.max_records or None, virtual_shards=d.virtual_shards or None)
 
   # ---- state ---------------------------------------------------------------
   optimizer = state_lib.make_optimizer(config.optimizer)

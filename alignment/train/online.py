@@ -91,7 +91,7 @@ def run(config, workdir: str) -> dict:
   prompts = pipeline.make_iterator(
       d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
       response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
-      virtual_shards=d.virtual_shards)
+      virtual_shards=d.virtual_shards or None)
 
   # ---- state ---------------------------------------------------------------
   optimizer = state_lib.make_optimizer(config.optimizer)

@@ -64,7 +64,7 @@ def run(config, workdir: str) -> dict:
   train_data = pipeline.make_iterator(
       d.task, "train", "pairs", d.batch_size, prompt_length=d.prompt_len,
       response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
-      max_records=d.max_records or None, virtual_shards=d.virtual_shards)
+      max_records=d.max_records or None, virtual_shards=d.virtual_shards or None)
   held_out = pipeline.fixed_batch(d.task, "validation", "pairs",
                                   d.batch_size * config.eval.num_batches,
                                   prompt_length=d.prompt_len, response_length=d.response_len)

@@ -39,7 +39,7 @@ def run(config, workdir: str) -> dict:
   train_data = pipeline.make_iterator(
       d.task, "train", "sft", d.batch_size, prompt_length=d.prompt_len,
       response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
-      virtual_shards=d.virtual_shards)
+      virtual_shards=d.virtual_shards or None)
   eval_rows = pipeline.fixed_batch(d.task, "validation", "sft",
                                    d.batch_size * config.eval.num_batches,
                                    prompt_length=d.prompt_len, response_length=d.response_len)
