@@ -20,7 +20,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from alignment import checkpoint, judges, sharding
+from alignment import checkpoint, distributed, judges, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline
 from alignment.data import vocab as vocab_lib
@@ -37,6 +37,7 @@ def held_out_metrics(model, mesh, rules, params, pairs, batch_size: int) -> dict
   correct, raw_correct, first = 0.0, 0.0, 0.0
   for i in range(0, n, batch_size):
     b = jax.tree.map(lambda x: x[i:i + batch_size], pairs)
+    b = distributed.host_to_global(b, sharding.batch_sharding(mesh, rules, 2))  # one: as is
     prompts = B.PromptBatch(b.prompt, b.prompt_mask)
     verdict = compare.compare(prompts, b.chosen, b.chosen_mask, b.rejected, b.rejected_mask)
     correct += float(jnp.sum(verdict.first_wins))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, sharding
+from alignment import checkpoint, distributed, sharding
 from alignment.data import pipeline
 from alignment.data import vocab as vocab_lib
 from alignment.models import heads
@@ -68,6 +68,7 @@ def run(config, workdir: str) -> dict:
     totals: dict[str, float] = {}
     for i in range(config.eval.num_batches):
       rows = jax.tree.map(lambda x: x[i * d.batch_size:(i + 1) * d.batch_size], eval_rows)
+      rows = distributed.host_to_global(rows, batch_shardings)  # as is in one process
       with sharding.use(mesh, rules):
         loss, metrics = eval_loss(params, rows)
       for k, v in {"loss": loss, **metrics}.items():
