@@ -16,6 +16,11 @@ given), the golden judge and optionally the proxy PM:
   proxy_win_rate       the same pairs judged by the proxy PM (debiased), the
                        quantity the policy is optimised against (mean probability;
                        proxy_win_rate_hard: the fraction of verdicts for pi).
+  proxy_golden_agreement on those same pairs, the fraction where the proxy's
+                       verdict is the golden judge's (golden ties left out):
+                       the proxy's accuracy on the policy's own samples. At
+                       the SFT point it is the set-up check of a study (a
+                       proxy near 0.5 there gives the policy no signal).
   classifier_accuracy  policy as classifier on `classifier_pairs` held-out
                        D_golden pairs: f = log[pi(y1)/pi(y2)] -
                        log[pi_sft(y1)/pi_sft(y2)] with y1 the golden winner;
@@ -168,8 +173,16 @@ class Evaluator:
             self.ref_samples["tokens"][rows], self.ref_samples["mask"][rows]), self.proxy.mesh))
         probs.append(distributed.to_host(c.prob_first))
         wins.append(distributed.to_host(c.first_wins))
+      wins = np.concatenate(wins)
       out["proxy_win_rate"] = float(np.mean(np.concatenate(probs)))
-      out["proxy_win_rate_hard"] = float(np.mean(np.concatenate(wins)))
+      out["proxy_win_rate_hard"] = float(np.mean(wins))
+      # How often the proxy's verdict is the golden judge's on these on-policy pairs
+      # (golden ties left out): the proxy's accuracy where the policy actually samples,
+      # which a held-out accuracy on D_golden does not measure.
+      decided = g != self.ref_golden
+      out["proxy_golden_agreement"] = (
+          float(np.mean(wins[decided] == (g > self.ref_golden)[decided]))
+          if decided.any() else float("nan"))
     pc, pr = self._pair_logps(params)
     sc, sr = self._sft_pair_logps
     f = (pc - pr) - (sc - sr)

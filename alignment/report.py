@@ -22,7 +22,7 @@ from alignment import checkpoint
 POINT_KEYS = ("kl", "golden_win_rate", "proxy_win_rate", "classifier_accuracy",
               "chosen_logprob_delta", "mean_response_length")
 EXTRA_KEYS = ("golden_win_rate_hard", "proxy_win_rate_hard", "golden_score",
-              "reference_golden_score")
+              "reference_golden_score", "proxy_golden_agreement")
 TOL = 0.02  # win-rate differences below this are noise at the default scale
 
 
@@ -427,11 +427,40 @@ def _table(runs: list[dict]) -> list[str]:
   return lines
 
 
+def setup_check(workdir: str, stages, runs: list[dict]) -> dict:
+  """Can the proxy steer the policy at all? The figures that say so.
+
+  pm_held_out_accuracy: the proxy PM on held-out D_golden pairs (what PM
+  training sees); sft_proxy_golden_agreement: the proxy's verdicts against the
+  golden judge's on pairs of two SFT samples (what online training meets at
+  step 0); sft_golden_score: the SFT policy's mean golden score. Per online
+  run, the agreement at its final evaluation (over-optimisation lowers it).
+  """
+  out = {}
+  for st in stages:
+    if st.kind == "pm":
+      evals = [r for r in _read_jsonl(os.path.join(workdir, st.name, "metrics.jsonl"))
+               if "eval/accuracy" in r]
+      if evals:
+        out[f"{st.name}_held_out_accuracy"] = evals[-1]["eval/accuracy"]
+    if st.kind == "eval":
+      sft = sft_point(workdir, st.name)
+      if sft:
+        out[f"{st.name}_proxy_golden_agreement"] = sft.get("proxy_golden_agreement")
+        out[f"{st.name}_golden_score"] = sft.get("golden_score")
+  for r in runs:
+    if r["mode"] == "online" and r["points"]:
+      out[f"{r['name']}_final_proxy_golden_agreement"] = r["points"][-1].get(
+          "proxy_golden_agreement")
+  return out
+
+
 def write(study, workdir: str, stages) -> dict:
   runs = collect_runs(workdir, stages)
   found = findings(runs, workdir)
+  setup = setup_check(workdir, stages, runs)
   results = {"study": study.scale, "runs": [{k: v for k, v in r.items() if k != "group"}
-                                            for r in runs], "findings": found}
+                                            for r in runs], "findings": found, "setup": setup}
   checkpoint.write_json_atomic(os.path.join(workdir, "results.json"), results)
   plots = []
   groups = [g for g in GROUP_TITLES if any(r["group"] == g for r in runs)]
@@ -459,6 +488,13 @@ def write(study, workdir: str, stages) -> dict:
   for f in found:
     md.append(f"| {f['id']} | {f['finding']} | {'yes' if f['reproduced'] else 'no'} | "
               f"`{json.dumps(f['numbers'])}` | {f['rule']} |")
+  md += ["", "## Set-up check", "",
+         "Held-out accuracy is the proxy PM on D_golden pairs; agreement is its verdict "
+         "against the golden judge's on pairs of the policy's own samples (SFT: two SFT "
+         "samples per prompt; an online run: its final policy against the reference). "
+         "Agreement near 0.5 at SFT means the proxy gives the online policy little to "
+         "follow, whatever its held-out accuracy.", "", "| quantity | value |", "|---|---|"]
+  md += [f"| {k} | {_r(v)} |" for k, v in setup.items()]
   for g in groups:
     md += ["", f"## {GROUP_TITLES[g]}", "", f"![{g}](budget_{g}.png)", ""]
     md += _table([r for r in runs if r["group"] == g])

@@ -53,6 +53,11 @@ def test_results_schema_report_and_plots(smoke_study):
   assert found[2]["numbers"]["max_relative_difference_ordered_replay"] == 0.0
   report = (workdir / "report.md").read_text()
   assert "## Findings" in report and "| 1 |" in report
+  setup = results["setup"]  # the proxy against the golden judge where the policy samples
+  assert 0.0 <= setup["pm_held_out_accuracy"] <= 1.0, setup
+  assert 0.0 <= setup["sft_eval_proxy_golden_agreement"] <= 1.0, setup
+  assert 0.0 <= setup["online_ipo_final_proxy_golden_agreement"] <= 1.0, setup
+  assert "## Set-up check" in report
   for png in out["plots"]:
     assert (workdir / png).stat().st_size > 1000, png
     assert f"({png})" in report
