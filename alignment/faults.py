@@ -10,6 +10,7 @@ Off unless the environment variable ALIGNMENT_FAULT is set, as
                                it records it as done
   term@after_step:5            SIGTERM to itself (a preemption notice)
   nan@loss:4                   the loss of step 4 becomes NaN (inside the step)
+  nan@grad:5                   the gradients of step 5 become Inf/NaN (the loss stays finite)
   nan@judge:3                  the judge's verdict probabilities of step 3 become NaN
 
 Production code calls `hit(point, where)` at those points; with the variable

@@ -112,7 +112,7 @@ def test_sigterm_saves_and_exits_cleanly(baselines, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault,quantity", [("nan@loss:6", "loss"),
+@pytest.mark.parametrize("fault,quantity", [("nan@loss:6", "loss"), ("nan@grad:6", "grad_norm"),
                                             ("nan@judge:7", "judge_prob_chosen")])
 def test_nonfinite_stops_at_its_step(tmp_path, fault, quantity):
   out = _main(tmp_path / "run", ONLINE, fault=fault)

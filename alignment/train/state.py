@@ -117,6 +117,7 @@ def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules,
   then stops (naming the step) or counts the skipped batch.
   """
   poisoned = faults.nan_steps("loss")  # fault injection (tests only)
+  poisoned_grads = faults.nan_steps("grad")
 
   def step(state: TrainState, batch):
     rng, step_rng = jax.random.split(state.rng)
@@ -127,6 +128,10 @@ def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules,
         bad = jnp.isin(state.step + 1, jnp.asarray(poisoned))
         return loss * jnp.where(bad, jnp.nan, 1.0), m
     grads, metrics = grads_and_metrics(fn, state.params, batch, step_rng)
+    if poisoned_grads:  # an Inf in the gradients while the loss stays finite
+      bad = jnp.isin(state.step + 1, jnp.asarray(poisoned_grads))
+      grads = jax.tree.map(lambda g: g * jnp.where(bad, jnp.inf, 1.0).astype(g.dtype), grads)
+      metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     updated = apply_grads(state, grads, optimizer)
     finite = all_finite(metrics, [n for n in watch if n in metrics])
     keep = lambda new, old: jnp.where(finite, new, old)
