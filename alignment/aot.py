@@ -38,7 +38,8 @@ import argparse
 import os
 import sys
 
-# HBM per chip (GiB) of the TPU generations `--topology` knows, for the default --hbm_gib.
+# HBM per chip (GiB) of the TPU generations `--topology` knows, for the default --hbm_gib
+# (divided among a chip's devices: see _default_hbm).
 HBM_GIB = {"v4": 32.0, "v5e": 16.0, "v5litepod": 16.0, "v5p": 95.0, "v6e": 32.0}
 
 
@@ -250,8 +251,14 @@ def render(fig: dict, hbm_gib: float = 0.0) -> str:
   return "\n".join(lines)
 
 
-def _default_hbm(topology: str) -> float:
-  return HBM_GIB.get(topology.split(":")[0].lower(), 0.0) if topology else 0.0
+def _default_hbm(topology: str, devices=None) -> float:
+  """HBM per JAX device: a chip's HBM divided among its devices. A v4 topology is
+  compiled with one device per TensorCore (two per chip), v5p/v5e/v6e with one per chip."""
+  per_chip = HBM_GIB.get(topology.split(":")[0].lower(), 0.0) if topology else 0.0
+  coords = [tuple(getattr(d, "coords", ())) for d in devices or ()]
+  if per_chip and coords and all(coords):
+    per_chip *= len(set(coords)) / len(coords)
+  return per_chip
 
 
 def main(argv=None) -> int:
@@ -287,7 +294,7 @@ def main(argv=None) -> int:
     return 2
   if args.topology:
     fig["topology"] = args.topology
-  hbm = args.hbm_gib or _default_hbm(args.topology)
+  hbm = args.hbm_gib or _default_hbm(args.topology, devices)
   print(render(fig, hbm))
   if args.json:
     import json  # pylint: disable=g-import-not-at-top
