@@ -2,19 +2,35 @@
 
     python -m alignment.aot --config=configs/online.py:paper \\
         --mesh=data=2,fsdp=8,tensor=1 [--devices=16] [--hbm_gib=32] [--pm=t5-large]
+    python -m alignment.aot --config=configs/online.py:paper --topology=v4:2x2x4 \\
+        --mesh=data=2,fsdp=8,tensor=1
 
 Lowers and compiles, for the target mesh, the alignment train step (policy
-forward and backward, the frozen reference's forward, the optimiser update)
-and the sampler (prefill + the decode loop with its KV cache), on abstract
-inputs: nothing is allocated. It prints per-device bytes of the parameters,
-the optimiser state, the reference, the proxy PM, the KV cache, and the
-compiler's own figures (arguments, outputs, temporaries = activations), and
-whether the total fits `--hbm_gib`.
+forward and backward, the frozen reference's forward, the optimiser update),
+the sampler (prefill + the decode loop with its KV cache) and the proxy PM's
+judgement of the sampled pairs (both orders), on abstract inputs: nothing is
+allocated. It prints per-device bytes of the parameters, the optimiser state,
+the reference, the proxy PM, the KV cache (T5: the decoder's self-attention
+cache AND the encoder keys/values of every cross-attention layer, one copy per
+sample), and the compiler's own figures (arguments, outputs, temporaries =
+activations), and whether the peak fits `--hbm_gib`.
 
-Devices: on a TPU VM the real chips are used (the compiler is the TPU one). On
-CPU, `--devices=N` fakes N host devices (set before JAX starts); the CPU
-compiler's temporaries are then an estimate of the TPU's, while parameter,
-optimiser and cache bytes are exact per-shard sizes.
+The peak is the larger of two phases, since they never overlap in the online
+loop: training (params + optimiser + reference + proxy PM resident, plus the
+train step's temporaries) and sampling/judging (the same residents plus the
+larger of the sampler's and the judge's temporaries).
+
+Devices, three ways:
+  on a TPU VM      the real chips (the TPU compiler); no flag needed.
+  --topology=T     an abstract TPU slice, e.g. v4:2x2x4 (32 chips), v5e:4x4,
+                   v5p:2x2x2, compiled by the real TPU compiler on any host
+                   (`jax.experimental.topologies`; needs libtpu installed:
+                   `pip install 'jax[tpu]'`, no TPU required). The figures are
+                   the TPU's own.
+  --devices=N      N fake CPU devices (set before JAX starts): parameter,
+                   optimiser and cache bytes are exact per-shard sizes; the
+                   CPU compiler's temporaries are an estimate of the TPU's
+                   (it fuses and schedules differently).
 """
 from __future__ import annotations
 
@@ -22,25 +38,39 @@ import argparse
 import os
 import sys
 
+# HBM per chip (GiB) of the TPU generations `--topology` knows, for the default --hbm_gib.
+HBM_GIB = {"v4": 32.0, "v5e": 16.0, "v5litepod": 16.0, "v5p": 95.0, "v6e": 32.0}
+
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--config", required=True, help="configs/<exp>.py:<variant>")
   p.add_argument("--mesh", default="", help="e.g. data=2,fsdp=8,tensor=1 (default: config's)")
   p.add_argument("--devices", type=int, default=0, help="fake this many CPU devices")
-  p.add_argument("--hbm_gib", type=float, default=0.0, help="per-device memory to check against")
+  p.add_argument("--topology", default="",
+                 help="abstract TPU slice, e.g. v4:2x2x4 or v5e:4x4 (needs libtpu)")
+  p.add_argument("--hbm_gib", type=float, default=0.0,
+                 help="per-device memory to check against (default: the topology's HBM)")
   p.add_argument("--pm", default="", help="proxy PM zoo model (default: the policy's)")
   p.add_argument("--skip_sampler", action="store_true")
+  p.add_argument("--skip_judge", action="store_true")
   p.add_argument("--json", default="", help="also write the figures to this JSON file")
   args, overrides = p.parse_known_args(argv)
   return args, overrides
+
+
+class AotError(ValueError):
+  """A bad --mesh, --topology or --devices: one line, no traceback."""
 
 
 def _mesh_arg(text: str) -> dict:
   out = {}
   for part in filter(None, text.split(",")):
     k, _, v = part.partition("=")
-    out[k.strip()] = int(v)
+    try:
+      out[k.strip()] = int(v)
+    except ValueError:
+      raise AotError(f"--mesh={text!r}: {part!r} is not axis=integer") from None
   return out
 
 
@@ -59,24 +89,67 @@ def per_device_bytes(abstract_tree) -> int:
   return total
 
 
+def topology_devices(name: str):
+  """The devices of an abstract TPU slice (`jax.experimental.topologies`)."""
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  try:
+    return list(topologies.get_topology_desc(platform="tpu", topology_name=name).devices)
+  except Exception as e:  # pylint: disable=broad-except  (no libtpu, unknown name)
+    raise AotError(
+        f"--topology={name}: cannot describe this TPU slice ({type(e).__name__}: "
+        f"{str(e).splitlines()[0][:200] if str(e) else ''}); it needs the TPU compiler "
+        "(pip install 'jax[tpu]') and a name like v4:2x2x4, v5e:4x4, v5p:2x2x2") from None
+
+
+def _kv_cache_per_device(model, abstract_params, d, scfg, mesh, rules) -> int:
+  """Bytes per device of the sampler's decode state: self-attention caches and
+  (T5) the encoder keys/values of every cross-attention layer, for 2B rows."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from alignment import sharding  # pylint: disable=g-import-not-at-top
+  from alignment.models import layers as L  # pylint: disable=g-import-not-at-top
+  rows = d.batch_size * scfg.num_samples
+  prompt = jax.ShapeDtypeStruct((rows, d.prompt_len), jnp.int32)
+  with sharding.use(mesh, rules):
+    _, state = jax.eval_shape(
+        lambda p, x: model.apply({"params": p}, x, x, scfg.max_new_tokens,
+                                 L.dtype_from_name(scfg.cache_dtype), method="start_decode"),
+        abstract_params, prompt)
+  caches = [c for c in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, L.KVCache))
+            if isinstance(c, L.KVCache)]
+  rows_ways = sharding.data_parallel_size(dict(mesh.shape), rules)
+  total = 0
+  for c in caches:
+    for a in (c.k_bgsk, c.v_bgsk):
+      heads_ways = mesh.shape["tensor"] if a.shape[1] % mesh.shape["tensor"] == 0 else 1
+      total += int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize // (rows_ways * heads_ways)
+  return total
+
+
 def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
-            with_sampler: bool = True) -> dict:
-  """Compiles the alignment step (and the sampler) for config's mesh; returns figures."""
+            with_sampler: bool = True, devices=None, with_judge: bool = True) -> dict:
+  """Compiles the alignment step, the sampler and the judge for config's mesh; returns figures.
+
+  devices: the devices to compile for (an abstract TPU topology's, or None
+  for jax.devices()).
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
-  from alignment import sampling, sharding  # pylint: disable=g-import-not-at-top
+  from alignment import judges, sampling, sharding  # pylint: disable=g-import-not-at-top
   from alignment.data import batches as B  # pylint: disable=g-import-not-at-top
   from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
   from alignment.train import common, steps  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
 
+  devices = list(jax.devices() if devices is None else devices)
   if mesh_shape:
     for k, v in mesh_shape.items():
       config_lib.set_key(config, f"mesh.{k}", v, "--mesh")
-  resolved = config_lib.validate(config, jax.device_count())
-  mesh, rules = common.mesh_and_rules(config)
+  resolved = config_lib.validate(config, len(devices))
+  mesh, rules = common.mesh_and_rules(config, devices)
   d = config.data
   model_cfg = common.model_config(config.model, 0)  # 0: the zoo's own vocabulary
   model = heads.LanguageModel(model_cfg)
@@ -101,7 +174,8 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
   out = {
       "config": f"{config.model.name} batch={d.batch_size} lengths={d.prompt_len}+"
                 f"{d.response_len}",
-      "mesh": resolved, "devices": jax.device_count(), "platform": jax.devices()[0].platform,
+      "mesh": resolved, "devices": len(devices), "platform": devices[0].platform,
+      "device_kind": getattr(devices[0], "device_kind", devices[0].platform),
       "params_total": int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))),
       "per_device": {
           "params": per_device_bytes(abstract_state.params),
@@ -115,49 +189,47 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
   }
   pm_cfg = zoo.get(pm_name or config.model.name, dtype=model_cfg.dtype,
                    param_dtype=model_cfg.param_dtype)
-  pm_abstract = common.abstract_params(heads.PairwisePreferenceModel(pm_cfg), d, mesh, rules)
+  pm_model = heads.PairwisePreferenceModel(pm_cfg)
+  pm_abstract = common.abstract_params(pm_model, d, mesh, rules)
+  out["pm"] = pm_name or config.model.name
   out["per_device"]["proxy_pm"] = per_device_bytes(pm_abstract)
+  s = config.get("sampling", None)
+  scfg = sampling.SamplingConfig(max_new_tokens=d.response_len, num_samples=2,
+                                 cache_dtype=s.cache_dtype if s else "float32")
+  rows = sharding.batch_sharding(mesh, rules, 2)
+  prompt = jax.ShapeDtypeStruct((d.batch_size, d.prompt_len), jnp.int32, sharding=rows)
   if with_sampler:
-    s = config.get("sampling", None)
-    scfg = sampling.SamplingConfig(max_new_tokens=d.response_len, num_samples=2,
-                                   cache_dtype=s.cache_dtype if s else "float32")
     sampler = sampling.Sampler(model, scfg, mesh, rules, params_sharding=state_shardings.params)
-    rows = sharding.batch_sharding(mesh, rules, 2)
-    prompt = jax.ShapeDtypeStruct((d.batch_size, d.prompt_len), jnp.int32, sharding=rows)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=sharding.replicated(mesh))
     smem = sampler.lower(abstract_state.params, B.PromptBatch(prompt, prompt),
                          key).compile().memory_analysis()
-    n_rows = 2 * d.batch_size
-    kv_len = d.response_len if model_cfg.architecture == "t5" else d.prompt_len + d.response_len
-    layers = (model_cfg.num_decoder_layers if model_cfg.architecture == "t5"
-              else model_cfg.num_layers)
-    itemsize = 2 if scfg.cache_dtype == "bfloat16" else 4
-    cache = jax.ShapeDtypeStruct((layers, 2, n_rows, model_cfg.num_kv_heads, kv_len,
-                                  model_cfg.head_dim), np.float16 if itemsize == 2 else
-                                 np.float32)
-    cache_spec = jax.sharding.PartitionSpec(None, None, *sharding.batch_sharding(
-        mesh, rules, 1).spec, "tensor" if model_cfg.num_kv_heads % resolved["tensor"] == 0
-        else None)
-    cache = jax.ShapeDtypeStruct(cache.shape, cache.dtype,
-                                 sharding=jax.sharding.NamedSharding(mesh, cache_spec))
-    out["per_device"]["kv_cache"] = per_device_bytes([cache])
+    out["per_device"]["kv_cache"] = _kv_cache_per_device(model, abstract_state.params, d, scfg, mesh, rules)
     out["sampler_compiler"] = {"arguments": int(smem.argument_size_in_bytes),
                                "outputs": int(smem.output_size_in_bytes),
                                "temporaries": int(smem.temp_size_in_bytes)}
+  if with_judge:
+    judge = judges.ModelJudge(pm_model, pm_abstract, mesh, rules)
+    resp = jax.ShapeDtypeStruct((d.batch_size, d.response_len), jnp.int32, sharding=rows)
+    with sharding.use(mesh, rules):
+      jmem = judge.compare_fn().lower(pm_abstract, prompt, prompt, resp, resp, resp,
+                                      resp).compile().memory_analysis()
+    out["judge_compiler"] = {"arguments": int(jmem.argument_size_in_bytes),
+                             "temporaries": int(jmem.temp_size_in_bytes)}
   pd = out["per_device"]
-  out["per_device_total_train"] = (pd["params"] + pd["optimizer"] + pd["reference"]
-                                   + pd["proxy_pm"]
-                                   + out["train_step_compiler"]["temporaries"])
-  if with_sampler:
-    out["per_device_total_sampling"] = (pd["params"] + pd["optimizer"] + pd["reference"]
-                                        + pd["proxy_pm"]
-                                        + out["sampler_compiler"]["temporaries"])
+  resident = pd["params"] + pd["optimizer"] + pd["reference"] + pd["proxy_pm"]
+  out["per_device_resident"] = resident
+  out["per_device_total_train"] = resident + out["train_step_compiler"]["temporaries"]
+  sample_temps = max(out.get("sampler_compiler", {}).get("temporaries", 0),
+                     out.get("judge_compiler", {}).get("temporaries", 0))
+  if with_sampler or with_judge:
+    out["per_device_total_sampling"] = resident + sample_temps
   return out
 
 
 def render(fig: dict, hbm_gib: float = 0.0) -> str:
   pd = fig["per_device"]
-  lines = [f"{fig['config']} on {fig['devices']} {fig['platform']} devices, mesh {fig['mesh']}",
+  lines = [f"{fig['config']} (proxy PM {fig.get('pm', '?')}) on {fig['devices']} "
+           f"{fig.get('device_kind', fig['platform'])} devices, mesh {fig['mesh']}",
            f"  parameters (total)       {fig['params_total'] / 1e6:,.1f} M",
            f"  per device: params       {_gib(pd['params'])}",
            f"              optimizer    {_gib(pd['optimizer'])}",
@@ -166,8 +238,10 @@ def render(fig: dict, hbm_gib: float = 0.0) -> str:
            f"              train temps  {_gib(fig['train_step_compiler']['temporaries'])}"
            "  (activations, compiler's figure)"]
   if "kv_cache" in pd:
-    lines += [f"              KV cache     {_gib(pd['kv_cache'])}",
+    lines += [f"              KV cache     {_gib(pd['kv_cache'])}  (inside sampler temps)",
               f"              sampler temps {_gib(fig['sampler_compiler']['temporaries'])}"]
+  if "judge_compiler" in fig:
+    lines.append(f"              judge temps  {_gib(fig['judge_compiler']['temporaries'])}")
   total = max(fig["per_device_total_train"], fig.get("per_device_total_sampling", 0))
   lines.append(f"  peak per device (train or sample) {_gib(total)}")
   if hbm_gib:
@@ -176,30 +250,49 @@ def render(fig: dict, hbm_gib: float = 0.0) -> str:
   return "\n".join(lines)
 
 
+def _default_hbm(topology: str) -> float:
+  return HBM_GIB.get(topology.split(":")[0].lower(), 0.0) if topology else 0.0
+
+
 def main(argv=None) -> int:
   args, overrides = _parse(sys.argv[1:] if argv is None else argv)
-  if args.devices and "jax" not in sys.modules:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={args.devices}")
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  if args.devices and args.topology:
+    print("error: give --devices (fake CPU devices) or --topology (a TPU slice), not both",
+          file=sys.stderr)
+    return 2
+  if (args.devices or args.topology) and "jax" not in sys.modules:
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the topology is abstract: run on CPU
+    if args.topology:  # not on a TPU VM: do not ask the metadata server about one
+      os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    if args.devices:
+      os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                 f" --xla_force_host_platform_device_count={args.devices}")
   import jax  # pylint: disable=g-import-not-at-top
   from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
   try:
+    unknown = [o for o in overrides if not o.startswith("--config.")]
+    if unknown:
+      raise config_lib.ConfigError(f"unknown flag(s) {unknown}; see --help")
     config = config_lib.load(args.config)
-    config_lib.apply_overrides(config, [o[len("--config."):] for o in overrides
-                                        if o.startswith("--config.")], where="--config")
+    config_lib.apply_overrides(config, [o[len("--config."):] for o in overrides],
+                               where="--config")
     if args.devices and jax.device_count() != args.devices:
       raise config_lib.ConfigError(f"--devices={args.devices}: JAX already started with "
                                    f"{jax.device_count()} devices")
-    fig = analyse(config, _mesh_arg(args.mesh), args.pm, not args.skip_sampler)
-  except config_lib.ConfigError as e:
+    devices = topology_devices(args.topology) if args.topology else None
+    fig = analyse(config, _mesh_arg(args.mesh), args.pm, not args.skip_sampler, devices,
+                  not args.skip_judge)
+  except (config_lib.ConfigError, AotError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(render(fig, args.hbm_gib))
+  if args.topology:
+    fig["topology"] = args.topology
+  hbm = args.hbm_gib or _default_hbm(args.topology)
+  print(render(fig, hbm))
   if args.json:
     import json  # pylint: disable=g-import-not-at-top
     with open(args.json, "w") as f:
-      json.dump(fig, f, indent=1)
+      json.dump(dict(fig, hbm_gib=hbm), f, indent=1)
   return 0
 
 

@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from alignment import faults
 
@@ -41,7 +42,7 @@ class Checkpointer:
   """Keeps the newest `keep` checkpoints of a run under `directory`."""
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = absolute(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
     self._manager = ocp.CheckpointManager(
@@ -149,11 +150,12 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
   written by `export_params` and `alignment.models.convert`) or a run's
   checkpoint directory, whose newest (or given) step is read partially.
   """
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, "params")):
+  path = absolute(path)
+  if epath.Path(path, "params").is_dir():
     item_dir, prefix, target = os.path.join(path, "params"), "", abstract_params
   else:
-    steps = sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
+    steps = sorted(int(d.name) for d in epath.Path(path).iterdir() if d.name.isdigit()) \
+        if epath.Path(path).is_dir() else []
     if not steps:
       raise CheckpointError(f"{path}: neither a params export nor a checkpoint directory")
     step = steps[-1] if step is None else step
@@ -179,11 +181,12 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
 def export_params(params: Any, model_cfg: Any, output: str):
   """Writes <output>/params and <output>/model_config.json atomically."""
   import dataclasses  # pylint: disable=g-import-not-at-top
-  import shutil  # pylint: disable=g-import-not-at-top
-  output = os.path.abspath(output)
+  from alignment import distributed  # pylint: disable=g-import-not-at-top
+  output = absolute(output)
   tmp = output + ".tmp"
-  if jax.process_index() == 0 and os.path.exists(tmp):
-    shutil.rmtree(tmp)
+  if jax.process_index() == 0 and epath.Path(tmp).exists():
+    epath.Path(tmp).rmtree()
+  distributed.barrier("export_params:clean")  # every process writes its shards below
   with ocp.StandardCheckpointer() as ckpt:
     ckpt.save(os.path.join(tmp, "params"), params)
   if jax.process_index() == 0:
@@ -191,9 +194,10 @@ def export_params(params: Any, model_cfg: Any, output: str):
                       {"architecture": model_cfg.architecture,
                        **{k: v for k, v in dataclasses.asdict(model_cfg).items()
                           if k != "architecture"}})
-    if os.path.exists(output):
-      shutil.rmtree(output)
-    os.rename(tmp, output)
+    if epath.Path(output).exists():
+      epath.Path(output).rmtree()
+    epath.Path(tmp).rename(output)
+  distributed.barrier("export_params:done")  # nobody reads the export before it exists
 
 
 def tree_checksum(tree: Any) -> int:
@@ -237,7 +241,13 @@ def abstract_like(state: Any) -> Any:
 
 def write_json_atomic(path: str, obj: Any):
   """Writes JSON via a temporary name and a rename: never half-written."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
+  tmp = epath.Path(f"{path}.tmp.{os.getpid()}")
+  with tmp.open("w") as f:
     json.dump(obj, f, indent=1, sort_keys=True, default=str)
-  os.replace(tmp, path)
+  tmp.replace(path)
+
+
+def absolute(path: str) -> str:
+  """An absolute local path; a URL (gs://bucket/run, needed by multi-host runs, whose
+  processes must all see the checkpoints) is kept as it is."""
+  return path if "://" in str(path) else os.path.abspath(path)

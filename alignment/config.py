@@ -58,6 +58,9 @@ def data_section(**kw) -> ConfigDict:
       response_len=32,
       shuffle_seed=0,
       max_records=0,          # use only the first N training records (0 = all)
+      virtual_shards=8,       # fixed split of the records: batches do not depend on the
+                              # process count, which must divide it (data/pipeline.py);
+                              # 0: one shard per process (batches depend on the count)
   )
   base.update(kw)
   return ConfigDict(base)
@@ -108,6 +111,22 @@ def eval_section(**kw) -> ConfigDict:
   return ConfigDict(base)
 
 
+ROLES = ("policy", "reference", "proxy_pm", "golden")
+
+
+def roles_section() -> ConfigDict:
+  """Where each role runs (alignment.sharding, "Role meshes").
+
+  devices "" shares the whole mesh (`mesh`); "a:b" gives the role local
+  devices a..b-1 of every process, as a mesh of shape (data, fsdp, tensor)
+  (one entry may be -1). E.g. policy on 0:4 and reference, proxy PM on 4:8.
+  The golden judge of the environment is a program run on the hosts: its
+  entry must stay "" (it is for a model golden judge).
+  """
+  return ConfigDict({r: ConfigDict(dict(devices="", data=-1, fsdp=1, tensor=1))
+                     for r in ROLES})
+
+
 def base_config(experiment: str, **sections) -> ConfigDict:
   """The shared skeleton; experiments add or replace sections, then lock."""
   c = ConfigDict()
@@ -118,6 +137,7 @@ def base_config(experiment: str, **sections) -> ConfigDict:
   c.data = data_section()
   c.optimizer = optimizer_section()
   c.train = train_section()
+  c.roles = roles_section()
   for k, v in sections.items():
     c[k] = v
   return c
@@ -307,6 +327,24 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
   except sharding.MeshError as e:
     raise ConfigError(f"config.mesh: {e}") from None
   d = config.data
+  role_dp = {}
+  if "roles" in config:
+    import jax  # pylint: disable=g-import-not-at-top
+    local = max(1, num_devices // jax.process_count())
+    _check(not config.roles.golden.devices,
+           f"config.roles.golden.devices={config.roles.golden.devices!r}: the golden judge "
+           "here is the environment's program, run on the hosts; leave it ''")
+    for role in ROLES:
+      spec = config.roles[role]
+      if not spec.devices:
+        continue
+      try:
+        part = sharding.parse_device_slice(spec.devices, local, f"config.roles.{role}.devices")
+        shape = sharding.resolve_mesh_shape({a: spec[a] for a in sharding.MESH_AXES},
+                                            (part.stop - part.start) * jax.process_count())
+      except sharding.MeshError as e:
+        raise ConfigError(f"config.roles.{role}: {e}") from None
+      role_dp[role] = sharding.data_parallel_size(shape, rules)
   for key in ("batch_size", "prompt_len", "response_len"):
     _check(isinstance(d[key], int) and d[key] > 0,
            f"config.data.{key}={d[key]!r}: must be a positive integer")
@@ -316,6 +354,18 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
   _check(d.batch_size % dp == 0,
          f"config.data.batch_size={d.batch_size} is not divisible by the data-parallel size "
          f"{dp} (mesh {mesh_shape})")
+  for role, ways in role_dp.items():
+    _check(d.batch_size % ways == 0,
+           f"config.data.batch_size={d.batch_size} is not divisible by the data-parallel size "
+           f"{ways} of config.roles.{role}")
+  vs = d.get("virtual_shards", 0)
+  _check(isinstance(vs, int) and vs >= 0 and (vs == 0 or d.batch_size % vs == 0),
+         f"config.data.virtual_shards={vs!r}: must be a positive divisor of "
+         f"data.batch_size={d.batch_size} (or 0)")
+  import jax  # pylint: disable=g-import-not-at-top
+  _check(vs % jax.process_count() == 0,
+         f"config.data.virtual_shards={vs} is not a multiple of the {jax.process_count()} "
+         "processes; each process reads whole virtual shards (set it to a multiple)")
   t = config.train
   _check(t.num_steps >= 0, f"config.train.num_steps={t.num_steps}: must be >= 0")
   for key in ("log_every", "checkpoint_every", "keep_checkpoints"):

@@ -31,6 +31,7 @@ import time
 from typing import Optional, Sequence
 
 import jax
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,20 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
 
   if coordinator is None and num_processes is None:
     if on_tpu_vm():
-      jax.distributed.initialize()
+      watchdog = threading.Timer(timeout_s + 30, _give_up,
+                                 ("the TPU slice's coordinator (worker 0)", timeout_s + 30,
+                                  "?", "the slice's"))
+      watchdog.daemon = True
+      watchdog.start()
+      try:  # the slice's hosts and this worker's index come from the TPU metadata
+        jax.distributed.initialize(initialization_timeout=timeout_s)
+      except Exception as e:  # pylint: disable=broad-except  (jaxlib raises XlaRuntimeError)
+        raise DistributedError(
+            f"TPU VM: the workers of the slice did not join within {timeout_s} s "
+            f"({type(e).__name__}: {str(e)[:300]}); was the command started on every "
+            "worker (--worker=all)?") from None
+      finally:
+        watchdog.cancel()
       return True
     return False
   if coordinator is None or num_processes is None or process_id is None:
@@ -135,6 +149,80 @@ def _give_up(address, timeout_s, process_id, num_processes):
 
 def is_main() -> bool:
   return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Every process waits here for the others (a no-op in a single process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+# -- rows of batch-sharded global arrays ------------------------------------
+# A global batch [B, ...] is split over the mesh's batch axes; a process holds
+# the rows of its devices. These helpers move between that and host numpy.
+
+
+def local_row_indices(x) -> np.ndarray:
+  """Global indices of this process's rows of a batch-sharded array, ascending."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return np.arange(np.shape(x)[0])
+  starts = {}
+  for shard in x.addressable_shards:
+    rows = shard.index[0]
+    starts.setdefault(rows.start or 0, range(*rows.indices(x.shape[0])))
+  return np.concatenate([np.asarray(starts[k]) for k in sorted(starts)])
+
+
+def local_rows(x) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, in ascending row order
+  (all rows in a single process)."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return np.asarray(x)
+  by_start = {}
+  for shard in x.addressable_shards:
+    by_start.setdefault(shard.index[0].start or 0, shard)  # replicas share a start
+  return np.concatenate([np.asarray(by_start[k].data) for k in sorted(by_start)])
+
+
+def rows_to_global(local: np.ndarray, like) -> jax.Array:
+  """The global array whose rows this process holds are `local` (the rows of
+  `local_rows(like)`), split over the batch like `like`; numpy in one process."""
+  if not isinstance(like, jax.Array) or like.is_fully_addressable:
+    return local
+  spec = like.sharding.spec
+  rows = jax.sharding.NamedSharding(like.sharding.mesh, jax.sharding.PartitionSpec(
+      spec[0] if len(spec) else None))
+  return jax.make_array_from_process_local_data(rows, np.asarray(local),
+                                                (like.shape[0],) + np.shape(local)[1:])
+
+
+def host_to_global(tree, shardings):
+  """Arrays every process holds whole -> global arrays with `shardings` (a
+  sharding or a tree of them). In a single process the tree is returned as it
+  is (jit places it), so single-process numerics never change."""
+  if jax.process_count() == 1:
+    return tree
+  if isinstance(shardings, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: shardings, tree)
+
+  def put(x, s):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return x
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+  return jax.tree.map(put, tree, shardings)
+
+
+def to_host(tree):
+  """Global arrays -> whole numpy arrays on every process (gathered across
+  processes when needed)."""
+  def get(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+      return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return jax.tree.map(get, tree)
 
 
 def shutdown():

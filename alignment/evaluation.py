@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, judges, sampling, scoring, sharding
+from alignment import checkpoint, distributed, judges, sampling, scoring, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline
 
@@ -89,6 +89,7 @@ class Evaluator:
         model, sampling.SamplingConfig(max_new_tokens=lr, temperature=float(cfg.temperature)),
         mesh, rules)
     self._kl = jax.jit(lambda p, q, b: scoring.kl_to_reference(model, p, q, b))
+    self._kl_fn = lambda p, b: self._kl(p, self.sft_params, b)
     self._seq = jax.jit(lambda p, b: scoring.score(model, p, b)["sum"])
     ref = sft_params if reference_params is None else reference_params
     self.ref_samples = self._sample(ref, self.win_prompts, salt=1)
@@ -104,18 +105,24 @@ class Evaluator:
     outs = []
     n = prompts.prompt.shape[0]
     for i, rows in enumerate(_chunks(n, self.batch)):
-      part = B.PromptBatch(prompts.prompt[rows], prompts.prompt_mask[rows])
+      part = self._global(B.PromptBatch(prompts.prompt[rows], prompts.prompt_mask[rows]))
       out = self.sampler(params, part, jax.random.fold_in(self._key(salt), i))
-      outs.append(jax.device_get((out.tokens, out.mask)))
+      outs.append(distributed.to_host((out.tokens, out.mask)))
     return {"tokens": np.concatenate([o[0] for o in outs]),
             "mask": np.concatenate([o[1] for o in outs])}
 
   def _golden_scores(self, prompts: B.PromptBatch, samples: dict) -> np.ndarray:
     return np.asarray(self.golden.scores(prompts, samples["tokens"]), np.float32)
 
-  def _run(self, fn, *args):
+  def _global(self, batch, mesh=None):
+    """Host numpy rows (every process holds them all) as global arrays split over the
+    batch of `mesh` (default the policy's); unchanged in a single process."""
+    return distributed.host_to_global(
+        batch, sharding.batch_sharding(mesh or self.mesh, self.rules, 2))
+
+  def _run(self, fn, params, *args):
     with sharding.use(self.mesh, self.rules):
-      return jax.device_get(fn(*args))
+      return distributed.to_host(fn(params, *(self._global(a) for a in args)))
 
   def _pair_logps(self, params) -> tuple[np.ndarray, np.ndarray]:
     chosen, rejected = [], []
@@ -135,7 +142,7 @@ class Evaluator:
     for rows in _chunks(samples["tokens"].shape[0], self.batch):
       batch = B.SFTBatch(self.kl_prompts.prompt[rows], self.kl_prompts.prompt_mask[rows],
                          samples["tokens"][rows], samples["mask"][rows])
-      kls.append(self._run(self._kl, params, self.sft_params, batch))
+      kls.append(self._run(self._kl_fn, params, batch))
     return float(np.mean(np.concatenate(kls)))
 
   def __call__(self, params) -> dict:
@@ -156,10 +163,11 @@ class Evaluator:
       probs, wins = [], []
       for rows in _chunks(g.shape[0], self.batch):
         prompts = B.PromptBatch(self.win_prompts.prompt[rows], self.win_prompts.prompt_mask[rows])
-        c = self.proxy.compare(prompts, samples["tokens"][rows], samples["mask"][rows],
-                               self.ref_samples["tokens"][rows], self.ref_samples["mask"][rows])
-        probs.append(np.asarray(jax.device_get(c.prob_first)))
-        wins.append(np.asarray(jax.device_get(c.first_wins)))
+        c = self.proxy.compare(*self._global((
+            prompts, samples["tokens"][rows], samples["mask"][rows],
+            self.ref_samples["tokens"][rows], self.ref_samples["mask"][rows]), self.proxy.mesh))
+        probs.append(distributed.to_host(c.prob_first))
+        wins.append(distributed.to_host(c.first_wins))
       out["proxy_win_rate"] = float(np.mean(np.concatenate(probs)))
       out["proxy_win_rate_hard"] = float(np.mean(np.concatenate(wins)))
     pc, pr = self._pair_logps(params)
@@ -199,8 +207,10 @@ def run(config, workdir: str) -> dict:
     params = checkpoint.load_params(path, params_target, step=step)
     metrics = evaluator(params)
     results.append({"step": step, **metrics})
-    print(f"[eval] step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
-          flush=True)
-  os.makedirs(workdir, exist_ok=True)
-  checkpoint.write_json_atomic(os.path.join(workdir, "evaluation.json"), results)
+    if distributed.is_main():
+      print(f"[eval] step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
+            flush=True)
+  if distributed.is_main():
+    os.makedirs(workdir, exist_ok=True)
+    checkpoint.write_json_atomic(os.path.join(workdir, "evaluation.json"), results)
   return {"points": results}

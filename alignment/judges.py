@@ -6,6 +6,8 @@
 
 - `GoldenJudge`: the embedded environment's programmatic judge g(x, y) (a
   program on decoded text, run on the host): P = sigmoid((g1 - g2) / tau).
+  With several processes each judges the rows its devices hold (the program
+  is per row, so the verdicts equal a single process's).
 - `ModelJudge`: a trained pairwise preference model (the proxy PM, or a
   golden PM trained on real human labels). It is not symmetric by
   construction, so it is asked both ways and the verdict is
@@ -97,7 +99,12 @@ class GoldenJudge:
                               np.asarray(prompts.prompt_mask))
 
   def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> Comparison:
+    """numpy verdicts; with several processes, each judges the rows it holds and the
+    verdicts are global arrays split over the batch like y1 (no gather)."""
+    from alignment import distributed  # pylint: disable=g-import-not-at-top
     del y1_mask, y2_mask  # responses are read up to EOS
-    p = self.program.preference(np.asarray(prompts.prompt), np.asarray(y1), np.asarray(y2),
-                                np.asarray(prompts.prompt_mask))
-    return Comparison(prob_first=p, first_wins=p > 0.5)
+    rows = distributed.local_rows
+    p = self.program.preference(rows(prompts.prompt), rows(y1), rows(y2),
+                                rows(prompts.prompt_mask))
+    return Comparison(prob_first=distributed.rows_to_global(np.asarray(p), y1),
+                      first_wins=distributed.rows_to_global(np.asarray(p) > 0.5, y1))

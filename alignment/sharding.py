@@ -12,6 +12,13 @@ State is never built unsharded: `jax.eval_shape` of the initialiser gives the
 abstract state with its logical names, the rules turn those into
 `NamedSharding`s, and `jax.jit(init, out_shardings=...)` builds each shard on
 its own device (what pjit became).
+
+Role meshes: the policy, the reference, the proxy PM and a model golden judge
+each run on the whole mesh (the default) or on their own sub-mesh: a slice of
+every process's local devices with its own (data, fsdp, tensor) shape
+(`role_mesh`). Arrays cross between roles only by a reshard (`move_rows`,
+`jax.device_put` to the target's sharding): batches and verdicts are rows,
+weights move whole trees of parameters.
 """
 from __future__ import annotations
 
@@ -194,3 +201,60 @@ def data_parallel_size(mesh_shape: Mapping[str, int], rules) -> int:
 def batch_shardings(batch: Any, mesh: Mesh, rules) -> Any:
   """A sharding per leaf of a (typed) batch: each leaf's first axis is the batch."""
   return jax.tree.map(lambda x: batch_sharding(mesh, rules, max(np.ndim(x), 1)), batch)
+
+
+# ---------------------------------------------------------------------------
+# Role meshes
+# ---------------------------------------------------------------------------
+
+
+def parse_device_slice(text: str, num_local: int, where: str) -> slice:
+  """'a:b' -> slice(a, b) of a process's local devices, checked against their count."""
+  start, sep, stop = str(text).partition(":")
+  try:
+    a, b = int(start), int(stop)
+  except ValueError:
+    raise MeshError(f"{where}={text!r}: expected 'first:end' local device indices, "
+                    "e.g. '4:8'") from None
+  if not sep or not 0 <= a < b <= num_local:
+    raise MeshError(f"{where}={text!r}: needs 0 <= first < end <= {num_local} "
+                    "(the devices of each process)")
+  return slice(a, b)
+
+
+def role_devices(device_slice: slice, devices: Sequence[jax.Device] | None = None):
+  """The slice of every process's local devices, process by process."""
+  devices = list(jax.devices() if devices is None else devices)
+  by_process: dict[int, list] = {}
+  for d in devices:
+    by_process.setdefault(d.process_index, []).append(d)
+  return [d for p in sorted(by_process) for d in sorted(by_process[p], key=lambda d: d.id)
+          [device_slice]]
+
+
+def role_mesh(spec, default: Mesh, devices: Sequence[jax.Device] | None = None,
+              where: str = "roles") -> Mesh:
+  """The mesh of one role: `default` when spec.devices is empty, else a sub-mesh.
+
+  spec: a `roles.<role>` config section (devices 'a:b', data, fsdp, tensor).
+  """
+  if not spec.devices:
+    return default
+  devices = list(jax.devices() if devices is None else devices)
+  num_local = len(devices) // len({d.process_index for d in devices})
+  chosen = role_devices(parse_device_slice(spec.devices, num_local, f"{where}.devices"),
+                        devices)
+  try:
+    return make_mesh({a: spec[a] for a in MESH_AXES}, chosen)
+  except MeshError as e:
+    raise MeshError(f"{where}: {e}") from None
+
+
+def same_mesh(a: Mesh, b: Mesh) -> bool:
+  return a is b or (a.shape == b.shape and (a.devices == b.devices).all())
+
+
+def move_rows(tree, mesh: Mesh, rules):
+  """Batch-like arrays ([B, ...]) resharded onto `mesh`, rows over its batch axes."""
+  return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, rules, max(x.ndim, 1))),
+                      tree)

@@ -465,9 +465,14 @@ def run(study, workdir: str) -> dict:
 
 
 def _enable_compilation_cache(workdir: str):
-  """XLA's persistent cache: stages with the same shapes compile once per study."""
+  """XLA's persistent cache: stages with the same shapes compile once per study.
+
+  It lives in <workdir>/.xla_cache unless ALIGNMENT_XLA_CACHE names another
+  directory (tests share one between studies).
+  """
   import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, ".xla_cache"))
+  jax.config.update("jax_compilation_cache_dir", os.environ.get(
+      "ALIGNMENT_XLA_CACHE", os.path.join(workdir, ".xla_cache")))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 

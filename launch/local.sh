@@ -6,7 +6,13 @@
 #   launch/local.sh 2 2 --config=configs/online.py:tiny --workdir=runs/online-2x2
 #
 # Each process logs to <workdir>/process_<i>.log; the script exits non-zero
-# if any process fails.
+# if any process fails. Process 0 alone writes metrics, TensorBoard and the
+# export; every process writes its own shards of the checkpoints and its own
+# rows of the D_online stream. Batches do not depend on N (data.virtual_shards,
+# default 8, must be a multiple of N), so a run or its checkpoint can move
+# between `local.sh 2 2` and a single 4-device process.
+# PORT=... picks the coordinator's port (default: random); PYTHON=... the
+# interpreter (default: .venv/bin/python of this checkout).
 set -uo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 NUM_PROCESSES DEVICES_PER_PROCESS <alignment.main flags>" >&2
@@ -26,7 +32,7 @@ pids=()
 for ((i = 0; i < n; i++)); do
   XLA_FLAGS="--xla_force_host_platform_device_count=$d" JAX_PLATFORMS=cpu \
   ALIGNMENT_COORDINATOR="localhost:$port" ALIGNMENT_NUM_PROCESSES="$n" \
-  ALIGNMENT_PROCESS_ID="$i" \
+  ALIGNMENT_PROCESS_ID="$i" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" \
     "$python" -m alignment.main "$@" > "$workdir/process_$i.log" 2>&1 &
   pids+=($!)
 done

@@ -2,13 +2,14 @@
 """Cloud TPU launcher: create a slice, install, run on all workers, fetch, delete.
 
     python launch/tpu.py create  --name=N --zone=Z --accelerator=v4-32 [--queued] [--spot]
+    python launch/tpu.py wait    --name=N --zone=Z --queued   # until the slice is ACTIVE
     python launch/tpu.py install --name=N --zone=Z
     python launch/tpu.py run     --name=N --zone=Z -- --config=configs/online.py:paper \\
                                  --workdir=gs://BUCKET/runs/online
     python launch/tpu.py study   --name=N --zone=Z -- --config=configs/study.py:tpu \\
                                  --workdir=gs://BUCKET/runs/study
     python launch/tpu.py logs    --name=N --zone=Z [--worker=0]
-    python launch/tpu.py copy    --name=N --zone=Z --remote=~/runs --local=runs/tpu
+    python launch/tpu.py copy    --name=N --zone=Z --local=runs/tpu -- --workdir=W
     python launch/tpu.py delete  --name=N --zone=Z [--queued]
     python launch/tpu.py all     --name=N --zone=Z --accelerator=v4-32 -- <run args>
 
@@ -20,6 +21,14 @@ finds the slice's hosts by itself (`alignment.distributed.initialize`). Its
 output streams to this terminal; the command survives a dropped SSH session
 only with --detach (then use `logs`). `all` always deletes the slice at the
 end, also when the run fails.
+
+A queued resource is granted some time after `create` returns: `wait` (part
+of `all --queued`) polls its state, printed as the one `describe` command it
+repeats, until ACTIVE (FAILED or SUSPENDED, or --wait_minutes passing, is an
+error). A slice of several hosts needs a workdir every host sees, gs://BUCKET/...:
+each host writes its own shards of every checkpoint. `copy` then fetches it
+with `gcloud storage`; a local workdir (one-host slices) is copied from
+worker 0 with scp (relative paths are under ~/alignment there).
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ import argparse
 import shlex
 import subprocess
 import sys
+import time
 
 RUNTIME = "tpu-ubuntu2204-base"
 REPO_TARBALL = "alignment.tar.gz"
@@ -51,6 +61,39 @@ def create(args) -> list[list[str]]:
   if args.spot:
     cmd.append("--spot")
   return [cmd]
+
+
+class Poll(list):
+  """A command repeated until its output is the wanted state (see `wait`)."""
+
+
+def wait(args) -> list[list[str]]:
+  if not args.queued:  # `tpu-vm create` returns when the VM is ready
+    return []
+  return [Poll(["gcloud", "compute", "tpus", "queued-resources", "describe", f"{args.name}-qr",
+                *_base(args), "--format=value(state.state)"])]
+
+
+def _poll(cmd: list[str], minutes: float) -> int:
+  deadline = time.monotonic() + 60 * minutes
+  while True:
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    state = out.stdout.strip()
+    if out.returncode == 0 and state == "ACTIVE":
+      return 0
+    if state in ("FAILED", "SUSPENDED") or time.monotonic() > deadline:
+      print(f"error: queued resource is {state or out.stderr.strip()[-200:]!r} after "
+            f"waiting; see `{shlex.join(cmd)}`", file=sys.stderr)
+      return 1
+    print(f"  state {state or '?'}; waiting", file=sys.stderr, flush=True)
+    time.sleep(30)
+
+
+def _workdir(args) -> str:
+  for a in args.rest:
+    if a.startswith("--workdir="):
+      return a[len("--workdir="):]
+  return ""
 
 
 def _ssh(args, command: str, worker: str = "all") -> list[str]:
@@ -92,9 +135,15 @@ def logs(args) -> list[list[str]]:
 
 
 def copy(args) -> list[list[str]]:
-  """Results written by process 0 on its local disk (gs:// workdirs need no copy)."""
+  """The run's workdir to --local: from gs:// with gcloud storage, else from worker 0."""
+  workdir = args.remote or _workdir(args)
+  if not workdir:
+    raise SystemExit("error: copy needs the run's --workdir after -- (or --remote=PATH)")
+  if workdir.startswith("gs://"):
+    return [["gcloud", "storage", "cp", "--recursive", workdir, args.local]]
+  remote = workdir if workdir.startswith(("/", "~")) else f"~/{REMOTE_DIR}/{workdir}"
   return [["gcloud", "compute", "tpus", "tpu-vm", "scp", "--recurse",
-           f"{args.name}:{args.remote}", args.local, "--worker=0", *_base(args)]]
+           f"{args.name}:{remote}", args.local, "--worker=0", *_base(args)]]
 
 
 def delete(args) -> list[list[str]]:
@@ -104,8 +153,8 @@ def delete(args) -> list[list[str]]:
   return [["gcloud", "compute", "tpus", "tpu-vm", "delete", args.name, *_base(args), "--quiet"]]
 
 
-SUBCOMMANDS = {"create": create, "install": install, "run": run, "study": study, "logs": logs,
-               "copy": copy, "delete": delete}
+SUBCOMMANDS = {"create": create, "wait": wait, "install": install, "run": run, "study": study,
+               "logs": logs, "copy": copy, "delete": delete}
 
 
 def parse(argv):
@@ -125,26 +174,37 @@ def parse(argv):
   p.add_argument("--spot", action="store_true")
   p.add_argument("--detach", action="store_true", help="run in the background (see logs)")
   p.add_argument("--worker", default="0")
-  p.add_argument("--remote", default="~/runs")
+  p.add_argument("--remote", default="", help="copy: the workdir (default: --workdir after --)")
+  p.add_argument("--wait_minutes", type=float, default=60.0,
+                 help="wait: how long a queued resource may take to become ACTIVE")
+  p.add_argument("--study", action="store_true", help="all: run alignment.study, not main")
   p.add_argument("--local", default="runs/tpu")
   p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
   args = p.parse_args(argv)
   args.rest = rest
   if args.subcommand in ("run", "study", "all") and not rest:
     p.error(f"{args.subcommand} needs the experiment's flags after --")
+  if args.subcommand == "all" and args.detach:
+    p.error("all deletes the slice when the run ends: it cannot --detach")
   return args
 
 
 def plan(args) -> list[list[str]]:
   if args.subcommand != "all":
     return SUBCOMMANDS[args.subcommand](args)
-  return create(args) + install(args) + run(args) + copy(args)
+  return (create(args) + wait(args) + install(args) + (study(args) if args.study else run(args))
+          + copy(args))
 
 
 def main(argv=None) -> int:
   args = parse(sys.argv[1:] if argv is None else argv)
   commands = plan(args)
   cleanup = delete(args) if args.subcommand == "all" else []
+  workdir = _workdir(args)
+  if args.subcommand in ("run", "study", "all") and not workdir.startswith("gs://"):
+    print("warning: a slice of several hosts needs --workdir=gs://... (every host writes its "
+          "checkpoint shards there); a local workdir works on one-host slices only",
+          file=sys.stderr)
   if args.dry_run:
     for cmd in commands + cleanup:
       print(shlex.join(cmd))
@@ -153,7 +213,7 @@ def main(argv=None) -> int:
   try:
     for cmd in commands:
       print("+ " + shlex.join(cmd), file=sys.stderr, flush=True)
-      status = subprocess.call(cmd)
+      status = _poll(cmd, args.wait_minutes) if isinstance(cmd, Poll) else subprocess.call(cmd)
       if status:
         print(f"error: command failed with status {status}: {shlex.join(cmd)}",
               file=sys.stderr)

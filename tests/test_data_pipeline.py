@@ -212,3 +212,64 @@ def test_tensorflow_never_takes_an_accelerator(monkeypatch):
   tf_setup.hide_accelerators()
   assert calls == [([], "GPU"), ([], "TPU")]
   assert tf_setup.tf.config.get_visible_devices("GPU") == []
+
+
+# -- virtual shards: the same global batches on any process count -------------
+
+
+def _global_batches(provider, hosts, n, v=8, batch=32, order="uniform", state=None):
+  """n global batches as the concatenation of `hosts` simulated hosts' local batches."""
+  its = [pipeline.make_iterator(provider, "train", "pairs", batch, seed=5, order=order,
+                                process_index=h, process_count=hosts, virtual_shards=v)
+         for h in range(hosts)]
+  if state is not None:
+    for it in its:
+      it.set_state(state)
+  out = [np.concatenate([it.next_local().chosen for it in its]) for _ in range(n)]
+  return out, its
+
+
+def test_virtual_shards_make_batches_independent_of_the_process_count(env_tasks):
+  name = env_tasks["sp"]["pairs"]
+  # 512 records, 8 virtual shards of 64, 4 rows each per batch: 16 batches an epoch.
+  one, (it1,) = _global_batches(name, 1, 20)
+  assert it1.shards == list(range(8)) and it1.batches_per_epoch == 16
+  for hosts in (2, 4):
+    many, its = _global_batches(name, hosts, 20)
+    for a, b in zip(one, many):
+      np.testing.assert_array_equal(a, b)
+    # each host read only its own virtual shards: disjoint records
+    seen = [set(map(bytes, np.concatenate([it.records["prompt"], it.records["chosen"]], 1)))
+            for it in its]
+    assert sum(map(len, seen)) == len(set().union(*seen)) == 512
+    assert its[1].shards == list(range(8 // hosts, 2 * (8 // hosts)))
+  # rows of virtual shard v fill rows [4v, 4v + 4) of every batch
+  part = pipeline.load_records(name, "train", "pairs", process_index=3, process_count=8)
+  shard3 = set(map(bytes, part["chosen"]))
+  assert all(set(map(bytes, b[12:16])) <= shard3 for b in one)
+  assert not np.array_equal(one[0], one[16])  # epoch 1 reshuffled
+
+
+def test_state_saved_on_two_hosts_resumes_on_one(env_tasks):
+  name = env_tasks["sp"]["pairs"]
+  want, _ = _global_batches(name, 1, 9)
+  _, its = _global_batches(name, 2, 4)
+  saved = json.loads(json.dumps(its[0].get_state()))
+  other = its[1].get_state()
+  # Simulated hosts know their own shards only (real processes gather all of them).
+  assert sorted(saved.pop("shards")) == ["0", "1", "2", "3"]
+  assert sorted(other.pop("shards")) == ["4", "5", "6", "7"] and saved == other
+  got, _ = _global_batches(name, 1, 5, state=its[0].get_state())
+  for a, b in zip(want[4:], got):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(pipeline.DataStateError, match="virtual_shards"):
+    _global_batches(name, 1, 1, v=4, state=its[0].get_state())
+
+
+def test_virtual_shards_must_fit_batch_and_hosts(env_tasks):
+  name = env_tasks["sp"]["pairs"]
+  with pytest.raises(pipeline.DataStateError, match="does not split into"):
+    pipeline.make_iterator(name, "train", "pairs", 12, virtual_shards=8)
+  with pytest.raises(pipeline.DataStateError, match="not a multiple of the 3 processes"):
+    pipeline.make_iterator(name, "train", "pairs", 24, virtual_shards=8, process_index=0,
+                           process_count=3)

@@ -212,3 +212,46 @@ def test_stream_as_a_seqio_task(written):
   np.testing.assert_array_equal(rec["chosen"], want)
   assert isinstance(pipeline.batch_from_records(rec, batches.PreferenceBatch, slice(0, 2)),
                     batches.PreferenceBatch)
+
+
+def _write_on_hosts(d, steps, hosts, resume_step=None):
+  full = {s: _step_arrays(s) for s in steps}
+  per = B // hosts
+  for host in range(hosts):
+    with stream.StreamWriter(d, global_batch_size=B, prompt_length=LP, response_length=LR,
+                             process_index=host, process_count=hosts,
+                             resume_step=resume_step) as w:
+      for s, a in full.items():
+        w.write(s, **{k: v[host * per:(host + 1) * per] for k, v in a.items()})
+  return full
+
+
+def test_virtual_shard_replay_is_the_same_on_one_or_two_hosts(tmp_path):
+  d = str(tmp_path / "s")
+  full = _write_on_hosts(d, range(6), hosts=2)
+  for order in ("ordered", "uniform"):
+    one = stream.replay_iterator(d, order=order, seed=1, virtual_shards=4, process_index=0,
+                                 process_count=1)
+    two = [stream.replay_iterator(d, order=order, seed=1, virtual_shards=4, process_index=h,
+                                  process_count=2) for h in (0, 1)]
+    for step in range(9):
+      whole = one.next_local()
+      halves = [it.next_local() for it in two]
+      np.testing.assert_array_equal(whole.chosen, np.concatenate([h.chosen for h in halves]))
+      if order == "ordered" and step < 6:  # batch t is step t, row for row
+        np.testing.assert_array_equal(whole.chosen, _chosen(full[step])[0])
+
+
+def test_a_stream_of_two_hosts_resumes_on_one(tmp_path):
+  """Resumed at step 3 by one process: the old hosts' later rows are cut back."""
+  d = str(tmp_path / "s")
+  _write_on_hosts(d, range(5), hosts=2)
+  later = {s: _step_arrays(s, salt=9) for s in range(3, 6)}
+  with stream.StreamWriter(d, global_batch_size=B, prompt_length=LP, response_length=LR,
+                           process_index=0, process_count=1, resume_step=3) as w:
+    for s, a in later.items():
+      w.write(s, **a)
+  rec = stream.read_stream(d, process_index=0, process_count=1)
+  assert rec["step"].tolist() == [s for s in range(6) for _ in range(B)]
+  np.testing.assert_array_equal(rec["prompt"][3 * B:4 * B], later[3]["prompt"])
+  np.testing.assert_array_equal(rec["prompt"][:B], _step_arrays(0)["prompt"])

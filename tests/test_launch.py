@@ -48,7 +48,7 @@ def test_run_on_all_workers_then_fetch_and_delete():
   run = [l for l in lines if "alignment.main" in l]
   assert len(run) == 1 and "--worker=all" in run[0]
   assert "--config=configs/online.py:paper --workdir=gs://b/run" in run[0]
-  assert lines[-2].startswith("gcloud compute tpus tpu-vm scp --recurse 'al-1:~/runs' runs/tpu")
+  assert lines[-2] == "gcloud storage cp --recursive gs://b/run runs/tpu"
   assert lines[-1] == ("gcloud compute tpus tpu-vm delete al-1 --zone=us-central2-b "
                        "--project=proj --quiet")
 
@@ -69,3 +69,32 @@ def test_run_without_experiment_flags_is_a_usage_error():
   out = subprocess.run([sys.executable, TPU, "run", *COMMON, "--dry_run"],
                        capture_output=True, text=True, cwd=ROOT)
   assert out.returncode == 2 and "needs the experiment's flags after --" in out.stderr
+
+
+def test_queued_all_waits_for_the_slice_then_runs_the_study_and_deletes():
+  lines = _dry("all", *COMMON, "--queued", "--study", "--", "--config=configs/study.py:default",
+               "--workdir=gs://b/study")
+  assert [l.split()[3:5] for l in lines[:2]] == [["queued-resources", "create"],
+                                                 ["queued-resources", "describe"]]
+  assert lines[1] == ("gcloud compute tpus queued-resources describe al-1-qr "
+                      "--zone=us-central2-b --project=proj '--format=value(state.state)'")
+  run = [l for l in lines if "--command=cd alignment" in l]
+  assert len(run) == 1 and "--worker=all" in run[0] and "-m alignment.study" in run[0]
+  assert lines[-2] == "gcloud storage cp --recursive gs://b/study runs/tpu"
+  assert lines[-1].startswith("gcloud compute tpus queued-resources delete al-1-qr")
+
+
+def test_copy_of_a_local_workdir_comes_from_worker_0():
+  assert _dry("copy", *COMMON, "--local=out", "--", "--workdir=runs/online") == [
+      "gcloud compute tpus tpu-vm scp --recurse 'al-1:~/alignment/runs/online' out "
+      "--worker=0 --zone=us-central2-b --project=proj"]
+
+
+def test_local_workdir_warns_and_all_cannot_detach():
+  out = subprocess.run([sys.executable, TPU, "run", *COMMON, "--dry_run", "--",
+                        "--config=configs/online.py:tiny", "--workdir=runs/x"],
+                       capture_output=True, text=True, cwd=ROOT)
+  assert out.returncode == 0 and "needs --workdir=gs://" in out.stderr
+  out = subprocess.run([sys.executable, TPU, "all", *COMMON, "--detach", "--dry_run", "--",
+                        "--workdir=gs://b/x"], capture_output=True, text=True, cwd=ROOT)
+  assert out.returncode == 2 and "cannot --detach" in out.stderr

@@ -24,9 +24,19 @@ by (step, position), checked for gaps, and turned into PreferenceBatch rows
 order "ordered" (batch t == online step t, bit for bit, when the replay batch
 size is the written one), "uniform", or "window" (`window_batches` = k);
 orders are reproducible from the seed and the state is checkpointable like
-any other input. With several hosts, host h replays the positions
-[h * B/P, (h + 1) * B/P) of every batch, so shuffles move rows within a
-host's slice only (exact on one host).
+any other input. With `virtual_shards` = V (the loops pass
+`data.virtual_shards`), virtual shard v of a stream is the positions
+[v * B/V, (v + 1) * B/V) of every step, and a host replays only the virtual
+shards it owns (`pipeline.owned_virtual_shards`): the replayed batches are the
+same for any process count dividing V, and shuffles move a row only within its
+virtual shard's positions. Without it, host h replays the positions
+[h * B/P, (h + 1) * B/P) (one shard per host).
+
+Writers on several hosts: each host writes its own rows, with their positions
+in the global batch (`write(..., positions=)`, default the host's contiguous
+slice), into its own chunks (`-h<host>`). A run resumed on another number of
+hosts cuts back every old host's chunks (host h those of old hosts h' with
+h' mod P = h), so the stream stays whole and gap-free.
 
 `register_stream(directory)` also exposes a stream as a seqio Task ({prompt,
 chosen, rejected} with the padding removed, plus step and position), in file
@@ -85,13 +95,14 @@ class StreamWriter:
       raise StreamError(f"global batch {global_batch_size} does not split over {self.hosts} hosts")
     self.meta = {"format": FORMAT, "global_batch_size": int(global_batch_size),
                  "prompt_length": int(prompt_length), "response_length": int(response_length),
-                 "vocab": vocab, "extras": sorted(extras), "process_count": self.hosts}
+                 "vocab": vocab, "extras": sorted(extras)}
     self.local_batch = global_batch_size // self.hosts
     tf.io.gfile.makedirs(directory)
     meta_path = os.path.join(directory, META)
     if tf.io.gfile.exists(meta_path):
       with tf.io.gfile.GFile(meta_path) as f:
         old = json.load(f)
+      old.pop("process_count", None)  # older streams recorded it; any count may resume
       if old != self.meta:
         raise StreamError(f"{meta_path}: the stream there was written with {old}, not "
                           f"{self.meta}; use another directory")
@@ -106,8 +117,9 @@ class StreamWriter:
     out = []
     for name in sorted(tf.io.gfile.listdir(self.directory)):
       m = _CHUNK.match(name)
-      if m and int(m.group(3)) == self.host:
-        out.append((os.path.join(self.directory, name), int(m.group(1)), int(m.group(2))))
+      if m and int(m.group(3)) % self.hosts == self.host:  # also old hosts of a larger run
+        out.append((os.path.join(self.directory, name), int(m.group(1)), int(m.group(2)),
+                    int(m.group(3))))
       elif name.startswith("chunk-") and ".tmp-" in name and f"-h{self.host:04d}" in name:
         tf.io.gfile.remove(os.path.join(self.directory, name))  # a crash's leftover
     return out
@@ -119,7 +131,7 @@ class StreamWriter:
         raise StreamError(f"{self.directory}: holds a stream already; pass resume_step to "
                           f"continue it, or use another directory")
       return
-    for path, first, last in chunks:
+    for path, first, last, host in chunks:
       if first >= resume_step:
         tf.io.gfile.remove(path)
       elif last >= resume_step:
@@ -127,10 +139,12 @@ class StreamWriter:
                 if tf.train.Example.FromString(r).features.feature["step"].int64_list.value[0]
                 < resume_step]
         tf.io.gfile.remove(path)
-        self._write_chunk(keep, first, resume_step - 1)
+        self._write_chunk(keep, first, resume_step - 1, host)
 
-  def _write_chunk(self, records: list[bytes], first: int, last: int) -> str:
-    name = f"chunk-{first:09d}-{last:09d}-h{self.host:04d}.tfrecord"
+  def _write_chunk(self, records: list[bytes], first: int, last: int,
+                   host: int | None = None) -> str:
+    host = self.host if host is None else host
+    name = f"chunk-{first:09d}-{last:09d}-h{host:04d}.tfrecord"
     path = os.path.join(self.directory, name)
     tmp = f"{path}.tmp-{os.getpid()}"
     with tf.io.TFRecordWriter(tmp) as w:
@@ -141,8 +155,12 @@ class StreamWriter:
 
   def write(self, step: int, prompt, prompt_mask, response_1, response_1_mask, response_2,
             response_2_mask, verdict, proxy_prob=None,
-            extras: Mapping[str, np.ndarray] | None = None) -> None:
-    """Adds this host's rows of the batch of `step` (arrays [b, ...], b = local batch)."""
+            extras: Mapping[str, np.ndarray] | None = None, positions=None) -> None:
+    """Adds this host's rows of the batch of `step` (arrays [b, ...], b = local batch).
+
+    positions: each row's index in the global batch (default: the host's
+    contiguous slice, host * b + i).
+    """
     step = int(step)
     if self._last_step is not None and step <= self._last_step:
       raise StreamError(f"step {step} written after step {self._last_step}")
@@ -158,12 +176,16 @@ class StreamWriter:
     prob = (np.full(self.local_batch, np.nan, np.float32) if proxy_prob is None
             else np.asarray(proxy_prob, np.float32).reshape(-1))
     extras = {k: np.asarray(v, np.float32).reshape(-1) for k, v in (extras or {}).items()}
+    positions = (self.host * self.local_batch + np.arange(self.local_batch) if positions is None
+                 else np.asarray(positions).reshape(-1))
+    if len(positions) != self.local_batch:
+      raise StreamError(f"step {step}: {len(positions)} positions for {self.local_batch} rows")
     if sorted(extras) != self.meta["extras"]:
       raise StreamError(f"step {step}: extras {sorted(extras)}, declared {self.meta['extras']}")
     for r in range(self.local_batch):
       feats = {k: _int_feature(a[r]) for k, a in arrays.items()}
       feats["step"] = _int_feature([step])
-      feats["position"] = _int_feature([self.host * self.local_batch + r])
+      feats["position"] = _int_feature([int(positions[r])])
       feats["verdict"] = _int_feature([int(verdict[r])])
       feats["proxy_prob"] = _float_feature([prob[r]])
       for k, v in extras.items():
@@ -215,17 +237,32 @@ def chunk_files(directory: str) -> list[str]:
 
 
 def read_stream(directory: str, *, process_index: int | None = None,
-                process_count: int | None = None) -> dict[str, np.ndarray]:
-  """This host's rows of the stream, sorted by (step, position), as PreferenceBatch records.
+                process_count: int | None = None, virtual_shards: int | None = None,
+                shards=None) -> dict[str, np.ndarray]:
+  """This host's rows of the stream as PreferenceBatch records.
 
+  Without virtual shards: the host's slice of positions, sorted by (step,
+  position). With `virtual_shards` = V: the virtual shards `shards` (default
+  the host's contiguous block), one after the other, each sorted by (step,
+  position); the shards' sizes are equal.
   Keys: the PreferenceBatch fields (chosen = the proxy's winner), the written
   arrays (response_1, ...), step, position, verdict, proxy_prob, extra/<name>.
   """
   meta = read_meta(directory)
   index, count = pipeline.host_shard(process_index, process_count)
   b = meta["global_batch_size"]
-  if b % count:
-    raise StreamError(f"{directory}: batch {b} does not split over {count} hosts")
+  if virtual_shards is None:
+    if b % count:
+      raise StreamError(f"{directory}: batch {b} does not split over {count} hosts")
+    per, blocks = b // count, [index]
+  else:
+    if b % virtual_shards:
+      raise StreamError(f"{directory}: the written batch {b} does not split into "
+                        f"data.virtual_shards={virtual_shards} equal parts")
+    per = b // virtual_shards
+    blocks = list(shards) if shards is not None else pipeline.owned_virtual_shards(
+        virtual_shards, b, process_index=process_index, process_count=process_count,
+        name=directory)
   files = chunk_files(directory)
   if not files:
     raise StreamError(f"{directory}: no chunks")
@@ -233,19 +270,24 @@ def read_stream(directory: str, *, process_index: int | None = None,
   ds = tf.data.TFRecordDataset(files).batch(4096).map(lambda x: tf.io.parse_example(x, spec))
   parts = list(ds.as_numpy_iterator())
   rec = {k: np.concatenate([p[k] for p in parts]) for k in spec}
-  local = b // count
-  mine = rec["position"] // local == index
+  block = rec["position"] // per
+  rank = {v: i for i, v in enumerate(blocks)}
+  mine = np.isin(block, blocks)
   rec = {k: v[mine] for k, v in rec.items()}
-  order = np.lexsort((rec["position"], rec["step"]))
+  block_rank = np.asarray([rank[v] for v in block[mine]], np.int64)
+  order = np.lexsort((rec["position"], rec["step"], block_rank))
   rec = {k: v[order] for k, v in rec.items()}
   steps = np.unique(rec["step"])
-  want = np.tile(np.arange(index * local, (index + 1) * local), len(steps))
+  want = np.concatenate([np.tile(np.arange(v * per, (v + 1) * per), len(steps))
+                         for v in blocks])
+  local = per * len(blocks)
   if len(rec["step"]) != len(want) or (rec["position"] != want).any():
     counts = {int(s): int((rec["step"] == s).sum()) for s in steps}
     bad = next(s for s, n in counts.items() if n != local) if any(
         n != local for n in counts.values()) else int(steps[0])
+    where = ", ".join(f"{v * per}..{(v + 1) * per - 1}" for v in blocks)
     raise StreamError(f"{directory}: step {bad} has {counts.get(bad)} rows for host {index}, "
-                      f"expected positions {index * local}..{(index + 1) * local - 1} once each")
+                      f"expected positions {where} once each")
   if len(steps) and steps[-1] - steps[0] + 1 != len(steps):
     gap = next(int(s) + 1 for s, t in zip(steps[:-1], steps[1:]) if t != s + 1)
     raise StreamError(f"{directory}: step {gap} is missing (a chunk was lost?)")
@@ -263,14 +305,28 @@ def replay_iterator(directory: str, *, order: str = "ordered", window_batches: i
                     seed: int = 0, global_batch_size: int | None = None, mesh=None,
                     rules=sharding.DEFAULT_RULES, num_epochs: int | None = None,
                     process_index: int | None = None,
-                    process_count: int | None = None) -> pipeline.BatchIterator:
-  """D_online as PreferenceBatches: ordered, uniformly shuffled or window-shuffled."""
+                    process_count: int | None = None,
+                    virtual_shards: int | None = None) -> pipeline.BatchIterator:
+  """D_online as PreferenceBatches: ordered, uniformly shuffled or window-shuffled.
+
+  virtual_shards: V (module docstring): replayed batches do not depend on the
+  process count, and each host reads its own virtual shards' positions.
+  """
   meta = read_meta(directory)
-  records = read_stream(directory, process_index=process_index, process_count=process_count)
+  batch = global_batch_size or meta["global_batch_size"]
+  name = f"stream:{directory}"
+  shards = None
+  if virtual_shards is not None:
+    shards = pipeline.owned_virtual_shards(virtual_shards, batch, mesh, rules, process_index,
+                                           process_count, name)
+  records = read_stream(directory, process_index=process_index, process_count=process_count,
+                        virtual_shards=virtual_shards, shards=shards)
+  sizes = None if shards is None else [len(records["step"]) // len(shards)] * len(shards)
   return pipeline.BatchIterator(
-      records, batches.PreferenceBatch, global_batch_size or meta["global_batch_size"],
+      records, batches.PreferenceBatch, batch,
       mesh=mesh, rules=rules, seed=seed, order=order, window_batches=window_batches,
-      num_epochs=num_epochs, process_count=process_count, name=f"stream:{directory}")
+      num_epochs=num_epochs, process_count=process_count, name=name,
+      virtual_shards=virtual_shards, shards=shards, shard_sizes=sizes)
 
 
 def register_stream(directory: str, name: str | None = None) -> str:

@@ -261,7 +261,8 @@ def save(params, cfg, output: str, dtype: str = "float32"):
 def load_model_config(path: str):
   """The zoo config stored beside an export (model_config.json)."""
   try:
-    with open(path) as f:
+    from etils import epath  # pylint: disable=g-import-not-at-top  (gs:// exports too)
+    with epath.Path(path).open() as f:
       d = json.load(f)
     arch = d.pop("architecture")
     cls = {"t5": T5Config, "decoder": DecoderConfig}[arch]

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 
 import jax
 import numpy as np
+from etils import epath
 
 from alignment import faults, sharding
 from alignment.models import zoo
@@ -58,6 +59,62 @@ def mesh_and_rules(config, devices=None):
   rules = sharding.rules_from_config(config.mesh.rules)
   mesh = sharding.make_mesh({a: config.mesh[a] for a in sharding.MESH_AXES}, devices)
   return mesh, rules
+
+
+def role_meshes(config, mesh):
+  """{Role: mesh}: each role's own sub-mesh (config.roles) or the shared `mesh`."""
+  from alignment import judges  # pylint: disable=g-import-not-at-top
+  roles = config.get("roles", None)
+  if roles is None:
+    return {role: mesh for role in judges.Role}
+  try:
+    return {role: sharding.role_mesh(roles[role.value], mesh, where=f"config.roles.{role.value}")
+            for role in judges.Role}
+  except sharding.MeshError as e:
+    raise config_error(str(e)) from None
+
+
+class Reference:
+  """The frozen reference policy, on the policy's mesh or on its own (config.roles).
+
+  Shared mesh (the default): its parameters go into the train step, which
+  scores the pairs with them in the same program. Own mesh: the pairs are
+  resharded onto it, scored there, and only the log-probs ([B] each) are
+  resharded back into the step. `on_policy_mesh()` is a reshard of the
+  weights themselves (jax.device_put), for what needs them beside the policy
+  (evaluation's KL, mixture sampling).
+  """
+
+  def __init__(self, config, model, policy_mesh, mesh, rules, policy_param_shardings):
+    from alignment.train import steps  # pylint: disable=g-import-not-at-top
+    self.policy_mesh, self.mesh, self.rules = policy_mesh, mesh, rules
+    self.shared = sharding.same_mesh(policy_mesh, mesh)
+    self.policy_param_shardings = policy_param_shardings
+    self.params = load_reference(config, model, mesh, rules)
+    self._copy = self.params if self.shared else None
+    reduction = config.loss.reduction if "loss" in config else "sum"
+    rows = sharding.batch_sharding(mesh, rules, 1)
+    self._logps = jax.jit(lambda p, pairs: steps.pair_logps(model, p, pairs, reduction),
+                          out_shardings=(rows, rows))
+
+  def step_shardings(self, param_shardings) -> dict:
+    if self.shared:
+      return {"ref_params": param_shardings}
+    rows = sharding.batch_sharding(self.policy_mesh, self.rules, 1)
+    return {"ref_logps": (rows, rows)}
+
+  def step_inputs(self, pairs) -> dict:
+    """What the train step needs of the reference for these pairs."""
+    if self.shared:
+      return {"ref_params": self.params}
+    with sharding.use(self.mesh, self.rules):
+      logps = self._logps(self.params, sharding.move_rows(pairs, self.mesh, self.rules))
+    return {"ref_logps": sharding.move_rows(logps, self.policy_mesh, self.rules)}
+
+  def on_policy_mesh(self):
+    if self._copy is None:
+      self._copy = jax.device_put(self.params, self.policy_param_shardings)
+    return self._copy
 
 
 def model_config(model_section, vocab_size: int):
@@ -155,12 +212,12 @@ class RunLog:
     self.every = max(1, every)
     self.name = name
     self.main = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = os.path.join(workdir, "metrics.jsonl")  # a local path or gs://...
     self._t0 = time.time()
     self._s0 = resume_step
     self._writer = None
     if self.main:
-      os.makedirs(workdir, exist_ok=True)
+      epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       self._truncate(resume_step)
       from clu import metric_writers  # pylint: disable=g-import-not-at-top
       self._writer = metric_writers.create_default_writer(
@@ -168,24 +225,32 @@ class RunLog:
 
   def _truncate(self, step: int):
     """Keeps only records up to `step` (those of the checkpoint we resume from)."""
-    if not os.path.exists(self.path):
+    path = epath.Path(self.path)
+    if not path.exists():
       return
-    with open(self.path) as f:
+    with path.open() as f:
       keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
+    tmp = epath.Path(self.path + ".tmp")
+    with tmp.open("w") as f:
       f.writelines(keep)
-    os.replace(tmp, self.path)
+    tmp.replace(self.path)
 
   def write(self, step: int, metrics: Mapping[str, float], console: Optional[bool] = None):
     if not self.main:
       return
     record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record, sort_keys=True) + "\n")
+    self._append(json.dumps(record, sort_keys=True) + "\n")
     self._writer.write_scalars(int(step), {k: v for k, v in record.items() if k != "step"})
     if console if console is not None else (step % self.every == 0 or step == self.total):
       self._console(step, metrics)
+
+  def _append(self, line: str):
+    if "://" not in self.path:
+      with open(self.path, "a") as f:
+        f.write(line)
+      return
+    path = epath.Path(self.path)  # object stores cannot append: rewrite (small file)
+    path.write_text((path.read_text() if path.exists() else "") + line)
 
   def _console(self, step, metrics):
     done = step - self._s0
@@ -279,10 +344,10 @@ class Run:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = epath.Path(workdir, "metrics.jsonl")
+  if not path.exists():
     return []
-  with open(path) as f:
+  with path.open() as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
@@ -316,7 +381,8 @@ def abstract_params(model, data_section, mesh, rules):
   r = np.zeros((1, data_section.response_len), np.int32)
   args = (p, p, r, r, r, r) if isinstance(model, heads.PairwisePreferenceModel) else (p, p, r, r)
   with sharding.use(mesh, rules):
-    boxed = jax.eval_shape(lambda k: model.init(k, *args)["params"], jax.random.PRNGKey(0))
+    key = jax.ShapeDtypeStruct((2,), np.uint32)  # abstract: also for TPU topologies (aot)
+    boxed = jax.eval_shape(lambda k: model.init(k, *args)["params"], key)
   shardings = sharding.logical_shardings(boxed, mesh, rules)
   return sharding.abstract_with_shardings(sharding.strip_boxes(boxed), shardings)
 
@@ -326,7 +392,7 @@ def load_export(path: str, head: str, data_section, mesh, rules):
   from alignment import checkpoint  # pylint: disable=g-import-not-at-top
   from alignment.models import convert, heads  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(path, "model_config.json")
-  if not os.path.exists(config_path):
+  if not epath.Path(config_path).exists():
     raise checkpoint.CheckpointError(f"{path}: not a params export (no model_config.json)")
   model = heads.make_model(convert.load_model_config(config_path), head)
   return model, checkpoint.load_params(path, abstract_params(model, data_section, mesh, rules))
@@ -397,10 +463,6 @@ def maybe_evaluate(run, evaluator, config, step: int, params):
 
 
 def local_rows(x) -> np.ndarray:
-  """This process's rows of a batch-sharded global array (all rows on one process)."""
-  if not isinstance(x, jax.Array) or x.is_fully_addressable:
-    return np.asarray(x)
-  by_start = {}
-  for shard in x.addressable_shards:
-    by_start.setdefault(shard.index[0].start or 0, shard)  # replicas share a start
-  return np.concatenate([np.asarray(by_start[k].data) for k in sorted(by_start)])
+  """This process's rows of a batch-sharded global array (`distributed.local_rows`)."""
+  from alignment import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.local_rows(x)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from alignment import checkpoint, sharding
+from alignment import checkpoint, judges, sharding
 from alignment.data import pipeline, stream
 from alignment.data import vocab as vocab_lib
 from alignment.models import heads
@@ -31,7 +31,9 @@ REPLAY_ORDERS = {"ordered": "ordered", "shuffled": "uniform", "window": "window"
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
   common.setup_host()
-  mesh, rules = common.mesh_and_rules(config)
+  shared_mesh, rules = common.mesh_and_rules(config)
+  meshes = common.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
+  mesh = meshes[judges.Role.POLICY]
   d = config.data
   vocab = common.task_vocabulary(d.task)
   model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
@@ -44,18 +46,18 @@ def run(config, workdir: str) -> dict:
                                 f"{sorted(REPLAY_ORDERS)}")
     train_data = stream.replay_iterator(
         d.replay_dir, order=REPLAY_ORDERS[d.replay_order], window_batches=d.replay_window,
-        seed=d.shuffle_seed, global_batch_size=d.batch_size, mesh=mesh, rules=rules)
+        seed=d.shuffle_seed, global_batch_size=d.batch_size, mesh=mesh, rules=rules,
+        virtual_shards=d.virtual_shards or None)
     if d.replay_skip:  # start k batches into the stream (the paper's shifted replay)
       train_data.set_state(dict(train_data.get_state(), batch=d.replay_skip))
   else:
     train_data = pipeline.make_iterator(
         d.task, "train", "pairs", d.batch_size, prompt_length=d.prompt_len,
         response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
-        max_records=d.max_records or None)
+        max_records=d.max_records or None, virtual_shards=d.virtual_shards or None)
 
   # ---- state ---------------------------------------------------------------
   optimizer = state_lib.make_optimizer(config.optimizer)
-  ref_params = common.load_reference(config, model, mesh, rules)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  config.train.keep_checkpoints, config.train.async_checkpoint)
   meta = {"experiment": "offline", "model": config.model.name,
@@ -63,7 +65,11 @@ def run(config, workdir: str) -> dict:
   state, state_shardings, start = common.restore_or_create(
       ckpt, common.lm_init(model, d), optimizer, mesh, rules, config.seed, meta, train_data,
       config.init.policy)
-  evaluator = common.make_evaluator(config, model, ref_params, mesh, rules)
+  reference = common.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
+                               state_shardings.params)
+  evaluator = None
+  if config.eval.get("every", 0):
+    evaluator = common.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules)
 
   # ---- step ----------------------------------------------------------------
   loss_fn = steps.alignment_loss_fn(model, config.loss.name, config.loss.beta,
@@ -71,7 +77,7 @@ def run(config, workdir: str) -> dict:
   example = common.first_rows(pipeline.batch_from_records(train_data.records,
                                                           train_data.batch_cls, slice(0, 1)))
   batch_shardings = {"pairs": sharding.batch_shardings(example, mesh, rules),
-                     "ref_params": state_shardings.params}
+                     **reference.step_shardings(state_shardings.params)}
   train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
                                    mesh, rules)
 
@@ -79,7 +85,8 @@ def run(config, workdir: str) -> dict:
   run_ = common.Run(config, workdir, ckpt, start, "offline", meta)
   tokens = d.batch_size * (d.prompt_len + 2 * d.response_len)
   for step in range(start, config.train.num_steps):
-    state, metrics = train_step(state, {"pairs": next(train_data), "ref_params": ref_params})
+    pairs = next(train_data)
+    state, metrics = train_step(state, {"pairs": pairs, **reference.step_inputs(pairs)})
     # Evaluate before the checkpoint of this step, so a resumed log keeps the record.
     common.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
     if run_.end_of_step(step + 1, state, metrics, train_data.get_state(),

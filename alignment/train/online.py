@@ -8,6 +8,11 @@ the proxy PM (`judge.kind="proxy"`, `judge.checkpoint` = its export, asked
 both ways: `judges.ModelJudge`) or the golden judge (`judge.kind="golden"`:
 the "golden policy" of the paper's win rates).
 
+Roles (`config.roles`): the policy (state, sampler, data), the reference and
+the proxy PM share the mesh by default, or each takes a sub-mesh; batches,
+verdicts and reference log-probs then cross by reshards (`common.Reference`,
+`judge_compare` below), and the results equal the shared mesh's.
+
 `sampling.mixture` = a in (0, 1] draws each response from the reference
 policy with probability a and from the policy otherwise (a sequence-level
 mixture, after IPO-MD's mixture of the current and reference policies).
@@ -28,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, faults, judges, sampling, sharding
+from alignment import checkpoint, distributed, faults, judges, sampling, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline, stream
 from alignment.data import vocab as vocab_lib
@@ -46,6 +51,11 @@ def pairs_from_samples(out: sampling.SampleOutput, first_wins) -> B.PreferenceBa
       prompt=out.prompt[0::2], prompt_mask=out.prompt_mask[0::2],
       chosen=jnp.where(w, y1, y2), chosen_mask=jnp.where(w, m1, m2),
       rejected=jnp.where(w, y2, y1), rejected_mask=jnp.where(w, m2, m1))
+
+
+def split_samples(out: sampling.SampleOutput):
+  """(y1, m1, y2, m2) [B, T]: the two samples of each prompt (rows 2i, 2i + 1)."""
+  return out.tokens[0::2], out.mask[0::2], out.tokens[1::2], out.mask[1::2]
 
 
 def judge_stats(prob_first, first_wins, lengths) -> dict:
@@ -69,7 +79,9 @@ def mix_samples(from_policy: sampling.SampleOutput, from_reference: sampling.Sam
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
   common.setup_host()
-  mesh, rules = common.mesh_and_rules(config)
+  shared_mesh, rules = common.mesh_and_rules(config)
+  meshes = common.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
+  mesh = meshes[judges.Role.POLICY]
   d, s = config.data, config.sampling
   vocab = common.task_vocabulary(d.task)
   model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
@@ -78,11 +90,11 @@ def run(config, workdir: str) -> dict:
   # ---- data ----------------------------------------------------------------
   prompts = pipeline.make_iterator(
       d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
-      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
+      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
+      virtual_shards=d.virtual_shards or None)
 
   # ---- state ---------------------------------------------------------------
   optimizer = state_lib.make_optimizer(config.optimizer)
-  ref_params = common.load_reference(config, model, mesh, rules)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  config.train.keep_checkpoints, config.train.async_checkpoint)
   meta = {"experiment": "online", "model": config.model.name,
@@ -90,13 +102,16 @@ def run(config, workdir: str) -> dict:
   state, state_shardings, start = common.restore_or_create(
       ckpt, common.lm_init(model, d), optimizer, mesh, rules, config.seed, meta, prompts,
       config.init.policy)
+  reference = common.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
+                               state_shardings.params)
 
   # ---- judge, sampler, evaluation -------------------------------------------
   if config.judge.kind == "proxy":
     if not config.judge.checkpoint:
       raise common.config_error("config.judge.checkpoint: the proxy PM's export is required "
                                 "with judge.kind='proxy'")
-    judge = common.load_model_judge(config.judge.checkpoint, d, mesh, rules)
+    judge = common.load_model_judge(config.judge.checkpoint, d, meshes[judges.Role.PROXY_PM],
+                                    rules)
   elif config.judge.kind == "golden":
     judge = judges.GoldenJudge(vocab)
   else:
@@ -108,7 +123,10 @@ def run(config, workdir: str) -> dict:
       mesh, rules, params_sharding=state_shardings.params)
   sample_key = jax.random.PRNGKey(np.uint32(config.seed + 1))
   proxy = judge if isinstance(judge, judges.ModelJudge) else None
-  evaluator = common.make_evaluator(config, model, ref_params, mesh, rules, proxy=proxy)
+  evaluator = None
+  if config.eval.get("every", 0):
+    evaluator = common.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules,
+                                      proxy=proxy)
   writer = None
   if config.train.write_stream:
     writer = stream.StreamWriter(
@@ -123,11 +141,13 @@ def run(config, workdir: str) -> dict:
       d.prompt_len, d.prompt_len, d.response_len, d.response_len, d.response_len,
       d.response_len)))
   batch_shardings = {"pairs": sharding.batch_shardings(example, mesh, rules),
-                     "ref_params": state_shardings.params,
+                     **reference.step_shardings(state_shardings.params),
                      "judge_ok": sharding.replicated(mesh)}
   train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
                                    mesh, rules)
   make_pairs = jax.jit(pairs_from_samples, out_shardings=batch_shardings["pairs"])
+  # Explicit shardings: each process then holds the same rows of prompts and samples.
+  split = jax.jit(split_samples, out_shardings=(batch_shardings["pairs"].chosen,) * 4)
   stats = jax.jit(judge_stats, out_shardings=sharding.replicated(mesh))
   mix = jax.jit(mix_samples, static_argnums=3, out_shardings=sampler.out_sharding)
 
@@ -135,10 +155,17 @@ def run(config, workdir: str) -> dict:
     key = jax.random.fold_in(sample_key, step)
     out = sampler(params, batch, key)
     if s.mixture > 0:
-      ref_out = sampler(ref_params, batch, jax.random.fold_in(key, 1))
+      ref_out = sampler(reference.on_policy_mesh(), batch, jax.random.fold_in(key, 1))
       with sharding.use(mesh, rules):
         out = mix(out, ref_out, jax.random.fold_in(key, 2), float(s.mixture))
     return out
+
+  def judge_compare(batch, y1, m1, y2, m2):
+    judge_mesh = getattr(judge, "mesh", None)  # a model judge on its own mesh: reshard
+    if judge_mesh is None or sharding.same_mesh(judge_mesh, mesh):
+      return judge.compare(batch, y1, m1, y2, m2)
+    verdict = judge.compare(*sharding.move_rows((batch, y1, m1, y2, m2), judge_mesh, rules))
+    return sharding.move_rows(verdict, mesh, rules)
 
   # ---- loop ----------------------------------------------------------------
   run_ = common.Run(config, workdir, ckpt, start, "online", meta,
@@ -149,8 +176,9 @@ def run(config, workdir: str) -> dict:
     out = sample(state.params, batch, step)
     jax.block_until_ready(out.tokens)
     t1 = time.perf_counter()
-    y1, m1, y2, m2 = out.tokens[0::2], out.mask[0::2], out.tokens[1::2], out.mask[1::2]
-    verdict = judge.compare(batch, y1, m1, y2, m2)
+    with sharding.use(mesh, rules):
+      y1, m1, y2, m2 = split(out)
+    verdict = judge_compare(batch, y1, m1, y2, m2)
     if faults.hit("judge", step + 1):  # fault injection (tests only)
       verdict = verdict.replace(prob_first=jnp.full_like(verdict.prob_first, jnp.nan))
     first_wins = jax.block_until_ready(jnp.asarray(verdict.first_wins))
@@ -158,15 +186,16 @@ def run(config, workdir: str) -> dict:
     with sharding.use(mesh, rules):
       pairs = make_pairs(out, first_wins)
       batch_stats = stats(verdict.prob_first, first_wins, out.lengths)
-    state, metrics = train_step(state, {"pairs": pairs, "ref_params": ref_params,
+    state, metrics = train_step(state, {"pairs": pairs, **reference.step_inputs(pairs),
                                         "judge_ok": batch_stats["judge_ok"]})
-    if writer is not None:
-      host = [common.local_rows(x) for x in (batch.prompt, batch.prompt_mask, y1, m1, y2, m2,
-                                             first_wins, verdict.prob_first)]
+    if writer is not None:  # each process writes the rows it holds, at their positions
+      host = [distributed.local_rows(x) for x in (batch.prompt, batch.prompt_mask, y1, m1, y2,
+                                                  m2, first_wins, verdict.prob_first)]
       writer.write(step, prompt=host[0], prompt_mask=host[1], response_1=host[2],
                    response_1_mask=host[3], response_2=host[4], response_2_mask=host[5],
                    verdict=np.asarray(host[6]).astype(np.int32),
-                   proxy_prob=np.asarray(host[7], np.float32))
+                   proxy_prob=np.asarray(host[7], np.float32),
+                   positions=distributed.local_row_indices(y1))
     extra = {k: float(v) for k, v in jax.device_get(batch_stats).items() if k != "judge_ok"}
     extra.update(sample_time=t1 - t0, judge_time=t2 - t1)
     common.maybe_evaluate(run_, evaluator, config, step + 1, state.params)

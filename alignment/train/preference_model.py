@@ -20,7 +20,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from alignment import checkpoint, judges, sharding
+from alignment import checkpoint, distributed, judges, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline
 from alignment.data import vocab as vocab_lib
@@ -37,6 +37,7 @@ def held_out_metrics(model, mesh, rules, params, pairs, batch_size: int) -> dict
   correct, raw_correct, first = 0.0, 0.0, 0.0
   for i in range(0, n, batch_size):
     b = jax.tree.map(lambda x: x[i:i + batch_size], pairs)
+    b = distributed.host_to_global(b, sharding.batch_sharding(mesh, rules, 2))  # one: as is
     prompts = B.PromptBatch(b.prompt, b.prompt_mask)
     verdict = compare.compare(prompts, b.chosen, b.chosen_mask, b.rejected, b.rejected_mask)
     correct += float(jnp.sum(verdict.first_wins))
@@ -64,7 +65,7 @@ def run(config, workdir: str) -> dict:
   train_data = pipeline.make_iterator(
       d.task, "train", "pairs", d.batch_size, prompt_length=d.prompt_len,
       response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
-      max_records=d.max_records or None)
+      max_records=d.max_records or None, virtual_shards=d.virtual_shards or None)
   held_out = pipeline.fixed_batch(d.task, "validation", "pairs",
                                   d.batch_size * config.eval.num_batches,
                                   prompt_length=d.prompt_len, response_length=d.response_len)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, sharding
+from alignment import checkpoint, distributed, sharding
 from alignment.data import pipeline
 from alignment.data import vocab as vocab_lib
 from alignment.models import heads
@@ -38,7 +38,8 @@ def run(config, workdir: str) -> dict:
   # ---- data ----------------------------------------------------------------
   train_data = pipeline.make_iterator(
       d.task, "train", "sft", d.batch_size, prompt_length=d.prompt_len,
-      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
+      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
+      virtual_shards=d.virtual_shards or None)
   eval_rows = pipeline.fixed_batch(d.task, "validation", "sft",
                                    d.batch_size * config.eval.num_batches,
                                    prompt_length=d.prompt_len, response_length=d.response_len)
@@ -67,6 +68,7 @@ def run(config, workdir: str) -> dict:
     totals: dict[str, float] = {}
     for i in range(config.eval.num_batches):
       rows = jax.tree.map(lambda x: x[i * d.batch_size:(i + 1) * d.batch_size], eval_rows)
+      rows = distributed.host_to_global(rows, batch_shardings)  # as is in one process
       with sharding.use(mesh, rules):
         loss, metrics = eval_loss(params, rows)
       for k, v in {"loss": loss, **metrics}.items():

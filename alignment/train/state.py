@@ -72,7 +72,10 @@ def abstract(model_init, optimizer, mesh, rules, seed: int):
   """(abstract state with shardings, shardings): nothing allocated."""
   init = initializer(model_init, optimizer)
   with sharding.use(mesh, rules):
-    boxed = jax.eval_shape(init, jnp.asarray(seed, jnp.uint32))
+    # A ShapeDtypeStruct, not an array: nothing is dispatched, so this also works on
+    # the abstract devices of a TPU topology (alignment.aot --topology).
+    del seed
+    boxed = jax.eval_shape(init, jax.ShapeDtypeStruct((), jnp.uint32))
   shardings = sharding.logical_shardings(boxed, mesh, rules)
   return sharding.abstract_with_shardings(sharding.strip_boxes(boxed), shardings), shardings
 

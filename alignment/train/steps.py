@@ -93,7 +93,8 @@ def pair_logps(model, params, batch: B.PreferenceBatch, reduction: str):
 def alignment_loss_fn(model, loss_name: str, beta: float, reduction: str = "sum"):
   """Loss of the registry on (chosen, rejected) against a frozen reference.
 
-  batch: {"pairs": PreferenceBatch, "ref_params": reference parameters, and
+  batch: {"pairs": PreferenceBatch, "ref_params": reference parameters (or
+  "ref_logps": (chosen, rejected) [B] already scored by the reference), and
   optionally "judge_ok": a scalar bool, False when the judge's verdicts were not
   finite - the loss is then NaN, so the step's guard refuses the update}.
   Metrics: margins, log-probs, implicit-reward accuracy, a KL estimate
@@ -106,7 +107,10 @@ def alignment_loss_fn(model, loss_name: str, beta: float, reduction: str = "sum"
     del rng
     pairs: B.PreferenceBatch = batch["pairs"]
     pc, pr = pair_logps(model, params, pairs, reduction)
-    rc, rr = pair_logps(model, jax.lax.stop_gradient(batch["ref_params"]), pairs, reduction)
+    if "ref_logps" in batch:  # scored on the reference's own mesh (common.Reference)
+      rc, rr = batch["ref_logps"]
+    else:
+      rc, rr = pair_logps(model, jax.lax.stop_gradient(batch["ref_params"]), pairs, reduction)
     rc, rr = jax.lax.stop_gradient(rc), jax.lax.stop_gradient(rr)
     per_example = loss_of(pc, pr, rc, rr, beta)
     h = losses.margin(pc, pr, rc, rr)

@@ -1,0 +1,61 @@
+"""alignment.aot at tiny size: compiles for a mesh, and its per-device bytes are
+what a real sharded state puts on a device."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from alignment import aot
+from alignment import config as config_lib
+from alignment.models import heads
+from alignment.train import common
+from alignment.train import state as state_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "online.py:tiny")
+
+
+def test_tiny_figures_match_a_real_sharded_state(tmp_path, capsys):
+  out = tmp_path / "aot.json"
+  assert aot.main([f"--config={TINY}", "--mesh=data=2,fsdp=2,tensor=2", "--hbm_gib=1",
+                   f"--json={out}"]) == 0
+  text = capsys.readouterr().out
+  assert "on 8 cpu devices" in text and "against 1 GiB per device: fits" in text
+  fig = json.loads(out.read_text())
+  assert fig["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
+  # The same state, built for real on the same mesh: bytes on device 0.
+  c = config_lib.load(TINY)
+  config_lib.apply_overrides(c, ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"])
+  mesh, rules = common.mesh_and_rules(c)
+  model = heads.LanguageModel(common.model_config(c.model, 0))
+  state, _ = state_lib.create(common.lm_init(model, c.data),
+                              state_lib.make_optimizer(c.optimizer), mesh, rules, 0)
+  on_device0 = lambda tree: sum(
+      s.data.nbytes for x in jax.tree.leaves(tree) for s in x.addressable_shards
+      if s.device == jax.devices()[0])
+  assert fig["per_device"]["params"] == on_device0(state.params)
+  assert fig["per_device"]["optimizer"] == on_device0(state.opt_state)
+  assert fig["params_total"] == sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+  for part in ("train_step_compiler", "sampler_compiler", "judge_compiler"):
+    assert fig[part]["temporaries"] > 0, part
+  # T5's decode state: self-attention caches and the cross-attention keys/values.
+  cfg = model.config if hasattr(model, "config") else common.model_config(c.model, 0)
+  rows = 2 * c.data.batch_size // 4  # 2 samples per prompt; rows over data x fsdp
+  per_layer = 2 * rows * (cfg.num_heads // 2) * cfg.head_dim * 4  # k and v, heads / tensor
+  want = cfg.num_decoder_layers * per_layer * (c.data.response_len + c.data.prompt_len)
+  assert fig["per_device"]["kv_cache"] == want
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--mesh=data=3"], "config.mesh: mesh"),
+    (["--mesh=data=two"], "--mesh='data=two': 'data=two' is not axis=integer"),
+    (["--topology=v9x:1x1"], "--topology=v9x:1x1: cannot describe this TPU slice"),
+    (["--devices=4", "--topology=v5e:2x2"], "not both"),
+    (["--config.model.nmae=t5-xl"], "config has no key 'model.nmae'"),
+])
+def test_bad_arguments_are_one_line_errors(argv, message, capsys):
+  assert aot.main([f"--config={TINY}", *argv]) == 2
+  err = capsys.readouterr().err
+  assert message in err and err.count("\n") == 1

@@ -1,0 +1,100 @@
+"""Roles on meshes: the online loop with policy, reference and proxy PM on one
+shared 8-device mesh, and with each on its own sub-mesh, gives the same run.
+
+On sub-meshes the reference scores the pairs on its own devices and the proxy
+PM judges on its own; pairs, verdicts and log-probs cross by reshards, and
+the reference's weights are resharded onto the policy's mesh for mixture
+sampling (and evaluation). Sums over 8 vs 4 devices round differently, hence
+the float tolerances; the sampled tokens and verdicts must be identical.
+"""
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from alignment import checkpoint
+from alignment import config as config_lib
+from alignment import main as main_lib
+from alignment import sharding
+from alignment.models import heads
+from alignment.train import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**overrides):
+  c = config_lib.load(os.path.join(ROOT, "configs", "online.py:tiny"))
+  config_lib.apply_overrides(c, [f"{k}={v!r}" for k, v in overrides.items()])
+  return c
+
+
+@pytest.fixture(scope="module")
+def pm_export(tmp_path_factory):
+  """A randomly initialised proxy PM, exported like a trained one."""
+  c = _config()
+  vocab = common.task_vocabulary(c.data.task)
+  cfg = common.model_config(c.model, common.model_vocab_size(vocab))
+  model = heads.PairwisePreferenceModel(cfg)
+  p = np.zeros((1, c.data.prompt_len), np.int32)
+  r = np.zeros((1, c.data.response_len), np.int32)
+  params = jax.jit(lambda k: model.init(k, p, p, r, r, r, r)["params"])(jax.random.PRNGKey(3))
+  import flax.linen as nn
+  out = str(tmp_path_factory.mktemp("pm") / "export")
+  checkpoint.export_params(nn.unbox(params), cfg, out)
+  return out
+
+
+SPLIT = {"roles.policy.devices": "0:4", "roles.reference.devices": "4:6",
+         "roles.proxy_pm.devices": "6:8"}
+
+
+@pytest.mark.slow
+def test_online_on_role_sub_meshes_equals_the_shared_mesh(pm_export, tmp_path):
+  common_overrides = {"judge.checkpoint": pm_export, "train.num_steps": 4,
+                      "train.checkpoint_every": 4, "train.log_every": 1,
+                      "sampling.mixture": 0.5}
+  main_lib.run(_config(**common_overrides), str(tmp_path / "shared"))
+  main_lib.run(_config(**common_overrides, **SPLIT), str(tmp_path / "split"))
+  a, b = (common.read_metrics(str(tmp_path / d)) for d in ("shared", "split"))
+  assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
+  for ra, rb in zip(a, b):
+    for k in ra:
+      if "time" not in k and "per_s" not in k:
+        np.testing.assert_allclose(rb[k], ra[k], rtol=1e-4, atol=1e-4, err_msg=k)
+  from alignment.data import stream
+  sa, sb = (stream.read_stream(str(tmp_path / d / "stream")) for d in ("shared", "split"))
+  for k in ("response_1", "response_2", "verdict"):
+    np.testing.assert_array_equal(sa[k], sb[k])
+  mesh = sharding.make_mesh({"data": 8})
+  (_, pa), (_, pb) = (common.load_export(str(tmp_path / d / "export"), "lm", _config().data,
+                                         mesh, sharding.DEFAULT_RULES)
+                      for d in ("shared", "split"))
+  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-5)
+
+
+def test_role_meshes_are_slices_of_the_devices():
+  c = _config(**SPLIT)
+  shared, _ = common.mesh_and_rules(c)
+  meshes = common.role_meshes(c, shared)
+  from alignment.judges import Role
+  assert [d.id for d in meshes[Role.POLICY].devices.flat] == [0, 1, 2, 3]
+  assert [d.id for d in meshes[Role.REFERENCE].devices.flat] == [4, 5]
+  assert [d.id for d in meshes[Role.PROXY_PM].devices.flat] == [6, 7]
+  assert meshes[Role.GOLDEN] is shared
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"roles.reference.devices": "6:10"}, "config.roles.reference.devices='6:10': needs 0 <= "
+                                          "first < end <= 8"),
+    ({"roles.reference.devices": "x"}, "expected 'first:end'"),
+    ({"roles.proxy_pm.devices": "0:3"}, "not divisible by the data-parallel size 3 of "
+                                        "config.roles.proxy_pm"),
+    ({"roles.golden.devices": "0:2"}, "the golden judge here is the environment's program"),
+    ({"roles.policy.devices": "0:4", "roles.policy.data": 3}, "config.roles.policy"),
+])
+def test_bad_roles_are_one_clear_config_error(override, message, tmp_path):
+  with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace(
+      ")", r"\)").replace("[", r"\[")):
+    main_lib.run(_config(**override), str(tmp_path))

@@ -1,0 +1,96 @@
+"""The study at smoke scale: the whole pipeline, the results schema, caching, kill and resume.
+
+These check the machinery, not the findings (a smoke study trains for a few
+steps; its findings are whatever those steps give).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from alignment import config as config_lib
+from alignment import study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POINT_KEYS = {"step", "kl", "golden_win_rate", "proxy_win_rate", "classifier_accuracy",
+              "chosen_logprob_delta", "mean_response_length"}
+
+
+def _smoke():
+  return config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("study")
+  out = study.run(_smoke(), str(workdir))
+  return workdir, out
+
+
+@pytest.mark.slow
+def test_results_schema_report_and_plots(smoke_study):
+  workdir, out = smoke_study
+  with open(workdir / "results.json") as f:
+    results = json.load(f)
+  names = {r["name"] for r in results["runs"]}
+  assert {"online_ipo", "offline_ipo_lr0.0003_b0.1", "replay_ordered", "replay_shuffled",
+          "offline_final_pairs", "online_best_of_2", "offline_best_of_2",
+          "offline_best_of_2_replay", "offline_sft_pairs", "offline_gap_pairs"} <= names
+  for run in results["runs"]:
+    assert run["algorithm"] in ("ipo", "dpo", "slic", "best_of_2")
+    assert run["mode"] in ("online", "offline")
+    assert isinstance(run["data"], str) and isinstance(run["hparams"], dict)
+    assert len(run["points"]) >= 2 and run["points"][0]["step"] == 0
+    for p in run["points"]:
+      assert POINT_KEYS <= set(p), (run["name"], p)
+  found = {f["id"]: f for f in results["findings"]}
+  assert {1, 2, 3, 4, 5, 7} <= set(found)
+  for f in found.values():
+    assert isinstance(f["reproduced"], bool) and f["numbers"] and f["rule"]
+  # The ordered replay of the online stream is the online run, to the bit.
+  assert found[2]["numbers"]["max_relative_difference_ordered_replay"] == 0.0
+  report = (workdir / "report.md").read_text()
+  assert "## Findings" in report and "| 1 |" in report
+  for png in out["plots"]:
+    assert (workdir / png).stat().st_size > 1000, png
+    assert f"({png})" in report
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_stages(smoke_study, capsys):
+  workdir, _ = smoke_study
+  study.run(_smoke(), str(workdir))
+  printed = capsys.readouterr().out
+  assert printed.count("done (cached)") == len(study.plan(_smoke(), str(workdir)))
+
+
+@pytest.mark.slow
+def test_killed_between_stages_resumes_to_the_same_results(smoke_study, tmp_path):
+  workdir, _ = smoke_study
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             ALIGNMENT_XLA_CACHE=str(workdir / ".xla_cache"))
+  cmd = [sys.executable, "-m", "alignment.study", "--config=configs/study.py:smoke",
+         f"--workdir={tmp_path}"]
+  killed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env=dict(env, ALIGNMENT_FAULT="kill@after_stage:online_ipo"))
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  assert not (tmp_path / "online_ipo" / "STAGE.json").exists()
+  assert (tmp_path / "sft" / "STAGE.json").exists()
+  resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "sft: done (cached)" in resumed.stdout
+  with open(workdir / "results.json") as f:
+    want = json.load(f)
+  with open(tmp_path / "results.json") as f:
+    got = json.load(f)
+  assert got == want
+
+
+def test_unknown_experiment_is_named(tmp_path):
+  c = _smoke()
+  config_lib.apply_overrides(c, ["experiments=['fig1', 'h9']"])
+  with pytest.raises(config_lib.ConfigError, match=r"unknown \['h9'\]"):
+    study.plan(c, str(tmp_path))
