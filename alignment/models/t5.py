@@ -142,9 +142,9 @@ class T5Backbone(nn.Module):
 
   # -- encoder -------------------------------------------------------------
   def encode(self, prompt_bl: Array, prompt_mask_bl: Array) -> Array:
-    b, l = prompt_bl.shape
-    idx_bl = jnp.broadcast_to(jnp.arange(l), (b, l))
-    bias = self.encoder_relpos(idx_bl, idx_bl)
+    l = prompt_bl.shape[1]
+    idx_1l = jnp.arange(l)[None]
+    bias = self.encoder_relpos(idx_1l, idx_1l)  # [1, H, L, L]: the same for every row
     mask = L.key_mask(prompt_mask_bl, l)
     x = self.token_embed(prompt_bl)
     for layer in self.encoder_layers:
@@ -180,12 +180,12 @@ class T5Backbone(nn.Module):
 
   def _decode_teacher_forced(self, response_bl, response_mask_bl, prompt_mask_bl, enc=None,
                              cross_kv=None):
-    b, lr = response_bl.shape
+    lr = response_bl.shape[1]
     dec_in = jnp.pad(response_bl, ((0, 0), (1, 0)))[:, :-1]  # shift right, start = 0
     dec_valid = jnp.pad(response_mask_bl, ((0, 0), (1, 0)), constant_values=1)[:, :-1]
-    idx_bl = jnp.broadcast_to(jnp.arange(lr), (b, lr))
-    self_mask = L.causal_mask(idx_bl, idx_bl) & L.key_mask(dec_valid, lr)
-    bias = self.decoder_relpos(idx_bl, idx_bl)
+    idx_1l = jnp.arange(lr)[None]
+    self_mask = L.causal_mask(idx_1l, idx_1l) & L.key_mask(dec_valid, lr)
+    bias = self.decoder_relpos(idx_1l, idx_1l)  # [1, H, Lr, Lr]
     cross_mask = L.key_mask(prompt_mask_bl, lr)
     y = self.token_embed(dec_in)
     for i, layer in enumerate(self.decoder_layers):
@@ -214,10 +214,10 @@ class T5Backbone(nn.Module):
   def _decode_one(self, state: T5DecodeState, token_b, index):
     b = token_b.shape[0]
     capacity = state.self_caches[0].k_bgsk.shape[2]
-    q_idx = jnp.full((b, 1), index, jnp.int32)
-    k_idx = jnp.broadcast_to(jnp.arange(capacity), (b, capacity))
-    self_mask = L.causal_mask(q_idx, k_idx)
-    bias = self.decoder_relpos(q_idx, k_idx)
+    q_idx = jnp.full((1, 1), index, jnp.int32)
+    k_idx = jnp.arange(capacity)[None]
+    self_mask = jnp.broadcast_to(L.causal_mask(q_idx, k_idx), (b, 1, capacity))
+    bias = self.decoder_relpos(q_idx, k_idx)  # [1, H, 1, T]
     cross_mask = L.key_mask(state.prompt_mask, 1)
     y = self.token_embed(token_b[:, None])
     new_caches = []
