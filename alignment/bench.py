@@ -372,9 +372,416 @@ def _sampler_table(result: Json) -> str:
   return "\n".join(rows)
 
 
+# --------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------
+
+
+def _bench_pairs(vocab: int, batch: int, prompt_len: int, response_len: int, seed: int = 2):
+  """Random preference pairs, prompts left padded and responses right padded (EOS-ended)."""
+  from alignment.data import batches  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+
+  def rows(length, min_len):
+    return [list(rng.integers(2, vocab, rng.integers(min_len, length + 1))) for _ in range(batch)]
+
+  def responses():
+    tok, mask = batches.right_pad([r[:-1] + [batches.EOS_ID] for r in rows(response_len, 4)],
+                                  response_len)
+    return tok, mask
+
+  prompt, prompt_mask = batches.left_pad(rows(prompt_len, prompt_len // 2), prompt_len)
+  (chosen, chosen_mask), (rejected, rejected_mask) = responses(), responses()
+  return batches.PreferenceBatch(prompt, prompt_mask, chosen, chosen_mask, rejected,
+                                 rejected_mask)
+
+
+def _plain_alignment_loss_fn(model, beta: float):
+  """The IPO loss as the step computed it before the performance work (an ablation).
+
+  Each prompt repeated for chosen and rejected (the encoder runs twice), and
+  token log-probs from a full log-softmax and a gather; otherwise
+  `steps.alignment_loss_fn(model, "ipo", beta)`.
+  """
+  from alignment import losses  # pylint: disable=g-import-not-at-top
+
+  def pair_logps(params, p):
+    cat = lambda a, b: jnp.concatenate([a, b], 0)
+    resp, mask = cat(p.chosen, p.rejected), cat(p.chosen_mask, p.rejected_mask)
+    logits = model.apply({"params": params}, cat(p.prompt, p.prompt),
+                         cat(p.prompt_mask, p.prompt_mask), resp, mask)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    tok = jnp.where(mask > 0, jnp.take_along_axis(logp, resp[..., None], -1)[..., 0], 0.0)
+    seq = jnp.sum(tok, -1)
+    return seq[:p.prompt.shape[0]], seq[p.prompt.shape[0]:]
+
+  def loss_fn(params, batch, rng):
+    del rng
+    pc, pr = pair_logps(params, batch["pairs"])
+    rc, rr = pair_logps(jax.lax.stop_gradient(batch["ref_params"]), batch["pairs"])
+    rc, rr = jax.lax.stop_gradient(rc), jax.lax.stop_gradient(rr)
+    return jnp.mean(losses.ipo(pc, pr, rc, rr, beta)), {}
+
+  return loss_fn
+
+
+def _our_train_step(model, policy, reference, pairs, optimizer, loss_fn):
+  """(a call that runs one step and blocks, compile seconds, compiled, first metrics)."""
+  from alignment import sharding  # pylint: disable=g-import-not-at-top
+  from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  rules = sharding.DEFAULT_RULES
+  p = np.zeros((1, pairs.prompt.shape[1]), np.int32)
+  r = np.zeros((1, pairs.chosen.shape[1]), np.int32)
+  state, state_shardings = state_lib.create(lambda k: model.init(k, p, p, r, r)["params"],
+                                            optimizer, mesh, rules, 0)
+  state = state.replace(params=jax.device_put(policy, state_shardings.params))
+  batch = {"pairs": jax.device_put(pairs), "ref_params": jax.device_put(reference,
+                                                                        state_shardings.params)}
+  batch_shardings = {"pairs": sharding.batch_shardings(pairs, mesh, rules),
+                     "ref_params": state_shardings.params}
+  step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules)
+  start = time.perf_counter()
+  with sharding.use(mesh, rules):
+    compiled = step.jitted.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  box = [state]
+
+  def run():
+    box[0], metrics = compiled(box[0], batch)
+    return jax.block_until_ready(metrics)
+
+  first = {k: float(v) for k, v in run().items()}
+  return run, compile_s, compiled, first
+
+
+def _torch_train_step(policy, reference, pairs, beta: float, opt_cfg):
+  """The same step in PyTorch on Hugging Face T5: (a call that runs one step, first metrics).
+
+  Same work as ours: the policy's forward and backward on chosen and
+  rejected with each prompt encoded once (the encoder output fed to the
+  decoder for both responses, as `pair_logps` does), the reference's forward
+  under no_grad, token log-probs as logit - logsumexp, IPO, global-norm
+  clipping and AdamW with the same hyper-parameters.
+  """
+  import torch  # pylint: disable=g-import-not-at-top
+  from transformers.modeling_outputs import BaseModelOutput  # pylint: disable=g-import-not-at-top
+  t = lambda a: torch.tensor(np.asarray(a), dtype=torch.long)
+  prompt, prompt_mask = t(pairs.prompt), t(pairs.prompt_mask)
+  resp = torch.cat([t(pairs.chosen), t(pairs.rejected)])
+  resp_mask = torch.cat([t(pairs.chosen_mask), t(pairs.rejected_mask)])
+  dec_in = torch.cat([torch.zeros_like(resp[:, :1]), resp[:, :-1]], 1)  # start token 0
+  dec_mask = torch.cat([torch.ones_like(resp_mask[:, :1]), resp_mask[:, :-1]], 1)
+  n = prompt.shape[0]
+
+  def pair_logps(model):
+    enc = model.encoder(input_ids=prompt, attention_mask=prompt_mask).last_hidden_state
+    out = model(encoder_outputs=BaseModelOutput(last_hidden_state=torch.cat([enc, enc])),
+                attention_mask=torch.cat([prompt_mask, prompt_mask]),
+                decoder_input_ids=dec_in, decoder_attention_mask=dec_mask)
+    logits = out.logits.float()
+    tok = logits.gather(-1, resp[..., None])[..., 0] - torch.logsumexp(logits, -1)
+    seq = (tok * resp_mask).sum(-1)
+    return seq[:n], seq[n:]
+
+  optimizer = torch.optim.AdamW(policy.parameters(), lr=opt_cfg.learning_rate,
+                                betas=(opt_cfg.b1, opt_cfg.b2), eps=opt_cfg.eps,
+                                weight_decay=opt_cfg.weight_decay, foreach=True)
+
+  def run():
+    pc, pr = pair_logps(policy)
+    with torch.no_grad():
+      rc, rr = pair_logps(reference)
+    loss = ((beta * ((pc - rc) - (pr - rr)) - 0.5) ** 2).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), opt_cfg.grad_clip)
+    optimizer.step()
+    return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+
+  return run, run()
+
+
+def _untied_hf_t5(cfg, seed: int):
+  """`_hf_t5` with its own lm_head tensor: transformers 5 ties it to the input
+  embedding at construction, which would leave the PyTorch step 16M fewer
+  parameters to update than T5.1.1 (and our model) has."""
+  import torch  # pylint: disable=g-import-not-at-top
+  hf = _hf_t5(cfg, seed)
+  if hf.lm_head.weight is hf.shared.weight:
+    hf.lm_head.weight = torch.nn.Parameter(hf.shared.weight.detach().clone())
+  return hf
+
+
+def bench_train(args) -> Json:
+  import torch  # pylint: disable=g-import-not-at-top
+
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+  from alignment import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  from alignment.models import convert, heads, zoo  # pylint: disable=g-import-not-at-top
+  from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from alignment.train import steps  # pylint: disable=g-import-not-at-top
+
+  bandwidth = memory_bandwidth()
+  peak = matmul_peak()
+  b, lp, lr, beta = args.batch, args.prompt_len, args.response_len, 0.1
+  # Policy and reference: two random HF T5s (the reference differs, so the
+  # loss and its gradient are not trivial), converted to our parameters.
+  hf_policy = _untied_hf_t5(zoo.get(args.model), seed=0).train()
+  hf_reference = _untied_hf_t5(zoo.get(args.model), seed=1).eval()
+  cfg = convert.config_from_hf(hf_policy.config.to_dict())
+  to_ours = lambda hf: convert.params_from_hf(
+      {k: v.detach().float().numpy() for k, v in hf.state_dict().items()}, cfg)
+  policy, reference = to_ours(hf_policy), to_ours(hf_reference)
+  n_params = sum(v.size for v in jax.tree.leaves(policy))
+  n_torch = sum(p.numel() for p in hf_policy.parameters())
+  assert n_params == n_torch, (n_params, n_torch)
+  pairs = _bench_pairs(cfg.vocab_size, b, lp, lr)
+  opt_cfg = config_lib.optimizer_section()
+  optimizer = state_lib.make_optimizer(opt_cfg)
+
+  # -- contenders ------------------------------------------------------------
+  calls: dict[str, Callable[[], Any]] = {}
+  first: dict[str, dict] = {}
+  model = heads.LanguageModel(cfg)
+  loss_fns = {"ours": steps.alignment_loss_fn(model, "ipo", beta, "sum")}
+  if args.ablate:
+    loss_fns["ours/plain"] = _plain_alignment_loss_fn(model, beta)
+  compiled, compile_s = {}, {}
+  for name, loss_fn in loss_fns.items():
+    calls[name], compile_s[name], compiled[name], first[name] = _our_train_step(
+        model, policy, reference, pairs, optimizer, loss_fn)
+  torch_step, first["torch"] = _torch_train_step(hf_policy, hf_reference, pairs, beta, opt_cfg)
+  for threads in args.torch_threads:
+    def theirs(k=threads):
+      torch.set_num_threads(k)
+      return torch_step()
+    calls[f"torch/{threads}"] = theirs
+  matmuls = matmul_calls()
+  for shape, (_, fn) in matmuls.items():
+    calls[f"matmul/{shape}"] = fn
+  times = timed_interleaved(calls, args.repeats)
+  peak_during = {shape: f / min(times[f"matmul/{shape}"]) / 1e9 for shape, (f, _) in matmuls.items()}
+  peak_gflops = max(peak["gflops"], *peak_during.values())
+
+  # -- figures ---------------------------------------------------------------
+  model_flops = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=True)
+  tokens = b * (lp + 2 * lr)  # a prompt and its two responses per pair
+
+  def summary(label, step_flops):
+    med, best = statistics.median(times[label]), min(times[label])
+    return {"median_s": med, "best_s": best, "times_s": times[label],
+            "tokens_per_s": tokens / med, "model_gflops_per_s": step_flops / med / 1e9,
+            "mfu": step_flops / med / 1e9 / peak_gflops,
+            "mfu_of_fastest_run": step_flops / best / 1e9 / peak_gflops}
+
+  ours: Json = {}
+  for name in loss_fns:
+    c = compiled[name].cost_analysis()
+    c = c[0] if isinstance(c, list) else c
+    memory = compiled[name].memory_analysis()
+    ours[name] = dict(summary(name, model_flops["total"]), compile_s=compile_s[name],
+                      xla_flops=float(c.get("flops", 0.0)),
+                      temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0)),
+                      first_step=first[name])
+  executed = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=True)["total"]
+  ours["ours"]["xla_flops_over_counted"] = ours["ours"]["xla_flops"] / executed
+  if "ours/plain" in ours:
+    plain = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=False)["total"]
+    ours["ours/plain"]["counted_flops_executed"] = plain
+    ours["ours/plain"]["xla_flops_over_counted"] = ours["ours/plain"]["xla_flops"] / plain
+  by_threads = {k: dict(summary(f"torch/{k}", model_flops["total"]), torch_threads=k)
+                for k in args.torch_threads}
+  best = min(by_threads, key=lambda k: by_threads[k]["median_s"])
+  theirs = dict(by_threads[best], torch=torch.__version__, first_step=first["torch"],
+                all_thread_counts={str(k): v for k, v in by_threads.items()})
+  torch_fastest = min(v["best_s"] for v in by_threads.values())
+  return {"settings": {"model": args.model, "params": int(n_params), "vocab": cfg.vocab_size,
+                       "pairs_per_batch": b, "prompt_len": lp, "response_len": lr,
+                       "loss": "ipo", "beta": beta, "reduction": "sum",
+                       "optimizer": dict(opt_cfg), "dtype": "float32",
+                       "tokens_per_step": tokens, "repeats": args.repeats,
+                       "statistic": "median", "jax_devices": len(jax.devices()),
+                       "torch_threads_tried": args.torch_threads},
+          "memory_bandwidth": bandwidth, "matmul_peak": peak,
+          "matmul_peak_during_runs": peak_during, "peak_gflops_used": peak_gflops,
+          "model_flops": model_flops, "ours": ours, "torch": theirs,
+          "speedup_over_torch": theirs["median_s"] / ours["ours"]["median_s"],
+          "speedup_of_fastest_runs": torch_fastest / ours["ours"]["best_s"],
+          "first_step_loss": {k: v["loss"] for k, v in first.items()},
+          "first_step_grad_norm": {k: v["grad_norm"] for k, v in first.items()}}
+
+
+def _train_args(p: argparse.ArgumentParser):
+  p.add_argument("--model", default="t5-small", help="zoo T5 name")
+  p.add_argument("--batch", type=int, default=8, help="preference pairs per step")
+  p.add_argument("--prompt_len", type=int, default=64)
+  p.add_argument("--response_len", type=int, default=32)
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--ablate", action=argparse.BooleanOptionalAction, default=True,
+                 help="also time the step as it was before the performance work")
+  p.add_argument("--torch_threads", default=f"1,{os.cpu_count() or 1}",
+                 type=lambda s: sorted({int(x) for x in s.split(",")}),
+                 help="torch thread counts to try; the fastest is the baseline")
+
+
+def _train_table(result: Json) -> str:
+  s = result["settings"]
+  rows = [f"{s['model']} ({s['params'] / 1e6:.1f}M), IPO, {s['pairs_per_batch']} pairs x "
+          f"({s['prompt_len']} + 2 x {s['response_len']}) tokens, float32; medians of "
+          "interleaved runs, MFU against the float32 matmul peak of the same run\n",
+          "| step | s/step (median) | fastest | tokens/s | model GFLOP/s | MFU | MFU fastest |"
+          " compile s |", "|---|---|---|---|---|---|---|---|"]
+  entries = list(result["ours"].items()) + [
+      (f"PyTorch {result['torch']['torch']} ({result['torch']['torch_threads']} threads)",
+       result["torch"])]
+  for name, o in entries:
+    rows.append(f"| {name} | {o['median_s']:.3f} | {o['best_s']:.3f} | {o['tokens_per_s']:.0f} | "
+                f"{o['model_gflops_per_s']:.0f} | {o['mfu'] * 100:.1f}% | "
+                f"{o['mfu_of_fastest_run'] * 100:.1f}% | {_fmt(o.get('compile_s'), 1, '.1f')} |")
+  mf = result["model_flops"]
+  o = result["ours"]["ours"]
+  rows.append(f"\nspeed-up over PyTorch: {result['speedup_over_torch']:.2f}x (medians), "
+              f"{result['speedup_of_fastest_runs']:.2f}x (fastest runs)")
+  rows.append(f"model FLOPs per step {mf['total'] / 1e9:.1f} G (policy fwd+bwd "
+              f"{mf['policy'] / 1e9:.1f}, reference fwd {mf['reference'] / 1e9:.1f}); XLA cost "
+              f"analysis {o['xla_flops'] / 1e9:.1f} G ({o['xla_flops_over_counted']:.3f}x)")
+  rows.append(f"first-step loss: " + ", ".join(f"{k} {v:.6f}" for k, v in
+                                               result["first_step_loss"].items()))
+  rows.append(f"float32 matmul peak {result['peak_gflops_used']:.0f} GFLOP/s; load average "
+              f"before/after: {result['load_average_before']} / {result['load_average_after']}")
+  return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------
+# online
+# --------------------------------------------------------------------------
+
+
+def _load_config(spec: str):
+  """A config file given relative to the working directory or to the repository."""
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+  return config_lib.load(f"{path}:{arg}")
+
+
+def bench_online(args) -> Json:
+  """One online step at a config's scale, phase by phase, over `repeats` steps.
+
+  The policy and the reference start from the same random initialisation and
+  the proxy PM is random too: no export is needed, and a random policy almost
+  never emits EOS, so every response runs the full length (the sampler's worst
+  case; a trained policy stops earlier). Prompts come from the config's task.
+  Reference scoring is fused into the update's program in the real step; it is
+  timed here as its own jitted forward on the same pairs, to show its share,
+  and not added to the step.
+  """
+  from alignment import judges, sharding  # pylint: disable=g-import-not-at-top
+  from alignment.data import pipeline  # pylint: disable=g-import-not-at-top
+  from alignment.models import heads  # pylint: disable=g-import-not-at-top
+  from alignment.train import common, online, steps  # pylint: disable=g-import-not-at-top
+  from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
+
+  config, pm_config = _load_config(args.config), _load_config(args.pm_config)
+  common.setup_host()
+  mesh, rules = common.mesh_and_rules(config)
+  d = config.data
+  vocab = common.task_vocabulary(d.task)
+  vocab_size = common.model_vocab_size(vocab)
+  model_cfg = common.model_config(config.model, vocab_size)
+  model = heads.LanguageModel(model_cfg)
+  prompts = pipeline.make_iterator(
+      d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
+      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
+  optimizer = state_lib.make_optimizer(config.optimizer)
+  state, state_shardings = state_lib.create(common.lm_init(model, d), optimizer, mesh, rules,
+                                            config.seed)
+  reference = common.Reference(config, model, mesh, mesh, rules, state_shardings.params)
+  ref_params = reference.params
+  pm = heads.PairwisePreferenceModel(common.model_config(pm_config.model, vocab_size))
+  p = np.zeros((1, d.prompt_len), np.int32)
+  r = np.zeros((1, d.response_len), np.int32)
+  pm_params, _ = sharding.create_sharded(lambda k: pm.init(k, p, p, r, r, r, r)["params"],
+                                         mesh, rules, jax.random.PRNGKey(1))
+  judge = judges.ModelJudge(pm, pm_params, mesh, rules)
+  phases = online.make_phases(config, model, judge, reference, optimizer, state_shardings,
+                              mesh, rules)
+  to_pairs = jax.jit(online.pairs_from_samples)
+  reference_scores = jax.jit(lambda ref, pairs: steps.pair_logps(model, ref, pairs,
+                                                                 config.loss.reduction))
+
+  times: dict[str, list] = {k: [] for k in ("sample", "judge", "update", "step",
+                                            "reference_scoring")}
+  lengths = []
+  for i in range(args.warmup + args.repeats):
+    batch = next(prompts)
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(phases.sample(state.params, batch, i))
+    t1 = time.perf_counter()
+    _, verdict = jax.block_until_ready(phases.judge(batch, out, i))
+    t2 = time.perf_counter()
+    state, metrics, _ = phases.update(state, out, verdict)
+    jax.block_until_ready(metrics)
+    t3 = time.perf_counter()
+    with sharding.use(mesh, rules):
+      pairs = to_pairs(out, verdict.first_wins)
+      t4 = time.perf_counter()
+      jax.block_until_ready(reference_scores(ref_params, pairs))
+    t5 = time.perf_counter()
+    if i >= args.warmup:
+      for k, v in (("sample", t1 - t0), ("judge", t2 - t1), ("update", t3 - t2),
+                   ("step", t3 - t0), ("reference_scoring", t5 - t4)):
+        times[k].append(v)
+      lengths.append(float(np.mean(np.asarray(out.lengths))))
+  med = {k: statistics.median(v) for k, v in times.items()}
+  rows = 2 * d.batch_size
+  return {"settings": {"config": args.config, "pm_config": args.pm_config,
+                       "policy": config.model.name, "proxy_pm": pm_config.model.name,
+                       "vocab": vocab_size, "prompts_per_step": d.batch_size,
+                       "samples_per_prompt": 2, "prompt_len": d.prompt_len,
+                       "response_len": d.response_len, "loss": config.loss.name,
+                       "cache_dtype": config.sampling.cache_dtype,
+                       "warmup_steps": args.warmup, "steps": args.repeats,
+                       "statistic": "median", "jax_devices": len(jax.devices())},
+          "times_s": times, "median_s": med,
+          "share": {k: med[k] / med["step"] for k in ("sample", "judge", "update")},
+          "reference_scoring_share_of_update": med["reference_scoring"] / med["update"],
+          "sampled_tokens_per_s": rows * statistics.mean(lengths) / med["sample"],
+          "mean_response_length": statistics.mean(lengths)}
+
+
+def _online_args(p: argparse.ArgumentParser):
+  p.add_argument("--config", default="configs/online.py:default")
+  p.add_argument("--pm_config", default="configs/pm.py:default",
+                 help="the proxy PM's size comes from this config's model")
+  p.add_argument("--warmup", type=int, default=2, help="steps before timing (compiles)")
+  p.add_argument("--repeats", type=int, default=10, help="timed steps")
+
+
+def _online_table(result: Json) -> str:
+  s, med, share = result["settings"], result["median_s"], result["share"]
+  rows = [f"{s['config']}: {s['policy']} policy, {s['proxy_pm']} proxy PM, "
+          f"{s['prompts_per_step']} prompts x 2 samples, {s['prompt_len']} + "
+          f"{s['response_len']} tokens; medians over {s['steps']} steps\n",
+          "| phase | ms (median) | share of the step |", "|---|---|---|"]
+  for k in ("sample", "judge", "update"):
+    rows.append(f"| {k} | {med[k] * 1e3:.1f} | {share[k] * 100:.1f}% |")
+  rows.append(f"| step | {med['step'] * 1e3:.1f} | 100% |")
+  rows.append(f"| (reference scoring, inside update) | {med['reference_scoring'] * 1e3:.1f} | "
+              f"{result['reference_scoring_share_of_update'] * 100:.0f}% of update if alone |")
+  rows.append(f"\nsampled {result['sampled_tokens_per_s']:.0f} tokens/s (mean response "
+              f"length {result['mean_response_length']:.1f}); load average before/after: "
+              f"{result['load_average_before']} / {result['load_average_after']}")
+  return "\n".join(rows)
+
+
 # name -> (add flags, run, format a table)
 BENCHMARKS: dict[str, tuple[Callable, Callable, Callable]] = {
     "sampler": (_sampler_args, bench_sampler, _sampler_table),
+    "train": (_train_args, bench_train, _train_table),
+    "online": (_online_args, bench_online, _online_table),
 }
 
 
