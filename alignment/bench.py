@@ -671,9 +671,9 @@ def bench_online(args) -> Json:
   """One online step at a config's scale, phase by phase, over `repeats` steps.
 
   The policy and the reference start from the same random initialisation and
-  the proxy PM is random too: no export is needed, and a random policy almost
-  never emits EOS, so every response runs the full length (the sampler's worst
-  case; a trained policy stops earlier). Prompts come from the config's task.
+  the proxy PM is random too: no export is needed. A random policy emits EOS
+  only by chance, so responses run close to the full length (the mean length is
+  reported; a trained policy stops earlier). Prompts come from the config's task.
   Reference scoring is fused into the update's program in the real step; it is
   timed here as its own jitted forward on the same pairs, to show its share,
   and not added to the step.
