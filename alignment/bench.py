@@ -20,6 +20,7 @@ moment it caught.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -92,12 +93,13 @@ def memory_bandwidth(mib: int = 512, repeats: int = 5) -> Json:
 MATMUL_SHAPES = ((3072, 512, 1024), (64, 512, 32128))
 
 
-def matmul_calls(shapes=MATMUL_SHAPES) -> dict[str, tuple[int, Callable[[], Any]]]:
-  """'MxKxN' -> (FLOPs, a float32 XLA matmul that blocks until done)."""
+def matmul_calls(shapes=MATMUL_SHAPES, dtype=jnp.float32
+                 ) -> dict[str, tuple[int, Callable[[], Any]]]:
+  """'MxKxN' -> (FLOPs, an XLA matmul of `dtype` operands that blocks until done)."""
   calls = {}
   for m, k, n in shapes:
-    a = jnp.asarray(np.random.default_rng(0).random((m, k), dtype=np.float32))
-    b = jnp.asarray(np.random.default_rng(1).random((k, n), dtype=np.float32))
+    a = jnp.asarray(np.random.default_rng(0).random((m, k), dtype=np.float32), dtype)
+    b = jnp.asarray(np.random.default_rng(1).random((k, n), dtype=np.float32), dtype)
     mm = jax.jit(lambda x, y: x @ y)
     calls[f"{m}x{k}x{n}"] = (2 * m * k * n, lambda mm=mm, a=a, b=b: mm(a, b).block_until_ready())
   return calls
@@ -502,6 +504,32 @@ def _torch_train_step(policy, reference, pairs, beta: float, opt_cfg):
   return run, run()
 
 
+def _bfloat16_accuracy(model32, model16, policy, reference, pairs, beta: float) -> Json:
+  """How far the bfloat16-activation step is from the float32 one, on the same batch.
+
+  Sequence log-probs of the policy (nats, summed over a response), the loss,
+  and the gradient (cosine and norm ratio): the figures to judge whether
+  bfloat16 keeps the accuracy a run needs.
+  """
+  from alignment.train import steps  # pylint: disable=g-import-not-at-top
+  batch = {"pairs": pairs, "ref_params": reference}
+  out = {}
+  for name, m in (("float32", model32), ("bfloat16", model16)):
+    fn = steps.alignment_loss_fn(m, "ipo", beta, "sum")
+    (loss, _), grads = jax.jit(jax.value_and_grad(fn, has_aux=True))(policy, batch, None)
+    logps = jax.jit(lambda p, m=m: jnp.concatenate(steps.pair_logps(m, p, pairs, "sum")))(policy)
+    flat = jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads)])
+    out[name] = (float(loss), np.asarray(logps, np.float64), flat)
+  (l32, lp32, g32), (l16, lp16, g16) = out["float32"], out["bfloat16"]
+  diff = np.abs(lp16 - lp32)
+  return {"logp_max_abs_diff_nats": float(diff.max()),
+          "logp_mean_abs_diff_nats": float(diff.mean()),
+          "logp_max_rel_diff": float((diff / np.abs(lp32)).max()),
+          "loss_float32": l32, "loss_bfloat16": l16, "loss_rel_diff": abs(l16 - l32) / abs(l32),
+          "grad_cosine": float(jnp.vdot(g32, g16) / jnp.linalg.norm(g32) / jnp.linalg.norm(g16)),
+          "grad_norm_ratio": float(jnp.linalg.norm(g16) / jnp.linalg.norm(g32))}
+
+
 def _untied_hf_t5(cfg, seed: int):
   """`_hf_t5` with its own lm_head tensor: transformers 5 ties it to the input
   embedding at construction, which would leave the PyTorch step 16M fewer
@@ -530,8 +558,9 @@ def bench_train(args) -> Json:
   hf_policy = _untied_hf_t5(zoo.get(args.model), seed=0).train()
   hf_reference = _untied_hf_t5(zoo.get(args.model), seed=1).eval()
   cfg = convert.config_from_hf(hf_policy.config.to_dict())
+  # Copies: .numpy() shares the tensor's memory, which the PyTorch step's optimiser updates.
   to_ours = lambda hf: convert.params_from_hf(
-      {k: v.detach().float().numpy() for k, v in hf.state_dict().items()}, cfg)
+      {k: v.detach().float().numpy().copy() for k, v in hf.state_dict().items()}, cfg)
   policy, reference = to_ours(hf_policy), to_ours(hf_reference)
   n_params = sum(v.size for v in jax.tree.leaves(policy))
   n_torch = sum(p.numel() for p in hf_policy.parameters())
@@ -547,6 +576,9 @@ def bench_train(args) -> Json:
   loss_fns = {"ours": steps.alignment_loss_fn(model, "ipo", beta, "sum")}
   if args.ablate:
     loss_fns["ours/plain"] = _plain_alignment_loss_fn(model, beta)
+  model16 = heads.LanguageModel(dataclasses.replace(cfg, dtype="bfloat16"))
+  if args.bfloat16:  # float32 parameters and optimiser, bfloat16 activations and matmuls
+    loss_fns["ours/bfloat16"] = steps.alignment_loss_fn(model16, "ipo", beta, "sum")
   compiled, compile_s = {}, {}
   for name, loss_fn in loss_fns.items():
     calls[name], compile_s[name], compiled[name], first[name] = _our_train_step(
@@ -560,27 +592,36 @@ def bench_train(args) -> Json:
   matmuls = matmul_calls()
   for shape, (_, fn) in matmuls.items():
     calls[f"matmul/{shape}"] = fn
+  matmuls16 = matmul_calls(dtype=jnp.bfloat16) if args.bfloat16 else {}
+  for shape, (_, fn) in matmuls16.items():
+    calls[f"matmul_bf16/{shape}"] = fn
   times = timed_interleaved(calls, args.repeats)
   peak_during = {shape: f / min(times[f"matmul/{shape}"]) / 1e9 for shape, (f, _) in matmuls.items()}
   peak_gflops = max(peak["gflops"], *peak_during.values())
+  peak16 = {shape: f / min(times[f"matmul_bf16/{shape}"]) / 1e9
+            for shape, (f, _) in matmuls16.items()}
 
   # -- figures ---------------------------------------------------------------
   model_flops = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=True)
   tokens = b * (lp + 2 * lr)  # a prompt and its two responses per pair
 
-  def summary(label, step_flops):
+  def summary(label, step_flops, peak=peak_gflops):
     med, best = statistics.median(times[label]), min(times[label])
     return {"median_s": med, "best_s": best, "times_s": times[label],
             "tokens_per_s": tokens / med, "model_gflops_per_s": step_flops / med / 1e9,
-            "mfu": step_flops / med / 1e9 / peak_gflops,
-            "mfu_of_fastest_run": step_flops / best / 1e9 / peak_gflops}
+            "mfu": step_flops / med / 1e9 / peak,
+            "mfu_of_fastest_run": step_flops / best / 1e9 / peak,
+            "mfu_against": "float32 matmul peak" if peak == peak_gflops else
+                           "bfloat16 matmul peak"}
 
   ours: Json = {}
   for name in loss_fns:
     c = compiled[name].cost_analysis()
     c = c[0] if isinstance(c, list) else c
     memory = compiled[name].memory_analysis()
-    ours[name] = dict(summary(name, model_flops["total"]), compile_s=compile_s[name],
+    ours[name] = dict(summary(name, model_flops["total"],
+                              max(peak16.values()) if name == "ours/bfloat16" else peak_gflops),
+                      compile_s=compile_s[name],
                       xla_flops=float(c.get("flops", 0.0)),
                       temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0)),
                       first_step=first[name])
@@ -596,6 +637,10 @@ def bench_train(args) -> Json:
   theirs = dict(by_threads[best], torch=torch.__version__, first_step=first["torch"],
                 all_thread_counts={str(k): v for k, v in by_threads.items()})
   torch_fastest = min(v["best_s"] for v in by_threads.values())
+  if args.bfloat16:
+    ours["ours/bfloat16"].update(
+        speedup_over_float32=ours["ours"]["median_s"] / ours["ours/bfloat16"]["median_s"],
+        accuracy=_bfloat16_accuracy(model, model16, policy, reference, pairs, beta))
   return {"settings": {"model": args.model, "params": int(n_params), "vocab": cfg.vocab_size,
                        "pairs_per_batch": b, "prompt_len": lp, "response_len": lr,
                        "loss": "ipo", "beta": beta, "reduction": "sum",
@@ -605,6 +650,7 @@ def bench_train(args) -> Json:
                        "torch_threads_tried": args.torch_threads},
           "memory_bandwidth": bandwidth, "matmul_peak": peak,
           "matmul_peak_during_runs": peak_during, "peak_gflops_used": peak_gflops,
+          "bfloat16_matmul_peak_during_runs": peak16,
           "model_flops": model_flops, "ours": ours, "torch": theirs,
           "speedup_over_torch": theirs["median_s"] / ours["ours"]["median_s"],
           "speedup_of_fastest_runs": torch_fastest / ours["ours"]["best_s"],
@@ -620,6 +666,9 @@ def _train_args(p: argparse.ArgumentParser):
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--ablate", action=argparse.BooleanOptionalAction, default=True,
                  help="also time the step as it was before the performance work")
+  p.add_argument("--bfloat16", action=argparse.BooleanOptionalAction, default=True,
+                 help="also time the step with bfloat16 activations (float32 parameters and "
+                      "optimiser) and measure its distance from the float32 step")
   p.add_argument("--torch_threads", default=f"1,{os.cpu_count() or 1}",
                  type=lambda s: sorted({int(x) for x in s.split(",")}),
                  help="torch thread counts to try; the fastest is the baseline")
@@ -629,7 +678,8 @@ def _train_table(result: Json) -> str:
   s = result["settings"]
   rows = [f"{s['model']} ({s['params'] / 1e6:.1f}M), IPO, {s['pairs_per_batch']} pairs x "
           f"({s['prompt_len']} + 2 x {s['response_len']}) tokens, float32; medians of "
-          "interleaved runs, MFU against the float32 matmul peak of the same run\n",
+          "interleaved runs, MFU against the float32 matmul peak of the same run (the "
+          "bfloat16 row: against the bfloat16 matmul peak)\n",
           "| step | s/step (median) | fastest | tokens/s | model GFLOP/s | MFU | MFU fastest |"
           " compile s |", "|---|---|---|---|---|---|---|---|"]
   entries = list(result["ours"].items()) + [
@@ -648,6 +698,16 @@ def _train_table(result: Json) -> str:
               f"analysis {o['xla_flops'] / 1e9:.1f} G ({o['xla_flops_over_counted']:.3f}x)")
   rows.append(f"first-step loss: " + ", ".join(f"{k} {v:.6f}" for k, v in
                                                result["first_step_loss"].items()))
+  bf = result["ours"].get("ours/bfloat16")
+  if bf:
+    a = bf["accuracy"]
+    rows.append(f"bfloat16 activations: {bf['speedup_over_float32']:.2f}x the float32 step; "
+                f"policy sequence log-probs within {a['logp_max_abs_diff_nats']:.3f} nats "
+                f"(mean {a['logp_mean_abs_diff_nats']:.3f}, max relative "
+                f"{a['logp_max_rel_diff']:.1e}), loss relative difference "
+                f"{a['loss_rel_diff']:.1e}, gradient cosine {a['grad_cosine']:.4f}, norm ratio "
+                f"{a['grad_norm_ratio']:.3f}; bfloat16 matmul peak "
+                f"{max(result['bfloat16_matmul_peak_during_runs'].values()):.0f} GFLOP/s")
   rows.append(f"float32 matmul peak {result['peak_gflops_used']:.0f} GFLOP/s; load average "
               f"before/after: {result['load_average_before']} / {result['load_average_after']}")
   return "\n".join(rows)

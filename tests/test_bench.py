@@ -30,6 +30,7 @@ def test_unknown_benchmark_is_an_error():
     bench.main(["nonsense", "--json=x"])
 
 
+@pytest.mark.slow  # about 25-50 s: three step variants, HF T5 and an accuracy check
 def test_train_bench_writes_json(tmp_path, capsys):
   out = tmp_path / "train.json"
   assert bench.main(["train", f"--json={out}", "--model=t5-nano", "--batch=2", "--prompt_len=6",
@@ -44,6 +45,12 @@ def test_train_bench_writes_json(tmp_path, capsys):
   assert loss["ours"] == pytest.approx(loss["torch"], rel=1e-3, abs=1e-4)
   assert loss["ours/plain"] == pytest.approx(loss["ours"], rel=1e-4, abs=1e-5)
   assert ours["xla_flops"] > 0 and plain["counted_flops_executed"] > result["model_flops"]["total"]
+  bf16 = result["ours"]["ours/bfloat16"]
+  assert bf16["mfu_against"] == "bfloat16 matmul peak" and bf16["speedup_over_float32"] > 0
+  # bfloat16 activations stay close to float32 (the benchmark reports how close).
+  assert bf16["accuracy"]["loss_float32"] == pytest.approx(loss["ours"], rel=1e-5)  # same weights
+  assert bf16["accuracy"]["grad_cosine"] > 0.9
+  assert bf16["accuracy"]["logp_max_rel_diff"] < 0.05
   assert "PyTorch" in capsys.readouterr().out
 
 
