@@ -66,3 +66,27 @@ def test_online_bench_writes_json(tmp_path, capsys):
   assert result["median_s"]["reference_scoring"] > 0
   assert result["settings"]["policy"] == "t5-nano"
   assert "| sample |" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # about 20-40 s: HF T5, a compile and a trace
+def test_profile_bench_splits_the_step_by_op_category(tmp_path, capsys):
+  out = tmp_path / "profile.json"
+  assert bench.main(["profile", f"--json={out}", "--model=t5-nano", "--batch=2",
+                     "--prompt_len=6", "--response_len=4", "--steps=1", "--dtypes=float32",
+                     f"--trace_dir={tmp_path / 'trace'}"]) == 0
+  p = json.loads(out.read_text())["profiles"]["float32"]
+  assert p["categories"]["matmul"]["gflop"] > 0 and p["op_ms"] > 0
+  assert sum(c["share"] for c in p["categories"].values()) == pytest.approx(1.0)
+  assert "| matmul |" in capsys.readouterr().out
+
+
+def test_hlo_op_kinds_counts_dot_flops():
+  hlo = """HloModule m
+
+ENTRY %main (a: f32[4,3], b: f32[3,5]) -> f32[4,5] {
+  %a = f32[4,3]{1,0} parameter(0)
+  %b = f32[3,5]{1,0} parameter(1)
+  ROOT %dot.1 = f32[4,5]{1,0} dot(%a, %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+"""
+  assert bench.hlo_op_kinds(hlo)["dot.1"] == ("matmul", 2 * 4 * 5 * 3)
