@@ -522,8 +522,12 @@ def _bfloat16_accuracy(model32, model16, policy, reference, pairs, beta: float) 
   out = {}
   for name, m in (("float32", model32), ("bfloat16", model16)):
     fn = steps.alignment_loss_fn(m, "ipo", beta, "sum")
-    (loss, _), grads = jax.jit(jax.value_and_grad(fn, has_aux=True))(policy, batch, None)
-    logps = jax.jit(lambda p, m=m: jnp.concatenate(steps.pair_logps(m, p, pairs, "sum")))(policy)
+
+    def measure(params, m=m, fn=fn):  # one program: one compile per dtype
+      (loss, _), grads = jax.value_and_grad(fn, has_aux=True)(params, batch, None)
+      return loss, grads, jnp.concatenate(steps.pair_logps(m, params, pairs, "sum"))
+
+    loss, grads, logps = jax.jit(measure)(policy)
     flat = jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads)])
     out[name] = (float(loss), np.asarray(logps, np.float64), flat)
   (l32, lp32, g32), (l16, lp16, g16) = out["float32"], out["bfloat16"]
