@@ -25,10 +25,19 @@ Array = jax.Array
 
 
 def token_logprobs(logits_blv: Array, tokens_bl: Array, mask_bl: Array) -> Array:
-  """log softmax(logits)[token] per position [B, L]; 0 where mask is 0."""
-  logp_blv = jax.nn.log_softmax(logits_blv.astype(jnp.float32), axis=-1)
-  logp_bl = jnp.take_along_axis(logp_blv, tokens_bl[..., None].astype(jnp.int32), axis=-1)
-  return jnp.where(mask_bl.astype(bool), logp_bl[..., 0], 0.0)
+  """log softmax(logits)[token] per position [B, L]; 0 where mask is 0.
+
+  Computed as logit[token] - logsumexp(logits), the logit picked by a one-hot
+  select: no [B, L, V] log-softmax is materialised, and the gradient is
+  elementwise (softmax minus one-hot) instead of a scatter into a [B, L, V]
+  array of zeros; with V split over `tensor` the pick is a sum like the
+  logsumexp's.
+  """
+  logits_blv = logits_blv.astype(jnp.float32)
+  lse_bl = jax.nn.logsumexp(logits_blv, axis=-1)
+  hit_blv = jnp.arange(logits_blv.shape[-1]) == tokens_bl[..., None]
+  picked_bl = jnp.sum(jnp.where(hit_blv, logits_blv, 0.0), axis=-1)
+  return jnp.where(mask_bl.astype(bool), picked_bl - lse_bl, 0.0)
 
 
 def sequence_logprob(logits_blv: Array, tokens_bl: Array, mask_bl: Array) -> Array:

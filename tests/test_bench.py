@@ -1,4 +1,5 @@
-"""`python -m alignment.bench sampler` runs end to end at a toy size and writes its JSON."""
+"""The benchmarks (`python -m alignment.bench sampler|train|online`) run end to end at a toy
+size and write their JSON."""
 import json
 
 import pytest
@@ -27,3 +28,65 @@ def test_sampler_bench_writes_json(tmp_path, capsys):
 def test_unknown_benchmark_is_an_error():
   with pytest.raises(SystemExit):
     bench.main(["nonsense", "--json=x"])
+
+
+@pytest.mark.slow  # about 25-50 s: three step variants, HF T5 and an accuracy check
+def test_train_bench_writes_json(tmp_path, capsys):
+  out = tmp_path / "train.json"
+  assert bench.main(["train", f"--json={out}", "--model=t5-nano", "--batch=2", "--prompt_len=6",
+                     "--response_len=4", "--repeats=1", "--torch_threads=1"]) == 0
+  result = json.loads(out.read_text())
+  ours, plain, torch_ = (result["ours"]["ours"], result["ours"]["ours/plain"],
+                         result["torch"])
+  assert ours["median_s"] > 0 and torch_["median_s"] > 0 and 0 < ours["mfu"]
+  assert result["speedup_over_torch"] == pytest.approx(torch_["median_s"] / ours["median_s"])
+  # The same step three ways: the first losses agree (same weights, batch and loss).
+  loss = result["first_step_loss"]
+  assert loss["ours"] == pytest.approx(loss["torch"], rel=1e-3, abs=1e-4)
+  assert loss["ours/plain"] == pytest.approx(loss["ours"], rel=1e-4, abs=1e-5)
+  assert ours["xla_flops"] > 0 and plain["counted_flops_executed"] > result["model_flops"]["total"]
+  bf16 = result["ours"]["ours/bfloat16"]
+  assert bf16["mfu_against"] == "bfloat16 matmul peak" and bf16["speedup_over_float32"] > 0
+  # bfloat16 activations stay close to float32 (the benchmark reports how close).
+  assert bf16["accuracy"]["loss_float32"] == pytest.approx(loss["ours"], rel=1e-5)  # same weights
+  assert bf16["accuracy"]["grad_cosine"] > 0.9
+  assert bf16["accuracy"]["logp_max_rel_diff"] < 0.05
+  assert "PyTorch" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # about 30 s: a data set, three models, four compiles
+def test_online_bench_writes_json(tmp_path, capsys):
+  out = tmp_path / "online.json"
+  assert bench.main(["online", f"--json={out}", "--config=configs/online.py:tiny",
+                     "--pm_config=configs/pm.py:tiny", "--warmup=1", "--repeats=1"]) == 0
+  result = json.loads(out.read_text())
+  share = result["share"]
+  assert set(share) == {"sample", "judge", "update"}
+  assert sum(share.values()) == pytest.approx(1.0, rel=0.05)
+  assert result["median_s"]["reference_scoring"] > 0
+  assert result["settings"]["policy"] == "t5-nano"
+  assert "| sample |" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # about 20-40 s: HF T5, a compile and a trace
+def test_profile_bench_splits_the_step_by_op_category(tmp_path, capsys):
+  out = tmp_path / "profile.json"
+  assert bench.main(["profile", f"--json={out}", "--model=t5-nano", "--batch=2",
+                     "--prompt_len=6", "--response_len=4", "--steps=1", "--dtypes=float32",
+                     f"--trace_dir={tmp_path / 'trace'}"]) == 0
+  p = json.loads(out.read_text())["profiles"]["float32"]
+  assert p["categories"]["matmul"]["gflop"] > 0 and p["op_ms"] > 0
+  assert sum(c["share"] for c in p["categories"].values()) == pytest.approx(1.0)
+  assert "| matmul |" in capsys.readouterr().out
+
+
+def test_hlo_op_kinds_counts_dot_flops():
+  hlo = """HloModule m
+
+ENTRY %main (a: f32[4,3], b: f32[3,5]) -> f32[4,5] {
+  %a = f32[4,3]{1,0} parameter(0)
+  %b = f32[3,5]{1,0} parameter(1)
+  ROOT %dot.1 = f32[4,5]{1,0} dot(%a, %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+"""
+  assert bench.hlo_op_kinds(hlo)["dot.1"] == ("matmul", 2 * 4 * 5 * 3)

@@ -113,6 +113,16 @@ class DecoderBackbone(nn.Module):
     h = self.hidden(tokens, mask)
     return h[:, lp - 1: lp - 1 + lr]
 
+  def shared_prompt(self, prompt_bl, prompt_mask_bl, response_bl, response_mask_bl):
+    """`__call__` for c responses per prompt (rows j * B + i: response j of prompt i).
+
+    A causal pass cannot share the prompt's positions between responses, so
+    the prompt is simply repeated (T5's encoder, in contrast, runs once).
+    """
+    copies = response_bl.shape[0] // prompt_bl.shape[0]
+    tile = lambda x: jnp.concatenate([x] * copies, axis=0)
+    return self(tile(prompt_bl), tile(prompt_mask_bl), response_bl, response_mask_bl)
+
   # -- incremental decoding (the sampler) ----------------------------------
   def start_decode(self, prompt_bl, prompt_mask_bl, max_new_tokens: int,
                    cache_dtype=jnp.float32):

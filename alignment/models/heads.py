@@ -56,6 +56,12 @@ class LanguageModel(nn.Module):
     h = self.backbone(prompt_bl, prompt_mask_bl, response_bl, response_mask_bl)
     return self.logits_from_hidden(h)
 
+  def shared_prompt_logits(self, prompt_bl, prompt_mask_bl, response_bl, response_mask_bl):
+    """Logits [c * B, Lr, V] of c responses per prompt (rows j * B + i: response j of
+    prompt i); T5 encodes each prompt once (`T5Backbone.shared_prompt`)."""
+    h = self.backbone.shared_prompt(prompt_bl, prompt_mask_bl, response_bl, response_mask_bl)
+    return self.logits_from_hidden(h)
+
   def start_decode(self, prompt_bl, prompt_mask_bl, max_new_tokens: int,
                    cache_dtype=jnp.float32):
     h, state = self.backbone.start_decode(prompt_bl, prompt_mask_bl, max_new_tokens,

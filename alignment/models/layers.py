@@ -185,7 +185,12 @@ class RelativePositionBias(nn.Module):
 
   @nn.compact
   def __call__(self, q_pos_bl: Array, k_pos_bs: Array) -> Array:
-    """Returns bias [B, H, L, S] for query and key positions."""
+    """Returns bias [B, H, L, S] for query and key positions.
+
+    Positions that are the same for every row should come with B = 1: the
+    gather (and its gradient, a scatter-add) then runs once, not per row, and
+    attention broadcasts the bias over the batch.
+    """
     table = self.param(
         "rel_embedding",
         param_with_axes(nn.initializers.normal(stddev=1.0),

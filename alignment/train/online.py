@@ -26,8 +26,10 @@ loop can replay D_online in order, shuffled, or shuffled within windows.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -76,65 +78,45 @@ def mix_samples(from_policy: sampling.SampleOutput, from_reference: sampling.Sam
   return jax.tree.map(pick, from_policy, from_reference)
 
 
-def run(config, workdir: str) -> dict:
-  # ---- set-up --------------------------------------------------------------
-  common.setup_host()
-  shared_mesh, rules = common.mesh_and_rules(config)
-  meshes = common.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
-  mesh = meshes[judges.Role.POLICY]
-  d, s = config.data, config.sampling
-  vocab = common.task_vocabulary(d.task)
-  model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
-  model = heads.LanguageModel(model_cfg)
+@dataclasses.dataclass(frozen=True)
+class Phases:
+  """One online step in its three phases; the loop runs them in turn and the
+  benchmark (`python -m alignment.bench online`) times each.
 
-  # ---- data ----------------------------------------------------------------
-  prompts = pipeline.make_iterator(
-      d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
-      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
-      virtual_shards=d.virtual_shards or None)
+  sample(params, prompts, step) -> SampleOutput: 2 responses per prompt, rows 2i, 2i + 1.
+  judge(prompts, out, step) -> ((y1, m1, y2, m2), Comparison): the two samples of each
+    prompt and the judge's verdict on them (a model judge on its own mesh is resharded to).
+  update(state, out, verdict) -> (state, metrics, judge statistics): pairs (winner,
+    loser), then the train step (policy and frozen reference in one program).
+  """
+  sample: Callable[..., sampling.SampleOutput]
+  judge: Callable[..., Any]
+  update: Callable[..., Any]
 
-  # ---- state ---------------------------------------------------------------
-  optimizer = state_lib.make_optimizer(config.optimizer)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 config.train.keep_checkpoints, config.train.async_checkpoint)
-  meta = {"experiment": "online", "model": config.model.name,
-          "vocab_size": model_cfg.vocab_size, "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  state, state_shardings, start = common.restore_or_create(
-      ckpt, common.lm_init(model, d), optimizer, mesh, rules, config.seed, meta, prompts,
-      config.init.policy)
-  reference = common.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
-                               state_shardings.params)
 
-  # ---- judge, sampler, evaluation -------------------------------------------
+def make_judge(config, vocab, meshes, rules):
+  """The proxy PM (asked both ways, on its role's mesh) or the golden judge."""
   if config.judge.kind == "proxy":
     if not config.judge.checkpoint:
       raise common.config_error("config.judge.checkpoint: the proxy PM's export is required "
                                 "with judge.kind='proxy'")
-    judge = common.load_model_judge(config.judge.checkpoint, d, meshes[judges.Role.PROXY_PM],
-                                    rules)
-  elif config.judge.kind == "golden":
-    judge = judges.GoldenJudge(vocab)
-  else:
-    raise common.config_error(f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
+    return common.load_model_judge(config.judge.checkpoint, config.data,
+                                   meshes[judges.Role.PROXY_PM], rules)
+  if config.judge.kind == "golden":
+    return judges.GoldenJudge(vocab)
+  raise common.config_error(f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
+
+
+def make_phases(config, model, judge, reference, optimizer, state_shardings, mesh,
+                rules) -> Phases:
+  """The sampler, judge call and train step of `config` (an online config)."""
+  d, s = config.data, config.sampling
   sampler = sampling.Sampler(
       model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
                                      top_k=s.top_k, top_p=s.top_p, num_samples=2,
                                      cache_dtype=s.cache_dtype),
       mesh, rules, params_sharding=state_shardings.params)
   sample_key = jax.random.PRNGKey(np.uint32(config.seed + 1))
-  proxy = judge if isinstance(judge, judges.ModelJudge) else None
-  evaluator = None
-  if config.eval.get("every", 0):
-    evaluator = common.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules,
-                                      proxy=proxy)
-  writer = None
-  if config.train.write_stream:
-    writer = stream.StreamWriter(
-        os.path.join(workdir, "stream"), global_batch_size=d.batch_size,
-        prompt_length=d.prompt_len, response_length=d.response_len,
-        vocab=vocab_lib.vocabulary_name(vocab), resume_step=start)
-
-  # ---- step ----------------------------------------------------------------
   loss_fn = steps.alignment_loss_fn(model, config.loss.name, config.loss.beta,
                                     config.loss.reduction)
   example = B.PreferenceBatch(*(np.zeros((d.batch_size, n), np.int32) for n in (
@@ -160,12 +142,76 @@ def run(config, workdir: str) -> dict:
         out = mix(out, ref_out, jax.random.fold_in(key, 2), float(s.mixture))
     return out
 
-  def judge_compare(batch, y1, m1, y2, m2):
+  def judge_samples(batch, out, step):
+    with sharding.use(mesh, rules):
+      rows = split(out)
     judge_mesh = getattr(judge, "mesh", None)  # a model judge on its own mesh: reshard
     if judge_mesh is None or sharding.same_mesh(judge_mesh, mesh):
-      return judge.compare(batch, y1, m1, y2, m2)
-    verdict = judge.compare(*sharding.move_rows((batch, y1, m1, y2, m2), judge_mesh, rules))
-    return sharding.move_rows(verdict, mesh, rules)
+      verdict = judge.compare(batch, *rows)
+    else:
+      verdict = judge.compare(*sharding.move_rows((batch, *rows), judge_mesh, rules))
+      verdict = sharding.move_rows(verdict, mesh, rules)
+    if faults.hit("judge", step + 1):  # fault injection (tests only)
+      verdict = verdict.replace(prob_first=jnp.full_like(verdict.prob_first, jnp.nan))
+    return rows, verdict.replace(first_wins=jnp.asarray(verdict.first_wins))
+
+  def update(state, out, verdict):
+    with sharding.use(mesh, rules):
+      pairs = make_pairs(out, verdict.first_wins)
+      batch_stats = stats(verdict.prob_first, verdict.first_wins, out.lengths)
+    state, metrics = train_step(state, {"pairs": pairs, **reference.step_inputs(pairs),
+                                        "judge_ok": batch_stats["judge_ok"]})
+    return state, metrics, batch_stats
+
+  return Phases(sample, judge_samples, update)
+
+
+def run(config, workdir: str) -> dict:
+  # ---- set-up --------------------------------------------------------------
+  common.setup_host()
+  shared_mesh, rules = common.mesh_and_rules(config)
+  meshes = common.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
+  mesh = meshes[judges.Role.POLICY]
+  d = config.data
+  vocab = common.task_vocabulary(d.task)
+  model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
+  model = heads.LanguageModel(model_cfg)
+
+  # ---- data ----------------------------------------------------------------
+  prompts = pipeline.make_iterator(
+      d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
+      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
+      virtual_shards=d.virtual_shards or None)
+
+  # ---- state ---------------------------------------------------------------
+  optimizer = state_lib.make_optimizer(config.optimizer)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 config.train.keep_checkpoints, config.train.async_checkpoint)
+  meta = {"experiment": "online", "model": config.model.name,
+          "vocab_size": model_cfg.vocab_size, "vocabulary": vocab_lib.vocabulary_name(vocab)}
+  state, state_shardings, start = common.restore_or_create(
+      ckpt, common.lm_init(model, d), optimizer, mesh, rules, config.seed, meta, prompts,
+      config.init.policy)
+  reference = common.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
+                               state_shardings.params)
+
+  # ---- judge, evaluation, stream ----------------------------------------------
+  judge = make_judge(config, vocab, meshes, rules)
+  proxy = judge if isinstance(judge, judges.ModelJudge) else None
+  evaluator = None
+  if config.eval.get("every", 0):
+    evaluator = common.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules,
+                                      proxy=proxy)
+  writer = None
+  if config.train.write_stream:
+    writer = stream.StreamWriter(
+        os.path.join(workdir, "stream"), global_batch_size=d.batch_size,
+        prompt_length=d.prompt_len, response_length=d.response_len,
+        vocab=vocab_lib.vocabulary_name(vocab), resume_step=start)
+
+  # ---- step: sample, judge, update ------------------------------------------
+  phases = make_phases(config, model, judge, reference, optimizer, state_shardings, mesh,
+                       rules)
 
   # ---- loop ----------------------------------------------------------------
   run_ = common.Run(config, workdir, ckpt, start, "online", meta,
@@ -173,24 +219,16 @@ def run(config, workdir: str) -> dict:
   for step in range(start, config.train.num_steps):
     batch = next(prompts)
     t0 = time.perf_counter()
-    out = sample(state.params, batch, step)
+    out = phases.sample(state.params, batch, step)
     jax.block_until_ready(out.tokens)
     t1 = time.perf_counter()
-    with sharding.use(mesh, rules):
-      y1, m1, y2, m2 = split(out)
-    verdict = judge_compare(batch, y1, m1, y2, m2)
-    if faults.hit("judge", step + 1):  # fault injection (tests only)
-      verdict = verdict.replace(prob_first=jnp.full_like(verdict.prob_first, jnp.nan))
-    first_wins = jax.block_until_ready(jnp.asarray(verdict.first_wins))
+    (y1, m1, y2, m2), verdict = phases.judge(batch, out, step)
+    jax.block_until_ready(verdict.first_wins)
     t2 = time.perf_counter()
-    with sharding.use(mesh, rules):
-      pairs = make_pairs(out, first_wins)
-      batch_stats = stats(verdict.prob_first, first_wins, out.lengths)
-    state, metrics = train_step(state, {"pairs": pairs, **reference.step_inputs(pairs),
-                                        "judge_ok": batch_stats["judge_ok"]})
+    state, metrics, batch_stats = phases.update(state, out, verdict)
     if writer is not None:  # each process writes the rows it holds, at their positions
       host = [distributed.local_rows(x) for x in (batch.prompt, batch.prompt_mask, y1, m1, y2,
-                                                  m2, first_wins, verdict.prob_first)]
+                                                  m2, verdict.first_wins, verdict.prob_first)]
       writer.write(step, prompt=host[0], prompt_mask=host[1], response_1=host[2],
                    response_1_mask=host[3], response_2=host[4], response_2_mask=host[5],
                    verdict=np.asarray(host[6]).astype(np.int32),
