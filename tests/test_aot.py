@@ -59,3 +59,17 @@ def test_bad_arguments_are_one_line_errors(argv, message, capsys):
   assert aot.main([f"--config={TINY}", *argv]) == 2
   err = capsys.readouterr().err
   assert message in err and err.count("\n") == 1
+
+
+class _Device:
+  def __init__(self, *coords):
+    self.coords = coords
+
+
+def test_hbm_per_device_shares_a_chip_among_its_devices():
+  # A v4 topology has a device per TensorCore: two devices on each chip's coordinates.
+  v4_cores = [_Device(x, y, 0) for x in range(2) for y in range(2) for _ in range(2)]
+  assert aot._default_hbm("v4:2x2x1", v4_cores) == 16.0  # pylint: disable=protected-access
+  v5p_chips = [_Device(x, y, 0) for x in range(2) for y in range(2)]
+  assert aot._default_hbm("v5p:2x2x1", v5p_chips) == 95.0  # pylint: disable=protected-access
+  assert aot._default_hbm("", None) == 0.0  # pylint: disable=protected-access
