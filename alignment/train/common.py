@@ -460,9 +460,3 @@ def maybe_evaluate(run, evaluator, config, step: int, params):
   if step % config.eval.every == 0 or step == config.train.num_steps:
     metrics = evaluator(params)
     run.write(step, {f"eval/{k}": v for k, v in metrics.items()})
-
-
-def local_rows(x) -> np.ndarray:
-  """This process's rows of a batch-sharded global array (`distributed.local_rows`)."""
-  from alignment import distributed  # pylint: disable=g-import-not-at-top
-  return distributed.local_rows(x)
