@@ -196,7 +196,8 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
   out["per_device"]["proxy_pm"] = per_device_bytes(pm_abstract)
   s = config.get("sampling", None)
   scfg = sampling.SamplingConfig(max_new_tokens=d.response_len, num_samples=2,
-                                 cache_dtype=s.cache_dtype if s else "float32")
+                                 cache_dtype=s.cache_dtype if s else "float32",
+                                 vocab_size=common.task_vocabulary(d.task).vocab_size)
   rows = sharding.batch_sharding(mesh, rules, 2)
   prompt = jax.ShapeDtypeStruct((d.batch_size, d.prompt_len), jnp.int32, sharding=rows)
   if with_sampler:

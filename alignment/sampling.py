@@ -14,7 +14,10 @@ soon as every row has emitted EOS. Prompts are encoded once and their decode
 state repeated `num_samples` times. Rows are split over the mesh's `data` x
 `fsdp` axes and attention heads over `tensor`, as in training.
 
-Token choice per step: logits / temperature, then top-k, then top-p (nucleus:
+Token choice per step: PAD and ids past the vocabulary (`vocab_size`: a
+model's output layer is often wider than its vocabulary) are never drawn, as
+Hugging Face's `suppress_tokens` would do; then logits / temperature, then
+top-k, then top-p (nucleus:
 the smallest set of most likely tokens whose probability reaches top_p), as
 Hugging Face orders its processors; greedy (or temperature 0) takes the
 argmax. The draw itself is an exact inverse-CDF draw in two levels (a block of
@@ -70,6 +73,9 @@ class SamplingConfig:
   num_samples: n responses per prompt (>= 1).
   cache_dtype: key/value cache dtype, "float32" or "bfloat16".
   eos_id: a row stops after emitting it; None never stops (benchmarks).
+  vocab_size: ids >= vocab_size are never drawn (the rows of a padded output
+    layer that no token of the vocabulary uses); None allows every id the model
+    has. PAD_ID is never drawn either way: a response holds real tokens only.
   """
   max_new_tokens: int = 32
   temperature: float = 1.0
@@ -79,6 +85,7 @@ class SamplingConfig:
   num_samples: int = 1
   cache_dtype: str = "float32"
   eos_id: Optional[int] = EOS_ID
+  vocab_size: Optional[int] = None
 
   def __post_init__(self):
     def fail(name, why):
@@ -102,6 +109,8 @@ class SamplingConfig:
       fail("cache_dtype", "must be 'float32' or 'bfloat16'")
     if self.eos_id is not None and (not is_int(self.eos_id) or self.eos_id == PAD_ID):
       fail("eos_id", f"must be None or an integer token id other than PAD_ID={PAD_ID}")
+    if self.vocab_size is not None and (not is_int(self.vocab_size) or self.vocab_size < 2):
+      fail("vocab_size", "must be None or an integer >= 2 (PAD and at least one token)")
 
   @property
   def is_greedy(self) -> bool:
@@ -179,17 +188,30 @@ def _at(x_bv: Array, index_b: Array) -> Array:
   return jnp.take_along_axis(x_bv, index_b[:, None], axis=-1)[:, 0]
 
 
+def drawable(logits_bv: Array, config: SamplingConfig) -> Array:
+  """The logits with PAD and ids >= config.vocab_size set to -inf (never drawn)."""
+  ids_v = jnp.arange(logits_bv.shape[-1])
+  ok_v = ids_v != PAD_ID
+  if config.vocab_size is not None:
+    ok_v &= ids_v < config.vocab_size
+  return jnp.where(ok_v[None, :], logits_bv, -jnp.inf)
+
+
 def choose_tokens(logits_bv: Array, key: Array, config: SamplingConfig):
   """One step's tokens from logits [B, V].
 
   Returns (tokens [B] int32, model log-probs [B], sampling log-probs [B]).
+  Model log-probs are under the model's whole softmax (what scoring computes);
+  the draw itself never picks PAD or an id past `config.vocab_size`.
   Log-probs are read as logit - logsumexp, so no [B, V] log-softmax is built.
   """
   logits_bv = logits_bv.astype(jnp.float32)
   model_lse_b = jax.nn.logsumexp(logits_bv, axis=-1)
+  model_logits_bv = logits_bv
+  logits_bv = drawable(logits_bv, config)
   if config.is_greedy:
     token_b = jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
-    model_logp = _at(logits_bv, token_b) - model_lse_b
+    model_logp = _at(model_logits_bv, token_b) - model_lse_b
     return token_b, model_logp, jnp.zeros_like(model_logp)
 
   v = logits_bv.shape[-1]
@@ -207,7 +229,7 @@ def choose_tokens(logits_bv: Array, key: Array, config: SamplingConfig):
   sample_logp = _at(scaled_bk, choice_b) - max_b - jnp.log(jnp.sum(weights_bk, axis=-1))
   token_b = choice_b if index_bk is None else _at(index_bk, choice_b)
   token_b = token_b.astype(jnp.int32)
-  return token_b, _at(logits_bv, token_b) - model_lse_b, sample_logp
+  return token_b, _at(model_logits_bv, token_b) - model_lse_b, sample_logp
 
 
 # --------------------------------------------------------------------------

@@ -61,7 +61,8 @@ def _hf_generate(hf, prompt, pmask, t, eos_id):
   with torch.no_grad():
     out = hf.generate(input_ids=torch.tensor(prompt, dtype=torch.long),
                       attention_mask=torch.tensor(pmask), max_new_tokens=t, do_sample=False,
-                      pad_token_id=PAD_ID, eos_token_id=eos_id, **kwargs).numpy()
+                      pad_token_id=PAD_ID, eos_token_id=eos_id, suppress_tokens=[PAD_ID],
+                      **kwargs).numpy()
   out = out[:, 1:] if hf.config.is_encoder_decoder else out[:, prompt.shape[1]:]
   return np.pad(out, ((0, 0), (0, t - out.shape[1])), constant_values=PAD_ID)
 
@@ -93,9 +94,12 @@ def test_greedy_equals_hf_generate(arch, eos_id):
 # --------------------------------------------------------------------------
 
 
-def _reference_probs(logits_v, temperature, top_k, top_p):
-  """The sampling distribution, written out independently of `sampling`."""
+def _reference_probs(logits_v, temperature, top_k, top_p, pad_drawable=False):
+  """The sampling distribution, written out independently of `sampling`: PAD is
+  never drawn (suppressed before anything else, as Hugging Face's suppress_tokens)."""
   z = np.asarray(logits_v, np.float64) / temperature
+  if not pad_drawable:
+    z[PAD_ID] = -np.inf
   order = np.argsort(-z, kind="stable")
   keep = np.zeros(z.shape, bool)
   keep[order[:top_k or len(z)]] = True
@@ -147,9 +151,10 @@ def two_token_model():
   return model, params, PromptBatch(prompt, pmask), logits[0, 0], logits[:, 1]
 
 
-def _joint(first_v, second_vv, temperature, top_k, top_p):
-  p0 = _reference_probs(first_v, temperature, top_k, top_p)
-  return np.stack([p0[a] * _reference_probs(second_vv[a], temperature, top_k, top_p)
+def _joint(first_v, second_vv, temperature, top_k, top_p, pad_drawable=False):
+  p0 = _reference_probs(first_v, temperature, top_k, top_p, pad_drawable)
+  return np.stack([p0[a] * _reference_probs(second_vv[a], temperature, top_k, top_p,
+                                            pad_drawable)
                    for a in range(FREQ_V)]).ravel()
 
 
@@ -160,7 +165,7 @@ FREQ_CASES = {
                                     (1 / 0.6, 0, 1.0),      # multiplied, not divided
                                     (0.7, 0, 1.0)]),        # off by 0.1
     "top_k": ((1.3, 4, 1.0), [(1.3, 3, 1.0), (1.3, 5, 1.0), (1.0, 4, 1.0)]),
-    "top_p": ((0.8, 0, 0.7), [(0.8, 0, 0.6), (0.8, 0, 0.8), (1.0, 0, 0.7)]),
+    "top_p": ((0.8, 0, 0.72), [(0.8, 0, 0.62), (0.8, 0, 0.82), (1.0, 0, 0.72)]),
     "top_k_and_top_p": ((1.2, 6, 0.8), [(1.2, 0, 0.8), (1.2, 6, 1.0)]),
 }
 
@@ -177,13 +182,15 @@ def test_sampled_frequencies_match_softmax(two_token_model, case):
   expected = _joint(first_v, second_vv, temperature, top_k, top_p)
   if top_p < 1:  # the nucleus boundary must not sit on a float tie
     for logits in [first_v, *second_vv]:
-      z = np.sort(logits / temperature)[::-1][:top_k or FREQ_V]
+      z = np.sort(np.delete(logits, PAD_ID) / temperature)[::-1][:top_k or FREQ_V]
       cum = np.cumsum(np.exp(z - z.max()) / np.exp(z - z.max()).sum())
       assert np.min(np.abs(cum - top_p)) > 1e-3
   assert _chi_square_pvalue(counts, expected) > 1e-3
   # The same counts reject each buggy distribution, so the test has power.
   for bug in wrong:
     assert _chi_square_pvalue(counts, _joint(first_v, second_vv, *bug)) < 1e-6, bug
+  assert not (tokens == PAD_ID).any()  # and PAD, which the model gives mass, is never drawn
+  assert _reference_probs(first_v, temperature, 0, 1.0, pad_drawable=True)[PAD_ID] > 1e-3
   if top_p < 1:  # and the nucleus keeping one token more or one fewer than it should
     first_counts = np.bincount(tokens[:, 0], minlength=FREQ_V)
     truncated = _reference_probs(first_v, temperature, top_k, 1.0)
@@ -238,6 +245,25 @@ def test_eos_stops_each_row_and_pads_after():
     else:
       assert length == 12 and eos_at.size == 0
     assert (row[length:] == PAD_ID).all() and mask.sum() == length and mask[:length].all()
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_never_draws_padding_or_ids_past_the_vocabulary(greedy):
+  """A model whose output layer is wider than its vocabulary (the rounded-up size
+  the loops build) puts mass on ids no token uses and on PAD; none is drawn."""
+  model, params = _init(zoo.get("t5-nano", vocab_size=32), seed=4)
+  prompt, pmask = hf_models.ragged(np.random.default_rng(3), 8, 6, 20, left=True)
+  config = sampling.SamplingConfig(max_new_tokens=10, temperature=2.0, num_samples=16,
+                                   vocab_size=20, greedy=greedy)
+  out = jax.device_get(sampling.Sampler(model, config)(params, PromptBatch(prompt, pmask),
+                                                       jax.random.key(1)))
+  real = out.tokens[out.mask == 1]
+  assert real.size and (real != PAD_ID).all() and (real < 20).all()
+  wide = sampling.SamplingConfig(max_new_tokens=10, temperature=2.0, num_samples=16)
+  unrestricted = jax.device_get(sampling.Sampler(model, wide)(
+      params, PromptBatch(prompt, pmask), jax.random.key(1)))
+  if not greedy:  # the same model does draw them when not told the vocabulary's size
+    assert (unrestricted.tokens[unrestricted.mask == 1] >= 20).any()
 
 
 class _CountingLM(heads.LanguageModel):
