@@ -4,9 +4,15 @@
   response, position t predicting response token t.
 - `PairwisePreferenceModel`: (x, y1, y2) -> logit of P(y1 beats y2). The two
   responses are laid side by side in the response slot, [y1 | y2], each right
-  padded to Lr; the logit is read from the hidden state of the last real token
-  of y2, which (causally) has read x, y1 and y2.
-- `RewardModel`: (x, y) -> scalar r(x, y), read at the last real token of y.
+  padded to Lr; the logit is read from the hidden state of the position just
+  after y2's last real token, which (causally) has read x, all of y1 and all of
+  y2, its last token (EOS, or the last word of a cut-off response) included.
+- `RewardModel`: (x, y) -> scalar r(x, y), read the same way just after y.
+
+Why "just after": the backbone reads the response shifted right (position t
+sees tokens < t), so the state AT the last real token has not read that token.
+Scalar heads therefore append one padding column and read at index
+length-of-the-real-prefix, whose input is the last real token.
 
 All three keep the backbone's parameters under "backbone", so a preference
 model can start from the SFT policy's weights (as the paper's PMs start from
@@ -73,15 +79,19 @@ class LanguageModel(nn.Module):
     return self.logits_from_hidden(h)[:, 0], state
 
 
-def last_real_index(mask_bl: Array) -> Array:
-  """Index of the last 1 in each row of a right-padded (or gapped) mask."""
+def read_out_index(mask_bl: Array) -> Array:
+  """Where a scalar head reads: one past the last real token (0 for an empty row).
+
+  Under the shift-right of the backbones, the hidden state there is the first
+  whose input is the last real token, so it has read every real token.
+  """
   l = mask_bl.shape[1]
   idx = jnp.where(mask_bl.astype(bool), jnp.arange(l)[None, :], -1)
-  return jnp.maximum(jnp.max(idx, axis=1), 0)
+  return jnp.max(idx, axis=1) + 1
 
 
 class _ScalarHead(nn.Module):
-  """Backbone + Dense(D -> 1) read at the last real response token."""
+  """Backbone + Dense(D -> 1) read just after the last real response token."""
 
   cfg: T5Config | DecoderConfig
 
@@ -93,8 +103,10 @@ class _ScalarHead(nn.Module):
         dtype=jnp.float32, param_dtype=L.dtype_from_name(self.cfg.param_dtype))
 
   def score(self, prompt_bl, prompt_mask_bl, response_bl, response_mask_bl) -> Array:
-    h = self.backbone(prompt_bl, prompt_mask_bl, response_bl, response_mask_bl)
-    idx = last_real_index(response_mask_bl)
+    # One padding column, so that a response filling its slot has a position after it.
+    pad = lambda x: jnp.pad(x, ((0, 0), (0, 1)))
+    h = self.backbone(prompt_bl, prompt_mask_bl, pad(response_bl), pad(response_mask_bl))
+    idx = read_out_index(response_mask_bl)
     h_bd = jnp.take_along_axis(h, idx[:, None, None], axis=1)[:, 0]
     return self.score_head(h_bd.astype(jnp.float32))[:, 0]
 
