@@ -14,7 +14,7 @@ def get_config(arg: str = "tiny"):
   if arg == "tiny":
     c.data.task = "env_tiny_sft"
     c.model.name = "t5-nano"
-    c.data.update(batch_size=8, prompt_len=64, response_len=32)
+    c.data.update(batch_size=8, prompt_len=40, response_len=32)
     c.optimizer.update(learning_rate=3e-3, warmup_steps=5)
     c.train.update(num_steps=30, log_every=10, checkpoint_every=15, eval_every=15)
     c.eval.num_batches = 2

@@ -6,11 +6,13 @@ a proxy preference model can be over-optimised against, as reward models are on
 TL;DR (Gao et al. 2022). This module is that task, deterministic from a seed.
 
 The task (words from `alignment.data.language`):
-  post    "ana lives in rome . ben has a dog . also ana is a chef ."
+  post    "ana rome . ana chef . also ana dog . ben cat ."   (terse, the default)
+          "ana lives in rome . ana is a chef . ben has a cat ."   (sentences)
           A few people; facts give a person a value of an attribute. The TOPIC
           is the first person named; facts about the topic are SALIENT, facts
-          about anyone else are distractors. The rule is visible in the post
-          alone, so a model can learn it. At most `max_prompt_tokens` tokens.
+          about anyone else are distractors (by default they follow the topic's
+          sentences). The rule is visible in the post alone, so a model can
+          learn it. At most `max_prompt_tokens` tokens.
   digest  "ana : rome , chef"  (compact)  or  "ana lives in rome and is a chef"
           (prose). At most `max_response_tokens` tokens including EOS.
 
@@ -38,8 +40,8 @@ a writer of MIXED quality (`WriterConfig`): each digest keeps each salient fact
 with a probability drawn per digest, and sometimes adds a distractor fact, an
 invented fact, a repeat, filler words, or prose. Every salient fact adds two
 words, so in these pairs the longer digest is usually the better one: at the
-default scale the longer response is the golden winner in 67% of pairs with
-unequal lengths, and length and golden score correlate at 0.48 over all
+default scale the longer response is the golden winner in 68% of pairs with
+unequal lengths, and length and golden score correlate at 0.49 over all
 responses (`python -m alignment.data.environment`, 20000 pairs). A proxy preference model trained on a limited number of golden-
 labelled pairs can fit that as "longer is better" (and "more values is
 better") without learning which values are salient. A policy pushed against
@@ -49,10 +51,26 @@ invented values and filler, which the proxy still likes and the golden judge
 charges for: golden win rate rises, then falls, as KL grows.
 
 Head-room: SFT targets are the same mixed-quality digests. They cover 55% of
-the salient facts with some errors, mean g 1.78, while the best digests score
+the salient facts with some errors, mean g 1.79, while the best digests score
 4.0 on the same posts (same command). Targets state facts in post order
 (`shuffle_prob` 0), the order a small model learns to copy soonest; the judge
 ignores order.
+
+What a policy samples is another matter: the study's D_golden is pairs of the
+SFT POLICY's samples (`alignment.pairsets`), and in those the longer response
+is NOT usually the better one (a small SFT policy's longer digests carry more
+invented facts). What the proxy learns, and how a policy can exploit it, is
+measured by the study, not assumed here.
+
+Why terse posts with the topic's sentences first (`post_style="terse"`,
+`interleave_prob=0`, the defaults since version 1.2.0): a model small enough
+for a CPU study must learn to bind each value to its person within a few
+thousand steps. With sentence templates and distractor sentences interleaved
+among the topic's, a 0.3M-parameter T5 sampled digests that invented about one
+fact each (mean golden score -0.4 after 1500 steps, +0.17 after 6000); with
+terse posts and the topic first it reaches +0.7 in 3000 steps, at 40 prompt
+tokens instead of 64 (README, "Choosing the default scale"). Both styles
+remain available through `EnvConfig`.
 
 Splits. Each example is a function of (seed, split, index) alone, so any slice
 can be generated without the others. A post belongs to a split by a hash of
@@ -65,12 +83,11 @@ preference; labels are the golden argmax by default, or drawn from the golden
 probability with `labels="sample"`.
 
 Scale and vocabulary. Lengths are measured in tokens of the chosen vocabulary:
-with "sentencepiece" every word is one piece, so tokens are words (64-word
+with "sentencepiece" every word is one piece, so tokens are words (40-token
 posts hold 3-5 salient facts and 1-4 distractors). With "byte" a token is a
-byte, so the same 64/32 limits hold far fewer words: `env_config("byte")`
-keeps the task but shrinks the scale: terse posts ("ana rome . ben dog . ana
-chef ."), 2-3 salient facts, one or two other people with one fact each, no
-prose digests. Generation drops the opener, then distractor sentences (all
+byte, so 64/32 limits hold far fewer words: `env_config("byte")` keeps the
+task but shrinks the scale: 2-3 salient facts, one or two other people with
+one fact each, no prose digests. Generation drops the opener, then distractor sentences (all
 but one), then salient facts, until the post and its best digest fit. At
 that scale the longer response wins 58% of unequal-length pairs (`--vocab
 byte`). Pass larger `max_prompt_tokens`/`max_response_tokens` for the full
@@ -124,13 +141,13 @@ class WriterConfig:
 class EnvConfig:
   seed: int = 0
   vocab: str = "sentencepiece"  # what lengths are counted in: "sentencepiece" (words) | "byte"
-  max_prompt_tokens: int = 64
+  max_prompt_tokens: int = 40
   max_response_tokens: int = 32  # including EOS
   salient_facts: tuple[int, int] = (3, 5)        # inclusive ranges
   distractor_people: tuple[int, int] = (1, 2)
   facts_per_distractor: tuple[int, int] = (1, 2)
-  post_style: str = "sentences"  # "sentences" ("ana moved to oslo .") | "terse" ("ana oslo .")
-  interleave_prob: float = 1.0  # distractor sentences among the topic's (else after them)
+  post_style: str = "terse"  # "terse" ("ana oslo .") | "sentences" ("ana moved to oslo .")
+  interleave_prob: float = 0.0  # distractor sentences among the topic's (else after them)
   connective_prob: float = 0.3
   opener_prob: float = 0.2
   tau: float = 0.5
@@ -142,7 +159,7 @@ class EnvConfig:
 def env_config(vocab: str = "sentencepiece", **overrides) -> EnvConfig:
   """The default scale for a vocabulary (see "Scale and vocabulary" above)."""
   if vocab == "byte":
-    base = EnvConfig(vocab="byte", post_style="terse", salient_facts=(2, 3),
+    base = EnvConfig(vocab="byte", max_prompt_tokens=64, salient_facts=(2, 3),
                      distractor_people=(1, 2), facts_per_distractor=(1, 1), opener_prob=0.0,
                      connective_prob=0.0, writer=dataclasses.replace(WriterConfig(),
                                                                      prose_prob=0.0))

@@ -65,9 +65,10 @@ CONFIGS = {
 class DigestEnv(tfds.core.GeneratorBasedBuilder):
   """Posts of facts, two mixed-quality digests each, golden labels (alignment.data.environment)."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "First release.",
-                   "1.1.0": "Six values per attribute; digests state facts in post order."}
+                   "1.1.0": "Six values per attribute; digests state facts in post order.",
+                   "1.2.0": "Terse posts, the topic's facts first, at most 40 tokens."}
   BUILDER_CONFIGS = list(CONFIGS.values())
   # Nothing is downloaded, so no checksums file: finding one makes TFDS locate
   # this module through `importlib_resources`, which the pinned set lacks.
