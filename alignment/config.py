@@ -54,7 +54,7 @@ def data_section(**kw) -> ConfigDict:
   base = dict(
       task="",                # seqio task or mixture (its vocabulary is the model's)
       batch_size=32,
-      prompt_len=64,
+      prompt_len=40,          # the embedded environment's posts fit in 40 tokens
       response_len=32,
       shuffle_seed=0,
       max_records=0,          # use only the first N training records (0 = all)
@@ -94,6 +94,9 @@ def eval_section(**kw) -> ConfigDict:
   """Evaluation (alignment.evaluation): sizes, sampling, tasks, and what to compare."""
   base = dict(
       every=0,                 # evaluate inside a loop every N steps (0: at the end only)
+      steps=[],                # or exactly at these steps (e.g. log-spaced; overrides every)
+      save_params=False,       # export the parameters at each evaluation (eval/step_N/)
+      pairs_dir="",            # classifier pairs from this pair-set directory (else pairs_task)
       kl_prompts=256,          # train prompts for the exact KL (paper: 256)
       win_prompts=2048,        # eval prompts for win rates (paper: 2048)
       classifier_pairs=256,    # held-out D_golden pairs (paper: 256)
@@ -404,4 +407,9 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
     _check(e.batch_size % dp == 0,
            f"config.eval.batch_size={e.batch_size} is not divisible by the data-parallel "
            f"size {dp}")
+    steps = list(e.get("steps", None) or [])
+    _check(all(isinstance(x, int) and not isinstance(x, bool) and
+               0 < x <= config.train.num_steps for x in steps),
+           f"config.eval.steps={steps}: must be integers in [1, train.num_steps="
+           f"{config.train.num_steps}]")
   return mesh_shape

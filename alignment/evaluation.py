@@ -12,15 +12,19 @@ given), the golden judge and optionally the proxy PM:
                        deterministic eval prompts (2048 in the paper), one
                        sample each: the mean golden probability
                        P(y_pi beats y_ref) = sigmoid((g_pi - g_ref) / tau).
+  golden_win_rate_se   its standard error over the prompts.
   golden_win_rate_hard the fraction with g_pi > g_ref (ties count 1/2).
   proxy_win_rate       the same pairs judged by the proxy PM (debiased), the
                        quantity the policy is optimised against (mean probability;
                        proxy_win_rate_hard: the fraction of verdicts for pi).
-  proxy_golden_agreement on those same pairs, the fraction where the proxy's
-                       verdict is the golden judge's (golden ties left out):
-                       the proxy's accuracy on the policy's own samples. At
-                       the SFT point it is the set-up check of a study (a
-                       proxy near 0.5 there gives the policy no signal).
+  proxy_golden_agreement on pairs of TWO samples of pi for each win prompt (what
+                       online training asks the proxy), the fraction where the
+                       proxy's verdict is the golden judge's (golden ties left
+                       out): the proxy's accuracy on the policy's own samples.
+                       At the SFT point it is the study's set-up gate (a proxy
+                       near 0.5 there gives the policy nothing to follow); it
+                       falls as online training drifts (the paper's Figs. 6-7).
+  proxy_golden_agreement_vs_reference  the same on the (pi, reference) pairs.
   classifier_accuracy  policy as classifier on `classifier_pairs` held-out
                        D_golden pairs: f = log[pi(y1)/pi(y2)] -
                        log[pi_sft(y1)/pi_sft(y2)] with y1 the golden winner;
@@ -28,6 +32,10 @@ given), the golden judge and optionally the proxy PM:
   chosen_logprob_delta mean log pi(y_w) - log pi_sft(y_w) on those pairs.
   mean_response_length mean tokens (EOS included) of pi's samples.
   golden_score         mean g of pi's samples (and of the reference's).
+
+`Evaluator.evaluate` also returns the per-prompt and per-pair values behind
+each mean (`save_arrays` writes them beside a run's metrics), from which the
+study computes its intervals (`alignment.stats`).
 
 Everything fixed across evaluations (prompts, pairs, the reference policy's
 samples and their golden scores) is built once by `Evaluator`, so a loop can
@@ -51,7 +59,7 @@ import numpy as np
 
 from alignment import checkpoint, distributed, judges, sampling, scoring, sharding
 from alignment.data import batches as B
-from alignment.data import pipeline
+from alignment.data import pipeline, stream
 
 Array = jax.Array
 
@@ -72,14 +80,19 @@ class Evaluator:
     cfg: the `eval` config section (kl_prompts, win_prompts, classifier_pairs,
       batch_size, temperature, seed).
     data: the `data` config section (prompt/response lengths; tasks below).
-    prompts_task, pairs_task: seqio tasks of prompts and of golden pairs.
+    prompts_task, pairs_task: seqio tasks of prompts and of golden pairs (the pairs
+      come from `cfg.pairs_dir`, a pair-set directory, when that is set).
     proxy: an optional `judges.ModelJudge` for the proxy win rate.
     reference_params: the win-rate reference policy (default: sft_params).
+    vocab_size: the vocabulary's size: the sampler never draws ids past it.
+    reference_model: the reference's model when it is not the policy's (another size:
+      a study's H5 measures every size against one reference policy).
   """
 
   def __init__(self, model, sft_params, mesh, rules, golden, cfg, data, prompts_task: str,
                pairs_task: str, proxy: Optional[judges.ModelJudge] = None,
-               reference_params=None):
+               reference_params=None, vocab_size: Optional[int] = None,
+               reference_model=None):
     self.model, self.sft_params, self.mesh, self.rules = model, sft_params, mesh, rules
     self.golden, self.proxy, self.cfg = golden, proxy, cfg
     self.batch = int(cfg.batch_size)
@@ -88,16 +101,24 @@ class Evaluator:
                                            prompt_length=lp, response_length=lr)
     self.win_prompts = pipeline.fixed_batch(prompts_task, "eval", "prompts", cfg.win_prompts,
                                             prompt_length=lp, response_length=lr)
-    self.pairs = pipeline.fixed_batch(pairs_task, "validation", "pairs", cfg.classifier_pairs,
-                                      prompt_length=lp, response_length=lr)
+    if cfg.get("pairs_dir", ""):  # held-out pairs written by a study (D_golden of SFT samples)
+      self.pairs = stream.fixed_pairs(cfg.pairs_dir, cfg.classifier_pairs)
+    else:
+      self.pairs = pipeline.fixed_batch(pairs_task, "validation", "pairs",
+                                        cfg.classifier_pairs, prompt_length=lp,
+                                        response_length=lr)
     self.sampler = sampling.Sampler(
-        model, sampling.SamplingConfig(max_new_tokens=lr, temperature=float(cfg.temperature)),
+        model, sampling.SamplingConfig(max_new_tokens=lr, temperature=float(cfg.temperature),
+                                       vocab_size=vocab_size),
         mesh, rules)
     self._kl = jax.jit(lambda p, q, b: scoring.kl_to_reference(model, p, q, b))
     self._kl_fn = lambda p, b: self._kl(p, self.sft_params, b)
     self._seq = jax.jit(lambda p, b: scoring.score(model, p, b)["sum"])
     ref = sft_params if reference_params is None else reference_params
-    self.ref_samples = self._sample(ref, self.win_prompts, salt=1)
+    ref_sampler = None
+    if reference_model is not None and reference_model.cfg != model.cfg:
+      ref_sampler = sampling.Sampler(reference_model, self.sampler.config, mesh, rules)
+    self.ref_samples = self._sample(ref, self.win_prompts, salt=1, sampler=ref_sampler)
     self.ref_golden = self._golden_scores(self.win_prompts, self.ref_samples)
     self._sft_pair_logps = self._pair_logps(sft_params)
 
@@ -105,13 +126,13 @@ class Evaluator:
   def _key(self, salt: int):
     return jax.random.fold_in(jax.random.PRNGKey(int(self.cfg.seed)), salt)
 
-  def _sample(self, params, prompts: B.PromptBatch, salt: int) -> dict:
+  def _sample(self, params, prompts: B.PromptBatch, salt: int, sampler=None) -> dict:
     """Responses (numpy) of `params` for every prompt, in fixed-size chunks."""
     outs = []
     n = prompts.prompt.shape[0]
     for i, rows in enumerate(_chunks(n, self.batch)):
       part = self._global(B.PromptBatch(prompts.prompt[rows], prompts.prompt_mask[rows]))
-      out = self.sampler(params, part, jax.random.fold_in(self._key(salt), i))
+      out = (sampler or self.sampler)(params, part, jax.random.fold_in(self._key(salt), i))
       outs.append(distributed.to_host((out.tokens, out.mask)))
     return {"tokens": np.concatenate([o[0] for o in outs]),
             "mask": np.concatenate([o[1] for o in outs])}
@@ -141,54 +162,102 @@ class Evaluator:
     return np.concatenate(chosen), np.concatenate(rejected)
 
   # -- the metrics -------------------------------------------------------------
-  def kl(self, params) -> float:
+  def kl_per_prompt(self, params) -> np.ndarray:
+    """Exact KL(pi || pi_sft) of one sample per KL prompt, [kl_prompts]."""
     samples = self._sample(params, self.kl_prompts, salt=2)
     kls = []
     for rows in _chunks(samples["tokens"].shape[0], self.batch):
       batch = B.SFTBatch(self.kl_prompts.prompt[rows], self.kl_prompts.prompt_mask[rows],
                          samples["tokens"][rows], samples["mask"][rows])
       kls.append(self._run(self._kl_fn, params, batch))
-    return float(np.mean(np.concatenate(kls)))
+    return np.concatenate(kls).astype(np.float64)
+
+  def kl(self, params) -> float:
+    return float(np.mean(self.kl_per_prompt(params)))
+
+  def _proxy_compare(self, y1: dict, y2: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The proxy's debiased (P(y1 wins), y1 wins) on the win prompts."""
+    probs, wins = [], []
+    for rows in _chunks(self.win_prompts.prompt.shape[0], self.batch):
+      prompts = B.PromptBatch(self.win_prompts.prompt[rows], self.win_prompts.prompt_mask[rows])
+      c = self.proxy.compare(*self._global((
+          prompts, y1["tokens"][rows], y1["mask"][rows], y2["tokens"][rows], y2["mask"][rows]),
+          self.proxy.mesh))
+      probs.append(distributed.to_host(c.prob_first))
+      wins.append(distributed.to_host(c.first_wins))
+    return np.concatenate(probs), np.concatenate(wins).astype(bool)
 
   def __call__(self, params) -> dict:
+    return self.evaluate(params)[0]
+
+  def evaluate(self, params) -> tuple[dict, dict]:
+    """(metrics, arrays): the means, and the per-prompt / per-pair values they are
+    means of (what the study's intervals resample):
+      golden_win [P] soft win against the reference; golden_score [P]; length [P];
+      kl [K]; agreement [P] 1/0 where the proxy agrees with the golden judge on two
+      samples of pi, NaN where golden ties (with a proxy); classifier [Q] 1, 0 or
+      1/2; chosen_delta [Q] log pi(y_w) - log pi_sft(y_w).
+    """
     samples = self._sample(params, self.win_prompts, salt=3)
     g = self._golden_scores(self.win_prompts, samples)
     tau = self.golden.program.cfg.tau if hasattr(self.golden, "program") else 1.0
-    win_soft = 1.0 / (1.0 + np.exp(-(g - self.ref_golden) / tau))
+    win_soft = 1.0 / (1.0 + np.exp(-(g.astype(np.float64) - self.ref_golden) / tau))
     win_hard = (g > self.ref_golden) + 0.5 * (g == self.ref_golden)
+    kl = self.kl_per_prompt(params)
+    lengths = samples["mask"].sum(-1).astype(np.float64)
+    arrays = {"golden_win": win_soft, "golden_score": g.astype(np.float64), "length": lengths,
+              "kl": kl}
     out = {
-        "kl": self.kl(params),
+        "kl": float(np.mean(kl)),
         "golden_win_rate": float(np.mean(win_soft)),
+        "golden_win_rate_se": float(np.std(win_soft, ddof=1) / np.sqrt(win_soft.size)),
         "golden_win_rate_hard": float(np.mean(win_hard)),
         "golden_score": float(np.mean(g)),
         "reference_golden_score": float(np.mean(self.ref_golden)),
-        "mean_response_length": float(np.mean(samples["mask"].sum(-1))),
+        "mean_response_length": float(np.mean(lengths)),
     }
     if self.proxy is not None:
-      probs, wins = [], []
-      for rows in _chunks(g.shape[0], self.batch):
-        prompts = B.PromptBatch(self.win_prompts.prompt[rows], self.win_prompts.prompt_mask[rows])
-        c = self.proxy.compare(*self._global((
-            prompts, samples["tokens"][rows], samples["mask"][rows],
-            self.ref_samples["tokens"][rows], self.ref_samples["mask"][rows]), self.proxy.mesh))
-        probs.append(distributed.to_host(c.prob_first))
-        wins.append(distributed.to_host(c.first_wins))
-      wins = np.concatenate(wins)
-      out["proxy_win_rate"] = float(np.mean(np.concatenate(probs)))
+      probs, wins = self._proxy_compare(samples, self.ref_samples)
+      out["proxy_win_rate"] = float(np.mean(probs))
       out["proxy_win_rate_hard"] = float(np.mean(wins))
-      # How often the proxy's verdict is the golden judge's on these on-policy pairs
-      # (golden ties left out): the proxy's accuracy where the policy actually samples,
-      # which a held-out accuracy on D_golden does not measure.
       decided = g != self.ref_golden
-      out["proxy_golden_agreement"] = (
+      out["proxy_golden_agreement_vs_reference"] = (
           float(np.mean(wins[decided] == (g > self.ref_golden)[decided]))
           if decided.any() else float("nan"))
+      # The proxy's accuracy where online training asks it: two samples of pi for the
+      # same prompt (golden ties left out). At SFT this is the study's set-up gate; it
+      # falls as the policy drifts from what the proxy was trained on.
+      second = self._sample(params, self.win_prompts, salt=4)
+      g2 = self._golden_scores(self.win_prompts, second)
+      _, first_wins = self._proxy_compare(samples, second)
+      agree = np.where(g == g2, np.nan, (first_wins == (g > g2)).astype(np.float64))
+      arrays["agreement"] = agree
+      out["proxy_golden_agreement"] = (float(np.nanmean(agree)) if np.isfinite(agree).any()
+                                       else float("nan"))
     pc, pr = self._pair_logps(params)
     sc, sr = self._sft_pair_logps
     f = (pc - pr) - (sc - sr)
-    out["classifier_accuracy"] = float(np.mean(f > 0) + 0.5 * np.mean(f == 0))  # ties: 1/2
-    out["chosen_logprob_delta"] = float(np.mean(pc - sc))
-    return out
+    arrays["classifier"] = (f > 0) + 0.5 * (f == 0)  # ties: 1/2
+    arrays["chosen_delta"] = (pc - sc).astype(np.float64)
+    out["classifier_accuracy"] = float(np.mean(arrays["classifier"]))
+    out["chosen_logprob_delta"] = float(np.mean(arrays["chosen_delta"]))
+    return out, arrays
+
+
+def save_arrays(path: str, arrays: dict) -> None:
+  """One evaluation's per-item arrays as an .npz, written under a temporary name."""
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+  os.replace(tmp, path)
+
+
+def load_arrays(path: str) -> dict:
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+def arrays_path(workdir: str, step: int) -> str:
+  return os.path.join(workdir, "eval", f"step_{step:06d}.npz")
 
 
 # ---------------------------------------------------------------------------
@@ -204,10 +273,9 @@ def run(config, workdir: str) -> dict:
   e = config.eval
   model, sft = common.load_export(e.sft, "lm", config.data, mesh, rules)
   params_target = common.abstract_params(model, config.data, mesh, rules)
-  golden = judges.GoldenJudge(common.task_vocabulary(e.prompts_task))
-  proxy = common.load_model_judge(e.proxy, config.data, mesh, rules) if e.proxy else None
-  evaluator = Evaluator(model, sft, mesh, rules, golden, e, config.data, e.prompts_task,
-                        e.pairs_task, proxy=proxy)
+  # The same evaluator as the loops' (reference included), so a run's step-0 point
+  # from this experiment is measured exactly as its later points are.
+  evaluator = common.build_evaluator(config, model, sft, mesh, rules)
   results = []
   if os.path.isdir(os.path.join(e.policy, "params")):
     points = [(None, e.policy)]
@@ -218,8 +286,11 @@ def run(config, workdir: str) -> dict:
     points = [(s, e.policy) for s in steps]
   for step, path in points:
     params = checkpoint.load_params(path, params_target, step=step)
-    metrics = evaluator(params)
+    metrics, arrays = evaluator.evaluate(params)
     results.append({"step": step, **metrics})
+    if distributed.is_main():
+      os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+      save_arrays(arrays_path(workdir, step or 0), arrays)
     if distributed.is_main():
       print(f"[eval] step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
             flush=True)

@@ -301,6 +301,17 @@ def read_stream(directory: str, *, process_index: int | None = None,
   return rec
 
 
+def fixed_pairs(directory: str, num: int) -> batches.PreferenceBatch:
+  """The first `num` pairs of a stream (by step, then position) as one numpy batch,
+  the same on every host (held-out evaluation pairs)."""
+  rec = read_stream(directory, process_index=0, process_count=1)
+  have = len(rec["step"])
+  if have < num:
+    raise StreamError(f"{directory}: {have} pairs, {num} requested")
+  return batches.PreferenceBatch(**{f: rec[f][:num] for f in
+                                    batches.PreferenceBatch.__dataclass_fields__})
+
+
 def replay_iterator(directory: str, *, order: str = "ordered", window_batches: int = 1,
                     seed: int = 0, global_batch_size: int | None = None, mesh=None,
                     rules=sharding.DEFAULT_RULES, num_epochs: int | None = None,

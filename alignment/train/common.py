@@ -437,26 +437,51 @@ def load_reference(config, model, mesh, rules):
 
 
 def make_evaluator(config, model, sft_params, mesh, rules, proxy=None):
-  """An `evaluation.Evaluator` when config.eval.every > 0, else None."""
-  if not config.eval.get("every", 0):
+  """An `evaluation.Evaluator` when the config evaluates inside the loop, else None."""
+  if not config.eval.get("every", 0) and not config.eval.get("steps", None):
     return None
+  return build_evaluator(config, model, sft_params, mesh, rules, proxy)
+
+
+def build_evaluator(config, model, sft_params, mesh, rules, proxy=None):
+  """The `evaluation.Evaluator` of config.eval: golden judge, optional proxy PM, and
+  the win-rate reference `eval.reference` (SFT when empty), for every caller alike."""
   from alignment import evaluation, judges  # pylint: disable=g-import-not-at-top
   e = config.eval
-  golden = judges.GoldenJudge(task_vocabulary(e.prompts_task))
+  vocab = task_vocabulary(e.prompts_task)
+  golden = judges.GoldenJudge(vocab)
   if proxy is None and e.proxy:
     proxy = load_model_judge(e.proxy, config.data, mesh, rules)
-  reference = None
+  reference = reference_model = None
   if e.reference:
-    _, reference = load_export(e.reference, "lm", config.data, mesh, rules)
+    reference_model, reference = load_export(e.reference, "lm", config.data, mesh, rules)
   return evaluation.Evaluator(model, sft_params, mesh, rules, golden, e, config.data,
                               e.prompts_task, e.pairs_task, proxy=proxy,
-                              reference_params=reference)
+                              reference_params=reference, vocab_size=vocab.vocab_size,
+                              reference_model=reference_model)
+
+
+def is_eval_step(config, step: int) -> bool:
+  """`eval.steps` when listed (e.g. log-spaced: a curve moves most early on), else
+  every `eval.every` steps and the last one."""
+  e = config.eval
+  if e.get("steps", None):
+    return step in set(int(s) for s in e.steps)
+  return bool(e.get("every", 0)) and (step % e.every == 0 or step == config.train.num_steps)
 
 
 def maybe_evaluate(run, evaluator, config, step: int, params):
-  """Evaluates at every `eval.every` steps and at the last step; logs eval/*."""
-  if evaluator is None:
+  """At an evaluation step: logs eval/* and writes the per-item arrays behind them to
+  <workdir>/eval/step_<N>.npz; with `eval.save_params`, the parameters too
+  (<workdir>/eval/step_<N>/, a params export: e.g. the peak policy of a curve)."""
+  if evaluator is None or not is_eval_step(config, step):
     return
-  if step % config.eval.every == 0 or step == config.train.num_steps:
-    metrics = evaluator(params)
-    run.write(step, {f"eval/{k}": v for k, v in metrics.items()})
+  from alignment import checkpoint, evaluation  # pylint: disable=g-import-not-at-top
+  metrics, arrays = evaluator.evaluate(params)
+  run.write(step, {f"eval/{k}": v for k, v in metrics.items()})
+  path = evaluation.arrays_path(run.log.workdir, step)
+  if config.eval.get("save_params", False):
+    checkpoint.export_params(params, evaluator.model.cfg, path.removesuffix(".npz"))
+  if run.log.main:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    evaluation.save_arrays(path, arrays)

@@ -67,9 +67,7 @@ def run(config, workdir: str) -> dict:
       config.init.policy)
   reference = common.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
                                state_shardings.params)
-  evaluator = None
-  if config.eval.get("every", 0):
-    evaluator = common.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules)
+  evaluator = common.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules)
 
   # ---- step ----------------------------------------------------------------
   loss_fn = steps.alignment_loss_fn(model, config.loss.name, config.loss.beta,

@@ -114,7 +114,8 @@ def make_phases(config, model, judge, reference, optimizer, state_shardings, mes
   sampler = sampling.Sampler(
       model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
                                      top_k=s.top_k, top_p=s.top_p, num_samples=2,
-                                     cache_dtype=s.cache_dtype),
+                                     cache_dtype=s.cache_dtype,
+                                     vocab_size=common.task_vocabulary(d.task).vocab_size),
       mesh, rules, params_sharding=state_shardings.params)
   sample_key = jax.random.PRNGKey(np.uint32(config.seed + 1))
   loss_fn = steps.alignment_loss_fn(model, config.loss.name, config.loss.beta,
@@ -198,10 +199,8 @@ def run(config, workdir: str) -> dict:
   # ---- judge, evaluation, stream ----------------------------------------------
   judge = make_judge(config, vocab, meshes, rules)
   proxy = judge if isinstance(judge, judges.ModelJudge) else None
-  evaluator = None
-  if config.eval.get("every", 0):
-    evaluator = common.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules,
-                                      proxy=proxy)
+  evaluator = common.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules,
+                                    proxy=proxy)  # None unless the config evaluates in-loop
   writer = None
   if config.train.write_stream:
     writer = stream.StreamWriter(
