@@ -10,8 +10,9 @@ from alignment import config as C
 def get_config(arg: str = "tiny"):
   c = C.base_config("pm")
   c.data.task = "env_pairs_golden"
+  c.data.replay_dir = ""        # train on a pair-set directory (a study's D_golden) instead
   c.init = C.ConfigDict(dict(backbone=""))  # SFT export / run dir; "" = random init
-  c.eval = C.ConfigDict(dict(num_batches=8))
+  c.eval = C.ConfigDict(dict(num_batches=8, pairs_dir=""))  # held out: task or a pair set
   if arg == "tiny":
     c.data.task = "env_tiny_pairs_golden"
     c.model.name = "t5-nano"

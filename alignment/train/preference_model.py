@@ -12,6 +12,10 @@ over both orders; 1/2 is unbiased).
 
     python -m alignment.main --config=configs/pm.py:tiny --workdir=DIR \\
         --config.init.backbone=SFT_DIR/export
+
+Pairs come from `data.task` (its train split; held out: its validation split), or
+from pair-set directories a study writes (`data.replay_dir` for training,
+uniformly shuffled; `eval.pairs_dir` held out), e.g. D_golden of SFT samples.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import jax.numpy as jnp
 
 from alignment import checkpoint, distributed, judges, sharding
 from alignment.data import batches as B
-from alignment.data import pipeline
+from alignment.data import pipeline, stream
 from alignment.data import vocab as vocab_lib
 from alignment.models import heads
 from alignment.train import common, steps
@@ -49,7 +53,7 @@ def held_out_metrics(model, mesh, rules, params, pairs, batch_size: int) -> dict
     raw_correct += float(jnp.sum(r_cr > 0) + jnp.sum(r_rc < 0)) / 2
     first += float(jnp.sum(jax.nn.sigmoid(r_cr)) + jnp.sum(jax.nn.sigmoid(r_rc))) / 2
   return {"eval/accuracy": correct / n, "eval/raw_accuracy": raw_correct / n,
-          "eval/position_bias": first / n}
+          "eval/position_bias": first / n, "eval/pairs": float(n)}
 
 
 def run(config, workdir: str) -> dict:
@@ -62,13 +66,21 @@ def run(config, workdir: str) -> dict:
   model = heads.PairwisePreferenceModel(model_cfg)
 
   # ---- data ----------------------------------------------------------------
-  train_data = pipeline.make_iterator(
-      d.task, "train", "pairs", d.batch_size, prompt_length=d.prompt_len,
-      response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
-      max_records=d.max_records or None, virtual_shards=d.virtual_shards or None)
-  held_out = pipeline.fixed_batch(d.task, "validation", "pairs",
-                                  d.batch_size * config.eval.num_batches,
-                                  prompt_length=d.prompt_len, response_length=d.response_len)
+  if d.replay_dir:  # a pair set written by a study (D_golden of SFT samples), shuffled
+    train_data = stream.replay_iterator(
+        d.replay_dir, order="uniform", seed=d.shuffle_seed, global_batch_size=d.batch_size,
+        mesh=mesh, rules=rules, virtual_shards=d.virtual_shards or None)
+  else:
+    train_data = pipeline.make_iterator(
+        d.task, "train", "pairs", d.batch_size, prompt_length=d.prompt_len,
+        response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
+        max_records=d.max_records or None, virtual_shards=d.virtual_shards or None)
+  num_held_out = d.batch_size * config.eval.num_batches
+  if config.eval.pairs_dir:
+    held_out = stream.fixed_pairs(config.eval.pairs_dir, num_held_out)
+  else:
+    held_out = pipeline.fixed_batch(d.task, "validation", "pairs", num_held_out,
+                                    prompt_length=d.prompt_len, response_length=d.response_len)
   example = common.first_rows(held_out)
 
   # ---- state ---------------------------------------------------------------
