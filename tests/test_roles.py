@@ -60,6 +60,11 @@ def test_online_on_role_sub_meshes_equals_the_shared_mesh(pm_export, tmp_path):
   assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
   for ra, rb in zip(a, b):
     for k in ra:
+      # At step 1 the policy IS the reference: every margin is 0 up to the rounding of
+      # log-probs computed on another mesh, so the sign count is not comparable there.
+      if k == "reward_accuracy" and ra["step"] == 1:
+        assert abs(ra["margin"]) < 1e-4 and abs(rb["margin"]) < 1e-4
+        continue
       if "time" not in k and "per_s" not in k:
         np.testing.assert_allclose(rb[k], ra[k], rtol=1e-4, atol=1e-4, err_msg=k)
   from alignment.data import stream

@@ -2,16 +2,22 @@
 
 - `LanguageModel` (the policy and the reference): logits [B, Lr, V] over the
   response, position t predicting response token t.
-- `PairwisePreferenceModel`: (x, y1, y2) -> logit of P(y1 beats y2). The two
-  responses are laid side by side in the response slot, [y1 | y2], each right
-  padded to Lr; the logit is read from the hidden state of the position just
-  after y2's last real token, which (causally) has read x, all of y1 and all of
-  y2, its last token (EOS, or the last word of a cut-off response) included.
-- `RewardModel`: (x, y) -> scalar r(x, y), read the same way just after y.
+- `PairwisePreferenceModel`: (x, y1, y2) -> logit of P(y1 beats y2).
+  T5: the whole comparison is the encoder's input, [x | y1 | y2] (each part
+  padded to its slot; a learned segment embedding, zero at initialisation,
+  tells the three parts apart), so every token of either response attends to
+  the post and to the other response in both directions; the logit is read
+  from the decoder's first position, as T5 classifiers read their answer
+  token. On the environment's SFT-sample pairs this ranks better than reading
+  the responses causally in the decoder (held-out agreement 0.700 against
+  0.683 with the same data and steps; README, "Choosing the default scale").
+  Decoder-only: [x | y1 | y2] is one causal sequence and the logit is read just
+  after y2's last real token, which has read x, y1 and all of y2.
+- `RewardModel`: (x, y) -> scalar r(x, y), read just after y's last real token.
 
 Why "just after": the backbone reads the response shifted right (position t
 sees tokens < t), so the state AT the last real token has not read that token.
-Scalar heads therefore append one padding column and read at index
+The decoder read-outs therefore append one padding column and read at index
 length-of-the-real-prefix, whose input is the last real token.
 
 All three keep the backbone's parameters under "backbone", so a preference
@@ -127,9 +133,25 @@ def pack_pair(y1_bl, m1_bl, y2_bl, m2_bl):
 class PairwisePreferenceModel(_ScalarHead):
   """Logit of P(y1 beats y2 | x); not symmetric by construction (see judges)."""
 
+  def setup(self):
+    super().setup()
+    if self.cfg.architecture == "t5":
+      self.segment_embed = self.param(
+          "segment_embed", L.param_with_axes(nn.initializers.zeros, (None, "embed")),
+          (3, self.cfg.d_model), L.dtype_from_name(self.cfg.param_dtype))
+
   def __call__(self, prompt_bl, prompt_mask_bl, y1_bl, m1_bl, y2_bl, m2_bl) -> Array:
-    pair, pair_mask = pack_pair(y1_bl, m1_bl, y2_bl, m2_bl)
-    return self.score(prompt_bl, prompt_mask_bl, pair, pair_mask)
+    if self.cfg.architecture != "t5":
+      pair, pair_mask = pack_pair(y1_bl, m1_bl, y2_bl, m2_bl)
+      return self.score(prompt_bl, prompt_mask_bl, pair, pair_mask)
+    tokens = jnp.concatenate([prompt_bl, y1_bl, y2_bl], axis=1)
+    mask = jnp.concatenate([prompt_mask_bl, m1_bl, m2_bl], axis=1)
+    segment_l = jnp.concatenate([jnp.full((prompt_bl.shape[1],), 0, jnp.int32),
+                                 jnp.full((y1_bl.shape[1],), 1, jnp.int32),
+                                 jnp.full((y2_bl.shape[1],), 2, jnp.int32)])
+    extra_1ld = jnp.take(self.segment_embed, segment_l, axis=0)[None]
+    h_bd = self.backbone.read_encoded(tokens, mask, extra_1ld)
+    return self.score_head(h_bd.astype(jnp.float32))[:, 0]
 
 
 HEADS = {"lm": LanguageModel, "pairwise": PairwisePreferenceModel, "reward": RewardModel}

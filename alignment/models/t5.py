@@ -141,12 +141,16 @@ class T5Backbone(nn.Module):
     self.decoder_norm = L.RMSNorm(cfg.norm_eps, **dt)
 
   # -- encoder -------------------------------------------------------------
-  def encode(self, prompt_bl: Array, prompt_mask_bl: Array) -> Array:
+  def encode(self, prompt_bl: Array, prompt_mask_bl: Array, extra_bld=None) -> Array:
+    """Encoder states [B, L, D]; `extra_bld` (e.g. segment embeddings) is added to the
+    token embeddings."""
     l = prompt_bl.shape[1]
     idx_1l = jnp.arange(l)[None]
     bias = self.encoder_relpos(idx_1l, idx_1l)  # [1, H, L, L]: the same for every row
     mask = L.key_mask(prompt_mask_bl, l)
     x = self.token_embed(prompt_bl)
+    if extra_bld is not None:
+      x = x + extra_bld.astype(x.dtype)
     for layer in self.encoder_layers:
       x = layer(x, mask, bias)
     return self.encoder_norm(x)
@@ -156,6 +160,16 @@ class T5Backbone(nn.Module):
     """Decoder hidden states [B, Lr, D]; position t has read response[:t]."""
     enc = self.encode(prompt_bl, prompt_mask_bl)
     return self._decode_teacher_forced(response_bl, response_mask_bl, prompt_mask_bl, enc=enc)
+
+  def read_encoded(self, tokens_bl: Array, mask_bl: Array, extra_bld=None) -> Array:
+    """Encodes a whole input, then runs the decoder's first position (start token
+    only): [B, D], the state a T5 classifier reads its answer from (as T5X's
+    preference models read the token they emit)."""
+    enc = self.encode(tokens_bl, mask_bl, extra_bld)
+    b = tokens_bl.shape[0]
+    start = jnp.zeros((b, 1), jnp.int32)
+    h = self._decode_teacher_forced(start, jnp.ones((b, 1), jnp.int32), mask_bl, enc=enc)
+    return h[:, 0]
 
   def shared_prompt(self, prompt_bl, prompt_mask_bl, response_bl, response_mask_bl):
     """`__call__` for c responses per prompt, the prompt encoded once.
