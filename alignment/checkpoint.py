@@ -239,11 +239,11 @@ def abstract_like(state: Any) -> Any:
       state)
 
 
-def write_json_atomic(path: str, obj: Any):
+def write_json_atomic(path: str, obj: Any, sort_keys: bool = True):
   """Writes JSON via a temporary name and a rename: never half-written."""
   tmp = epath.Path(f"{path}.tmp.{os.getpid()}")
   with tmp.open("w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True, default=str)
+    json.dump(obj, f, indent=1, sort_keys=sort_keys, default=str)
   tmp.replace(path)
 
 

@@ -1,33 +1,45 @@
 """From a study's stages to results.json, report.md and PNG plots.
 
-Each alignment run becomes a curve: one point per evaluation (its eval/*
-records in metrics.jsonl) after the step-0 point of its SFT policy
-(`sft_eval`). Each finding of PAPER.md that the study covers is checked by a
-small rule written out below and in the report, and reported as measured:
-`reproduced` is true or false with the numbers behind it. The rules use the
-SOFT golden win rate (mean golden probability against the reference policy),
-whose sampling error on 512 prompts is about 0.01.
+Each alignment run becomes a curve: its SFT policy's evaluation (step 0, from
+the `sft_eval` stage, measured against the same reference as every later point)
+then one point per in-loop evaluation. Runs that differ only in their seed form
+an ARM; an arm's curve is the mean over its seeds. Every number a verdict rests
+on comes with a 95% interval from one shared bootstrap over seeds, win-rate
+prompts and held-out pairs (`alignment.stats`).
+
+The report opens with the SET-UP GATE: the proxy PM's agreement with the golden
+judge on held-out pairs of SFT samples (what online training asks it at step 0),
+with its Wilson interval, and the SFT policy's mean golden score. Where the
+agreement's interval includes 0.5 the proxy cannot rank the policy's samples,
+and every finding is reported "inconclusive", whatever its parts say.
+
+Each finding is a list of claims "statistic > 0" (written out in the report);
+a finding is reproduced when every claim's interval lies above 0, not
+reproduced when one lies below 0, inconclusive otherwise. Claims of "no better"
+or "matches" are contrasts against the effect they are set beside, never fixed
+margins (see `alignment.stats`).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-from alignment import checkpoint
+from alignment import checkpoint, stats
 
-POINT_KEYS = ("kl", "golden_win_rate", "proxy_win_rate", "classifier_accuracy",
-              "chosen_logprob_delta", "mean_response_length")
+POINT_KEYS = ("kl", "golden_win_rate", "golden_win_rate_se", "proxy_win_rate",
+              "classifier_accuracy", "chosen_logprob_delta", "mean_response_length",
+              "proxy_golden_agreement")
 EXTRA_KEYS = ("golden_win_rate_hard", "proxy_win_rate_hard", "golden_score",
-              "reference_golden_score", "proxy_golden_agreement")
-TOL = 0.02  # win-rate differences below this are noise at the default scale
+              "reference_golden_score", "proxy_golden_agreement_vs_reference")
+CONTRASTIVE = ("ipo", "dpo", "slic")
 
 
 # ---------------------------------------------------------------------------
-# Runs and points
+# Runs, points, arms
 # ---------------------------------------------------------------------------
 
 
@@ -36,6 +48,13 @@ def _read_jsonl(path: str) -> list[dict]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def _arrays(path: str) -> Optional[dict]:
+  if not os.path.exists(path):
+    return None
+  from alignment import evaluation  # pylint: disable=g-import-not-at-top
+  return evaluation.load_arrays(path)
 
 
 def sft_point(workdir: str, stage: str) -> Optional[dict]:
@@ -66,9 +85,38 @@ def collect_runs(workdir: str, stages) -> list[dict]:
     if not st.run:
       continue
     sft = sft_point(workdir, st.sft_eval)
-    runs.append({"name": st.name, "group": st.group, **st.run,
-                 "points": run_points(workdir, st.name, sft)})
+    runs.append({"name": st.name, "group": st.group, "arm": st.arm, **st.run,
+                 "sft_eval": st.sft_eval, "points": run_points(workdir, st.name, sft)})
   return runs
+
+
+def run_arrays(workdir: str, run: dict) -> Optional[list[dict]]:
+  """The per-item arrays of every point of a run (step 0 from its sft_eval stage)."""
+  from alignment import evaluation  # pylint: disable=g-import-not-at-top
+  out = []
+  for p in run["points"]:
+    stage = run["sft_eval"] if p["step"] == 0 else run["name"]
+    a = _arrays(evaluation.arrays_path(os.path.join(workdir, stage), p["step"]))
+    if a is None:
+      return None
+    out.append(a)
+  return out
+
+
+def arm_data(workdir: str, runs: list[dict]) -> Optional[stats.ArmData]:
+  """Stack an arm's seeds; None when a run is missing points or arrays."""
+  per_run = [run_arrays(workdir, r) for r in runs]
+  if any(a is None or not a for a in per_run):
+    return None
+  steps = [tuple(p["step"] for p in r["points"]) for r in runs]
+  if len(set(steps)) != 1:
+    return None
+  stack = lambda key: (np.stack([np.stack([p[key] for p in a]) for a in per_run])
+                       if all(key in p for a in per_run for p in a) else None)
+  kl = np.array([[float(np.mean(p["kl"])) for p in a] for a in per_run])
+  return stats.ArmData(steps=np.array(steps[0]), kl=kl, win=stack("golden_win"),
+                       classifier=stack("classifier"), chosen=stack("chosen_delta"),
+                       agreement=stack("agreement"))
 
 
 def training_stats(workdir: str, name: str, keys=("loss", "margin", "policy_chosen_logps",
@@ -77,262 +125,392 @@ def training_stats(workdir: str, name: str, keys=("loss", "margin", "policy_chos
   return {k: np.array([r[k] for r in rows]) for k in keys if rows and k in rows[0]}
 
 
-# ---------------------------------------------------------------------------
-# Curve helpers
-# ---------------------------------------------------------------------------
-
-
-def peak(points: list[dict]) -> dict:
-  valid = [p for p in points if p.get("golden_win_rate") is not None]
-  if not valid:
-    return {"golden_win_rate": float("nan"), "kl": float("nan"), "step": None}
-  best = max(valid, key=lambda p: p["golden_win_rate"])
-  return {"golden_win_rate": best["golden_win_rate"], "kl": best["kl"], "step": best["step"]}
-
-
-def pooled_peak(runs: list[dict]) -> dict:
-  pts = [p for r in runs for p in r["points"]]
-  return peak(pts)
-
-
-def frontier(points: list[dict], kl: float) -> float:
-  """Best golden win rate among points with KL <= kl (a budget curve's envelope)."""
-  vals = [p["golden_win_rate"] for p in points if p["kl"] is not None and p["kl"] <= kl]
-  return max(vals) if vals else float("nan")
-
-
-def overoptimises(points: list[dict]) -> tuple[bool, float, float]:
-  """Win rate rises, then falls by more than TOL after its peak: (bool, peak, final)."""
-  pk = peak(points)["golden_win_rate"]
-  final = points[-1]["golden_win_rate"] if points else float("nan")
-  rises = pk > (points[0]["golden_win_rate"] if points else 0) + TOL
-  return bool(rises and final < pk - TOL), pk, final
-
-
-def _by_name(runs):
-  return {r["name"]: r for r in runs}
-
-
-def _final(run, key):
-  vals = [p[key] for p in run["points"] if p.get(key) is not None and p["step"] > 0]
-  return vals[-1] if vals else float("nan")
-
-
 def _r(x, nd=3):
   return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
 
 
 # ---------------------------------------------------------------------------
-# Findings (PAPER.md "Findings to reproduce")
+# The set-up gate
 # ---------------------------------------------------------------------------
 
 
-def finding_1(runs, workdir):
-  by = _by_name(runs)
-  online = [r for r in runs if r["group"] == "fig1" and r["mode"] == "online"]
-  offline = [r for r in runs if r["group"] == "fig1" and r["mode"] == "offline"]
-  if not online or not offline:
-    return None
-  on_pts = [p for r in online for p in r["points"]]
-  off_pts = [p for r in offline for p in r["points"]]
-  on_peak, off_peak = peak(on_pts), peak(off_pts)
-  kls = [p["kl"] for p in on_pts + off_pts if p["kl"] and p["kl"] > 0]
-  lo = max(min(p["kl"] for p in on_pts if p["kl"] > 0), min(p["kl"] for p in off_pts
-                                                              if p["kl"] > 0)) if kls else 0
-  hi = min(max(p["kl"] for p in on_pts), max(p["kl"] for p in off_pts)) if kls else 0
-  grid = np.geomspace(lo, hi, 12) if kls and hi > lo > 0 else []
-  better = [frontier(on_pts, k) >= frontier(off_pts, k) - TOL / 2 for k in grid]
-  share = float(np.mean(better)) if len(grid) else float("nan")
-  oo_on = overoptimises(online[0]["points"])
-  oo_off = [overoptimises(r["points"])[0] for r in offline]
-  reproduced = (on_peak["golden_win_rate"] > off_peak["golden_win_rate"] + TOL / 2
-                and share >= 0.75 and oo_on[0] and any(oo_off))
-  del by, workdir
-  return {
-      "id": 1, "finding": "Both over-optimise; online is better at equal KL and has the "
-      "higher peak",
-      "reproduced": bool(reproduced),
-      "numbers": {
-          "online_peak_win_rate": _r(on_peak["golden_win_rate"]),
-          "online_peak_kl": _r(on_peak["kl"]),
-          "offline_peak_win_rate": _r(off_peak["golden_win_rate"]),
-          "offline_peak_kl": _r(off_peak["kl"]),
-          "share_of_common_kl_range_online_at_least_offline": _r(share),
-          "online_overoptimises": oo_on[0], "online_final_win_rate": _r(oo_on[2]),
-          "offline_runs_overoptimising": int(sum(oo_off)), "offline_runs": len(offline)},
-      "rule": "online peak > offline pooled peak + 0.01; online envelope >= offline's "
-              "(within 0.01) on >= 75% of the common log-KL range; online and at least one "
-              "offline run end more than 0.02 below their peak",
-  }
+def setup_gate(workdir: str, stages, runs: list[dict]) -> dict:
+  """Can the proxy rank the SFT policy's samples? The figures that say so, first.
+
+  proxy_agreement: the proxy PM's debiased verdict against the golden label on the
+  held-out pairs of SFT samples (pairs/held_out: validation prompts, golden ties
+  dropped), with a Wilson 95% interval; the gate passes when the interval lies
+  above 0.5. sft_golden_score: the SFT policy's mean golden score on the win
+  prompts, with its standard error. sft_self_agreement: the same agreement on
+  two SFT samples per win prompt (the evaluation's step-0 point).
+  """
+  out: dict = {}
+  by = {st.name: st for st in stages}
+  pm = [r for r in _read_jsonl(os.path.join(workdir, "pm", "metrics.jsonl"))
+        if "eval/accuracy" in r]
+  if pm:
+    acc, n = pm[-1]["eval/accuracy"], int(pm[-1].get("eval/pairs", 0))
+    lo, hi = stats.wilson(acc * n, n) if n else (float("nan"), float("nan"))
+    out.update(proxy_agreement=_r(acc, 4), proxy_agreement_interval=[_r(lo, 4), _r(hi, 4)],
+               proxy_agreement_pairs=n, proxy_position_bias=_r(pm[-1].get("eval/position_bias")))
+  sft = _arrays(os.path.join(workdir, "sft_eval", "eval", "step_000000.npz"))
+  if sft is not None:
+    m, se = stats.mean_se(sft["golden_score"])
+    out.update(sft_golden_score=_r(m), sft_golden_score_se=_r(se),
+               sft_golden_score_interval=[_r(m - stats.Z95 * se), _r(m + stats.Z95 * se)],
+               sft_mean_length=_r(float(np.mean(sft["length"]))))
+    if "agreement" in sft:
+      decided = sft["agreement"][~np.isnan(sft["agreement"])]
+      lo, hi = stats.wilson(float(decided.sum()), decided.size)
+      out.update(sft_self_agreement=_r(float(decided.mean()) if decided.size else None, 4),
+                 sft_self_agreement_interval=[_r(lo, 4), _r(hi, 4)],
+                 sft_self_agreement_pairs=int(decided.size))
+  pairs = _stage_summary(workdir, "pairs")
+  if pairs:
+    out["d_golden"] = {k: pairs.get(k) for k in ("train", "held_out")}
+  if "pairs" in by and by["pairs"].params:
+    out["d_golden_kind"] = by["pairs"].params.get("kind")
+  lo = (out.get("proxy_agreement_interval") or [None])[0]
+  out["gate_passed"] = bool(lo is not None and lo > 0.5)
+  for r in runs:
+    if r["mode"] == "online" and len(r["points"]) > 1:
+      out.setdefault("online_final_agreement", {})[r["name"]] = _r(
+          r["points"][-1].get("proxy_golden_agreement"))
+  return out
 
 
-def finding_2(runs, workdir):
-  by = _by_name(runs)
-  if "replay_ordered" not in by or "online_ipo" not in by:
+def _stage_summary(workdir: str, name: str) -> Optional[dict]:
+  path = os.path.join(workdir, name, "STAGE.json")
+  if not os.path.exists(path):
     return None
-  a, b = training_stats(workdir, "online_ipo"), training_stats(workdir, "replay_ordered")
+  with open(path) as f:
+    return json.load(f).get("summary")
+
+
+# ---------------------------------------------------------------------------
+# Findings: claims on the arms' curves
+# ---------------------------------------------------------------------------
+
+
+class Context:
+  """The arms of a study and their shared bootstrap.
+
+  runs: the runs' metadata (name, arm, mode, group, algorithm, data, points);
+  data: {arm: stats.ArmData}; source: the online run H1 replays and H2 samples.
+  `Context.from_workdir` reads both from a study's stages; tests build them directly.
+  """
+
+  def __init__(self, runs: list[dict], data: dict, resamples: int, seed: int = 0,
+               source: Optional[str] = None, workdir: str = ""):
+    self.workdir, self.runs, self.source, self.data = workdir, runs, source, data
+    self.arm_runs: dict[str, list[dict]] = {}
+    for r in runs:
+      self.arm_runs.setdefault(r["arm"], []).append(r)
+    self.boot = stats.Bootstrap(data, resamples=resamples, seed=seed) if data else None
+
+  @classmethod
+  def from_workdir(cls, workdir: str, runs: list[dict], resamples: int, seed: int = 0,
+                   source: Optional[str] = None) -> "Context":
+    arm_runs: dict[str, list[dict]] = {}
+    for r in runs:
+      arm_runs.setdefault(r["arm"], []).append(r)
+    data = {}
+    for name, rs in arm_runs.items():
+      d = arm_data(workdir, rs)
+      if d is not None:
+        data[name] = d
+    for r in runs:  # a run of a several-seed arm is also an arm of its own (H1, H2)
+      if len(arm_runs[r["arm"]]) > 1:
+        d = arm_data(workdir, [r])
+        if d is not None:
+          data["run:" + r["name"]] = d
+    return cls(runs, data, resamples, seed, source, workdir)
+
+  def has(self, *arms) -> bool:
+    return self.boot is not None and all(a in self.data for a in arms)
+
+  def cv(self, arm):
+    return self.boot.curves(arm)
+
+  def peak(self, arm):
+    return stats.peak(self.cv(arm).win)
+
+  def start(self, arm):
+    return self.cv(arm).win[:, 0]
+
+  def final(self, arm):
+    return self.cv(arm).win[:, -1]
+
+  def claim(self, text: str, fn: Callable[[], np.ndarray], counts: bool = True) -> dict:
+    c = self.boot.claim(lambda _: fn())
+    return {"claim": text, **c, "counts": counts}
+
+  def value(self, fn) -> dict:
+    """Estimate and interval of a quantity (no claim)."""
+    c = self.boot.claim(lambda _: fn())
+    return {"estimate": _r(c["estimate"], 4), "interval": [_r(x, 4) for x in c["interval"]]}
+
+  def arm_of(self, mode: str, group: str = "fig1", algorithm: str = "ipo") -> list[str]:
+    return sorted({r["arm"] for r in self.runs if r["group"] == group and r["mode"] == mode
+                   and r["algorithm"] == algorithm and r["arm"] in self.data})
+
+
+def _finding(fid: int, text: str, parts: list[dict], numbers: dict, gate: dict,
+             rule: str) -> dict:
+  counted = [p for p in parts if p.get("counts", True)]
+  verdict = stats.combine([p["verdict"] for p in counted])
+  reason = None
+  if not gate.get("gate_passed"):
+    reason = "inconclusive: the proxy cannot rank the policy's samples (set-up gate)"
+    verdict = "inconclusive"
+  main = counted[0] if counted else {}
+  return {"id": fid, "finding": text, "verdict": verdict, "reason": reason,
+          "estimate": _r(main.get("estimate"), 4),
+          "interval": [_r(x, 4) for x in main.get("interval", [None, None])],
+          "parts": [{**p, "estimate": _r(p.get("estimate"), 4),
+                     "interval": [_r(x, 4) for x in p.get("interval", [None, None])]}
+                    for p in parts],
+          "numbers": numbers, "rule": rule}
+
+
+def _pooled_peak(ctx, arms):
+  return np.max(np.stack([ctx.peak(a) for a in arms]), axis=0)
+
+
+def _pooled_envelope_gap(ctx, on_arms, off_arms, points: int = 64):
+  on, off = [ctx.cv(a) for a in on_arms], [ctx.cv(a) for a in off_arms]
+  top = min(max(float(np.max(c.kl[0])) for c in on), max(float(np.max(c.kl[0])) for c in off))
+  if not top > 0:
+    return np.full(on[0].win.shape[0], np.nan)
+  grid = np.linspace(0.0, top, points)
+  env = lambda cs: np.nanmax(np.stack([stats.envelope(c.kl, c.win, grid) for c in cs]), axis=0)
+  return np.nanmean(env(on) - env(off), axis=1)
+
+
+def _rise_and_fall(ctx, arm):
+  return np.minimum(ctx.peak(arm) - ctx.start(arm), ctx.peak(arm) - ctx.final(arm))
+
+
+def finding_1(ctx: Context, gate: dict):
+  on, off = ctx.arm_of("online"), ctx.arm_of("offline")
+  if not on or not off:
+    return None
+  parts = [
+      ctx.claim("online peak - offline peak > 0 (each mode pooled over the same betas)",
+                lambda: _pooled_peak(ctx, on) - _pooled_peak(ctx, off)),
+      ctx.claim("online envelope - offline envelope > 0, averaged over KL in [0, K] (K: the "
+                "smaller of the two curves' largest KL; the SFT point starts both)",
+                lambda: _pooled_envelope_gap(ctx, on, off)),
+      ctx.claim(f"online over-optimises ({on[0]}): min(peak - start, peak - final) > 0",
+                lambda: _rise_and_fall(ctx, on[0])),
+      ctx.claim(f"offline over-optimises ({off[0]}): min(peak - start, peak - final) > 0",
+                lambda: _rise_and_fall(ctx, off[0])),
+  ]
+  numbers = {a: _arm_numbers(ctx, a) for a in on + off}
+  return _finding(1, "Both over-optimise; online is better at equal KL and has the higher peak",
+                  parts, numbers, gate, "every claim's 95% interval above 0")
+
+
+def finding_2(ctx: Context, gate: dict, workdir: str):
+  if ctx.source is None or not any(r["name"] == "replay_ordered" for r in ctx.runs):
+    return None
+  src_name = _replay_source(ctx)
+  src = _source_arm(ctx)
+  off = ctx.arm_of("offline")
+  if not ctx.has(src, "replay_shuffled") or not off:
+    return None
+  off = off[0]
+  a, b = training_stats(workdir, src_name), training_stats(workdir, "replay_ordered")
   n = min(len(a.get("loss", [])), len(b.get("loss", [])))
   rel = max(float(np.max(np.abs(a[k][:n] - b[k][:n]) / np.maximum(np.abs(a[k][:n]), 1e-6)))
             for k in a) if n else float("nan")
   shift = float(np.max(np.abs(a["loss"][1:n] - b["loss"][:n - 1]) /
                        np.maximum(np.abs(a["loss"][1:n]), 1e-6))) if n > 1 else float("nan")
-  on = peak(by["online_ipo"]["points"])["golden_win_rate"]
-  offline = [r for r in runs if r["group"] == "fig1" and r["mode"] == "offline"]
-  off = pooled_peak(offline)["golden_win_rate"] if offline else float("nan")
-  shuffled = peak(by["replay_shuffled"]["points"])["golden_win_rate"] \
-      if "replay_shuffled" in by else float("nan")
-  windows = sorted((int(r["name"][len("replay_window"):]), peak(r["points"])["golden_win_rate"])
-                   for r in runs if r["name"].startswith("replay_window"))
-  ladder = [on] + [w for _, w in windows] + [shuffled]
-  graceful = all(x >= y - TOL for x, y in zip(ladder, ladder[1:]))
-  tandem = rel < 1e-3
-  gains_little = shuffled < on - (on - off) / 2 if on > off else False
-  return {
-      "id": 2, "finding": "Coverage (H1): ordered replay of D_online reproduces the online "
-      "run (tandem); shuffled D_online gains little over offline; partial shuffles degrade "
-      "gracefully",
-      "reproduced": bool(tandem and gains_little and graceful),
-      "numbers": {"max_relative_difference_ordered_replay": _r(rel, 8),
-                  "max_relative_difference_shifted_one_batch": _r(shift, 4),
-                  "online_peak": _r(on), "offline_golden_peak": _r(off),
-                  "shuffled_replay_peak": _r(shuffled),
-                  "window_peaks": {str(k): _r(v) for k, v in windows}},
-      "rule": "ordered replay's training statistics within 0.1% of the online run's; "
-              "shuffled replay's peak below the midpoint of offline and online peaks; peaks "
-              "non-increasing (within 0.02) from online through windows to uniform",
-  }
+  parts = [
+      ctx.claim(f"{src_name} peak - shuffled replay peak > 0 (the online order's coverage "
+                "is lost when shuffled)", lambda: ctx.peak(src) - ctx.peak("replay_shuffled")),
+      ctx.claim("online + offline - 2 x shuffled > 0 (the shuffled replay gains less than half "
+                "of online's gain over offline)",
+                lambda: ctx.peak(src) + ctx.peak(off) - 2 * ctx.peak("replay_shuffled")),
+  ]
+  windows = sorted((int(a_[len("replay_window"):]), a_) for a_ in ctx.data
+                   if a_.startswith("replay_window"))
+  numbers = {"tandem_check": {"max_relative_difference_ordered_replay": _r(rel, 8),
+                              "max_relative_difference_shifted_one_batch": _r(shift, 4),
+                              "passes": bool(rel < 1e-3 and shift > 1e-3)},
+             "online_peak": ctx.value(lambda: ctx.peak(src)),
+             "offline_peak": ctx.value(lambda: ctx.peak(off)),
+             "shuffled_peak": ctx.value(lambda: ctx.peak("replay_shuffled")),
+             "window_peaks": {str(k): ctx.value(lambda a_=a_: ctx.peak(a_)) for k, a_ in windows}}
+  return _finding(2, "Coverage (H1): shuffled D_online gains little over offline; the online "
+                  "order matters (ordered replay = online is a determinism check)", parts,
+                  numbers, gate, "both claims' intervals above 0; the tandem check (ordered "
+                  "replay's training statistics within 0.1% of the online run's, a one-batch "
+                  "shift breaking it) is reported, not voted")
 
 
-def finding_3(runs, workdir):
-  by = _by_name(runs)
-  if "offline_final_pairs" not in by or "online_ipo" not in by:
+def _replay_source(ctx) -> str:
+  """The online run whose stream H1 replays and whose policy H2 samples."""
+  return ctx.source
+
+
+def _arm_name(ctx, run_name: str) -> str:
+  return next(r["arm"] for r in ctx.runs if r["name"] == run_name)
+
+
+def _source_arm(ctx) -> str:
+  """The source run as an arm of its own (its arm has other seeds), else its arm."""
+  return "run:" + ctx.source if "run:" + ctx.source in ctx.data else _arm_name(ctx, ctx.source)
+
+
+def source_run(stages) -> Optional[str]:
+  """The online run the H1 replays and H2 pair sets depend on."""
+  by = {st.name: st for st in stages}
+  for name in ("replay_ordered", "peak_pairs", "final_pairs"):
+    if name in by:
+      return next((d for d in by[name].deps if by[d].kind == "online"), None)
+  return None
+
+
+def finding_3(ctx: Context, gate: dict):
+  if ctx.source is None or not ctx.has("offline_peak_pairs"):
     return None
-  base = by["online_ipo"]["points"][0]["golden_win_rate"] if by["online_ipo"]["points"] else 0.5
-  on = peak(by["online_ipo"]["points"])["golden_win_rate"]
-  h2 = peak(by["offline_final_pairs"]["points"])["golden_win_rate"]
-  del workdir
-  return {
-      "id": 3, "finding": "Quality (H2): offline training on pairs from the final online "
-      "policy, relabelled by the golden judge, barely beats SFT",
-      "reproduced": bool(h2 - base < (on - base) / 2),
-      "numbers": {"sft_win_rate": _r(base), "online_peak": _r(on),
-                  "final_policy_pairs_peak": _r(h2)},
-      "rule": "its peak gain over SFT is less than half the online run's",
-  }
+  src = _source_arm(ctx)
+  gain = lambda a: ctx.peak(a) - ctx.start(a)
+  parts = [ctx.claim("online gain - 2 x gain of offline on the online PEAK policy's pairs > 0 "
+                     "(gains over SFT: it barely beats SFT)",
+                     lambda: gain(src) - 2 * gain("offline_peak_pairs"))]
+  if ctx.has("offline_final_pairs"):
+    parts.append(ctx.claim("the same with the online FINAL policy's pairs (second row)",
+                           lambda: gain(src) - 2 * gain("offline_final_pairs"), counts=False))
+  numbers = {"online_gain": ctx.value(lambda: gain(src)),
+             "peak_pairs_gain": ctx.value(lambda: gain("offline_peak_pairs"))}
+  if ctx.has("offline_final_pairs"):
+    numbers["final_pairs_gain"] = ctx.value(lambda: gain("offline_final_pairs"))
+  policy_step = (_stage_summary(ctx.workdir, "peak_pairs") or {}).get("policy_step")
+  numbers["peak_policy_step"] = policy_step
+  return _finding(3, "Quality (H2): offline training on pairs from the online policy, "
+                  "relabelled by the golden judge, barely beats SFT", parts, numbers, gate,
+                  "the peak-policy row's interval above 0 (the final-policy row is shown)")
 
 
-def finding_4(runs, workdir):
-  online = [r for r in runs if r["mode"] == "online" and r["algorithm"] != "best_of_2"]
-  offline = [r for r in runs if r["mode"] == "offline" and r["algorithm"] != "best_of_2"
-             and r["data"] == "golden"]
-  if not online or not offline:
+def finding_4(ctx: Context, gate: dict):
+  on, off = ctx.arm_of("online"), ctx.arm_of("offline")
+  if not on or not off or ctx.cv(on[0]).classifier is None:
     return None
-  acc_on = float(np.mean([_final(r, "classifier_accuracy") for r in online]))
-  acc_off = float(np.mean([_final(r, "classifier_accuracy") for r in offline]))
-  win_on = float(np.mean([peak(r["points"])["golden_win_rate"] for r in online]))
-  win_off = float(np.mean([peak(r["points"])["golden_win_rate"] for r in offline]))
-  off_pts = [p for r in offline for p in r["points"] if p["step"] > 0]
-  corr = float(np.corrcoef([p["classifier_accuracy"] for p in off_pts],
-                           [p["golden_win_rate"] for p in off_pts])[0, 1]) \
-      if len(off_pts) > 2 else float("nan")
-  deltas = {r["name"]: _final(r, "chosen_logprob_delta") for r in runs}
-  falls = all(v < 0 for v in deltas.values() if not math.isnan(v))
-  d_on = float(np.mean([deltas[r["name"]] for r in online]))
-  d_off = float(np.mean([deltas[r["name"]] for r in offline]))
-  del workdir
-  return {
-      "id": 4, "finding": "Classification vs generation (H3): offline policies classify "
-      "better, online ones generate better; chosen log-probs fall below SFT, most offline",
-      "reproduced": bool(acc_off > acc_on and win_on > win_off and falls and d_off < d_on),
-      "numbers": {"online_classifier_accuracy": _r(acc_on),
-                  "offline_classifier_accuracy": _r(acc_off),
-                  "online_peak_win_rate": _r(win_on), "offline_peak_win_rate": _r(win_off),
-                  "offline_accuracy_win_rate_correlation": _r(corr),
-                  "online_chosen_logprob_delta": _r(d_on),
-                  "offline_chosen_logprob_delta": _r(d_off),
-                  "runs_with_chosen_logprob_below_sft": int(sum(v < 0 for v in deltas.values())),
-                  "runs": len(deltas)},
-      "rule": "mean final classifier accuracy offline > online; mean peak win rate online > "
-              "offline; every run's final chosen log-prob delta < 0, more negative offline",
-  }
+  on, off = on[0], off[0]
+  contrastive = sorted({r["arm"] for r in ctx.runs if r["algorithm"] in CONTRASTIVE
+                        and r["arm"] in ctx.data})
+  parts = [
+      ctx.claim("offline final classifier accuracy - online's > 0",
+                lambda: ctx.cv(off).classifier[:, -1] - ctx.cv(on).classifier[:, -1]),
+      ctx.claim("online peak win rate - offline's > 0",
+                lambda: ctx.peak(on) - ctx.peak(off)),
+      ctx.claim("chosen log-probs fall below SFT in every contrastive run: -max(final chosen "
+                "log-prob delta) > 0", lambda: -np.max(np.stack(
+                    [ctx.cv(a).chosen[:, -1] for a in contrastive]), axis=0)),
+      ctx.claim("most steeply offline: online final chosen delta - offline's > 0",
+                lambda: ctx.cv(on).chosen[:, -1] - ctx.cv(off).chosen[:, -1]),
+  ]
+  off_pts = [(p["classifier_accuracy"], p["golden_win_rate"]) for r in ctx.runs
+             if r["mode"] == "offline" for p in r["points"][1:]
+             if p.get("classifier_accuracy") is not None]
+  corr = float(np.corrcoef(np.array(off_pts).T)[0, 1]) if len(off_pts) > 2 else float("nan")
+  numbers = {"online_final_classifier": ctx.value(lambda: ctx.cv(on).classifier[:, -1]),
+             "offline_final_classifier": ctx.value(lambda: ctx.cv(off).classifier[:, -1]),
+             "offline_accuracy_win_rate_correlation": _r(corr),
+             "final_chosen_delta": {a: ctx.value(lambda a=a: ctx.cv(a).chosen[:, -1])
+                                    for a in contrastive}}
+  return _finding(4, "Classification vs generation (H3): offline policies classify better, "
+                  "online ones generate better; chosen log-probs fall below SFT (contrastive "
+                  "runs), most steeply offline", parts, numbers, gate,
+                  "every claim's interval above 0; Best-of-2 is left out of the chosen "
+                  "log-prob claim (maximum likelihood on the winners raises them by design)")
 
 
-def finding_5(runs, workdir):
-  by = _by_name(runs)
-  need = ("online_best_of_2", "offline_best_of_2")
-  if not all(k in by for k in need):
+def finding_5(ctx: Context, gate: dict):
+  if not ctx.has("online_best_of_2", "offline_best_of_2"):
     return None
-  on = peak(by["online_best_of_2"]["points"])["golden_win_rate"]
-  off = peak(by["offline_best_of_2"]["points"])["golden_win_rate"]
-  rep = peak(by["offline_best_of_2_replay"]["points"])["golden_win_rate"] \
-      if "offline_best_of_2_replay" in by else float("nan")
-  del workdir
-  return {
-      "id": 5, "finding": "Non-contrastive loss (H4): the gap persists for Best-of-2; "
-      "offline Best-of-2 on shuffled D_online matches online",
-      "reproduced": bool(on > off + TOL / 2 and abs(rep - on) <= TOL),
-      "numbers": {"online_best_of_2_peak": _r(on), "offline_best_of_2_peak": _r(off),
-                  "offline_best_of_2_shuffled_online_peak": _r(rep)},
-      "rule": "online peak > offline peak + 0.01; shuffled-replay peak within 0.02 of online",
-  }
+  on, off = "online_best_of_2", "offline_best_of_2"
+  parts = [ctx.claim("online Best-of-2 peak - offline Best-of-2 peak > 0",
+                     lambda: ctx.peak(on) - ctx.peak(off))]
+  if ctx.has("offline_best_of_2_replay"):
+    rep = "offline_best_of_2_replay"
+    parts.append(ctx.claim("2 x replay - online - offline > 0 (offline Best-of-2 on shuffled "
+                           "D_online is closer to online than to offline)",
+                           lambda: 2 * ctx.peak(rep) - ctx.peak(on) - ctx.peak(off)))
+  numbers = {a: _arm_numbers(ctx, a) for a in (on, off, "offline_best_of_2_replay")
+             if a in ctx.data}
+  return _finding(5, "Non-contrastive loss (H4): the gap persists for Best-of-2; offline "
+                  "Best-of-2 on shuffled D_online matches online", parts, numbers, gate,
+                  "every claim's interval above 0")
 
 
-def finding_6(runs, workdir):
-  h5 = [r for r in runs if r["group"] in ("h5", "fig1") and r["algorithm"] == "ipo"
-        and r["data"] in ("online", "golden")]
-  sizes = sorted({r["hparams"]["model"] for r in h5}, key=_size_order)
-  if len(sizes) < 2:
-    return None
-  rows = {}
+def finding_6(ctx: Context, gate: dict, sizes: list[str], main_model: str):
+  rows = []
   for size in sizes:
-    on = [r for r in h5 if r["hparams"]["model"] == size and r["mode"] == "online"]
-    off = [r for r in h5 if r["hparams"]["model"] == size and r["mode"] == "offline"]
-    if on and off:
-      rows[size] = (pooled_peak(on)["golden_win_rate"], pooled_peak(off)["golden_win_rate"])
-  peaks = [rows[s][0] for s in rows]
-  gaps = [rows[s][0] - rows[s][1] for s in rows]
-  del workdir
-  return {
-      "id": 6, "finding": "Scaling (H5): peak win rate grows with policy size; the online/"
-      "offline gap narrows slowly",
-      "reproduced": bool(all(b > a for a, b in zip(peaks, peaks[1:]))
-                         and all(b <= a + TOL for a, b in zip(gaps, gaps[1:]))
-                         and all(g > 0 for g in gaps)),
-      "numbers": {s: {"online_peak": _r(v[0]), "offline_peak": _r(v[1]),
-                      "gap": _r(v[0] - v[1])} for s, v in rows.items()},
-      "rule": "online peaks increase with size; gaps stay positive and do not grow",
-  }
-
-
-def finding_7(runs, workdir):
-  by = _by_name(runs)
-  if "offline_sft_pairs" not in by or "offline_gap_pairs" not in by:
+    if size == main_model:
+      on, off = (ctx.arm_of("online") or [None])[0], (ctx.arm_of("offline") or [None])[0]
+    else:
+      on, off = f"online_ipo_{size}", f"offline_ipo_{size}"
+    if on in ctx.data and off in ctx.data:
+      rows.append((size, on, off))
+  if len(rows) < 2:
     return None
-  offline = [r for r in runs if r["group"] == "fig1" and r["mode"] == "offline"]
-  base = pooled_peak(offline)["golden_win_rate"] if offline else float("nan")
-  sft_pairs = peak(by["offline_sft_pairs"]["points"])["golden_win_rate"]
-  gap_pairs = peak(by["offline_gap_pairs"]["points"])["golden_win_rate"]
-  del workdir
-  return {
-      "id": 7, "finding": "Data sets (section 6): a wider quality gap does not help; one "
-      "response sampled from SFT helps most",
-      "reproduced": bool(gap_pairs <= base + TOL and sft_pairs > max(gap_pairs, base) + TOL / 2),
-      "numbers": {"offline_golden_peak": _r(base), "wide_gap_peak": _r(gap_pairs),
-                  "one_response_from_sft_peak": _r(sft_pairs)},
-      "rule": "wide-gap peak <= D_golden peak + 0.02; SFT-response peak > both + 0.01",
-  }
+  parts = []
+  for (s1, on1, _), (s2, on2, _) in zip(rows, rows[1:]):
+    parts.append(ctx.claim(f"online peak {s2} - {s1} > 0",
+                           lambda a=on2, b=on1: ctx.peak(a) - ctx.peak(b)))
+  for size, on, off in rows:
+    parts.append(ctx.claim(f"{size}: online peak - offline peak > 0",
+                           lambda a=on, b=off: ctx.peak(a) - ctx.peak(b)))
+  numbers = {size: {"online": ctx.value(lambda a=on: ctx.peak(a)),
+                    "offline": ctx.value(lambda a=off: ctx.peak(a))} for size, on, off in rows}
+  return _finding(6, "Scaling (H5): peak win rate grows with policy size; the online/offline "
+                  "gap persists", parts, numbers, gate,
+                  "every claim's interval above 0; every size is measured against the same "
+                  "reference policy (the main SFT) and trained against the same proxy PM on "
+                  "the same D_golden; KL is against each size's own SFT")
 
 
-def _size_order(name: str) -> int:
-  order = ["nano", "tiny", "mini", "small", "base", "large", "xl", "xxl"]
-  return next((i for i, k in enumerate(order) if name.endswith("-" + k)), len(order))
+def finding_7(ctx: Context, gate: dict, pairs_kind: str):
+  base = "offline_writer_pairs"
+  if pairs_kind == "writer":
+    base = (ctx.arm_of("offline") or [None])[0]
+  if not ctx.has("offline_gap_pairs", "offline_mixed_pairs") or base not in ctx.data:
+    return None
+  gap, mixed = "offline_gap_pairs", "offline_mixed_pairs"
+  parts = [
+      ctx.claim("mixed + writer - 2 x wide-gap > 0 (a wider quality gap gains less than half "
+                "of what one SFT response gains)",
+                lambda: ctx.peak(mixed) + ctx.peak(base) - 2 * ctx.peak(gap)),
+      ctx.claim("one response from SFT - writer pairs > 0", lambda: ctx.peak(mixed) -
+                ctx.peak(base)),
+      ctx.claim("one response from SFT - wide-gap pairs > 0", lambda: ctx.peak(mixed) -
+                ctx.peak(gap)),
+  ]
+  arms = [base, gap, mixed] + (ctx.arm_of("offline")[:1] if pairs_kind != "writer" else [])
+  numbers = {a: _arm_numbers(ctx, a) for a in arms}
+  return _finding(7, "Data sets (section 6): a wider quality gap does not help; making one "
+                  "response on-policy (sampled from SFT) helps most", parts, numbers, gate,
+                  "every claim's interval above 0 (base: offline on the writer's pairs; the "
+                  "fully on-policy D_golden is shown beside them)")
 
 
-FINDINGS = (finding_1, finding_2, finding_3, finding_4, finding_5, finding_6, finding_7)
+def _arm_numbers(ctx, arm) -> dict:
+  cv = ctx.cv(arm)
+  j = int(stats.peak_index(cv.win)[0])
+  return {"peak": ctx.value(lambda: ctx.peak(arm)), "kl_at_peak": _r(cv.kl[0, j]),
+          "peak_step": int(cv.steps[j]), "final": _r(cv.win[0, -1]),
+          "final_kl": _r(cv.kl[0, -1]), "seeds": ctx.data[arm].seeds}
 
 
-def findings(runs, workdir) -> list[dict]:
-  return [f for f in (fn(runs, workdir) for fn in FINDINGS) if f is not None]
+def findings(ctx: Context, gate: dict, study) -> list[dict]:
+  out = [finding_1(ctx, gate), finding_2(ctx, gate, ctx.workdir), finding_3(ctx, gate),
+         finding_4(ctx, gate), finding_5(ctx, gate),
+         finding_6(ctx, gate, list(study.sizes), study.model),
+         finding_7(ctx, gate, study.pairs)]
+  return [f for f in out if f is not None]
 
 
 # ---------------------------------------------------------------------------
@@ -347,24 +525,51 @@ def _plt():
   return plt
 
 
-def plot_budget(runs: list[dict], path: str, title: str):
+def _se(rep_rj: np.ndarray) -> np.ndarray:
+  """Bootstrap standard error per point (std over the resamples)."""
+  return np.nanstd(rep_rj[1:], axis=0) if rep_rj.shape[0] > 2 else np.zeros(rep_rj.shape[1])
+
+
+def plot_budget(ctx: Context, arms: list[str], path: str, title: str):
   plt = _plt()
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for r in runs:
-    pts = [p for p in r["points"] if p["kl"] is not None]
-    if not pts:
-      continue
-    x = [max(p["kl"], 1e-3) for p in pts]
-    y = [p["golden_win_rate"] for p in pts]
-    style = "-" if r["mode"] == "online" else "--"
-    line, = ax.plot(x, y, style, marker="o", ms=3, label=r["name"])
-    pk = peak(pts)
-    ax.plot([max(pk["kl"], 1e-3)], [pk["golden_win_rate"]], "*", ms=12, color=line.get_color())
+  for arm in arms:
+    cv = ctx.cv(arm)
+    x = np.maximum(cv.kl[0], 1e-3)
+    online = any(r["mode"] == "online" for r in ctx.arm_runs.get(arm, []))
+    seeds = ctx.data[arm].seeds
+    label = arm + (f" ({seeds} seeds)" if seeds > 1 else "")
+    line = ax.errorbar(x, cv.win[0], yerr=_se(cv.win), fmt="-o" if online else "--o", ms=3,
+                       capsize=2, label=label)
+    j = int(stats.peak_index(cv.win)[0])
+    ax.plot([x[j]], [cv.win[0, j]], "*", ms=12, color=line[0].get_color())
   ax.set_xscale("log")
-  ax.set_xlabel("KL(pi || pi_sft)  (exact, per response; log scale)")
-  ax.set_ylabel("golden win rate vs reference")
+  ax.set_xlabel("KL(pi || pi_sft)  (exact, per response; log scale; SFT point at 1e-3)")
+  ax.set_ylabel("golden win rate vs reference (+- 1 s.e.)")
   ax.axhline(0.5, color="grey", lw=0.5)
-  ax.set_title(title + "  (* = peak)")
+  ax.set_title(title + "  (* = peak of the mean curve)")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_agreement(ctx: Context, arms: list[str], path: str):
+  """The proxy's agreement with the golden judge on each policy's own samples."""
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for arm in arms:
+    cv = ctx.cv(arm)
+    if cv.agreement is None:
+      continue
+    online = any(r["mode"] == "online" for r in ctx.arm_runs.get(arm, []))
+    ax.errorbar(np.maximum(cv.kl[0], 1e-3), cv.agreement[0], yerr=_se(cv.agreement),
+                fmt="-o" if online else "--o", ms=3, capsize=2, label=arm)
+  ax.set_xscale("log")
+  ax.axhline(0.5, color="grey", lw=0.5)
+  ax.set_xlabel("KL(pi || pi_sft)  (log scale)")
+  ax.set_ylabel("proxy-golden agreement on pi's samples (+- 1 s.e.)")
+  ax.set_title("The proxy where the policy samples (paper Figs. 6-7)")
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -379,7 +584,7 @@ def plot_classifier(runs: list[dict], path: str):
            and p.get("classifier_accuracy") is not None]
     ax.scatter([p["classifier_accuracy"] for p in pts], [p["golden_win_rate"] for p in pts],
                marker=marker, label=mode, alpha=0.7)
-  ax.set_xlabel("policy-as-classifier accuracy on D_golden pairs")
+  ax.set_xlabel("policy-as-classifier accuracy on held-out D_golden pairs")
   ax.set_ylabel("golden win rate")
   ax.axvline(0.5, color="grey", lw=0.5)
   ax.legend()
@@ -389,16 +594,19 @@ def plot_classifier(runs: list[dict], path: str):
   plt.close(fig)
 
 
-def plot_chosen_logprob(runs: list[dict], path: str):
+def plot_chosen_logprob(ctx: Context, arms: list[str], path: str):
   plt = _plt()
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for r in runs:
-    pts = [p for p in r["points"] if p.get("chosen_logprob_delta") is not None]
-    ax.plot([p["step"] for p in pts], [p["chosen_logprob_delta"] for p in pts],
-            "-" if r["mode"] == "online" else "--", label=r["name"])
+  for arm in arms:
+    cv = ctx.cv(arm)
+    if cv.chosen is None:
+      continue
+    online = any(r["mode"] == "online" for r in ctx.arm_runs.get(arm, []))
+    ax.errorbar(cv.steps, cv.chosen[0], yerr=_se(cv.chosen), fmt="-" if online else "--",
+                capsize=2, label=arm)
   ax.axhline(0, color="grey", lw=0.5)
   ax.set_xlabel("step")
-  ax.set_ylabel("log pi(y_w) - log pi_sft(y_w)")
+  ax.set_ylabel("log pi(y_w) - log pi_sft(y_w)  (+- 1 s.e.)")
   ax.set_title("H3: chosen log-prob against SFT over training")
   ax.legend(fontsize=7)
   fig.tight_layout()
@@ -412,95 +620,130 @@ def plot_chosen_logprob(runs: list[dict], path: str):
 
 GROUP_TITLES = {"fig1": "Fig. 1: online vs offline IPO", "losses": "Other losses",
                 "h1": "H1 coverage: D_online replayed", "h2": "H2 quality",
-                "h4": "H4 Best-of-2", "h5": "H5 policy size", "sec6": "Section 6 data sets"}
+                "h4": "H4 Best-of-2", "h5": "H5 policy size",
+                "sec6": "Section 6: pair sets"}
 
 
-def _table(runs: list[dict]) -> list[str]:
-  lines = ["| run | mode | data | peak win rate | KL at peak | final KL | final classifier acc. | "
-           "final chosen log-prob delta | final length |", "|---|---|---|---|---|---|---|---|---|"]
-  for r in runs:
-    pk = peak(r["points"])
-    f = lambda k: _r(_final(r, k))
-    lines.append(f"| {r['name']} | {r['mode']} | {r['data']} | {_r(pk['golden_win_rate'])} | "
-                 f"{_r(pk['kl'])} | {f('kl')} | {f('classifier_accuracy')} | "
-                 f"{f('chosen_logprob_delta')} | {f('mean_response_length')} |")
+def _fmt(v) -> str:
+  if isinstance(v, dict) and "estimate" in v:
+    if v["estimate"] is None:
+      return "n/a"
+    lo, hi = v["interval"]
+    return f"{v['estimate']:.3f} [{lo:.3f}, {hi:.3f}]"
+  return "n/a" if v is None else f"{v}"
+
+
+def _arm_table(ctx: Context, arms: list[str]) -> list[str]:
+  lines = ["| arm | mode | data | seeds | peak win rate [95% CI] | step / KL at peak | final win "
+           "rate | final KL | final classifier acc. | final chosen log-prob delta | final "
+           "length | final agreement |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for arm in arms:
+    runs = ctx.arm_runs[arm]
+    cv = ctx.cv(arm)
+    n = _arm_numbers(ctx, arm)
+    last = lambda k: _r(np.mean([r["points"][-1].get(k) for r in runs
+                                 if r["points"][-1].get(k) is not None]) if any(
+                                     r["points"][-1].get(k) is not None for r in runs) else None)
+    lines.append(f"| {arm} | {runs[0]['mode']} | {runs[0]['data']} | {len(runs)} | "
+                 f"{_fmt(n['peak'])} | {n['peak_step']} / {n['kl_at_peak']} | "
+                 f"{_r(cv.win[0, -1])} | {_r(cv.kl[0, -1])} | {last('classifier_accuracy')} | "
+                 f"{last('chosen_logprob_delta')} | {last('mean_response_length')} | "
+                 f"{last('proxy_golden_agreement')} |")
   return lines
 
 
-def setup_check(workdir: str, stages, runs: list[dict]) -> dict:
-  """Can the proxy steer the policy at all? The figures that say so.
-
-  pm_held_out_accuracy: the proxy PM on held-out D_golden pairs (what PM
-  training sees); sft_proxy_golden_agreement: the proxy's verdicts against the
-  golden judge's on pairs of two SFT samples (what online training meets at
-  step 0); sft_golden_score: the SFT policy's mean golden score. Per online
-  run, the agreement at its final evaluation (over-optimisation lowers it).
-  """
-  out = {}
-  for st in stages:
-    if st.kind == "pm":
-      evals = [r for r in _read_jsonl(os.path.join(workdir, st.name, "metrics.jsonl"))
-               if "eval/accuracy" in r]
-      if evals:
-        out[f"{st.name}_held_out_accuracy"] = evals[-1]["eval/accuracy"]
-    if st.kind == "eval":
-      sft = sft_point(workdir, st.name)
-      if sft:
-        out[f"{st.name}_proxy_golden_agreement"] = sft.get("proxy_golden_agreement")
-        out[f"{st.name}_golden_score"] = sft.get("golden_score")
-  for r in runs:
-    if r["mode"] == "online" and r["points"]:
-      out[f"{r['name']}_final_proxy_golden_agreement"] = r["points"][-1].get(
-          "proxy_golden_agreement")
-  return out
+def _gate_lines(gate: dict) -> list[str]:
+  ci = lambda k: gate.get(k + "_interval") or [None, None]
+  lines = ["## Set-up gate", "",
+           "Can the proxy rank the SFT policy's own samples? Agreement: the proxy PM's "
+           "verdict against the golden judge on held-out pairs of two SFT samples per "
+           "validation prompt (golden ties dropped), Wilson 95% interval. Where the interval "
+           "includes 0.5, every finding below is inconclusive.", "",
+           "| quantity | value | 95% interval |", "|---|---|---|",
+           f"| proxy agreement on held-out SFT pairs (n={gate.get('proxy_agreement_pairs')}) | "
+           f"{gate.get('proxy_agreement')} | {ci('proxy_agreement')} |",
+           f"| SFT policy's mean golden score (s.e. {gate.get('sft_golden_score_se')}) | "
+           f"{gate.get('sft_golden_score')} | {ci('sft_golden_score')} |",
+           f"| proxy agreement on two SFT samples per win prompt "
+           f"(n={gate.get('sft_self_agreement_pairs')}) | {gate.get('sft_self_agreement')} | "
+           f"{ci('sft_self_agreement')} |", "",
+           f"**Gate: {'passed' if gate.get('gate_passed') else 'FAILED'}** (D_golden: "
+           f"{gate.get('d_golden_kind')} pairs)."]
+  return lines
 
 
 def write(study, workdir: str, stages) -> dict:
   runs = collect_runs(workdir, stages)
-  found = findings(runs, workdir)
-  setup = setup_check(workdir, stages, runs)
-  results = {"study": study.scale, "runs": [{k: v for k, v in r.items() if k != "group"}
-                                            for r in runs], "findings": found, "setup": setup}
-  checkpoint.write_json_atomic(os.path.join(workdir, "results.json"), results)
+  gate = setup_gate(workdir, stages, runs)
+  ctx = Context.from_workdir(workdir, runs, int(study.bootstrap), seed=int(study.seed),
+                             source=source_run(stages))
+  found = findings(ctx, gate, study) if ctx.boot is not None else []
+  arms_out = {a: _arm_numbers(ctx, a) for a in sorted(ctx.arm_runs) if a in ctx.data}
+  results = {"study": study.scale, "setup": gate, "findings": found, "arms": arms_out,
+             "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
+                      for r in runs]}
+  # Keys in reading order: the gate before the findings, the findings before the runs.
+  checkpoint.write_json_atomic(os.path.join(workdir, "results.json"), results, sort_keys=False)
   plots = []
   groups = [g for g in GROUP_TITLES if any(r["group"] == g for r in runs)]
+  arms_in = lambda g: sorted({r["arm"] for r in runs if r["group"] == g and r["arm"] in ctx.data})
+  fig1_online = ctx.arm_of("online")[:1]
   for g in groups:
+    arms = arms_in(g)
+    if g in ("h1", "h2") and ctx.source:  # beside the online run they are about, and offline
+      arms = [_source_arm(ctx)] + ctx.arm_of("offline")[:1] + arms
+    if not arms:
+      continue
     name = f"budget_{g}.png"
-    group_runs = [r for r in runs if r["group"] == g]
-    if g in ("h1", "h2", "h4"):  # against the online run they are about
-      group_runs = [r for r in runs if r["name"] == "online_ipo" and g != "h4"] + group_runs
-    plot_budget(group_runs, os.path.join(workdir, name), GROUP_TITLES[g])
+    plot_budget(ctx, arms, os.path.join(workdir, name), GROUP_TITLES[g])
     plots.append(name)
-  plot_classifier(runs, os.path.join(workdir, "classifier_vs_winrate.png"))
-  plot_chosen_logprob(runs, os.path.join(workdir, "chosen_logprob.png"))
-  plots += ["classifier_vs_winrate.png", "chosen_logprob.png"]
+  if ctx.data:
+    plot_agreement(ctx, fig1_online + ctx.arm_of("offline")[:1] + [
+        a for a in ("online_best_of_2",) if a in ctx.data], os.path.join(workdir,
+                                                                           "agreement.png"))
+    plot_classifier(runs, os.path.join(workdir, "classifier_vs_winrate.png"))
+    plot_chosen_logprob(ctx, [a for a in sorted(ctx.arm_runs) if a in ctx.data
+                              and not a.startswith("replay_window")],
+                        os.path.join(workdir, "chosen_logprob.png"))
+    plots += ["agreement.png", "classifier_vs_winrate.png", "chosen_logprob.png"]
   stage_info = []
   for st in stages:
     path = os.path.join(workdir, st.name, "STAGE.json")
     if os.path.exists(path):
       with open(path) as f:
         stage_info.append(json.load(f))
-  md = [f"# Study report ({study.scale})", "",
-        "Golden win rate: mean golden probability P(policy beats reference) on the eval "
-        "prompts; the reference is " + ("the golden policy" if study.golden_policy else
-                                        "the SFT policy") + ". KL: exact, against SFT.", "",
-        "## Findings", "", "| # | finding | reproduced | numbers | rule |", "|---|---|---|---|---|"]
+  md = [f"# Study report ({study.scale})", ""] + _gate_lines(gate) + [
+      "", "## Findings", "",
+      "Golden win rate: mean golden probability P(policy beats reference) over the eval "
+      "prompts; the reference is " + ("the golden policy" if study.golden_policy else
+                                      "the SFT policy") + "; KL: exact, against SFT. An arm's "
+      "curve is the mean over its seeds; a peak is the highest point of that mean curve. "
+      f"Intervals: 95%, percentile bootstrap ({study.bootstrap} resamples of seeds within "
+      "arms, win-rate prompts and held-out pairs, shared by every claim). A finding is "
+      "reproduced when every counted claim's interval lies above 0, not reproduced when one "
+      "lies below 0, inconclusive otherwise (or when the gate fails).", "",
+      "| # | finding | verdict | claims: estimate [95% CI] -> supported / contradicted / "
+      "unclear |", "|---|---|---|---|"]
   for f in found:
-    md.append(f"| {f['id']} | {f['finding']} | {'yes' if f['reproduced'] else 'no'} | "
-              f"`{json.dumps(f['numbers'])}` | {f['rule']} |")
-  md += ["", "## Set-up check", "",
-         "Held-out accuracy is the proxy PM on D_golden pairs; agreement is its verdict "
-         "against the golden judge's on pairs of the policy's own samples (SFT: two SFT "
-         "samples per prompt; an online run: its final policy against the reference). "
-         "Agreement near 0.5 at SFT means the proxy gives the online policy little to "
-         "follow, whatever its held-out accuracy.", "", "| quantity | value |", "|---|---|"]
-  md += [f"| {k} | {_r(v)} |" for k, v in setup.items()]
+    claims = "<br>".join(
+        f"{'' if p['counts'] else '(shown, not voted) '}{p['claim']}: "
+        f"{stats.interval_str(p)} -> {p['verdict']}" for p in f["parts"])
+    md.append(f"| {f['id']} | {f['finding']} | **{f['verdict']}**"
+              f"{' (' + f['reason'] + ')' if f['reason'] else ''} | {claims} |")
+  md += ["", "Numbers behind each finding (results.json has them all):", ""]
+  for f in found:
+    md.append(f"- {f['id']}: `{json.dumps(f['numbers'])}`")
   for g in groups:
+    arms = arms_in(g)
+    if not arms:
+      continue
     md += ["", f"## {GROUP_TITLES[g]}", "", f"![{g}](budget_{g}.png)", ""]
-    md += _table([r for r in runs if r["group"] == g])
-  md += ["", "## H3: classification vs generation", "", "![classifier](classifier_vs_winrate.png)",
-         "", "![chosen log-prob](chosen_logprob.png)", "", "## Stages", "",
-         "| stage | kind | seconds |", "|---|---|---|"]
+    md += _arm_table(ctx, arms)
+  if ctx.data:
+    md += ["", "## The proxy on the policy's samples", "", "![agreement](agreement.png)", "",
+           "## H3: classification vs generation", "",
+           "![classifier](classifier_vs_winrate.png)", "", "![chosen log-prob](chosen_logprob.png)"]
+  md += ["", "## Stages", "", "| stage | kind | seconds |", "|---|---|---|"]
   md += [f"| {s['stage']} | {s['kind']} | {s['seconds']} |" for s in stage_info]
   total = sum(s["seconds"] for s in stage_info)
   md += ["", f"Total stage time: {total:.0f} s."]

@@ -2,33 +2,44 @@
 
     python -m alignment.study --config=configs/study.py:default --workdir=runs/study
 
-Stages (each a directory under the workdir, run through `alignment.main.run`):
+Stages (each a directory under the workdir; training stages run through
+`alignment.main.run`, pair-set stages through `alignment.pairsets`):
 
-  sft                 SFT on both responses of every D_golden pair
-  pm                  the proxy PM on (a limited part of) D_golden, from the SFT backbone
-  sft_eval            the SFT policy's own metrics: the step-0 point of every curve
-  golden_policy       (optional) online IPO against the golden judge: the win-rate
-                      reference of the paper
-  fig1   online_ipo   online IPO against the proxy, evaluated every `eval.every` steps
-         offline_ipo_* offline IPO on D_golden over the learning-rate x beta sweep
-  h1     replay_ordered / replay_shuffled / replay_window<k>: offline IPO on the
-                      online run's own stream (D_online)
-  h2     final_pairs + offline_final_pairs: pairs sampled from the final online
-                      policy, labelled by the golden judge, trained on offline
-  h4     online_best_of_2, offline_best_of_2 (D_golden), offline_best_of_2_replay
-                      (the Best-of-2 online run's stream, shuffled)
-  h5     sft/pm/online/offline at each extra policy size
-  sec6   sft_pairs + offline_sft_pairs (one response sampled from SFT), gap_pairs +
-                      offline_gap_pairs (D_golden pairs with the widest golden gap)
+  foundation  sft            SFT on both responses of every writer pair
+              pairs          D_golden: `num_pairs` pairs of the kind `pairs` (sft: two
+                             samples of the SFT policy per train prompt, golden-labelled;
+                             writer; mixed) in pairs/train, and `held_out_pairs` pairs
+                             of SFT samples on validation prompts in pairs/held_out
+              pm             the proxy PM on pairs/train, from the SFT backbone; its
+                             held-out accuracy on pairs/held_out is the set-up gate
+              sft_eval       the SFT policy's own evaluation: the step-0 point of every
+                             curve, against the same reference as every other point
+  fig1   online_ipo_s<k>     online IPO against the proxy, one run per seed
+         offline_ipo_s<k>    offline IPO on D_golden (pairs/train), one run per seed
+                             (with several `betas`, one arm per beta for each mode)
+  h1     replay_ordered / replay_window<k> / replay_shuffled: offline IPO on the
+                             stream of online_ipo_s0 (D_online)
+  h2     peak_pairs, final_pairs: pairs of online_ipo_s0's policy at its peak and at
+                             its end, golden-labelled; offline_peak_pairs, offline_final_pairs
+  h4     online_best_of_2, offline_best_of_2, offline_best_of_2_replay (its stream, shuffled)
+  sec6   writer_pairs, gap_pairs (the widest-gap half of 2N writer pairs), mixed_pairs
+                             (one SFT sample, one writer response) and an offline run on each
+  h5     (larger scales) per extra size: sft, its own step-0 evaluation, online and
+                             offline IPO; the proxy PM, D_golden and the win-rate reference
+                             (the main SFT policy) are the main size's
+  losses online/offline DPO and SLiC, when listed
 
-Caching: a finished stage writes STAGE.json with a hash of its config; a rerun
-skips it when the hash matches, resumes it (from its checkpoints) when it has
-no STAGE.json, and redoes it from scratch when its config changed. Killing
-the study at any point and rerunning the same command continues it.
+Every alignment run starts from its SFT export, evaluates at log-spaced steps
+(the rise and fall of online runs happen early) and writes the per-prompt
+values behind each point (<run>/eval/step_N.npz), from which the report draws
+its intervals (alignment.stats, alignment.report).
 
-The report (alignment.report) turns every alignment run into a curve of
-evaluation points and checks each finding of PAPER.md against the numbers,
-as measured: nothing here tunes the environment to force a result.
+Caching: a finished stage writes STAGE.json with a hash of its config AND of
+the hashes of the stages it depends on, so a changed SFT invalidates every
+stage downstream and a rerun online stage its replays and pair sets. A rerun
+skips a stage whose hash matches, resumes one without STAGE.json (from its
+checkpoints), and redoes one whose hash changed from scratch. Killing the
+study at any point and rerunning the same command continues it.
 """
 from __future__ import annotations
 
@@ -49,6 +60,8 @@ from alignment import config as config_lib
 
 log = logging.getLogger("alignment.study")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = ("fig1", "h1", "h2", "h4", "h5", "sec6", "losses")
+PAIR_KINDS = ("sft", "writer", "mixed")
 
 
 @dataclasses.dataclass
@@ -59,8 +72,19 @@ class Stage:
   deps: tuple[str, ...] = ()
   run: Optional[dict] = None      # results.json fields of an alignment run
   generate: Optional[Callable[[str], dict]] = None  # pairs stages: fn(stage_dir) -> summary
+  params: Optional[dict] = None   # what a pairs stage is made from (part of its hash)
   group: str = ""                 # the experiment it belongs to (fig1, h1, ...)
   sft_eval: str = "sft_eval"      # the stage whose evaluation is this run's step-0 point
+  arm: str = ""                   # runs of one arm differ only in their seed
+
+
+def log_steps(total: int, points: int, first: int) -> list[int]:
+  """About `points` evaluation steps from `first` to `total`, evenly spaced in log(step)."""
+  if total <= first or points <= 1:
+    return [total]
+  raw = np.geomspace(first, total, points)
+  steps = sorted({int(round(x)) for x in raw} | {total})
+  return [s for s in steps if 1 <= s <= total]
 
 
 # ---------------------------------------------------------------------------
@@ -90,167 +114,313 @@ class Planner:
     return c
 
   def add(self, stage: Stage):
+    stage.deps = tuple(dict.fromkeys(stage.deps))
     if stage.name in self.stages:
       raise ValueError(f"stage {stage.name!r} planned twice")
+    missing = [d for d in stage.deps if d not in self.stages]
+    if missing:
+      raise ValueError(f"stage {stage.name!r} depends on unplanned {missing}")
     self.stages[stage.name] = stage
 
   def tasks(self) -> dict[str, str]:
     p = self.s.prefix
     return {"sft": f"{p}_sft", "pairs": f"{p}_pairs_golden", "prompts": f"{p}_prompts"}
 
-  def common(self, model: str) -> dict:
+  def common(self, model: str, seed: int = 0) -> dict:
     s = self.s
-    return {"seed": s.seed, "model.name": model, "data.batch_size": s.batch_size}
+    return {"seed": s.seed + seed, "data.shuffle_seed": s.seed + seed, "model.name": model,
+            "data.batch_size": s.batch_size, "data.prompt_len": s.prompt_len,
+            "data.response_len": s.response_len}
 
-  def eval_overrides(self, sft: str, proxy: str) -> dict:
+  def eval_overrides(self, sft: str, steps: int) -> dict:
     e, t = self.s.eval, self.tasks()
-    out = {"eval.every": e.every, "eval.kl_prompts": e.kl_prompts,
-           "eval.win_prompts": e.win_prompts, "eval.classifier_pairs": e.classifier_pairs,
-           "eval.batch_size": e.batch_size, "eval.prompts_task": t["prompts"],
-           "eval.pairs_task": t["pairs"], "eval.sft": self.export(sft),
-           "eval.proxy": self.export(proxy)}
-    if self.s.golden_policy:
-      out["eval.reference"] = self.export("golden_policy")
+    out = {"eval.every": 0, "eval.steps": log_steps(steps, e.points, e.first),
+           "eval.kl_prompts": e.kl_prompts, "eval.win_prompts": e.win_prompts,
+           "eval.classifier_pairs": e.classifier_pairs, "eval.batch_size": e.batch_size,
+           "eval.prompts_task": t["prompts"], "eval.pairs_task": t["pairs"],
+           "eval.pairs_dir": self.path("pairs", "held_out"), "eval.sft": self.export(sft),
+           "eval.proxy": self.export("pm"), "eval.reference": self.reference()}
     return out
 
-  # -- foundation: SFT, PM, SFT's own point ----------------------------------
-  def foundation(self, model: str, suffix: str = ""):
+  def reference(self) -> str:
+    """The win-rate reference of every point: the golden policy, else the main SFT."""
+    return self.export("golden_policy") if self.s.golden_policy else self.export("sft")
+
+  def reference_deps(self) -> tuple[str, ...]:
+    return ("golden_policy",) if self.s.golden_policy else ()
+
+  # -- foundation: SFT, D_golden, PM, SFT's own point ------------------------
+  def sft(self, model: str, name: str):
     s, t = self.s, self.tasks()
-    sft, pm = "sft" + suffix, "pm" + suffix
-    self.add(Stage(sft, "sft", self.experiment("sft", {
+    self.add(Stage(name, "sft", self.experiment("sft", {
         **self.common(model), "data.task": t["sft"], "train.num_steps": s.sft.steps,
         "optimizer.learning_rate": s.sft.learning_rate,
-        "optimizer.decay_steps": s.sft.steps, "train.eval_every": s.sft.steps}),
-        group="foundation"))
-    self.add(Stage(pm, "pm", self.experiment("pm", {
-        **self.common(model), "data.task": t["pairs"], "train.num_steps": s.pm.steps,
-        "optimizer.learning_rate": s.pm.learning_rate, "optimizer.decay_steps": s.pm.steps,
-        "data.max_records": s.pm.max_records, "init.backbone": self.export(sft),
-        "train.eval_every": s.pm.steps}), deps=(sft,), group="foundation"))
-    ev = self.experiment("eval", {**self.common(model), "data.task": t["prompts"],
-                                  **self.eval_overrides(sft, pm), "eval.policy":
-                                  self.export(sft)})
-    self.add(Stage("sft_eval" + suffix, "eval", ev, deps=(sft, pm), group="foundation"))
-    return sft, pm
+        "optimizer.decay_steps": s.sft.steps, "train.eval_every": s.sft.steps,
+        "train.checkpoint_every": s.sft.steps}), group="foundation"))
 
-  def online(self, name: str, model: str, sft: str, pm: str, loss: str, beta: float,
-             group: str, judge: str = "proxy", data: str = "online"):
+  def foundation(self):
     s, t = self.s, self.tasks()
-    overrides = {**self.common(model), "data.task": t["prompts"],
-                 "train.num_steps": s.online.steps, "optimizer.learning_rate":
-                 s.online.learning_rate, "loss.name": loss, "loss.beta": beta,
+    self.sft(s.model, "sft")
+    self.add(Stage("pairs", "pairs", deps=("sft",), group="foundation",
+                   params=dict(kind=s.pairs, num=s.num_pairs, held_out=s.held_out_pairs,
+                               labels=s.labels, seed=s.seed, redraws=s.tie_redraws),
+                   generate=self.generate_dgolden))
+    self.add(Stage("pm", "pm", self.experiment("pm", {
+        **self.common(s.model), "data.task": t["pairs"], "train.num_steps": s.pm.steps,
+        "optimizer.learning_rate": s.pm.learning_rate, "optimizer.decay_steps": s.pm.steps,
+        "data.replay_dir": self.path("pairs", "train"), "init.backbone": self.export("sft"),
+        "eval.pairs_dir": self.path("pairs", "held_out"),
+        "eval.num_batches": s.held_out_pairs // s.batch_size,
+        "train.eval_every": s.pm.steps, "train.checkpoint_every": s.pm.steps}),
+        deps=("sft", "pairs"), group="foundation"))
+    if s.golden_policy:
+      self.online("golden_policy", s.model, "ipo", s.online.beta, "foundation", judge="golden",
+                  data="golden_judge", deps=("sft",), reference="sft")
+      self.stages["golden_policy"].run = None  # a reference, not a curve of the study
+    self.sft_eval("sft_eval", s.model, "sft")
+
+  def sft_eval(self, name: str, model: str, sft: str):
+    ev = self.experiment("eval", {**self.common(model), "data.task": self.tasks()["prompts"],
+                                  **self.eval_overrides(sft, 1), "eval.policy": self.export(sft)})
+    self.add(Stage(name, "eval", ev, deps=(sft, "pairs", "pm") + self.reference_deps(),
+                   group="foundation"))
+
+  # -- alignment runs ----------------------------------------------------------
+  def online(self, name: str, model: str, loss: str, beta: float, group: str, *,
+             judge: str = "proxy", data: str = "online", seed: int = 0, arm: str = "",
+             deps: tuple[str, ...] = (), sft: str = "sft", sft_eval: str = "sft_eval",
+             reference: str = "", save_params: bool = False):
+    s, t = self.s, self.tasks()
+    steps = s.online.steps
+    overrides = {**self.common(model, seed), "data.task": t["prompts"],
+                 "train.num_steps": steps, "optimizer.learning_rate": s.online.learning_rate,
+                 "loss.name": loss, "loss.beta": beta,
                  "sampling.temperature": s.online.temperature, "init.policy": self.export(sft),
-                 "judge.kind": judge, "judge.checkpoint": self.export(pm) if judge == "proxy"
-                 else "", "train.checkpoint_every": s.eval.every,
-                 **self.eval_overrides(sft, pm)}
-    deps = (sft, pm, "sft_eval" + self._suffix(sft))
-    if judge == "golden":
-      overrides["eval.reference"] = ""  # the golden policy is measured against SFT
-    elif s.golden_policy:
-      deps += ("golden_policy",)
+                 "judge.kind": judge,
+                 "judge.checkpoint": self.export("pm") if judge == "proxy" else "",
+                 "train.checkpoint_every": s.checkpoint_every,
+                 **self.eval_overrides(sft, steps), "eval.save_params": save_params}
+    if reference:  # the golden policy itself is measured against SFT
+      overrides["eval.reference"] = self.export(reference)
+      deps = (sft, "pairs", "pm") + deps
+    else:
+      deps = (sft, "pairs", "pm", sft_eval) + self.reference_deps() + deps
     self.add(Stage(name, "online", self.experiment("online", overrides), deps=deps,
                    run=dict(algorithm=loss, mode="online", data=data,
                             hparams=dict(learning_rate=s.online.learning_rate, beta=beta,
-                                         steps=s.online.steps, model=model)),
-                   group=group, sft_eval="sft_eval" + self._suffix(sft)))
+                                         steps=steps, model=model, seed=s.seed + seed,
+                                         staleness=0, temperature=s.online.temperature)),
+                   group=group, sft_eval=sft_eval, arm=arm or name))
 
-  def offline(self, name: str, model: str, sft: str, pm: str, loss: str, beta: float,
-              lr: float, group: str, data: str, replay: str = "", order: str = "shuffled",
-              window: int = 4, deps: tuple[str, ...] = (), steps: int = 0):
+  def offline(self, name: str, model: str, loss: str, beta: float, group: str, data: str, *,
+              pairs: str, order: str = "shuffled", window: int = 4, seed: int = 0,
+              arm: str = "", deps: tuple[str, ...] = (), steps: int = 0,
+              learning_rate: float = 0.0, sft: str = "sft", sft_eval: str = "sft_eval"):
+    """Offline training on a pair-set or stream directory `pairs`."""
     s, t = self.s, self.tasks()
     steps = steps or s.offline.steps
-    overrides = {**self.common(model), "data.task": t["pairs"],
+    lr = learning_rate or s.offline.learning_rate
+    overrides = {**self.common(model, seed), "data.task": t["pairs"],
                  "train.num_steps": steps, "optimizer.learning_rate": lr,
                  "loss.name": loss, "loss.beta": beta, "init.policy": self.export(sft),
-                 "data.replay_dir": replay, "data.replay_order": order,
-                 "data.replay_window": window, "train.checkpoint_every": s.eval.every,
-                 **self.eval_overrides(sft, pm)}
-    deps = (sft, pm, "sft_eval" + self._suffix(sft)) + deps
-    if s.golden_policy:
-      deps += ("golden_policy",)
+                 "data.replay_dir": pairs, "data.replay_order": order,
+                 "data.replay_window": window, "train.checkpoint_every": s.checkpoint_every,
+                 **self.eval_overrides(sft, steps)}
+    deps = (sft, "pairs", "pm", sft_eval) + self.reference_deps() + deps
     self.add(Stage(name, "offline", self.experiment("offline", overrides), deps=deps,
                    run=dict(algorithm=loss, mode="offline", data=data,
-                            hparams=dict(learning_rate=lr, beta=beta, steps=steps,
-                                         model=model, order=order if replay else "uniform")),
-                   group=group, sft_eval="sft_eval" + self._suffix(sft)))
+                            hparams=dict(learning_rate=lr, beta=beta, steps=steps, model=model,
+                                         seed=s.seed + seed, order=order)),
+                   group=group, sft_eval=sft_eval, arm=arm or name))
 
-  @staticmethod
-  def _suffix(stage: str) -> str:
-    return stage[len("sft"):] if stage.startswith("sft") else ""
+  def pair_set(self, name: str, group: str, generate: Callable[[str], dict], params: dict,
+               deps: tuple[str, ...]):
+    self.add(Stage(name, "pairs", deps=deps, group=group, params=params, generate=generate))
 
   # -- the experiments -------------------------------------------------------
   def build(self) -> list[Stage]:
     s = self.s
-    sft, pm = self.foundation(s.model)
-    if s.golden_policy:
-      self.online("golden_policy", s.model, sft, pm, "ipo", s.online.beta, "foundation",
-                  judge="golden", data="golden_judge")
-      self.stages["golden_policy"].run = None  # a reference, not a curve of the study
     experiments = set(s.experiments)
-    unknown = experiments - {"fig1", "h1", "h2", "h4", "h5", "sec6", "losses"}
+    unknown = experiments - set(EXPERIMENTS)
     if unknown:
-      raise config_lib.ConfigError(f"study.experiments: unknown {sorted(unknown)}")
-    beta, lr0 = s.online.beta, s.offline.learning_rates[0]
-    # Fig. 1 (also the source of H1, H2 and H3).
-    self.online("online_ipo", s.model, sft, pm, "ipo", beta, "fig1")
-    for lr in s.offline.learning_rates:
-      for b in s.offline.betas:
-        self.offline(f"offline_ipo_lr{lr:g}_b{b:g}", s.model, sft, pm, "ipo", b, lr, "fig1",
-                     data="golden")
+      raise config_lib.ConfigError(f"study.experiments: unknown {sorted(unknown)}; choose "
+                                   f"from {list(EXPERIMENTS)}")
+    if s.pairs not in PAIR_KINDS:
+      raise config_lib.ConfigError(f"study.pairs={s.pairs!r}: choose one of {PAIR_KINDS}")
+    if not s.seeds:
+      raise config_lib.ConfigError("study.seeds: at least one seed")
+    self.foundation()
+    beta = s.online.beta
+    dgolden = self.path("pairs", "train")
+    # Fig. 1 (also the source of H1, H2 and H3): one arm per beta and mode, one run per seed.
+    for b in s.betas:
+      tag = "" if len(s.betas) == 1 else f"_b{b:g}"
+      for k in s.seeds:
+        self.online(f"online_ipo{tag}_s{k}", s.model, "ipo", b, "fig1", seed=k,
+                    arm=f"online_ipo{tag}", save_params=(k == s.seeds[0] and b == beta))
+        self.offline(f"offline_ipo{tag}_s{k}", s.model, "ipo", b, "fig1", data=s.pairs + "_pairs",
+                     pairs=dgolden, seed=k, arm=f"offline_ipo{tag}")
+    source = f"online_ipo{'' if len(s.betas) == 1 else f'_b{beta:g}'}_s{s.seeds[0]}"
+    if beta not in s.betas:
+      raise config_lib.ConfigError(f"study.online.beta={beta} must be one of study.betas")
     if "losses" in experiments:
       for loss in s.loss_variants:
-        self.online(f"online_{loss}", s.model, sft, pm, loss, beta, "losses")
-        self.offline(f"offline_{loss}", s.model, sft, pm, loss, beta, lr0, "losses",
-                     data="golden")
-    stream = self.path("online_ipo", "stream")
+        self.online(f"online_{loss}", s.model, loss, beta, "losses")
+        self.offline(f"offline_{loss}", s.model, loss, beta, "losses", data=s.pairs + "_pairs",
+                     pairs=dgolden)
+    stream = self.path(source, "stream")
+    replay = dict(deps=(source,), steps=s.online.steps, learning_rate=s.online.learning_rate,
+                  seed=s.seeds[0])
     if "h1" in experiments:
-      # Same loss, learning rate, seed and number of steps as the online run: the
-      # ordered replay differs from it only in where the pairs come from.
-      replay = dict(deps=("online_ipo",), steps=s.online.steps)
-      self.offline("replay_ordered", s.model, sft, pm, "ipo", beta, s.online.learning_rate,
-                   "h1", data="online_ordered", replay=stream, order="ordered", **replay)
-      for k in s.h1_windows:
-        self.offline(f"replay_window{k}", s.model, sft, pm, "ipo", beta,
-                     s.online.learning_rate, "h1", data=f"online_window{k}", replay=stream,
-                     order="window", window=k, **replay)
-      self.offline("replay_shuffled", s.model, sft, pm, "ipo", beta, s.online.learning_rate,
-                   "h1", data="online_shuffled", replay=stream, order="shuffled", **replay)
+      # Same loss, learning rate, seed and steps as the online run: the ordered replay
+      # differs from it only in where the pairs come from (a determinism check).
+      self.offline("replay_ordered", s.model, "ipo", beta, "h1", data="online_ordered",
+                   pairs=stream, order="ordered", **replay)
+      for w in s.h1_windows:
+        self.offline(f"replay_window{w}", s.model, "ipo", beta, "h1",
+                     data=f"online_window{w}", pairs=stream, order="window", window=w,
+                     **replay)
+      self.offline("replay_shuffled", s.model, "ipo", beta, "h1", data="online_shuffled",
+                   pairs=stream, order="shuffled", **replay)
     if "h2" in experiments:
-      self.add(Stage("final_pairs", "pairs", deps=("online_ipo",), group="h2",
-                     generate=lambda d: generate_policy_pairs(self, d, self.export("online_ipo"),
-                                                              self.export(sft))))
-      self.offline("offline_final_pairs", s.model, sft, pm, "ipo", beta, lr0, "h2",
-                   data="final_policy_pairs", replay=self.path("final_pairs", "pairs"),
-                   deps=("final_pairs",))
+      for which in ("peak", "final"):
+        name = f"{which}_pairs"
+        self.pair_set(name, "h2", lambda d, w=which: self.generate_policy_pairs(d, source, w),
+                      dict(kind="policy", which=which, num=s.num_pairs, labels=s.labels,
+                           seed=s.seed), deps=(source,))
+        self.offline(f"offline_{which}_pairs", s.model, "ipo", beta, "h2",
+                     data=f"{which}_policy_pairs", pairs=self.path(name, "train"),
+                     deps=(name,))
     if "h4" in experiments:
-      self.online("online_best_of_2", s.model, sft, pm, "best_of_2", beta, "h4")
-      self.offline("offline_best_of_2", s.model, sft, pm, "best_of_2", beta, lr0, "h4",
-                   data="golden")
-      self.offline("offline_best_of_2_replay", s.model, sft, pm, "best_of_2", beta,
-                   s.online.learning_rate, "h4", data="online_shuffled",
-                   replay=self.path("online_best_of_2", "stream"), order="shuffled",
-                   deps=("online_best_of_2",), steps=s.online.steps)
+      self.online("online_best_of_2", s.model, "best_of_2", beta, "h4")
+      self.offline("offline_best_of_2", s.model, "best_of_2", beta, "h4",
+                   data=s.pairs + "_pairs", pairs=dgolden)
+      self.offline("offline_best_of_2_replay", s.model, "best_of_2", beta, "h4",
+                   data="online_shuffled", pairs=self.path("online_best_of_2", "stream"),
+                   order="shuffled", deps=("online_best_of_2",), steps=s.online.steps,
+                   learning_rate=s.online.learning_rate)
+    if "sec6" in experiments:
+      for kind in ("writer", "gap", "mixed"):
+        name = f"{kind}_pairs"
+        self.pair_set(name, "sec6", lambda d, k=kind: self.generate_kind(d, k),
+                      dict(kind=kind, num=s.num_pairs, labels=s.labels, seed=s.seed,
+                           redraws=s.tie_redraws), deps=("sft",))
+        self.offline(f"offline_{kind}_pairs", s.model, "ipo", beta, "sec6",
+                     data=f"{kind}_pairs", pairs=self.path(name, "train"), deps=(name,))
     if "h5" in experiments:
       for size in s.sizes:
         if size == s.model:
           continue
-        suffix = "_" + size
-        sft_k, pm_k = self.foundation(size, suffix)
-        self.online(f"online_ipo{suffix}", size, sft_k, pm_k, "ipo", beta, "h5")
-        self.offline(f"offline_ipo{suffix}", size, sft_k, pm_k, "ipo", beta, lr0, "h5",
-                     data="golden")
-    if "sec6" in experiments:
-      self.add(Stage("sft_pairs", "pairs", deps=(sft,), group="sec6",
-                     generate=lambda d: generate_sft_pairs(self, d, self.export(sft))))
-      self.offline("offline_sft_pairs", s.model, sft, pm, "ipo", beta, lr0, "sec6",
-                   data="one_response_from_sft", replay=self.path("sft_pairs", "pairs"),
-                   deps=("sft_pairs",))
-      self.add(Stage("gap_pairs", "pairs", group="sec6",
-                     generate=lambda d: generate_gap_pairs(self, d)))
-      self.offline("offline_gap_pairs", s.model, sft, pm, "ipo", beta, lr0, "sec6",
-                   data="wide_quality_gap", replay=self.path("gap_pairs", "pairs"),
-                   deps=("gap_pairs",))
+        sft, sft_eval = f"sft_{size}", f"sft_eval_{size}"
+        self.sft(size, sft)
+        self.sft_eval(sft_eval, size, sft)
+        self.online(f"online_ipo_{size}", size, "ipo", beta, "h5", sft=sft, sft_eval=sft_eval,
+                    deps=(sft_eval,))
+        self.offline(f"offline_ipo_{size}", size, "ipo", beta, "h5", data=s.pairs + "_pairs",
+                     pairs=dgolden, sft=sft, sft_eval=sft_eval, deps=(sft_eval,))
     return list(self.stages.values())
+
+  # -- pair sets ---------------------------------------------------------------
+  def _host(self):
+    """Mesh, rules, vocabulary and golden judge for the pair-set stages."""
+    from alignment import judges  # pylint: disable=g-import-not-at-top
+    from alignment.train import common  # pylint: disable=g-import-not-at-top
+    c = self.experiment("offline", {**self.common(self.s.model),
+                                    "data.task": self.tasks()["pairs"]})
+    common.setup_host()
+    mesh, rules = common.mesh_and_rules(c)
+    vocab = common.task_vocabulary(self.tasks()["prompts"])
+    return c, mesh, rules, vocab, judges.GoldenJudge(vocab)
+
+  def _policy(self, export: str, c, mesh, rules, vocab):
+    from alignment import pairsets  # pylint: disable=g-import-not-at-top
+    from alignment.train import common  # pylint: disable=g-import-not-at-top
+    model, params = common.load_export(export, "lm", c.data, mesh, rules)
+    return pairsets.PolicySampler(model, params, mesh, rules, c.data.response_len,
+                                  vocab.vocab_size, self.s.sample_batch)
+
+  def _prompts(self, split: str, num: int, c):
+    """Enough prompts of `split` for `num` untied pairs, in whole sampling batches."""
+    from alignment.data import pipeline  # pylint: disable=g-import-not-at-top
+    b = self.s.sample_batch
+    count = -(-int(num * (1 + self.s.tie_slack)) // b) * b
+    return pipeline.fixed_batch(self.tasks()["prompts"], split, "prompts", count,
+                                prompt_length=c.data.prompt_len,
+                                response_length=c.data.response_len)
+
+  def _sampled(self, policy, golden, split: str, num: int, seed: int, c, what: str):
+    from alignment import pairsets  # pylint: disable=g-import-not-at-top
+    pairs, tied = pairsets.sample_pairs(policy, golden, self._prompts(split, num, c), seed,
+                                        self.s.tie_redraws)
+    return pairsets.keep_untied(pairs, tied, num, what)
+
+  def _write(self, out_dir: str, pairs, vocab, seed: int) -> dict:
+    from alignment import pairsets  # pylint: disable=g-import-not-at-top
+    from alignment.data import environment as env_lib  # pylint: disable=g-import-not-at-top
+    verdict = pairsets.label(pairs, self.s.labels, env_lib.EnvConfig().tau, seed)
+    return pairsets.write(out_dir, pairs, verdict, self.s.batch_size, vocab)
+
+  def _kind_pairs(self, kind: str, c, mesh, rules, vocab, golden):
+    """`num_pairs` train pairs of a kind (sft, writer, mixed, gap)."""
+    from alignment import pairsets  # pylint: disable=g-import-not-at-top
+    s = self.s
+    if kind == "sft":
+      policy = self._policy(self.export("sft"), c, mesh, rules, vocab)
+      return self._sampled(policy, golden, "train", s.num_pairs, s.seed + 1, c, "D_golden")
+    count = 2 * s.num_pairs if kind == "gap" else s.num_pairs
+    writer, tied = pairsets.writer_pairs(self.tasks()["pairs"], "train",
+                                         int(count * (1 + s.tie_slack)), c.data.prompt_len,
+                                         c.data.response_len)
+    if kind == "writer":
+      return pairsets.keep_untied(writer, tied, s.num_pairs, "writer pairs")
+    if kind == "gap":
+      untied = pairsets.keep_untied(writer, tied, count, "writer pairs")
+      return pairsets.widest_gap(untied, s.num_pairs)
+    if kind == "mixed":
+      policy = self._policy(self.export("sft"), c, mesh, rules, vocab)
+      n = -(-len(writer) // s.sample_batch) * s.sample_batch
+      writer = writer.take(np.arange(n) % len(writer))  # whole sampling batches
+      pairs, tied = pairsets.mixed_pairs(policy, golden, writer, s.seed + 3, s.tie_redraws)
+      return pairsets.keep_untied(pairs, tied, s.num_pairs, "mixed pairs")
+    raise config_lib.ConfigError(f"pair-set kind {kind!r}")
+
+  def generate_dgolden(self, out_dir: str) -> dict:
+    """D_golden (pairs/train, the study's `pairs` kind) and the gate's held-out pairs of
+    SFT samples on validation prompts (pairs/held_out)."""
+    s = self.s
+    c, mesh, rules, vocab, golden = self._host()
+    summary = {"train": self._write(os.path.join(out_dir, "train"),
+                                    self._kind_pairs(s.pairs, c, mesh, rules, vocab, golden),
+                                    vocab, s.seed + 1)}
+    policy = self._policy(self.export("sft"), c, mesh, rules, vocab)
+    held_out = self._sampled(policy, golden, "validation", s.held_out_pairs, s.seed + 2, c,
+                             "held-out SFT pairs")
+    summary["held_out"] = self._write(os.path.join(out_dir, "held_out"), held_out, vocab,
+                                      s.seed + 2)
+    return summary
+
+  def generate_kind(self, out_dir: str, kind: str) -> dict:
+    c, mesh, rules, vocab, golden = self._host()
+    pairs = self._kind_pairs(kind, c, mesh, rules, vocab, golden)
+    return {"train": self._write(os.path.join(out_dir, "train"), pairs, vocab, self.s.seed + 4)}
+
+  def generate_policy_pairs(self, out_dir: str, source: str, which: str) -> dict:
+    """H2: two samples per train prompt of `source`'s policy at its peak evaluation
+    (the export its evaluation saved there) or at its end, golden-labelled."""
+    from alignment import report  # pylint: disable=g-import-not-at-top
+    c, mesh, rules, vocab, golden = self._host()
+    if which == "final":
+      export, step = self.export(source), self.s.online.steps
+    else:
+      points = report.run_points(self.workdir, source, None)
+      best = max(points, key=lambda p: p["golden_win_rate"])
+      step = best["step"]
+      export = self.path(source, "eval", f"step_{step:06d}")
+    policy = self._policy(export, c, mesh, rules, vocab)
+    pairs = self._sampled(policy, golden, "train", self.s.num_pairs, self.s.seed + 5, c,
+                          f"{which}-policy pairs")
+    return {"policy_step": int(step),
+            "train": self._write(os.path.join(out_dir, "train"), pairs, vocab, self.s.seed + 5)}
 
 
 def plan(study, workdir: str) -> list[Stage]:
@@ -258,184 +428,59 @@ def plan(study, workdir: str) -> list[Stage]:
 
 
 # ---------------------------------------------------------------------------
-# Pair sets (H2, section 6), written in the D_online stream format
-# ---------------------------------------------------------------------------
-
-
-def _pairs_setup(planner: Planner):
-  from alignment.train import common  # pylint: disable=g-import-not-at-top
-  c = planner.experiment("offline", {**planner.common(planner.s.model),
-                                     "data.task": planner.tasks()["pairs"]})
-  common.setup_host()
-  mesh, rules = common.mesh_and_rules(c)
-  return c, mesh, rules
-
-
-def _write_pairs(out_dir: str, c, vocab_name: str, prompts, prompt_mask, y1, m1, y2, m2,
-                 verdict, extras: dict) -> dict:
-  """Rows -> a stream directory (one 'step' per batch), written via a temporary name."""
-  from alignment.data import stream  # pylint: disable=g-import-not-at-top
-  tmp = out_dir + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  b = c.data.batch_size
-  n = (prompts.shape[0] // b) * b
-  writer = stream.StreamWriter(tmp, global_batch_size=b, prompt_length=c.data.prompt_len,
-                               response_length=c.data.response_len, vocab=vocab_name,
-                               extras=tuple(sorted(extras)), resume_step=0)
-  for step, start in enumerate(range(0, n, b)):
-    rows = slice(start, start + b)
-    writer.write(step, prompts[rows], prompt_mask[rows], y1[rows], m1[rows], y2[rows], m2[rows],
-                 verdict[rows], extras={k: v[rows] for k, v in extras.items()})
-  writer.close()
-  shutil.rmtree(out_dir, ignore_errors=True)
-  os.rename(tmp, out_dir)
-  return {"pairs": int(n), **{f"mean_{k}": float(np.mean(v[:n])) for k, v in extras.items()}}
-
-
-def _sample_responses(c, mesh, rules, export: str, prompts, prompt_mask, seed: int,
-                      num_samples: int):
-  import jax  # pylint: disable=g-import-not-at-top
-  from alignment import sampling  # pylint: disable=g-import-not-at-top
-  from alignment.data import batches as B  # pylint: disable=g-import-not-at-top
-  from alignment.train import common  # pylint: disable=g-import-not-at-top
-  model, params = common.load_export(export, "lm", c.data, mesh, rules)
-  sampler = sampling.Sampler(model, sampling.SamplingConfig(
-      max_new_tokens=c.data.response_len, num_samples=num_samples), mesh, rules)
-  tokens, masks = [], []
-  b = c.data.batch_size
-  for i, start in enumerate(range(0, prompts.shape[0], b)):
-    out = sampler(params, B.PromptBatch(prompts[start:start + b], prompt_mask[start:start + b]),
-                  jax.random.fold_in(jax.random.PRNGKey(seed), i))
-    t, m = jax.device_get((out.tokens, out.mask))
-    tokens.append(t)
-    masks.append(m)
-  return np.concatenate(tokens), np.concatenate(masks)
-
-
-def _num_pairs(planner: Planner) -> int:
-  """As many pairs as an online run sees: steps x batch."""
-  return planner.s.online.steps * planner.s.batch_size
-
-
-def generate_policy_pairs(planner: Planner, out_dir: str, policy_export: str,
-                          sft_export: str) -> dict:
-  """H2: two samples per train prompt from the final online policy, golden labels."""
-  del sft_export
-  from alignment import judges  # pylint: disable=g-import-not-at-top
-  from alignment.data import batches as B  # pylint: disable=g-import-not-at-top
-  from alignment.data import pipeline  # pylint: disable=g-import-not-at-top
-  from alignment.train import common  # pylint: disable=g-import-not-at-top
-  c, mesh, rules = _pairs_setup(planner)
-  task = planner.tasks()["prompts"]
-  prompts = pipeline.fixed_batch(task, "train", "prompts", _num_pairs(planner),
-                                 prompt_length=c.data.prompt_len,
-                                 response_length=c.data.response_len)
-  tokens, masks = _sample_responses(c, mesh, rules, policy_export, prompts.prompt,
-                                    prompts.prompt_mask, planner.s.seed + 11, 2)
-  y1, m1, y2, m2 = tokens[0::2], masks[0::2], tokens[1::2], masks[1::2]
-  golden = judges.GoldenJudge(common.task_vocabulary(task))
-  p = B.PromptBatch(prompts.prompt, prompts.prompt_mask)
-  g1, g2 = golden.scores(p, y1), golden.scores(p, y2)
-  verdict = (g1 > g2).astype(np.int32)
-  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  return _write_pairs(out_dir, c, vocab_lib.vocabulary_name(common.task_vocabulary(task)),
-                      prompts.prompt, prompts.prompt_mask, y1, m1, y2, m2, verdict,
-                      {"golden_1": g1, "golden_2": g2, "golden_gap": np.abs(g1 - g2)})
-
-
-def generate_sft_pairs(planner: Planner, out_dir: str, sft_export: str) -> dict:
-  """Section 6: one response sampled from SFT, the other from D_golden; golden labels."""
-  from alignment import judges  # pylint: disable=g-import-not-at-top
-  from alignment.data import batches as B  # pylint: disable=g-import-not-at-top
-  from alignment.data import pipeline  # pylint: disable=g-import-not-at-top
-  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from alignment.train import common  # pylint: disable=g-import-not-at-top
-  c, mesh, rules = _pairs_setup(planner)
-  task = planner.tasks()["pairs"]
-  pairs = pipeline.fixed_batch(task, "train", "pairs", _num_pairs(planner),
-                               prompt_length=c.data.prompt_len,
-                               response_length=c.data.response_len)
-  y1, m1 = _sample_responses(c, mesh, rules, sft_export, pairs.prompt, pairs.prompt_mask,
-                             planner.s.seed + 12, 1)
-  coin = np.random.default_rng(planner.s.seed).random(pairs.prompt.shape[0]) < 0.5
-  y2 = np.where(coin[:, None], pairs.chosen, pairs.rejected)
-  m2 = np.where(coin[:, None], pairs.chosen_mask, pairs.rejected_mask)
-  golden = judges.GoldenJudge(common.task_vocabulary(task))
-  p = B.PromptBatch(pairs.prompt, pairs.prompt_mask)
-  g1, g2 = golden.scores(p, y1), golden.scores(p, y2)
-  return _write_pairs(out_dir, c, vocab_lib.vocabulary_name(common.task_vocabulary(task)),
-                      pairs.prompt, pairs.prompt_mask, y1, m1, y2, m2,
-                      (g1 > g2).astype(np.int32),
-                      {"golden_1": g1, "golden_2": g2, "golden_gap": np.abs(g1 - g2)})
-
-
-def generate_gap_pairs(planner: Planner, out_dir: str) -> dict:
-  """Section 6: the D_golden pairs whose golden scores differ most (top half)."""
-  from alignment.data import pipeline  # pylint: disable=g-import-not-at-top
-  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from alignment.train import common  # pylint: disable=g-import-not-at-top
-  c, _, _ = _pairs_setup(planner)
-  task = planner.tasks()["pairs"]
-  n = 2 * _num_pairs(planner)
-  records = pipeline.load_records(task, "train", "pairs", c.data.prompt_len,
-                                  c.data.response_len, passthrough=_golden_passthrough())
-  records = {k: v[:n] for k, v in records.items()}
-  gap = np.abs(records["golden_a"] - records["golden_b"])
-  keep = np.sort(np.argsort(-gap, kind="stable")[:n // 2])
-  r = {k: v[keep] for k, v in records.items()}
-  ones = np.ones(len(keep), np.int32)
-  return _write_pairs(out_dir, c, vocab_lib.vocabulary_name(common.task_vocabulary(task)),
-                      r["prompt"], r["prompt_mask"], r["chosen"], r["chosen_mask"],
-                      r["rejected"], r["rejected_mask"], ones,
-                      {"golden_gap": gap[keep]})
-
-
-def _golden_passthrough():
-  import seqio  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  spec = seqio.FeatureConverter.FeatureSpec(dtype=tf.float32, rank=0)
-  return {"golden_a": spec, "golden_b": spec}
-
-
-# ---------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------
 
 
-def config_hash(stage: Stage) -> str:
-  payload = stage.config.to_json_best_effort(sort_keys=True) if stage.config is not None \
-      else json.dumps({"kind": stage.kind, "deps": stage.deps})
+def config_hash(stage: Stage, dep_hashes: tuple[str, ...] = ()) -> str:
+  """Hash of a stage's own config (or pair-set parameters) and of its dependencies'
+  hashes: any change upstream changes it."""
+  own = stage.config.to_json_best_effort(sort_keys=True) if stage.config is not None \
+      else json.dumps({"kind": stage.kind, "params": stage.params}, sort_keys=True)
+  payload = json.dumps({"own": own, "deps": list(dep_hashes)})
   return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def stage_done(workdir: str, stage: Stage) -> bool:
+def stage_hashes(stages: list[Stage]) -> dict[str, str]:
+  """Every stage's hash, dependencies first (stages are planned in dependency order)."""
+  hashes: dict[str, str] = {}
+  for st in stages:
+    hashes[st.name] = config_hash(st, tuple(hashes[d] for d in st.deps))
+  return hashes
+
+
+def stage_done(workdir: str, stage: Stage, stage_hash: str) -> bool:
   path = os.path.join(workdir, stage.name, "STAGE.json")
   if not os.path.exists(path):
     return False
   with open(path) as f:
-    return json.load(f).get("config_hash") == config_hash(stage)
+    return json.load(f).get("config_hash") == stage_hash
 
 
-def run_stage(workdir: str, stage: Stage) -> dict:
+def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
   from alignment import main as main_lib  # pylint: disable=g-import-not-at-top
   stage_dir = os.path.join(workdir, stage.name)
   marker = os.path.join(stage_dir, "STAGE.json")
-  if os.path.exists(marker):  # finished with another config: start over
-    log.warning("stage %s: its config changed; running it again from scratch", stage.name)
+  if os.path.exists(marker):  # finished with another config or upstream: start over
+    log.warning("stage %s: its config or an upstream stage changed; running it again",
+                stage.name)
     shutil.rmtree(stage_dir)
   os.makedirs(stage_dir, exist_ok=True)
   start = time.time()
   if stage.kind == "pairs":
-    summary = stage.generate(os.path.join(stage_dir, "pairs"))
+    summary = stage.generate(stage_dir)
   else:
     summary = main_lib.run(stage.config, stage_dir) or {}
     if stage.kind == "eval":
       summary = {"points": summary.get("points", [])}
   faults.hit("after_stage", stage.name)
-  info = {"stage": stage.name, "kind": stage.kind, "config_hash": config_hash(stage),
-          "seconds": round(time.time() - start, 1), "summary": _jsonable(summary)}
+  info = {"stage": stage.name, "kind": stage.kind, "config_hash": stage_hash,
+          "deps": list(stage.deps), "seconds": round(time.time() - start, 1),
+          "summary": _jsonable(summary)}
   if stage.config is not None:
     info["config"] = json.loads(stage.config.to_json_best_effort())
+  if stage.params is not None:
+    info["params"] = stage.params
   checkpoint.write_json_atomic(marker, info)
   return info
 
@@ -452,14 +497,15 @@ def run(study, workdir: str) -> dict:
   _enable_compilation_cache(workdir)
   os.makedirs(workdir, exist_ok=True)
   stages = plan(study, workdir)
+  hashes = stage_hashes(stages)
   t0 = time.time()
   for i, stage in enumerate(stages):
-    if stage_done(workdir, stage):
+    if stage_done(workdir, stage, hashes[stage.name]):
       print(f"[study] {i + 1}/{len(stages)} {stage.name}: done (cached)", flush=True)
       continue
     print(f"[study] {i + 1}/{len(stages)} {stage.name} ({stage.kind}) ... elapsed "
           f"{time.time() - t0:.0f}s", flush=True)
-    info = run_stage(workdir, stage)
+    info = run_stage(workdir, stage, hashes[stage.name])
     print(f"[study] {stage.name}: {info['seconds']:.0f}s", flush=True)
   return report.write(study, workdir, stages)
 

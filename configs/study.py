@@ -1,19 +1,23 @@
-"""The study of PAPER.md as stages (alignment.study): SFT -> D_golden -> proxy PM ->
-online and offline runs over a sweep -> evaluation at checkpoints -> ablations.
+"""The study of the paper as stages (alignment.study): SFT -> D_golden (pairs of SFT
+samples, golden-labelled) -> proxy PM -> online and offline runs over seeds ->
+evaluation at log-spaced steps -> ablations -> a report whose verdicts carry intervals.
 
 Scales:
-  smoke    t5-nano on the 512-pair env_tiny tasks, a few steps per stage: checks
-           the pipeline and the results schema in a few minutes (tests run it).
-  default  the embedded study: t5-tiny policies and PMs on the full environment,
-           sized for at most 30 minutes on 2 CPU cores (`make study`).
-  tpu      the paper's set-up on a pod slice: T5-Large policy and proxy PM, the
-           paper's hyper-parameters and step counts (lr 1e-5, beta 0.1, 4k
-           steps, batch 32); point `tasks` at real preference data imported with
-           alignment.data.import_pairs and `golden_pm` at a golden PM export.
+  smoke    t5-nano on the 512-pair env_tiny tasks, a few steps per stage, two seeds:
+           checks the pipeline and the results schema in minutes (tests run it).
+  default  the embedded study (`make study`): t5-tiny policy and proxy PM, three seeds
+           for the Fig. 1 arms; H1, H2, H3, H4 and section 6; sized for at most 30
+           minutes on 2 CPU cores from a fresh clone (README, "Choosing the default
+           scale", has the measurements behind the sizes and steps).
+  full     the default plus H5 (t5-nano and t5-mini policies against the same proxy
+           PM and reference) and the DPO/SLiC rows: about three times as long.
+  tpu      the paper's set-up on a pod slice: T5-Large policy and proxy PM, the paper's
+           hyper-parameters and step counts (lr 1e-5, beta 0.1, 4k steps, batch 32),
+           both modes swept over beta; point `prefix` at tasks of real data.
 
 Every stage's experiment config is the experiment file's `base_variant`
-(configs/<exp>.py:<variant>) with the overrides below, so a stage can be rerun
-by hand with the same flags (report.md lists them).
+(configs/<exp>.py:<variant>) with the overrides the study sets, so a stage can be
+rerun by hand with the same flags (each STAGE.json records its config).
 """
 from alignment import config as C
 
@@ -22,49 +26,81 @@ def get_config(arg: str = "smoke"):
   c = C.ConfigDict()
   c.scale = arg
   c.seed = 0
+  c.seeds = [0, 1, 2]                # Fig. 1 arms: one run per seed (data order, sampling,
+                                     # the score head's initialisation)
   c.base_variant = "default"
-  c.prefix = "env"                    # tasks: <prefix>_sft, _pairs_golden, _prompts
+  c.prefix = "env"                   # tasks: <prefix>_sft, _pairs_golden, _prompts
   c.model = "t5-tiny"
-  c.sizes = ["t5-nano", "t5-tiny"]   # H5: policy (and PM) sizes
+  c.sizes = ["t5-nano", "t5-tiny", "t5-mini"]  # H5: policy sizes
   c.batch_size = 32
-  c.experiments = ["fig1", "h1", "h2", "h4", "h5", "sec6"]  # H3 reads every run
-  c.sft = C.ConfigDict(dict(steps=1500, learning_rate=2e-3))
-  c.pm = C.ConfigDict(dict(steps=1000, learning_rate=1e-3, max_records=8000))
-  c.online = C.ConfigDict(dict(steps=300, learning_rate=3e-4, beta=0.1, temperature=1.0))
-  c.offline = C.ConfigDict(dict(steps=300, learning_rates=[3e-4], betas=[0.1, 0.5, 1.0]))
-  c.h1_windows = [4, 32]              # partial shuffles (batches per window)
-  c.eval = C.ConfigDict(dict(every=50, kl_prompts=256, win_prompts=512, classifier_pairs=256,
-                             batch_size=64))
-  c.golden_policy = False             # True: win rates against a policy trained online
-                                      # against the golden judge (the paper's reference)
-  c.loss_variants = ["dpo", "slic"]   # fig1 with these losses too when "losses" is listed
-  c.workers = 1                       # stages run concurrently (independent ones)
+  c.prompt_len = 40
+  c.response_len = 32
+  c.experiments = ["fig1", "h1", "h2", "h4", "sec6"]  # H3 reads every run
+  # D_golden: what the proxy PM and every offline run train on (the same records).
+  c.pairs = "sft"                    # sft (two SFT samples per prompt) | writer | mixed
+  c.labels = "argmax"                # golden labels: argmax | sample (from P_golden)
+  c.num_pairs = 8000
+  c.held_out_pairs = 1024            # pairs of SFT samples on validation prompts: the gate
+  c.tie_redraws = 4                  # a tied sample is redrawn this often, then dropped
+  c.tie_slack = 0.05                 # extra prompts sampled to make up for dropped ties
+  c.sample_batch = 256               # prompts per sampling call when building pair sets
+  c.sft = C.ConfigDict(dict(steps=3000, learning_rate=3e-3))
+  c.pm = C.ConfigDict(dict(steps=1000, learning_rate=1e-3))
+  c.online = C.ConfigDict(dict(steps=200, learning_rate=3e-4, beta=0.1, temperature=1.0))
+  c.offline = C.ConfigDict(dict(steps=200, learning_rate=3e-4))
+  c.betas = [0.1]                    # Fig. 1 sweep, applied to BOTH modes (one arm per beta)
+  c.h1_windows = [4]                 # partial shuffles (batches per window)
+  c.checkpoint_every = 100
+  c.eval = C.ConfigDict(dict(points=7, first=5, kl_prompts=256, win_prompts=512,
+                             classifier_pairs=256, batch_size=128))
+  c.bootstrap = 2000                 # resamples behind every interval
+  c.golden_policy = False            # True: win rates against a policy trained online
+                                     # against the golden judge (the paper's reference)
+  c.loss_variants = ["dpo", "slic"]  # Fig. 1 with these losses too when "losses" is listed
   if arg == "smoke":
     c.base_variant = "tiny"
     c.prefix = "env_tiny"
     c.model = "t5-nano"
     c.sizes = ["t5-nano"]
+    c.seeds = [0, 1]
     c.batch_size = 8
+    c.num_pairs = 64
+    c.held_out_pairs = 64
+    c.tie_slack = 0.5
+    c.sample_batch = 32
     c.sft.update(steps=20, learning_rate=5e-3)
-    c.pm.update(steps=10, max_records=0)
+    c.pm.update(steps=10)
     c.online.update(steps=8)
-    c.offline.update(steps=8, betas=[0.1])
+    c.offline.update(steps=8)
     c.h1_windows = [2]
-    c.eval.update(every=4, kl_prompts=16, win_prompts=32, classifier_pairs=16, batch_size=16)
+    c.checkpoint_every = 4
+    c.eval.update(points=3, first=2, kl_prompts=16, win_prompts=32, classifier_pairs=16,
+                  batch_size=16)
+    c.bootstrap = 200
   elif arg == "default":
     pass
+  elif arg == "full":
+    c.experiments = ["fig1", "h1", "h2", "h4", "sec6", "h5", "losses"]
+    c.h1_windows = [4, 32]
   elif arg == "tpu":
     c.base_variant = "paper"
     c.model = "t5-large"
     c.sizes = ["t5-large", "t5-xl"]
+    c.experiments = ["fig1", "h1", "h2", "h4", "sec6", "h5"]
+    c.prompt_len, c.response_len = 512, 64
+    c.num_pairs = 92000
+    c.sample_batch = 512
     c.sft.update(steps=20000, learning_rate=1e-4)
-    c.pm.update(steps=10000, learning_rate=1e-5, max_records=0)
+    c.pm.update(steps=10000, learning_rate=1e-5)
     c.online.update(steps=4000, learning_rate=1e-5, beta=0.1)
-    c.offline.update(steps=4000, learning_rates=[3e-6, 1e-5, 3e-5], betas=[0.1, 0.5, 1.0])
+    c.offline.update(steps=4000, learning_rate=1e-5)
+    c.betas = [0.1, 0.5, 1.0]
     c.h1_windows = [4, 500]
-    c.eval.update(every=500, kl_prompts=256, win_prompts=2048, classifier_pairs=256,
-                  batch_size=64)
+    c.checkpoint_every = 500
+    c.eval.update(points=9, first=50, kl_prompts=256, win_prompts=2048,
+                  classifier_pairs=256, batch_size=64)
     c.golden_policy = True
   else:
-    raise ValueError(f"configs/study.py: unknown scale {arg!r}; choose smoke, default, tpu")
+    raise ValueError(f"configs/study.py: unknown scale {arg!r}; choose smoke, default, full, "
+                     "tpu")
   return C.lock(c)

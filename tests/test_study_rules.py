@@ -1,0 +1,256 @@
+"""The study's rules on synthetic curves: for each finding a set of curves where it
+holds and one where it fails; the set-up gate; stage-hash propagation.
+
+Curves are per-prompt golden win rates around a known mean curve (a prompt
+effect shared by every run, as the same eval prompts are, plus per-run noise),
+so the verdicts below are what the intervals must give, not what a run happened
+to give.
+"""
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+
+from alignment import config as config_lib
+from alignment import report, stats, study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+P, Q = 300, 200  # prompts, classifier pairs
+PASSED = {"gate_passed": True}
+
+
+class Arms:
+  """Builds runs and ArmData for a synthetic study."""
+
+  def __init__(self, seed=0):
+    self.rng = np.random.default_rng(seed)
+    self.prompt_effect = 0.15 * self.rng.standard_normal(P)
+    self.runs, self.data = [], {}
+
+  def add(self, arm, mode, curve, kl, group="fig1", algorithm="ipo", seeds=3, classifier=0.6,
+          chosen=-1.0, runs=None):
+    curve, kl = np.asarray(curve, float), np.asarray(kl, float)
+    j = len(curve)
+    win = (curve[None, :, None] + self.prompt_effect[None, None, :] +
+           0.08 * self.rng.standard_normal((seeds, j, P)))
+    cls = self.rng.random((seeds, j, Q)) < np.broadcast_to(np.asarray(classifier, float), (j,))[
+        None, :, None]
+    ch = np.broadcast_to(np.asarray(chosen, float), (j,))[None, :, None] + 0.5 * \
+        self.rng.standard_normal((seeds, j, Q))
+    self.data[arm] = stats.ArmData(np.arange(j) * 10, np.tile(kl, (seeds, 1)), win,
+                                   classifier=cls.astype(float), chosen=ch)
+    names = runs or ([f"{arm}_s{k}" for k in range(seeds)] if seeds > 1 else [arm])
+    for name in names:
+      self.runs.append({"name": name, "arm": arm, "mode": mode, "group": group,
+                        "algorithm": algorithm, "data": "x", "points": []})
+    return self
+
+  def run_arm(self, run, like):
+    """A run of a several-seed arm as an arm of its own (its first seed)."""
+    d = self.data[like]
+    self.data["run:" + run] = stats.ArmData(d.steps, d.kl[:1], d.win[:1], d.classifier[:1],
+                                            d.chosen[:1])
+    return self
+
+  def context(self, source=None, workdir=""):
+    return report.Context(self.runs, self.data, resamples=400, seed=1, source=source,
+                          workdir=workdir)
+
+
+KL = [0.0, 1.0, 2.0, 4.0]
+
+
+def _fig1(online, offline):
+  return Arms().add("online_ipo", "online", online, KL).add("offline_ipo", "offline", offline,
+                                                            [0.0, 1.5, 3.0, 6.0])
+
+
+def test_finding_1_holds_and_fails():
+  f = report.finding_1(_fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).context(), PASSED)
+  assert f["verdict"] == "reproduced", f["parts"]
+  f = report.finding_1(_fig1([0.5, 0.55, 0.58, 0.52], [0.5, 0.62, 0.72, 0.6]).context(), PASSED)
+  assert f["verdict"] == "not reproduced", f["parts"]
+  # Online better but never falling: the over-optimisation claim is contradicted... or unclear
+  f = report.finding_1(_fig1([0.5, 0.62, 0.70, 0.72], [0.5, 0.55, 0.58, 0.52]).context(), PASSED)
+  assert f["verdict"] in ("not reproduced", "inconclusive")
+  assert f["parts"][2]["verdict"] != "supported"
+
+
+def test_a_failed_gate_makes_every_finding_inconclusive():
+  f = report.finding_1(_fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).context(),
+                       {"gate_passed": False})
+  assert f["verdict"] == "inconclusive" and "cannot rank" in f["reason"]
+  assert all(p["verdict"] == "supported" for p in f["parts"])  # the parts are still shown
+
+
+def _h1(shuffled):
+  a = _fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).run_arm("online_ipo_s0",
+                                                                      "online_ipo")
+  a.add("replay_ordered", "offline", [0.5, 0.62, 0.72, 0.6], KL, group="h1", seeds=1)
+  a.add("replay_shuffled", "offline", shuffled, KL, group="h1", seeds=1)
+  a.add("replay_window4", "offline", [0.5, 0.6, 0.65, 0.6], KL, group="h1", seeds=1)
+  return a.context(source="online_ipo_s0")
+
+
+def test_finding_2_holds_and_fails(tmp_path):
+  f = report.finding_2(_h1([0.5, 0.54, 0.6, 0.55]), PASSED, str(tmp_path))
+  assert f["verdict"] == "reproduced", f["parts"]
+  assert set(f["numbers"]["window_peaks"]) == {"4"}
+  f = report.finding_2(_h1([0.5, 0.62, 0.76, 0.7]), PASSED, str(tmp_path))
+  assert f["verdict"] == "not reproduced", f["parts"]
+
+
+def _h2(peak_pairs):
+  a = _fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).run_arm("online_ipo_s0",
+                                                                      "online_ipo")
+  a.add("offline_peak_pairs", "offline", peak_pairs, KL, group="h2", seeds=1)
+  a.add("offline_final_pairs", "offline", [0.5, 0.51, 0.5, 0.49], KL, group="h2", seeds=1)
+  return a.context(source="online_ipo_s0")
+
+
+def test_finding_3_holds_and_fails():
+  f = report.finding_3(_h2([0.5, 0.51, 0.52, 0.5]), PASSED)
+  assert f["verdict"] == "reproduced", f["parts"]
+  assert f["parts"][1]["counts"] is False  # the final-policy row is shown, not voted
+  f = report.finding_3(_h2([0.5, 0.65, 0.72, 0.7]), PASSED)
+  assert f["verdict"] == "not reproduced", f["parts"]
+
+
+def _h3(online_cls, offline_cls, bo2_chosen=2.0):
+  a = Arms()
+  a.add("online_ipo", "online", [0.5, 0.62, 0.72, 0.6], KL, classifier=[0.5, online_cls,
+                                                                           online_cls, online_cls],
+        chosen=[0.0, -0.5, -1.0, -1.0])
+  a.add("offline_ipo", "offline", [0.5, 0.55, 0.58, 0.52], KL,
+        classifier=[0.5, offline_cls, offline_cls, offline_cls], chosen=[0.0, -1, -2.0, -3.0])
+  a.add("online_best_of_2", "online", [0.5, 0.6, 0.6, 0.6], KL, group="h4",
+        algorithm="best_of_2", seeds=1, chosen=bo2_chosen)
+  return a.context()
+
+
+def test_finding_4_holds_and_fails():
+  f = report.finding_4(_h3(0.45, 0.7), PASSED)
+  assert f["verdict"] == "reproduced", f["parts"]  # Best-of-2's rising log-probs ignored
+  f = report.finding_4(_h3(0.75, 0.5), PASSED)
+  assert f["verdict"] == "not reproduced", f["parts"]
+
+
+def _h4(offline):
+  a = Arms()
+  a.add("online_best_of_2", "online", [0.5, 0.6, 0.66, 0.6], KL, group="h4",
+        algorithm="best_of_2", seeds=1)
+  a.add("offline_best_of_2", "offline", offline, KL, group="h4", algorithm="best_of_2", seeds=1)
+  a.add("offline_best_of_2_replay", "offline", [0.5, 0.6, 0.65, 0.6], KL, group="h4",
+        algorithm="best_of_2", seeds=1)
+  return a.context()
+
+
+def test_finding_5_holds_and_fails():
+  assert report.finding_5(_h4([0.5, 0.52, 0.55, 0.53]), PASSED)["verdict"] == "reproduced"
+  assert report.finding_5(_h4([0.5, 0.7, 0.75, 0.7]), PASSED)["verdict"] == "not reproduced"
+
+
+def _h5(peaks):
+  a = Arms()
+  for (size, peak) in zip(("t5-nano", "t5-tiny", "t5-mini"), peaks):
+    on, off = (("online_ipo", "offline_ipo") if size == "t5-tiny" else
+               (f"online_ipo_{size}", f"offline_ipo_{size}"))
+    group = "fig1" if size == "t5-tiny" else "h5"
+    a.add(on, "online", [0.5, peak, peak - 0.05, peak - 0.1], KL, group=group, seeds=1)
+    a.add(off, "offline", [0.5, peak - 0.06, peak - 0.08, peak - 0.1], KL, group=group, seeds=1)
+  return a.context()
+
+
+def test_finding_6_holds_and_fails():
+  sizes = ["t5-nano", "t5-tiny", "t5-mini"]
+  f = report.finding_6(_h5([0.58, 0.66, 0.74]), PASSED, sizes, "t5-tiny")
+  assert f["verdict"] == "reproduced", f["parts"]
+  f = report.finding_6(_h5([0.74, 0.66, 0.58]), PASSED, sizes, "t5-tiny")
+  assert f["verdict"] == "not reproduced", f["parts"]
+
+
+def _sec6(gap):
+  a = _fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.6, 0.66, 0.6])
+  a.add("offline_writer_pairs", "offline", [0.5, 0.53, 0.55, 0.5], KL, group="sec6", seeds=1)
+  a.add("offline_gap_pairs", "offline", gap, KL, group="sec6", seeds=1)
+  a.add("offline_mixed_pairs", "offline", [0.5, 0.58, 0.63, 0.6], KL, group="sec6", seeds=1)
+  return a.context()
+
+
+def test_finding_7_holds_and_fails():
+  assert report.finding_7(_sec6([0.5, 0.53, 0.55, 0.51]), PASSED, "sft")["verdict"] == \
+      "reproduced"
+  assert report.finding_7(_sec6([0.5, 0.64, 0.7, 0.66]), PASSED, "sft")["verdict"] == \
+      "not reproduced"
+
+
+# ---------------------------------------------------------------------------
+# The gate
+# ---------------------------------------------------------------------------
+
+
+def _pm_metrics(workdir, accuracy, pairs):
+  os.makedirs(workdir / "pm", exist_ok=True)
+  (workdir / "pm" / "metrics.jsonl").write_text(json.dumps(
+      {"step": 1000, "eval/accuracy": accuracy, "eval/pairs": pairs}) + "\n")
+
+
+@pytest.mark.parametrize("accuracy,pairs,passed", [(0.72, 1024, True), (0.55, 1024, True),
+                                                   (0.52, 1024, False), (0.56, 100, False),
+                                                   (0.40, 1024, False)])
+def test_the_gate_passes_only_when_the_interval_is_above_one_half(tmp_path, accuracy, pairs,
+                                                                  passed):
+  _pm_metrics(tmp_path, accuracy, pairs)
+  gate = report.setup_gate(str(tmp_path), [], [])
+  lo, hi = gate["proxy_agreement_interval"]
+  assert lo < accuracy < hi
+  assert gate["gate_passed"] is passed
+  assert (lo > 0.5) is passed
+
+
+def test_no_pm_evaluation_means_no_gate(tmp_path):
+  assert report.setup_gate(str(tmp_path), [], [])["gate_passed"] is False
+
+
+# ---------------------------------------------------------------------------
+# Stage hashes: a change upstream invalidates everything downstream
+# ---------------------------------------------------------------------------
+
+
+def _hashes(tmp_path, *overrides):
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+  config_lib.apply_overrides(c, list(overrides))
+  stages = study.plan(c, str(tmp_path))
+  return stages, study.stage_hashes(stages)
+
+
+def _downstream(stages, roots):
+  out = set(roots)
+  for st in stages:
+    if set(st.deps) & out:
+      out.add(st.name)
+  return out
+
+
+def test_stage_hashes_propagate_downstream(tmp_path):
+  stages, base = _hashes(tmp_path)
+  _, sft = _hashes(tmp_path, "sft.steps=21")
+  changed = {k for k in base if base[k] != sft[k]}
+  assert changed == _downstream(stages, {"sft"}) == set(base)  # everything rests on SFT
+  _, online = _hashes(tmp_path, "online.steps=9")
+  changed = {k for k in base if base[k] != online[k]}
+  assert {"replay_ordered", "replay_shuffled", "peak_pairs", "final_pairs",
+          "offline_peak_pairs"} <= changed
+  assert not changed & {"sft", "pairs", "pm", "sft_eval", "offline_ipo_s0", "writer_pairs"}
+  assert changed == _downstream(stages, {k for k in base if k.startswith("online_")}) | {
+      "replay_ordered", "replay_window2", "replay_shuffled", "offline_best_of_2_replay"}
+  _, again = _hashes(tmp_path)
+  assert again == base  # deterministic
+
+
+def test_log_steps():
+  assert study.log_steps(200, 7, 5) == [5, 9, 17, 32, 58, 108, 200]
+  assert study.log_steps(8, 3, 2) == [2, 4, 8]
+  assert study.log_steps(3, 7, 5) == [3]
