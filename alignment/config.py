@@ -99,6 +99,7 @@ def eval_section(**kw) -> ConfigDict:
       pairs_dir="",            # classifier pairs from this pair-set directory (else pairs_task)
       kl_prompts=256,          # train prompts for the exact KL (paper: 256)
       win_prompts=2048,        # eval prompts for win rates (paper: 2048)
+      proxy_prompts=0,         # the first N of them for the proxy's metrics (0: all)
       classifier_pairs=256,    # held-out D_golden pairs (paper: 256)
       batch_size=64,
       temperature=1.0,
@@ -404,6 +405,10 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
       _check(e[key] > 0 and e[key] % e.batch_size == 0,
              f"config.eval.{key}={e[key]}: must be a positive multiple of "
              f"eval.batch_size={e.batch_size}")
+    _check(e.proxy_prompts == 0 or (0 < e.proxy_prompts <= e.win_prompts and
+                                    e.proxy_prompts % e.batch_size == 0),
+           f"config.eval.proxy_prompts={e.proxy_prompts}: 0 (all) or a multiple of "
+           f"eval.batch_size={e.batch_size} up to eval.win_prompts={e.win_prompts}")
     _check(e.batch_size % dp == 0,
            f"config.eval.batch_size={e.batch_size} is not divisible by the data-parallel "
            f"size {dp}")

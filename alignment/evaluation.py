@@ -17,6 +17,8 @@ given), the golden judge and optionally the proxy PM:
   proxy_win_rate       the same pairs judged by the proxy PM (debiased), the
                        quantity the policy is optimised against (mean probability;
                        proxy_win_rate_hard: the fraction of verdicts for pi).
+                       The proxy's metrics use the first `proxy_prompts` win
+                       prompts (all by default).
   proxy_golden_agreement on pairs of TWO samples of pi for each win prompt (what
                        online training asks the proxy), the fraction where the
                        proxy's verdict is the golden judge's (golden ties left
@@ -107,6 +109,9 @@ class Evaluator:
       self.pairs = pipeline.fixed_batch(pairs_task, "validation", "pairs",
                                         cfg.classifier_pairs, prompt_length=lp,
                                         response_length=lr)
+    # The proxy's metrics on the first `proxy_prompts` win prompts (0: all of them): a
+    # pairwise PM asked both ways costs more than the rest of an evaluation.
+    self.proxy_prompts = int(cfg.get("proxy_prompts", 0) or cfg.win_prompts)
     self.sampler = sampling.Sampler(
         model, sampling.SamplingConfig(max_new_tokens=lr, temperature=float(cfg.temperature),
                                        vocab_size=vocab_size),
@@ -176,9 +181,10 @@ class Evaluator:
     return float(np.mean(self.kl_per_prompt(params)))
 
   def _proxy_compare(self, y1: dict, y2: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The proxy's debiased (P(y1 wins), y1 wins) on the win prompts."""
+    """The proxy's debiased (P(y1 wins), y1 wins) on the first rows of the win prompts
+    (as many as y1 has: the proxy's metrics use `proxy_prompts` of them)."""
     probs, wins = [], []
-    for rows in _chunks(self.win_prompts.prompt.shape[0], self.batch):
+    for rows in _chunks(y1["tokens"].shape[0], self.batch):
       prompts = B.PromptBatch(self.win_prompts.prompt[rows], self.win_prompts.prompt_mask[rows])
       c = self.proxy.compare(*self._global((
           prompts, y1["tokens"][rows], y1["mask"][rows], y2["tokens"][rows], y2["mask"][rows]),
@@ -217,20 +223,24 @@ class Evaluator:
         "mean_response_length": float(np.mean(lengths)),
     }
     if self.proxy is not None:
-      probs, wins = self._proxy_compare(samples, self.ref_samples)
+      n = self.proxy_prompts
+      first = lambda d: {k: v[:n] for k, v in d.items()}
+      probs, wins = self._proxy_compare(first(samples), first(self.ref_samples))
+      gp, gr = g[:n], self.ref_golden[:n]
       out["proxy_win_rate"] = float(np.mean(probs))
       out["proxy_win_rate_hard"] = float(np.mean(wins))
-      decided = g != self.ref_golden
+      decided = gp != gr
       out["proxy_golden_agreement_vs_reference"] = (
-          float(np.mean(wins[decided] == (g > self.ref_golden)[decided]))
-          if decided.any() else float("nan"))
+          float(np.mean(wins[decided] == (gp > gr)[decided])) if decided.any()
+          else float("nan"))
       # The proxy's accuracy where online training asks it: two samples of pi for the
       # same prompt (golden ties left out). At SFT this is the study's set-up gate; it
       # falls as the policy drifts from what the proxy was trained on.
-      second = self._sample(params, self.win_prompts, salt=4)
-      g2 = self._golden_scores(self.win_prompts, second)
-      _, first_wins = self._proxy_compare(samples, second)
-      agree = np.where(g == g2, np.nan, (first_wins == (g > g2)).astype(np.float64))
+      prompts = B.PromptBatch(self.win_prompts.prompt[:n], self.win_prompts.prompt_mask[:n])
+      second = self._sample(params, prompts, salt=4)
+      g2 = self._golden_scores(prompts, second)
+      _, first_wins = self._proxy_compare(first(samples), second)
+      agree = np.where(gp == g2, np.nan, (first_wins == (gp > g2)).astype(np.float64))
       arrays["agreement"] = agree
       out["proxy_golden_agreement"] = (float(np.nanmean(agree)) if np.isfinite(agree).any()
                                        else float("nan"))

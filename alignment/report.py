@@ -312,12 +312,12 @@ def finding_1(ctx: Context, gate: dict):
 
 
 def finding_2(ctx: Context, gate: dict, workdir: str):
-  if ctx.source is None or not any(r["name"] == "replay_ordered" for r in ctx.runs):
+  if ctx.source is None or not ctx.has("replay_shuffled"):
     return None
   src_name = _replay_source(ctx)
   src = _source_arm(ctx)
   off = ctx.arm_of("offline")
-  if not ctx.has(src, "replay_shuffled") or not off:
+  if not ctx.has(src) or not off:
     return None
   off = off[0]
   a, b = training_stats(workdir, src_name), training_stats(workdir, "replay_ordered")
@@ -474,12 +474,12 @@ def finding_6(ctx: Context, gate: dict, sizes: list[str], main_model: str):
 
 
 def finding_7(ctx: Context, gate: dict, pairs_kind: str):
-  base = "offline_writer_pairs"
-  if pairs_kind == "writer":
-    base = (ctx.arm_of("offline") or [None])[0]
-  if not ctx.has("offline_gap_pairs", "offline_mixed_pairs") or base not in ctx.data:
+  # The study trains its Fig. 1 offline arm on D_golden; a kind that IS D_golden is that arm.
+  arm = lambda kind: ((ctx.arm_of("offline") or [None])[0] if kind == pairs_kind
+                      else f"offline_{kind}_pairs")
+  base, gap, mixed = arm("writer"), "offline_gap_pairs", arm("mixed")
+  if not ctx.has(gap) or base not in ctx.data or mixed not in ctx.data:
     return None
-  gap, mixed = "offline_gap_pairs", "offline_mixed_pairs"
   parts = [
       ctx.claim("mixed + writer - 2 x wide-gap > 0 (a wider quality gap gains less than half "
                 "of what one SFT response gains)",
@@ -489,12 +489,26 @@ def finding_7(ctx: Context, gate: dict, pairs_kind: str):
       ctx.claim("one response from SFT - wide-gap pairs > 0", lambda: ctx.peak(mixed) -
                 ctx.peak(gap)),
   ]
-  arms = [base, gap, mixed] + (ctx.arm_of("offline")[:1] if pairs_kind != "writer" else [])
+  arms = list(dict.fromkeys([base, gap, mixed] + ctx.arm_of("offline")[:1]))
   numbers = {a: _arm_numbers(ctx, a) for a in arms}
   return _finding(7, "Data sets (section 6): a wider quality gap does not help; making one "
                   "response on-policy (sampled from SFT) helps most", parts, numbers, gate,
                   "every claim's interval above 0 (base: offline on the writer's pairs; the "
                   "fully on-policy D_golden is shown beside them)")
+
+
+def pair_set_ablation(ctx: Context, pairs_kind: str) -> dict:
+  """Offline on D_golden against offline on each other pair set: peak differences."""
+  if ctx.boot is None or not ctx.arm_of("offline"):
+    return {}
+  base = ctx.arm_of("offline")[0]
+  out = {}
+  for kind in ("writer", "mixed", "gap"):
+    arm = f"offline_{kind}_pairs"
+    if kind != pairs_kind and arm in ctx.data:
+      out[f"{pairs_kind}_minus_{kind}_offline_peak"] = ctx.value(
+          lambda a=arm: ctx.peak(base) - ctx.peak(a))
+  return out
 
 
 def _arm_numbers(ctx, arm) -> dict:
@@ -621,7 +635,7 @@ def plot_chosen_logprob(ctx: Context, arms: list[str], path: str):
 GROUP_TITLES = {"fig1": "Fig. 1: online vs offline IPO", "losses": "Other losses",
                 "h1": "H1 coverage: D_online replayed", "h2": "H2 quality",
                 "h4": "H4 Best-of-2", "h5": "H5 policy size",
-                "sec6": "Section 6: pair sets"}
+                "sec6": "Pair sets: the writer ablation and section 6"}
 
 
 def _fmt(v) -> str:
@@ -679,7 +693,9 @@ def write(study, workdir: str, stages) -> dict:
                              source=source_run(stages))
   found = findings(ctx, gate, study) if ctx.boot is not None else []
   arms_out = {a: _arm_numbers(ctx, a) for a in sorted(ctx.arm_runs) if a in ctx.data}
-  results = {"study": study.scale, "setup": gate, "findings": found, "arms": arms_out,
+  ablations = pair_set_ablation(ctx, study.pairs)
+  results = {"study": study.scale, "setup": gate, "findings": found, "ablations": ablations,
+             "arms": arms_out,
              "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
                       for r in runs]}
   # Keys in reading order: the gate before the findings, the findings before the runs.
@@ -692,6 +708,8 @@ def write(study, workdir: str, stages) -> dict:
     arms = arms_in(g)
     if g in ("h1", "h2") and ctx.source:  # beside the online run they are about, and offline
       arms = [_source_arm(ctx)] + ctx.arm_of("offline")[:1] + arms
+    if g == "sec6":  # beside offline on D_golden
+      arms = list(dict.fromkeys(ctx.arm_of("offline")[:1] + arms))
     if not arms:
       continue
     name = f"budget_{g}.png"
@@ -738,6 +756,9 @@ def write(study, workdir: str, stages) -> dict:
     if not arms:
       continue
     md += ["", f"## {GROUP_TITLES[g]}", "", f"![{g}](budget_{g}.png)", ""]
+    if g == "sec6":
+      arms = list(dict.fromkeys(ctx.arm_of("offline")[:1] + arms))
+      md += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in ablations.items()] + [""]
     md += _arm_table(ctx, arms)
   if ctx.data:
     md += ["", "## The proxy on the policy's samples", "", "![agreement](agreement.png)", "",

@@ -154,7 +154,9 @@ class Bootstrap:
     if name not in self._curves:
       a, sw = self.arms[name], self.seed_w[name]
       norm = sw / sw.sum(1, keepdims=True)
-      per_item = lambda x, w: None if x is None else _weighted_mean(x, sw, w)
+      # Items may be a prefix of the shared set (e.g. the proxy's first N prompts).
+      per_item = lambda x, w: None if x is None else _weighted_mean(
+          x, sw, None if w is None else w[:, :x.shape[2]])
       self._curves[name] = Curves(
           steps=a.steps, kl=norm @ a.kl, win=_weighted_mean(a.win, sw, self.prompt_w),
           classifier=per_item(a.classifier, self.pair_w),

@@ -22,6 +22,8 @@ Stages (each a directory under the workdir; training stages run through
   h2     peak_pairs, final_pairs: pairs of online_ipo_s0's policy at its peak and at
                              its end, golden-labelled; offline_peak_pairs, offline_final_pairs
   h4     online_best_of_2, offline_best_of_2, offline_best_of_2_replay (its stream, shuffled)
+  writer writer_pairs + offline_writer_pairs: offline IPO on the writer's pairs instead
+                             of D_golden (the ablation of D_golden's source)
   sec6   writer_pairs, gap_pairs (the widest-gap half of 2N writer pairs), mixed_pairs
                              (one SFT sample, one writer response) and an offline run on each
   h5     (larger scales) per extra size: sft, its own step-0 evaluation, online and
@@ -60,7 +62,7 @@ from alignment import config as config_lib
 
 log = logging.getLogger("alignment.study")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS = ("fig1", "h1", "h2", "h4", "h5", "sec6", "losses")
+EXPERIMENTS = ("fig1", "h1", "h2", "h4", "h5", "sec6", "writer", "losses")
 PAIR_KINDS = ("sft", "writer", "mixed")
 
 
@@ -136,6 +138,7 @@ class Planner:
     e, t = self.s.eval, self.tasks()
     out = {"eval.every": 0, "eval.steps": log_steps(steps, e.points, e.first),
            "eval.kl_prompts": e.kl_prompts, "eval.win_prompts": e.win_prompts,
+           "eval.proxy_prompts": e.proxy_prompts,
            "eval.classifier_pairs": e.classifier_pairs, "eval.batch_size": e.batch_size,
            "eval.prompts_task": t["prompts"], "eval.pairs_task": t["pairs"],
            "eval.pairs_dir": self.path("pairs", "held_out"), "eval.sft": self.export(sft),
@@ -215,8 +218,10 @@ class Planner:
   def offline(self, name: str, model: str, loss: str, beta: float, group: str, data: str, *,
               pairs: str, order: str = "shuffled", window: int = 4, seed: int = 0,
               arm: str = "", deps: tuple[str, ...] = (), steps: int = 0,
-              learning_rate: float = 0.0, sft: str = "sft", sft_eval: str = "sft_eval"):
-    """Offline training on a pair-set or stream directory `pairs`."""
+              learning_rate: float = 0.0, sft: str = "sft", sft_eval: str = "sft_eval",
+              evaluate: bool = True):
+    """Offline training on a pair-set or stream directory `pairs` (evaluate=False: a
+    check of its training statistics, not a curve)."""
     s, t = self.s, self.tasks()
     steps = steps or s.offline.steps
     lr = learning_rate or s.offline.learning_rate
@@ -226,12 +231,15 @@ class Planner:
                  "data.replay_dir": pairs, "data.replay_order": order,
                  "data.replay_window": window, "train.checkpoint_every": s.checkpoint_every,
                  **self.eval_overrides(sft, steps)}
+    if not evaluate:
+      overrides["eval.steps"] = []
     deps = (sft, "pairs", "pm", sft_eval) + self.reference_deps() + deps
+    run = dict(algorithm=loss, mode="offline", data=data,
+               hparams=dict(learning_rate=lr, beta=beta, steps=steps, model=model,
+                            seed=s.seed + seed, order=order))
     self.add(Stage(name, "offline", self.experiment("offline", overrides), deps=deps,
-                   run=dict(algorithm=loss, mode="offline", data=data,
-                            hparams=dict(learning_rate=lr, beta=beta, steps=steps, model=model,
-                                         seed=s.seed + seed, order=order)),
-                   group=group, sft_eval=sft_eval, arm=arm or name))
+                   run=run if evaluate else None, group=group, sft_eval=sft_eval,
+                   arm=arm or name))
 
   def pair_set(self, name: str, group: str, generate: Callable[[str], dict], params: dict,
                deps: tuple[str, ...]):
@@ -249,11 +257,14 @@ class Planner:
       raise config_lib.ConfigError(f"study.pairs={s.pairs!r}: choose one of {PAIR_KINDS}")
     if not s.seeds:
       raise config_lib.ConfigError("study.seeds: at least one seed")
-    self.foundation()
+    if experiments & {"h1", "h2"} and "fig1" not in experiments:
+      raise config_lib.ConfigError("study.experiments: h1 and h2 replay and sample the Fig. 1 "
+                                   "online run; list 'fig1' too")
+    self.foundation()  # with no experiments, the study is its foundation and set-up gate
     beta = s.online.beta
     dgolden = self.path("pairs", "train")
     # Fig. 1 (also the source of H1, H2 and H3): one arm per beta and mode, one run per seed.
-    for b in s.betas:
+    for b in (s.betas if "fig1" in experiments else []):
       tag = "" if len(s.betas) == 1 else f"_b{b:g}"
       for k in s.seeds:
         self.online(f"online_ipo{tag}_s{k}", s.model, "ipo", b, "fig1", seed=k,
@@ -273,9 +284,10 @@ class Planner:
                   seed=s.seeds[0])
     if "h1" in experiments:
       # Same loss, learning rate, seed and steps as the online run: the ordered replay
-      # differs from it only in where the pairs come from (a determinism check).
+      # differs from it only in where the pairs come from. A determinism check of its
+      # training statistics (the tandem effect), so it is not evaluated.
       self.offline("replay_ordered", s.model, "ipo", beta, "h1", data="online_ordered",
-                   pairs=stream, order="ordered", **replay)
+                   pairs=stream, order="ordered", evaluate=False, **replay)
       for w in s.h1_windows:
         self.offline(f"replay_window{w}", s.model, "ipo", beta, "h1",
                      data=f"online_window{w}", pairs=stream, order="window", window=w,
@@ -299,14 +311,17 @@ class Planner:
                    data="online_shuffled", pairs=self.path("online_best_of_2", "stream"),
                    order="shuffled", deps=("online_best_of_2",), steps=s.online.steps,
                    learning_rate=s.online.learning_rate)
-    if "sec6" in experiments:
-      for kind in ("writer", "gap", "mixed"):
-        name = f"{kind}_pairs"
-        self.pair_set(name, "sec6", lambda d, k=kind: self.generate_kind(d, k),
-                      dict(kind=kind, num=s.num_pairs, labels=s.labels, seed=s.seed,
-                           redraws=s.tie_redraws), deps=("sft",))
-        self.offline(f"offline_{kind}_pairs", s.model, "ipo", beta, "sec6",
-                     data=f"{kind}_pairs", pairs=self.path(name, "train"), deps=(name,))
+    kinds = (["writer"] if "writer" in experiments else []) + (
+        ["writer", "gap", "mixed"] if "sec6" in experiments else [])
+    for kind in dict.fromkeys(kinds):
+      if kind == s.pairs:  # D_golden itself: the Fig. 1 offline arm already trains on it
+        continue
+      name = f"{kind}_pairs"
+      self.pair_set(name, "sec6", lambda d, k=kind: self.generate_kind(d, k),
+                    dict(kind=kind, num=s.num_pairs, labels=s.labels, seed=s.seed,
+                         redraws=s.tie_redraws), deps=("sft",))
+      self.offline(f"offline_{kind}_pairs", s.model, "ipo", beta, "sec6",
+                   data=f"{kind}_pairs", pairs=self.path(name, "train"), deps=(name,))
     if "h5" in experiments:
       for size in s.sizes:
         if size == s.model:

@@ -6,11 +6,12 @@ Scales:
   smoke    t5-nano on the 512-pair env_tiny tasks, a few steps per stage, two seeds:
            checks the pipeline and the results schema in minutes (tests run it).
   default  the embedded study (`make study`): t5-tiny policy and proxy PM, three seeds
-           for the Fig. 1 arms; H1, H2, H3, H4 and section 6; sized for at most 30
-           minutes on 2 CPU cores from a fresh clone (README, "Choosing the default
-           scale", has the measurements behind the sizes and steps).
-  full     the default plus H5 (t5-nano and t5-mini policies against the same proxy
-           PM and reference) and the DPO/SLiC rows: about three times as long.
+           for the Fig. 1 arms; H1, H2, H3, H4 and offline on the writer's pairs (the
+           D_golden ablation); sized for at most 30 minutes on 2 CPU cores from a fresh
+           clone (README, "Choosing the default scale", has the measurements behind
+           the sizes and steps).
+  full     the default plus section 6 (pair sets), H5 (t5-nano and t5-mini policies
+           against the same proxy PM and reference) and the DPO/SLiC rows.
   tpu      the paper's set-up on a pod slice: T5-Large policy and proxy PM, the paper's
            hyper-parameters and step counts (lr 1e-5, beta 0.1, 4k steps, batch 32),
            both modes swept over beta; point `prefix` at tasks of real data.
@@ -35,7 +36,8 @@ def get_config(arg: str = "smoke"):
   c.batch_size = 32
   c.prompt_len = 40
   c.response_len = 32
-  c.experiments = ["fig1", "h1", "h2", "h4", "sec6"]  # H3 reads every run
+  c.experiments = ["fig1", "h1", "h2", "h4", "writer"]  # H3 reads every run; full: + sec6,
+                                                         # h5, losses
   # D_golden: what the proxy PM and every offline run train on (the same records).
   c.pairs = "sft"                    # sft (two SFT samples per prompt) | writer | mixed
   c.labels = "argmax"                # golden labels: argmax | sample (from P_golden)
@@ -52,7 +54,7 @@ def get_config(arg: str = "smoke"):
   c.h1_windows = [4]                 # partial shuffles (batches per window)
   c.checkpoint_every = 100
   c.eval = C.ConfigDict(dict(points=7, first=5, kl_prompts=256, win_prompts=512,
-                             classifier_pairs=256, batch_size=128))
+                             proxy_prompts=256, classifier_pairs=256, batch_size=128))
   c.bootstrap = 2000                 # resamples behind every interval
   c.golden_policy = False            # True: win rates against a policy trained online
                                      # against the golden judge (the paper's reference)
@@ -74,8 +76,9 @@ def get_config(arg: str = "smoke"):
     c.offline.update(steps=8)
     c.h1_windows = [2]
     c.checkpoint_every = 4
-    c.eval.update(points=3, first=2, kl_prompts=16, win_prompts=32, classifier_pairs=16,
-                  batch_size=16)
+    c.experiments = ["fig1", "h1", "h2", "h4", "sec6"]
+    c.eval.update(points=3, first=2, kl_prompts=16, win_prompts=32, proxy_prompts=16,
+                  classifier_pairs=16, batch_size=16)
     c.bootstrap = 200
   elif arg == "default":
     pass
@@ -97,7 +100,7 @@ def get_config(arg: str = "smoke"):
     c.betas = [0.1, 0.5, 1.0]
     c.h1_windows = [4, 500]
     c.checkpoint_every = 500
-    c.eval.update(points=9, first=50, kl_prompts=256, win_prompts=2048,
+    c.eval.update(points=9, first=50, kl_prompts=256, win_prompts=2048, proxy_prompts=0,
                   classifier_pairs=256, batch_size=64)
     c.golden_policy = True
   else:

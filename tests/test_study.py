@@ -37,8 +37,9 @@ def test_results_schema_report_and_plots(smoke_study):
     results = json.load(f)
   assert list(results)[:3] == ["study", "setup", "findings"]  # the gate comes first
   names = {r["name"] for r in results["runs"]}
+  assert "replay_ordered" not in names  # a determinism check of training statistics only
   assert {"online_ipo_s0", "online_ipo_s1", "offline_ipo_s0", "offline_ipo_s1",
-          "replay_ordered", "replay_shuffled", "offline_peak_pairs", "offline_final_pairs",
+          "replay_shuffled", "offline_peak_pairs", "offline_final_pairs",
           "online_best_of_2", "offline_best_of_2", "offline_best_of_2_replay",
           "offline_writer_pairs", "offline_gap_pairs", "offline_mixed_pairs"} <= names
   for run in results["runs"]:
@@ -53,6 +54,8 @@ def test_results_schema_report_and_plots(smoke_study):
     assert run["points"][0]["reference_golden_score"] == run["points"][1][
         "reference_golden_score"]
   assert results["arms"]["online_ipo"]["seeds"] == 2
+  assert {"sft_minus_writer_offline_peak", "sft_minus_gap_offline_peak",
+          "sft_minus_mixed_offline_peak"} <= set(results["ablations"])
   found = {f["id"]: f for f in results["findings"]}
   assert {1, 2, 3, 4, 5, 7} <= set(found)
   for f in found.values():
