@@ -1,4 +1,4 @@
-"""Evaluation: the numbers a budget curve is made of (PAPER.md, "Metrics").
+"""Evaluation: the numbers a budget curve is made of (docs/study.md, "Evaluation").
 
 For a policy pi, its SFT start pi_sft, a fixed reference policy (SFT unless
 given), the golden judge and optionally the proxy PM:

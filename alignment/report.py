@@ -277,16 +277,6 @@ def _pooled_peak(ctx, arms):
   return np.max(np.stack([ctx.peak(a) for a in arms]), axis=0)
 
 
-def _pooled_envelope_gap(ctx, on_arms, off_arms, points: int = 64):
-  on, off = [ctx.cv(a) for a in on_arms], [ctx.cv(a) for a in off_arms]
-  top = min(max(float(np.max(c.kl[0])) for c in on), max(float(np.max(c.kl[0])) for c in off))
-  if not top > 0:
-    return np.full(on[0].win.shape[0], np.nan)
-  grid = np.linspace(0.0, top, points)
-  env = lambda cs: np.nanmax(np.stack([stats.envelope(c.kl, c.win, grid) for c in cs]), axis=0)
-  return np.nanmean(env(on) - env(off), axis=1)
-
-
 def _rise_and_fall(ctx, arm):
   return np.minimum(ctx.peak(arm) - ctx.start(arm), ctx.peak(arm) - ctx.final(arm))
 
@@ -300,7 +290,7 @@ def finding_1(ctx: Context, gate: dict):
                 lambda: _pooled_peak(ctx, on) - _pooled_peak(ctx, off)),
       ctx.claim("online envelope - offline envelope > 0, averaged over KL in [0, K] (K: the "
                 "smaller of the two curves' largest KL; the SFT point starts both)",
-                lambda: _pooled_envelope_gap(ctx, on, off)),
+                lambda: stats.envelope_gap([ctx.cv(a) for a in on], [ctx.cv(a) for a in off])),
       ctx.claim(f"online over-optimises ({on[0]}): min(peak - start, peak - final) > 0",
                 lambda: _rise_and_fall(ctx, on[0])),
       ctx.claim(f"offline over-optimises ({off[0]}): min(peak - start, peak - final) > 0",
@@ -314,7 +304,7 @@ def finding_1(ctx: Context, gate: dict):
 def finding_2(ctx: Context, gate: dict, workdir: str):
   if ctx.source is None or not ctx.has("replay_shuffled"):
     return None
-  src_name = _replay_source(ctx)
+  src_name = ctx.source
   src = _source_arm(ctx)
   off = ctx.arm_of("offline")
   if not ctx.has(src) or not off:
@@ -347,11 +337,6 @@ def finding_2(ctx: Context, gate: dict, workdir: str):
                   numbers, gate, "both claims' intervals above 0; the tandem check (ordered "
                   "replay's training statistics within 0.1% of the online run's, a one-batch "
                   "shift breaking it) is reported, not voted")
-
-
-def _replay_source(ctx) -> str:
-  """The online run whose stream H1 replays and whose policy H2 samples."""
-  return ctx.source
 
 
 def _arm_name(ctx, run_name: str) -> str:
@@ -544,88 +529,80 @@ def _se(rep_rj: np.ndarray) -> np.ndarray:
   return np.nanstd(rep_rj[1:], axis=0) if rep_rj.shape[0] > 2 else np.zeros(rep_rj.shape[1])
 
 
-def plot_budget(ctx: Context, arms: list[str], path: str, title: str):
+def _online(ctx: Context, arm: str) -> bool:
+  runs = ([r for r in ctx.runs if r["name"] == arm[len("run:"):]] if arm.startswith("run:")
+          else ctx.arm_runs.get(arm, []))
+  return any(r["mode"] == "online" for r in runs)
+
+
+def _save(fig, ax, path: str, title: str, xlabel: str, ylabel: str, log_x: bool = True,
+          hline: float | None = 0.5, vline: float | None = None):
   plt = _plt()
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for arm in arms:
-    cv = ctx.cv(arm)
-    x = np.maximum(cv.kl[0], 1e-3)
-    online = any(r["mode"] == "online" for r in ctx.arm_runs.get(arm, []))
-    seeds = ctx.data[arm].seeds
-    label = arm + (f" ({seeds} seeds)" if seeds > 1 else "")
-    line = ax.errorbar(x, cv.win[0], yerr=_se(cv.win), fmt="-o" if online else "--o", ms=3,
-                       capsize=2, label=label)
-    j = int(stats.peak_index(cv.win)[0])
-    ax.plot([x[j]], [cv.win[0, j]], "*", ms=12, color=line[0].get_color())
-  ax.set_xscale("log")
-  ax.set_xlabel("KL(pi || pi_sft)  (exact, per response; log scale; SFT point at 1e-3)")
-  ax.set_ylabel("golden win rate vs reference (+- 1 s.e.)")
-  ax.axhline(0.5, color="grey", lw=0.5)
-  ax.set_title(title + "  (* = peak of the mean curve)")
+  if log_x:
+    ax.set_xscale("log")
+  if hline is not None:
+    ax.axhline(hline, color="grey", lw=0.5)
+  if vline is not None:
+    ax.axvline(vline, color="grey", lw=0.5)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def _curves_plot(ctx: Context, arms: list[str], path: str, field: str, x: str, title: str,
+                 xlabel: str, ylabel: str, mark_peak: bool = False, hline: float = 0.5):
+  """One line per arm: its mean curve of `field` against KL or step, +- 1 s.e."""
+  fig, ax = _plt().subplots(figsize=(7, 4.5))
+  for arm in arms:
+    cv = ctx.cv(arm)
+    y = getattr(cv, field)
+    if y is None:
+      continue
+    xs = np.maximum(cv.kl[0], 1e-3) if x == "kl" else cv.steps
+    seeds = ctx.data[arm].seeds
+    label = arm + (f" ({seeds} seeds)" if seeds > 1 else "")
+    line = ax.errorbar(xs, y[0], yerr=_se(y), fmt="-o" if _online(ctx, arm) else "--o", ms=3,
+                       capsize=2, label=label)
+    if mark_peak:
+      j = int(stats.peak_index(y)[0])
+      ax.plot([xs[j]], [y[0, j]], "*", ms=12, color=line[0].get_color())
+  _save(fig, ax, path, title, xlabel, ylabel, log_x=(x == "kl"), hline=hline)
+
+
+def plot_budget(ctx: Context, arms: list[str], path: str, title: str):
+  _curves_plot(ctx, arms, path, "win", "kl", title + "  (* = peak of the mean curve)",
+               "KL(pi || pi_sft)  (exact, per response; log scale; SFT point at 1e-3)",
+               "golden win rate vs reference (+- 1 s.e.)", mark_peak=True)
 
 
 def plot_agreement(ctx: Context, arms: list[str], path: str):
   """The proxy's agreement with the golden judge on each policy's own samples."""
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for arm in arms:
-    cv = ctx.cv(arm)
-    if cv.agreement is None:
-      continue
-    online = any(r["mode"] == "online" for r in ctx.arm_runs.get(arm, []))
-    ax.errorbar(np.maximum(cv.kl[0], 1e-3), cv.agreement[0], yerr=_se(cv.agreement),
-                fmt="-o" if online else "--o", ms=3, capsize=2, label=arm)
-  ax.set_xscale("log")
-  ax.axhline(0.5, color="grey", lw=0.5)
-  ax.set_xlabel("KL(pi || pi_sft)  (log scale)")
-  ax.set_ylabel("proxy-golden agreement on pi's samples (+- 1 s.e.)")
-  ax.set_title("The proxy where the policy samples (paper Figs. 6-7)")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _curves_plot(ctx, arms, path, "agreement", "kl",
+               "The proxy where the policy samples (paper Figs. 6-7)",
+               "KL(pi || pi_sft)  (log scale)",
+               "proxy-golden agreement on pi's samples (+- 1 s.e.)")
+
+
+def plot_chosen_logprob(ctx: Context, arms: list[str], path: str):
+  _curves_plot(ctx, arms, path, "chosen", "step",
+               "H3: chosen log-prob against SFT over training", "step",
+               "log pi(y_w) - log pi_sft(y_w)  (+- 1 s.e.)", hline=0.0)
 
 
 def plot_classifier(runs: list[dict], path: str):
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(6, 4.5))
+  fig, ax = _plt().subplots(figsize=(6, 4.5))
   for mode, marker in (("online", "o"), ("offline", "x")):
     pts = [p for r in runs if r["mode"] == mode for p in r["points"] if p["step"] > 0
            and p.get("classifier_accuracy") is not None]
     ax.scatter([p["classifier_accuracy"] for p in pts], [p["golden_win_rate"] for p in pts],
                marker=marker, label=mode, alpha=0.7)
-  ax.set_xlabel("policy-as-classifier accuracy on held-out D_golden pairs")
-  ax.set_ylabel("golden win rate")
-  ax.axvline(0.5, color="grey", lw=0.5)
-  ax.legend()
-  ax.set_title("H3: classification vs generation")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def plot_chosen_logprob(ctx: Context, arms: list[str], path: str):
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for arm in arms:
-    cv = ctx.cv(arm)
-    if cv.chosen is None:
-      continue
-    online = any(r["mode"] == "online" for r in ctx.arm_runs.get(arm, []))
-    ax.errorbar(cv.steps, cv.chosen[0], yerr=_se(cv.chosen), fmt="-" if online else "--",
-                capsize=2, label=arm)
-  ax.axhline(0, color="grey", lw=0.5)
-  ax.set_xlabel("step")
-  ax.set_ylabel("log pi(y_w) - log pi_sft(y_w)  (+- 1 s.e.)")
-  ax.set_title("H3: chosen log-prob against SFT over training")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save(fig, ax, path, "H3: classification vs generation",
+        "policy-as-classifier accuracy on held-out D_golden pairs", "golden win rate",
+        log_x=False, hline=None, vline=0.5)
 
 
 # ---------------------------------------------------------------------------

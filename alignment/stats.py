@@ -204,14 +204,20 @@ def envelope(kl_rj: np.ndarray, win_rj: np.ndarray, grid: np.ndarray) -> np.ndar
   return np.where(np.isinf(best), np.nan, best)
 
 
-def envelope_gap(a: Curves, b: Curves, points: int = 64) -> np.ndarray:
-  """Mean over KL in [0, K] of envelope(a) - envelope(b), K the smaller of the two
-  curves' largest mean KL (the common budget range, from KL 0): [R]."""
-  top = min(float(np.max(a.kl[0])), float(np.max(b.kl[0])))
+def envelope_gap(a: Curves | Sequence[Curves], b: Curves | Sequence[Curves],
+                 points: int = 64) -> np.ndarray:
+  """Mean over KL in [0, K] of envelope(a) - envelope(b): [R]. Each side may be
+  several curves (a sweep), pooled into one envelope (the best of them at each
+  KL); K is the smaller of the two sides' largest mean KL (the common budget
+  range, from KL 0)."""
+  a = [a] if isinstance(a, Curves) else list(a)
+  b = [b] if isinstance(b, Curves) else list(b)
+  top = min(max(float(np.max(c.kl[0])) for c in a), max(float(np.max(c.kl[0])) for c in b))
   if not top > 0:
-    return np.full(a.win.shape[0], np.nan)
+    return np.full(a[0].win.shape[0], np.nan)
   grid = np.linspace(0.0, top, points)
-  return np.nanmean(envelope(a.kl, a.win, grid) - envelope(b.kl, b.win, grid), axis=1)
+  pooled = lambda cs: np.nanmax(np.stack([envelope(c.kl, c.win, grid) for c in cs]), axis=0)
+  return np.nanmean(pooled(a) - pooled(b), axis=1)
 
 
 def interval_str(c: Mapping, digits: int = 3) -> str:

@@ -86,6 +86,10 @@ def test_envelope_and_gap_by_hand():
   gap = stats.envelope_gap(a, b, points=4001)[0]
   expected = (0.0 * 1 + 0.1 * 1 + 0.08 * 2) / 4
   assert gap == pytest.approx(expected, abs=2e-3)
+  # A sweep pools into one envelope: the best curve at each KL.
+  low = stats.Curves(np.arange(4), kl, win - 0.2, None, None, None)
+  assert stats.envelope_gap([a, low], b, points=4001)[0] == pytest.approx(gap)
+  assert stats.envelope_gap([low, a], [b, b], points=4001)[0] == pytest.approx(gap)
 
 
 def test_verdicts_and_their_combination():

@@ -1,7 +1,7 @@
 """The embedded environment: posts of facts in, digests out, and a golden judge.
 
 Why it exists: no weights or data can be downloaded at run time, yet the study
-(PAPER.md) needs a summarisation-like task with a fixed golden preference that
+(docs/study.md) needs a summarisation-like task with a fixed golden preference that
 a proxy preference model can be over-optimised against, as reward models are on
 TL;DR (Gao et al. 2022). This module is that task, deterministic from a seed.
 
