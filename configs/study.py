@@ -27,8 +27,8 @@ def get_config(arg: str = "smoke"):
   c = C.ConfigDict()
   c.scale = arg
   c.seed = 0
-  c.seeds = [0, 1, 2]                # Fig. 1 arms: one run per seed (data order, sampling,
-                                     # the score head's initialisation)
+  c.seeds = [0, 1, 2]                # Fig. 1 arms: one run per seed; the seed sets the data
+                                     # order and (online) the sampling keys, nothing else
   c.base_variant = "default"
   c.prefix = "env"                   # tasks: <prefix>_sft, _pairs_golden, _prompts
   c.model = "t5-tiny"

@@ -254,3 +254,29 @@ def test_log_steps():
   assert study.log_steps(200, 7, 5) == [5, 9, 17, 32, 58, 108, 200]
   assert study.log_steps(8, 3, 2) == [2, 4, 8]
   assert study.log_steps(3, 7, 5) == [3]
+
+
+def test_h5_measures_every_size_against_one_reference_and_proxy(tmp_path):
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:full"))
+  stages = {st.name: st for st in study.plan(c, str(tmp_path))}
+  main_sft, pm = str(tmp_path / "sft" / "export"), str(tmp_path / "pm" / "export")
+  for size in ("t5-nano", "t5-mini"):
+    for name in (f"online_ipo_{size}", f"offline_ipo_{size}", f"sft_eval_{size}"):
+      e = stages[name].config.eval
+      assert e.reference == main_sft and e.proxy == pm, name  # one reference, one proxy
+      assert e.sft == str(tmp_path / f"sft_{size}" / "export"), name  # KL against its own SFT
+      assert stages[name].config.model.name == size
+    assert stages[f"online_ipo_{size}"].config.judge.checkpoint == pm
+    assert stages[f"offline_ipo_{size}"].config.data.replay_dir == str(tmp_path / "pairs" /
+                                                                       "train")
+    assert stages[f"online_ipo_{size}"].sft_eval == f"sft_eval_{size}"
+  assert "online_ipo_t5-tiny" not in stages  # the main size is Fig. 1's arm
+
+
+def test_experiments_without_fig1_are_the_foundation_and_h1_needs_fig1(tmp_path):
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+  config_lib.apply_overrides(c, ["experiments=[]"])
+  assert [st.name for st in study.plan(c, str(tmp_path))] == ["sft", "pairs", "pm", "sft_eval"]
+  config_lib.apply_overrides(c, ["experiments=['h1']"])
+  with pytest.raises(config_lib.ConfigError, match="list 'fig1' too"):
+    study.plan(c, str(tmp_path))
