@@ -57,24 +57,41 @@ def _assert_same_run(a, b):
     np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
 
 
-@pytest.fixture(scope="module")
-def baselines(tmp_path_factory):
+# Each baseline is built once, on the one test worker its group runs on (--dist
+# loadgroup): the online tests share one, the offline tests the other.
+ONLINE_GROUP = pytest.mark.xdist_group("reliability_online")
+OFFLINE_GROUP = pytest.mark.xdist_group("reliability_offline")
+
+
+def _baseline(tmp_path_factory, name, args):
   base = tmp_path_factory.mktemp("baseline")
-  for name, args in (("online", ONLINE), ("offline", OFFLINE)):
-    out = _main(base / name, args)
-    assert out.returncode == 0, out.stderr[-3000:]
+  out = _main(base / name, args)
+  assert out.returncode == 0, out.stderr[-3000:]
   return base
+
+
+@pytest.fixture(scope="module")
+def online_baseline(tmp_path_factory):
+  return _baseline(tmp_path_factory, "online", ONLINE)
+
+
+@pytest.fixture(scope="module")
+def offline_baseline(tmp_path_factory):
+  return _baseline(tmp_path_factory, "offline", OFFLINE)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,fault", [
-    ("online", "kill@after_step:6"),          # mid-step: computed, not yet logged or saved
-    ("online", "kill@during_checkpoint:8"),   # while the step-8 checkpoint is being written
-    ("offline", "kill@after_step:9"),
-    ("offline", "kill@during_checkpoint:4"),
+    # mid-step: computed, not yet logged or saved
+    pytest.param("online", "kill@after_step:6", marks=ONLINE_GROUP),
+    # while the step-8 checkpoint is being written
+    pytest.param("online", "kill@during_checkpoint:8", marks=ONLINE_GROUP),
+    pytest.param("offline", "kill@after_step:9", marks=OFFLINE_GROUP),
+    pytest.param("offline", "kill@during_checkpoint:4", marks=OFFLINE_GROUP),
 ])
-def test_killed_run_resumes_bitwise(baselines, tmp_path, kind, fault):
+def test_killed_run_resumes_bitwise(request, tmp_path, kind, fault):
   args = ONLINE if kind == "online" else OFFLINE
+  baseline = request.getfixturevalue(f"{kind}_baseline")
   if "after_step" in fault:
     # Saves complete before the step goes on, so the kill surely finds a finished
     # checkpoint to resume from (an async save may still be in flight otherwise).
@@ -96,11 +113,12 @@ def test_killed_run_resumes_bitwise(baselines, tmp_path, kind, fault):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   if steps:
     assert f"at step {max(steps)}" in resumed.stderr and "resumed from" in resumed.stderr
-  _assert_same_run(baselines / kind, tmp_path / "run")
+  _assert_same_run(baseline / kind, tmp_path / "run")
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_cleanly(baselines, tmp_path):
+@ONLINE_GROUP
+def test_sigterm_saves_and_exits_cleanly(online_baseline, tmp_path):
   out = _main(tmp_path / "run", ONLINE, fault="term@after_step:5")
   assert out.returncode == 0, out.stderr[-2000:]
   assert "stopping at step 5 after SIGTERM" in out.stderr
@@ -108,7 +126,7 @@ def test_sigterm_saves_and_exits_cleanly(baselines, tmp_path):
   assert not os.path.exists(tmp_path / "run" / "export")  # unfinished: nothing exported
   again = _main(tmp_path / "run", ONLINE)
   assert again.returncode == 0, again.stderr[-2000:]
-  _assert_same_run(baselines / "online", tmp_path / "run")
+  _assert_same_run(online_baseline / "online", tmp_path / "run")
 
 
 @pytest.mark.slow
@@ -157,8 +175,9 @@ def _data_files(step_dir):
 
 
 @pytest.mark.slow
-def test_truncated_checkpoint_falls_back_to_the_previous(baselines, tmp_path):
-  shutil.copytree(baselines / "online", tmp_path / "run")
+@ONLINE_GROUP
+def test_truncated_checkpoint_falls_back_to_the_previous(online_baseline, tmp_path):
+  shutil.copytree(online_baseline / "online", tmp_path / "run")
   shutil.rmtree(tmp_path / "run" / "export")
   # Pretend the run died at step 9: drop its records after step 8 and the last checkpoint,
   # then truncate a data file of the step-8 checkpoint.
@@ -170,7 +189,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous(baselines, tmp_path):
   out = _main(tmp_path / "run", ONLINE)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "restored the previous good checkpoint, step 4" in out.stderr
-  _assert_same_run(baselines / "online", tmp_path / "run")
+  _assert_same_run(online_baseline / "online", tmp_path / "run")
 
 
 def test_tampered_checkpoint_is_detected_and_skipped(tmp_path):
@@ -200,8 +219,9 @@ def test_tampered_checkpoint_is_detected_and_skipped(tmp_path):
 
 
 @pytest.mark.slow
-def test_checkpoint_of_another_model_is_named(baselines, tmp_path):
-  shutil.copytree(baselines / "online", tmp_path / "run")
+@ONLINE_GROUP
+def test_checkpoint_of_another_model_is_named(online_baseline, tmp_path):
+  shutil.copytree(online_baseline / "online", tmp_path / "run")
   out = _main(tmp_path / "run", ONLINE + ["--config.model.name=t5-tiny",
                                            f"--config.train.num_steps={STEPS + 4}"])
   assert out.returncode == 2
@@ -210,14 +230,15 @@ def test_checkpoint_of_another_model_is_named(baselines, tmp_path):
 
 
 @pytest.mark.slow
-def test_tandem_replay_reproduces_online_and_a_shift_breaks_it(baselines, tmp_path):
-  stream = str(baselines / "online" / "stream")
+@ONLINE_GROUP
+def test_tandem_replay_reproduces_online_and_a_shift_breaks_it(online_baseline, tmp_path):
+  stream = str(online_baseline / "online" / "stream")
   replay = OFFLINE + [f"--config.data.replay_dir={stream}", "--config.data.replay_order=ordered"]
   ordered = _main(tmp_path / "ordered", replay)
   shifted = _main(tmp_path / "shifted", replay + ["--config.data.replay_skip=1"])
   assert ordered.returncode == 0 and shifted.returncode == 0, shifted.stderr[-2000:]
   keys = ("loss", "margin", "policy_chosen_logps", "policy_rejected_logps", "grad_norm")
-  online = [r for r in common.read_metrics(str(baselines / "online")) if "loss" in r]
+  online = [r for r in common.read_metrics(str(online_baseline / "online")) if "loss" in r]
 
   def max_rel(run):
     rows = [r for r in common.read_metrics(str(tmp_path / run)) if "loss" in r]

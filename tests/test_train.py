@@ -14,6 +14,9 @@ from alignment import config as config_lib
 from alignment import main as main_lib
 from alignment.train import common
 
+# The module fixture is built once: every test here runs on one worker.
+pytestmark = pytest.mark.xdist_group("train")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -4,8 +4,11 @@
   response, position t predicting response token t.
 - `PairwisePreferenceModel`: (x, y1, y2) -> logit of P(y1 beats y2).
   T5: the whole comparison is the encoder's input, [x | y1 | y2] (each part
-  padded to its slot; a learned segment embedding, zero at initialisation,
-  tells the three parts apart), so every token of either response attends to
+  padded to its slot; a learned segment embedding tells the three parts
+  apart; it starts random at the token embeddings' scale, because at zero
+  the model is symmetric in y1 and y2 and learns to break that slowly: on
+  the tiny test task 80 steps ranked 0.38 of held-out pairs from zero and
+  0.81 from the random start), so every token of either response attends to
   the post and to the other response in both directions; the logit is read
   from the decoder's first position, as T5 classifiers read their answer
   token. On the environment's SFT-sample pairs this ranks better than reading
@@ -137,7 +140,8 @@ class PairwisePreferenceModel(_ScalarHead):
     super().setup()
     if self.cfg.architecture == "t5":
       self.segment_embed = self.param(
-          "segment_embed", L.param_with_axes(nn.initializers.zeros, (None, "embed")),
+          "segment_embed", L.param_with_axes(nn.initializers.normal(stddev=1.0),
+                                             (None, "embed")),
           (3, self.cfg.d_model), L.dtype_from_name(self.cfg.param_dtype))
 
   def __call__(self, prompt_bl, prompt_mask_bl, y1_bl, m1_bl, y2_bl, m2_bl) -> Array:
