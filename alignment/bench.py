@@ -4,8 +4,8 @@ Each benchmark is one function `bench_<name>(args) -> dict`, registered in
 `BENCHMARKS` with a function that adds its flags; `main` adds the date and the
 machine to its result, writes the JSON (atomically) and prints a table.
 Timings are medians of `--repeats` runs after a warm-up; compile time is
-measured apart. Targets live in DESIGN.md; benchmarks measure, tests do not
-time.
+measured apart. Targets and the figures measured against them are in BENCHMARKS.md;
+benchmarks measure, tests do not time.
 
 sampler: our jitted sampler against Hugging Face `generate` (PyTorch, same
 architecture and weights, converted from one random HF model) sampling at

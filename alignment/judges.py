@@ -39,7 +39,7 @@ Array = jax.Array
 
 
 class Role(enum.Enum):
-  """The four models of a study (STYLE.md point 11)."""
+  """The four models of a study (docs/paper.md, "The set-up")."""
   POLICY = "policy"
   REFERENCE = "reference"
   PROXY_PM = "proxy_pm"

@@ -1,4 +1,4 @@
-"""Registry of pure per-example preference losses (PAPER.md, "Losses").
+"""Registry of pure per-example preference losses (docs/paper.md, "Losses").
 
 Every loss has one signature,
 

@@ -1,4 +1,4 @@
-"""Test set-up: 8 fake CPU devices, set before JAX starts (STYLE.md point 12)."""
+"""Test set-up: 8 fake CPU devices, set before JAX starts (docs/conventions.md, "Tests")."""
 import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +

@@ -1,4 +1,4 @@
-"""Losses against their written-out formulas (PAPER.md), including extreme margins."""
+"""Losses against their written-out formulas (docs/paper.md), including extreme margins."""
 import math
 
 import jax

@@ -1,6 +1,6 @@
 """D_online: the online stream, written as it is made, replayed offline exactly.
 
-The paper's coverage test (PAPER.md, finding 2) saves what an online run
+The paper's coverage test (docs/paper.md, finding 2) saves what an online run
 trained on and replays it offline: in its original order (which should
 reproduce the online run, the "tandem effect"), uniformly shuffled, and
 shuffled within windows of k batches. This module is the writer and the reader.
