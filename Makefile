@@ -2,8 +2,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-# Tests run in 2 processes (one per core), each with 8 fake CPU devices.
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+# Tests run in 2 processes (one per core), each with 8 fake CPU devices; a whole
+# test file goes to one process, so a module's shared fixture is built once.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: venv test test-fast study clean
 

@@ -142,7 +142,9 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
   from alignment import judges, sampling, sharding  # pylint: disable=g-import-not-at-top
   from alignment.data import batches as B  # pylint: disable=g-import-not-at-top
   from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
-  from alignment.train import common, steps  # pylint: disable=g-import-not-at-top
+  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+  from alignment.train import steps  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
 
   devices = list(jax.devices() if devices is None else devices)
@@ -150,13 +152,13 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
     for k, v in mesh_shape.items():
       config_lib.set_key(config, f"mesh.{k}", v, "--mesh")
   resolved = config_lib.validate(config, len(devices))
-  mesh, rules = common.mesh_and_rules(config, devices)
+  mesh, rules = sharding.mesh_and_rules(config.mesh, devices)
   d = config.data
-  model_cfg = common.model_config(config.model, 0)  # 0: the zoo's own vocabulary
+  model_cfg = zoo.from_section(config.model, 0)  # 0: the zoo's own vocabulary
   model = heads.LanguageModel(model_cfg)
   optimizer = state_lib.make_optimizer(config.optimizer)
-  abstract_state, state_shardings = state_lib.abstract(common.lm_init(model, d), optimizer,
-                                                       mesh, rules, config.seed)
+  init = heads.init_fn(model, d.prompt_len, d.response_len)
+  abstract_state, state_shardings = state_lib.abstract(init, optimizer, mesh, rules, config.seed)
   pairs = B.PreferenceBatch(*(jax.ShapeDtypeStruct((d.batch_size, n), jnp.int32) for n in (
       d.prompt_len, d.prompt_len, d.response_len, d.response_len, d.response_len,
       d.response_len)))
@@ -191,13 +193,13 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
   pm_cfg = zoo.get(pm_name or config.model.name, dtype=model_cfg.dtype,
                    param_dtype=model_cfg.param_dtype)
   pm_model = heads.PairwisePreferenceModel(pm_cfg)
-  pm_abstract = common.abstract_params(pm_model, d, mesh, rules)
+  pm_abstract = checkpoint.abstract_params(pm_model, d, mesh, rules)
   out["pm"] = pm_name or config.model.name
   out["per_device"]["proxy_pm"] = per_device_bytes(pm_abstract)
   s = config.get("sampling", None)
   scfg = sampling.SamplingConfig(max_new_tokens=d.response_len, num_samples=2,
                                  cache_dtype=s.cache_dtype if s else "float32",
-                                 vocab_size=common.task_vocabulary(d.task).vocab_size)
+                                 vocab_size=tasks.task_vocabulary(d.task).vocab_size)
   rows = sharding.batch_sharding(mesh, rules, 2)
   prompt = jax.ShapeDtypeStruct((d.batch_size, d.prompt_len), jnp.int32, sharding=rows)
   if with_sampler:

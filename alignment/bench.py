@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from alignment import distributed, files
+
 Json = dict[str, Any]
 
 
@@ -121,13 +123,6 @@ def matmul_peak(repeats: int = 10) -> Json:
          for name, (flops, fn) in matmul_calls().items()}
   out["gflops"] = max(out.values())
   return out
-
-
-def write_json(path: str, result: Json):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(result, f, indent=1)
-  os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------
@@ -436,13 +431,12 @@ def _plain_alignment_loss_fn(model, beta: float):
 def _our_train_step(model, policy, reference, pairs, optimizer, loss_fn):
   """(a call that runs one step and blocks, compile seconds, compiled, first metrics)."""
   from alignment import sharding  # pylint: disable=g-import-not-at-top
+  from alignment.models import heads  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   rules = sharding.DEFAULT_RULES
-  p = np.zeros((1, pairs.prompt.shape[1]), np.int32)
-  r = np.zeros((1, pairs.chosen.shape[1]), np.int32)
-  state, state_shardings = state_lib.create(lambda k: model.init(k, p, p, r, r)["params"],
-                                            optimizer, mesh, rules, 0)
+  init = heads.init_fn(model, pairs.prompt.shape[1], pairs.chosen.shape[1])
+  state, state_shardings = state_lib.create(init, optimizer, mesh, rules, 0)
   state = state.replace(params=jax.device_put(policy, state_shardings.params))
   batch = {"pairs": jax.device_put(pairs), "ref_params": jax.device_put(reference,
                                                                         state_shardings.params)}
@@ -751,29 +745,29 @@ def bench_online(args) -> Json:
   from alignment import judges, sharding  # pylint: disable=g-import-not-at-top
   from alignment.data import pipeline  # pylint: disable=g-import-not-at-top
   from alignment.models import heads  # pylint: disable=g-import-not-at-top
-  from alignment.train import common, online, steps  # pylint: disable=g-import-not-at-top
+  from alignment.data import tasks, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from alignment.models import zoo  # pylint: disable=g-import-not-at-top
+  from alignment.train import online, roles, steps  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
 
   config, pm_config = _load_config(args.config), _load_config(args.pm_config)
-  common.setup_host()
-  mesh, rules = common.mesh_and_rules(config)
+  distributed.setup_host()
+  mesh, rules = sharding.mesh_and_rules(config.mesh)
   d = config.data
-  vocab = common.task_vocabulary(d.task)
-  vocab_size = common.model_vocab_size(vocab)
-  model_cfg = common.model_config(config.model, vocab_size)
+  vocab = tasks.task_vocabulary(d.task)
+  vocab_size = vocab_lib.model_vocab_size(vocab)
+  model_cfg = zoo.from_section(config.model, vocab_size)
   model = heads.LanguageModel(model_cfg)
   prompts = pipeline.make_iterator(
       d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
       response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
   optimizer = state_lib.make_optimizer(config.optimizer)
-  state, state_shardings = state_lib.create(common.lm_init(model, d), optimizer, mesh, rules,
-                                            config.seed)
-  reference = common.Reference(config, model, mesh, mesh, rules, state_shardings.params)
+  init = heads.init_fn(model, d.prompt_len, d.response_len)
+  state, state_shardings = state_lib.create(init, optimizer, mesh, rules, config.seed)
+  reference = roles.Reference(config, model, mesh, mesh, rules, state_shardings.params)
   ref_params = reference.params
-  pm = heads.PairwisePreferenceModel(common.model_config(pm_config.model, vocab_size))
-  p = np.zeros((1, d.prompt_len), np.int32)
-  r = np.zeros((1, d.response_len), np.int32)
-  pm_params, _ = sharding.create_sharded(lambda k: pm.init(k, p, p, r, r, r, r)["params"],
+  pm = heads.PairwisePreferenceModel(zoo.from_section(pm_config.model, vocab_size))
+  pm_params, _ = sharding.create_sharded(heads.init_fn(pm, d.prompt_len, d.response_len),
                                          mesh, rules, jax.random.PRNGKey(1))
   judge = judges.ModelJudge(pm, pm_params, mesh, rules)
   phases = online.make_phases(config, model, judge, reference, optimizer, state_shardings,
@@ -1023,7 +1017,7 @@ def main(argv=None) -> int:
             "load_average_before": os.getloadavg()}
   result.update(run(args))
   result["load_average_after"] = os.getloadavg()
-  write_json(args.json, result)
+  files.write_json(args.json, result, sort_keys=False)
   print(table(result))
   print(f"wrote {args.json}")
   return 0

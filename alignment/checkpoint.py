@@ -20,16 +20,21 @@ run asynchronously while training continues (`wait()` joins them).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from alignment import faults
+from alignment import distributed, faults, files, sharding
+from alignment.models import heads
+from alignment.models.decoder import DecoderConfig
+from alignment.models.t5 import T5Config
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +185,6 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
 
 def export_params(params: Any, model_cfg: Any, output: str):
   """Writes <output>/params and <output>/model_config.json atomically."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  from alignment import distributed  # pylint: disable=g-import-not-at-top
   output = absolute(output)
   tmp = output + ".tmp"
   if jax.process_index() == 0 and epath.Path(tmp).exists():
@@ -190,10 +193,10 @@ def export_params(params: Any, model_cfg: Any, output: str):
   with ocp.StandardCheckpointer() as ckpt:
     ckpt.save(os.path.join(tmp, "params"), params)
   if jax.process_index() == 0:
-    write_json_atomic(os.path.join(tmp, "model_config.json"),
-                      {"architecture": model_cfg.architecture,
-                       **{k: v for k, v in dataclasses.asdict(model_cfg).items()
-                          if k != "architecture"}})
+    files.write_json(os.path.join(tmp, "model_config.json"),
+                     {"architecture": model_cfg.architecture,
+                      **{k: v for k, v in dataclasses.asdict(model_cfg).items()
+                         if k != "architecture"}})
     if epath.Path(output).exists():
       epath.Path(output).rmtree()
     epath.Path(tmp).rename(output)
@@ -239,15 +242,38 @@ def abstract_like(state: Any) -> Any:
       state)
 
 
-def write_json_atomic(path: str, obj: Any, sort_keys: bool = True):
-  """Writes JSON via a temporary name and a rename: never half-written."""
-  tmp = epath.Path(f"{path}.tmp.{os.getpid()}")
-  with tmp.open("w") as f:
-    json.dump(obj, f, indent=1, sort_keys=sort_keys, default=str)
-  tmp.replace(path)
-
-
 def absolute(path: str) -> str:
   """An absolute local path; a URL (gs://bucket/run, needed by multi-host runs, whose
   processes must all see the checkpoints) is kept as it is."""
   return path if "://" in str(path) else os.path.abspath(path)
+
+
+def abstract_params(model, data_section, mesh, rules):
+  """The parameters' ShapeDtypeStructs with shardings (a restore target)."""
+  init = heads.init_fn(model, data_section.prompt_len, data_section.response_len)
+  with sharding.use(mesh, rules):
+    key = jax.ShapeDtypeStruct((2,), np.uint32)  # abstract: also for TPU topologies (aot)
+    boxed = jax.eval_shape(init, key)
+  shardings = sharding.logical_shardings(boxed, mesh, rules)
+  return sharding.abstract_with_shardings(sharding.strip_boxes(boxed), shardings)
+
+
+def load_model_config(path: str):
+  """The zoo config written beside an export's parameters (model_config.json)."""
+  try:
+    with epath.Path(path).open() as f:
+      d = json.load(f)
+    arch = d.pop("architecture")
+    cls = {"t5": T5Config, "decoder": DecoderConfig}[arch]
+    return cls(**d)
+  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise CheckpointError(f"{path}: not a model config: {e}") from None
+
+
+def load_export(path: str, head: str, data_section, mesh, rules):
+  """(model, params) of a params export (model_config.json + params), sharded."""
+  config_path = os.path.join(path, "model_config.json")
+  if not epath.Path(config_path).exists():
+    raise CheckpointError(f"{path}: not a params export (no model_config.json)")
+  model = heads.make_model(load_model_config(config_path), head)
+  return model, load_params(path, abstract_params(model, data_section, mesh, rules))

@@ -230,3 +230,24 @@ def shutdown():
     jax.distributed.shutdown()
   except Exception:  # pylint: disable=broad-except  (not initialised)
     pass
+
+
+def setup_host():
+  """Idempotent per-process set-up; call at the top of every loop."""
+  jax.config.update("jax_threefry_partitionable", True)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  try:  # TensorFlow is an input pipeline here: it must never take an accelerator.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")
+  except (ImportError, RuntimeError, ValueError):
+    pass  # not installed, already initialised, or no such device type
+  ours = logging.getLogger("alignment")  # our own messages, whatever absl configured
+  if not ours.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+  for noisy in ("absl", "orbax", "jax._src", "tensorflow"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)

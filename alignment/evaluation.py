@@ -51,17 +51,15 @@ DIR/evaluation.json.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, distributed, judges, sampling, scoring, sharding
+from alignment import checkpoint, distributed, files, judges, sampling, scoring, sharding
 from alignment.data import batches as B
-from alignment.data import pipeline, stream
+from alignment.data import pipeline, stream, tasks
 
 Array = jax.Array
 
@@ -255,10 +253,9 @@ class Evaluator:
 
 
 def save_arrays(path: str, arrays: dict) -> None:
-  """One evaluation's per-item arrays as an .npz, written under a temporary name."""
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-  os.replace(tmp, path)
+  """One evaluation's per-item arrays as an .npz (never half-written)."""
+  files.write_atomic(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}),
+                     mode="wb")
 
 
 def load_arrays(path: str) -> dict:
@@ -271,21 +268,74 @@ def arrays_path(workdir: str, step: int) -> str:
 
 
 # ---------------------------------------------------------------------------
+# The evaluator of a config, and evaluation inside a loop
+# ---------------------------------------------------------------------------
+
+
+def make_evaluator(config, model, sft_params, mesh, rules, proxy=None):
+  """An `evaluation.Evaluator` when the config evaluates inside the loop, else None."""
+  if not config.eval.get("every", 0) and not config.eval.get("steps", None):
+    return None
+  return build_evaluator(config, model, sft_params, mesh, rules, proxy)
+
+
+def build_evaluator(config, model, sft_params, mesh, rules, proxy=None):
+  """The `evaluation.Evaluator` of config.eval: golden judge, optional proxy PM, and
+  the win-rate reference `eval.reference` (SFT when empty), for every caller alike."""
+  e = config.eval
+  vocab = tasks.task_vocabulary(e.prompts_task)
+  golden = judges.GoldenJudge(vocab)
+  if proxy is None and e.proxy:
+    proxy = judges.load_model_judge(e.proxy, config.data, mesh, rules)
+  reference = reference_model = None
+  if e.reference:
+    reference_model, reference = checkpoint.load_export(e.reference, "lm", config.data, mesh, rules)
+  return Evaluator(model, sft_params, mesh, rules, golden, e, config.data,
+                   e.prompts_task, e.pairs_task, proxy=proxy,
+                   reference_params=reference, vocab_size=vocab.vocab_size,
+                   reference_model=reference_model)
+
+
+def is_eval_step(config, step: int) -> bool:
+  """`eval.steps` when listed (e.g. log-spaced: a curve moves most early on), else
+  every `eval.every` steps and the last one."""
+  e = config.eval
+  if e.get("steps", None):
+    return step in set(int(s) for s in e.steps)
+  return bool(e.get("every", 0)) and (step % e.every == 0 or step == config.train.num_steps)
+
+
+def maybe_evaluate(run, evaluator, config, step: int, params):
+  """At an evaluation step: logs eval/* and writes the per-item arrays behind them to
+  <workdir>/eval/step_<N>.npz; with `eval.save_params`, the parameters too
+  (<workdir>/eval/step_<N>/, a params export: e.g. the peak policy of a curve)."""
+  if evaluator is None or not is_eval_step(config, step):
+    return
+  metrics, arrays = evaluator.evaluate(params)
+  run.write(step, {f"eval/{k}": v for k, v in metrics.items()})
+  path = arrays_path(run.log.workdir, step)
+  if config.eval.get("save_params", False):
+    checkpoint.export_params(params, evaluator.model.cfg, path.removesuffix(".npz"))
+  if run.log.main:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_arrays(path, arrays)
+
+
+# ---------------------------------------------------------------------------
 # Experiment "eval": evaluate the checkpoints of a run
 # ---------------------------------------------------------------------------
 
 
 def run(config, workdir: str) -> dict:
   """Evaluates `eval.policy` (an export, or every checkpoint of a run directory)."""
-  from alignment.train import common  # pylint: disable=g-import-not-at-top
-  common.setup_host()
-  mesh, rules = common.mesh_and_rules(config)
+  distributed.setup_host()
+  mesh, rules = sharding.mesh_and_rules(config.mesh)
   e = config.eval
-  model, sft = common.load_export(e.sft, "lm", config.data, mesh, rules)
-  params_target = common.abstract_params(model, config.data, mesh, rules)
+  model, sft = checkpoint.load_export(e.sft, "lm", config.data, mesh, rules)
+  params_target = checkpoint.abstract_params(model, config.data, mesh, rules)
   # The same evaluator as the loops' (reference included), so a run's step-0 point
   # from this experiment is measured exactly as its later points are.
-  evaluator = common.build_evaluator(config, model, sft, mesh, rules)
+  evaluator = build_evaluator(config, model, sft, mesh, rules)
   results = []
   if os.path.isdir(os.path.join(e.policy, "params")):
     points = [(None, e.policy)]
@@ -306,5 +356,5 @@ def run(config, workdir: str) -> dict:
             flush=True)
   if distributed.is_main():
     os.makedirs(workdir, exist_ok=True)
-    checkpoint.write_json_atomic(os.path.join(workdir, "evaluation.json"), results)
+    files.write_json(os.path.join(workdir, "evaluation.json"), results)
   return {"points": results}

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import sharding
+from alignment import checkpoint, sharding
 from alignment.data import batches as B
 from alignment.models import heads
 
@@ -108,3 +108,9 @@ class GoldenJudge:
                                 rows(prompts.prompt_mask))
     return Comparison(prob_first=distributed.rows_to_global(np.asarray(p), y1),
                       first_wins=distributed.rows_to_global(np.asarray(p) > 0.5, y1))
+
+
+def load_model_judge(path: str, data_section, mesh, rules):
+  """A `judges.ModelJudge` from a preference-model export."""
+  model, params = checkpoint.load_export(path, "pairwise", data_section, mesh, rules)
+  return ModelJudge(model, params, mesh, rules)

@@ -38,9 +38,9 @@ RUNNERS = {
 def user_errors() -> tuple[type[Exception], ...]:
   """Exception types that mean 'the user gave us something wrong'."""
   from alignment import checkpoint  # pylint: disable=g-import-not-at-top
-  from alignment.train import common  # pylint: disable=g-import-not-at-top
+  from alignment.train import bookkeeping  # pylint: disable=g-import-not-at-top
   errors: list[type[Exception]] = [config_lib.ConfigError, checkpoint.CheckpointError,
-                                   common.NonFiniteError]
+                                   bookkeeping.NonFiniteError]
   from alignment.data import pipeline, stream  # pylint: disable=g-import-not-at-top
   errors += [pipeline.DataStateError, stream.StreamError]
   return tuple(errors)

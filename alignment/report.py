@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from alignment import checkpoint, stats
+from alignment import files, stats
 
 POINT_KEYS = ("kl", "golden_win_rate", "golden_win_rate_se", "proxy_win_rate",
               "classifier_accuracy", "chosen_logprob_delta", "mean_response_length",
@@ -41,13 +41,6 @@ CONTRASTIVE = ("ipo", "dpo", "slic")
 # ---------------------------------------------------------------------------
 # Runs, points, arms
 # ---------------------------------------------------------------------------
-
-
-def _read_jsonl(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def _arrays(path: str) -> Optional[dict]:
@@ -69,7 +62,7 @@ def sft_point(workdir: str, stage: str) -> Optional[dict]:
 
 def run_points(workdir: str, stage_name: str, sft: Optional[dict]) -> list[dict]:
   points = [dict(sft)] if sft else []
-  for r in _read_jsonl(os.path.join(workdir, stage_name, "metrics.jsonl")):
+  for r in files.read_jsonl(os.path.join(workdir, stage_name, "metrics.jsonl")):
     if "eval/kl" in r:
       points.append({"step": r["step"], **{k: r.get(f"eval/{k}") for k in POINT_KEYS + EXTRA_KEYS
                                            if f"eval/{k}" in r}})
@@ -121,7 +114,7 @@ def arm_data(workdir: str, runs: list[dict]) -> Optional[stats.ArmData]:
 
 def training_stats(workdir: str, name: str, keys=("loss", "margin", "policy_chosen_logps",
                                                   "policy_rejected_logps")) -> dict:
-  rows = [r for r in _read_jsonl(os.path.join(workdir, name, "metrics.jsonl")) if "loss" in r]
+  rows = [r for r in files.read_jsonl(os.path.join(workdir, name, "metrics.jsonl")) if "loss" in r]
   return {k: np.array([r[k] for r in rows]) for k in keys if rows and k in rows[0]}
 
 
@@ -146,7 +139,7 @@ def setup_gate(workdir: str, stages, runs: list[dict]) -> dict:
   """
   out: dict = {}
   by = {st.name: st for st in stages}
-  pm = [r for r in _read_jsonl(os.path.join(workdir, "pm", "metrics.jsonl"))
+  pm = [r for r in files.read_jsonl(os.path.join(workdir, "pm", "metrics.jsonl"))
         if "eval/accuracy" in r]
   if pm:
     acc, n = pm[-1]["eval/accuracy"], int(pm[-1].get("eval/pairs", 0))
@@ -676,7 +669,7 @@ def write(study, workdir: str, stages) -> dict:
              "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
                       for r in runs]}
   # Keys in reading order: the gate before the findings, the findings before the runs.
-  checkpoint.write_json_atomic(os.path.join(workdir, "results.json"), results, sort_keys=False)
+  files.write_json(os.path.join(workdir, "results.json"), results, sort_keys=False)
   plots = []
   groups = [g for g in GROUP_TITLES if any(r["group"] == g for r in runs)]
   arms_in = lambda g: sorted({r["arm"] for r in runs if r["group"] == g and r["arm"] in ctx.data})
@@ -746,9 +739,6 @@ def write(study, workdir: str, stages) -> dict:
   total = sum(s["seconds"] for s in stage_info)
   md += ["", f"Total stage time: {total:.0f} s."]
   report_path = os.path.join(workdir, "report.md")
-  tmp = report_path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write("\n".join(md) + "\n")
-  os.replace(tmp, report_path)
+  files.write_text(report_path, "\n".join(md) + "\n")
   return {"report": report_path, "results": os.path.join(workdir, "results.json"),
           "plots": plots, "findings": found}

@@ -40,12 +40,11 @@ import dataclasses
 import functools
 from typing import Any, Optional
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from alignment import sharding
 from alignment.data.batches import EOS_ID, PAD_ID, PromptBatch, SFTBatch

@@ -258,3 +258,10 @@ def move_rows(tree, mesh: Mesh, rules):
   """Batch-like arrays ([B, ...]) resharded onto `mesh`, rows over its batch axes."""
   return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, rules, max(x.ndim, 1))),
                       tree)
+
+
+def mesh_and_rules(mesh_section, devices=None):
+  """(mesh, rules) of a config's `mesh` section: axis sizes and the rules table."""
+  rules = rules_from_config(mesh_section.rules)
+  mesh = make_mesh({a: mesh_section[a] for a in MESH_AXES}, devices)
+  return mesh, rules

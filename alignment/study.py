@@ -57,7 +57,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from alignment import checkpoint, faults
+from alignment import checkpoint, distributed, faults, files, sharding
 from alignment import config as config_lib
 
 log = logging.getLogger("alignment.study")
@@ -339,18 +339,17 @@ class Planner:
   def _host(self):
     """Mesh, rules, vocabulary and golden judge for the pair-set stages."""
     from alignment import judges  # pylint: disable=g-import-not-at-top
-    from alignment.train import common  # pylint: disable=g-import-not-at-top
+    from alignment.data import tasks  # pylint: disable=g-import-not-at-top
     c = self.experiment("offline", {**self.common(self.s.model),
                                     "data.task": self.tasks()["pairs"]})
-    common.setup_host()
-    mesh, rules = common.mesh_and_rules(c)
-    vocab = common.task_vocabulary(self.tasks()["prompts"])
+    distributed.setup_host()
+    mesh, rules = sharding.mesh_and_rules(c.mesh)
+    vocab = tasks.task_vocabulary(self.tasks()["prompts"])
     return c, mesh, rules, vocab, judges.GoldenJudge(vocab)
 
   def _policy(self, export: str, c, mesh, rules, vocab):
     from alignment import pairsets  # pylint: disable=g-import-not-at-top
-    from alignment.train import common  # pylint: disable=g-import-not-at-top
-    model, params = common.load_export(export, "lm", c.data, mesh, rules)
+    model, params = checkpoint.load_export(export, "lm", c.data, mesh, rules)
     return pairsets.PolicySampler(model, params, mesh, rules, c.data.response_len,
                                   vocab.vocab_size, self.s.sample_batch)
 
@@ -496,7 +495,7 @@ def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
     info["config"] = json.loads(stage.config.to_json_best_effort())
   if stage.params is not None:
     info["params"] = stage.params
-  checkpoint.write_json_atomic(marker, info)
+  files.write_json(marker, info)
   return info
 
 
@@ -507,8 +506,7 @@ def _jsonable(x):
 def run(study, workdir: str) -> dict:
   """Runs (or continues) every stage, then writes results.json, report.md, plots."""
   from alignment import report  # pylint: disable=g-import-not-at-top
-  from alignment.train import common  # pylint: disable=g-import-not-at-top
-  common.setup_host()
+  distributed.setup_host()
   _enable_compilation_cache(workdir)
   os.makedirs(workdir, exist_ok=True)
   stages = plan(study, workdir)

@@ -9,8 +9,8 @@ import pytest
 
 from alignment import aot
 from alignment import config as config_lib
-from alignment.models import heads
-from alignment.train import common
+from alignment import sharding
+from alignment.models import heads, zoo
 from alignment.train import state as state_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,9 +28,9 @@ def test_tiny_figures_match_a_real_sharded_state(tmp_path, capsys):
   # The same state, built for real on the same mesh: bytes on device 0.
   c = config_lib.load(TINY)
   config_lib.apply_overrides(c, ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"])
-  mesh, rules = common.mesh_and_rules(c)
-  model = heads.LanguageModel(common.model_config(c.model, 0))
-  state, _ = state_lib.create(common.lm_init(model, c.data),
+  mesh, rules = sharding.mesh_and_rules(c.mesh)
+  model = heads.LanguageModel(zoo.from_section(c.model, 0))
+  state, _ = state_lib.create(heads.init_fn(model, c.data.prompt_len, c.data.response_len),
                               state_lib.make_optimizer(c.optimizer), mesh, rules, 0)
   on_device0 = lambda tree: sum(
       s.data.nbytes for x in jax.tree.leaves(tree) for s in x.addressable_shards
@@ -41,7 +41,7 @@ def test_tiny_figures_match_a_real_sharded_state(tmp_path, capsys):
   for part in ("train_step_compiler", "sampler_compiler", "judge_compiler"):
     assert fig[part]["temporaries"] > 0, part
   # T5's decode state: self-attention caches and the cross-attention keys/values.
-  cfg = model.config if hasattr(model, "config") else common.model_config(c.model, 0)
+  cfg = model.config if hasattr(model, "config") else zoo.from_section(c.model, 0)
   rows = 2 * c.data.batch_size // 4  # 2 samples per prompt; rows over data x fsdp
   per_layer = 2 * rows * (cfg.num_heads // 2) * cfg.head_dim * 4  # k and v, heads / tensor
   want = cfg.num_decoder_layers * per_layer * (c.data.response_len + c.data.prompt_len)

@@ -8,8 +8,8 @@ import jax
 import pytest
 
 from alignment import config as config_lib
-from alignment.models import heads
-from alignment.train import common
+from alignment import sharding
+from alignment.models import heads, zoo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -37,8 +37,8 @@ def test_every_config_parses_and_validates(path):
 def test_tiny_variant_builds(path):
   c = config_lib.load(f"{path}:tiny")
   config_lib.validate(c, len(jax.devices()))
-  mesh, rules = common.mesh_and_rules(c)
-  cfg = common.model_config(c.model, vocab_size=512)
+  mesh, rules = sharding.mesh_and_rules(c.mesh)
+  cfg = zoo.from_section(c.model, vocab_size=512)
   head = "pairwise" if c.experiment == "pm" else "lm"
   model = heads.make_model(cfg, head)
   b, lp, lr = c.data.batch_size, c.data.prompt_len, c.data.response_len

@@ -1,5 +1,4 @@
 """import_pairs: each format in, a registered seqio task out; each bad record named."""
-import json
 import os
 import subprocess
 import sys

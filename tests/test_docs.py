@@ -11,7 +11,7 @@ LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 def _tracked(*suffixes):
   files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout.split()
-  return [f for f in files if f.endswith(suffixes)]
+  return [f for f in files if f.endswith(suffixes) and os.path.exists(os.path.join(ROOT, f))]
 
 
 def test_nothing_points_outside_the_repository():

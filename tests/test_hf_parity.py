@@ -52,7 +52,7 @@ def test_convert_cli_round_trip(tmp_path):
   hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
   out = tmp_path / "zoo"
   assert convert.main(["--hf_dir", str(tmp_path / "hf"), "--output", str(out)]) == 0
-  cfg = convert.load_model_config(str(out / "model_config.json"))
+  cfg = checkpoint.load_model_config(str(out / "model_config.json"))
   model = heads.LanguageModel(cfg)
   rng = np.random.default_rng(2)
   prompt, pmask = hf_models.ragged(rng, 2, 4, 96, left=True)

@@ -23,9 +23,6 @@ import time
 import numpy as np
 import pytest
 
-# The module fixture is built once: every test here runs on one worker.
-pytestmark = pytest.mark.xdist_group("multiprocess")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, EVERY = 6, 3
 FLAGS = ["--config=configs/online.py:tiny", "--config.judge.kind=golden",

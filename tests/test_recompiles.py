@@ -16,8 +16,10 @@ import pytest
 from alignment import checkpoint
 from alignment import config as config_lib
 from alignment import main as main_lib
+from alignment.data import tasks
+from alignment.data import vocab as vocab_lib
 from alignment.models import heads, zoo
-from alignment.train import common
+from alignment.train import bookkeeping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -38,13 +40,13 @@ def _compiles_by_step(monkeypatch, config, workdir):
     if event == COMPILE_EVENT:
       compiled.append(kwargs.get("fun_name", "?"))
 
-  end_of_step = common.Run.end_of_step
+  end_of_step = bookkeeping.Run.end_of_step
 
   def recording_end_of_step(self, step, *args, **kwargs):
     seen[step] = list(compiled)
     return end_of_step(self, step, *args, **kwargs)
 
-  monkeypatch.setattr(common.Run, "end_of_step", recording_end_of_step)
+  monkeypatch.setattr(bookkeeping.Run, "end_of_step", recording_end_of_step)
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
     main_lib.run(config, workdir)
@@ -64,8 +66,8 @@ def _assert_no_recompiles(seen):
 @pytest.fixture(scope="module")
 def random_pm_export(tmp_path_factory):
   """A random t5-nano preference model export: the online loop only needs a judge."""
-  cfg = zoo.get("t5-nano", vocab_size=common.model_vocab_size(
-      common.task_vocabulary("env_tiny_prompts")))
+  cfg = zoo.get("t5-nano", vocab_size=vocab_lib.model_vocab_size(
+      tasks.task_vocabulary("env_tiny_prompts")))
   model = heads.PairwisePreferenceModel(cfg)
   x = np.zeros((1, 4), np.int32)
   params = nn.unbox(jax.jit(model.init)(jax.random.key(0), x, x, x, x, x, x)["params"])

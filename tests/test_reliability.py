@@ -4,7 +4,6 @@ Every run here is a subprocess of `python -m alignment.main` with 8 CPU devices,
 as a user would start it. The online runs use the golden judge and start from
 the seed (no SFT or PM stage needed), so each takes seconds once compiled.
 """
-import json
 import os
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from alignment import checkpoint
-from alignment.train import common
+from alignment.train import bookkeeping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12
@@ -38,7 +37,7 @@ def _main(workdir, args, fault=None, timeout=600):
 
 def _deterministic(workdir):
   return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k}
-          for r in common.read_metrics(str(workdir))]
+          for r in bookkeeping.read_metrics(str(workdir))]
 
 
 def _final_params(workdir):
@@ -57,12 +56,8 @@ def _assert_same_run(a, b):
     np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
 
 
-# Each baseline is built once, on the one test worker its group runs on (--dist
-# loadgroup): the online tests share one, the offline tests the other.
-ONLINE_GROUP = pytest.mark.xdist_group("reliability_online")
-OFFLINE_GROUP = pytest.mark.xdist_group("reliability_offline")
-
-
+# One baseline per kind, built once: `make test` sends a whole file to one worker
+# (--dist loadfile), and only the tests of a kind ask for its baseline.
 def _baseline(tmp_path_factory, name, args):
   base = tmp_path_factory.mktemp("baseline")
   out = _main(base / name, args)
@@ -82,12 +77,10 @@ def offline_baseline(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,fault", [
-    # mid-step: computed, not yet logged or saved
-    pytest.param("online", "kill@after_step:6", marks=ONLINE_GROUP),
-    # while the step-8 checkpoint is being written
-    pytest.param("online", "kill@during_checkpoint:8", marks=ONLINE_GROUP),
-    pytest.param("offline", "kill@after_step:9", marks=OFFLINE_GROUP),
-    pytest.param("offline", "kill@during_checkpoint:4", marks=OFFLINE_GROUP),
+    ("online", "kill@after_step:6"),          # mid-step: computed, not yet logged or saved
+    ("online", "kill@during_checkpoint:8"),   # while the step-8 checkpoint is being written
+    ("offline", "kill@after_step:9"),
+    ("offline", "kill@during_checkpoint:4"),
 ])
 def test_killed_run_resumes_bitwise(request, tmp_path, kind, fault):
   args = ONLINE if kind == "online" else OFFLINE
@@ -117,7 +110,6 @@ def test_killed_run_resumes_bitwise(request, tmp_path, kind, fault):
 
 
 @pytest.mark.slow
-@ONLINE_GROUP
 def test_sigterm_saves_and_exits_cleanly(online_baseline, tmp_path):
   out = _main(tmp_path / "run", ONLINE, fault="term@after_step:5")
   assert out.returncode == 0, out.stderr[-2000:]
@@ -160,7 +152,7 @@ def test_nonfinite_skip_counts_the_batch(tmp_path):
   out = _main(tmp_path / "run", ONLINE + ["--config.train.on_nonfinite=skip"],
               fault="nan@loss:6")
   assert out.returncode == 0, out.stderr[-2000:]
-  records = [r for r in common.read_metrics(str(tmp_path / "run")) if "loss" in r]
+  records = [r for r in bookkeeping.read_metrics(str(tmp_path / "run")) if "loss" in r]
   assert [r["step"] for r in records] == list(range(1, STEPS + 1))
   assert records[4]["skipped_batches"] == 0 and records[5]["skipped_batches"] == 1
   assert records[-1]["skipped_batches"] == 1
@@ -175,7 +167,6 @@ def _data_files(step_dir):
 
 
 @pytest.mark.slow
-@ONLINE_GROUP
 def test_truncated_checkpoint_falls_back_to_the_previous(online_baseline, tmp_path):
   shutil.copytree(online_baseline / "online", tmp_path / "run")
   shutil.rmtree(tmp_path / "run" / "export")
@@ -219,7 +210,6 @@ def test_tampered_checkpoint_is_detected_and_skipped(tmp_path):
 
 
 @pytest.mark.slow
-@ONLINE_GROUP
 def test_checkpoint_of_another_model_is_named(online_baseline, tmp_path):
   shutil.copytree(online_baseline / "online", tmp_path / "run")
   out = _main(tmp_path / "run", ONLINE + ["--config.model.name=t5-tiny",
@@ -230,7 +220,6 @@ def test_checkpoint_of_another_model_is_named(online_baseline, tmp_path):
 
 
 @pytest.mark.slow
-@ONLINE_GROUP
 def test_tandem_replay_reproduces_online_and_a_shift_breaks_it(online_baseline, tmp_path):
   stream = str(online_baseline / "online" / "stream")
   replay = OFFLINE + [f"--config.data.replay_dir={stream}", "--config.data.replay_order=ordered"]
@@ -238,10 +227,10 @@ def test_tandem_replay_reproduces_online_and_a_shift_breaks_it(online_baseline, 
   shifted = _main(tmp_path / "shifted", replay + ["--config.data.replay_skip=1"])
   assert ordered.returncode == 0 and shifted.returncode == 0, shifted.stderr[-2000:]
   keys = ("loss", "margin", "policy_chosen_logps", "policy_rejected_logps", "grad_norm")
-  online = [r for r in common.read_metrics(str(online_baseline / "online")) if "loss" in r]
+  online = [r for r in bookkeeping.read_metrics(str(online_baseline / "online")) if "loss" in r]
 
   def max_rel(run):
-    rows = [r for r in common.read_metrics(str(tmp_path / run)) if "loss" in r]
+    rows = [r for r in bookkeeping.read_metrics(str(tmp_path / run)) if "loss" in r]
     return max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-6) for a, b in zip(online, rows)
                for k in keys)
 

@@ -17,8 +17,10 @@ from alignment import checkpoint
 from alignment import config as config_lib
 from alignment import main as main_lib
 from alignment import sharding
-from alignment.models import heads
-from alignment.train import common
+from alignment.data import tasks
+from alignment.data import vocab as vocab_lib
+from alignment.models import heads, zoo
+from alignment.train import bookkeeping, roles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,8 +35,8 @@ def _config(**overrides):
 def pm_export(tmp_path_factory):
   """A randomly initialised proxy PM, exported like a trained one."""
   c = _config()
-  vocab = common.task_vocabulary(c.data.task)
-  cfg = common.model_config(c.model, common.model_vocab_size(vocab))
+  vocab = tasks.task_vocabulary(c.data.task)
+  cfg = zoo.from_section(c.model, vocab_lib.model_vocab_size(vocab))
   model = heads.PairwisePreferenceModel(cfg)
   p = np.zeros((1, c.data.prompt_len), np.int32)
   r = np.zeros((1, c.data.response_len), np.int32)
@@ -56,7 +58,7 @@ def test_online_on_role_sub_meshes_equals_the_shared_mesh(pm_export, tmp_path):
                       "sampling.mixture": 0.5}
   main_lib.run(_config(**common_overrides), str(tmp_path / "shared"))
   main_lib.run(_config(**common_overrides, **SPLIT), str(tmp_path / "split"))
-  a, b = (common.read_metrics(str(tmp_path / d)) for d in ("shared", "split"))
+  a, b = (bookkeeping.read_metrics(str(tmp_path / d)) for d in ("shared", "split"))
   assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
   for ra, rb in zip(a, b):
     for k in ra:
@@ -72,8 +74,8 @@ def test_online_on_role_sub_meshes_equals_the_shared_mesh(pm_export, tmp_path):
   for k in ("response_1", "response_2", "verdict"):
     np.testing.assert_array_equal(sa[k], sb[k])
   mesh = sharding.make_mesh({"data": 8})
-  (_, pa), (_, pb) = (common.load_export(str(tmp_path / d / "export"), "lm", _config().data,
-                                         mesh, sharding.DEFAULT_RULES)
+  (_, pa), (_, pb) = (checkpoint.load_export(str(tmp_path / d / "export"), "lm", _config().data,
+                                             mesh, sharding.DEFAULT_RULES)
                       for d in ("shared", "split"))
   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
     np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-5)
@@ -81,8 +83,8 @@ def test_online_on_role_sub_meshes_equals_the_shared_mesh(pm_export, tmp_path):
 
 def test_role_meshes_are_slices_of_the_devices():
   c = _config(**SPLIT)
-  shared, _ = common.mesh_and_rules(c)
-  meshes = common.role_meshes(c, shared)
+  shared, _ = sharding.mesh_and_rules(c.mesh)
+  meshes = roles.role_meshes(c, shared)
   from alignment.judges import Role
   assert [d.id for d in meshes[Role.POLICY].devices.flat] == [0, 1, 2, 3]
   assert [d.id for d in meshes[Role.REFERENCE].devices.flat] == [4, 5]

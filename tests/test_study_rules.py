@@ -8,7 +8,6 @@ to give.
 """
 import json
 import os
-import types
 
 import numpy as np
 import pytest

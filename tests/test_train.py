@@ -4,7 +4,6 @@ The pulse test is the issue's: SFT, then a proxy PM on D_golden, then online
 IPO against the proxy and offline IPO on D_golden, a few dozen steps each;
 the online policy's proxy win rate against SFT must rise above 1/2.
 """
-import json
 import os
 
 import numpy as np
@@ -12,10 +11,7 @@ import pytest
 
 from alignment import config as config_lib
 from alignment import main as main_lib
-from alignment.train import common
-
-# The module fixture is built once: every test here runs on one worker.
-pytestmark = pytest.mark.xdist_group("train")
+from alignment.train import bookkeeping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +52,7 @@ def test_pulse(sft_and_pm):
   offline = main_lib.run(_config("offline", **{
       "train.num_steps": 20, "eval.every": 20, "init.policy": policy,
       "eval.proxy": str(base / "pm" / "export")}), str(base / "offline"))
-  records = common.read_metrics(str(base / "online"))
+  records = bookkeeping.read_metrics(str(base / "online"))
   evals = [r for r in records if "eval/proxy_win_rate" in r]
   assert evals and evals[-1]["step"] == 40
   # The SFT policy against itself scores 1/2 by symmetry; the optimised one must beat
@@ -69,7 +65,7 @@ def test_pulse(sft_and_pm):
     assert np.isfinite(run["loss"])
   assert os.path.exists(base / "online" / "export" / "model_config.json")
   assert os.path.isdir(base / "online" / "tb")
-  off = [r for r in common.read_metrics(str(base / "offline")) if "eval/kl" in r]
+  off = [r for r in bookkeeping.read_metrics(str(base / "offline")) if "eval/kl" in r]
   assert off and {"eval/golden_win_rate", "eval/classifier_accuracy",
                   "eval/chosen_logprob_delta", "eval/mean_response_length",
                   "eval/proxy_win_rate"} <= set(off[-1])
@@ -88,8 +84,8 @@ def test_online_resume_equals_uninterrupted(sft_and_pm):
                str(base / "split"))
   main_lib.run(_config("online", **common_overrides, **{"train.num_steps": 10}),
                str(base / "split"))
-  whole = _deterministic(common.read_metrics(str(base / "whole")))
-  split = _deterministic(common.read_metrics(str(base / "split")))
+  whole = _deterministic(bookkeeping.read_metrics(str(base / "whole")))
+  split = _deterministic(bookkeeping.read_metrics(str(base / "split")))
   assert whole == split
   from alignment.data import stream
   a, b = (stream.read_stream(str(base / d / "stream")) for d in ("whole", "split"))

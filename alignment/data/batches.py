@@ -77,3 +77,8 @@ def right_pad(rows: list[list[int]], length: int) -> tuple[np.ndarray, np.ndarra
     out[i, :len(r)] = r
     mask[i, :len(r)] = 1
   return out, mask
+
+
+def first_rows(batch, n: int = 1):
+  """The first n rows of every leaf: an example for model.init."""
+  return jax.tree.map(lambda x: np.asarray(x)[:n], batch)

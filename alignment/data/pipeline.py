@@ -62,7 +62,7 @@ import jax
 import numpy as np
 import seqio
 
-from alignment import sharding
+from alignment import files, sharding
 from alignment.data import converters
 from alignment.data.tf_setup import tf
 
@@ -113,9 +113,7 @@ def load_records(provider: str, split: str, kind: str, prompt_length: int = 64,
   records = _convert(source, provider, split, kind, prompt_length, response_length, index,
                      count, seed, passthrough)
   if cache:
-    tmp = f"{cache}.tmp.{os.getpid()}.npz"
-    np.savez(tmp, **records)
-    os.replace(tmp, cache)
+    files.write_atomic(cache, lambda f: np.savez(f, **records), mode="wb")
   return records
 
 

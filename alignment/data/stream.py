@@ -51,7 +51,7 @@ from typing import Mapping
 
 import numpy as np
 
-from alignment import sharding
+from alignment import files, sharding
 from alignment.data import batches
 from alignment.data import pipeline
 from alignment.data.tf_setup import tf
@@ -65,13 +65,6 @@ _ARRAYS = ("prompt", "prompt_mask", "response_1", "response_1_mask", "response_2
 
 class StreamError(ValueError):
   pass
-
-
-def _write_json_atomic(path: str, obj) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write(json.dumps(obj, indent=1, sort_keys=True))
-  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def _int_feature(values) -> tf.train.Feature:
@@ -107,7 +100,7 @@ class StreamWriter:
         raise StreamError(f"{meta_path}: the stream there was written with {old}, not "
                           f"{self.meta}; use another directory")
     elif self.host == 0:
-      _write_json_atomic(meta_path, self.meta)
+      files.write_json(meta_path, self.meta)
     self._pending: list[bytes] = []
     self._steps: list[int] = []
     self._last_step = None

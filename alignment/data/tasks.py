@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 from alignment.data.tf_setup import tf
 import seqio
 
+from alignment import config as config_lib
 from alignment.data import tfds_env
 from alignment.data import vocab as vocab_lib
 
@@ -116,3 +117,13 @@ def register_env_tasks(config: str = "default", data_dir: str | None = None,
 ENV = register_env_tasks("default", prefix="env")
 ENV_BYTE = register_env_tasks("byte", prefix="env_byte")
 ENV_TINY = register_env_tasks("tiny", prefix="env_tiny")  # 512 pairs: tests and smoke runs
+
+
+def task_vocabulary(task: str):
+  """The seqio vocabulary of a task's prompts (what the golden judge decodes with)."""
+  try:
+    source = seqio.get_mixture_or_task(task)
+  except ValueError:
+    raise config_lib.ConfigError(f"config.data.task={task!r}: no such seqio task or mixture "
+                                 "(registered: env_*, env_byte_*, imported tasks)") from None
+  return source.output_features["prompt"].vocabulary

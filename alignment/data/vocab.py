@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from alignment import files
 from alignment.data import batches
 from alignment.data import language as lang
 
@@ -146,10 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   model = build_sentencepiece()
   if args.build:
     os.makedirs(ASSETS, exist_ok=True)
-    tmp = SP_MODEL_PATH + ".tmp"
-    with open(tmp, "wb") as f:
-      f.write(model)
-    os.replace(tmp, SP_MODEL_PATH)
+    files.write_bytes(SP_MODEL_PATH, model)
     print(f"wrote {SP_MODEL_PATH} ({len(model)} bytes)")
     return 0
   with open(SP_MODEL_PATH, "rb") as f:
@@ -160,3 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
   sys.exit(main())
+
+
+def model_vocab_size(vocab, multiple: int = 128) -> int:
+  """The vocabulary rounded up, so the embedding splits evenly over `tensor`."""
+  return -(-vocab.vocab_size // multiple) * multiple

@@ -258,19 +258,6 @@ def save(params, cfg, output: str, dtype: str = "float32"):
   checkpoint.export_params(params, dataclasses.replace(cfg, param_dtype=dtype), output)
 
 
-def load_model_config(path: str):
-  """The zoo config stored beside an export (model_config.json)."""
-  try:
-    from etils import epath  # pylint: disable=g-import-not-at-top  (gs:// exports too)
-    with epath.Path(path).open() as f:
-      d = json.load(f)
-    arch = d.pop("architecture")
-    cls = {"t5": T5Config, "decoder": DecoderConfig}[arch]
-    return cls(**d)
-  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-    raise ConversionError(f"{path}: not a model config: {e}") from None
-
-
 def main(argv=None) -> int:
   import argparse  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

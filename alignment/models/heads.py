@@ -32,6 +32,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from alignment.models import layers as L
 from alignment.models.decoder import DecoderBackbone, DecoderConfig
@@ -166,3 +167,16 @@ def make_model(cfg, head: str = "lm") -> nn.Module:
     return HEADS[head](cfg)
   except KeyError:
     raise ValueError(f"unknown head {head!r}: choose one of {sorted(HEADS)}") from None
+
+
+def dummy_inputs(model: nn.Module, prompt_len: int, response_len: int) -> tuple:
+  """One row of zeros in the head's argument order: all `model.init` needs (shapes)."""
+  p = np.zeros((1, prompt_len), np.int32)
+  r = np.zeros((1, response_len), np.int32)
+  return (p, p, r, r, r, r) if isinstance(model, PairwisePreferenceModel) else (p, p, r, r)
+
+
+def init_fn(model: nn.Module, prompt_len: int, response_len: int):
+  """rng -> the model's boxed parameters (logical axes kept), from dummy inputs."""
+  args = dummy_inputs(model, prompt_len, response_len)
+  return lambda rng: model.init(rng, *args)["params"]

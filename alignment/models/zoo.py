@@ -129,3 +129,13 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv))
+
+
+def from_section(model_section, vocab_size: int):
+  """The zoo config named by a `model` section, vocabulary taken from the data if 0."""
+  overrides = dict(dtype=model_section.dtype, param_dtype=model_section.param_dtype,
+                   remat=model_section.remat)
+  vocab = model_section.vocab_size or vocab_size
+  if vocab:
+    overrides["vocab_size"] = vocab
+  return get(model_section.name, **overrides)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import os
 
-from alignment import checkpoint, judges, sharding
-from alignment.data import pipeline, stream
+from alignment import checkpoint, distributed, evaluation, judges, sharding
+from alignment import config as config_lib
+from alignment.data import batches as B
+from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
-from alignment.models import heads
-from alignment.train import common, steps
+from alignment.models import heads, zoo
+from alignment.train import bookkeeping, roles, steps
 from alignment.train import state as state_lib
 
 REPLAY_ORDERS = {"ordered": "ordered", "shuffled": "uniform", "window": "window"}
@@ -30,20 +32,20 @@ REPLAY_ORDERS = {"ordered": "ordered", "shuffled": "uniform", "window": "window"
 
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
-  common.setup_host()
-  shared_mesh, rules = common.mesh_and_rules(config)
-  meshes = common.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
+  distributed.setup_host()
+  shared_mesh, rules = sharding.mesh_and_rules(config.mesh)
+  meshes = roles.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
   mesh = meshes[judges.Role.POLICY]
   d = config.data
-  vocab = common.task_vocabulary(d.task)
-  model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
+  vocab = tasks.task_vocabulary(d.task)
+  model_cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
   model = heads.LanguageModel(model_cfg)
 
   # ---- data ----------------------------------------------------------------
   if d.replay_dir:
     if d.replay_order not in REPLAY_ORDERS:
-      raise common.config_error(f"config.data.replay_order={d.replay_order!r}: choose one of "
-                                f"{sorted(REPLAY_ORDERS)}")
+      raise config_lib.ConfigError(f"config.data.replay_order={d.replay_order!r}: choose one of "
+                                   f"{sorted(REPLAY_ORDERS)}")
     train_data = stream.replay_iterator(
         d.replay_dir, order=REPLAY_ORDERS[d.replay_order], window_batches=d.replay_window,
         seed=d.shuffle_seed, global_batch_size=d.batch_size, mesh=mesh, rules=rules,
@@ -62,31 +64,31 @@ def run(config, workdir: str) -> dict:
                                  config.train.keep_checkpoints, config.train.async_checkpoint)
   meta = {"experiment": "offline", "model": config.model.name,
           "vocab_size": model_cfg.vocab_size, "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  state, state_shardings, start = common.restore_or_create(
-      ckpt, common.lm_init(model, d), optimizer, mesh, rules, config.seed, meta, train_data,
-      config.init.policy)
-  reference = common.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
-                               state_shardings.params)
-  evaluator = common.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules)
+  init = heads.init_fn(model, d.prompt_len, d.response_len)
+  state, state_shardings, start = state_lib.restore_or_create(
+      ckpt, init, optimizer, mesh, rules, config.seed, meta, train_data, config.init.policy)
+  reference = roles.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
+                              state_shardings.params)
+  evaluator = evaluation.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules)
 
   # ---- step ----------------------------------------------------------------
   loss_fn = steps.alignment_loss_fn(model, config.loss.name, config.loss.beta,
                                     config.loss.reduction)
-  example = common.first_rows(pipeline.batch_from_records(train_data.records,
-                                                          train_data.batch_cls, slice(0, 1)))
+  example = B.first_rows(pipeline.batch_from_records(train_data.records,
+                                                     train_data.batch_cls, slice(0, 1)))
   batch_shardings = {"pairs": sharding.batch_shardings(example, mesh, rules),
                      **reference.step_shardings(state_shardings.params)}
   train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
                                    mesh, rules)
 
   # ---- loop ----------------------------------------------------------------
-  run_ = common.Run(config, workdir, ckpt, start, "offline", meta)
+  run_ = bookkeeping.Run(config, workdir, ckpt, start, "offline", meta)
   tokens = d.batch_size * (d.prompt_len + 2 * d.response_len)
   for step in range(start, config.train.num_steps):
     pairs = next(train_data)
     state, metrics = train_step(state, {"pairs": pairs, **reference.step_inputs(pairs)})
     # Evaluate before the checkpoint of this step, so a resumed log keeps the record.
-    common.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
+    evaluation.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
     if run_.end_of_step(step + 1, state, metrics, train_data.get_state(),
                         extra={"tokens": tokens}):
       break

@@ -10,7 +10,7 @@ the "golden policy" of the paper's win rates).
 
 Roles (`config.roles`): the policy (state, sampler, data), the reference and
 the proxy PM share the mesh by default, or each takes a sub-mesh; batches,
-verdicts and reference log-probs then cross by reshards (`common.Reference`,
+verdicts and reference log-probs then cross by reshards (`roles.Reference`,
 `judge_compare` below), and the results equal the shared mesh's.
 
 `sampling.mixture` = a in (0, 1] draws each response from the reference
@@ -35,12 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, distributed, faults, judges, sampling, sharding
+from alignment import checkpoint, distributed, evaluation, faults, judges, sampling, sharding
+from alignment import config as config_lib
 from alignment.data import batches as B
-from alignment.data import pipeline, stream
+from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
-from alignment.models import heads
-from alignment.train import common, steps
+from alignment.models import heads, zoo
+from alignment.train import bookkeeping, roles, steps
 from alignment.train import state as state_lib
 
 
@@ -98,13 +99,13 @@ def make_judge(config, vocab, meshes, rules):
   """The proxy PM (asked both ways, on its role's mesh) or the golden judge."""
   if config.judge.kind == "proxy":
     if not config.judge.checkpoint:
-      raise common.config_error("config.judge.checkpoint: the proxy PM's export is required "
-                                "with judge.kind='proxy'")
-    return common.load_model_judge(config.judge.checkpoint, config.data,
+      raise config_lib.ConfigError("config.judge.checkpoint: the proxy PM's export is required "
+                                   "with judge.kind='proxy'")
+    return judges.load_model_judge(config.judge.checkpoint, config.data,
                                    meshes[judges.Role.PROXY_PM], rules)
   if config.judge.kind == "golden":
     return judges.GoldenJudge(vocab)
-  raise common.config_error(f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
+  raise config_lib.ConfigError(f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
 
 
 def make_phases(config, model, judge, reference, optimizer, state_shardings, mesh,
@@ -115,7 +116,7 @@ def make_phases(config, model, judge, reference, optimizer, state_shardings, mes
       model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
                                      top_k=s.top_k, top_p=s.top_p, num_samples=2,
                                      cache_dtype=s.cache_dtype,
-                                     vocab_size=common.task_vocabulary(d.task).vocab_size),
+                                     vocab_size=tasks.task_vocabulary(d.task).vocab_size),
       mesh, rules, params_sharding=state_shardings.params)
   sample_key = jax.random.PRNGKey(np.uint32(config.seed + 1))
   loss_fn = steps.alignment_loss_fn(model, config.loss.name, config.loss.beta,
@@ -169,13 +170,13 @@ def make_phases(config, model, judge, reference, optimizer, state_shardings, mes
 
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
-  common.setup_host()
-  shared_mesh, rules = common.mesh_and_rules(config)
-  meshes = common.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
+  distributed.setup_host()
+  shared_mesh, rules = sharding.mesh_and_rules(config.mesh)
+  meshes = roles.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
   mesh = meshes[judges.Role.POLICY]
   d = config.data
-  vocab = common.task_vocabulary(d.task)
-  model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
+  vocab = tasks.task_vocabulary(d.task)
+  model_cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
   model = heads.LanguageModel(model_cfg)
 
   # ---- data ----------------------------------------------------------------
@@ -190,17 +191,17 @@ def run(config, workdir: str) -> dict:
                                  config.train.keep_checkpoints, config.train.async_checkpoint)
   meta = {"experiment": "online", "model": config.model.name,
           "vocab_size": model_cfg.vocab_size, "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  state, state_shardings, start = common.restore_or_create(
-      ckpt, common.lm_init(model, d), optimizer, mesh, rules, config.seed, meta, prompts,
-      config.init.policy)
-  reference = common.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
-                               state_shardings.params)
+  init = heads.init_fn(model, d.prompt_len, d.response_len)
+  state, state_shardings, start = state_lib.restore_or_create(
+      ckpt, init, optimizer, mesh, rules, config.seed, meta, prompts, config.init.policy)
+  reference = roles.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
+                              state_shardings.params)
 
   # ---- judge, evaluation, stream ----------------------------------------------
   judge = make_judge(config, vocab, meshes, rules)
   proxy = judge if isinstance(judge, judges.ModelJudge) else None
-  evaluator = common.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules,
-                                    proxy=proxy)  # None unless the config evaluates in-loop
+  evaluator = evaluation.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules,
+                                        proxy=proxy)  # None unless the config evaluates in-loop
   writer = None
   if config.train.write_stream:
     writer = stream.StreamWriter(
@@ -213,8 +214,8 @@ def run(config, workdir: str) -> dict:
                        rules)
 
   # ---- loop ----------------------------------------------------------------
-  run_ = common.Run(config, workdir, ckpt, start, "online", meta,
-                    watch=("loss", "grad_norm", "judge_prob_chosen"))
+  run_ = bookkeeping.Run(config, workdir, ckpt, start, "online", meta,
+                         watch=("loss", "grad_norm", "judge_prob_chosen"))
   for step in range(start, config.train.num_steps):
     batch = next(prompts)
     t0 = time.perf_counter()
@@ -235,7 +236,7 @@ def run(config, workdir: str) -> dict:
                    positions=distributed.local_row_indices(y1))
     extra = {k: float(v) for k, v in jax.device_get(batch_stats).items() if k != "judge_ok"}
     extra.update(sample_time=t1 - t0, judge_time=t2 - t1)
-    common.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
+    evaluation.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
     if writer is not None and (
         (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.num_steps
         or run_.preemption.requested):

@@ -26,10 +26,10 @@ import jax.numpy as jnp
 
 from alignment import checkpoint, distributed, judges, sharding
 from alignment.data import batches as B
-from alignment.data import pipeline, stream
+from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
-from alignment.models import heads
-from alignment.train import common, steps
+from alignment.models import heads, zoo
+from alignment.train import bookkeeping, steps
 from alignment.train import state as state_lib
 
 
@@ -58,11 +58,11 @@ def held_out_metrics(model, mesh, rules, params, pairs, batch_size: int) -> dict
 
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
-  common.setup_host()
-  mesh, rules = common.mesh_and_rules(config)
+  distributed.setup_host()
+  mesh, rules = sharding.mesh_and_rules(config.mesh)
   d = config.data
-  vocab = common.task_vocabulary(d.task)
-  model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
+  vocab = tasks.task_vocabulary(d.task)
+  model_cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
   model = heads.PairwisePreferenceModel(model_cfg)
 
   # ---- data ----------------------------------------------------------------
@@ -81,18 +81,16 @@ def run(config, workdir: str) -> dict:
   else:
     held_out = pipeline.fixed_batch(d.task, "validation", "pairs", num_held_out,
                                     prompt_length=d.prompt_len, response_length=d.response_len)
-  example = common.first_rows(held_out)
+  example = B.first_rows(held_out)
 
   # ---- state ---------------------------------------------------------------
   optimizer = state_lib.make_optimizer(config.optimizer)
-  init = lambda rng: model.init(rng, example.prompt, example.prompt_mask, example.chosen,
-                                example.chosen_mask, example.rejected,
-                                example.rejected_mask)["params"]
+  init = heads.init_fn(model, d.prompt_len, d.response_len)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  config.train.keep_checkpoints, config.train.async_checkpoint)
   meta = {"experiment": "pm", "model": config.model.name, "vocab_size": model_cfg.vocab_size,
           "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  state, state_shardings, start = common.restore_or_create(
+  state, state_shardings, start = state_lib.restore_or_create(
       ckpt, init, optimizer, mesh, rules, config.seed, meta, train_data,
       config.init.backbone, init_keys=("backbone",))
 
@@ -104,7 +102,7 @@ def run(config, workdir: str) -> dict:
                                              d.batch_size)
 
   # ---- loop ----------------------------------------------------------------
-  run_ = common.Run(config, workdir, ckpt, start, "pm", meta)
+  run_ = bookkeeping.Run(config, workdir, ckpt, start, "pm", meta)
   for step in range(start, config.train.num_steps):
     state, metrics = train_step(state, next(train_data))
     if run_.end_of_step(step + 1, state, metrics, train_data.get_state()):

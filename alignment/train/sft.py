@@ -15,24 +15,23 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from alignment import checkpoint, distributed, sharding
-from alignment.data import pipeline
+from alignment.data import batches as B
+from alignment.data import pipeline, tasks
 from alignment.data import vocab as vocab_lib
-from alignment.models import heads
-from alignment.train import common, steps
+from alignment.models import heads, zoo
+from alignment.train import bookkeeping, steps
 from alignment.train import state as state_lib
 
 
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
-  common.setup_host()
-  mesh, rules = common.mesh_and_rules(config)
+  distributed.setup_host()
+  mesh, rules = sharding.mesh_and_rules(config.mesh)
   d = config.data
-  vocab = common.task_vocabulary(d.task)
-  model_cfg = common.model_config(config.model, common.model_vocab_size(vocab))
+  vocab = tasks.task_vocabulary(d.task)
+  model_cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
   model = heads.LanguageModel(model_cfg)
 
   # ---- data ----------------------------------------------------------------
@@ -43,17 +42,16 @@ def run(config, workdir: str) -> dict:
   eval_rows = pipeline.fixed_batch(d.task, "validation", "sft",
                                    d.batch_size * config.eval.num_batches,
                                    prompt_length=d.prompt_len, response_length=d.response_len)
-  example = common.first_rows(eval_rows)
+  example = B.first_rows(eval_rows)
 
   # ---- state ---------------------------------------------------------------
   optimizer = state_lib.make_optimizer(config.optimizer)
-  init = lambda rng: model.init(rng, example.prompt, example.prompt_mask, example.response,
-                                example.response_mask)["params"]
+  init = heads.init_fn(model, d.prompt_len, d.response_len)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  config.train.keep_checkpoints, config.train.async_checkpoint)
   meta = {"experiment": "sft", "model": config.model.name, "vocab_size": model_cfg.vocab_size,
           "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  state, state_shardings, start = common.restore_or_create(
+  state, state_shardings, start = state_lib.restore_or_create(
       ckpt, init, optimizer, mesh, rules, config.seed, meta, train_data, config.init.policy)
 
   # ---- step ----------------------------------------------------------------
@@ -76,7 +74,7 @@ def run(config, workdir: str) -> dict:
     return {f"eval/{k}": v for k, v in totals.items()}
 
   # ---- loop ----------------------------------------------------------------
-  run_ = common.Run(config, workdir, ckpt, start, "sft", meta)
+  run_ = bookkeeping.Run(config, workdir, ckpt, start, "sft", meta)
   tokens_per_batch = d.batch_size * (d.prompt_len + d.response_len)
   for step in range(start, config.train.num_steps):
     state, metrics = train_step(state, next(train_data))

@@ -9,7 +9,8 @@ skip gradients (e.g. on a NaN) between the two.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import logging
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import flax.struct
@@ -17,7 +18,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alignment import faults, sharding
+from alignment import checkpoint, faults, sharding
+
+log = logging.getLogger("alignment")
 
 Array = jax.Array
 
@@ -156,3 +159,41 @@ def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules,
 
 def unboxed_params(boxed):
   return nn.unbox(boxed)
+
+
+def restore_or_create(ckpt, model_init, optimizer, mesh, rules, seed: int, meta: dict,
+                      data_iter=None, init_params_from: str = "",
+                      init_keys: Optional[tuple[str, ...]] = None):
+  """The train state to start from: the newest checkpoint, else fresh.
+
+  Resume order: (1) the newest complete checkpoint in `ckpt` (state, data
+  iterator, RNG), after checking that its metadata matches `meta` (model name
+  and vocabulary); (2) a fresh state whose parameters come from
+  `init_params_from` (a params export or run directory), if given - only the
+  top-level subtrees `init_keys` when given (a preference model takes the SFT
+  policy's "backbone"); (3) a fresh random state.
+  Returns (state, shardings, start_step).
+  """
+  target, shardings = abstract(model_init, optimizer, mesh, rules, seed)
+  if ckpt.latest_step() is not None:
+    try:
+      saved_meta = ckpt.read_meta()
+    except Exception:  # pylint: disable=broad-except  (unreadable: restore() falls back)
+      saved_meta = {}
+    for key, want in meta.items():
+      if key in saved_meta and saved_meta[key] != want:
+        raise checkpoint.CheckpointError(
+            f"{ckpt.directory}: checkpoint was written with {key}={saved_meta[key]!r} but "
+            f"the config asks for {want!r}; use a new --workdir or the matching config")
+    state, data_state, _ = ckpt.restore(target)
+    if data_iter is not None:
+      data_iter.set_state(data_state)
+    log.info("resumed from %s at step %d", ckpt.directory, int(state.step))
+    return state, shardings, int(state.step)
+  state, shardings = create(model_init, optimizer, mesh, rules, seed)
+  if init_params_from:
+    keys = init_keys or tuple(target.params)
+    loaded = checkpoint.load_params(init_params_from, {k: target.params[k] for k in keys})
+    state = state.replace(params={**state.params, **loaded})
+    log.info("parameters %s initialised from %s", list(keys), init_params_from)
+  return state, shardings, 0

@@ -107,7 +107,7 @@ def alignment_loss_fn(model, loss_name: str, beta: float, reduction: str = "sum"
     del rng
     pairs: B.PreferenceBatch = batch["pairs"]
     pc, pr = pair_logps(model, params, pairs, reduction)
-    if "ref_logps" in batch:  # scored on the reference's own mesh (common.Reference)
+    if "ref_logps" in batch:  # scored on the reference's own mesh (roles.Reference)
       rc, rr = batch["ref_logps"]
     else:
       rc, rr = pair_logps(model, jax.lax.stop_gradient(batch["ref_params"]), pairs, reduction)

@@ -1,0 +1,91 @@
+"""The four roles' meshes and the frozen reference policy.
+
+- `role_meshes`: {Role: mesh}, each role's own sub-mesh (`config.roles`) or the
+  shared mesh.
+- `Reference`: the reference policy's parameters and how the train step gets
+  what it needs of them: the parameters themselves on a shared mesh, or the
+  pairs' log-probs scored on the reference's own mesh.
+- `load_reference`: `init.reference`, else `init.policy`, else the policy's own
+  initial parameters.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from alignment import checkpoint, judges, sharding
+from alignment import config as config_lib
+from alignment.models import heads
+from alignment.train import steps
+
+
+def role_meshes(config, mesh):
+  """{Role: mesh}: each role's own sub-mesh (config.roles) or the shared `mesh`."""
+  roles = config.get("roles", None)
+  if roles is None:
+    return {role: mesh for role in judges.Role}
+  try:
+    return {role: sharding.role_mesh(roles[role.value], mesh, where=f"config.roles.{role.value}")
+            for role in judges.Role}
+  except sharding.MeshError as e:
+    raise config_lib.ConfigError(str(e)) from None
+
+
+class Reference:
+  """The frozen reference policy, on the policy's mesh or on its own (config.roles).
+
+  Shared mesh (the default): its parameters go into the train step, which
+  scores the pairs with them in the same program. Own mesh: the pairs are
+  resharded onto it, scored there, and only the log-probs ([B] each) are
+  resharded back into the step. `on_policy_mesh()` is a reshard of the
+  weights themselves (jax.device_put), for what needs them beside the policy
+  (evaluation's KL, mixture sampling).
+  """
+
+  def __init__(self, config, model, policy_mesh, mesh, rules, policy_param_shardings):
+    self.policy_mesh, self.mesh, self.rules = policy_mesh, mesh, rules
+    self.shared = sharding.same_mesh(policy_mesh, mesh)
+    self.policy_param_shardings = policy_param_shardings
+    self.params = load_reference(config, model, mesh, rules)
+    self._copy = self.params if self.shared else None
+    reduction = config.loss.reduction if "loss" in config else "sum"
+    rows = sharding.batch_sharding(mesh, rules, 1)
+    self._logps = jax.jit(lambda p, pairs: steps.pair_logps(model, p, pairs, reduction),
+                          out_shardings=(rows, rows))
+
+  def step_shardings(self, param_shardings) -> dict:
+    if self.shared:
+      return {"ref_params": param_shardings}
+    rows = sharding.batch_sharding(self.policy_mesh, self.rules, 1)
+    return {"ref_logps": (rows, rows)}
+
+  def step_inputs(self, pairs) -> dict:
+    """What the train step needs of the reference for these pairs."""
+    if self.shared:
+      return {"ref_params": self.params}
+    with sharding.use(self.mesh, self.rules):
+      logps = self._logps(self.params, sharding.move_rows(pairs, self.mesh, self.rules))
+    return {"ref_logps": sharding.move_rows(logps, self.policy_mesh, self.rules)}
+
+  def on_policy_mesh(self):
+    if self._copy is None:
+      self._copy = jax.device_put(self.params, self.policy_param_shardings)
+    return self._copy
+
+
+def load_reference(config, model, mesh, rules):
+  """The frozen reference policy's parameters, sharded like the policy's.
+
+  `init.reference` if set, else `init.policy` (the SFT export the policy
+  starts from), else the policy's own initial parameters (same seed).
+  """
+  path = config.init.reference or config.init.policy
+  target = checkpoint.abstract_params(model, config.data, mesh, rules)
+  if path:
+    return checkpoint.load_params(path, target)
+  init = heads.init_fn(model, config.data.prompt_len, config.data.response_len)
+  key = jax.random.split(jax.random.PRNGKey(np.uint32(config.seed)))[0]
+  shardings = jax.tree.map(lambda x: x.sharding, target)
+  with sharding.use(mesh, rules):
+    return jax.jit(lambda k: nn.unbox(init(k)), out_shardings=shardings)(key)
