@@ -747,6 +747,7 @@ def bench_online(args) -> Json:
   from alignment.models import heads  # pylint: disable=g-import-not-at-top
   from alignment.data import tasks, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from alignment.models import zoo  # pylint: disable=g-import-not-at-top
+  from alignment import algorithms  # pylint: disable=g-import-not-at-top
   from alignment.train import online, roles, steps  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
 
@@ -772,7 +773,7 @@ def bench_online(args) -> Json:
   judge = judges.ModelJudge(pm, pm_params, mesh, rules)
   phases = online.make_phases(config, model, judge, reference, optimizer, state_shardings,
                               mesh, rules)
-  to_pairs = jax.jit(online.pairs_from_samples)
+  to_pairs = jax.jit(algorithms.pairs_from_samples)
   reference_scores = jax.jit(lambda ref, pairs: steps.pair_logps(model, ref, pairs,
                                                                  config.loss.reduction))
 

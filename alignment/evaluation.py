@@ -57,7 +57,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from alignment import checkpoint, distributed, files, judges, sampling, scoring, sharding
+from alignment import algorithms, checkpoint, distributed, files, judges, sampling, scoring, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
 
@@ -205,8 +205,8 @@ class Evaluator:
     samples = self._sample(params, self.win_prompts, salt=3)
     g = self._golden_scores(self.win_prompts, samples)
     tau = self.golden.program.cfg.tau if hasattr(self.golden, "program") else 1.0
-    win_soft = 1.0 / (1.0 + np.exp(-(g.astype(np.float64) - self.ref_golden) / tau))
-    win_hard = (g > self.ref_golden) + 0.5 * (g == self.ref_golden)
+    win_soft = algorithms.soft_win(g, self.ref_golden, tau)
+    win_hard = algorithms.hard_win(g, self.ref_golden)
     kl = self.kl_per_prompt(params)
     lengths = samples["mask"].sum(-1).astype(np.float64)
     arrays = {"golden_win": win_soft, "golden_score": g.astype(np.float64), "length": lengths,
@@ -227,10 +227,7 @@ class Evaluator:
       gp, gr = g[:n], self.ref_golden[:n]
       out["proxy_win_rate"] = float(np.mean(probs))
       out["proxy_win_rate_hard"] = float(np.mean(wins))
-      decided = gp != gr
-      out["proxy_golden_agreement_vs_reference"] = (
-          float(np.mean(wins[decided] == (gp > gr)[decided])) if decided.any()
-          else float("nan"))
+      out["proxy_golden_agreement_vs_reference"] = _nanmean(algorithms.agreement(wins, gp, gr))
       # The proxy's accuracy where online training asks it: two samples of pi for the
       # same prompt (golden ties left out). At SFT this is the study's set-up gate; it
       # falls as the policy drifts from what the proxy was trained on.
@@ -238,18 +235,20 @@ class Evaluator:
       second = self._sample(params, prompts, salt=4)
       g2 = self._golden_scores(prompts, second)
       _, first_wins = self._proxy_compare(first(samples), second)
-      agree = np.where(gp == g2, np.nan, (first_wins == (gp > g2)).astype(np.float64))
-      arrays["agreement"] = agree
-      out["proxy_golden_agreement"] = (float(np.nanmean(agree)) if np.isfinite(agree).any()
-                                       else float("nan"))
+      arrays["agreement"] = algorithms.agreement(first_wins, gp, g2)
+      out["proxy_golden_agreement"] = _nanmean(arrays["agreement"])
     pc, pr = self._pair_logps(params)
     sc, sr = self._sft_pair_logps
-    f = (pc - pr) - (sc - sr)
-    arrays["classifier"] = (f > 0) + 0.5 * (f == 0)  # ties: 1/2
+    arrays["classifier"] = algorithms.classifier_outcome(pc, pr, sc, sr)
     arrays["chosen_delta"] = (pc - sc).astype(np.float64)
     out["classifier_accuracy"] = float(np.mean(arrays["classifier"]))
     out["chosen_logprob_delta"] = float(np.mean(arrays["chosen_delta"]))
     return out, arrays
+
+
+def _nanmean(x: np.ndarray) -> float:
+  """The mean over the finite entries; NaN when there are none."""
+  return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
 def save_arrays(path: str, arrays: dict) -> None:

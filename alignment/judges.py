@@ -24,14 +24,12 @@ never leaves the device for them); the golden judge returns numpy arrays.
 from __future__ import annotations
 
 import enum
-from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, sharding
+from alignment import algorithms, checkpoint, sharding
 from alignment.data import batches as B
 from alignment.models import heads
 
@@ -44,18 +42,6 @@ class Role(enum.Enum):
   REFERENCE = "reference"
   PROXY_PM = "proxy_pm"
   GOLDEN = "golden"
-
-
-@flax.struct.dataclass
-class Comparison:
-  prob_first: Any   # [B] P(y1 beats y2)
-  first_wins: Any   # [B] bool
-
-
-def debiased(r12: Array, r21: Array) -> Comparison:
-  """Verdict and probability from the logits of both orders."""
-  diff = r12 - r21
-  return Comparison(prob_first=jax.nn.sigmoid(diff / 2.0), first_wins=diff > 0)
 
 
 class ModelJudge:
@@ -71,11 +57,11 @@ class ModelJudge:
       r = model.apply({"params": params}, both(prompt, prompt), both(prompt_mask, prompt_mask),
                       both(y1, y2), both(m1, m2), both(y2, y1), both(m2, m1))
       n = prompt.shape[0]
-      return debiased(r[:n], r[n:])
+      return algorithms.debiased(r[:n], r[n:])
 
     self._compare = jax.jit(compare)
 
-  def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> Comparison:
+  def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> algorithms.Comparison:
     with sharding.use(self.mesh, self.rules):
       return self._compare(self.params, prompts.prompt, prompts.prompt_mask, y1, y1_mask,
                            y2, y2_mask)
@@ -98,7 +84,7 @@ class GoldenJudge:
     return self.program.score(np.asarray(prompts.prompt), np.asarray(y),
                               np.asarray(prompts.prompt_mask))
 
-  def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> Comparison:
+  def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> algorithms.Comparison:
     """numpy verdicts; with several processes, each judges the rows it holds and the
     verdicts are global arrays split over the batch like y1 (no gather)."""
     from alignment import distributed  # pylint: disable=g-import-not-at-top
@@ -106,7 +92,7 @@ class GoldenJudge:
     rows = distributed.local_rows
     p = self.program.preference(rows(prompts.prompt), rows(y1), rows(y2),
                                 rows(prompts.prompt_mask))
-    return Comparison(prob_first=distributed.rows_to_global(np.asarray(p), y1),
+    return algorithms.Comparison(prob_first=distributed.rows_to_global(np.asarray(p), y1),
                       first_wins=distributed.rows_to_global(np.asarray(p) > 0.5, y1))
 
 

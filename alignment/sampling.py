@@ -130,7 +130,7 @@ class SampleOutput:
     distribution; 0 at padding.
   sampling_logprobs: [N, T] float32, under the sampling distribution
     (temperature, top-k, top-p); 0 for greedy and at padding.
-  Every field has N leading rows (`online.mix_samples` relies on it).
+  Every field has N leading rows (`algorithms.mix_samples` relies on it).
   """
   prompt: Array
   prompt_mask: Array

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, distributed, evaluation, faults, judges, sampling, sharding
+from alignment import algorithms, checkpoint, distributed, evaluation, faults, judges, sampling, sharding
 from alignment import config as config_lib
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
@@ -43,40 +43,6 @@ from alignment.data import vocab as vocab_lib
 from alignment.models import heads, zoo
 from alignment.train import bookkeeping, roles, steps
 from alignment.train import state as state_lib
-
-
-def pairs_from_samples(out: sampling.SampleOutput, first_wins) -> B.PreferenceBatch:
-  """(winner, loser) pairs from 2 samples per prompt (rows 2i, 2i + 1)."""
-  y1, y2 = out.tokens[0::2], out.tokens[1::2]
-  m1, m2 = out.mask[0::2], out.mask[1::2]
-  w = first_wins[:, None]
-  return B.PreferenceBatch(
-      prompt=out.prompt[0::2], prompt_mask=out.prompt_mask[0::2],
-      chosen=jnp.where(w, y1, y2), chosen_mask=jnp.where(w, m1, m2),
-      rejected=jnp.where(w, y2, y1), rejected_mask=jnp.where(w, m2, m1))
-
-
-def split_samples(out: sampling.SampleOutput):
-  """(y1, m1, y2, m2) [B, T]: the two samples of each prompt (rows 2i, 2i + 1)."""
-  return out.tokens[0::2], out.mask[0::2], out.tokens[1::2], out.mask[1::2]
-
-
-def judge_stats(prob_first, first_wins, lengths) -> dict:
-  """Batch statistics of the judge and the samples (replicated scalars)."""
-  prob = jnp.asarray(prob_first, jnp.float32)
-  return {"judge_prob_chosen": jnp.mean(jnp.maximum(prob, 1.0 - prob)),
-          "judge_first_wins": jnp.mean(jnp.asarray(first_wins, jnp.float32)),
-          "judge_ok": jnp.all(jnp.isfinite(prob)),
-          "response_length": jnp.mean(lengths.astype(jnp.float32)),
-          "tokens": jnp.sum(lengths.astype(jnp.float32))}
-
-
-def mix_samples(from_policy: sampling.SampleOutput, from_reference: sampling.SampleOutput,
-                key, rate: float) -> sampling.SampleOutput:
-  """Row by row, the reference's sample with probability `rate`."""
-  take_ref = jax.random.bernoulli(key, rate, (from_policy.tokens.shape[0],))
-  pick = lambda a, b: jnp.where(take_ref.reshape((-1,) + (1,) * (a.ndim - 1)), b, a)
-  return jax.tree.map(pick, from_policy, from_reference)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,11 +95,11 @@ def make_phases(config, model, judge, reference, optimizer, state_shardings, mes
                      "judge_ok": sharding.replicated(mesh)}
   train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
                                    mesh, rules)
-  make_pairs = jax.jit(pairs_from_samples, out_shardings=batch_shardings["pairs"])
+  make_pairs = jax.jit(algorithms.pairs_from_samples, out_shardings=batch_shardings["pairs"])
   # Explicit shardings: each process then holds the same rows of prompts and samples.
-  split = jax.jit(split_samples, out_shardings=(batch_shardings["pairs"].chosen,) * 4)
-  stats = jax.jit(judge_stats, out_shardings=sharding.replicated(mesh))
-  mix = jax.jit(mix_samples, static_argnums=3, out_shardings=sampler.out_sharding)
+  split = jax.jit(algorithms.split_samples, out_shardings=(batch_shardings["pairs"].chosen,) * 4)
+  stats = jax.jit(algorithms.judge_stats, out_shardings=sharding.replicated(mesh))
+  mix = jax.jit(algorithms.mix_samples, static_argnums=3, out_shardings=sampler.out_sharding)
 
   def sample(params, batch, step):
     key = jax.random.fold_in(sample_key, step)
