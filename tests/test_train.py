@@ -31,7 +31,7 @@ def _deterministic(records):
 @pytest.fixture(scope="module")
 def sft_and_pm(tmp_path_factory):
   base = tmp_path_factory.mktemp("pulse")
-  sft = main_lib.run(_config("sft", **{"train.num_steps": 80, "train.eval_every": 80,
+  sft = main_lib.run(_config("sft", **{"train.num_steps": 80, "eval.every": 80,
                                        "optimizer.learning_rate": 5e-3}), str(base / "sft"))
   pm = main_lib.run(_config("pm", **{"train.num_steps": 80, "optimizer.learning_rate": 3e-3,
                                      "init.backbone": str(base / "sft" / "export")}),
