@@ -727,7 +727,8 @@ def _load_config(spec: str):
   from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), path)
   return config_lib.load(f"{path}:{arg}")
 
 
@@ -1022,7 +1023,3 @@ def main(argv=None) -> int:
   print(table(result))
   print(f"wrote {args.json}")
   return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())
