@@ -38,12 +38,10 @@ def bench_online(args) -> Json:
   timed here as its own jitted forward on the same pairs, to show its share,
   and not added to the step.
   """
-  from alignment import judges, sharding  # pylint: disable=g-import-not-at-top
-  from alignment.data import pipeline  # pylint: disable=g-import-not-at-top
-  from alignment.models import heads  # pylint: disable=g-import-not-at-top
-  from alignment.data import tasks, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from alignment.models import zoo  # pylint: disable=g-import-not-at-top
-  from alignment import algorithms  # pylint: disable=g-import-not-at-top
+  from alignment import algorithms, judges, sharding  # pylint: disable=g-import-not-at-top
+  from alignment.data import pipeline, tasks  # pylint: disable=g-import-not-at-top
+  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
   from alignment.train import online, roles, steps  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
 
@@ -53,23 +51,21 @@ def bench_online(args) -> Json:
   d = config.data
   vocab = tasks.task_vocabulary(d.task)
   vocab_size = vocab_lib.model_vocab_size(vocab)
-  model_cfg = zoo.from_section(config.model, vocab_size)
-  model = heads.LanguageModel(model_cfg)
+  program = online.build(config, mesh, rules, vocab)  # the loop's own step and sampler
+  train = program.train
+  model = train.model
   prompts = pipeline.make_iterator(
       d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
       response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
-  optimizer = state_lib.make_optimizer(config.optimizer)
-  init = heads.init_fn(model, d.prompt_len, d.response_len)
-  state, state_shardings = state_lib.create(init, optimizer, mesh, rules, config.seed)
-  reference = roles.Reference(config, model, mesh, mesh, rules, state_shardings.params)
+  state, _ = state_lib.create(train.init, train.optimizer, mesh, rules, config.seed)
+  reference = roles.Reference(config, model, mesh, mesh, rules, train.state_shardings.params)
   ref_params = reference.params
   pm = heads.PairwisePreferenceModel(zoo.from_section(pm_config.model, vocab_size))
   pm_params, _ = sharding.create_sharded(heads.init_fn(pm, d.prompt_len, d.response_len),
                                          mesh, rules, jax.random.PRNGKey(1))
   judge = judges.ModelJudge(pm, pm_params, mesh, rules)
-  phases = online.make_phases(config, model, judge, reference, optimizer, state_shardings,
-                              mesh, rules)
-  to_pairs = jax.jit(algorithms.pairs_from_samples)
+  phases = online.make_phases(program, config, judge, reference)
+  to_pairs = jax.jit(algorithms.ranked_pairs)
   reference_scores = jax.jit(lambda ref, pairs: steps.pair_logps(model, ref, pairs,
                                                                  config.loss.reduction))
 
@@ -81,13 +77,13 @@ def bench_online(args) -> Json:
     t0 = time.perf_counter()
     out = jax.block_until_ready(phases.sample(state.params, batch, i))
     t1 = time.perf_counter()
-    _, verdict = jax.block_until_ready(phases.judge(batch, out, i))
+    sampled, verdict = jax.block_until_ready(phases.judge(batch, out, i))
     t2 = time.perf_counter()
-    state, metrics, _ = phases.update(state, out, verdict)
+    state, metrics, _ = phases.update(state, sampled, verdict)
     jax.block_until_ready(metrics)
     t3 = time.perf_counter()
     with sharding.use(mesh, rules):
-      pairs = to_pairs(out, verdict.first_wins)
+      pairs = to_pairs(sampled, verdict.first_wins)
       t4 = time.perf_counter()
       jax.block_until_ready(reference_scores(ref_params, pairs))
     t5 = time.perf_counter()

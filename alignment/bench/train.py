@@ -64,8 +64,8 @@ def _plain_alignment_loss_fn(model, beta: float):
 
   def loss_fn(params, batch, rng):
     del rng
-    pc, pr = pair_logps(params, batch["pairs"])
-    rc, rr = pair_logps(jax.lax.stop_gradient(batch["ref_params"]), batch["pairs"])
+    pc, pr = pair_logps(params, batch.pairs)
+    rc, rr = pair_logps(jax.lax.stop_gradient(batch.ref_params), batch.pairs)
     rc, rr = jax.lax.stop_gradient(rc), jax.lax.stop_gradient(rr)
     return jnp.mean(losses.ipo(pc, pr, rc, rr, beta)), {}
 
@@ -77,15 +77,16 @@ def our_train_step(model, policy, reference, pairs, optimizer, loss_fn):
   from alignment import sharding  # pylint: disable=g-import-not-at-top
   from alignment.models import heads  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from alignment.train import steps  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   rules = sharding.DEFAULT_RULES
   init = heads.init_fn(model, pairs.prompt.shape[1], pairs.chosen.shape[1])
   state, state_shardings = state_lib.create(init, optimizer, mesh, rules, 0)
   state = state.replace(params=jax.device_put(policy, state_shardings.params))
-  batch = {"pairs": jax.device_put(pairs), "ref_params": jax.device_put(reference,
-                                                                        state_shardings.params)}
-  batch_shardings = {"pairs": sharding.batch_shardings(pairs, mesh, rules),
-                     "ref_params": state_shardings.params}
+  batch = steps.AlignmentInput(jax.device_put(pairs),
+                               ref_params=jax.device_put(reference, state_shardings.params))
+  batch_shardings = steps.AlignmentInput(sharding.batch_shardings(pairs, mesh, rules),
+                                         ref_params=state_shardings.params)
   step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules)
   start = time.perf_counter()
   with sharding.use(mesh, rules):
@@ -109,7 +110,7 @@ def _bfloat16_accuracy(model32, model16, policy, reference, pairs, beta: float) 
   bfloat16 keeps the accuracy a run needs.
   """
   from alignment.train import steps  # pylint: disable=g-import-not-at-top
-  batch = {"pairs": pairs, "ref_params": reference}
+  batch = steps.AlignmentInput(pairs, ref_params=reference)
   out = {}
   for name, m in (("float32", model32), ("bfloat16", model16)):
     fn = steps.alignment_loss_fn(m, "ipo", beta, "sum")
