@@ -15,7 +15,7 @@ import pytest
 from alignment import checkpoint
 from alignment.train import bookkeeping
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 12
 
 ONLINE = ["--config=configs/online.py:tiny", "--config.judge.kind=golden",

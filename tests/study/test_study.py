@@ -13,7 +13,7 @@ import pytest
 from alignment import config as config_lib
 from alignment import study
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POINT_KEYS = {"step", "kl", "golden_win_rate", "golden_win_rate_se", "proxy_win_rate",
               "classifier_accuracy", "chosen_logprob_delta", "mean_response_length",
               "proxy_golden_agreement"}

@@ -13,7 +13,7 @@ from alignment import config as config_lib
 from alignment import main as main_lib
 from alignment.train import bookkeeping
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config(name, variant="tiny", **overrides):

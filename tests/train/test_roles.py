@@ -22,7 +22,7 @@ from alignment.data import vocab as vocab_lib
 from alignment.models import heads, zoo
 from alignment.train import bookkeeping, roles
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config(**overrides):

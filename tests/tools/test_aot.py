@@ -13,7 +13,7 @@ from alignment import sharding
 from alignment.models import heads, zoo
 from alignment.train import state as state_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "online.py:tiny")
 
 

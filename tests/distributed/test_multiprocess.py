@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS, EVERY = 6, 3
 FLAGS = ["--config=configs/online.py:tiny", "--config.judge.kind=golden",
          f"--config.train.num_steps={STEPS}", f"--config.train.checkpoint_every={EVERY}",
