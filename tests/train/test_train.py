@@ -39,6 +39,7 @@ def sft_and_pm(tmp_path_factory):
   return base, sft, pm
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_pulse(sft_and_pm):
   base, sft, pm = sft_and_pm
@@ -71,6 +72,7 @@ def test_pulse(sft_and_pm):
                   "eval/proxy_win_rate"} <= set(off[-1])
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_online_resume_equals_uninterrupted(sft_and_pm):
   base, _, _ = sft_and_pm
