@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = os.path.join(ROOT, "configs", "online.py:tiny")
 
 
+@pytest.mark.slow  # about 50 s on 2 busy cores: three AOT compiles, then a real sharded state
 def test_tiny_figures_match_a_real_sharded_state(tmp_path, capsys):
   out = tmp_path / "aot.json"
   assert aot.main([f"--config={TINY}", "--mesh=data=2,fsdp=2,tensor=2", "--hbm_gib=1",
