@@ -13,7 +13,7 @@ from alignment.data import batches as B
 from alignment.train import state as state_lib
 from alignment.train import steps
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _optimizer():

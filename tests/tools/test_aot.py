@@ -16,10 +16,11 @@ from alignment.models import heads, zoo
 from alignment.train import online
 from alignment.train import state as state_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "online.py:tiny")
 
 
+@pytest.mark.slow  # about 50 s on 2 busy cores: three AOT compiles, then a real sharded state
 def test_tiny_figures_match_a_real_sharded_state(tmp_path, capsys):
   out = tmp_path / "aot.json"
   assert aot.main([f"--config={TINY}", "--mesh=data=2,fsdp=2,tensor=2", "--hbm_gib=1",
