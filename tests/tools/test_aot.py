@@ -53,6 +53,7 @@ def test_tiny_figures_match_a_real_sharded_state(tmp_path, capsys):
   assert fig["per_device"]["kv_cache"] == want
 
 
+@pytest.mark.slow  # about 45 s: the online loop's set-up, then the AOT compiles
 def test_aot_compiles_the_step_the_loop_runs(tmp_path, monkeypatch):
   # Every Program `online.build` makes, whoever asks: the loop, then the AOT check.
   built = []
