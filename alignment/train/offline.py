@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import os
 
-from alignment import checkpoint, distributed, evaluation, judges, sharding
+from alignment import checkpoint, evaluation, judges
 from alignment import config as config_lib
 from alignment.data import pipeline, stream, tasks
-from alignment.data import vocab as vocab_lib
-from alignment.models import heads, zoo
+from alignment.models import heads
 from alignment.train import bookkeeping, roles, steps
 from alignment.train import program as program_lib
 
@@ -33,9 +32,8 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> program_
   """The offline step of `config` on `mesh` (nothing allocated): the same
   alignment step as online, on a fixed pair set, without the judge's veto."""
   d, l = config.data, config.loss
-  model_cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
   return program_lib.build(
-      "offline", heads.LanguageModel(model_cfg), model_cfg, config.optimizer, d, mesh, rules,
+      "offline", heads.LanguageModel, config, mesh, rules, vocab,
       loss_fn_of=lambda m: steps.alignment_loss_fn(m, l.name, l.beta, l.reduction),
       batch_spec_of=lambda abstract: roles.alignment_input_spec(
           program_lib.pair_batch_spec(d, mesh, rules), abstract.params, reference_shared,
@@ -44,14 +42,10 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> program_
 
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
-  distributed.setup_host()
-  shared_mesh, rules = sharding.mesh_and_rules(config.mesh)
-  meshes = roles.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
-  mesh = meshes[judges.Role.POLICY]
+  meshes, mesh, rules, reference_shared = roles.policy_set_up(config)  # config.roles
   d = config.data
   vocab = tasks.task_vocabulary(d.task)
-  program = build(config, mesh, rules, vocab,
-                  reference_shared=sharding.same_mesh(mesh, meshes[judges.Role.REFERENCE]))
+  program = build(config, mesh, rules, vocab, reference_shared=reference_shared)
   model, model_cfg = program.model, program.model_config
 
   # ---- data ----------------------------------------------------------------
@@ -72,12 +66,8 @@ def run(config, workdir: str) -> dict:
         max_records=d.max_records or None, virtual_shards=d.virtual_shards or None)
 
   # ---- state ---------------------------------------------------------------
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 config.train.keep_checkpoints, config.train.async_checkpoint)
-  meta = {"experiment": "offline", "model": config.model.name,
-          "vocab_size": model_cfg.vocab_size, "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  state, start = program.restore_or_create(ckpt, config.seed, meta, train_data,
-                                           config.init.policy)
+  ckpt, meta, state, start = program.start(workdir, config, vocab, train_data,
+                                            config.init.policy)
   reference = roles.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
                               program.state_shardings.params)
   evaluator = evaluation.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules)

@@ -40,7 +40,7 @@ from alignment import config as config_lib
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
-from alignment.models import heads, zoo
+from alignment.models import heads
 from alignment.train import bookkeeping, roles, steps
 from alignment.train import program as program_lib
 
@@ -66,17 +66,15 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
   mesh (its parameters go into the step) or on its own (its log-probs do).
   """
   d, s, l = config.data, config.sampling, config.loss
-  model_cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
-  model = heads.LanguageModel(model_cfg)
   train = program_lib.build(
-      "online", model, model_cfg, config.optimizer, d, mesh, rules,
+      "online", heads.LanguageModel, config, mesh, rules, vocab,
       loss_fn_of=lambda m: steps.alignment_loss_fn(m, l.name, l.beta, l.reduction),
       batch_spec_of=lambda abstract: roles.alignment_input_spec(
           program_lib.pair_batch_spec(d, mesh, rules), abstract.params, reference_shared,
           mesh, rules),
       accepts_veto=True)
   sampler = sampling.Sampler(
-      model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
+      train.model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
                                      top_k=s.top_k, top_p=s.top_p, num_samples=2,
                                      cache_dtype=s.cache_dtype, vocab_size=vocab.vocab_size),
       mesh, rules, params_sharding=train.state_shardings.params)
@@ -170,14 +168,10 @@ def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
 
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
-  distributed.setup_host()
-  shared_mesh, rules = sharding.mesh_and_rules(config.mesh)
-  meshes = roles.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
-  mesh = meshes[judges.Role.POLICY]
+  meshes, mesh, rules, reference_shared = roles.policy_set_up(config)  # config.roles
   d = config.data
   vocab = tasks.task_vocabulary(d.task)
-  program = build(config, mesh, rules, vocab,
-                  reference_shared=sharding.same_mesh(mesh, meshes[judges.Role.REFERENCE]))
+  program = build(config, mesh, rules, vocab, reference_shared=reference_shared)
   model, model_cfg = program.train.model, program.train.model_config
 
   # ---- data ----------------------------------------------------------------
@@ -187,12 +181,8 @@ def run(config, workdir: str) -> dict:
       virtual_shards=d.virtual_shards or None)
 
   # ---- state ---------------------------------------------------------------
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 config.train.keep_checkpoints, config.train.async_checkpoint)
-  meta = {"experiment": "online", "model": config.model.name,
-          "vocab_size": model_cfg.vocab_size, "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  state, start = program.train.restore_or_create(ckpt, config.seed, meta, prompts,
-                                                 config.init.policy)
+  ckpt, meta, state, start = program.train.start(workdir, config, vocab, prompts,
+                                                  config.init.policy)
   reference = roles.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
                               program.train.state_shardings.params)
 

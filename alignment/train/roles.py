@@ -16,10 +16,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, judges, sharding
+from alignment import checkpoint, distributed, judges, sharding
 from alignment import config as config_lib
 from alignment.models import heads
 from alignment.train import steps
+
+
+def policy_set_up(config):
+  """(meshes, policy mesh, rules, reference_shared) of an alignment loop: the
+  host set up, each role's mesh (config.roles), and whether the reference
+  shares the policy's mesh (its parameters go into the step) or not."""
+  distributed.setup_host()
+  shared_mesh, rules = sharding.mesh_and_rules(config.mesh)
+  meshes = role_meshes(config, shared_mesh)
+  mesh = meshes[judges.Role.POLICY]
+  return meshes, mesh, rules, sharding.same_mesh(mesh, meshes[judges.Role.REFERENCE])
 
 
 def role_meshes(config, mesh):
