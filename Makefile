@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # test file goes to one process, so a module's shared fixture is built once.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: venv test test-fast study clean
+.PHONY: venv test test-fast test-e2e test-multiprocess test-hf study clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,11 +17,25 @@ $(VENV)/.installed: setup.py
 venv: $(VENV)/.installed
 
 # pytest exits 5 when a selection is empty: that is not a failure here.
+# Markers (pytest.ini, tests/README.md): slow, e2e (whole experiments), multiprocess
+# (multi-process JAX jobs), hf (needs torch and transformers).
+# test: the whole suite, every marker.
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS) tests; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
+# test-fast: everything but those four kinds; a few minutes on 2 cores (README, "Tests").
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow" tests; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow and not e2e and not multiprocess and not hf" tests; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
+
+# test-e2e, test-multiprocess, test-hf: one kind each (a test can be of several).
+test-e2e: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS) -m e2e tests; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
+
+test-multiprocess: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS) -m multiprocess tests; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
+
+test-hf: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS) -m hf tests; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
 study: $(VENV)/.installed
 	$(PY) -m alignment.study --config=configs/study.py:default --workdir=runs/study

@@ -5,8 +5,8 @@ written-out formula (tests/test_algorithms.py). Shapes: B prompts, T response
 tokens; "two samples per prompt" are rows 2i and 2i + 1 of a [2B, ...] batch.
 
 - `debiased`: a pairwise judge's verdict from its logits in both orders.
-- `split_samples`, `pairs_from_samples`: two samples per prompt -> (y1, y2)
-  and -> (winner, loser) pairs.
+- `split_samples`, `ranked_pairs`: two samples per prompt -> `SampledPairs`
+  (y1, y2) and, with the verdict, -> (winner, loser) pairs.
 - `judge_stats`: the judge's and the samples' batch statistics.
 - `mix_samples`: row by row, the reference's sample with probability a.
 - `soft_win`, `hard_win`: P(policy beats reference) from golden scores.
@@ -41,17 +41,18 @@ def debiased(r12: Array, r21: Array) -> Comparison:
   return Comparison(prob_first=jax.nn.sigmoid(diff / 2.0), first_wins=diff > 0)
 
 
-def split_samples(out):
-  """(y1, m1, y2, m2) [B, T]: the two samples of each prompt (rows 2i, 2i + 1)."""
-  return out.tokens[0::2], out.mask[0::2], out.tokens[1::2], out.mask[1::2]
+def split_samples(out) -> B.SampledPairs:
+  """The two samples of each prompt (rows 2i, 2i + 1 of a sampler output)."""
+  return B.SampledPairs(out.prompt[0::2], out.prompt_mask[0::2], out.tokens[0::2],
+                        out.mask[0::2], out.tokens[1::2], out.mask[1::2])
 
 
-def pairs_from_samples(out, first_wins) -> B.PreferenceBatch:
-  """(winner, loser) pairs from 2 samples per prompt (rows 2i, 2i + 1)."""
-  y1, m1, y2, m2 = split_samples(out)
+def ranked_pairs(sampled: B.SampledPairs, first_wins) -> B.PreferenceBatch:
+  """(winner, loser) pairs: response_1 is chosen where first_wins, else response_2."""
   w = first_wins[:, None]
+  y1, m1, y2, m2 = sampled.responses
   return B.PreferenceBatch(
-      prompt=out.prompt[0::2], prompt_mask=out.prompt_mask[0::2],
+      prompt=sampled.prompt, prompt_mask=sampled.prompt_mask,
       chosen=jnp.where(w, y1, y2), chosen_mask=jnp.where(w, m1, m2),
       rejected=jnp.where(w, y2, y1), rejected_mask=jnp.where(w, m2, m1))
 

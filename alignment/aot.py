@@ -5,11 +5,13 @@
     python -m alignment.aot --config=configs/online.py:paper --topology=v4:2x2x4 \\
         --mesh=data=2,fsdp=8,tensor=1
 
-Lowers and compiles, for the target mesh, the alignment train step (policy
-forward and backward, the frozen reference's forward, the optimiser update),
-the sampler (prefill + the decode loop with its KV cache) and the proxy PM's
-judgement of the sampled pairs (both orders), on abstract inputs: nothing is
-allocated. It prints per-device bytes of the parameters, the optimiser state,
+Lowers and compiles, for the target mesh, the loop's own train step (its
+`build`: the very function the loop runs; online/offline: policy forward and
+backward, the frozen reference's forward, the optimiser update) and, online,
+the loop's sampler (prefill + the decode loop with its KV cache) and the proxy
+PM's judgement of the sampled pairs (both orders), on abstract inputs: nothing
+is allocated. The vocabulary is the loop's: `model.vocab_size`, else the data
+task's (add --config.model.vocab_size=32128 for a real T5 checkpoint's). It prints per-device bytes of the parameters, the optimiser state,
 the reference, the proxy PM, the KV cache (T5: the decoder's self-attention
 cache AND the encoder keys/values of every cross-attention layer, one copy per
 sample), and the compiler's own figures (arguments, outputs, temporaries =
@@ -128,9 +130,34 @@ def _kv_cache_per_device(model, abstract_params, d, scfg, mesh, rules) -> int:
   return total
 
 
+def build_programs(config, mesh, rules):
+  """The loop's own programs for config (`<loop>.build`): (train Program, sampler or None).
+
+  The very step the loop runs (same function, same static arguments), with the
+  vocabulary it would use: `model.vocab_size`, else the data task's.
+  """
+  from alignment import judges, sharding  # pylint: disable=g-import-not-at-top
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+  from alignment.train import offline, online, preference_model, roles, sft  # pylint: disable=g-import-not-at-top
+  vocab = tasks.task_vocabulary(config.data.task)
+  if config.experiment in ("online", "offline"):
+    ref_mesh = roles.role_meshes(config, mesh)[judges.Role.REFERENCE]
+    shared = sharding.same_mesh(mesh, ref_mesh)
+    if config.experiment == "online":
+      program = online.build(config, mesh, rules, vocab, reference_shared=shared)
+      return program.train, program.sampler
+    return offline.build(config, mesh, rules, vocab, reference_shared=shared), None
+  builders = {"sft": sft.build, "pm": preference_model.build}
+  if config.experiment not in builders:
+    raise AotError(f"config.experiment={config.experiment!r}: the AOT check compiles the "
+                   "train loops (sft, pm, offline, online)")
+  return builders[config.experiment](config, mesh, rules, vocab), None
+
+
 def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
             with_sampler: bool = True, devices=None, with_judge: bool = True) -> dict:
-  """Compiles the alignment step, the sampler and the judge for config's mesh; returns figures.
+  """Compiles the loop's train step, and (online) its sampler and the judge, for
+  config's mesh; returns the figures.
 
   devices: the devices to compile for (an abstract TPU topology's, or None
   for jax.devices()).
@@ -138,14 +165,10 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from alignment import checkpoint, judges, sharding  # pylint: disable=g-import-not-at-top
   from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
-  from alignment import judges, sampling, sharding  # pylint: disable=g-import-not-at-top
   from alignment.data import batches as B  # pylint: disable=g-import-not-at-top
   from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
-  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
-  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
-  from alignment.train import steps  # pylint: disable=g-import-not-at-top
-  from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
 
   devices = list(jax.devices() if devices is None else devices)
   if mesh_shape:
@@ -154,93 +177,78 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
   resolved = config_lib.validate(config, len(devices))
   mesh, rules = sharding.mesh_and_rules(config.mesh, devices)
   d = config.data
-  model_cfg = zoo.from_section(config.model, 0)  # 0: the zoo's own vocabulary
-  model = heads.LanguageModel(model_cfg)
-  optimizer = state_lib.make_optimizer(config.optimizer)
-  init = heads.init_fn(model, d.prompt_len, d.response_len)
-  abstract_state, state_shardings = state_lib.abstract(init, optimizer, mesh, rules, config.seed)
-  pairs = B.PreferenceBatch(*(jax.ShapeDtypeStruct((d.batch_size, n), jnp.int32) for n in (
-      d.prompt_len, d.prompt_len, d.response_len, d.response_len, d.response_len,
-      d.response_len)))
-  pair_shardings = sharding.batch_shardings(pairs, mesh, rules)
-  pairs = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), pairs,
-                       pair_shardings)
-  loss_name = config.loss.name if "loss" in config else "ipo"
-  loss_fn = steps.alignment_loss_fn(model, loss_name, 0.1)
-  step = state_lib.make_step(loss_fn, optimizer, state_shardings,
-                             {"pairs": pair_shardings, "ref_params": state_shardings.params},
-                             mesh, rules)
-  with sharding.use(mesh, rules):
-    compiled = step.jitted.lower(abstract_state, {"pairs": pairs, "ref_params":
-                                                  abstract_state.params}).compile()
-  mem = compiled.memory_analysis()
+  program, sampler = build_programs(config, mesh, rules)
+  abstract_state = program.abstract_state
+  mem = program.lower().compile().memory_analysis()
+  aligns = config.experiment in ("online", "offline")
   out = {
-      "config": f"{config.model.name} batch={d.batch_size} lengths={d.prompt_len}+"
-                f"{d.response_len}",
+      "config": f"{config.experiment} {config.model.name} batch={d.batch_size} "
+                f"lengths={d.prompt_len}+{d.response_len}",
       "mesh": resolved, "devices": len(devices), "platform": devices[0].platform,
       "device_kind": getattr(devices[0], "device_kind", devices[0].platform),
       "params_total": int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))),
       "per_device": {
           "params": per_device_bytes(abstract_state.params),
           "optimizer": per_device_bytes(abstract_state.opt_state),
-          "reference": per_device_bytes(abstract_state.params),
+          "reference": per_device_bytes(abstract_state.params) if aligns else 0,
       },
       "train_step_compiler": {
           "arguments": int(mem.argument_size_in_bytes), "outputs": int(mem.output_size_in_bytes),
           "temporaries": int(mem.temp_size_in_bytes),
           "generated_code": int(mem.generated_code_size_in_bytes)},
   }
-  pm_cfg = zoo.get(pm_name or config.model.name, dtype=model_cfg.dtype,
-                   param_dtype=model_cfg.param_dtype)
-  pm_model = heads.PairwisePreferenceModel(pm_cfg)
-  pm_abstract = checkpoint.abstract_params(pm_model, d, mesh, rules)
-  out["pm"] = pm_name or config.model.name
-  out["per_device"]["proxy_pm"] = per_device_bytes(pm_abstract)
-  s = config.get("sampling", None)
-  scfg = sampling.SamplingConfig(max_new_tokens=d.response_len, num_samples=2,
-                                 cache_dtype=s.cache_dtype if s else "float32",
-                                 vocab_size=tasks.task_vocabulary(d.task).vocab_size)
-  rows = sharding.batch_sharding(mesh, rules, 2)
-  prompt = jax.ShapeDtypeStruct((d.batch_size, d.prompt_len), jnp.int32, sharding=rows)
-  if with_sampler:
-    sampler = sampling.Sampler(model, scfg, mesh, rules, params_sharding=state_shardings.params)
-    key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=sharding.replicated(mesh))
-    smem = sampler.lower(abstract_state.params, B.PromptBatch(prompt, prompt),
-                         key).compile().memory_analysis()
-    out["per_device"]["kv_cache"] = _kv_cache_per_device(model, abstract_state.params, d, scfg, mesh, rules)
-    out["sampler_compiler"] = {"arguments": int(smem.argument_size_in_bytes),
-                               "outputs": int(smem.output_size_in_bytes),
-                               "temporaries": int(smem.temp_size_in_bytes)}
-  if with_judge:
-    judge = judges.ModelJudge(pm_model, pm_abstract, mesh, rules)
-    resp = jax.ShapeDtypeStruct((d.batch_size, d.response_len), jnp.int32, sharding=rows)
-    with sharding.use(mesh, rules):
-      jmem = judge.compare_fn().lower(pm_abstract, prompt, prompt, resp, resp, resp,
-                                      resp).compile().memory_analysis()
-    out["judge_compiler"] = {"arguments": int(jmem.argument_size_in_bytes),
-                             "temporaries": int(jmem.temp_size_in_bytes)}
+  if sampler is not None:  # online: the proxy PM is resident, the sampler and judge run
+    model_cfg = program.model_config
+    pm_cfg = zoo.get(pm_name or config.model.name, dtype=model_cfg.dtype,
+                     param_dtype=model_cfg.param_dtype, vocab_size=model_cfg.vocab_size)
+    pm_model = heads.PairwisePreferenceModel(pm_cfg)
+    pm_abstract = checkpoint.abstract_params(pm_model, d, mesh, rules)
+    out["pm"] = pm_name or config.model.name
+    out["per_device"]["proxy_pm"] = per_device_bytes(pm_abstract)
+    rows = sharding.batch_sharding(mesh, rules, 2)
+    prompt = jax.ShapeDtypeStruct((d.batch_size, d.prompt_len), jnp.int32, sharding=rows)
+    if with_sampler:
+      key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=sharding.replicated(mesh))
+      smem = sampler.lower(abstract_state.params, B.PromptBatch(prompt, prompt),
+                           key).compile().memory_analysis()
+      out["per_device"]["kv_cache"] = _kv_cache_per_device(
+          program.model, abstract_state.params, d, sampler.config, mesh, rules)
+      out["sampler_compiler"] = {"arguments": int(smem.argument_size_in_bytes),
+                                 "outputs": int(smem.output_size_in_bytes),
+                                 "temporaries": int(smem.temp_size_in_bytes)}
+    if with_judge:
+      judge = judges.ModelJudge(pm_model, pm_abstract, mesh, rules)
+      resp = jax.ShapeDtypeStruct((d.batch_size, d.response_len), jnp.int32, sharding=rows)
+      with sharding.use(mesh, rules):
+        jmem = judge.compare_fn().lower(pm_abstract, prompt, prompt, resp, resp, resp,
+                                        resp).compile().memory_analysis()
+      out["judge_compiler"] = {"arguments": int(jmem.argument_size_in_bytes),
+                               "temporaries": int(jmem.temp_size_in_bytes)}
   pd = out["per_device"]
-  resident = pd["params"] + pd["optimizer"] + pd["reference"] + pd["proxy_pm"]
+  resident = pd["params"] + pd["optimizer"] + pd["reference"] + pd.get("proxy_pm", 0)
   out["per_device_resident"] = resident
   out["per_device_total_train"] = resident + out["train_step_compiler"]["temporaries"]
   sample_temps = max(out.get("sampler_compiler", {}).get("temporaries", 0),
                      out.get("judge_compiler", {}).get("temporaries", 0))
-  if with_sampler or with_judge:
+  if "sampler_compiler" in out or "judge_compiler" in out:
     out["per_device_total_sampling"] = resident + sample_temps
   return out
 
 
 def render(fig: dict, hbm_gib: float = 0.0) -> str:
   pd = fig["per_device"]
-  lines = [f"{fig['config']} (proxy PM {fig.get('pm', '?')}) on {fig['devices']} "
+  pm = f" (proxy PM {fig['pm']})" if "pm" in fig else ""
+  lines = [f"{fig['config']}{pm} on {fig['devices']} "
            f"{fig.get('device_kind', fig['platform'])} devices, mesh {fig['mesh']}",
            f"  parameters (total)       {fig['params_total'] / 1e6:,.1f} M",
            f"  per device: params       {_gib(pd['params'])}",
-           f"              optimizer    {_gib(pd['optimizer'])}",
-           f"              reference    {_gib(pd['reference'])}",
-           f"              proxy PM     {_gib(pd['proxy_pm'])}",
-           f"              train temps  {_gib(fig['train_step_compiler']['temporaries'])}"
-           "  (activations, compiler's figure)"]
+           f"              optimizer    {_gib(pd['optimizer'])}"]
+  if pd["reference"]:
+    lines.append(f"              reference    {_gib(pd['reference'])}")
+  if "proxy_pm" in pd:
+    lines.append(f"              proxy PM     {_gib(pd['proxy_pm'])}")
+  lines.append(f"              train temps  {_gib(fig['train_step_compiler']['temporaries'])}"
+               "  (activations, compiler's figure)")
   if "kv_cache" in pd:
     lines += [f"              KV cache     {_gib(pd['kv_cache'])}  (inside sampler temps)",
               f"              sampler temps {_gib(fig['sampler_compiler']['temporaries'])}"]

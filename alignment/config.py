@@ -75,7 +75,7 @@ def optimizer_section(**kw) -> ConfigDict:
 
 def train_section(**kw) -> ConfigDict:
   base = dict(num_steps=100, log_every=10, checkpoint_every=50, keep_checkpoints=3,
-              async_checkpoint=True, eval_every=0, on_nonfinite="stop")
+              async_checkpoint=True, on_nonfinite="stop")
   base.update(kw)
   return ConfigDict(base)
 
@@ -85,7 +85,8 @@ def loss_section(name: str = "ipo", beta: float = 0.1, reduction: str = "sum") -
 
 
 def sampling_section(**kw) -> ConfigDict:
-  base = dict(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=32, cache_dtype="float32")
+  """The online sampler; a sample has data.response_len tokens (EOS may end it sooner)."""
+  base = dict(temperature=1.0, top_k=0, top_p=1.0, cache_dtype="float32")
   base.update(kw)
   return ConfigDict(base)
 
@@ -314,16 +315,101 @@ def _check(cond: bool, message: str):
     raise ConfigError(message)
 
 
+# Each section checks itself (`check_<section>(section)`, keys named as
+# config.<section>.<key>); `validate` runs the checks of the sections a config
+# has, then the checks that join sections (mesh, roles and batch sizes).
+
+
+def check_model(m: ConfigDict):
+  from alignment.models import zoo  # pylint: disable=g-import-not-at-top  (models import config)
+  _check(m.name in zoo.SIZES,
+         f"config.model.name={m.name!r}: not in the zoo ({', '.join(zoo.SIZES)})")
+  for key in ("dtype", "param_dtype"):
+    _check(m[key] in DTYPES, f"config.model.{key}={m[key]!r}: choose one of {DTYPES}")
+  _check(isinstance(m.vocab_size, int) and m.vocab_size >= 0,
+         f"config.model.vocab_size={m.vocab_size!r}: 0 (the data's) or a positive integer")
+
+
+def check_data(d: ConfigDict):
+  for key in ("batch_size", "prompt_len", "response_len"):
+    _check(isinstance(d[key], int) and d[key] > 0,
+           f"config.data.{key}={d[key]!r}: must be a positive integer")
+  _check(d.prompt_len <= 4096 and d.response_len <= 4096,
+         f"config.data: prompt_len={d.prompt_len}, response_len={d.response_len} exceed 4096")
+  vs = d.get("virtual_shards", 0)
+  _check(isinstance(vs, int) and vs >= 0 and (vs == 0 or d.batch_size % vs == 0),
+         f"config.data.virtual_shards={vs!r}: must be a positive divisor of "
+         f"data.batch_size={d.batch_size} (or 0)")
+  import jax  # pylint: disable=g-import-not-at-top
+  _check(vs % jax.process_count() == 0,
+         f"config.data.virtual_shards={vs} is not a multiple of the {jax.process_count()} "
+         "processes; each process reads whole virtual shards (set it to a multiple)")
+
+
+def check_train(t: ConfigDict):
+  _check(t.num_steps >= 0, f"config.train.num_steps={t.num_steps}: must be >= 0")
+  for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    _check(t[key] > 0, f"config.train.{key}={t[key]}: must be positive")
+  _check(t.on_nonfinite in ("stop", "skip"),
+         f"config.train.on_nonfinite={t.on_nonfinite!r}: choose 'stop' or 'skip'")
+
+
+def check_optimizer(o: ConfigDict):
+  _check(o.learning_rate >= 0, f"config.optimizer.learning_rate={o.learning_rate}: must be >= 0")
+  _check(o.schedule in ("constant", "cosine", "linear"),
+         f"config.optimizer.schedule={o.schedule!r}: choose constant, cosine or linear")
+  for key in ("warmup_steps", "decay_steps"):
+    _check(o[key] >= 0, f"config.optimizer.{key}={o[key]}: must be >= 0")
+
+
+def check_loss(l: ConfigDict):
+  from alignment import losses  # pylint: disable=g-import-not-at-top
+  _check(l.name in losses.names(), f"config.loss.name={l.name!r}: choose one of {losses.names()}")
+  _check(l.beta > 0, f"config.loss.beta={l.beta}: must be positive")
+  _check(l.reduction in ("sum", "mean"),
+         f"config.loss.reduction={l.reduction!r}: choose 'sum' or 'mean'")
+
+
+def check_sampling(s: ConfigDict):
+  _check(s.temperature >= 0, f"config.sampling.temperature={s.temperature}: must be >= 0")
+  _check(0 < s.top_p <= 1, f"config.sampling.top_p={s.top_p}: must be in (0, 1]")
+  _check(s.top_k >= 0, f"config.sampling.top_k={s.top_k}: must be >= 0")
+  _check(s.cache_dtype in DTYPES,
+         f"config.sampling.cache_dtype={s.cache_dtype!r}: choose one of {DTYPES}")
+  if "mixture" in s:
+    _check(0 <= s.mixture <= 1, f"config.sampling.mixture={s.mixture}: must be in [0, 1]")
+
+
+def check_judge(j: ConfigDict):
+  _check(j.kind in ("proxy", "golden"), f"config.judge.kind={j.kind!r}: choose proxy or golden")
+
+
+def check_eval(e: ConfigDict):
+  """The evaluation section: its cadence (every loop) and, where present, its sizes."""
+  _check(e.get("every", 0) >= 0, f"config.eval.every={e.get('every')}: must be >= 0")
+  steps = list(e.get("steps", None) or [])
+  _check(all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in steps),
+         f"config.eval.steps={steps}: must be positive integers")
+  if "win_prompts" in e:
+    for key in ("kl_prompts", "win_prompts", "classifier_pairs"):
+      _check(e[key] > 0 and e[key] % e.batch_size == 0,
+             f"config.eval.{key}={e[key]}: must be a positive multiple of "
+             f"eval.batch_size={e.batch_size}")
+    _check(e.proxy_prompts == 0 or (0 < e.proxy_prompts <= e.win_prompts and
+                                    e.proxy_prompts % e.batch_size == 0),
+           f"config.eval.proxy_prompts={e.proxy_prompts}: 0 (all) or a multiple of "
+           f"eval.batch_size={e.batch_size} up to eval.win_prompts={e.win_prompts}")
+
+
+SECTION_CHECKS = {"model": check_model, "data": check_data, "train": check_train,
+                  "optimizer": check_optimizer, "loss": check_loss, "sampling": check_sampling,
+                  "judge": check_judge, "eval": check_eval}
+
+
 def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
   """Checks the config; returns the resolved mesh shape. Raises ConfigError."""
-  from alignment.models import zoo  # pylint: disable=g-import-not-at-top
   _check(config.experiment in EXPERIMENTS,
          f"config.experiment={config.experiment!r}: choose one of {EXPERIMENTS}")
-  _check(config.model.name in zoo.SIZES,
-         f"config.model.name={config.model.name!r}: not in the zoo ({', '.join(zoo.SIZES)})")
-  for key in ("dtype", "param_dtype"):
-    _check(config.model[key] in DTYPES,
-           f"config.model.{key}={config.model[key]!r}: choose one of {DTYPES}")
   try:
     rules = sharding.rules_from_config(config.mesh.rules)
     mesh_shape = sharding.resolve_mesh_shape(
@@ -331,6 +417,14 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
   except sharding.MeshError as e:
     raise ConfigError(f"config.mesh: {e}") from None
   d = config.data
+  dp = sharding.data_parallel_size(mesh_shape, rules)
+  if isinstance(d.batch_size, int) and d.batch_size > 0:  # the error a user meets first
+    _check(d.batch_size % dp == 0,
+           f"config.data.batch_size={d.batch_size} is not divisible by the data-parallel size "
+           f"{dp} (mesh {mesh_shape})")
+  for name, check in SECTION_CHECKS.items():
+    if name in config:
+      check(config[name])
   role_dp = {}
   if "roles" in config:
     import jax  # pylint: disable=g-import-not-at-top
@@ -349,72 +443,18 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
       except sharding.MeshError as e:
         raise ConfigError(f"config.roles.{role}: {e}") from None
       role_dp[role] = sharding.data_parallel_size(shape, rules)
-  for key in ("batch_size", "prompt_len", "response_len"):
-    _check(isinstance(d[key], int) and d[key] > 0,
-           f"config.data.{key}={d[key]!r}: must be a positive integer")
-  _check(d.prompt_len <= 4096 and d.response_len <= 4096,
-         f"config.data: prompt_len={d.prompt_len}, response_len={d.response_len} exceed 4096")
-  dp = sharding.data_parallel_size(mesh_shape, rules)
-  _check(d.batch_size % dp == 0,
-         f"config.data.batch_size={d.batch_size} is not divisible by the data-parallel size "
-         f"{dp} (mesh {mesh_shape})")
   for role, ways in role_dp.items():
     _check(d.batch_size % ways == 0,
            f"config.data.batch_size={d.batch_size} is not divisible by the data-parallel size "
            f"{ways} of config.roles.{role}")
-  vs = d.get("virtual_shards", 0)
-  _check(isinstance(vs, int) and vs >= 0 and (vs == 0 or d.batch_size % vs == 0),
-         f"config.data.virtual_shards={vs!r}: must be a positive divisor of "
-         f"data.batch_size={d.batch_size} (or 0)")
-  import jax  # pylint: disable=g-import-not-at-top
-  _check(vs % jax.process_count() == 0,
-         f"config.data.virtual_shards={vs} is not a multiple of the {jax.process_count()} "
-         "processes; each process reads whole virtual shards (set it to a multiple)")
-  t = config.train
-  _check(t.num_steps >= 0, f"config.train.num_steps={t.num_steps}: must be >= 0")
-  for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
-    _check(t[key] > 0, f"config.train.{key}={t[key]}: must be positive")
-  _check(t.on_nonfinite in ("stop", "skip"),
-         f"config.train.on_nonfinite={t.on_nonfinite!r}: choose 'stop' or 'skip'")
-  o = config.optimizer
-  _check(o.learning_rate >= 0, f"config.optimizer.learning_rate={o.learning_rate}: must be >= 0")
-  _check(o.schedule in ("constant", "cosine", "linear"),
-         f"config.optimizer.schedule={o.schedule!r}: choose constant, cosine or linear")
-  if "loss" in config:
-    from alignment import losses  # pylint: disable=g-import-not-at-top
-    _check(config.loss.name in losses.names(),
-           f"config.loss.name={config.loss.name!r}: choose one of {losses.names()}")
-    _check(config.loss.beta > 0, f"config.loss.beta={config.loss.beta}: must be positive")
-    _check(config.loss.reduction in ("sum", "mean"),
-           f"config.loss.reduction={config.loss.reduction!r}: choose 'sum' or 'mean'")
-  if "sampling" in config:
-    s = config.sampling
-    _check(s.temperature >= 0, f"config.sampling.temperature={s.temperature}: must be >= 0")
-    _check(0 < s.top_p <= 1, f"config.sampling.top_p={s.top_p}: must be in (0, 1]")
-    _check(s.top_k >= 0, f"config.sampling.top_k={s.top_k}: must be >= 0")
-    _check(s.max_new_tokens > 0,
-           f"config.sampling.max_new_tokens={s.max_new_tokens}: must be positive")
-    _check(s.cache_dtype in DTYPES,
-           f"config.sampling.cache_dtype={s.cache_dtype!r}: choose one of {DTYPES}")
-  if "judge" in config:
-    _check(config.judge.kind in ("proxy", "golden"),
-           f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
-  if config.experiment in ("offline", "online"):
+  if "eval" in config:
     e = config.eval
-    for key in ("kl_prompts", "win_prompts", "classifier_pairs"):
-      _check(e[key] > 0 and e[key] % e.batch_size == 0,
-             f"config.eval.{key}={e[key]}: must be a positive multiple of "
-             f"eval.batch_size={e.batch_size}")
-    _check(e.proxy_prompts == 0 or (0 < e.proxy_prompts <= e.win_prompts and
-                                    e.proxy_prompts % e.batch_size == 0),
-           f"config.eval.proxy_prompts={e.proxy_prompts}: 0 (all) or a multiple of "
-           f"eval.batch_size={e.batch_size} up to eval.win_prompts={e.win_prompts}")
-    _check(e.batch_size % dp == 0,
-           f"config.eval.batch_size={e.batch_size} is not divisible by the data-parallel "
-           f"size {dp}")
+    if "win_prompts" in e:
+      _check(e.batch_size % dp == 0,
+             f"config.eval.batch_size={e.batch_size} is not divisible by the data-parallel "
+             f"size {dp}")
     steps = list(e.get("steps", None) or [])
-    _check(all(isinstance(x, int) and not isinstance(x, bool) and
-               0 < x <= config.train.num_steps for x in steps),
+    _check(all(x <= config.train.num_steps for x in steps),
            f"config.eval.steps={steps}: must be integers in [1, train.num_steps="
            f"{config.train.num_steps}]")
   return mesh_shape

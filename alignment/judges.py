@@ -1,6 +1,7 @@
 """Judges: who says which of two responses is better. One interface, two kinds.
 
     judge.compare(prompts: PromptBatch, y1, y1_mask, y2, y2_mask) -> Comparison
+    judge.compare_pairs(pairs: SampledPairs) -> Comparison     (the same, typed)
     Comparison.prob_first  [B] float32  P(y1 beats y2), debiased
     Comparison.first_wins  [B] bool     the verdict: y1 is the winner
 
@@ -66,6 +67,9 @@ class ModelJudge:
       return self._compare(self.params, prompts.prompt, prompts.prompt_mask, y1, y1_mask,
                            y2, y2_mask)
 
+  def compare_pairs(self, pairs: B.SampledPairs) -> algorithms.Comparison:
+    return self.compare(pairs.prompts, *pairs.responses)
+
   def compare_fn(self):
     """The pure function (params, prompt, prompt_mask, y1, m1, y2, m2) -> Comparison."""
     return self._compare
@@ -94,6 +98,9 @@ class GoldenJudge:
                                 rows(prompts.prompt_mask))
     return algorithms.Comparison(prob_first=distributed.rows_to_global(np.asarray(p), y1),
                       first_wins=distributed.rows_to_global(np.asarray(p) > 0.5, y1))
+
+  def compare_pairs(self, pairs: B.SampledPairs) -> algorithms.Comparison:
+    return self.compare(pairs.prompts, *pairs.responses)
 
 
 def load_model_judge(path: str, data_section, mesh, rules):

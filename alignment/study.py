@@ -158,7 +158,7 @@ class Planner:
     self.add(Stage(name, "sft", self.experiment("sft", {
         **self.common(model), "data.task": t["sft"], "train.num_steps": s.sft.steps,
         "optimizer.learning_rate": s.sft.learning_rate,
-        "optimizer.decay_steps": s.sft.steps, "train.eval_every": s.sft.steps,
+        "optimizer.decay_steps": s.sft.steps, "eval.every": s.sft.steps,
         "train.checkpoint_every": s.sft.steps}), group="foundation"))
 
   def foundation(self):
@@ -174,7 +174,7 @@ class Planner:
         "data.replay_dir": self.path("pairs", "train"), "init.backbone": self.export("sft"),
         "eval.pairs_dir": self.path("pairs", "held_out"),
         "eval.num_batches": s.held_out_pairs // s.batch_size,
-        "train.eval_every": s.pm.steps, "train.checkpoint_every": s.pm.steps}),
+        "eval.every": s.pm.steps, "train.checkpoint_every": s.pm.steps}),
         deps=("sft", "pairs"), group="foundation"))
     if s.golden_policy:
       self.online("golden_policy", s.model, "ipo", s.online.beta, "foundation", judge="golden",

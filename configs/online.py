@@ -36,7 +36,7 @@ def get_config(arg: str = "tiny"):
     c.model.update(name="t5-large", dtype="bfloat16")
     c.mesh.update(data=-1, fsdp=8, tensor=1)  # a 16-chip slice: 2 x 8
     c.data.update(batch_size=32, prompt_len=512, response_len=64)
-    c.sampling.update(max_new_tokens=64, cache_dtype="bfloat16")
+    c.sampling.update(cache_dtype="bfloat16")  # samples have data.response_len tokens
     c.optimizer.update(learning_rate=1e-5)
     c.train.update(num_steps=4000, log_every=50, checkpoint_every=500)
   else:

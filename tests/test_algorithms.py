@@ -35,10 +35,13 @@ def test_pairs_take_the_winner_of_rows_2i_and_2i_plus_1():
   tokens = [[1, 1], [2, 2], [3, 3], [4, 4]]
   mask = [[1, 0], [1, 1], [1, 1], [1, 0]]
   out = _samples(tokens, mask)
-  y1, m1, y2, m2 = A.split_samples(out)
+  sampled = A.split_samples(out)
+  y1, m1, y2, m2 = sampled.responses
   assert np.asarray(y1).tolist() == [[1, 1], [3, 3]] and np.asarray(y2).tolist() == [[2, 2],
                                                                                    [4, 4]]
-  pairs = A.pairs_from_samples(out, jnp.asarray([False, True]))
+  assert np.asarray(m1).tolist() == [[1, 0], [1, 1]] and np.asarray(m2).tolist() == [[1, 1],
+                                                                                   [1, 0]]
+  pairs = A.ranked_pairs(sampled, jnp.asarray([False, True]))
   assert np.asarray(pairs.chosen).tolist() == [[2, 2], [3, 3]]
   assert np.asarray(pairs.rejected).tolist() == [[1, 1], [4, 4]]
   assert np.asarray(pairs.chosen_mask).tolist() == [[1, 1], [1, 1]]

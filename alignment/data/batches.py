@@ -54,6 +54,31 @@ class PreferenceBatch:
   rejected_mask: Array
 
 
+@flax.struct.dataclass
+class SampledPairs:
+  """Two sampled responses per prompt, in sampling order (not yet judged).
+
+  prompt [B, Lp] left padded; response_1/response_2 [B, Lr] right padded;
+  *_mask the matching masks. The judge reads it, the D_online stream stores it
+  with the verdict, and the verdict turns it into a PreferenceBatch.
+  """
+  prompt: Array
+  prompt_mask: Array
+  response_1: Array
+  response_1_mask: Array
+  response_2: Array
+  response_2_mask: Array
+
+  @property
+  def prompts(self) -> PromptBatch:
+    return PromptBatch(self.prompt, self.prompt_mask)
+
+  @property
+  def responses(self) -> tuple[Array, Array, Array, Array]:
+    """(y1, m1, y2, m2), the judges' argument order."""
+    return self.response_1, self.response_1_mask, self.response_2, self.response_2_mask
+
+
 def left_pad(rows: list[list[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
   """Token lists -> ([N, length] left padded, mask). Rows longer than length are an error."""
   out = np.full((len(rows), length), PAD_ID, np.int32)

@@ -128,7 +128,7 @@ class RunLog:
 class Run:
   """The bookkeeping around a loop's step: timing, logging, NaN/Inf, checkpoints, SIGTERM.
 
-      run = Run(config, workdir, ckpt, start_step, name="sft", meta=meta)
+      run = Run(config.train, workdir, ckpt, start_step, name="sft", meta=meta)
       for step in range(start_step, config.train.num_steps):
         state, metrics = train_step(state, next(data))
         if run.end_of_step(step + 1, state, metrics, data.get_state()):
@@ -136,19 +136,19 @@ class Run:
       run.close(state, data.get_state())
 
   `end_of_step` returns True when the loop must stop (preemption). A watched
-  non-finite metric raises NonFiniteError (config.train.on_nonfinite="stop")
+  non-finite metric raises NonFiniteError (train.on_nonfinite="stop")
   before anything is saved, or is counted as a skipped batch ("skip"; the
   step has already left the state unchanged).
   """
 
-  def __init__(self, config, workdir: str, ckpt, start_step: int, name: str, meta: dict,
+  def __init__(self, train_cfg, workdir: str, ckpt, start_step: int, name: str, meta: dict,
                watch=("loss", "grad_norm")):
-    self.config = config
+    self.train_cfg = train_cfg  # the `train` section
     self.ckpt = ckpt
     self.meta = meta
-    self.total = int(config.train.num_steps)
+    self.total = int(train_cfg.num_steps)
     self.watch = tuple(watch)
-    self.log = RunLog(workdir, self.total, start_step, config.train.log_every, name)
+    self.log = RunLog(workdir, self.total, start_step, train_cfg.log_every, name)
     self.preemption = Preemption()
     self.skipped = 0
     self._last = time.perf_counter()
@@ -163,7 +163,7 @@ class Run:
       m.update(extra)
     nonfinite = m.pop("nonfinite", 0.0) > 0
     if nonfinite or any(not math.isfinite(m[k]) for k in self.watch if k in m):
-      if self.config.train.on_nonfinite == "stop":
+      if self.train_cfg.on_nonfinite == "stop":
         self.ckpt.wait()
         check_finite(step, m, self.watch)
         check_finite(step, m)
@@ -180,7 +180,7 @@ class Run:
     m["skipped_batches"] = float(self.skipped)
     self.last_metrics = m
     self.log.write(step, m)
-    every = self.config.train.checkpoint_every
+    every = self.train_cfg.checkpoint_every
     stop = self.preemption.requested
     if step % every == 0 or step == self.total or stop:
       self.ckpt.save(step, state, data_state, self.meta)

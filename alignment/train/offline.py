@@ -18,28 +18,35 @@ from __future__ import annotations
 
 import os
 
-from alignment import checkpoint, distributed, evaluation, judges, sharding
+from alignment import checkpoint, evaluation, judges
 from alignment import config as config_lib
-from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
-from alignment.data import vocab as vocab_lib
-from alignment.models import heads, zoo
+from alignment.models import heads
 from alignment.train import bookkeeping, roles, steps
-from alignment.train import state as state_lib
+from alignment.train import program as program_lib
 
 REPLAY_ORDERS = {"ordered": "ordered", "shuffled": "uniform", "window": "window"}
 
 
+def build(config, mesh, rules, vocab, reference_shared: bool = True) -> program_lib.Program:
+  """The offline step of `config` on `mesh` (nothing allocated): the same
+  alignment step as online, on a fixed pair set, without the judge's veto."""
+  d, l = config.data, config.loss
+  return program_lib.build(
+      "offline", heads.LanguageModel, config, mesh, rules, vocab,
+      loss_fn_of=lambda m: steps.alignment_loss_fn(m, l.name, l.beta, l.reduction),
+      batch_spec_of=lambda abstract: roles.alignment_input_spec(
+          program_lib.pair_batch_spec(d, mesh, rules), abstract.params, reference_shared,
+          mesh, rules))
+
+
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
-  distributed.setup_host()
-  shared_mesh, rules = sharding.mesh_and_rules(config.mesh)
-  meshes = roles.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
-  mesh = meshes[judges.Role.POLICY]
+  meshes, mesh, rules, reference_shared = roles.policy_set_up(config)  # config.roles
   d = config.data
   vocab = tasks.task_vocabulary(d.task)
-  model_cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
-  model = heads.LanguageModel(model_cfg)
+  program = build(config, mesh, rules, vocab, reference_shared=reference_shared)
+  model, model_cfg = program.model, program.model_config
 
   # ---- data ----------------------------------------------------------------
   if d.replay_dir:
@@ -59,34 +66,18 @@ def run(config, workdir: str) -> dict:
         max_records=d.max_records or None, virtual_shards=d.virtual_shards or None)
 
   # ---- state ---------------------------------------------------------------
-  optimizer = state_lib.make_optimizer(config.optimizer)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 config.train.keep_checkpoints, config.train.async_checkpoint)
-  meta = {"experiment": "offline", "model": config.model.name,
-          "vocab_size": model_cfg.vocab_size, "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  init = heads.init_fn(model, d.prompt_len, d.response_len)
-  state, state_shardings, start = state_lib.restore_or_create(
-      ckpt, init, optimizer, mesh, rules, config.seed, meta, train_data, config.init.policy)
+  ckpt, meta, state, start = program.start(workdir, config, vocab, train_data,
+                                            config.init.policy)
   reference = roles.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
-                              state_shardings.params)
+                              program.state_shardings.params)
   evaluator = evaluation.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules)
 
-  # ---- step ----------------------------------------------------------------
-  loss_fn = steps.alignment_loss_fn(model, config.loss.name, config.loss.beta,
-                                    config.loss.reduction)
-  example = B.first_rows(pipeline.batch_from_records(train_data.records,
-                                                     train_data.batch_cls, slice(0, 1)))
-  batch_shardings = {"pairs": sharding.batch_shardings(example, mesh, rules),
-                     **reference.step_shardings(state_shardings.params)}
-  train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
-                                   mesh, rules)
-
   # ---- loop ----------------------------------------------------------------
-  run_ = bookkeeping.Run(config, workdir, ckpt, start, "offline", meta)
+  run_ = bookkeeping.Run(config.train, workdir, ckpt, start, "offline", meta)
   tokens = d.batch_size * (d.prompt_len + 2 * d.response_len)
   for step in range(start, config.train.num_steps):
     pairs = next(train_data)
-    state, metrics = train_step(state, {"pairs": pairs, **reference.step_inputs(pairs)})
+    state, metrics = program.step(state, reference.step_inputs(pairs))
     # Evaluate before the checkpoint of this step, so a resumed log keeps the record.
     evaluation.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
     if run_.end_of_step(step + 1, state, metrics, train_data.get_state(),

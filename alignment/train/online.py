@@ -40,9 +40,45 @@ from alignment import config as config_lib
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
-from alignment.models import heads, zoo
+from alignment.models import heads
 from alignment.train import bookkeeping, roles, steps
-from alignment.train import state as state_lib
+from alignment.train import program as program_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineProgram:
+  """The online loop's programs (`build`): the alignment step and the sampler.
+
+  train: the alignment step (`program.Program`) on an `AlignmentInput`, with the
+    veto step(state, batch, accept): accept is "every verdict is finite".
+  sampler: 2 responses per prompt of `data.response_len` tokens at
+    `sampling.*`, reading the parameters where the train state keeps them.
+  """
+  train: program_lib.Program
+  sampler: sampling.Sampler
+
+
+def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlineProgram:
+  """The online step of `config` on `mesh` (nothing allocated).
+
+  vocab: the data's vocabulary (the model's is it rounded up; the sampler never
+  draws past it); reference_shared: whether the reference runs on the policy's
+  mesh (its parameters go into the step) or on its own (its log-probs do).
+  """
+  d, s, l = config.data, config.sampling, config.loss
+  train = program_lib.build(
+      "online", heads.LanguageModel, config, mesh, rules, vocab,
+      loss_fn_of=lambda m: steps.alignment_loss_fn(m, l.name, l.beta, l.reduction),
+      batch_spec_of=lambda abstract: roles.alignment_input_spec(
+          program_lib.pair_batch_spec(d, mesh, rules), abstract.params, reference_shared,
+          mesh, rules),
+      accepts_veto=True)
+  sampler = sampling.Sampler(
+      train.model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
+                                     top_k=s.top_k, top_p=s.top_p, num_samples=2,
+                                     cache_dtype=s.cache_dtype, vocab_size=vocab.vocab_size),
+      mesh, rules, params_sharding=train.state_shardings.params)
+  return OnlineProgram(train, sampler)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +87,12 @@ class Phases:
   benchmark (`python -m alignment.bench online`) times each.
 
   sample(params, prompts, step) -> SampleOutput: 2 responses per prompt, rows 2i, 2i + 1.
-  judge(prompts, out, step) -> ((y1, m1, y2, m2), Comparison): the two samples of each
-    prompt and the judge's verdict on them (a model judge on its own mesh is resharded to).
-  update(state, out, verdict) -> (state, metrics, judge statistics): pairs (winner,
-    loser), then the train step (policy and frozen reference in one program).
+  judge(prompts, out, step) -> (SampledPairs, Comparison): the two samples of each
+    prompt, typed, and the judge's verdict on them (a model judge on its own mesh
+    is resharded to).
+  update(state, sampled, verdict) -> (state, metrics, judge statistics): ranked
+    pairs (winner, loser), then the train step (policy and frozen reference in one
+    program), vetoed when a verdict is not finite.
   """
   sample: Callable[..., sampling.SampleOutput]
   judge: Callable[..., Any]
@@ -74,31 +112,25 @@ def make_judge(config, vocab, meshes, rules):
   raise config_lib.ConfigError(f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
 
 
-def make_phases(config, model, judge, reference, optimizer, state_shardings, mesh,
-                rules) -> Phases:
-  """The sampler, judge call and train step of `config` (an online config)."""
-  d, s = config.data, config.sampling
-  sampler = sampling.Sampler(
-      model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
-                                     top_k=s.top_k, top_p=s.top_p, num_samples=2,
-                                     cache_dtype=s.cache_dtype,
-                                     vocab_size=tasks.task_vocabulary(d.task).vocab_size),
-      mesh, rules, params_sharding=state_shardings.params)
+def lengths_of(sampled: B.SampledPairs):
+  """[2B] response lengths (real tokens, EOS included) in sampling order."""
+  return jnp.stack([jnp.sum(sampled.response_1_mask, -1),
+                    jnp.sum(sampled.response_2_mask, -1)], 1).reshape(-1)
+
+
+def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
+  """The sampler, judge call and train step of `program`, with this judge and reference."""
+  train, sampler = program.train, program.sampler
+  mesh, rules = train.mesh, train.rules
+  s = config.sampling
   sample_key = jax.random.PRNGKey(np.uint32(config.seed + 1))
-  loss_fn = steps.alignment_loss_fn(model, config.loss.name, config.loss.beta,
-                                    config.loss.reduction)
-  example = B.PreferenceBatch(*(np.zeros((d.batch_size, n), np.int32) for n in (
-      d.prompt_len, d.prompt_len, d.response_len, d.response_len, d.response_len,
-      d.response_len)))
-  batch_shardings = {"pairs": sharding.batch_shardings(example, mesh, rules),
-                     **reference.step_shardings(state_shardings.params),
-                     "judge_ok": sharding.replicated(mesh)}
-  train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
-                                   mesh, rules)
-  make_pairs = jax.jit(algorithms.pairs_from_samples, out_shardings=batch_shardings["pairs"])
+  pair_shardings = train.batch_shardings.pairs
   # Explicit shardings: each process then holds the same rows of prompts and samples.
-  split = jax.jit(algorithms.split_samples, out_shardings=(batch_shardings["pairs"].chosen,) * 4)
-  stats = jax.jit(algorithms.judge_stats, out_shardings=sharding.replicated(mesh))
+  split = jax.jit(algorithms.split_samples,
+                  out_shardings=B.SampledPairs(*(pair_shardings.chosen,) * 6))
+  rank = jax.jit(algorithms.ranked_pairs, out_shardings=pair_shardings)
+  stats = jax.jit(lambda sampled, prob, first: algorithms.judge_stats(
+      prob, first, lengths_of(sampled)), out_shardings=sharding.replicated(mesh))
   mix = jax.jit(algorithms.mix_samples, static_argnums=3, out_shardings=sampler.out_sharding)
 
   def sample(params, batch, step):
@@ -111,24 +143,24 @@ def make_phases(config, model, judge, reference, optimizer, state_shardings, mes
     return out
 
   def judge_samples(batch, out, step):
+    del batch  # the sampler's output carries its prompts
     with sharding.use(mesh, rules):
-      rows = split(out)
+      sampled = split(out)
     judge_mesh = getattr(judge, "mesh", None)  # a model judge on its own mesh: reshard
     if judge_mesh is None or sharding.same_mesh(judge_mesh, mesh):
-      verdict = judge.compare(batch, *rows)
+      verdict = judge.compare_pairs(sampled)
     else:
-      verdict = judge.compare(*sharding.move_rows((batch, *rows), judge_mesh, rules))
+      verdict = judge.compare_pairs(sharding.move_rows(sampled, judge_mesh, rules))
       verdict = sharding.move_rows(verdict, mesh, rules)
     if faults.hit("judge", step + 1):  # fault injection (tests only)
       verdict = verdict.replace(prob_first=jnp.full_like(verdict.prob_first, jnp.nan))
-    return rows, verdict.replace(first_wins=jnp.asarray(verdict.first_wins))
+    return sampled, verdict.replace(first_wins=jnp.asarray(verdict.first_wins))
 
-  def update(state, out, verdict):
+  def update(state, sampled, verdict):
     with sharding.use(mesh, rules):
-      pairs = make_pairs(out, verdict.first_wins)
-      batch_stats = stats(verdict.prob_first, verdict.first_wins, out.lengths)
-    state, metrics = train_step(state, {"pairs": pairs, **reference.step_inputs(pairs),
-                                        "judge_ok": batch_stats["judge_ok"]})
+      pairs = rank(sampled, verdict.first_wins)
+      batch_stats = stats(sampled, verdict.prob_first, verdict.first_wins)
+    state, metrics = train.step(state, reference.step_inputs(pairs), batch_stats["judge_ok"])
     return state, metrics, batch_stats
 
   return Phases(sample, judge_samples, update)
@@ -136,14 +168,11 @@ def make_phases(config, model, judge, reference, optimizer, state_shardings, mes
 
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
-  distributed.setup_host()
-  shared_mesh, rules = sharding.mesh_and_rules(config.mesh)
-  meshes = roles.role_meshes(config, shared_mesh)  # each role's mesh (config.roles)
-  mesh = meshes[judges.Role.POLICY]
+  meshes, mesh, rules, reference_shared = roles.policy_set_up(config)  # config.roles
   d = config.data
   vocab = tasks.task_vocabulary(d.task)
-  model_cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
-  model = heads.LanguageModel(model_cfg)
+  program = build(config, mesh, rules, vocab, reference_shared=reference_shared)
+  model, model_cfg = program.train.model, program.train.model_config
 
   # ---- data ----------------------------------------------------------------
   prompts = pipeline.make_iterator(
@@ -152,16 +181,10 @@ def run(config, workdir: str) -> dict:
       virtual_shards=d.virtual_shards or None)
 
   # ---- state ---------------------------------------------------------------
-  optimizer = state_lib.make_optimizer(config.optimizer)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 config.train.keep_checkpoints, config.train.async_checkpoint)
-  meta = {"experiment": "online", "model": config.model.name,
-          "vocab_size": model_cfg.vocab_size, "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  init = heads.init_fn(model, d.prompt_len, d.response_len)
-  state, state_shardings, start = state_lib.restore_or_create(
-      ckpt, init, optimizer, mesh, rules, config.seed, meta, prompts, config.init.policy)
+  ckpt, meta, state, start = program.train.start(workdir, config, vocab, prompts,
+                                                  config.init.policy)
   reference = roles.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
-                              state_shardings.params)
+                              program.train.state_shardings.params)
 
   # ---- judge, evaluation, stream ----------------------------------------------
   judge = make_judge(config, vocab, meshes, rules)
@@ -176,11 +199,10 @@ def run(config, workdir: str) -> dict:
         vocab=vocab_lib.vocabulary_name(vocab), resume_step=start)
 
   # ---- step: sample, judge, update ------------------------------------------
-  phases = make_phases(config, model, judge, reference, optimizer, state_shardings, mesh,
-                       rules)
+  phases = make_phases(program, config, judge, reference)
 
   # ---- loop ----------------------------------------------------------------
-  run_ = bookkeeping.Run(config, workdir, ckpt, start, "online", meta,
+  run_ = bookkeeping.Run(config.train, workdir, ckpt, start, "online", meta,
                          watch=("loss", "grad_norm", "judge_prob_chosen"))
   for step in range(start, config.train.num_steps):
     batch = next(prompts)
@@ -188,18 +210,17 @@ def run(config, workdir: str) -> dict:
     out = phases.sample(state.params, batch, step)
     jax.block_until_ready(out.tokens)
     t1 = time.perf_counter()
-    (y1, m1, y2, m2), verdict = phases.judge(batch, out, step)
+    sampled, verdict = phases.judge(batch, out, step)
     jax.block_until_ready(verdict.first_wins)
     t2 = time.perf_counter()
-    state, metrics, batch_stats = phases.update(state, out, verdict)
+    state, metrics, batch_stats = phases.update(state, sampled, verdict)
     if writer is not None:  # each process writes the rows it holds, at their positions
-      host = [distributed.local_rows(x) for x in (batch.prompt, batch.prompt_mask, y1, m1, y2,
-                                                  m2, verdict.first_wins, verdict.prob_first)]
-      writer.write(step, prompt=host[0], prompt_mask=host[1], response_1=host[2],
-                   response_1_mask=host[3], response_2=host[4], response_2_mask=host[5],
-                   verdict=np.asarray(host[6]).astype(np.int32),
-                   proxy_prob=np.asarray(host[7], np.float32),
-                   positions=distributed.local_row_indices(y1))
+      rows = {f.name: distributed.local_rows(getattr(sampled, f.name))
+              for f in dataclasses.fields(sampled)}
+      writer.write(step, **rows,
+                   verdict=np.asarray(distributed.local_rows(verdict.first_wins)).astype(np.int32),
+                   proxy_prob=np.asarray(distributed.local_rows(verdict.prob_first), np.float32),
+                   positions=distributed.local_row_indices(sampled.response_1))
     extra = {k: float(v) for k, v in jax.device_get(batch_stats).items() if k != "judge_ok"}
     extra.update(sample_time=t1 - t0, judge_time=t2 - t1)
     evaluation.maybe_evaluate(run_, evaluator, config, step + 1, state.params)

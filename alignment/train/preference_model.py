@@ -19,18 +19,15 @@ uniformly shuffled; `eval.pairs_dir` held out), e.g. D_golden of SFT samples.
 """
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 
-from alignment import checkpoint, distributed, judges, sharding
+from alignment import distributed, judges, sharding
 from alignment.data import batches as B
-from alignment.data import pipeline, stream, tasks
-from alignment.data import vocab as vocab_lib
-from alignment.models import heads, zoo
-from alignment.train import bookkeeping, steps
-from alignment.train import state as state_lib
+from alignment.data import pipeline, stream
+from alignment.models import heads
+from alignment.train import steps
+from alignment.train import program as program_lib
 
 
 def held_out_metrics(model, mesh, rules, params, pairs, batch_size: int) -> dict:
@@ -56,14 +53,20 @@ def held_out_metrics(model, mesh, rules, params, pairs, batch_size: int) -> dict
           "eval/position_bias": first / n, "eval/pairs": float(n)}
 
 
+def build(config, mesh, rules, vocab) -> program_lib.Program:
+  """The preference model's step of `config` on `mesh` (nothing allocated)."""
+  return program_lib.build(
+      "pm", heads.PairwisePreferenceModel, config, mesh, rules, vocab,
+      loss_fn_of=steps.preference_model_loss_fn,
+      batch_spec_of=lambda abstract: program_lib.pair_batch_spec(config.data, mesh, rules))
+
+
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
-  distributed.setup_host()
-  mesh, rules = sharding.mesh_and_rules(config.mesh)
+  mesh, rules, vocab = program_lib.set_up(config)
   d = config.data
-  vocab = tasks.task_vocabulary(d.task)
-  model_cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
-  model = heads.PairwisePreferenceModel(model_cfg)
+  program = build(config, mesh, rules, vocab)
+  model = program.model
 
   # ---- data ----------------------------------------------------------------
   if d.replay_dir:  # a pair set written by a study (D_golden of SFT samples), shuffled
@@ -81,39 +84,13 @@ def run(config, workdir: str) -> dict:
   else:
     held_out = pipeline.fixed_batch(d.task, "validation", "pairs", num_held_out,
                                     prompt_length=d.prompt_len, response_length=d.response_len)
-  example = B.first_rows(held_out)
 
   # ---- state ---------------------------------------------------------------
-  optimizer = state_lib.make_optimizer(config.optimizer)
-  init = heads.init_fn(model, d.prompt_len, d.response_len)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 config.train.keep_checkpoints, config.train.async_checkpoint)
-  meta = {"experiment": "pm", "model": config.model.name, "vocab_size": model_cfg.vocab_size,
-          "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  state, state_shardings, start = state_lib.restore_or_create(
-      ckpt, init, optimizer, mesh, rules, config.seed, meta, train_data,
-      config.init.backbone, init_keys=("backbone",))
-
-  # ---- step ----------------------------------------------------------------
-  batch_shardings = sharding.batch_shardings(example, mesh, rules)
-  train_step = state_lib.make_step(steps.preference_model_loss_fn(model), optimizer,
-                                   state_shardings, batch_shardings, mesh, rules)
+  ckpt, meta, state, start = program.start(workdir, config, vocab, train_data,
+                                            config.init.backbone, init_keys=("backbone",))
   evaluate = lambda params: held_out_metrics(model, mesh, rules, params, held_out,
                                              d.batch_size)
 
-  # ---- loop ----------------------------------------------------------------
-  run_ = bookkeeping.Run(config, workdir, ckpt, start, "pm", meta)
-  for step in range(start, config.train.num_steps):
-    state, metrics = train_step(state, next(train_data))
-    if run_.end_of_step(step + 1, state, metrics, train_data.get_state()):
-      break
-    if config.train.eval_every and (step + 1) % config.train.eval_every == 0:
-      run_.write(step + 1, evaluate(state.params))
-  final = dict(run_.last_metrics)
-  run_.close()
-
-  # ---- export --------------------------------------------------------------
-  if not run_.stopped_early:
-    final.update(evaluate(state.params))
-    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"))
-  return final
+  # ---- loop, then the export ------------------------------------------------
+  return program_lib.run_supervised(program, state, start, train_data, config, workdir, ckpt,
+                                    meta, evaluate)

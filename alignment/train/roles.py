@@ -3,8 +3,9 @@
 - `role_meshes`: {Role: mesh}, each role's own sub-mesh (`config.roles`) or the
   shared mesh.
 - `Reference`: the reference policy's parameters and how the train step gets
-  what it needs of them: the parameters themselves on a shared mesh, or the
-  pairs' log-probs scored on the reference's own mesh.
+  what it needs of them (a `steps.AlignmentInput`): the parameters themselves on
+  a shared mesh, or the pairs' log-probs scored on the reference's own mesh;
+  `alignment_input_spec` is that input's abstract shape, for building the step.
 - `load_reference`: `init.reference`, else `init.policy`, else the policy's own
   initial parameters.
 """
@@ -12,12 +13,24 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, judges, sharding
+from alignment import checkpoint, distributed, judges, sharding
 from alignment import config as config_lib
 from alignment.models import heads
 from alignment.train import steps
+
+
+def policy_set_up(config):
+  """(meshes, policy mesh, rules, reference_shared) of an alignment loop: the
+  host set up, each role's mesh (config.roles), and whether the reference
+  shares the policy's mesh (its parameters go into the step) or not."""
+  distributed.setup_host()
+  shared_mesh, rules = sharding.mesh_and_rules(config.mesh)
+  meshes = role_meshes(config, shared_mesh)
+  mesh = meshes[judges.Role.POLICY]
+  return meshes, mesh, rules, sharding.same_mesh(mesh, meshes[judges.Role.REFERENCE])
 
 
 def role_meshes(config, mesh):
@@ -54,24 +67,31 @@ class Reference:
     self._logps = jax.jit(lambda p, pairs: steps.pair_logps(model, p, pairs, reduction),
                           out_shardings=(rows, rows))
 
-  def step_shardings(self, param_shardings) -> dict:
+  def step_inputs(self, pairs) -> steps.AlignmentInput:
+    """The train step's input for these pairs: with the reference's parameters
+    (shared mesh) or the log-probs it gave them on its own mesh."""
     if self.shared:
-      return {"ref_params": param_shardings}
-    rows = sharding.batch_sharding(self.policy_mesh, self.rules, 1)
-    return {"ref_logps": (rows, rows)}
-
-  def step_inputs(self, pairs) -> dict:
-    """What the train step needs of the reference for these pairs."""
-    if self.shared:
-      return {"ref_params": self.params}
+      return steps.AlignmentInput(pairs, ref_params=self.params)
     with sharding.use(self.mesh, self.rules):
       logps = self._logps(self.params, sharding.move_rows(pairs, self.mesh, self.rules))
-    return {"ref_logps": sharding.move_rows(logps, self.policy_mesh, self.rules)}
+    return steps.AlignmentInput(pairs,
+                                ref_logps=sharding.move_rows(logps, self.policy_mesh, self.rules))
 
   def on_policy_mesh(self):
     if self._copy is None:
       self._copy = jax.device_put(self.params, self.policy_param_shardings)
     return self._copy
+
+
+def alignment_input_spec(pairs_spec, abstract_params, shared: bool, policy_mesh,
+                         rules) -> steps.AlignmentInput:
+  """The abstract `AlignmentInput` of a step whose reference shares the policy's mesh
+  (its parameters go in) or has its own (its log-probs [B] come in, batch-sharded)."""
+  if shared:
+    return steps.AlignmentInput(pairs_spec, ref_params=abstract_params)
+  rows = sharding.batch_sharding(policy_mesh, rules, 1)
+  logp = jax.ShapeDtypeStruct((pairs_spec.prompt.shape[0],), jnp.float32, sharding=rows)
+  return steps.AlignmentInput(pairs_spec, ref_logps=(logp, logp))
 
 
 def load_reference(config, model, mesh, rules):

@@ -12,27 +12,27 @@ completion DIR/export (the parameters, for the stages that follow).
 """
 from __future__ import annotations
 
-import os
-
 import jax
 
-from alignment import checkpoint, distributed, sharding
-from alignment.data import batches as B
-from alignment.data import pipeline, tasks
-from alignment.data import vocab as vocab_lib
-from alignment.models import heads, zoo
-from alignment.train import bookkeeping, steps
-from alignment.train import state as state_lib
+from alignment import distributed, sharding
+from alignment.data import pipeline
+from alignment.models import heads
+from alignment.train import steps
+from alignment.train import program as program_lib
+
+
+def build(config, mesh, rules, vocab) -> program_lib.Program:
+  """The SFT step of `config` on `mesh` (nothing allocated)."""
+  return program_lib.build(
+      "sft", heads.LanguageModel, config, mesh, rules, vocab, loss_fn_of=steps.sft_loss_fn,
+      batch_spec_of=lambda abstract: program_lib.sft_batch_spec(config.data, mesh, rules))
 
 
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
-  distributed.setup_host()
-  mesh, rules = sharding.mesh_and_rules(config.mesh)
+  mesh, rules, vocab = program_lib.set_up(config)
   d = config.data
-  vocab = tasks.task_vocabulary(d.task)
-  model_cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
-  model = heads.LanguageModel(model_cfg)
+  program = build(config, mesh, rules, vocab)
 
   # ---- data ----------------------------------------------------------------
   train_data = pipeline.make_iterator(
@@ -42,25 +42,16 @@ def run(config, workdir: str) -> dict:
   eval_rows = pipeline.fixed_batch(d.task, "validation", "sft",
                                    d.batch_size * config.eval.num_batches,
                                    prompt_length=d.prompt_len, response_length=d.response_len)
-  example = B.first_rows(eval_rows)
 
   # ---- state ---------------------------------------------------------------
-  optimizer = state_lib.make_optimizer(config.optimizer)
-  init = heads.init_fn(model, d.prompt_len, d.response_len)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 config.train.keep_checkpoints, config.train.async_checkpoint)
-  meta = {"experiment": "sft", "model": config.model.name, "vocab_size": model_cfg.vocab_size,
-          "vocabulary": vocab_lib.vocabulary_name(vocab)}
-  state, state_shardings, start = state_lib.restore_or_create(
-      ckpt, init, optimizer, mesh, rules, config.seed, meta, train_data, config.init.policy)
+  ckpt, meta, state, start = program.start(workdir, config, vocab, train_data,
+                                            config.init.policy)
 
-  # ---- step ----------------------------------------------------------------
-  loss_fn = steps.sft_loss_fn(model)
-  batch_shardings = sharding.batch_shardings(example, mesh, rules)
-  train_step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings,
-                                   mesh, rules)
+  # ---- held-out loss ---------------------------------------------------------
+  loss_fn = steps.sft_loss_fn(program.model)
+  batch_shardings = program.batch_shardings
   eval_loss = jax.jit(lambda p, b: loss_fn(p, b, None),
-                      in_shardings=(state_shardings.params, batch_shardings))
+                      in_shardings=(program.state_shardings.params, batch_shardings))
 
   def evaluate(params) -> dict:
     totals: dict[str, float] = {}
@@ -73,21 +64,8 @@ def run(config, workdir: str) -> dict:
         totals[k] = totals.get(k, 0.0) + float(v) / config.eval.num_batches
     return {f"eval/{k}": v for k, v in totals.items()}
 
-  # ---- loop ----------------------------------------------------------------
-  run_ = bookkeeping.Run(config, workdir, ckpt, start, "sft", meta)
-  tokens_per_batch = d.batch_size * (d.prompt_len + d.response_len)
-  for step in range(start, config.train.num_steps):
-    state, metrics = train_step(state, next(train_data))
-    if run_.end_of_step(step + 1, state, metrics, train_data.get_state(),
-                        extra={"tokens": tokens_per_batch}):
-      break
-    if config.train.eval_every and (step + 1) % config.train.eval_every == 0:
-      run_.write(step + 1, evaluate(state.params))
-  final = dict(run_.last_metrics)
-  run_.close()
-
-  # ---- export --------------------------------------------------------------
-  if not run_.stopped_early:
-    final.update(evaluate(state.params))
-    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"))
-  return final
+  # ---- loop, then the export ------------------------------------------------
+  return program_lib.run_supervised(program, state, start, train_data, config, workdir, ckpt,
+                                    meta, evaluate,
+                                    extra={"tokens": d.batch_size * (d.prompt_len +
+                                                                     d.response_len)})

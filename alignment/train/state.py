@@ -111,18 +111,20 @@ def all_finite(metrics, names) -> Array:
 
 
 def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules,
-              watch=("loss", "grad_norm")):
+              watch=("loss", "grad_norm"), accepts_veto: bool = False):
   """jit(step) with explicit shardings; the state argument is donated.
 
   step(state, batch) -> (new_state, metrics); metrics are replicated scalars.
-  If any watched metric is NaN/Inf the update is not applied (params and
-  optimiser state stay as they were) and metrics["nonfinite"] is 1: the loop
-  then stops (naming the step) or counts the skipped batch.
+  The guard: if any watched metric is NaN/Inf, or (accepts_veto) the caller's
+  `accept` flag is False - step(state, batch, accept), e.g. the online loop's
+  "every verdict of the judge is finite" - the update is not applied (params
+  and optimiser state stay as they were) and metrics["nonfinite"] is 1: the
+  loop then stops (naming the step) or counts the skipped batch.
   """
   poisoned = faults.nan_steps("loss")  # fault injection (tests only)
   poisoned_grads = faults.nan_steps("grad")
 
-  def step(state: TrainState, batch):
+  def step(state: TrainState, batch, accept=True):
     rng, step_rng = jax.random.split(state.rng)
     fn = loss_fn
     if poisoned:
@@ -136,22 +138,28 @@ def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules,
       grads = jax.tree.map(lambda g: g * jnp.where(bad, jnp.inf, 1.0).astype(g.dtype), grads)
       metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     updated = apply_grads(state, grads, optimizer)
-    finite = all_finite(metrics, [n for n in watch if n in metrics])
-    keep = lambda new, old: jnp.where(finite, new, old)
+    ok = all_finite(metrics, [n for n in watch if n in metrics]) & accept
+    keep = lambda new, old: jnp.where(ok, new, old)
     new_state = state.replace(
         step=state.step + 1, rng=rng,
         params=jax.tree.map(keep, updated.params, state.params),
         opt_state=jax.tree.map(keep, updated.opt_state, state.opt_state))
-    metrics = dict(metrics, nonfinite=1.0 - finite.astype(jnp.float32))
+    metrics = dict(metrics, nonfinite=1.0 - ok.astype(jnp.float32))
     return new_state, metrics
 
-  jitted = jax.jit(step, in_shardings=(state_shardings, batch_shardings),
+  in_shardings = (state_shardings, batch_shardings)
+  if accepts_veto:
+    in_shardings += (sharding.replicated(mesh),)
+  def unvetoed_step(state: TrainState, batch):
+    return step(state, batch)
+
+  jitted = jax.jit(step if accepts_veto else unvetoed_step, in_shardings=in_shardings,
                    out_shardings=(state_shardings, sharding.replicated(mesh)),
                    donate_argnums=(0,))
 
-  def run(state, batch):
+  def run(state, batch, *accept):
     with sharding.use(mesh, rules):
-      return jitted(state, batch)
+      return jitted(state, batch, *accept)
 
   run.jitted = jitted
   return run

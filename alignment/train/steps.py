@@ -5,13 +5,17 @@ for `state.make_step`. They score sequences with the model's own forward
 function (`LanguageModel.__call__`), the same one the sampler's log-probs are
 checked against, so trainer and sampler never disagree about log pi(y|x).
 
-The alignment step takes the frozen reference parameters inside the batch
-(`ref_params`) and computes the reference log-probs in the same jitted step
-under `stop_gradient`: one program, no host round trip, and XLA overlaps the
-two forwards.
+The alignment step's input is an `AlignmentInput`: the pairs and either the
+frozen reference's parameters (`ref_params`: the reference log-probs are
+computed in the same jitted step under `stop_gradient`: one program, no host
+round trip, and XLA overlaps the two forwards) or the pairs' reference
+log-probs already scored on the reference's own mesh (`ref_logps`).
 """
 from __future__ import annotations
 
+from typing import Any, Optional
+
+import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
@@ -90,27 +94,38 @@ def pair_logps(model, params, batch: B.PreferenceBatch, reduction: str):
   return seq[:n], seq[n:]
 
 
+@flax.struct.dataclass
+class AlignmentInput:
+  """One alignment step's input: the pairs and what the step needs of the reference.
+
+  pairs: (chosen, rejected) per prompt. Exactly one of
+  ref_params: the frozen reference's parameters (shared mesh: scored in the step), or
+  ref_logps: (chosen, rejected) [B] sequence log-probs, scored on the reference's mesh.
+  """
+  pairs: B.PreferenceBatch
+  ref_params: Optional[Any] = None
+  ref_logps: Optional[tuple[Array, Array]] = None
+
+
 def alignment_loss_fn(model, loss_name: str, beta: float, reduction: str = "sum"):
   """Loss of the registry on (chosen, rejected) against a frozen reference.
 
-  batch: {"pairs": PreferenceBatch, "ref_params": reference parameters (or
-  "ref_logps": (chosen, rejected) [B] already scored by the reference), and
-  optionally "judge_ok": a scalar bool, False when the judge's verdicts were not
-  finite - the loss is then NaN, so the step's guard refuses the update}.
-  Metrics: margins, log-probs, implicit-reward accuracy, a KL estimate
+  batch: an `AlignmentInput`. Metrics: margins, log-probs, implicit-reward accuracy, a KL estimate
   (mean log pi - log ref over both responses: unbiased for the sequence KL
   when the responses are on-policy samples, i.e. online).
   """
   loss_of = losses.get(loss_name)
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, batch: AlignmentInput, rng):
     del rng
-    pairs: B.PreferenceBatch = batch["pairs"]
+    if (batch.ref_params is None) == (batch.ref_logps is None):
+      raise ValueError("AlignmentInput: give exactly one of ref_params and ref_logps")
+    pairs = batch.pairs
     pc, pr = pair_logps(model, params, pairs, reduction)
-    if "ref_logps" in batch:  # scored on the reference's own mesh (roles.Reference)
-      rc, rr = batch["ref_logps"]
+    if batch.ref_logps is not None:  # scored on the reference's own mesh (roles.Reference)
+      rc, rr = batch.ref_logps
     else:
-      rc, rr = pair_logps(model, jax.lax.stop_gradient(batch["ref_params"]), pairs, reduction)
+      rc, rr = pair_logps(model, jax.lax.stop_gradient(batch.ref_params), pairs, reduction)
     rc, rr = jax.lax.stop_gradient(rc), jax.lax.stop_gradient(rr)
     per_example = loss_of(pc, pr, rc, rr, beta)
     h = losses.margin(pc, pr, rc, rr)
@@ -127,9 +142,6 @@ def alignment_loss_fn(model, loss_name: str, beta: float, reduction: str = "sum"
         "chosen_length": jnp.mean(jnp.sum(pairs.chosen_mask, -1).astype(jnp.float32)),
         "rejected_length": jnp.mean(jnp.sum(pairs.rejected_mask, -1).astype(jnp.float32)),
     }
-    loss = jnp.mean(per_example)
-    if "judge_ok" in batch:
-      loss = loss * jnp.where(batch["judge_ok"], 1.0, jnp.nan)
-    return loss, metrics
+    return jnp.mean(per_example), metrics
 
   return loss_fn

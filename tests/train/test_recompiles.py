@@ -21,7 +21,7 @@ from alignment.data import vocab as vocab_lib
 from alignment.models import heads, zoo
 from alignment.train import bookkeeping
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
@@ -76,12 +76,14 @@ def random_pm_export(tmp_path_factory):
   return path
 
 
+@pytest.mark.e2e
 def test_online_loop_compiles_only_in_its_first_step(monkeypatch, tmp_path, random_pm_export):
   config = _config("online", **{"train.num_steps": 4, "train.checkpoint_every": 100,
                                 "judge.checkpoint": random_pm_export})
   _assert_no_recompiles(_compiles_by_step(monkeypatch, config, str(tmp_path)))
 
 
+@pytest.mark.e2e
 def test_offline_loop_compiles_only_in_its_first_step(monkeypatch, tmp_path):
   config = _config("offline", **{"train.num_steps": 4, "train.checkpoint_every": 100})
   _assert_no_recompiles(_compiles_by_step(monkeypatch, config, str(tmp_path)))

@@ -23,7 +23,10 @@ import time
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every test here starts JAX as processes of a 2-process job.
+pytestmark = [pytest.mark.multiprocess]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS, EVERY = 6, 3
 FLAGS = ["--config=configs/online.py:tiny", "--config.judge.kind=golden",
          f"--config.train.num_steps={STEPS}", f"--config.train.checkpoint_every={EVERY}",
@@ -98,6 +101,7 @@ def runs(tmp_path_factory):
   return base
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_two_processes_equal_one(runs):
   _assert_same_run(runs / "one", runs / "two")
@@ -112,6 +116,7 @@ def test_two_processes_equal_one(runs):
   assert any(c.endswith("-h0001.tfrecord") for c in chunks)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_checkpoint_of_two_processes_resumes_in_one(runs):
   resumed = runs / "resumed"

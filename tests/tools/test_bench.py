@@ -7,6 +7,10 @@ import pytest
 import hf_models  # noqa: F401  (skips the module without torch/transformers)
 from alignment import bench
 
+# Needs torch and transformers: the module imports hf_models (the sampler, train and
+# profile benchmarks run Hugging Face / PyTorch models beside ours).
+pytestmark = [pytest.mark.hf]
+
 
 def test_sampler_bench_writes_json(tmp_path, capsys):
   out = tmp_path / "sampler.json"

@@ -20,6 +20,10 @@ from alignment import sampling, scoring, sharding  # noqa: E402
 from alignment.data.batches import PAD_ID, PromptBatch  # noqa: E402
 from alignment.models import heads, zoo  # noqa: E402
 
+# Needs torch and transformers: the module imports hf_models (HF generate is an oracle,
+# and its `ragged` makes the other tests' prompts).
+pytestmark = [pytest.mark.hf]
+
 
 def _init(cfg, prompt_len=4, seed=0):
   model = heads.LanguageModel(cfg)

@@ -54,6 +54,7 @@ def _params(state):
   return jax.tree.map(np.asarray, jax.device_get(state.params))
 
 
+@pytest.mark.slow  # 30-40 s a case on 2 busy cores: 12 steps on 3 set-ups, a save, a restore
 @pytest.mark.parametrize("restore_mesh", [{"data": 2, "fsdp": 2, "tensor": 2},
                                           {"data": 1, "fsdp": 4, "tensor": 2}])
 def test_resume_equals_uninterrupted(tmp_path, restore_mesh):

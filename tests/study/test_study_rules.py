@@ -15,7 +15,7 @@ import pytest
 from alignment import config as config_lib
 from alignment import report, stats, study
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 P, Q = 300, 200  # prompts, classifier pairs
 PASSED = {"gate_passed": True}
 

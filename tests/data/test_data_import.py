@@ -10,7 +10,8 @@ from alignment.data import import_pairs as ip
 from alignment.data import pipeline
 from alignment.data import vocab as V
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")  # shared by every test folder
 
 
 def _texts(ids_bl, left=False):
@@ -134,7 +135,7 @@ def test_the_command_exits_2_without_a_traceback(tmp_path):
       [sys.executable, "-m", "alignment.data.import_pairs", f"--input={src}", "--format=jsonl",
        f"--output={tmp_path / 'out'}"], capture_output=True, text=True,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+      cwd=ROOT)
   assert proc.returncode == 2
   lines = [l for l in proc.stderr.splitlines() if l.startswith("import_pairs")]
   assert lines == [f'import_pairs: error: {src}:2: field "rejected" is missing']

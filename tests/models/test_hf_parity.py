@@ -7,6 +7,9 @@ import torch  # noqa: E402
 
 from alignment.models import convert, heads  # noqa: E402
 
+# Needs torch and transformers (Hugging Face models are the oracle).
+pytestmark = [pytest.mark.hf]
+
 
 def test_t5_logits_match_hf():
   hf = hf_models.tiny_hf_t5()

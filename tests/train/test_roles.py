@@ -22,7 +22,7 @@ from alignment.data import vocab as vocab_lib
 from alignment.models import heads, zoo
 from alignment.train import bookkeeping, roles
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config(**overrides):
@@ -51,6 +51,7 @@ SPLIT = {"roles.policy.devices": "0:4", "roles.reference.devices": "4:6",
          "roles.proxy_pm.devices": "6:8"}
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_online_on_role_sub_meshes_equals_the_shared_mesh(pm_export, tmp_path):
   common_overrides = {"judge.checkpoint": pm_export, "train.num_steps": 4,

@@ -13,7 +13,7 @@ from alignment import config as config_lib
 from alignment import main as main_lib
 from alignment.train import bookkeeping
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _config(name, variant="tiny", **overrides):
@@ -31,7 +31,7 @@ def _deterministic(records):
 @pytest.fixture(scope="module")
 def sft_and_pm(tmp_path_factory):
   base = tmp_path_factory.mktemp("pulse")
-  sft = main_lib.run(_config("sft", **{"train.num_steps": 80, "train.eval_every": 80,
+  sft = main_lib.run(_config("sft", **{"train.num_steps": 80, "eval.every": 80,
                                        "optimizer.learning_rate": 5e-3}), str(base / "sft"))
   pm = main_lib.run(_config("pm", **{"train.num_steps": 80, "optimizer.learning_rate": 3e-3,
                                      "init.backbone": str(base / "sft" / "export")}),
@@ -39,6 +39,7 @@ def sft_and_pm(tmp_path_factory):
   return base, sft, pm
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_pulse(sft_and_pm):
   base, sft, pm = sft_and_pm
@@ -71,6 +72,7 @@ def test_pulse(sft_and_pm):
                   "eval/proxy_win_rate"} <= set(off[-1])
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_online_resume_equals_uninterrupted(sft_and_pm):
   base, _, _ = sft_and_pm

@@ -10,13 +10,17 @@ import pytest
 from alignment import aot
 from alignment import config as config_lib
 from alignment import sharding
+from alignment.data import tasks
+from alignment.data import vocab as vocab_lib
 from alignment.models import heads, zoo
+from alignment.train import online
 from alignment.train import state as state_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "online.py:tiny")
 
 
+@pytest.mark.slow  # about 50 s on 2 busy cores: three AOT compiles, then a real sharded state
 def test_tiny_figures_match_a_real_sharded_state(tmp_path, capsys):
   out = tmp_path / "aot.json"
   assert aot.main([f"--config={TINY}", "--mesh=data=2,fsdp=2,tensor=2", "--hbm_gib=1",
@@ -29,7 +33,9 @@ def test_tiny_figures_match_a_real_sharded_state(tmp_path, capsys):
   c = config_lib.load(TINY)
   config_lib.apply_overrides(c, ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"])
   mesh, rules = sharding.mesh_and_rules(c.mesh)
-  model = heads.LanguageModel(zoo.from_section(c.model, 0))
+  vocab_size = vocab_lib.model_vocab_size(tasks.task_vocabulary(c.data.task))
+  cfg = zoo.from_section(c.model, vocab_size)
+  model = heads.LanguageModel(cfg)
   state, _ = state_lib.create(heads.init_fn(model, c.data.prompt_len, c.data.response_len),
                               state_lib.make_optimizer(c.optimizer), mesh, rules, 0)
   on_device0 = lambda tree: sum(
@@ -41,11 +47,28 @@ def test_tiny_figures_match_a_real_sharded_state(tmp_path, capsys):
   for part in ("train_step_compiler", "sampler_compiler", "judge_compiler"):
     assert fig[part]["temporaries"] > 0, part
   # T5's decode state: self-attention caches and the cross-attention keys/values.
-  cfg = model.config if hasattr(model, "config") else zoo.from_section(c.model, 0)
   rows = 2 * c.data.batch_size // 4  # 2 samples per prompt; rows over data x fsdp
   per_layer = 2 * rows * (cfg.num_heads // 2) * cfg.head_dim * 4  # k and v, heads / tensor
   want = cfg.num_decoder_layers * per_layer * (c.data.response_len + c.data.prompt_len)
   assert fig["per_device"]["kv_cache"] == want
+
+
+@pytest.mark.slow  # about 45 s: the online loop's set-up, then the AOT compiles
+def test_aot_compiles_the_step_the_loop_runs(tmp_path, monkeypatch):
+  # Every Program `online.build` makes, whoever asks: the loop, then the AOT check.
+  built = []
+  build = online.build
+  monkeypatch.setattr(online, "build", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+  overrides = ["loss.name='dpo'", "loss.beta=0.37", "loss.reduction='mean'",
+               "judge.kind='golden'", "train.num_steps=0", "train.write_stream=False"]
+  loop_config = config_lib.apply_overrides(config_lib.load(TINY), overrides)
+  online.run(loop_config, str(tmp_path / "run"))  # builds its step; 0 steps to run
+  fig = aot.analyse(config_lib.apply_overrides(config_lib.load(TINY), overrides))
+  assert len(built) == 2 and fig["train_step_compiler"]["temporaries"] > 0
+  loop_step, aot_step = (p.train.lower().as_text() for p in built)
+  assert loop_step == aot_step  # the same jitted function with the same static arguments
+  assert "3.700000e-01" in aot_step  # the config's beta is in the compiled step (DPO: beta*h)
+  assert built[0].sampler.config == built[1].sampler.config
 
 
 @pytest.mark.parametrize("argv,message", [

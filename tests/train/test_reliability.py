@@ -15,7 +15,7 @@ import pytest
 from alignment import checkpoint
 from alignment.train import bookkeeping
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 12
 
 ONLINE = ["--config=configs/online.py:tiny", "--config.judge.kind=golden",
@@ -75,6 +75,7 @@ def offline_baseline(tmp_path_factory):
   return _baseline(tmp_path_factory, "offline", OFFLINE)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,fault", [
     ("online", "kill@after_step:6"),          # mid-step: computed, not yet logged or saved
@@ -109,6 +110,7 @@ def test_killed_run_resumes_bitwise(request, tmp_path, kind, fault):
   _assert_same_run(baseline / kind, tmp_path / "run")
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(online_baseline, tmp_path):
   out = _main(tmp_path / "run", ONLINE, fault="term@after_step:5")
@@ -121,6 +123,7 @@ def test_sigterm_saves_and_exits_cleanly(online_baseline, tmp_path):
   _assert_same_run(online_baseline / "online", tmp_path / "run")
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("fault,quantity", [("nan@loss:6", "loss"), ("nan@grad:6", "grad_norm"),
                                             ("nan@judge:7", "judge_prob_chosen")])
@@ -147,6 +150,7 @@ def _abstract_params(tmp_path):
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), meta)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_nonfinite_skip_counts_the_batch(tmp_path):
   out = _main(tmp_path / "run", ONLINE + ["--config.train.on_nonfinite=skip"],
@@ -166,6 +170,7 @@ def _data_files(step_dir):
   return files
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_truncated_checkpoint_falls_back_to_the_previous(online_baseline, tmp_path):
   shutil.copytree(online_baseline / "online", tmp_path / "run")
@@ -209,6 +214,7 @@ def test_tampered_checkpoint_is_detected_and_skipped(tmp_path):
   assert checkpoint.tree_checksum(good) != checkpoint.tree_checksum(tampered)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_checkpoint_of_another_model_is_named(online_baseline, tmp_path):
   shutil.copytree(online_baseline / "online", tmp_path / "run")
@@ -219,6 +225,7 @@ def test_checkpoint_of_another_model_is_named(online_baseline, tmp_path):
   assert "written with model='t5-nano' but the config asks for 't5-tiny'" in out.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_tandem_replay_reproduces_online_and_a_shift_breaks_it(online_baseline, tmp_path):
   stream = str(online_baseline / "online" / "stream")

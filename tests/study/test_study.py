@@ -13,7 +13,7 @@ import pytest
 from alignment import config as config_lib
 from alignment import study
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POINT_KEYS = {"step", "kl", "golden_win_rate", "golden_win_rate_se", "proxy_win_rate",
               "classifier_accuracy", "chosen_logprob_delta", "mean_response_length",
               "proxy_golden_agreement"}
@@ -30,6 +30,7 @@ def smoke_study(tmp_path_factory):
   return workdir, out
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_results_schema_report_and_plots(smoke_study):
   workdir, out = smoke_study
@@ -84,6 +85,7 @@ def test_results_schema_report_and_plots(smoke_study):
   assert (workdir / "sft_eval" / "eval" / "step_000000.npz").exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_rerun_skips_finished_stages(smoke_study, capsys):
   workdir, _ = smoke_study
@@ -92,6 +94,7 @@ def test_rerun_skips_finished_stages(smoke_study, capsys):
   assert printed.count("done (cached)") == len(study.plan(_smoke(), str(workdir)))
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_killed_between_stages_resumes_to_the_same_results(smoke_study, tmp_path):
   workdir, _ = smoke_study

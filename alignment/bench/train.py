@@ -1,0 +1,304 @@
+"""The train benchmark: our IPO step against the same step in PyTorch on Hugging Face T5.
+
+Policy and reference in one program, against PyTorch doing the same work;
+also, by default, the step as it was before the performance work (an
+ablation) and the step with bfloat16 activations, with its distance from the
+float32 step. The random preference pairs and the step's harness are shared
+with the profile benchmark.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alignment.bench.measure import (Json, fmt, matmul_calls, matmul_peak, memory_bandwidth,
+                                     timed_interleaved)
+from alignment.bench.torch_reference import torch_train_step, untied_hf_t5
+
+
+def bench_pairs(vocab: int, batch: int, prompt_len: int, response_len: int, seed: int = 2):
+  """Random preference pairs, prompts left padded and responses right padded (EOS-ended)."""
+  from alignment.data import batches  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+
+  def rows(length, min_len):
+    return [list(rng.integers(2, vocab, rng.integers(min_len, length + 1))) for _ in range(batch)]
+
+  def responses():
+    tok, mask = batches.right_pad([r[:-1] + [batches.EOS_ID] for r in rows(response_len, 4)],
+                                  response_len)
+    return tok, mask
+
+  prompt, prompt_mask = batches.left_pad(rows(prompt_len, prompt_len // 2), prompt_len)
+  (chosen, chosen_mask), (rejected, rejected_mask) = responses(), responses()
+  return batches.PreferenceBatch(prompt, prompt_mask, chosen, chosen_mask, rejected,
+                                 rejected_mask)
+
+
+def _plain_alignment_loss_fn(model, beta: float):
+  """The IPO loss as the step computed it before the performance work (an ablation).
+
+  Each prompt repeated for chosen and rejected (the encoder runs twice), and
+  token log-probs from a full log-softmax and a gather; otherwise
+  `steps.alignment_loss_fn(model, "ipo", beta)`.
+  """
+  from alignment import losses  # pylint: disable=g-import-not-at-top
+
+  def pair_logps(params, p):
+    cat = lambda a, b: jnp.concatenate([a, b], 0)
+    resp, mask = cat(p.chosen, p.rejected), cat(p.chosen_mask, p.rejected_mask)
+    logits = model.apply({"params": params}, cat(p.prompt, p.prompt),
+                         cat(p.prompt_mask, p.prompt_mask), resp, mask)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    tok = jnp.where(mask > 0, jnp.take_along_axis(logp, resp[..., None], -1)[..., 0], 0.0)
+    seq = jnp.sum(tok, -1)
+    return seq[:p.prompt.shape[0]], seq[p.prompt.shape[0]:]
+
+  def loss_fn(params, batch, rng):
+    del rng
+    pc, pr = pair_logps(params, batch.pairs)
+    rc, rr = pair_logps(jax.lax.stop_gradient(batch.ref_params), batch.pairs)
+    rc, rr = jax.lax.stop_gradient(rc), jax.lax.stop_gradient(rr)
+    return jnp.mean(losses.ipo(pc, pr, rc, rr, beta)), {}
+
+  return loss_fn
+
+
+def our_train_step(model, policy, reference, pairs, optimizer, loss_fn):
+  """(a call that runs one step and blocks, compile seconds, compiled, first metrics)."""
+  from alignment import sharding  # pylint: disable=g-import-not-at-top
+  from alignment.models import heads  # pylint: disable=g-import-not-at-top
+  from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from alignment.train import steps  # pylint: disable=g-import-not-at-top
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  rules = sharding.DEFAULT_RULES
+  init = heads.init_fn(model, pairs.prompt.shape[1], pairs.chosen.shape[1])
+  state, state_shardings = state_lib.create(init, optimizer, mesh, rules, 0)
+  state = state.replace(params=jax.device_put(policy, state_shardings.params))
+  batch = steps.AlignmentInput(jax.device_put(pairs),
+                               ref_params=jax.device_put(reference, state_shardings.params))
+  batch_shardings = steps.AlignmentInput(sharding.batch_shardings(pairs, mesh, rules),
+                                         ref_params=state_shardings.params)
+  step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules)
+  start = time.perf_counter()
+  with sharding.use(mesh, rules):
+    compiled = step.jitted.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  box = [state]
+
+  def run():
+    box[0], metrics = compiled(box[0], batch)
+    return jax.block_until_ready(metrics)
+
+  first = {k: float(v) for k, v in run().items()}
+  return run, compile_s, compiled, first
+
+
+def _bfloat16_accuracy(model32, model16, policy, reference, pairs, beta: float) -> Json:
+  """How far the bfloat16-activation step is from the float32 one, on the same batch.
+
+  Sequence log-probs of the policy (nats, summed over a response), the loss,
+  and the gradient (cosine and norm ratio): the figures to judge whether
+  bfloat16 keeps the accuracy a run needs.
+  """
+  from alignment.train import steps  # pylint: disable=g-import-not-at-top
+  batch = steps.AlignmentInput(pairs, ref_params=reference)
+  out = {}
+  for name, m in (("float32", model32), ("bfloat16", model16)):
+    fn = steps.alignment_loss_fn(m, "ipo", beta, "sum")
+
+    def measure(params, m=m, fn=fn):  # one program: one compile per dtype
+      (loss, _), grads = jax.value_and_grad(fn, has_aux=True)(params, batch, None)
+      return loss, grads, jnp.concatenate(steps.pair_logps(m, params, pairs, "sum"))
+
+    loss, grads, logps = jax.jit(measure)(policy)
+    flat = jnp.concatenate([g.ravel() for g in jax.tree.leaves(grads)])
+    out[name] = (float(loss), np.asarray(logps, np.float64), flat)
+  (l32, lp32, g32), (l16, lp16, g16) = out["float32"], out["bfloat16"]
+  diff = np.abs(lp16 - lp32)
+  return {"logp_max_abs_diff_nats": float(diff.max()),
+          "logp_mean_abs_diff_nats": float(diff.mean()),
+          "logp_max_rel_diff": float((diff / np.abs(lp32)).max()),
+          "loss_float32": l32, "loss_bfloat16": l16, "loss_rel_diff": abs(l16 - l32) / abs(l32),
+          "grad_cosine": float(jnp.vdot(g32, g16) / jnp.linalg.norm(g32) / jnp.linalg.norm(g16)),
+          "grad_norm_ratio": float(jnp.linalg.norm(g16) / jnp.linalg.norm(g32))}
+
+
+def bench_train(args) -> Json:
+  import torch  # pylint: disable=g-import-not-at-top
+
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+  from alignment import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  from alignment.models import convert, heads, zoo  # pylint: disable=g-import-not-at-top
+  from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from alignment.train import steps  # pylint: disable=g-import-not-at-top
+
+  bandwidth = memory_bandwidth()
+  peak = matmul_peak()
+  b, lp, lr, beta = args.batch, args.prompt_len, args.response_len, 0.1
+  # Policy and reference: two random HF T5s (the reference differs, so the
+  # loss and its gradient are not trivial), converted to our parameters.
+  hf_policy = untied_hf_t5(zoo.get(args.model), seed=0).train()
+  hf_reference = untied_hf_t5(zoo.get(args.model), seed=1).eval()
+  cfg = convert.config_from_hf(hf_policy.config.to_dict())
+  # Copies: .numpy() shares the tensor's memory, which the PyTorch step's optimiser updates.
+  to_ours = lambda hf: convert.params_from_hf(
+      {k: v.detach().float().numpy().copy() for k, v in hf.state_dict().items()}, cfg)
+  policy, reference = to_ours(hf_policy), to_ours(hf_reference)
+  n_params = sum(v.size for v in jax.tree.leaves(policy))
+  n_torch = sum(p.numel() for p in hf_policy.parameters())
+  assert n_params == n_torch, (n_params, n_torch)
+  pairs = bench_pairs(cfg.vocab_size, b, lp, lr)
+  opt_cfg = config_lib.optimizer_section()
+  optimizer = state_lib.make_optimizer(opt_cfg)
+
+  # -- contenders ------------------------------------------------------------
+  calls: dict[str, Callable[[], Any]] = {}
+  first: dict[str, dict] = {}
+  model = heads.LanguageModel(cfg)
+  loss_fns = {"ours": steps.alignment_loss_fn(model, "ipo", beta, "sum")}
+  if args.ablate:
+    loss_fns["ours/plain"] = _plain_alignment_loss_fn(model, beta)
+  model16 = heads.LanguageModel(dataclasses.replace(cfg, dtype="bfloat16"))
+  if args.bfloat16:  # float32 parameters and optimiser, bfloat16 activations and matmuls
+    loss_fns["ours/bfloat16"] = steps.alignment_loss_fn(model16, "ipo", beta, "sum")
+  compiled, compile_s = {}, {}
+  for name, loss_fn in loss_fns.items():
+    calls[name], compile_s[name], compiled[name], first[name] = our_train_step(
+        model, policy, reference, pairs, optimizer, loss_fn)
+  torch_step, first["torch"] = torch_train_step(hf_policy, hf_reference, pairs, beta, opt_cfg)
+  for threads in args.torch_threads:
+    def theirs(k=threads):
+      torch.set_num_threads(k)
+      return torch_step()
+    calls[f"torch/{threads}"] = theirs
+  matmuls = matmul_calls()
+  for shape, (_, fn) in matmuls.items():
+    calls[f"matmul/{shape}"] = fn
+  matmuls16 = matmul_calls(dtype=jnp.bfloat16) if args.bfloat16 else {}
+  for shape, (_, fn) in matmuls16.items():
+    calls[f"matmul_bf16/{shape}"] = fn
+  times = timed_interleaved(calls, args.repeats)
+  peak_during = {shape: f / min(times[f"matmul/{shape}"]) / 1e9 for shape, (f, _) in matmuls.items()}
+  peak_gflops = max(peak["gflops"], *peak_during.values())
+  peak16 = {shape: f / min(times[f"matmul_bf16/{shape}"]) / 1e9
+            for shape, (f, _) in matmuls16.items()}
+
+  # -- figures ---------------------------------------------------------------
+  model_flops = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=True)
+  tokens = b * (lp + 2 * lr)  # a prompt and its two responses per pair
+
+  def summary(label, step_flops, peak=peak_gflops):
+    med, best = statistics.median(times[label]), min(times[label])
+    return {"median_s": med, "best_s": best, "times_s": times[label],
+            "tokens_per_s": tokens / med, "model_gflops_per_s": step_flops / med / 1e9,
+            "mfu": step_flops / med / 1e9 / peak,
+            "mfu_of_fastest_run": step_flops / best / 1e9 / peak,
+            "mfu_against": "float32 matmul peak" if peak == peak_gflops else
+                           "bfloat16 matmul peak"}
+
+  ours: Json = {}
+  for name in loss_fns:
+    c = compiled[name].cost_analysis()
+    c = c[0] if isinstance(c, list) else c
+    memory = compiled[name].memory_analysis()
+    ours[name] = dict(summary(name, model_flops["total"],
+                              max(peak16.values()) if name == "ours/bfloat16" else peak_gflops),
+                      compile_s=compile_s[name],
+                      xla_flops=float(c.get("flops", 0.0)),
+                      temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0)),
+                      first_step=first[name])
+  executed = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=True)["total"]
+  ours["ours"]["xla_flops_over_counted"] = ours["ours"]["xla_flops"] / executed
+  if "ours/plain" in ours:
+    plain = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=False)["total"]
+    ours["ours/plain"]["counted_flops_executed"] = plain
+    ours["ours/plain"]["xla_flops_over_counted"] = ours["ours/plain"]["xla_flops"] / plain
+  by_threads = {k: dict(summary(f"torch/{k}", model_flops["total"]), torch_threads=k)
+                for k in args.torch_threads}
+  best = min(by_threads, key=lambda k: by_threads[k]["median_s"])
+  theirs = dict(by_threads[best], torch=torch.__version__, first_step=first["torch"],
+                all_thread_counts={str(k): v for k, v in by_threads.items()})
+  torch_fastest = min(v["best_s"] for v in by_threads.values())
+  if args.bfloat16:
+    ours["ours/bfloat16"].update(
+        speedup_over_float32=ours["ours"]["median_s"] / ours["ours/bfloat16"]["median_s"],
+        accuracy=_bfloat16_accuracy(model, model16, policy, reference, pairs, beta))
+  return {"settings": {"model": args.model, "params": int(n_params), "vocab": cfg.vocab_size,
+                       "pairs_per_batch": b, "prompt_len": lp, "response_len": lr,
+                       "loss": "ipo", "beta": beta, "reduction": "sum",
+                       "optimizer": dict(opt_cfg), "dtype": "float32",
+                       "tokens_per_step": tokens, "repeats": args.repeats,
+                       "statistic": "median", "jax_devices": len(jax.devices()),
+                       "torch_threads_tried": args.torch_threads},
+          "memory_bandwidth": bandwidth, "matmul_peak": peak,
+          "matmul_peak_during_runs": peak_during, "peak_gflops_used": peak_gflops,
+          "bfloat16_matmul_peak_during_runs": peak16,
+          "model_flops": model_flops, "ours": ours, "torch": theirs,
+          "speedup_over_torch": theirs["median_s"] / ours["ours"]["median_s"],
+          "speedup_of_fastest_runs": torch_fastest / ours["ours"]["best_s"],
+          "first_step_loss": {k: v["loss"] for k, v in first.items()},
+          "first_step_grad_norm": {k: v["grad_norm"] for k, v in first.items()}}
+
+
+def train_args(p: argparse.ArgumentParser):
+  p.add_argument("--model", default="t5-small", help="zoo T5 name")
+  p.add_argument("--batch", type=int, default=8, help="preference pairs per step")
+  p.add_argument("--prompt_len", type=int, default=64)
+  p.add_argument("--response_len", type=int, default=32)
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--ablate", action=argparse.BooleanOptionalAction, default=True,
+                 help="also time the step as it was before the performance work")
+  p.add_argument("--bfloat16", action=argparse.BooleanOptionalAction, default=True,
+                 help="also time the step with bfloat16 activations (float32 parameters and "
+                      "optimiser) and measure its distance from the float32 step")
+  p.add_argument("--torch_threads", default=f"1,{os.cpu_count() or 1}",
+                 type=lambda s: sorted({int(x) for x in s.split(",")}),
+                 help="torch thread counts to try; the fastest is the baseline")
+
+
+def train_table(result: Json) -> str:
+  s = result["settings"]
+  rows = [f"{s['model']} ({s['params'] / 1e6:.1f}M), IPO, {s['pairs_per_batch']} pairs x "
+          f"({s['prompt_len']} + 2 x {s['response_len']}) tokens, float32; medians of "
+          "interleaved runs, MFU against the float32 matmul peak of the same run (the "
+          "bfloat16 row: against the bfloat16 matmul peak)\n",
+          "| step | s/step (median) | fastest | tokens/s | model GFLOP/s | MFU | MFU fastest |"
+          " compile s |", "|---|---|---|---|---|---|---|---|"]
+  entries = list(result["ours"].items()) + [
+      (f"PyTorch {result['torch']['torch']} ({result['torch']['torch_threads']} threads)",
+       result["torch"])]
+  for name, o in entries:
+    rows.append(f"| {name} | {o['median_s']:.3f} | {o['best_s']:.3f} | {o['tokens_per_s']:.0f} | "
+                f"{o['model_gflops_per_s']:.0f} | {o['mfu'] * 100:.1f}% | "
+                f"{o['mfu_of_fastest_run'] * 100:.1f}% | {fmt(o.get('compile_s'), 1, '.1f')} |")
+  mf = result["model_flops"]
+  o = result["ours"]["ours"]
+  rows.append(f"\nspeed-up over PyTorch: {result['speedup_over_torch']:.2f}x (medians), "
+              f"{result['speedup_of_fastest_runs']:.2f}x (fastest runs)")
+  rows.append(f"model FLOPs per step {mf['total'] / 1e9:.1f} G (policy fwd+bwd "
+              f"{mf['policy'] / 1e9:.1f}, reference fwd {mf['reference'] / 1e9:.1f}); XLA cost "
+              f"analysis {o['xla_flops'] / 1e9:.1f} G ({o['xla_flops_over_counted']:.3f}x)")
+  rows.append(f"first-step loss: " + ", ".join(f"{k} {v:.6f}" for k, v in
+                                               result["first_step_loss"].items()))
+  bf = result["ours"].get("ours/bfloat16")
+  if bf:
+    a = bf["accuracy"]
+    rows.append(f"bfloat16 activations: {bf['speedup_over_float32']:.2f}x the float32 step; "
+                f"policy sequence log-probs within {a['logp_max_abs_diff_nats']:.3f} nats "
+                f"(mean {a['logp_mean_abs_diff_nats']:.3f}, max relative "
+                f"{a['logp_max_rel_diff']:.1e}), loss relative difference "
+                f"{a['loss_rel_diff']:.1e}, gradient cosine {a['grad_cosine']:.4f}, norm ratio "
+                f"{a['grad_norm_ratio']:.3f}; bfloat16 matmul peak "
+                f"{max(result['bfloat16_matmul_peak_during_runs'].values()):.0f} GFLOP/s")
+  rows.append(f"float32 matmul peak {result['peak_gflops_used']:.0f} GFLOP/s; load average "
+              f"before/after: {result['load_average_before']} / {result['load_average_after']}")
+  return "\n".join(rows)

@@ -1,0 +1,72 @@
+"""Each loop's Program (`<loop>.build`), the step guard's veto and the typed step input."""
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from alignment import aot, sharding
+from alignment import config as config_lib
+from alignment.data import batches as B
+from alignment.train import state as state_lib
+from alignment.train import steps
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _optimizer():
+  return state_lib.make_optimizer(ml_collections.ConfigDict(dict(
+      learning_rate=0.1, schedule="constant", warmup_steps=0, decay_steps=0, weight_decay=0.0,
+      grad_clip=0.0, b1=0.9, b2=0.99, eps=1e-8)))
+
+
+def test_the_veto_refuses_the_update_and_says_so():
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  rules = sharding.DEFAULT_RULES
+  opt = _optimizer()
+  init = lambda rng: {"w": jnp.ones((3,))}
+  state, shardings = state_lib.create(init, opt, mesh, rules, 0)
+  loss_fn = lambda params, batch, rng: (jnp.sum((params["w"] - batch) ** 2), {})
+  step = state_lib.make_step(loss_fn, opt, shardings, sharding.replicated(mesh), mesh, rules,
+                             accepts_veto=True)
+  target = jnp.zeros((3,))
+  w0 = np.asarray(state.params["w"])
+  vetoed, m = step(state, target, jnp.asarray(False))
+  assert float(m["nonfinite"]) == 1.0 and np.isfinite(float(m["loss"]))
+  np.testing.assert_array_equal(np.asarray(vetoed.params["w"]), w0)  # kept as it was
+  assert int(vetoed.step) == 1  # the step (and its key) still advance: the batch is spent
+  taken, m = step(vetoed, target, jnp.asarray(True))
+  assert float(m["nonfinite"]) == 0.0
+  assert np.all(np.asarray(taken.params["w"]) < w0)
+
+
+def test_alignment_input_takes_exactly_one_reference():
+  from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
+  model = heads.LanguageModel(zoo.get("t5-nano", vocab_size=64))
+  pairs = B.PreferenceBatch(*(np.ones((2, n), np.int32) for n in (3, 3, 4, 4, 4, 4)))
+  params = model.init(jax.random.PRNGKey(0), pairs.prompt, pairs.prompt_mask, pairs.chosen,
+                      pairs.chosen_mask)["params"]
+  loss_fn = steps.alignment_loss_fn(model, "ipo", 0.1)
+  for bad in (steps.AlignmentInput(pairs),
+              steps.AlignmentInput(pairs, ref_params=params,
+                                   ref_logps=(jnp.zeros(2), jnp.zeros(2)))):
+    with pytest.raises(ValueError, match="exactly one of ref_params and ref_logps"):
+      loss_fn(params, bad, None)
+  # Scored in the step, or scored elsewhere and passed in: the same loss.
+  rc, rr = steps.pair_logps(model, params, pairs, "sum")
+  inside, _ = loss_fn(params, steps.AlignmentInput(pairs, ref_params=params), None)
+  outside, _ = loss_fn(params, steps.AlignmentInput(pairs, ref_logps=(rc, rr)), None)
+  np.testing.assert_allclose(float(inside), float(outside), rtol=1e-6)
+
+
+@pytest.mark.parametrize("experiment", ["sft", "pm", "offline"])
+def test_each_loop_builds_a_program_the_aot_check_compiles(experiment):
+  config = config_lib.load(os.path.join(ROOT, "configs", f"{experiment}.py:tiny"))
+  fig = aot.analyse(config)
+  assert fig["train_step_compiler"]["temporaries"] > 0
+  assert fig["per_device"]["params"] > 0 and fig["per_device"]["optimizer"] > 0
+  assert (fig["per_device"]["reference"] > 0) == (experiment == "offline")
+  assert "sampler_compiler" not in fig and "proxy_pm" not in fig["per_device"]
+  assert aot.render(fig).startswith(f"{experiment} t5-nano")
