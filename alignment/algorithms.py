@@ -14,7 +14,8 @@ tokens; "two samples per prompt" are rows 2i and 2i + 1 of a [2B, ...] batch.
 - `agreement`: a judge's verdict against the golden one, NaN on golden ties.
 
 Policy gradient, k samples per prompt (rewards [B, k]):
-- `rloo_advantages`, `grpo_advantages`: leave-one-out and group-normalised.
+- `rloo_advantages`, `grpo_advantages`, `pg_advantages`: leave-one-out and
+  group-normalised, after the KL penalty when it is in the reward.
 - `kl_k1`, `kl_k3`, `kl_shaped_rewards`: KL estimators and KL as a reward penalty.
 - `sibling_win_rewards`: a pairwise judge's rewards, each sample against its siblings.
 - `reinforce_loss`, `clipped_surrogate_loss`, `masked_mean`: the surrogates.
@@ -187,6 +188,19 @@ def clipped_surrogate_loss(logp_bt: Array, old_logp_bt: Array, advantages_b: Arr
   a = jax.lax.stop_gradient(advantages_b)[:, None]
   per_token = -jnp.minimum(ratio * a, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * a)
   return masked_mean(per_token, mask_bt)
+
+
+def pg_advantages(method: str, rewards_bk: Array, seq_logp_bk: Array, seq_ref_logp_bk: Array,
+                  kl: str, kl_coef: float, grpo_eps: float = 1e-4) -> Array:
+  """[B, k] advantages of RLOO or GRPO from the rewards of each prompt's k samples,
+  the KL to the reference as a reward penalty first when kl == "reward"."""
+  if kl == "reward":
+    rewards_bk = kl_shaped_rewards(rewards_bk, seq_logp_bk, seq_ref_logp_bk, kl_coef)
+  if method == "rloo":
+    return rloo_advantages(rewards_bk)
+  if method == "grpo":
+    return grpo_advantages(rewards_bk, grpo_eps)
+  raise ValueError(f"unknown policy-gradient method {method!r}: rloo or grpo")
 
 
 def truncated_importance_weights(target_logp: Array, behaviour_logp: Array,
