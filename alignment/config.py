@@ -91,6 +91,35 @@ def sampling_section(**kw) -> ConfigDict:
   return ConfigDict(base)
 
 
+RL_METHODS = ("contrastive", "rloo", "grpo")
+KL_MODES = ("reward", "k3", "exact")
+
+
+def rl_section(**kw) -> ConfigDict:
+  """What the online loop optimises (alignment.train.online).
+
+  method: "contrastive" (2 samples per prompt, judged, the `loss` section's
+    pairwise loss: online IPO/DPO/SLiC/Best-of-2), "rloo" (REINFORCE with a
+    leave-one-out baseline, sequence level) or "grpo" (group-normalised
+    advantages, clipped ratio, `updates` minibatch updates per batch).
+  samples: k responses per prompt (contrastive: 2; rloo/grpo: >= 2).
+  kl: the KL to the reference, with weight kl_coef: "reward" (k1 penalty on the
+    reward: r - kl_coef log pi/pi_ref), "k3" (k3 estimator as a loss) or "exact"
+    (the exact per-token KL as a loss; needs the reference on the policy's mesh).
+  staleness: sample with the policy's parameters this many steps old (0: on
+    policy; k >= 1 is what an asynchronous generator k steps behind the trainer
+    sees); is_cap > 0 corrects RLOO/GRPO for it with importance weights
+    min(pi / pi_behaviour, is_cap) per response (0: no correction).
+  Rewards come from the judge: a reward model's r(x, y) (judge.kind="reward"),
+  a pairwise PM's mean P(beating each sibling) (judge.kind="proxy"), or the
+  golden judge's score (judge.kind="golden").
+  """
+  base = dict(method="contrastive", samples=2, kl="reward", kl_coef=0.05, clip_eps=0.2,
+              updates=1, grpo_eps=1e-4, staleness=0, is_cap=0.0)
+  base.update(kw)
+  return ConfigDict(base)
+
+
 def eval_section(**kw) -> ConfigDict:
   """Evaluation (alignment.evaluation): sizes, sampling, tasks, and what to compare."""
   base = dict(
@@ -381,7 +410,32 @@ def check_sampling(s: ConfigDict):
 
 
 def check_judge(j: ConfigDict):
-  _check(j.kind in ("proxy", "golden"), f"config.judge.kind={j.kind!r}: choose proxy or golden")
+  _check(j.kind in ("proxy", "reward", "golden"),
+         f"config.judge.kind={j.kind!r}: choose proxy (a pairwise PM's export), reward (a "
+         "reward model's export) or golden")
+
+
+def check_rl(r: ConfigDict):
+  _check(r.method in RL_METHODS, f"config.rl.method={r.method!r}: choose one of {RL_METHODS}")
+  if r.method == "contrastive":
+    _check(r.samples == 2, f"config.rl.samples={r.samples}: the contrastive losses compare 2 "
+           "samples per prompt")
+  else:
+    _check(isinstance(r.samples, int) and r.samples >= 2,
+           f"config.rl.samples={r.samples!r}: {r.method} needs k >= 2 samples per prompt")
+  _check(r.kl in KL_MODES, f"config.rl.kl={r.kl!r}: choose one of {KL_MODES}")
+  _check(r.kl_coef >= 0, f"config.rl.kl_coef={r.kl_coef}: must be >= 0")
+  _check(0 < r.clip_eps < 1, f"config.rl.clip_eps={r.clip_eps}: must be in (0, 1)")
+  _check(isinstance(r.updates, int) and r.updates >= 1,
+         f"config.rl.updates={r.updates!r}: must be a positive integer")
+  _check(r.updates == 1 or r.method == "grpo",
+         f"config.rl.updates={r.updates}: several updates per batch are GRPO's (rl.method)")
+  _check(isinstance(r.staleness, int) and r.staleness >= 0,
+         f"config.rl.staleness={r.staleness!r}: a number of steps >= 0")
+  _check(r.is_cap >= 0, f"config.rl.is_cap={r.is_cap}: must be >= 0 (0: no correction)")
+  _check(r.is_cap == 0 or r.method != "contrastive",
+         f"config.rl.is_cap={r.is_cap}: the importance correction is for rloo/grpo; the "
+         "contrastive losses take stale pairs as they are")
 
 
 def check_eval(e: ConfigDict):
@@ -403,7 +457,7 @@ def check_eval(e: ConfigDict):
 
 SECTION_CHECKS = {"model": check_model, "data": check_data, "train": check_train,
                   "optimizer": check_optimizer, "loss": check_loss, "sampling": check_sampling,
-                  "judge": check_judge, "eval": check_eval}
+                  "judge": check_judge, "eval": check_eval, "rl": check_rl}
 
 
 def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
@@ -425,6 +479,23 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
   for name, check in SECTION_CHECKS.items():
     if name in config:
       check(config[name])
+  if "head" in config:
+    _check(config.head in ("pairwise", "reward"),
+           f"config.head={config.head!r}: choose 'pairwise' (the PM) or 'reward' (a "
+           "Bradley-Terry reward model)")
+  if "rl" in config and config.rl.method != "contrastive":
+    r = config.rl
+    _check(d.batch_size % r.updates == 0 and
+           (d.batch_size * r.samples // r.updates) % dp == 0,
+           f"config.rl.updates={r.updates}: each update takes data.batch_size / updates "
+           f"prompts x rl.samples rows, which must divide into whole prompts and by the "
+           f"data-parallel size {dp}")
+    _check(not config.train.get("write_stream", False),
+           f"config.train.write_stream: the D_online stream holds judged pairs; "
+           f"rl.method={r.method!r} writes none (set it False)")
+    _check(config.sampling.get("mixture", 0) == 0,
+           f"config.sampling.mixture={config.sampling.mixture}: mixture sampling is for the "
+           "contrastive methods")
   role_dp = {}
   if "roles" in config:
     import jax  # pylint: disable=g-import-not-at-top

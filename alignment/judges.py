@@ -9,6 +9,8 @@
   program on decoded text, run on the host): P = sigmoid((g1 - g2) / tau).
   With several processes each judges the rows its devices hold (the program
   is per row, so the verdicts equal a single process's).
+- `RewardJudge`: a Bradley-Terry scalar reward model r(x, y):
+  P = sigmoid(r1 - r2); its `rewards` feed policy-gradient RL.
 - `ModelJudge`: a trained pairwise preference model (the proxy PM, or a
   golden PM trained on real human labels). It is not symmetric by
   construction, so it is asked both ways and the verdict is
@@ -75,6 +77,31 @@ class ModelJudge:
     return self._compare
 
 
+class RewardJudge:
+  """A Bradley-Terry scalar reward model r(x, y) behind the judge interface:
+  P(y1 beats y2) = sigmoid(r1 - r2), y1 wins iff r1 > r2 (antisymmetric by
+  construction: no need to ask both ways). `rewards` gives r itself, for
+  policy-gradient RL."""
+
+  kind = "model"
+
+  def __init__(self, model: heads.RewardModel, params, mesh, rules):
+    self.model, self.params, self.mesh, self.rules = model, params, mesh, rules
+    self._rewards = jax.jit(lambda p, x, xm, y, m: model.apply({"params": p}, x, xm, y, m))
+
+  def rewards(self, prompts: B.PromptBatch, y, y_mask):
+    """[B] float32 r(x, y)."""
+    with sharding.use(self.mesh, self.rules):
+      return self._rewards(self.params, prompts.prompt, prompts.prompt_mask, y, y_mask)
+
+  def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> algorithms.Comparison:
+    diff = self.rewards(prompts, y1, y1_mask) - self.rewards(prompts, y2, y2_mask)
+    return algorithms.Comparison(prob_first=jax.nn.sigmoid(diff), first_wins=diff > 0)
+
+  def compare_pairs(self, pairs: B.SampledPairs) -> algorithms.Comparison:
+    return self.compare(pairs.prompts, *pairs.responses)
+
+
 class GoldenJudge:
   """The environment's program g(x, y), behind the judge interface (host side)."""
 
@@ -87,6 +114,15 @@ class GoldenJudge:
   def scores(self, prompts: B.PromptBatch, y) -> np.ndarray:
     return self.program.score(np.asarray(prompts.prompt), np.asarray(y),
                               np.asarray(prompts.prompt_mask))
+
+  def rewards(self, prompts: B.PromptBatch, y, y_mask):
+    """[B] golden scores g(x, y) as rewards (the golden-policy reference of RL);
+    with several processes each scores its rows, like `compare`."""
+    from alignment import distributed  # pylint: disable=g-import-not-at-top
+    del y_mask  # read up to EOS
+    rows = distributed.local_rows
+    g = self.program.score(rows(prompts.prompt), rows(y), rows(prompts.prompt_mask))
+    return distributed.rows_to_global(np.asarray(g, np.float32), y)
 
   def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> algorithms.Comparison:
     """numpy verdicts; with several processes, each judges the rows it holds and the
@@ -103,7 +139,10 @@ class GoldenJudge:
     return self.compare(pairs.prompts, *pairs.responses)
 
 
-def load_model_judge(path: str, data_section, mesh, rules):
-  """A `judges.ModelJudge` from a preference-model export."""
-  model, params = checkpoint.load_export(path, "pairwise", data_section, mesh, rules)
+def load_model_judge(path: str, data_section, mesh, rules, head: str = "pairwise"):
+  """A `ModelJudge` from a pairwise preference model's export (head "pairwise"), or
+  a `RewardJudge` from a Bradley-Terry reward model's (head "reward")."""
+  model, params = checkpoint.load_export(path, head, data_section, mesh, rules)
+  if head == "reward":
+    return RewardJudge(model, params, mesh, rules)
   return ModelJudge(model, params, mesh, rules)

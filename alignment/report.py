@@ -146,6 +146,14 @@ def setup_gate(workdir: str, stages, runs: list[dict]) -> dict:
     lo, hi = stats.wilson(acc * n, n) if n else (float("nan"), float("nan"))
     out.update(proxy_agreement=_r(acc, 4), proxy_agreement_interval=[_r(lo, 4), _r(hi, 4)],
                proxy_agreement_pairs=n, proxy_position_bias=_r(pm[-1].get("eval/position_bias")))
+  rm_path = os.path.join(workdir, "rm", "metrics.jsonl")
+  rm = [r for r in files.read_jsonl(rm_path) if "eval/accuracy" in r] if os.path.exists(
+      rm_path) else []
+  if rm:  # the scalar reward model of the rl experiment, on the same held-out pairs
+    acc, n = rm[-1]["eval/accuracy"], int(rm[-1].get("eval/pairs", 0))
+    lo, hi = stats.wilson(acc * n, n) if n else (float("nan"), float("nan"))
+    out.update(rm_agreement=_r(acc, 4), rm_agreement_interval=[_r(lo, 4), _r(hi, 4)],
+               rm_agreement_pairs=n)
   sft = _arrays(os.path.join(workdir, "sft_eval", "eval", "step_000000.npz"))
   if sft is not None:
     m, se = stats.mean_se(sft["golden_score"])
@@ -605,7 +613,26 @@ def plot_classifier(runs: list[dict], path: str):
 GROUP_TITLES = {"fig1": "Fig. 1: online vs offline IPO", "losses": "Other losses",
                 "h1": "H1 coverage: D_online replayed", "h2": "H2 quality",
                 "h4": "H4 Best-of-2", "h5": "H5 policy size",
-                "sec6": "Pair sets: the writer ablation and section 6"}
+                "sec6": "Pair sets: the writer ablation and section 6",
+                "rl": "Beyond the paper: RLOO and GRPO beside online and offline IPO",
+                "staleness": "Beyond the paper: staleness, from online to offline"}
+
+
+def comparisons(ctx: Context, group: str) -> dict:
+  """Each arm of `group` against Fig. 1's online IPO (seed-pooled): the peak
+  difference and the envelope gap from KL 0, with intervals (positive: the arm
+  does better than online IPO)."""
+  online = ctx.arm_of("online")[:1]
+  if ctx.boot is None or not online:
+    return {}
+  out = {}
+  for arm in sorted({r["arm"] for r in ctx.runs if r["group"] == group and r["arm"] in ctx.data}):
+    out[arm] = {
+        "peak_minus_online_ipo": ctx.value(lambda a=arm: ctx.peak(a) - ctx.peak(online[0])),
+        "envelope_minus_online_ipo": ctx.value(lambda a=arm: stats.envelope_gap(
+            [ctx.cv(a)], [ctx.cv(online[0])])),
+        **_arm_numbers(ctx, arm)}
+  return out
 
 
 def _fmt(v) -> str:
@@ -664,8 +691,9 @@ def write(study, workdir: str, stages) -> dict:
   found = findings(ctx, gate, study) if ctx.boot is not None else []
   arms_out = {a: _arm_numbers(ctx, a) for a in sorted(ctx.arm_runs) if a in ctx.data}
   ablations = pair_set_ablation(ctx, study.pairs)
+  compared = {g: c for g in ("rl", "staleness") if (c := comparisons(ctx, g))}
   results = {"study": study.scale, "setup": gate, "findings": found, "ablations": ablations,
-             "arms": arms_out,
+             "comparisons": compared, "arms": arms_out,
              "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
                       for r in runs]}
   # Keys in reading order: the gate before the findings, the findings before the runs.
@@ -680,6 +708,8 @@ def write(study, workdir: str, stages) -> dict:
       arms = [_source_arm(ctx)] + ctx.arm_of("offline")[:1] + arms
     if g == "sec6":  # beside offline on D_golden
       arms = list(dict.fromkeys(ctx.arm_of("offline")[:1] + arms))
+    if g in ("rl", "staleness"):  # beside Fig. 1's online and offline IPO
+      arms = list(dict.fromkeys(ctx.arm_of("online")[:1] + arms + ctx.arm_of("offline")[:1]))
     if not arms:
       continue
     name = f"budget_{g}.png"
@@ -729,6 +759,16 @@ def write(study, workdir: str, stages) -> dict:
     if g == "sec6":
       arms = list(dict.fromkeys(ctx.arm_of("offline")[:1] + arms))
       md += [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in ablations.items()] + [""]
+    if g in compared:
+      if g == "rl" and gate.get("rm_agreement") is not None:
+        md += [f"- reward model's agreement on held-out SFT pairs (n="
+               f"{gate['rm_agreement_pairs']}): {gate['rm_agreement']} "
+               f"{gate['rm_agreement_interval']} (the proxy PM's: "
+               f"{gate.get('proxy_agreement')} {gate.get('proxy_agreement_interval')})"]
+      md += [f"- {arm} - online IPO: peak {_fmt(c['peak_minus_online_ipo'])}, envelope from "
+             f"KL 0 {_fmt(c['envelope_minus_online_ipo'])}" for arm, c in compared[g].items()]
+      md += [""]
+      arms = list(dict.fromkeys(ctx.arm_of("online")[:1] + arms + ctx.arm_of("offline")[:1]))
     md += _arm_table(ctx, arms)
   if ctx.data:
     md += ["", "## The proxy on the policy's samples", "", "![agreement](agreement.png)", "",

@@ -30,6 +30,11 @@ Stages (each a directory under the workdir; training stages run through
                              offline IPO; the proxy PM, D_golden and the win-rate reference
                              (the main SFT policy) are the main size's
   losses online/offline DPO and SLiC, when listed
+  rl     rm (a Bradley-Terry reward model on pairs/train, like the PM), then online_<arm>
+                             for each of `rl.arms`: rloo_rm, grpo_rm (rewards of the RM),
+                             grpo_pm (the PM's sibling wins), rloo_golden
+  staleness online_ipo_stale<k>: online IPO sampling with parameters k steps old, for
+                             each k of `staleness` (k = 0 and offline: Fig. 1's arms)
 
 Every alignment run starts from its SFT export, evaluates at log-spaced steps
 (the rise and fall of online runs happen early) and writes the per-prompt
@@ -62,7 +67,7 @@ from alignment import config as config_lib
 
 log = logging.getLogger("alignment.study")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS = ("fig1", "h1", "h2", "h4", "h5", "sec6", "writer", "losses")
+EXPERIMENTS = ("fig1", "h1", "h2", "h4", "h5", "sec6", "writer", "losses", "rl", "staleness")
 PAIR_KINDS = ("sft", "writer", "mixed")
 
 
@@ -162,25 +167,29 @@ class Planner:
         "train.checkpoint_every": s.sft.steps}), group="foundation"))
 
   def foundation(self):
-    s, t = self.s, self.tasks()
+    s = self.s
     self.sft(s.model, "sft")
     self.add(Stage("pairs", "pairs", deps=("sft",), group="foundation",
                    params=dict(kind=s.pairs, num=s.num_pairs, held_out=s.held_out_pairs,
                                labels=s.labels, seed=s.seed, redraws=s.tie_redraws),
                    generate=self.generate_dgolden))
-    self.add(Stage("pm", "pm", self.experiment("pm", {
-        **self.common(s.model), "data.task": t["pairs"], "train.num_steps": s.pm.steps,
-        "optimizer.learning_rate": s.pm.learning_rate, "optimizer.decay_steps": s.pm.steps,
-        "data.replay_dir": self.path("pairs", "train"), "init.backbone": self.export("sft"),
-        "eval.pairs_dir": self.path("pairs", "held_out"),
-        "eval.num_batches": s.held_out_pairs // s.batch_size,
-        "eval.every": s.pm.steps, "train.checkpoint_every": s.pm.steps}),
-        deps=("sft", "pairs"), group="foundation"))
+    self.add(Stage("pm", "pm", self.experiment("pm", self.pm_overrides()),
+                   deps=("sft", "pairs"), group="foundation"))
     if s.golden_policy:
       self.online("golden_policy", s.model, "ipo", s.online.beta, "foundation", judge="golden",
                   data="golden_judge", deps=("sft",), reference="sft")
       self.stages["golden_policy"].run = None  # a reference, not a curve of the study
     self.sft_eval("sft_eval", s.model, "sft")
+
+  def pm_overrides(self) -> dict:
+    """The proxy PM's stage (and the reward model's: the same pairs, steps and rate)."""
+    s, t = self.s, self.tasks()
+    return {**self.common(s.model), "data.task": t["pairs"], "train.num_steps": s.pm.steps,
+            "optimizer.learning_rate": s.pm.learning_rate, "optimizer.decay_steps": s.pm.steps,
+            "data.replay_dir": self.path("pairs", "train"), "init.backbone": self.export("sft"),
+            "eval.pairs_dir": self.path("pairs", "held_out"),
+            "eval.num_batches": s.held_out_pairs // s.batch_size,
+            "eval.every": s.pm.steps, "train.checkpoint_every": s.pm.steps}
 
   def sft_eval(self, name: str, model: str, sft: str):
     ev = self.experiment("eval", {**self.common(model), "data.task": self.tasks()["prompts"],
@@ -192,15 +201,18 @@ class Planner:
   def online(self, name: str, model: str, loss: str, beta: float, group: str, *,
              judge: str = "proxy", data: str = "online", seed: int = 0, arm: str = "",
              deps: tuple[str, ...] = (), sft: str = "sft", sft_eval: str = "sft_eval",
-             reference: str = "", save_params: bool = False):
+             reference: str = "", save_params: bool = False, rl: Optional[dict] = None,
+             learning_rate: float = 0.0):
     s, t = self.s, self.tasks()
     steps = s.online.steps
+    lr = learning_rate or s.online.learning_rate
+    judges_export = {"proxy": self.export("pm"), "reward": self.export("rm"), "golden": ""}
     overrides = {**self.common(model, seed), "data.task": t["prompts"],
-                 "train.num_steps": steps, "optimizer.learning_rate": s.online.learning_rate,
+                 "train.num_steps": steps, "optimizer.learning_rate": lr,
                  "loss.name": loss, "loss.beta": beta,
                  "sampling.temperature": s.online.temperature, "init.policy": self.export(sft),
-                 "judge.kind": judge,
-                 "judge.checkpoint": self.export("pm") if judge == "proxy" else "",
+                 "judge.kind": judge, "judge.checkpoint": judges_export[judge],
+                 **(rl or {}),
                  "train.checkpoint_every": s.checkpoint_every,
                  **self.eval_overrides(sft, steps), "eval.save_params": save_params}
     if reference:  # the golden policy itself is measured against SFT
@@ -208,11 +220,20 @@ class Planner:
       deps = (sft, "pairs", "pm") + deps
     else:
       deps = (sft, "pairs", "pm", sft_eval) + self.reference_deps() + deps
+    if judge == "reward":
+      deps = deps + ("rm",)
+    rl = rl or {}
+    method = rl.get("rl.method", "contrastive")
     self.add(Stage(name, "online", self.experiment("online", overrides), deps=deps,
-                   run=dict(algorithm=loss, mode="online", data=data,
-                            hparams=dict(learning_rate=s.online.learning_rate, beta=beta,
-                                         steps=steps, model=model, seed=s.seed + seed,
-                                         staleness=0, temperature=s.online.temperature)),
+                   run=dict(algorithm=loss if method == "contrastive" else method,
+                            mode="online", data=data,
+                            hparams=dict(learning_rate=lr, beta=beta, steps=steps,
+                                         model=model, seed=s.seed + seed,
+                                         staleness=rl.get("rl.staleness", 0),
+                                         temperature=s.online.temperature,
+                                         judge=judge, **{k[3:]: v for k, v in rl.items()
+                                                         if k.startswith("rl.") and
+                                                         k != "rl.staleness"})),
                    group=group, sft_eval=sft_eval, arm=arm or name))
 
   def offline(self, name: str, model: str, loss: str, beta: float, group: str, data: str, *,
@@ -322,6 +343,31 @@ class Planner:
                          redraws=s.tie_redraws), deps=("sft",))
       self.offline(f"offline_{kind}_pairs", s.model, "ipo", beta, "sec6",
                    data=f"{kind}_pairs", pairs=self.path(name, "train"), deps=(name,))
+    if "rl" in experiments or "staleness" in experiments:
+      if "fig1" not in experiments:
+        raise config_lib.ConfigError("study.experiments: rl and staleness are compared with "
+                                     "the Fig. 1 arms; list 'fig1' too")
+    if "rl" in experiments:
+      self.add(Stage("rm", "pm", self.experiment("pm", {
+          **self.pm_overrides(), "head": "reward"}),
+          deps=("sft", "pairs"), group="foundation"))
+      arms = {"rloo_rm": ("rloo", "reward"), "grpo_rm": ("grpo", "reward"),
+              "grpo_pm": ("grpo", "proxy"), "rloo_golden": ("rloo", "golden")}
+      for arm in s.rl.arms:
+        if arm not in arms:
+          raise config_lib.ConfigError(f"study.rl.arms: unknown {arm!r}; choose from "
+                                       f"{sorted(arms)}")
+        method, judge = arms[arm]
+        self.online(f"online_{arm}", s.model, "ipo", beta, "rl", judge=judge,
+                    data=f"online_{judge}", learning_rate=s.rl.learning_rate, rl={
+                        "rl.method": method, "rl.samples": s.rl.samples, "rl.kl": s.rl.kl,
+                        "rl.kl_coef": s.rl.kl_coef,
+                        "rl.updates": s.rl.updates if method == "grpo" else 1,
+                        "train.write_stream": False})
+    if "staleness" in experiments:
+      for k in s.staleness:
+        self.online(f"online_ipo_stale{k}", s.model, "ipo", beta, "staleness",
+                    data=f"online_stale{k}", rl={"rl.staleness": int(k)})
     if "h5" in experiments:
       for size in s.sizes:
         if size == s.model:

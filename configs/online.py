@@ -5,6 +5,10 @@ golden judge (`judge.kind=golden`: training against it gives the "golden
 policy" the paper uses as the win-rate reference). `sampling.mixture` > 0
 draws each response from the reference with that probability (a sequence-level
 mixture, after IPO-MD). `train.write_stream` saves D_online for offline replay.
+`rl.method` = rloo or grpo trains by policy gradient on `rl.samples` samples per
+prompt instead (set train.write_stream=False), e.g.
+    --config.rl.method=grpo --config.rl.samples=4 --config.rl.kl=k3
+    --config.judge.kind=reward --config.judge.checkpoint=RM/export
 Variants: tiny, default, paper.
 """
 from alignment import config as C
@@ -15,6 +19,7 @@ def get_config(arg: str = "tiny"):
   c.data.task = "env_prompts"
   c.loss = C.loss_section("ipo", beta=0.1)
   c.sampling = C.sampling_section(mixture=0.0)
+  c.rl = C.rl_section()  # contrastive (the paper's), or rloo / grpo
   c.judge = C.ConfigDict(dict(kind="proxy", checkpoint=""))
   c.init = C.ConfigDict(dict(policy="", reference=""))
   c.train.write_stream = True

@@ -9,6 +9,7 @@ from alignment import config as C
 
 def get_config(arg: str = "tiny"):
   c = C.base_config("pm")
+  c.head = "pairwise"           # the paper's pairwise PM; "reward": a Bradley-Terry scalar RM
   c.data.task = "env_pairs_golden"
   c.data.replay_dir = ""        # train on a pair-set directory (a study's D_golden) instead
   c.init = C.ConfigDict(dict(backbone=""))  # SFT export / run dir; "" = random init

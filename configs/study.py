@@ -11,7 +11,11 @@ Scales:
            clone (README, "Choosing the default scale", has the measurements behind
            the sizes and steps).
   full     the default plus section 6 (pair sets), H5 (t5-nano and t5-mini policies
-           against the same proxy PM and reference) and the DPO/SLiC rows.
+           against the same proxy PM and reference), the DPO/SLiC rows, and beyond
+           the paper: `rl` (RLOO and GRPO with a scalar reward model and with the
+           pairwise PM) and `staleness` (online IPO sampling k steps behind).
+  Any scale takes --config.experiments="['fig1','rl','staleness']" (rl and staleness
+  compare against Fig. 1's arms, so list fig1 too).
   tpu      the paper's set-up on a pod slice: T5-Large policy and proxy PM, the paper's
            hyper-parameters and step counts (lr 1e-5, beta 0.1, 4k steps, batch 32),
            both modes swept over beta; point `prefix` at tasks of real data.
@@ -59,6 +63,11 @@ def get_config(arg: str = "smoke"):
   c.golden_policy = False            # True: win rates against a policy trained online
                                      # against the golden judge (the paper's reference)
   c.loss_variants = ["dpo", "slic"]  # Fig. 1 with these losses too when "losses" is listed
+  # rl: a Bradley-Terry reward model on D_golden (same pairs and steps as the PM), then
+  # RLOO and GRPO beside online and offline IPO, same budget and evaluation.
+  c.rl = C.ConfigDict(dict(arms=["rloo_rm", "grpo_rm", "grpo_pm"], samples=4, kl="reward",
+                           kl_coef=0.05, updates=2, learning_rate=3e-4))
+  c.staleness = [1, 4, 16, 64]       # online IPO sampling k steps behind (k = 0: Fig. 1's)
   if arg == "smoke":
     c.base_variant = "tiny"
     c.prefix = "env_tiny"
@@ -77,13 +86,14 @@ def get_config(arg: str = "smoke"):
     c.h1_windows = [2]
     c.checkpoint_every = 4
     c.experiments = ["fig1", "h1", "h2", "h4", "sec6"]
+    c.staleness = [2]
     c.eval.update(points=3, first=2, kl_prompts=16, win_prompts=32, proxy_prompts=16,
                   classifier_pairs=16, batch_size=16)
     c.bootstrap = 200
   elif arg == "default":
     pass
   elif arg == "full":
-    c.experiments = ["fig1", "h1", "h2", "h4", "sec6", "h5", "losses"]
+    c.experiments = ["fig1", "h1", "h2", "h4", "sec6", "h5", "losses", "rl", "staleness"]
     c.h1_windows = [4, 32]
   elif arg == "tpu":
     c.base_variant = "paper"

@@ -73,3 +73,24 @@ def test_sequence_logps_sum_and_mean():
   np.testing.assert_allclose(losses.sequence_logps(tok, mask, "mean"), [-2.0, -0.5])
   with pytest.raises(ValueError, match="reduction"):
     losses.sequence_logps(tok, mask, "max")
+
+
+def test_bradley_terry_reward_model_loss_is_its_formula():
+  from alignment.data import batches as B  # pylint: disable=g-import-not-at-top
+  from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
+  from alignment.train import steps  # pylint: disable=g-import-not-at-top
+  model = heads.RewardModel(zoo.get("t5-nano", vocab_size=64))
+  rng = np.random.default_rng(3)
+  tok = lambda n: rng.integers(2, 64, (4, n)).astype(np.int32)
+  pairs = B.PreferenceBatch(tok(5), np.ones((4, 5), np.int32), tok(6), np.ones((4, 6), np.int32),
+                            tok(6), np.ones((4, 6), np.int32))
+  params = model.init(jax.random.PRNGKey(0), pairs.prompt, pairs.prompt_mask, pairs.chosen,
+                      pairs.chosen_mask)["params"]
+  params = jax.tree.map(lambda p: p * 30.0, params)  # margins far from 0
+  r = lambda y: np.asarray(model.apply({"params": params}, pairs.prompt, pairs.prompt_mask, y,
+                                       np.ones_like(y)), np.float64)
+  margin = r(pairs.chosen) - r(pairs.rejected)
+  want = np.mean([-math.log(1.0 / (1.0 + math.exp(-m))) for m in margin])
+  loss, metrics = steps.reward_model_loss_fn(model)(params, pairs, None)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-4)
+  assert float(metrics["accuracy"]) == np.mean(margin > 0)

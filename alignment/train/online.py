@@ -13,6 +13,18 @@ the proxy PM share the mesh by default, or each takes a sub-mesh; batches,
 verdicts and reference log-probs then cross by reshards (`roles.Reference`,
 `judge_compare` below), and the results equal the shared mesh's.
 
+`rl.method` picks what is optimised (`config.rl_section`): "contrastive" (the
+above: 2 samples, a verdict, the `loss` section's pairwise loss) or policy
+gradient with k = `rl.samples` samples per prompt: "rloo" (REINFORCE with a
+leave-one-out baseline) or "grpo" (group-normalised advantages, the clipped
+ratio, `rl.updates` minibatch updates per batch). Their rewards come from the
+judge: a reward model's r(x, y) (`judge.kind="reward"`), a pairwise PM's mean
+probability of beating each sibling (`"proxy"`), or the golden score
+(`"golden"`); the KL to the reference enters as a k1 reward penalty, a k3 loss
+or the exact per-token KL as a loss (`rl.kl`, weight `rl.kl_coef`). The maths
+is in `alignment.algorithms` (tests/test_policy_gradient.py: formulas and a
+bandit whose optimum is known).
+
 `sampling.mixture` = a in (0, 1] draws each response from the reference
 policy with probability a and from the policy otherwise (a sequence-level
 mixture, after IPO-MD's mixture of the current and reference policies).
@@ -26,6 +38,7 @@ loop can replay D_online in order, shuffled, or shuffled within windows.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import time
@@ -35,7 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import algorithms, checkpoint, distributed, evaluation, faults, judges, sampling, sharding
+from alignment import algorithms, checkpoint, distributed, evaluation, faults, judges, sampling
+from alignment import scoring, sharding
 from alignment import config as config_lib
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
@@ -47,15 +61,33 @@ from alignment.train import program as program_lib
 
 @dataclasses.dataclass(frozen=True)
 class OnlineProgram:
-  """The online loop's programs (`build`): the alignment step and the sampler.
+  """The online loop's programs (`build`): the update step and the sampler.
 
-  train: the alignment step (`program.Program`) on an `AlignmentInput`, with the
-    veto step(state, batch, accept): accept is "every verdict is finite".
-  sampler: 2 responses per prompt of `data.response_len` tokens at
+  train: the update step (`program.Program`), with the veto step(state, batch,
+    accept): accept is "every verdict (reward) is finite". Contrastive: on an
+    `AlignmentInput` of B judged pairs; rloo/grpo: on a `RolloutInput` of
+    B x k / rl.updates sampled responses.
+  sampler: rl.samples responses per prompt of `data.response_len` tokens at
     `sampling.*`, reading the parameters where the train state keeps them.
   """
   train: program_lib.Program
   sampler: sampling.Sampler
+
+
+def rollout_spec(config, abstract_params, mesh, rules) -> steps.RolloutInput:
+  """The abstract `RolloutInput` of one policy-gradient update (a minibatch)."""
+  d, r = config.data, config.rl
+  n = d.batch_size * r.samples // r.updates
+  rows2, rows1 = sharding.batch_sharding(mesh, rules, 2), sharding.batch_sharding(mesh, rules, 1)
+  sds = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype,
+                                                  sharding=rows2 if len(shape) == 2 else rows1)
+  tokens = lambda length: sds((n, length), jnp.int32)
+  return steps.RolloutInput(
+      prompt=tokens(d.prompt_len), prompt_mask=tokens(d.prompt_len),
+      response=tokens(d.response_len), response_mask=tokens(d.response_len),
+      advantages=sds((n,), jnp.float32), old_logps=sds((n, d.response_len), jnp.float32),
+      ref_logps=sds((n, d.response_len), jnp.float32),
+      ref_params=abstract_params if r.kl == "exact" else None)
 
 
 def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlineProgram:
@@ -65,18 +97,30 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
   draws past it); reference_shared: whether the reference runs on the policy's
   mesh (its parameters go into the step) or on its own (its log-probs do).
   """
-  d, s, l = config.data, config.sampling, config.loss
-  train = program_lib.build(
-      "online", heads.LanguageModel, config, mesh, rules, vocab,
-      loss_fn_of=lambda m: steps.alignment_loss_fn(m, l.name, l.beta, l.reduction),
-      batch_spec_of=lambda abstract: roles.alignment_input_spec(
-          program_lib.pair_batch_spec(d, mesh, rules), abstract.params, reference_shared,
-          mesh, rules),
-      accepts_veto=True)
+  d, s, l, r = config.data, config.sampling, config.loss, config.rl
+  if r.method == "contrastive":
+    train = program_lib.build(
+        "online", heads.LanguageModel, config, mesh, rules, vocab,
+        loss_fn_of=lambda m: steps.alignment_loss_fn(m, l.name, l.beta, l.reduction),
+        batch_spec_of=lambda abstract: roles.alignment_input_spec(
+            program_lib.pair_batch_spec(d, mesh, rules), abstract.params, reference_shared,
+            mesh, rules),
+        accepts_veto=True)
+  else:
+    if r.kl == "exact" and not reference_shared:
+      raise config_lib.ConfigError("config.rl.kl='exact' needs the reference's full "
+                                   "distributions in the step: leave config.roles.reference "
+                                   "on the policy's mesh, or use kl='k3' or 'reward'")
+    train = program_lib.build(
+        "online", heads.LanguageModel, config, mesh, rules, vocab,
+        loss_fn_of=lambda m: steps.policy_gradient_loss_fn(m, r.method, r.kl, r.kl_coef,
+                                                           r.clip_eps),
+        batch_spec_of=lambda abstract: rollout_spec(config, abstract.params, mesh, rules),
+        accepts_veto=True)
   sampler = sampling.Sampler(
       train.model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
-                                     top_k=s.top_k, top_p=s.top_p, num_samples=2,
-                                     cache_dtype=s.cache_dtype, vocab_size=vocab.vocab_size),
+                                           top_k=s.top_k, top_p=s.top_p, num_samples=r.samples,
+                                           cache_dtype=s.cache_dtype, vocab_size=vocab.vocab_size),
       mesh, rules, params_sharding=train.state_shardings.params)
   return OnlineProgram(train, sampler)
 
@@ -100,16 +144,19 @@ class Phases:
 
 
 def make_judge(config, vocab, meshes, rules):
-  """The proxy PM (asked both ways, on its role's mesh) or the golden judge."""
-  if config.judge.kind == "proxy":
+  """The proxy PM (asked both ways) or a reward model, on the proxy's role mesh, or
+  the golden judge."""
+  kind = config.judge.kind
+  if kind in ("proxy", "reward"):
     if not config.judge.checkpoint:
-      raise config_lib.ConfigError("config.judge.checkpoint: the proxy PM's export is required "
-                                   "with judge.kind='proxy'")
+      raise config_lib.ConfigError(f"config.judge.checkpoint: the {kind} model's export is "
+                                   f"required with judge.kind={kind!r}")
     return judges.load_model_judge(config.judge.checkpoint, config.data,
-                                   meshes[judges.Role.PROXY_PM], rules)
-  if config.judge.kind == "golden":
+                                   meshes[judges.Role.PROXY_PM], rules,
+                                   head="reward" if kind == "reward" else "pairwise")
+  if kind == "golden":
     return judges.GoldenJudge(vocab)
-  raise config_lib.ConfigError(f"config.judge.kind={config.judge.kind!r}: choose proxy or golden")
+  raise config_lib.ConfigError(f"config.judge.kind={kind!r}: choose proxy, reward or golden")
 
 
 def lengths_of(sampled: B.SampledPairs):
@@ -119,7 +166,10 @@ def lengths_of(sampled: B.SampledPairs):
 
 
 def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
-  """The sampler, judge call and train step of `program`, with this judge and reference."""
+  """The sampler, judge call and train step of `program`, with this judge and reference
+  (contrastive: judged pairs; rloo/grpo: rewards of k samples per prompt)."""
+  if config.rl.method != "contrastive":
+    return policy_gradient_phases(program, config, judge, reference)
   train, sampler = program.train, program.sampler
   mesh, rules = train.mesh, train.rules
   s = config.sampling
@@ -166,6 +216,127 @@ def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
   return Phases(sample, judge_samples, update)
 
 
+class StaleParams:
+  """The policy's parameters `k` steps old, for sampling (`rl.staleness` = k).
+
+  Keeps copies of the last k + 1 parameter sets (the train step donates its
+  state, so they are copied); at step t it hands out those of step
+  max(t - k, first step of this process). k = 0 hands back the current
+  parameters themselves: the on-policy loop, unchanged. A resumed run refills
+  its history from the parameters it resumed with, so its first k steps sample
+  with fresher parameters than an uninterrupted run's.
+  """
+
+  def __init__(self, k: int):
+    self.k = k
+    self.history: collections.deque = collections.deque()
+
+  def for_step(self, step: int, params):
+    """(parameters to sample with, the step they are from)."""
+    if self.k == 0:
+      return params, step
+    self.history.append((step, jax.tree.map(jnp.copy, params)))
+    while len(self.history) > self.k + 1:
+      self.history.popleft()
+    sampling_step, stale = self.history[0]
+    return stale, sampling_step
+
+
+def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> Phases:
+  """RLOO/GRPO's phases: sample k responses per prompt; rewards from the judge (a
+  reward model's r, a pairwise PM's sibling wins, or golden scores); the
+  advantages over each prompt's k samples; `rl.updates` minibatch updates."""
+  train, sampler = program.train, program.sampler
+  mesh, rules, model = train.mesh, train.rules, train.model
+  r, k = config.rl, config.rl.samples
+  sample_key = jax.random.PRNGKey(np.uint32(config.seed + 1))
+  mb_spec = train.batch_spec
+  rows = mb_spec.response.sharding
+  row = mb_spec.advantages.sharding
+  n_mb = mb_spec.response.shape[0]
+
+  def logps_of(params, out):
+    logits = model.apply({"params": params}, out.prompt, out.prompt_mask, out.tokens, out.mask)
+    return scoring.token_logprobs(logits, out.tokens, out.mask)
+
+  def prepare_fn(ref_params, params, out, rewards):
+    ref_t = logps_of(ref_params, out)
+    old_t = out.logprobs  # the sampling (behaviour) policy's, untempered
+    seq = lambda t: jnp.sum(t, -1).reshape(-1, k)
+    rewards_bk = rewards.astype(jnp.float32).reshape(-1, k)
+    adv = algorithms.pg_advantages(r.method, rewards_bk, seq(old_t), seq(ref_t), r.kl,
+                                   r.kl_coef, r.grpo_eps)
+    if r.is_cap > 0:  # stale samples: weight by min(pi / pi_behaviour, cap); the ratio
+      now_t = logps_of(params, out)  # then starts from the current policy
+      adv = adv * algorithms.truncated_importance_weights(seq(now_t), seq(old_t), r.is_cap)
+      old_t = now_t
+    rollout = steps.RolloutInput(out.prompt, out.prompt_mask, out.tokens, out.mask,
+                                 adv.reshape(-1), old_t, ref_t)
+    lengths = jnp.sum(out.mask, -1).astype(jnp.float32)
+    stats = {"reward_mean": jnp.mean(rewards_bk),
+             "reward_std_in_group": jnp.mean(jnp.std(rewards_bk, -1)),
+             "judge_ok": jnp.all(jnp.isfinite(rewards_bk)),
+             "response_length": jnp.mean(lengths), "tokens": jnp.sum(lengths)}
+    return rollout, stats
+
+  full = steps.RolloutInput(rows, rows, rows, rows, row, rows, rows)
+  prepare = jax.jit(prepare_fn, out_shardings=(full, sharding.replicated(mesh)))
+  no_params = None
+  take = jax.jit(lambda ro, u: jax.tree.map(lambda x: x[u * n_mb:(u + 1) * n_mb], ro),
+                 static_argnums=1, out_shardings=full)
+  # The k samples of each prompt, one at a time (a pairwise judge compares them two by two).
+  nth = jax.jit(lambda out, i: (out.prompt[i::k], out.prompt_mask[i::k], out.tokens[i::k],
+                                out.mask[i::k]), static_argnums=1, out_shardings=(rows,) * 4)
+  siblings = jax.jit(algorithms.sibling_win_rewards, out_shardings=rows)
+
+  def sample(params, batch, step):
+    return sampler(params, batch, jax.random.fold_in(sample_key, step))
+
+  def rewards_of(out):
+    prompts = B.PromptBatch(out.prompt, out.prompt_mask)
+    if hasattr(judge, "rewards"):  # a reward model or the golden judge: r(x, y) per row
+      return judge.rewards(prompts, out.tokens, out.mask)
+    with sharding.use(mesh, rules):  # a pairwise PM: P(i beats j) for each pair of siblings
+      parts = [nth(out, i) for i in range(k)]
+    probs = [[None] * k for _ in range(k)]
+    for i in range(k):
+      for j in range(i + 1, k):
+        c = judge.compare(B.PromptBatch(*parts[i][:2]), *parts[i][2:], *parts[j][2:])
+        probs[i][j], probs[j][i] = c.prob_first, 1.0 - c.prob_first
+    zero = jnp.zeros_like(probs[0][1])
+    matrix = jnp.stack([jnp.stack([zero if p is None else p for p in line], -1)
+                        for line in probs], 1)  # [B, k, k]
+    with sharding.use(mesh, rules):
+      return siblings(matrix).reshape(-1)
+
+  def judge_samples(batch, out, step):
+    del batch
+    judge_mesh = getattr(judge, "mesh", None)
+    if judge_mesh is None or sharding.same_mesh(judge_mesh, mesh):
+      rewards = rewards_of(out)
+    else:
+      rewards = sharding.move_rows(rewards_of(sharding.move_rows(out, judge_mesh, rules)),
+                                   mesh, rules)
+    rewards = jnp.asarray(rewards, jnp.float32)
+    if faults.hit("judge", step + 1):  # fault injection (tests only)
+      rewards = jnp.full_like(rewards, jnp.nan)
+    return out, rewards
+
+  def update(state, out, rewards):
+    ref = reference.on_policy_mesh()
+    with sharding.use(mesh, rules):
+      rollout, batch_stats = prepare(ref, state.params if r.is_cap > 0 else no_params, out,
+                                     rewards)
+      minibatches = [take(rollout, u) for u in range(r.updates)]
+    for mb in minibatches:
+      if r.kl == "exact":
+        mb = mb.replace(ref_params=ref)
+      state, metrics = train.step(state, mb, batch_stats["judge_ok"])
+    return state, metrics, batch_stats
+
+  return Phases(sample, judge_samples, update)
+
+
 def run(config, workdir: str) -> dict:
   # ---- set-up --------------------------------------------------------------
   meshes, mesh, rules, reference_shared = roles.policy_set_up(config)  # config.roles
@@ -188,7 +359,7 @@ def run(config, workdir: str) -> dict:
 
   # ---- judge, evaluation, stream ----------------------------------------------
   judge = make_judge(config, vocab, meshes, rules)
-  proxy = judge if isinstance(judge, judges.ModelJudge) else None
+  proxy = judge if isinstance(judge, (judges.ModelJudge, judges.RewardJudge)) else None
   evaluator = evaluation.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules,
                                         proxy=proxy)  # None unless the config evaluates in-loop
   writer = None
@@ -196,33 +367,37 @@ def run(config, workdir: str) -> dict:
     writer = stream.StreamWriter(
         os.path.join(workdir, "stream"), global_batch_size=d.batch_size,
         prompt_length=d.prompt_len, response_length=d.response_len,
-        vocab=vocab_lib.vocabulary_name(vocab), resume_step=start)
+        vocab=vocab_lib.vocabulary_name(vocab), extras=("sampling_step",), resume_step=start)
 
   # ---- step: sample, judge, update ------------------------------------------
   phases = make_phases(program, config, judge, reference)
 
   # ---- loop ----------------------------------------------------------------
   run_ = bookkeeping.Run(config.train, workdir, ckpt, start, "online", meta,
-                         watch=("loss", "grad_norm", "judge_prob_chosen"))
+                         watch=("loss", "grad_norm", "judge_prob_chosen", "reward_mean"))
+  stale = StaleParams(config.rl.staleness)
   for step in range(start, config.train.num_steps):
     batch = next(prompts)
     t0 = time.perf_counter()
-    out = phases.sample(state.params, batch, step)
+    sample_params, sampling_step = stale.for_step(step, state.params)
+    out = phases.sample(sample_params, batch, step)
     jax.block_until_ready(out.tokens)
     t1 = time.perf_counter()
-    sampled, verdict = phases.judge(batch, out, step)
-    jax.block_until_ready(verdict.first_wins)
+    judged = phases.judge(batch, out, step)  # (SampledPairs, Comparison) or (out, rewards)
+    jax.block_until_ready(judged)
     t2 = time.perf_counter()
-    state, metrics, batch_stats = phases.update(state, sampled, verdict)
+    state, metrics, batch_stats = phases.update(state, *judged)
     if writer is not None:  # each process writes the rows it holds, at their positions
+      sampled, verdict = judged
       rows = {f.name: distributed.local_rows(getattr(sampled, f.name))
               for f in dataclasses.fields(sampled)}
       writer.write(step, **rows,
                    verdict=np.asarray(distributed.local_rows(verdict.first_wins)).astype(np.int32),
                    proxy_prob=np.asarray(distributed.local_rows(verdict.prob_first), np.float32),
+                   extras={"sampling_step": np.full(len(rows["prompt"]), sampling_step)},
                    positions=distributed.local_row_indices(sampled.response_1))
     extra = {k: float(v) for k, v in jax.device_get(batch_stats).items() if k != "judge_ok"}
-    extra.update(sample_time=t1 - t0, judge_time=t2 - t1)
+    extra.update(sample_time=t1 - t0, judge_time=t2 - t1, sampling_lag=step - sampling_step)
     evaluation.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
     if writer is not None and (
         (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.num_steps

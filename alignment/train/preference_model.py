@@ -1,7 +1,10 @@
-"""Pairwise preference model training: the proxy PM of the paper.
+"""Preference model training: the proxy PM of the paper, or a scalar reward model.
 
-(x, y1, y2) -> logit of P(y1 beats y2), trained by maximum likelihood on the
-golden labels of D_golden with the order of each pair randomised per step.
+`head="pairwise"` (the paper's PM): (x, y1, y2) -> logit of P(y1 beats y2),
+trained by maximum likelihood on the golden labels of D_golden with the order
+of each pair randomised per step. `head="reward"`: a Bradley-Terry reward model
+r(x, y), P(y1 beats y2) = sigmoid(r1 - r2), on the same pairs (the scalar
+rewards of policy-gradient RL; `judges.RewardJudge`).
 The backbone starts from the SFT policy (`init.backbone`), as the paper's PMs
 start from fine-tuned T5; the score head starts near zero (P = 1/2).
 
@@ -30,10 +33,22 @@ from alignment.train import steps
 from alignment.train import program as program_lib
 
 
+HEADS = {"pairwise": heads.PairwisePreferenceModel, "reward": heads.RewardModel}
+
+
 def held_out_metrics(model, mesh, rules, params, pairs, batch_size: int) -> dict:
-  """Debiased accuracy, raw accuracy and position bias on fixed pairs."""
-  compare = judges.ModelJudge(model, params, mesh, rules)
-  raw = jax.jit(lambda p, *a: model.apply({"params": p}, *a))
+  """Debiased accuracy, raw accuracy and position bias on fixed pairs (a reward
+  model is antisymmetric: its raw accuracy is its accuracy, its bias 1/2)."""
+  if isinstance(model, heads.RewardModel):
+    compare = judges.RewardJudge(model, params, mesh, rules)
+
+    def raw(p, x, xm, y1, m1, y2, m2):  # the logit r1 - r2, with compare's parameters
+      del p
+      return (compare.rewards(B.PromptBatch(x, xm), y1, m1) -
+              compare.rewards(B.PromptBatch(x, xm), y2, m2))
+  else:
+    compare = judges.ModelJudge(model, params, mesh, rules)
+    raw = jax.jit(lambda p, *a: model.apply({"params": p}, *a))
   n = pairs.prompt.shape[0] // batch_size * batch_size
   correct, raw_correct, first = 0.0, 0.0, 0.0
   for i in range(0, n, batch_size):
@@ -54,10 +69,12 @@ def held_out_metrics(model, mesh, rules, params, pairs, batch_size: int) -> dict
 
 
 def build(config, mesh, rules, vocab) -> program_lib.Program:
-  """The preference model's step of `config` on `mesh` (nothing allocated)."""
+  """The step of `config` on `mesh` (nothing allocated): the pairwise PM
+  (`head="pairwise"`) or a Bradley-Terry scalar reward model (`head="reward"`)."""
+  reward = config.head == "reward"
   return program_lib.build(
-      "pm", heads.PairwisePreferenceModel, config, mesh, rules, vocab,
-      loss_fn_of=steps.preference_model_loss_fn,
+      "rm" if reward else "pm", HEADS[config.head], config, mesh, rules, vocab,
+      loss_fn_of=steps.reward_model_loss_fn if reward else steps.preference_model_loss_fn,
       batch_spec_of=lambda abstract: program_lib.pair_batch_spec(config.data, mesh, rules))
 
 

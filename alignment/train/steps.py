@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from alignment import algorithms as A
 from alignment import losses, scoring
 from alignment.data import batches as B
 
@@ -69,6 +70,25 @@ def preference_model_loss_fn(model):
     loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels))
     acc = jnp.mean(((logits > 0).astype(jnp.float32) == labels).astype(jnp.float32))
     return loss, {"accuracy": acc, "logit_abs": jnp.mean(jnp.abs(logits))}
+  return loss_fn
+
+
+def reward_model_loss_fn(model):
+  """Bradley-Terry: P(chosen beats rejected) = sigmoid(r(x, chosen) - r(x, rejected)),
+  maximum likelihood on the golden labels. Order cannot matter (the margin is
+  antisymmetric), so nothing is randomised; both responses share one forward."""
+  def loss_fn(params, batch: B.PreferenceBatch, rng):
+    del rng
+    both = lambda a, b: jnp.concatenate([a, b], 0)
+    r = model.apply({"params": params}, both(batch.prompt, batch.prompt),
+                    both(batch.prompt_mask, batch.prompt_mask),
+                    both(batch.chosen, batch.rejected),
+                    both(batch.chosen_mask, batch.rejected_mask))
+    n = batch.prompt.shape[0]
+    margin = r[:n] - r[n:]
+    loss = jnp.mean(jax.nn.softplus(-margin))  # -log sigmoid(margin)
+    return loss, {"accuracy": jnp.mean((margin > 0).astype(jnp.float32)),
+                  "reward_margin": jnp.mean(margin), "reward_abs": jnp.mean(jnp.abs(r))}
   return loss_fn
 
 
@@ -143,5 +163,82 @@ def alignment_loss_fn(model, loss_name: str, beta: float, reduction: str = "sum"
         "rejected_length": jnp.mean(jnp.sum(pairs.rejected_mask, -1).astype(jnp.float32)),
     }
     return jnp.mean(per_example), metrics
+
+  return loss_fn
+
+
+# ---------------------------------------------------------------------------
+# Policy gradient (online RLOO and GRPO)
+# ---------------------------------------------------------------------------
+
+
+@flax.struct.dataclass
+class RolloutInput:
+  """One policy-gradient update's input: N rows, k sampled responses per prompt.
+
+  prompt, prompt_mask [N, Lp] (each prompt repeated k times); response,
+  response_mask [N, T]; advantages [N] (computed over each prompt's k samples
+  before any minibatching); old_logps [N, T] the sampling policy's token
+  log-probs (the ratio's denominator); ref_logps [N, T] the reference's token
+  log-probs; ref_params: the reference's parameters with kl="exact" (its full
+  distributions), else None.
+  """
+  prompt: Array
+  prompt_mask: Array
+  response: Array
+  response_mask: Array
+  advantages: Array
+  old_logps: Array
+  ref_logps: Array
+  ref_params: Optional[Any] = None
+
+
+def policy_gradient_loss_fn(model, method: str, kl: str, kl_coef: float, clip_eps: float):
+  """RLOO or GRPO on a `RolloutInput`, with the KL to the reference as a loss when
+  kl is "k3" or "exact" (kl="reward" is already in the advantages).
+
+  rloo: -mean_i A_i log pi(y_i) (REINFORCE), KL loss per sequence (summed over
+  tokens, the objective's r - beta KL(y)). grpo: the clipped token-level
+  surrogate (`algorithms.clipped_surrogate_loss`), KL loss per token (mean over a
+  response's tokens, then over responses, as GRPO's). Metrics: the surrogate,
+  k1 and k3 KL estimates per sequence, the ratio's mean and how often it clips.
+  """
+  def loss_fn(params, batch: RolloutInput, rng):
+    del rng
+    mask = batch.response_mask
+    m = mask.astype(jnp.float32)
+    logits = model.apply({"params": params}, batch.prompt, batch.prompt_mask, batch.response,
+                         mask)
+    logp_t = scoring.token_logprobs(logits, batch.response, mask)
+    ref_t = jax.lax.stop_gradient(batch.ref_logps)
+    if method == "rloo":
+      surrogate = A.reinforce_loss(jnp.sum(logp_t, -1), batch.advantages)
+      reduce = lambda x_bt: jnp.mean(jnp.sum(x_bt * m, -1))  # per sequence
+    else:
+      surrogate = A.clipped_surrogate_loss(logp_t, batch.old_logps, batch.advantages, mask,
+                                           clip_eps)
+      reduce = lambda x_bt: A.masked_mean(x_bt, mask)  # per token
+    k3_t = A.kl_k3(logp_t, ref_t) * m
+    loss = surrogate
+    if kl == "k3":
+      loss = loss + kl_coef * reduce(k3_t)
+    elif kl == "exact":
+      if batch.ref_params is None:
+        raise ValueError("RolloutInput: kl='exact' needs ref_params")
+      ref_logits = model.apply({"params": jax.lax.stop_gradient(batch.ref_params)},
+                               batch.prompt, batch.prompt_mask, batch.response, mask)
+      loss = loss + kl_coef * reduce(scoring.per_token_kl(logits, ref_logits, mask))
+    ratio = jnp.exp(logp_t - jax.lax.stop_gradient(batch.old_logps))
+    clipped = (jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32) * m
+    n_tok = jnp.maximum(jnp.sum(m), 1.0)
+    return loss, {
+        "surrogate": surrogate,
+        "kl_k1": jnp.mean(jnp.sum((logp_t - ref_t) * m, -1)),
+        "kl_k3": jnp.mean(jnp.sum(k3_t, -1)),
+        "ratio_mean": jnp.sum(ratio * m) / n_tok,
+        "clip_fraction": jnp.sum(clipped) / n_tok,
+        "advantage_abs": jnp.mean(jnp.abs(batch.advantages)),
+        "response_length": jnp.mean(jnp.sum(m, -1)),
+    }
 
   return loss_fn

@@ -123,3 +123,36 @@ def test_unknown_experiment_is_named(tmp_path):
   config_lib.apply_overrides(c, ["experiments=['fig1', 'h9']"])
   with pytest.raises(config_lib.ConfigError, match=r"unknown \['h9'\]"):
     study.plan(c, str(tmp_path))
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_rl_and_staleness_experiments_write_their_plots_and_rows(smoke_study, tmp_path):
+  """Beyond the paper, on the smoke study's foundation (its finished stages are reused
+  by hash): a reward model, RLOO and GRPO arms, and online IPO sampling 2 steps behind,
+  each compared with Fig. 1's online IPO."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir, _ = smoke_study
+  shutil.copytree(workdir, tmp_path / "study")
+  c = _smoke()
+  config_lib.apply_overrides(c, ["experiments=['fig1', 'rl', 'staleness']", "seeds=[0]"])
+  out = study.run(c, str(tmp_path / "study"))
+  with open(tmp_path / "study" / "results.json") as f:
+    results = json.load(f)
+  rl, stale = results["comparisons"]["rl"], results["comparisons"]["staleness"]
+  assert set(rl) == {"online_rloo_rm", "online_grpo_rm", "online_grpo_pm"}
+  assert set(stale) == {"online_ipo_stale2"}
+  for c_ in list(rl.values()) + list(stale.values()):
+    lo, hi = c_["peak_minus_online_ipo"]["interval"]
+    assert lo <= c_["peak_minus_online_ipo"]["estimate"] <= hi
+  runs = {r["name"]: r for r in results["runs"]}
+  assert runs["online_grpo_pm"]["algorithm"] == "grpo"
+  assert runs["online_grpo_pm"]["hparams"]["judge"] == "proxy"
+  assert runs["online_ipo_stale2"]["hparams"]["staleness"] == 2
+  setup = results["setup"]
+  lo, hi = setup["rm_agreement_interval"]
+  assert lo <= setup["rm_agreement"] <= hi and setup["rm_agreement_pairs"] == 64
+  assert {"budget_rl.png", "budget_staleness.png"} <= set(out["plots"])
+  report = (tmp_path / "study" / "report.md").read_text()
+  assert "## Beyond the paper: RLOO and GRPO" in report and "online_grpo_pm - online IPO" in report
+  assert "## Beyond the paper: staleness" in report

@@ -70,3 +70,52 @@ def test_each_loop_builds_a_program_the_aot_check_compiles(experiment):
   assert (fig["per_device"]["reference"] > 0) == (experiment == "offline")
   assert "sampler_compiler" not in fig and "proxy_pm" not in fig["per_device"]
   assert aot.render(fig).startswith(f"{experiment} t5-nano")
+
+
+def test_policy_gradient_program_compiles_with_its_minibatch_and_k_samples():
+  config = config_lib.load(os.path.join(ROOT, "configs", "online.py:tiny"))
+  config_lib.apply_overrides(config, ["rl.method='grpo'", "rl.samples=4", "rl.updates=2",
+                                      "rl.kl='exact'", "train.write_stream=False",
+                                      "judge.kind='golden'"])
+  fig = aot.analyse(config)
+  assert fig["train_step_compiler"]["temporaries"] > 0 and fig["sampler_compiler"]
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+  from alignment.train import online  # pylint: disable=g-import-not-at-top
+  mesh, rules = sharding.mesh_and_rules(config.mesh)
+  program = online.build(config, mesh, rules, tasks.task_vocabulary(config.data.task))
+  spec = program.train.batch_spec
+  assert spec.response.shape == (config.data.batch_size * 4 // 2, config.data.response_len)
+  assert spec.ref_params is not None and program.sampler.config.num_samples == 4
+
+
+@pytest.mark.parametrize("override,message", [
+    ("rl.samples=3", "the contrastive losses compare 2 samples"),
+    ("rl.method='ppo'", "config.rl.method='ppo'"),
+    ("rl.updates=2", "several updates per batch are GRPO's"),
+])
+def test_rl_section_checks_itself(override, message):
+  config = config_lib.load(os.path.join(ROOT, "configs", "online.py:tiny"))
+  config_lib.apply_overrides(config, [override])
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(config, 8)
+
+
+def test_policy_gradient_refuses_the_stream_it_cannot_write():
+  config = config_lib.load(os.path.join(ROOT, "configs", "online.py:tiny"))
+  config_lib.apply_overrides(config, ["rl.method='rloo'", "rl.samples=4"])
+  with pytest.raises(config_lib.ConfigError, match="config.train.write_stream"):
+    config_lib.validate(config, 8)
+
+
+def test_stale_params_hand_out_the_parameters_of_k_steps_before():
+  from alignment.train import online  # pylint: disable=g-import-not-at-top
+  params = {"w": jnp.zeros(3)}
+  fresh = online.StaleParams(0)
+  assert fresh.for_step(5, params) == (params, 5)  # k = 0: the very same parameters
+  stale = online.StaleParams(2)
+  handed = []
+  for step in range(10, 15):
+    p, s = stale.for_step(step, params)
+    handed.append((float(p["w"][0]), s))
+    params = {"w": params["w"] + 1.0}  # the update (which may donate the old buffers)
+  assert handed == [(0.0, 10), (0.0, 10), (0.0, 10), (1.0, 11), (2.0, 12)]
