@@ -271,49 +271,49 @@ def arrays_path(workdir: str, step: int) -> str:
 # ---------------------------------------------------------------------------
 
 
-def make_evaluator(config, model, sft_params, mesh, rules, proxy=None):
-  """An `evaluation.Evaluator` when the config evaluates inside the loop, else None."""
-  if not config.eval.get("every", 0) and not config.eval.get("steps", None):
+def make_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=None):
+  """An `evaluation.Evaluator` when the `eval` section evaluates inside the loop, else None."""
+  if not eval_cfg.get("every", 0) and not eval_cfg.get("steps", None):
     return None
-  return build_evaluator(config, model, sft_params, mesh, rules, proxy)
+  return build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy)
 
 
-def build_evaluator(config, model, sft_params, mesh, rules, proxy=None):
-  """The `evaluation.Evaluator` of config.eval: golden judge, optional proxy PM, and
-  the win-rate reference `eval.reference` (SFT when empty), for every caller alike."""
-  e = config.eval
+def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=None):
+  """The `evaluation.Evaluator` of an `eval` section: golden judge, optional proxy PM,
+  and the win-rate reference `eval.reference` (SFT when empty), for every caller alike."""
+  e = eval_cfg
   vocab = tasks.task_vocabulary(e.prompts_task)
   golden = judges.GoldenJudge(vocab)
   if proxy is None and e.proxy:
-    proxy = judges.load_model_judge(e.proxy, config.data, mesh, rules)
+    proxy = judges.load_model_judge(e.proxy, data_cfg, mesh, rules)
   reference = reference_model = None
   if e.reference:
-    reference_model, reference = checkpoint.load_export(e.reference, "lm", config.data, mesh, rules)
-  return Evaluator(model, sft_params, mesh, rules, golden, e, config.data,
+    reference_model, reference = checkpoint.load_export(e.reference, "lm", data_cfg, mesh, rules)
+  return Evaluator(model, sft_params, mesh, rules, golden, e, data_cfg,
                    e.prompts_task, e.pairs_task, proxy=proxy,
                    reference_params=reference, vocab_size=vocab.vocab_size,
                    reference_model=reference_model)
 
 
-def is_eval_step(config, step: int) -> bool:
+def is_eval_step(eval_cfg, num_steps: int, step: int) -> bool:
   """`eval.steps` when listed (e.g. log-spaced: a curve moves most early on), else
-  every `eval.every` steps and the last one."""
-  e = config.eval
+  every `eval.every` steps and the last one (`num_steps`)."""
+  e = eval_cfg
   if e.get("steps", None):
     return step in set(int(s) for s in e.steps)
-  return bool(e.get("every", 0)) and (step % e.every == 0 or step == config.train.num_steps)
+  return bool(e.get("every", 0)) and (step % e.every == 0 or step == num_steps)
 
 
-def maybe_evaluate(run, evaluator, config, step: int, params):
+def maybe_evaluate(run, evaluator, eval_cfg, num_steps: int, step: int, params):
   """At an evaluation step: logs eval/* and writes the per-item arrays behind them to
   <workdir>/eval/step_<N>.npz; with `eval.save_params`, the parameters too
   (<workdir>/eval/step_<N>/, a params export: e.g. the peak policy of a curve)."""
-  if evaluator is None or not is_eval_step(config, step):
+  if evaluator is None or not is_eval_step(eval_cfg, num_steps, step):
     return
   metrics, arrays = evaluator.evaluate(params)
   run.write(step, {f"eval/{k}": v for k, v in metrics.items()})
   path = arrays_path(run.log.workdir, step)
-  if config.eval.get("save_params", False):
+  if eval_cfg.get("save_params", False):
     checkpoint.export_params(params, evaluator.model.cfg, path.removesuffix(".npz"))
   if run.log.main:
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -334,7 +334,7 @@ def run(config, workdir: str) -> dict:
   params_target = checkpoint.abstract_params(model, config.data, mesh, rules)
   # The same evaluator as the loops' (reference included), so a run's step-0 point
   # from this experiment is measured exactly as its later points are.
-  evaluator = build_evaluator(config, model, sft, mesh, rules)
+  evaluator = build_evaluator(e, config.data, model, sft, mesh, rules)
   results = []
   if os.path.isdir(os.path.join(e.policy, "params")):
     points = [(None, e.policy)]

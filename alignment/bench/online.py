@@ -58,7 +58,8 @@ def bench_online(args) -> Json:
       d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
       response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
   state, _ = state_lib.create(train.init, train.optimizer, mesh, rules, config.seed)
-  reference = roles.Reference(config, model, mesh, mesh, rules, train.state_shardings.params)
+  reference = roles.Reference(model, mesh, mesh, rules, train.state_shardings.params,
+                              config.init, d, config.seed, config.loss.reduction)
   ref_params = reference.params
   pm = heads.PairwisePreferenceModel(zoo.from_section(pm_config.model, vocab_size))
   pm_params, _ = sharding.create_sharded(heads.init_fn(pm, d.prompt_len, d.response_len),

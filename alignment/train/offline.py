@@ -68,9 +68,11 @@ def run(config, workdir: str) -> dict:
   # ---- state ---------------------------------------------------------------
   ckpt, meta, state, start = program.start(workdir, config, vocab, train_data,
                                             config.init.policy)
-  reference = roles.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
-                              program.state_shardings.params)
-  evaluator = evaluation.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules)
+  reference = roles.Reference(model, mesh, meshes[judges.Role.REFERENCE], rules,
+                              program.state_shardings.params, config.init, config.data,
+                              config.seed, config.loss.reduction)
+  evaluator = evaluation.make_evaluator(config.eval, config.data, model,
+                                        reference.on_policy_mesh(), mesh, rules)
 
   # ---- loop ----------------------------------------------------------------
   run_ = bookkeeping.Run(config.train, workdir, ckpt, start, "offline", meta)
@@ -79,7 +81,8 @@ def run(config, workdir: str) -> dict:
     pairs = next(train_data)
     state, metrics = program.step(state, reference.step_inputs(pairs))
     # Evaluate before the checkpoint of this step, so a resumed log keeps the record.
-    evaluation.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
+    evaluation.maybe_evaluate(run_, evaluator, config.eval, config.train.num_steps, step + 1,
+                              state.params)
     if run_.end_of_step(step + 1, state, metrics, train_data.get_state(),
                         extra={"tokens": tokens}):
       break

@@ -143,15 +143,15 @@ class Phases:
   update: Callable[..., Any]
 
 
-def make_judge(config, vocab, meshes, rules):
-  """The proxy PM (asked both ways) or a reward model, on the proxy's role mesh, or
-  the golden judge."""
-  kind = config.judge.kind
+def make_judge(judge_cfg, data_cfg, vocab, meshes, rules):
+  """The `judge` section's judge: the proxy PM (asked both ways) or a reward model,
+  on the proxy's role mesh, or the golden judge."""
+  kind = judge_cfg.kind
   if kind in ("proxy", "reward"):
-    if not config.judge.checkpoint:
+    if not judge_cfg.checkpoint:
       raise config_lib.ConfigError(f"config.judge.checkpoint: the {kind} model's export is "
                                    f"required with judge.kind={kind!r}")
-    return judges.load_model_judge(config.judge.checkpoint, config.data,
+    return judges.load_model_judge(judge_cfg.checkpoint, data_cfg,
                                    meshes[judges.Role.PROXY_PM], rules,
                                    head="reward" if kind == "reward" else "pairwise")
   if kind == "golden":
@@ -354,14 +354,15 @@ def run(config, workdir: str) -> dict:
   # ---- state ---------------------------------------------------------------
   ckpt, meta, state, start = program.train.start(workdir, config, vocab, prompts,
                                                   config.init.policy)
-  reference = roles.Reference(config, model, mesh, meshes[judges.Role.REFERENCE], rules,
-                              program.train.state_shardings.params)
+  reference = roles.Reference(model, mesh, meshes[judges.Role.REFERENCE], rules,
+                              program.train.state_shardings.params, config.init, config.data,
+                              config.seed, config.loss.reduction)
 
   # ---- judge, evaluation, stream ----------------------------------------------
-  judge = make_judge(config, vocab, meshes, rules)
+  judge = make_judge(config.judge, config.data, vocab, meshes, rules)
   proxy = judge if isinstance(judge, (judges.ModelJudge, judges.RewardJudge)) else None
-  evaluator = evaluation.make_evaluator(config, model, reference.on_policy_mesh(), mesh, rules,
-                                        proxy=proxy)  # None unless the config evaluates in-loop
+  evaluator = evaluation.make_evaluator(config.eval, config.data, model,
+                                        reference.on_policy_mesh(), mesh, rules, proxy=proxy)  # None unless the config evaluates in-loop
   writer = None
   if config.train.write_stream:
     writer = stream.StreamWriter(
@@ -398,7 +399,8 @@ def run(config, workdir: str) -> dict:
                    positions=distributed.local_row_indices(sampled.response_1))
     extra = {k: float(v) for k, v in jax.device_get(batch_stats).items() if k != "judge_ok"}
     extra.update(sample_time=t1 - t0, judge_time=t2 - t1, sampling_lag=step - sampling_step)
-    evaluation.maybe_evaluate(run_, evaluator, config, step + 1, state.params)
+    evaluation.maybe_evaluate(run_, evaluator, config.eval, config.train.num_steps, step + 1,
+                              state.params)
     if writer is not None and (
         (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.num_steps
         or run_.preemption.requested):

@@ -102,7 +102,7 @@ def run_supervised(program: Program, state, start: int, data, config, workdir: s
     state, metrics = program.step(state, next(data))
     if run.end_of_step(step + 1, state, metrics, data.get_state(), extra=extra):
       break
-    if evaluation.is_eval_step(config, step + 1):
+    if evaluation.is_eval_step(config.eval, config.train.num_steps, step + 1):
       run.write(step + 1, evaluate(state.params))
   final = dict(run.last_metrics)
   run.close()

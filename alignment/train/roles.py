@@ -56,13 +56,13 @@ class Reference:
   (evaluation's KL, mixture sampling).
   """
 
-  def __init__(self, config, model, policy_mesh, mesh, rules, policy_param_shardings):
+  def __init__(self, model, policy_mesh, mesh, rules, policy_param_shardings, init_cfg,
+               data_cfg, seed: int, reduction: str = "sum"):
     self.policy_mesh, self.mesh, self.rules = policy_mesh, mesh, rules
     self.shared = sharding.same_mesh(policy_mesh, mesh)
     self.policy_param_shardings = policy_param_shardings
-    self.params = load_reference(config, model, mesh, rules)
+    self.params = load_reference(init_cfg, data_cfg, seed, model, mesh, rules)
     self._copy = self.params if self.shared else None
-    reduction = config.loss.reduction if "loss" in config else "sum"
     rows = sharding.batch_sharding(mesh, rules, 1)
     self._logps = jax.jit(lambda p, pairs: steps.pair_logps(model, p, pairs, reduction),
                           out_shardings=(rows, rows))
@@ -94,18 +94,18 @@ def alignment_input_spec(pairs_spec, abstract_params, shared: bool, policy_mesh,
   return steps.AlignmentInput(pairs_spec, ref_logps=(logp, logp))
 
 
-def load_reference(config, model, mesh, rules):
+def load_reference(init_cfg, data_cfg, seed: int, model, mesh, rules):
   """The frozen reference policy's parameters, sharded like the policy's.
 
   `init.reference` if set, else `init.policy` (the SFT export the policy
-  starts from), else the policy's own initial parameters (same seed).
+  starts from), else the policy's own initial parameters (the same `seed`).
   """
-  path = config.init.reference or config.init.policy
-  target = checkpoint.abstract_params(model, config.data, mesh, rules)
+  path = init_cfg.reference or init_cfg.policy
+  target = checkpoint.abstract_params(model, data_cfg, mesh, rules)
   if path:
     return checkpoint.load_params(path, target)
-  init = heads.init_fn(model, config.data.prompt_len, config.data.response_len)
-  key = jax.random.split(jax.random.PRNGKey(np.uint32(config.seed)))[0]
+  init = heads.init_fn(model, data_cfg.prompt_len, data_cfg.response_len)
+  key = jax.random.split(jax.random.PRNGKey(np.uint32(seed)))[0]
   shardings = jax.tree.map(lambda x: x.sharding, target)
   with sharding.use(mesh, rules):
     return jax.jit(lambda k: nn.unbox(init(k)), out_shardings=shardings)(key)
