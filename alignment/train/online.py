@@ -370,7 +370,6 @@ def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> 
 
   full = steps.RolloutInput(rows, rows, rows, rows, row, rows, rows)
   prepare = jax.jit(prepare_fn, out_shardings=(full, sharding.replicated(mesh)))
-  no_params = None
   take = jax.jit(lambda ro, u: jax.tree.map(lambda x: x[u * n_mb:(u + 1) * n_mb], ro),
                  static_argnums=1, out_shardings=full)
   # The k samples of each prompt, one at a time (a pairwise judge compares them two by two).
@@ -381,17 +380,24 @@ def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> 
   def sample(params, batch, step):
     return sampler(params, batch, jax.random.fold_in(sample_key, step))
 
+  judge_mesh = getattr(judge, "mesh", None)  # a model judge on its own mesh: reshard
+  split_judge = judge_mesh is not None and not sharding.same_mesh(judge_mesh, mesh)
+  to_judge = lambda x: sharding.move_rows(x, judge_mesh, rules) if split_judge else x
+  from_judge = lambda x: sharding.move_rows(x, mesh, rules) if split_judge else x
+
   def rewards_of(out):
+    """[B x k] rewards of `out` (on the policy's mesh, returned there)."""
     prompts = B.PromptBatch(out.prompt, out.prompt_mask)
     if hasattr(judge, "rewards"):  # a reward model or the golden judge: r(x, y) per row
-      return judge.rewards(prompts, out.tokens, out.mask)
+      return from_judge(judge.rewards(*to_judge((prompts, out.tokens, out.mask))))
     with sharding.use(mesh, rules):  # a pairwise PM: P(i beats j) for each pair of siblings
-      parts = [nth(out, i) for i in range(k)]
+      parts = [to_judge(nth(out, i)) for i in range(k)]
     probs = [[None] * k for _ in range(k)]
     for i in range(k):
       for j in range(i + 1, k):
         c = judge.compare(B.PromptBatch(*parts[i][:2]), *parts[i][2:], *parts[j][2:])
-        probs[i][j], probs[j][i] = c.prob_first, 1.0 - c.prob_first
+        p = from_judge(c.prob_first)
+        probs[i][j], probs[j][i] = p, 1.0 - p
     zero = jnp.zeros_like(probs[0][1])
     matrix = jnp.stack([jnp.stack([zero if p is None else p for p in line], -1)
                         for line in probs], 1)  # [B, k, k]
@@ -400,13 +406,7 @@ def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> 
 
   def judge_samples(batch, out, step):
     del batch
-    judge_mesh = getattr(judge, "mesh", None)
-    if judge_mesh is None or sharding.same_mesh(judge_mesh, mesh):
-      rewards = rewards_of(out)
-    else:
-      rewards = sharding.move_rows(rewards_of(sharding.move_rows(out, judge_mesh, rules)),
-                                   mesh, rules)
-    rewards = jnp.asarray(rewards, jnp.float32)
+    rewards = jnp.asarray(rewards_of(out), jnp.float32)
     if faults.hit("judge", step + 1):  # fault injection (tests only)
       rewards = jnp.full_like(rewards, jnp.nan)
     return out, rewards
@@ -414,7 +414,7 @@ def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> 
   def update(state, out, rewards):
     ref = reference.on_policy_mesh()
     with sharding.use(mesh, rules):
-      rollout, batch_stats = prepare(ref, state.params if r.is_cap > 0 else no_params, out,
+      rollout, batch_stats = prepare(ref, state.params if r.is_cap > 0 else None, out,
                                      rewards)
       minibatches = [take(rollout, u) for u in range(r.updates)]
     for mb in minibatches:
