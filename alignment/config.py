@@ -109,13 +109,16 @@ def rl_section(**kw) -> ConfigDict:
   staleness: sample with the policy's parameters this many steps old (0: on
     policy; k >= 1 is what an asynchronous generator k steps behind the trainer
     sees); is_cap > 0 corrects RLOO/GRPO for it with importance weights
-    min(pi / pi_behaviour, is_cap) per response (0: no correction).
+    min(pi / pi_behaviour, is_cap) per response (0: no correction). overlap: with
+    staleness >= 1, sample (and judge) the next batch before this step's update
+    (`online.Rollouts`); the results are the same bit for bit, only the timing
+    changes.
   Rewards come from the judge: a reward model's r(x, y) (judge.kind="reward"),
   a pairwise PM's mean P(beating each sibling) (judge.kind="proxy"), or the
   golden judge's score (judge.kind="golden").
   """
   base = dict(method="contrastive", samples=2, kl="reward", kl_coef=0.05, clip_eps=0.2,
-              updates=1, grpo_eps=1e-4, staleness=0, is_cap=0.0)
+              updates=1, grpo_eps=1e-4, staleness=0, is_cap=0.0, overlap=True)
   base.update(kw)
   return ConfigDict(base)
 
@@ -432,6 +435,7 @@ def check_rl(r: ConfigDict):
          f"config.rl.updates={r.updates}: several updates per batch are GRPO's (rl.method)")
   _check(isinstance(r.staleness, int) and r.staleness >= 0,
          f"config.rl.staleness={r.staleness!r}: a number of steps >= 0")
+  _check(isinstance(r.overlap, bool), f"config.rl.overlap={r.overlap!r}: true or false")
   _check(r.is_cap >= 0, f"config.rl.is_cap={r.is_cap}: must be >= 0 (0: no correction)")
   _check(r.is_cap == 0 or r.method != "contrastive",
          f"config.rl.is_cap={r.is_cap}: the importance correction is for rloo/grpo; the "

@@ -1,7 +1,12 @@
 """The online benchmark: one online step at a config's scale, phase by phase.
 
 Sampling, judging and the update timed apart over several steps, and the
-reference's scoring of the same pairs beside them.
+reference's scoring of the same pairs beside them (contrastive methods). Any
+config key can be set (`--set rl.method=rloo --set rl.samples=4`: k samples per
+prompt); `--staleness=K` also runs the loop's own `online.Rollouts` with
+parameters K steps old, with and without the overlap of the next batch's
+sampling and judging with this step's update, and reports how much of
+sampling and judging the overlap hid.
 """
 from __future__ import annotations
 
@@ -13,18 +18,17 @@ import time
 import jax
 import numpy as np
 
-from alignment import distributed
 from alignment.bench.measure import Json
 
 
-def _load_config(spec: str):
+def _load_config(spec: str, overrides=()):
   """A config file given relative to the working directory or to the repository."""
   from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))), path)
-  return config_lib.load(f"{path}:{arg}")
+  return config_lib.apply_overrides(config_lib.load(f"{path}:{arg}"), overrides, "--set")
 
 
 def bench_online(args) -> Json:
@@ -45,69 +49,114 @@ def bench_online(args) -> Json:
   from alignment.train import online, roles, steps  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
 
-  config, pm_config = _load_config(args.config), _load_config(args.pm_config)
-  distributed.setup_host()
-  mesh, rules = sharding.mesh_and_rules(config.mesh)
+  config, pm_config = _load_config(args.config, args.set), _load_config(args.pm_config)
+  contrastive = config.rl.method == "contrastive"
+  meshes, mesh, rules, reference_shared = roles.policy_set_up(config)  # config.roles
   d = config.data
   vocab = tasks.task_vocabulary(d.task)
   vocab_size = vocab_lib.model_vocab_size(vocab)
-  program = online.build(config, mesh, rules, vocab)  # the loop's own step and sampler
+  program = online.build(config, mesh, rules, vocab,  # the loop's own step and sampler
+                         reference_shared=reference_shared)
   train = program.train
   model = train.model
   prompts = pipeline.make_iterator(
       d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
       response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
   state, _ = state_lib.create(train.init, train.optimizer, mesh, rules, config.seed)
-  reference = roles.Reference(model, mesh, mesh, rules, train.state_shardings.params,
-                              config.init, d, config.seed, config.loss.reduction)
-  ref_params = reference.params
+  reference = roles.Reference(model, mesh, meshes[judges.Role.REFERENCE], rules,
+                              train.state_shardings.params, config.init, d, config.seed,
+                              config.loss.reduction)
+  ref_params = reference.on_policy_mesh()
+  pm_mesh = meshes[judges.Role.PROXY_PM]
   pm = heads.PairwisePreferenceModel(zoo.from_section(pm_config.model, vocab_size))
   pm_params, _ = sharding.create_sharded(heads.init_fn(pm, d.prompt_len, d.response_len),
-                                         mesh, rules, jax.random.PRNGKey(1))
-  judge = judges.ModelJudge(pm, pm_params, mesh, rules)
+                                         pm_mesh, rules, jax.random.PRNGKey(1))
+  judge = judges.ModelJudge(pm, pm_params, pm_mesh, rules)
   phases = online.make_phases(program, config, judge, reference)
   to_pairs = jax.jit(algorithms.ranked_pairs)
   reference_scores = jax.jit(lambda ref, pairs: steps.pair_logps(model, ref, pairs,
                                                                  config.loss.reduction))
 
-  times: dict[str, list] = {k: [] for k in ("sample", "judge", "update", "step",
-                                            "reference_scoring")}
+  times: dict[str, list] = {k: [] for k in ("sample", "judge", "update", "step")}
+  if contrastive:
+    times["reference_scoring"] = []
   lengths = []
   for i in range(args.warmup + args.repeats):
     batch = next(prompts)
     t0 = time.perf_counter()
     out = jax.block_until_ready(phases.sample(state.params, batch, i))
     t1 = time.perf_counter()
-    sampled, verdict = jax.block_until_ready(phases.judge(batch, out, i))
+    judged = jax.block_until_ready(phases.judge(batch, out, i))
     t2 = time.perf_counter()
-    state, metrics, _ = phases.update(state, sampled, verdict)
+    state, metrics, _ = phases.update(state, *judged)
     jax.block_until_ready(metrics)
     t3 = time.perf_counter()
-    with sharding.use(mesh, rules):
-      pairs = to_pairs(sampled, verdict.first_wins)
-      t4 = time.perf_counter()
-      jax.block_until_ready(reference_scores(ref_params, pairs))
-    t5 = time.perf_counter()
+    timed = [("sample", t1 - t0), ("judge", t2 - t1), ("update", t3 - t2), ("step", t3 - t0)]
+    if contrastive:
+      with sharding.use(mesh, rules):
+        pairs = to_pairs(judged[0], judged[1].first_wins)
+        t4 = time.perf_counter()
+        jax.block_until_ready(reference_scores(ref_params, pairs))
+      timed.append(("reference_scoring", time.perf_counter() - t4))
     if i >= args.warmup:
-      for k, v in (("sample", t1 - t0), ("judge", t2 - t1), ("update", t3 - t2),
-                   ("step", t3 - t0), ("reference_scoring", t5 - t4)):
+      for k, v in timed:
         times[k].append(v)
       lengths.append(float(np.mean(np.asarray(out.lengths))))
   med = {k: statistics.median(v) for k, v in times.items()}
-  rows = 2 * d.batch_size
-  return {"settings": {"config": args.config, "pm_config": args.pm_config,
-                       "policy": config.model.name, "proxy_pm": pm_config.model.name,
-                       "vocab": vocab_size, "prompts_per_step": d.batch_size,
-                       "samples_per_prompt": 2, "prompt_len": d.prompt_len,
-                       "response_len": d.response_len, "loss": config.loss.name,
-                       "cache_dtype": config.sampling.cache_dtype,
-                       "warmup_steps": args.warmup, "steps": args.repeats,
-                       "statistic": "median", "jax_devices": len(jax.devices())},
-          "times_s": times, "median_s": med,
-          "share": {k: med[k] / med["step"] for k in ("sample", "judge", "update")},
-          "reference_scoring_share_of_update": med["reference_scoring"] / med["update"],
-          "sampled_tokens_per_s": rows * statistics.mean(lengths) / med["sample"],
-          "mean_response_length": statistics.mean(lengths)}
+  rows = config.rl.samples * d.batch_size
+  result = {"settings": {"config": args.config, "set": list(args.set),
+                         "pm_config": args.pm_config, "policy": config.model.name,
+                         "proxy_pm": pm_config.model.name, "vocab": vocab_size,
+                         "method": config.rl.method, "judge": "proxy PM (random)",
+                         "prompts_per_step": d.batch_size, "samples_per_prompt": config.rl.samples,
+                         "prompt_len": d.prompt_len, "response_len": d.response_len,
+                         "loss": config.loss.name if contrastive else config.rl.method,
+                         "cache_dtype": config.sampling.cache_dtype,
+                         "warmup_steps": args.warmup, "steps": args.repeats,
+                         "statistic": "median", "jax_devices": len(jax.devices()),
+                         "roles": {r: config.roles[r].devices or "shared" for r in config.roles}},
+            "times_s": times, "median_s": med,
+            "share": {k: med[k] / med["step"] for k in ("sample", "judge", "update")},
+            "sampled_tokens_per_s": rows * statistics.mean(lengths) / med["sample"],
+            "mean_response_length": statistics.mean(lengths)}
+  if contrastive:
+    result["reference_scoring_share_of_update"] = med["reference_scoring"] / med["update"]
+  if args.staleness:
+    result["staleness"] = _bench_staleness(args, config, phases, prompts, state, med)
+  return result
+
+
+def _bench_staleness(args, config, phases, prompts, state, med) -> Json:
+  """The loop's own rollouts with parameters `args.staleness` steps old, overlapped
+  and not, in alternating blocks of `repeats` steps: median step times and the share
+  of the sequential step's sampling and judging that the overlap hid."""
+  from alignment.train import online  # pylint: disable=g-import-not-at-top
+
+  def loop(state, overlap, first, n):
+    rollouts = online.Rollouts(phases, prompts, args.staleness, overlap)
+    times = []
+    for step in range(first, first + n):
+      t0 = time.perf_counter()
+      r = rollouts.current(step, state.params)
+      if step + 1 < first + n:
+        rollouts.sample_ahead(step + 1)
+      state, metrics, stats = phases.update(state, *r.judged)
+      rollouts.judge_ahead()
+      jax.device_get((metrics, stats))  # the loop's host work waits for them too
+      times.append(time.perf_counter() - t0)
+    return state, times[args.staleness + 1:]  # past the history's filling
+  step_times = {"overlap": [], "sequential": []}
+  first = 10_000
+  for block in range(2 * args.blocks):
+    mode = ("overlap", "sequential")[block % 2]
+    state, t = loop(state, mode == "overlap", first, args.repeats + args.staleness + 1)
+    first += args.repeats + args.staleness + 1
+    step_times[mode] += t
+  m = {k: statistics.median(v) for k, v in step_times.items()}
+  return {"k": args.staleness, "blocks": args.blocks, "step_times_s": step_times,
+          "median_step_s": m, "saved_s": m["sequential"] - m["overlap"],
+          "hidden_share_of_sample_and_judge":
+              (m["sequential"] - m["overlap"]) / (med["sample"] + med["judge"])}
 
 
 def online_args(p: argparse.ArgumentParser):
@@ -116,19 +165,34 @@ def online_args(p: argparse.ArgumentParser):
                  help="the proxy PM's size comes from this config's model")
   p.add_argument("--warmup", type=int, default=2, help="steps before timing (compiles)")
   p.add_argument("--repeats", type=int, default=10, help="timed steps")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="a config override, e.g. rl.method=rloo or rl.samples=4 (repeatable)")
+  p.add_argument("--staleness", type=int, default=0,
+                 help="K >= 1: also time the loop sampling with parameters K steps old, "
+                      "with and without the overlap")
+  p.add_argument("--blocks", type=int, default=2,
+                 help="alternating blocks of each mode for --staleness")
 
 
 def online_table(result: Json) -> str:
   s, med, share = result["settings"], result["median_s"], result["share"]
-  rows = [f"{s['config']}: {s['policy']} policy, {s['proxy_pm']} proxy PM, "
-          f"{s['prompts_per_step']} prompts x 2 samples, {s['prompt_len']} + "
-          f"{s['response_len']} tokens; medians over {s['steps']} steps\n",
+  rows = [f"{s['config']} {' '.join(s.get('set', []))}: {s['policy']} policy, {s['method']}, "
+          f"{s['proxy_pm']} proxy PM, {s['prompts_per_step']} prompts x "
+          f"{s['samples_per_prompt']} samples, {s['prompt_len']} + {s['response_len']} tokens; "
+          f"medians over {s['steps']} steps\n",
           "| phase | ms (median) | share of the step |", "|---|---|---|"]
   for k in ("sample", "judge", "update"):
     rows.append(f"| {k} | {med[k] * 1e3:.1f} | {share[k] * 100:.1f}% |")
   rows.append(f"| step | {med['step'] * 1e3:.1f} | 100% |")
-  rows.append(f"| (reference scoring, inside update) | {med['reference_scoring'] * 1e3:.1f} | "
-              f"{result['reference_scoring_share_of_update'] * 100:.0f}% of update if alone |")
+  if "reference_scoring" in med:
+    rows.append(f"| (reference scoring, inside update) | {med['reference_scoring'] * 1e3:.1f} | "
+                f"{result['reference_scoring_share_of_update'] * 100:.0f}% of update if alone |")
+  if "staleness" in result:
+    st = result["staleness"]
+    rows.append(f"\nstaleness {st['k']}: step {st['median_step_s']['sequential'] * 1e3:.1f} ms "
+                f"sequential, {st['median_step_s']['overlap'] * 1e3:.1f} ms with the overlap "
+                f"(medians, {st['blocks']} alternating blocks each): it hid "
+                f"{st['hidden_share_of_sample_and_judge'] * 100:.0f}% of sampling + judging")
   rows.append(f"\nsampled {result['sampled_tokens_per_s']:.0f} tokens/s (mean response "
               f"length {result['mean_response_length']:.1f}); load average before/after: "
               f"{result['load_average_before']} / {result['load_average_after']}")

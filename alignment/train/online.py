@@ -219,27 +219,116 @@ def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
 class StaleParams:
   """The policy's parameters `k` steps old, for sampling (`rl.staleness` = k).
 
-  Keeps copies of the last k + 1 parameter sets (the train step donates its
-  state, so they are copied); at step t it hands out those of step
-  max(t - k, first step of this process). k = 0 hands back the current
-  parameters themselves: the on-policy loop, unchanged. A resumed run refills
-  its history from the parameters it resumed with, so its first k steps sample
-  with fresher parameters than an uninterrupted run's.
+  `record(t, params)` keeps a copy of step t's parameters (the train step
+  donates its state, so they are copied) and `at(t)` hands out those of step
+  max(t - k, first recorded step); the last k + 1 are kept. k = 0 keeps no copy:
+  `record` returns the current parameters themselves, the on-policy loop
+  unchanged. A resumed run refills its history from the parameters it resumed
+  with, so its first k steps sample with fresher parameters than an
+  uninterrupted run's.
   """
 
   def __init__(self, k: int):
     self.k = k
     self.history: collections.deque = collections.deque()
 
-  def for_step(self, step: int, params):
-    """(parameters to sample with, the step they are from)."""
+  def record(self, step: int, params):
     if self.k == 0:
-      return params, step
+      self.history = collections.deque([(step, params)])
+      return
     self.history.append((step, jax.tree.map(jnp.copy, params)))
     while len(self.history) > self.k + 1:
       self.history.popleft()
-    sampling_step, stale = self.history[0]
-    return stale, sampling_step
+
+  def at(self, step: int):
+    """(parameters to sample step `step` with, the step they are from)."""
+    for s, params in self.history:
+      if s >= step - self.k:
+        return params, s
+    raise ValueError(f"step {step}: parameters of step >= {step - self.k} were not recorded")
+
+  def for_step(self, step: int, params):
+    """`record(step, params)`, then `at(step)`."""
+    self.record(step, params)
+    return self.at(step)
+
+
+@dataclasses.dataclass
+class Rollout:
+  """One step's prompts, samples and verdicts, and how long the loop waited for them."""
+  step: int
+  batch: Any
+  out: Any
+  judged: Any
+  sampling_step: int
+  waited_sample: float = 0.0
+  waited_judge: float = 0.0
+
+
+class Rollouts:
+  """Sampling and judging for the online loop, one step ahead when it may be.
+
+  On policy (`rl.staleness` = 0) step t samples with the parameters step t's
+  update starts from, so it waits for step t - 1's update. With staleness k >= 1
+  step t + 1's parameters (those of step t + 1 - k) exist before step t's update
+  runs; with `rl.overlap` the loop then dispatches step t + 1's sampling before
+  step t's update and its judging right after: a device runs its programs in
+  turn, but a judge on its own mesh (`roles.proxy_pm`) or on the host (the
+  golden judge) works on step t + 1 while the policy's devices run step t's
+  update, and the host's bookkeeping of step t (metrics, D_online, checkpoint
+  saves) runs while the device samples. The samples, verdicts and updates are
+  those of the loop without the overlap, bit for bit (the same parameters,
+  prompts and keys; tests/train/test_train.py).
+
+  `current(step, params)` -> the step's `Rollout` (sampled and judged now, or
+  ahead); `data_state()` -> the prompt iterator's position after this step's
+  batch (what a checkpoint at step + 1 must resume from, whatever was drawn
+  ahead); `sample_ahead(step + 1)` before the update and `judge_ahead()` after it.
+  """
+
+  def __init__(self, phases: Phases, prompts, staleness: int, overlap: bool):
+    self.phases, self.prompts = phases, prompts
+    self.stale = StaleParams(staleness)
+    self.overlap = overlap and staleness > 0
+    self._ahead: Rollout | None = None
+    self._data_state = None
+
+  def current(self, step: int, params) -> Rollout:
+    t0 = time.perf_counter()
+    self.stale.record(step, params)
+    ahead, self._ahead = self._ahead, None
+    if ahead is not None and ahead.step == step:
+      r = ahead
+    else:
+      batch = next(self.prompts)
+      sample_params, sampling_step = self.stale.at(step)
+      r = Rollout(step, batch, self.phases.sample(sample_params, batch, step), None,
+                  sampling_step)
+    self._data_state = self.prompts.get_state()
+    jax.block_until_ready(r.out.tokens)
+    t1 = time.perf_counter()
+    if r.judged is None:
+      r.judged = self.phases.judge(r.batch, r.out, step)  # (SampledPairs, Comparison) or (out, rewards)
+    jax.block_until_ready(r.judged)
+    r.waited_sample, r.waited_judge = t1 - t0, time.perf_counter() - t1
+    return r
+
+  def data_state(self) -> dict:
+    return self._data_state
+
+  def sample_ahead(self, step: int):
+    """Dispatch step `step`'s sampling now, if the overlap is on (else nothing)."""
+    if self.overlap:
+      batch = next(self.prompts)
+      sample_params, sampling_step = self.stale.at(step)
+      self._ahead = Rollout(step, batch, self.phases.sample(sample_params, batch, step),
+                            None, sampling_step)
+
+  def judge_ahead(self):
+    """Dispatch the judging of what `sample_ahead` sampled."""
+    if self._ahead is not None:
+      self._ahead.judged = self.phases.judge(self._ahead.batch, self._ahead.out,
+                                             self._ahead.step)
 
 
 def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> Phases:
@@ -281,7 +370,6 @@ def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> 
 
   full = steps.RolloutInput(rows, rows, rows, rows, row, rows, rows)
   prepare = jax.jit(prepare_fn, out_shardings=(full, sharding.replicated(mesh)))
-  no_params = None
   take = jax.jit(lambda ro, u: jax.tree.map(lambda x: x[u * n_mb:(u + 1) * n_mb], ro),
                  static_argnums=1, out_shardings=full)
   # The k samples of each prompt, one at a time (a pairwise judge compares them two by two).
@@ -292,17 +380,24 @@ def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> 
   def sample(params, batch, step):
     return sampler(params, batch, jax.random.fold_in(sample_key, step))
 
+  judge_mesh = getattr(judge, "mesh", None)  # a model judge on its own mesh: reshard
+  split_judge = judge_mesh is not None and not sharding.same_mesh(judge_mesh, mesh)
+  to_judge = lambda x: sharding.move_rows(x, judge_mesh, rules) if split_judge else x
+  from_judge = lambda x: sharding.move_rows(x, mesh, rules) if split_judge else x
+
   def rewards_of(out):
+    """[B x k] rewards of `out` (on the policy's mesh, returned there)."""
     prompts = B.PromptBatch(out.prompt, out.prompt_mask)
     if hasattr(judge, "rewards"):  # a reward model or the golden judge: r(x, y) per row
-      return judge.rewards(prompts, out.tokens, out.mask)
+      return from_judge(judge.rewards(*to_judge((prompts, out.tokens, out.mask))))
     with sharding.use(mesh, rules):  # a pairwise PM: P(i beats j) for each pair of siblings
-      parts = [nth(out, i) for i in range(k)]
+      parts = [to_judge(nth(out, i)) for i in range(k)]
     probs = [[None] * k for _ in range(k)]
     for i in range(k):
       for j in range(i + 1, k):
         c = judge.compare(B.PromptBatch(*parts[i][:2]), *parts[i][2:], *parts[j][2:])
-        probs[i][j], probs[j][i] = c.prob_first, 1.0 - c.prob_first
+        p = from_judge(c.prob_first)
+        probs[i][j], probs[j][i] = p, 1.0 - p
     zero = jnp.zeros_like(probs[0][1])
     matrix = jnp.stack([jnp.stack([zero if p is None else p for p in line], -1)
                         for line in probs], 1)  # [B, k, k]
@@ -311,13 +406,7 @@ def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> 
 
   def judge_samples(batch, out, step):
     del batch
-    judge_mesh = getattr(judge, "mesh", None)
-    if judge_mesh is None or sharding.same_mesh(judge_mesh, mesh):
-      rewards = rewards_of(out)
-    else:
-      rewards = sharding.move_rows(rewards_of(sharding.move_rows(out, judge_mesh, rules)),
-                                   mesh, rules)
-    rewards = jnp.asarray(rewards, jnp.float32)
+    rewards = jnp.asarray(rewards_of(out), jnp.float32)
     if faults.hit("judge", step + 1):  # fault injection (tests only)
       rewards = jnp.full_like(rewards, jnp.nan)
     return out, rewards
@@ -325,7 +414,7 @@ def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> 
   def update(state, out, rewards):
     ref = reference.on_policy_mesh()
     with sharding.use(mesh, rules):
-      rollout, batch_stats = prepare(ref, state.params if r.is_cap > 0 else no_params, out,
+      rollout, batch_stats = prepare(ref, state.params if r.is_cap > 0 else None, out,
                                      rewards)
       minibatches = [take(rollout, u) for u in range(r.updates)]
     for mb in minibatches:
@@ -376,36 +465,33 @@ def run(config, workdir: str) -> dict:
   # ---- loop ----------------------------------------------------------------
   run_ = bookkeeping.Run(config.train, workdir, ckpt, start, "online", meta,
                          watch=("loss", "grad_norm", "judge_prob_chosen", "reward_mean"))
-  stale = StaleParams(config.rl.staleness)
+  rollouts = Rollouts(phases, prompts, config.rl.staleness, config.rl.overlap)
   for step in range(start, config.train.num_steps):
-    batch = next(prompts)
-    t0 = time.perf_counter()
-    sample_params, sampling_step = stale.for_step(step, state.params)
-    out = phases.sample(sample_params, batch, step)
-    jax.block_until_ready(out.tokens)
-    t1 = time.perf_counter()
-    judged = phases.judge(batch, out, step)  # (SampledPairs, Comparison) or (out, rewards)
-    jax.block_until_ready(judged)
-    t2 = time.perf_counter()
-    state, metrics, batch_stats = phases.update(state, *judged)
+    r = rollouts.current(step, state.params)
+    if step + 1 < config.train.num_steps:
+      rollouts.sample_ahead(step + 1)  # with staleness and overlap: before this update
+    state, metrics, batch_stats = phases.update(state, *r.judged)
+    rollouts.judge_ahead()
     if writer is not None:  # each process writes the rows it holds, at their positions
-      sampled, verdict = judged
+      sampled, verdict = r.judged
       rows = {f.name: distributed.local_rows(getattr(sampled, f.name))
               for f in dataclasses.fields(sampled)}
       writer.write(step, **rows,
                    verdict=np.asarray(distributed.local_rows(verdict.first_wins)).astype(np.int32),
                    proxy_prob=np.asarray(distributed.local_rows(verdict.prob_first), np.float32),
-                   extras={"sampling_step": np.full(len(rows["prompt"]), sampling_step)},
+                   extras={"sampling_step": np.full(len(rows["prompt"]), r.sampling_step)},
                    positions=distributed.local_row_indices(sampled.response_1))
     extra = {k: float(v) for k, v in jax.device_get(batch_stats).items() if k != "judge_ok"}
-    extra.update(sample_time=t1 - t0, judge_time=t2 - t1, sampling_lag=step - sampling_step)
+    # The time the loop waited for its samples and verdicts: all of sampling and
+    # judging on policy, what the overlap did not hide with staleness.
+    extra.update(sample_time=r.waited_sample, judge_time=r.waited_judge, sampling_lag=step - r.sampling_step)
     evaluation.maybe_evaluate(run_, evaluator, config.eval, config.train.num_steps, step + 1,
                               state.params)
     if writer is not None and (
         (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.num_steps
         or run_.preemption.requested):
       writer.flush()  # the stream never runs ahead of the checkpoint it resumes from
-    if run_.end_of_step(step + 1, state, metrics, prompts.get_state(), extra=extra):
+    if run_.end_of_step(step + 1, state, metrics, rollouts.data_state(), extra=extra):
       break
   final = dict(run_.last_metrics)
   if writer is not None:

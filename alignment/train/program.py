@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from alignment import checkpoint, distributed, evaluation, sharding
@@ -154,8 +153,3 @@ def build(name: str, head, config, mesh, rules, vocab,
                              watch=watch, accepts_veto=accepts_veto)
   return Program(name, model, model_config, optimizer, init, mesh, rules, state_shardings,
                  abstract_state, spec, step, accepts_veto)
-
-
-def zeros_like_spec(spec):
-  """Host zeros shaped like a batch spec (for tests and benchmarks)."""
-  return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), spec)

@@ -62,14 +62,31 @@ def test_train_bench_writes_json(tmp_path, capsys):
 def test_online_bench_writes_json(tmp_path, capsys):
   out = tmp_path / "online.json"
   assert bench.main(["online", f"--json={out}", "--config=configs/online.py:tiny",
-                     "--pm_config=configs/pm.py:tiny", "--warmup=1", "--repeats=1"]) == 0
+                     "--pm_config=configs/pm.py:tiny", "--warmup=1", "--repeats=1",
+                     "--staleness=1", "--blocks=1"]) == 0
   result = json.loads(out.read_text())
   share = result["share"]
   assert set(share) == {"sample", "judge", "update"}
   assert sum(share.values()) == pytest.approx(1.0, rel=0.05)
   assert result["median_s"]["reference_scoring"] > 0
   assert result["settings"]["policy"] == "t5-nano"
-  assert "| sample |" in capsys.readouterr().out
+  stale = result["staleness"]  # the loop's rollouts 1 step behind, overlapped and not
+  assert stale["k"] == 1 and all(len(v) == 1 for v in stale["step_times_s"].values())
+  assert stale["median_step_s"]["overlap"] > 0 and stale["median_step_s"]["sequential"] > 0
+  printed = capsys.readouterr().out
+  assert "| sample |" in printed and "staleness 1: step" in printed
+
+
+@pytest.mark.slow  # about 30 s: RLOO's programs
+def test_online_bench_times_k_samples_per_prompt(tmp_path):
+  out = tmp_path / "online.json"
+  assert bench.main(["online", f"--json={out}", "--config=configs/online.py:tiny",
+                     "--pm_config=configs/pm.py:tiny", "--warmup=1", "--repeats=1",
+                     "--set", "rl.method='rloo'", "--set", "rl.samples=4"]) == 0
+  result = json.loads(out.read_text())
+  assert result["settings"]["samples_per_prompt"] == 4 and result["settings"]["method"] == "rloo"
+  assert "reference_scoring" not in result["median_s"]  # fused into RLOO's preparation
+  assert sum(result["share"].values()) == pytest.approx(1.0, rel=0.05)
 
 
 @pytest.mark.slow  # about 20-40 s: HF T5, a compile and a trace

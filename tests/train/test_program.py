@@ -119,3 +119,8 @@ def test_stale_params_hand_out_the_parameters_of_k_steps_before():
     handed.append((float(p["w"][0]), s))
     params = {"w": params["w"] + 1.0}  # the update (which may donate the old buffers)
   assert handed == [(0.0, 10), (0.0, 10), (0.0, 10), (1.0, 11), (2.0, 12)]
+  # Before step 15's parameters exist, step 15 may already sample (the overlap): those
+  # of step 13, recorded.
+  assert float(stale.at(15)[0]["w"][0]) == 3.0 and stale.at(15)[1] == 13
+  with pytest.raises(ValueError, match="step 20"):
+    stale.at(20)
