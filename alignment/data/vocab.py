@@ -199,6 +199,20 @@ def model_vocab_size(vocab, multiple: int = 128) -> int:
   return -(-vocab.vocab_size // multiple) * multiple
 
 
+def check_model_vocab(model_ids: int, vocab, where: str) -> None:
+  """Refuses a model whose embedding has fewer ids than the data's vocabulary.
+
+  Such a model would index past its embedding table (XLA clamps gathers, so it
+  would train on the wrong rows without a word).
+  """
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+  if model_ids < vocab.vocab_size:
+    raise config_lib.ConfigError(
+        f"{where}: the model has {model_ids} token ids, fewer than the "
+        f"{vocab.vocab_size} of its data's vocabulary {vocabulary_name(vocab)}; set "
+        f"config.model.vocab_size=0 (the data's) or at least {vocab.vocab_size}")
+
+
 def check_sampling_ids(vocab, where: str) -> None:
   """Refuses, for a loop that samples, a vocabulary whose PAD/EOS are not the package's.
 
