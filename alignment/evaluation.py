@@ -60,6 +60,7 @@ import numpy as np
 from alignment import algorithms, checkpoint, distributed, files, judges, sampling, scoring, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
+from alignment.data import vocab as vocab_lib
 
 Array = jax.Array
 
@@ -283,6 +284,7 @@ def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=No
   and the win-rate reference `eval.reference` (SFT when empty), for every caller alike."""
   e = eval_cfg
   vocab = tasks.task_vocabulary(e.prompts_task)
+  vocab_lib.check_sampling_ids(vocab, f"config.eval.prompts_task={e.prompts_task!r}")
   golden = judges.GoldenJudge(vocab)
   if proxy is None and e.proxy:
     proxy = judges.load_model_judge(e.proxy, data_cfg, mesh, rules)

@@ -1,7 +1,7 @@
 """`python -m alignment.data.import_pairs`: a user's preference file -> a seqio task.
 
   python -m alignment.data.import_pairs --input=FILE --format=FMT --output=DIR \\
-      [--vocab=byte|sentencepiece|MODEL_PATH] [--max_prompt_tokens=N] \\
+      [--vocab=byte|sentencepiece|SP_MODEL|TOKENIZER_JSON] [--max_prompt_tokens=N] \\
       [--max_response_tokens=N] [--on_long=error|truncate] [--name=NAME] [--overwrite]
 
 Formats (one JSON object per line; blank lines are skipped):
@@ -19,18 +19,22 @@ Where records carry an "id", ids must be unique.
 
 Lengths are counted in tokens of --vocab (default "byte": it reads any text;
 "sentencepiece" is the environment's word vocabulary, where real words are
-UNK; pass T5's or another SentencePiece model file for real text). Responses
-get EOS and must fit --max_response_tokens with it. A record over a limit is
+UNK; pass T5's or another SentencePiece model file, or a Hugging Face
+tokenizer.json such as Llama 3's (or the model directory holding it), for
+real text). Responses get the vocabulary's EOS (a tokenizer.json's own) and
+must fit --max_response_tokens with it. A record over a limit is
 an error with --on_long=error (the default) or is cut with --on_long=truncate:
 prompts keep their LAST tokens (the text nearest the response), responses
 their FIRST tokens (without EOS, as batches.py allows for cut responses).
 
 Output: DIR/pairs.tfrecord (texts and token ids) and DIR/metadata.json, built
 in a temporary directory beside DIR and renamed into place, so DIR is either
-complete or absent. `register_imported(DIR)` registers the seqio tasks
-<name> ({prompt, chosen, rejected}, split "train") and <name>_prompts, and
-returns <name>; read them with `pipeline.make_iterator(name, "train", "pairs",
-..., prompt_length=meta["max_prompt_tokens"], response_length=...)`.
+complete or absent. Train on it with `--config.data.task=DIR` (any task key
+takes an import directory, or its name when ALIGNMENT_TASK_DIRS lists it:
+`tasks.resolve`). `register_imported(DIR)` registers the seqio tasks <name>
+({prompt, chosen, rejected}, split "train") and <name>_prompts, and returns
+<name>; read them with `pipeline.make_iterator(name, "train", "pairs", ...,
+prompt_length=meta["max_prompt_tokens"], response_length=...)`.
 
 Bad input ends with one line naming the file, the line and the field, and
 exit status 2 (no traceback): a missing or mistyped field, empty text,
@@ -200,7 +204,6 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
                 on_long: str = "error", name: str | None = None,
                 overwrite: bool = False) -> dict:
   """Imports a preference file into output_dir (atomically); returns its metadata."""
-  from alignment.data import batches  # pylint: disable=g-import-not-at-top
   from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from alignment.data.tf_setup import tf  # pylint: disable=g-import-not-at-top
   if fmt not in FORMATS:
@@ -232,9 +235,9 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
         where = f"{input_path}:{r.line}"
         p, c, j = ids[3 * i:3 * i + 3]
         p = _fit(list(p), max_prompt_tokens, "prompt", where, on_long, "last", truncated)
-        c = _fit(list(c) + [batches.EOS_ID], max_response_tokens, "chosen", where, on_long,
+        c = _fit(list(c) + [vocabulary.eos_id], max_response_tokens, "chosen", where, on_long,
                  "first", truncated)
-        j = _fit(list(j) + [batches.EOS_ID], max_response_tokens, "rejected", where, on_long,
+        j = _fit(list(j) + [vocabulary.eos_id], max_response_tokens, "rejected", where, on_long,
                  "first", truncated)
         feats = {
             "id": tf.train.Feature(bytes_list=tf.train.BytesList(
@@ -274,18 +277,32 @@ def default_name(output_dir: str) -> str:
   return "user_" + re.sub(r"[^0-9a-zA-Z_]", "_", os.path.basename(os.path.normpath(output_dir)))
 
 
+META_KEYS = ("name", "vocab", "num_records", "max_prompt_tokens", "max_response_tokens")
+
+
 def read_metadata(directory: str) -> dict:
+  """The directory's metadata, checked: a missing or malformed import is one BadInput."""
   path = os.path.join(directory, META)
+  if not os.path.isdir(directory):
+    raise BadInput(f"{directory}: no such directory")
   if not os.path.exists(path):
     raise BadInput(f"{directory}: no {META}; not a directory written by import_pairs")
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      meta = json.load(f)
+  except (OSError, ValueError) as e:
+    raise BadInput(f"{path}: unreadable ({e})") from None
+  missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+  if missing:
+    raise BadInput(f"{path}: malformed, no {', '.join(missing)}; import the file again")
+  if not os.path.exists(os.path.join(directory, RECORDS)):
+    raise BadInput(f"{directory}: no {RECORDS}; import the file again")
+  return meta
 
 
 def register_imported(directory: str, name: str | None = None) -> str:
   """Registers <name> (pairs) and <name>_prompts as seqio tasks; returns <name>."""
   import seqio  # pylint: disable=g-import-not-at-top
-  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
   from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from alignment.data.tf_setup import tf  # pylint: disable=g-import-not-at-top
   meta = read_metadata(directory)
@@ -304,14 +321,19 @@ def register_imported(directory: str, name: str | None = None) -> str:
   def prompts_only(ds):
     return ds.map(lambda ex: {"prompt": ex["prompt"]})
 
-  vocab = vocab_lib.get_vocabulary(meta["vocab"])
-  tasks._replace_task(  # pylint: disable=protected-access
-      name, source=source, preprocessors=[to_int32],
-      output_features=tasks.features(vocab, {"prompt": False, "chosen": False,
-                                             "rejected": False}))
-  tasks._replace_task(  # pylint: disable=protected-access
-      name + "_prompts", source=source, preprocessors=[to_int32, prompts_only],
-      output_features=tasks.features(vocab, {"prompt": False}))
+  try:
+    vocab = vocab_lib.get_vocabulary(meta["vocab"])
+  except (ValueError, OSError) as e:
+    raise BadInput(f"{directory}: its vocabulary: {e}") from None
+  # seqio directly, not tasks' helpers: tasks.resolve registers imports through this.
+  features = lambda names: {n: seqio.Feature(vocab, add_eos=False, dtype=tf.int32)
+                            for n in names}
+  for task, preprocessors, names in ((name, [to_int32], ("prompt", "chosen", "rejected")),
+                                     (name + "_prompts", [to_int32, prompts_only], ("prompt",))):
+    if task in seqio.TaskRegistry.names():
+      seqio.TaskRegistry.remove(task)
+    seqio.TaskRegistry.add(task, source=source, preprocessors=preprocessors,
+                           output_features=features(names))
   return name
 
 

@@ -86,6 +86,7 @@ def load_records(provider: str, split: str, kind: str, prompt_length: int = 64,
                  passthrough: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
   """This host's shard of a seqio Task or Mixture, converted and padded, as numpy arrays.
 
+  provider: a task or mixture name, or an import directory (`tasks.resolve`).
   kind: "sft" | "pairs" | "prompts" (the converter, see converters.CONVERTERS).
   passthrough: extra task features to keep, {name: FeatureConverter.FeatureSpec};
   their lengths are the response length (scalars ignore it).
@@ -93,8 +94,9 @@ def load_records(provider: str, split: str, kind: str, prompt_length: int = 64,
   its tasks, task after task (seqio's streaming mixture stops at the first
   exhausted task, which would drop examples); its rates must therefore be equal.
   """
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
   index, count = host_shard(process_index, process_count)
-  source = seqio.get_mixture_or_task(provider)
+  source = seqio.get_mixture_or_task(tasks.resolve(provider))  # names, import directories
   if isinstance(source, seqio.Mixture):
     rates = {t.name: source.get_rate(t) for t in source.tasks}
     if len(set(rates.values())) > 1:
@@ -105,6 +107,8 @@ def load_records(provider: str, split: str, kind: str, prompt_length: int = 64,
                           process_index=index, process_count=count, seed=seed,
                           passthrough=passthrough) for t in source.tasks]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  if split not in source.splits:  # e.g. an import (train only) as an evaluation's task
+    raise DataStateError(f"{provider}: no split {split!r} (it has {', '.join(source.splits)})")
   cache = _cache_path(source, provider, split, kind, prompt_length, response_length, index,
                       count, seed, passthrough)
   if cache and os.path.exists(cache):

@@ -14,6 +14,21 @@ and the same with prefix env_byte_ for the byte-scale config. Tests and
 studies call `register_env_tasks(config, data_dir, prefix)` for other configs
 or directories (registering a name again replaces it).
 
+Imported data (`alignment.data.import_pairs`): wherever a task is named
+(`data.task`, `eval.prompts_task`, `eval.pairs_task`, a study's stages) the
+name may also be
+  an import directory  (a path: it contains "/", or is an existing directory)
+                       registered on first use in each process under the name
+                       in its metadata.json, with <name>_prompts beside it;
+  an imported name     <name> or <name>_prompts of an import found through the
+                       environment variable ALIGNMENT_TASK_DIRS: directories
+                       separated by ":", each an import directory or a folder
+                       of them (set it for every process of a multi-host run).
+`resolve(task)` does this; `task_vocabulary` and `pipeline.load_records` (the
+lookups every loop and every process goes through) call it. A missing or
+malformed directory, or a name two directories claim, is one ConfigError
+naming it.
+
 The source is the TFDS builder of `tfds_env`, generated locally on first use
 (never downloaded: `LocalTfdsSource` prepares before anything reads it).
 Responses get EOS appended by seqio; prompts do not. Token ids are int32.
@@ -21,6 +36,7 @@ Responses get EOS appended by seqio; prompts do not. Token ids are int32.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Mapping, Sequence
 
 from alignment.data.tf_setup import tf
@@ -119,11 +135,74 @@ ENV_BYTE = register_env_tasks("byte", prefix="env_byte")
 ENV_TINY = register_env_tasks("tiny", prefix="env_tiny")  # 512 pairs: tests and smoke runs
 
 
+TASK_DIRS_ENV = "ALIGNMENT_TASK_DIRS"
+_IMPORTED: dict[str, str] = {}  # task name -> the import directory it was registered from
+
+
+def _registered(name: str) -> bool:
+  return name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names()
+
+
+def _register_import(directory: str) -> str:
+  """Registers an import directory (once per process); returns its pairs task's name."""
+  from alignment.data import import_pairs  # pylint: disable=g-import-not-at-top
+  real = os.path.realpath(directory)
+  try:
+    name = import_pairs.read_metadata(directory)["name"]
+    if _IMPORTED.get(name) == real and _registered(name):
+      return name
+    for taken in (name, name + "_prompts"):
+      if _registered(taken) and _IMPORTED.get(name) != real:
+        owner = _IMPORTED.get(name) or "a registered task"
+        raise import_pairs.BadInput(
+            f"{directory}: its task name {taken!r} is taken by {owner}; import it again "
+            "with --name=<another name>")
+    import_pairs.register_imported(directory)
+  except import_pairs.BadInput as e:
+    raise config_lib.ConfigError(str(e)) from None
+  _IMPORTED[name] = real
+  return name
+
+
+def _import_dirs_under(entry: str) -> list[str]:
+  """An ALIGNMENT_TASK_DIRS entry's import directories: itself, or its subdirectories."""
+  from alignment.data import import_pairs  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(entry):
+    raise config_lib.ConfigError(f"{TASK_DIRS_ENV}: {entry}: no such directory")
+  if os.path.exists(os.path.join(entry, import_pairs.META)):
+    return [entry]
+  return [os.path.join(entry, d) for d in sorted(os.listdir(entry))
+          if os.path.exists(os.path.join(entry, d, import_pairs.META))]
+
+
+def resolve(task: str) -> str:
+  """The registered name of `task`: a seqio task or mixture name as it is, an import
+  directory or a name under ALIGNMENT_TASK_DIRS registered first (module docstring).
+  An unknown name comes back unchanged (the caller says it does not exist)."""
+  from alignment.data import import_pairs  # pylint: disable=g-import-not-at-top
+  if _registered(task):
+    return task
+  if "/" in task or os.sep in task or os.path.isdir(task):
+    return _register_import(task)
+  for entry in filter(None, os.environ.get(TASK_DIRS_ENV, "").split(":")):
+    for directory in _import_dirs_under(entry):
+      try:
+        name = import_pairs.read_metadata(directory)["name"]
+      except import_pairs.BadInput as e:
+        raise config_lib.ConfigError(f"{TASK_DIRS_ENV}: {e}") from None
+      if task in (name, name + "_prompts"):
+        _register_import(directory)
+        return task
+  return task
+
+
 def task_vocabulary(task: str):
   """The seqio vocabulary of a task's prompts (what the golden judge decodes with)."""
+  name = resolve(task)  # its ConfigError (a bad import directory) is the message
   try:
-    source = seqio.get_mixture_or_task(task)
+    source = seqio.get_mixture_or_task(name)
   except ValueError:
-    raise config_lib.ConfigError(f"config.data.task={task!r}: no such seqio task or mixture "
-                                 "(registered: env_*, env_byte_*, imported tasks)") from None
+    raise config_lib.ConfigError(
+        f"task {task!r}: no such seqio task or mixture, import directory or name under "
+        f"{TASK_DIRS_ENV} (registered: env_*, env_byte_*, imported tasks)") from None
   return source.output_features["prompt"].vocabulary

@@ -1,4 +1,5 @@
-"""Vocabularies: the environment's SentencePiece model (shipped) or seqio bytes.
+"""Vocabularies: the environment's SentencePiece model (shipped), seqio bytes,
+a SentencePiece model file or a Hugging Face tokenizer.json.
 
 `get_vocabulary(name)` returns a seqio vocabulary with the package's token
 conventions (PAD_ID 0, EOS_ID 1, UNK 2; no BOS, no extra ids):
@@ -11,7 +12,12 @@ conventions (PAD_ID 0, EOS_ID 1, UNK 2; no BOS, no extra ids):
                    corpus splits even frequent words, and byte fallback would
                    add 256 ids): for other text use "byte" or a model path;
   "byte"           seqio.ByteVocabulary: UTF-8 bytes shifted by 3 (259 ids);
-  a path           any SentencePiece model file (e.g. T5's, for imported data).
+  a path           any SentencePiece model file (e.g. T5's, for imported data);
+  a .json path     a Hugging Face tokenizer.json (or a directory holding one,
+                   e.g. a Llama 3 model's): `hf_vocab.HuggingFaceVocabulary`,
+                   whose pad/eos/unk ids are the tokenizer's own.
+A name is also what `vocabulary_name` writes into metadata and checkpoints
+(paths made absolute), so a task records the vocabulary it was made with.
 
 The shipped model is produced by `python -m alignment.data.vocab --build`,
 deterministically (one training thread, fixed corpus); `--check` rebuilds it
@@ -72,16 +78,32 @@ def build_sentencepiece(vocab_size: int = SP_VOCAB_SIZE) -> bytes:
   return out.getvalue()
 
 
+def tokenizer_json(name: str) -> str | None:
+  """The tokenizer.json a vocabulary name points at (the file or its directory), or None."""
+  if name.endswith(".json"):
+    return name
+  if os.path.isdir(name) and os.path.exists(os.path.join(name, "tokenizer.json")):
+    return os.path.join(name, "tokenizer.json")
+  return None
+
+
 @functools.lru_cache(maxsize=None)
 def get_vocabulary(name: str = "sentencepiece"):
-  """A seqio vocabulary by name ("sentencepiece", "byte") or SentencePiece model path."""
+  """A seqio vocabulary by name ("sentencepiece", "byte"), SentencePiece model path or
+  Hugging Face tokenizer.json path (module docstring)."""
   import seqio  # pylint: disable=g-import-not-at-top
   if name == "byte":
     return seqio.ByteVocabulary()
+  hf_path = tokenizer_json(name)
+  if hf_path is not None:
+    if not os.path.exists(hf_path):
+      raise ValueError(f"unknown vocabulary {name!r}: no such tokenizer.json")
+    from alignment.data import hf_vocab  # pylint: disable=g-import-not-at-top
+    return hf_vocab.HuggingFaceVocabulary(hf_path)
   path = SP_MODEL_PATH if name == "sentencepiece" else name
   if not os.path.exists(path):
-    raise ValueError(f"unknown vocabulary {name!r}: use one of {NAMES} or a SentencePiece "
-                     f"model file" + (" (run `python -m alignment.data.vocab --build`)"
+    raise ValueError(f"unknown vocabulary {name!r}: use one of {NAMES}, a SentencePiece "
+                     f"model file or a tokenizer.json" + (" (run `python -m alignment.data.vocab --build`)"
                                       if name == "sentencepiece" else ""))
   vocab = seqio.SentencePieceVocabulary(path, extra_ids=0)
   if (vocab.pad_id, vocab.eos_id, vocab.unk_id) != (batches.PAD_ID, batches.EOS_ID, UNK_ID):
@@ -90,11 +112,19 @@ def get_vocabulary(name: str = "sentencepiece"):
   return vocab
 
 
+def _is_hf(vocab) -> bool:
+  from alignment.data import hf_vocab  # pylint: disable=g-import-not-at-top
+  return isinstance(vocab, hf_vocab.HuggingFaceVocabulary)
+
+
 def vocabulary_name(vocab) -> str:
-  """Inverse of get_vocabulary, for metadata: "byte", "sentencepiece" or the model path."""
+  """Inverse of get_vocabulary, for metadata: "byte", "sentencepiece" or the model's
+  (or tokenizer.json's) absolute path."""
   import seqio  # pylint: disable=g-import-not-at-top
   if isinstance(vocab, seqio.ByteVocabulary):
     return "byte"
+  if _is_hf(vocab):
+    return vocab.path
   path = os.path.abspath(vocab.sentencepiece_model_file)
   return "sentencepiece" if path == os.path.abspath(SP_MODEL_PATH) else path
 
@@ -104,6 +134,8 @@ def encode_batch(vocab, texts: Sequence[str]) -> list[list[int]]:
   import seqio  # pylint: disable=g-import-not-at-top
   if isinstance(vocab, seqio.ByteVocabulary):
     return [[b + 3 for b in t.encode("utf-8")] for t in texts]
+  if _is_hf(vocab):
+    return vocab.encode_batch(texts)
   return vocab.tokenizer.encode(list(texts))
 
 
@@ -114,6 +146,8 @@ def decode_batch(vocab, rows: Sequence[Sequence[int]]) -> list[str]:
   if isinstance(vocab, seqio.ByteVocabulary):
     return [bytes(i - 3 if 3 <= i < 259 else 63 for i in r).decode("utf-8", "replace")
             for r in rows]
+  if _is_hf(vocab):
+    return vocab.decode_batch(rows)
   clean = [[int(i) if 0 <= i < size else UNK_ID for i in r] for r in rows]
   return vocab.tokenizer.decode(clean)
 
@@ -163,3 +197,32 @@ if __name__ == "__main__":
 def model_vocab_size(vocab, multiple: int = 128) -> int:
   """The vocabulary rounded up, so the embedding splits evenly over `tensor`."""
   return -(-vocab.vocab_size // multiple) * multiple
+
+
+def check_model_vocab(model_ids: int, vocab, where: str) -> None:
+  """Refuses a model whose embedding has fewer ids than the data's vocabulary.
+
+  Such a model would index past its embedding table (XLA clamps gathers, so it
+  would train on the wrong rows without a word).
+  """
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+  if model_ids < vocab.vocab_size:
+    raise config_lib.ConfigError(
+        f"{where}: the model has {model_ids} token ids, fewer than the "
+        f"{vocab.vocab_size} of its data's vocabulary {vocabulary_name(vocab)}; set "
+        f"config.model.vocab_size=0 (the data's) or at least {vocab.vocab_size}")
+
+
+def check_sampling_ids(vocab, where: str) -> None:
+  """Refuses, for a loop that samples, a vocabulary whose PAD/EOS are not the package's.
+
+  The sampler stops at batches.EOS_ID and never draws batches.PAD_ID, and the
+  judges cut responses at them; a tokenizer with other ids (Llama 3's EOS is
+  128001) trains offline, but its samples would not end where it means.
+  """
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+  if (vocab.pad_id, vocab.eos_id) != (batches.PAD_ID, batches.EOS_ID):
+    raise config_lib.ConfigError(
+        f"{where}: the vocabulary {vocabulary_name(vocab)} has PAD {vocab.pad_id} and EOS "
+        f"{vocab.eos_id}; sampling needs PAD {batches.PAD_ID} and EOS {batches.EOS_ID} "
+        "(offline, SFT and preference-model runs take any)")

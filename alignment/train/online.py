@@ -98,6 +98,7 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
   mesh (its parameters go into the step) or on its own (its log-probs do).
   """
   d, s, l, r = config.data, config.sampling, config.loss, config.rl
+  vocab_lib.check_sampling_ids(vocab, f"config.data.task={d.task!r}")
   if r.method == "contrastive":
     train = program_lib.build(
         "online", heads.LanguageModel, config, mesh, rules, vocab,

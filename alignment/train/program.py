@@ -138,11 +138,17 @@ def build(name: str, head, config, mesh, rules, vocab,
 
   head: the model class (`heads.LanguageModel`, `heads.PairwisePreferenceModel`)
   of the zoo model `config.model` with the vocabulary `model.vocab_size`, else
-  `vocab`'s rounded up; loss_fn_of(model) -> loss_fn(params, batch, rng);
+  `vocab`'s rounded up (a model with fewer ids than `vocab` is a ConfigError
+  here, before anything compiles); loss_fn_of(model) -> loss_fn(params, batch, rng);
   batch_spec_of(abstract_state) -> the step's abstract input (it may hold the
   parameters' shapes, e.g. the frozen reference's).
   """
   model_config = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
+  # Every loop (and aot, bench) builds here: refuse before anything compiles.
+  vocab_lib.check_model_vocab(model_config.vocab_size, vocab,
+                              f"config.model ({config.model.name}, vocab_size="
+                              f"{config.model.vocab_size}) and config.data.task="
+                              f"{config.data.task!r}")
   model = head(model_config)
   optimizer = state_lib.make_optimizer(config.optimizer)
   init = heads.init_fn(model, config.data.prompt_len, config.data.response_len)

@@ -124,3 +124,20 @@ def test_stale_params_hand_out_the_parameters_of_k_steps_before():
   assert float(stale.at(15)[0]["w"][0]) == 3.0 and stale.at(15)[1] == 13
   with pytest.raises(ValueError, match="step 20"):
     stale.at(20)
+
+
+def test_a_model_with_fewer_ids_than_its_data_vocabulary_is_refused_before_compiling():
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+  from alignment.train import sft  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(os.path.join(ROOT, "configs", "sft.py:tiny"))
+  vocab = tasks.task_vocabulary(config.data.task)  # the environment's 165 words and specials
+  mesh, rules = sharding.mesh_and_rules(config.mesh)
+  config_lib.set_key(config, "model.vocab_size", vocab.vocab_size - 1, "test")
+  with pytest.raises(config_lib.ConfigError, match=(
+      rf"config.model \(t5-nano, vocab_size={vocab.vocab_size - 1}\) and config.data.task="
+      rf"'env_tiny_sft': the model has {vocab.vocab_size - 1} token ids, fewer than the "
+      rf"{vocab.vocab_size} of its data's vocabulary sentencepiece; set "
+      rf"config.model.vocab_size=0 \(the data's\) or at least {vocab.vocab_size}")):
+    sft.build(config, mesh, rules, vocab)
+  config_lib.set_key(config, "model.vocab_size", vocab.vocab_size, "test")
+  assert sft.build(config, mesh, rules, vocab).model_config.vocab_size == vocab.vocab_size

@@ -1,0 +1,166 @@
+"""A seqio vocabulary backed by a Hugging Face `tokenizer.json` (e.g. Llama 3's BPE).
+
+`vocab.get_vocabulary("path/to/tokenizer.json")` (or a directory holding one)
+returns a `HuggingFaceVocabulary`; its name in metadata and checkpoints is the
+file's absolute path. Texts are encoded without special tokens (no BOS, no
+EOS: seqio and `import_pairs` append EOS themselves).
+
+Special ids come from the tokenizer, not from the package's conventions:
+  eos_id  `eos_token` of the tokenizer_config.json beside the file, else the
+          first of EOS_NAMES that is a token of the tokenizer; a tokenizer
+          with neither is refused, naming the file;
+  pad_id  `pad_token` of tokenizer_config.json, else the tokenizer's padding
+          setting, else the first of PAD_NAMES present, else 0 (Llama 3 has no
+          pad token; padding is masked everywhere, so its id is never read);
+  unk_id  the model's unk token, or None (byte-level BPE has none).
+The loops that sample (online, evaluation) need the package's PAD 0 / EOS 1
+and refuse other ids (`vocab.check_sampling_ids`); the loops that only read
+data (SFT, preference model, offline) take any.
+
+seqio's tf paths (`encode_tf` on a scalar string, `decode_tf` on [L] or
+[B, L] ids) run the same Python tokenizer through `tf.py_function`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+import seqio
+
+from alignment.data.tf_setup import tf
+
+EOS_NAMES = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|eot_id|>", "<|im_end|>")
+PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>", "<|padding|>")
+CONFIG = "tokenizer_config.json"
+
+
+def _token_name(value) -> str | None:
+  """A tokenizer_config.json special token: a string or an AddedToken dict."""
+  if isinstance(value, dict):
+    value = value.get("content")
+  return value if isinstance(value, str) and value else None
+
+
+class HuggingFaceVocabulary(seqio.Vocabulary):
+  """seqio.Vocabulary over `tokenizers.Tokenizer.from_file(path)` (module docstring)."""
+
+  def __init__(self, path: str):
+    from tokenizers import Tokenizer  # pylint: disable=g-import-not-at-top
+    super().__init__(extra_ids=0)
+    self.path = os.path.abspath(path)
+    try:
+      self.tokenizer = Tokenizer.from_file(self.path)
+    except Exception as e:  # pylint: disable=broad-except  (tokenizers raises its own)
+      raise ValueError(f"{self.path}: not a Hugging Face tokenizer.json ({e})") from None
+    config = {}
+    config_path = os.path.join(os.path.dirname(self.path), CONFIG)
+    if os.path.exists(config_path):
+      with open(config_path) as f:
+        config = json.load(f)
+    self._eos_id = self._special(config.get("eos_token"), EOS_NAMES, "eos_token")
+    if self._eos_id is None:
+      raise ValueError(f"{self.path}: the tokenizer has no EOS token (no eos_token in a "
+                       f"{CONFIG} beside it, none of {', '.join(EOS_NAMES)} in its vocabulary)")
+    pad = self._special(config.get("pad_token"), (), "pad_token")
+    if pad is None and self.tokenizer.padding:
+      pad = self.tokenizer.padding.get("pad_id")
+    if pad is None:
+      pad = self._special(None, PAD_NAMES, "pad_token")
+    self._pad_id = 0 if pad is None else int(pad)
+    unk = getattr(self.tokenizer.model, "unk_token", None)
+    self._unk_id = self.tokenizer.token_to_id(unk) if unk else None
+
+  def _special(self, configured, names: Sequence[str], key: str) -> int | None:
+    name = _token_name(configured)
+    if name is not None:
+      token_id = self.tokenizer.token_to_id(name)
+      if token_id is None:
+        raise ValueError(f"{self.path}: {CONFIG} names {key} {name!r}, which is not a token "
+                         "of the tokenizer")
+      return token_id
+    for candidate in names:
+      token_id = self.tokenizer.token_to_id(candidate)
+      if token_id is not None:
+        return token_id
+    return None
+
+  @property
+  def eos_id(self) -> int:
+    return self._eos_id
+
+  @property
+  def pad_id(self) -> int:
+    return self._pad_id
+
+  @property
+  def unk_id(self) -> int | None:
+    return self._unk_id
+
+  @property
+  def _base_vocab_size(self) -> int:
+    return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+  # -- Python ------------------------------------------------------------------
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+  def decode_batch(self, rows: Sequence[Sequence[int]]) -> list[str]:
+    """Texts of id rows; special tokens are dropped, ids outside the vocabulary too
+    (or read as UNK where the tokenizer has one)."""
+    size = self._base_vocab_size
+    clean = []
+    for row in rows:
+      ids = [int(i) for i in row]
+      clean.append([i if 0 <= i < size else self._unk_id for i in ids
+                    if 0 <= i < size or self._unk_id is not None])
+    return self.tokenizer.decode_batch(clean, skip_special_tokens=True)
+
+  def _encode(self, s: str) -> list[int]:
+    return self.encode_batch([s])[0]
+
+  def _decode(self, ids) -> str:
+    return self.decode_batch([ids])[0]
+
+  # -- TensorFlow (seqio's preprocessors and decode_tf) --------------------------
+
+  def _encode_tf(self, s):
+    """A scalar string -> int32 [L]."""
+    def encode(x):
+      return np.asarray(self._encode(x.numpy().decode("utf-8")), np.int32)
+    ids = tf.py_function(encode, [s], tf.int32)
+    ids.set_shape([None])
+    return ids
+
+  def decode_tf(self, ids):
+    """[L] -> a scalar string, [B, L] -> [B] strings, each up to its first EOS.
+
+    Overrides seqio's, which replaces the ids after EOS with pad_id before
+    decoding: here pad_id may be a real token (0 when the tokenizer has none).
+    """
+    def decode(x):
+      rows = np.atleast_2d(x.numpy())
+      texts = []
+      for row in rows.tolist():
+        if self._eos_id in row:
+          row = row[:row.index(self._eos_id)]
+        texts.append(self._decode(row).encode("utf-8"))
+      return np.asarray(texts if x.shape.rank == 2 else texts[0], dtype=object)
+    out = tf.py_function(decode, [ids], tf.string)
+    out.set_shape(ids.shape[:-1])
+    return out
+
+  def _decode_tf(self, ids):
+    return self.decode_tf(ids)
+
+  def __eq__(self, other):
+    return isinstance(other, HuggingFaceVocabulary) and self.path == other.path
+
+  def __hash__(self):
+    return hash(self.path)
+
+  def __str__(self) -> str:
+    return (f"HuggingFaceVocabulary({self.path}, size={self.vocab_size}, eos={self._eos_id}, "
+            f"pad={self._pad_id})")
