@@ -2,7 +2,8 @@
 
   python -m alignment.data.import_pairs --input=FILE --format=FMT --output=DIR \\
       [--vocab=byte|sentencepiece|SP_MODEL|TOKENIZER_JSON] [--max_prompt_tokens=N] \\
-      [--max_response_tokens=N] [--on_long=error|truncate] [--name=NAME] [--overwrite]
+      [--max_response_tokens=N] [--on_long=error|truncate] [--name=NAME] [--overwrite] \\
+      [--validation_fraction=F] [--eval_fraction=F]
 
 Formats (one JSON object per line; blank lines are skipped):
   jsonl  {"prompt": str, "chosen": str, "rejected": str, "id"?: str|int}
@@ -27,13 +28,24 @@ an error with --on_long=error (the default) or is cut with --on_long=truncate:
 prompts keep their LAST tokens (the text nearest the response), responses
 their FIRST tokens (without EOS, as batches.py allows for cut responses).
 
-Output: DIR/pairs.tfrecord (texts and token ids) and DIR/metadata.json, built
+Held-out splits: --validation_fraction=F puts about F of the records in a
+"validation" split (what SFT's and the PM's held-out losses and a study's
+held-out pairs read), --eval_fraction=F about F in an "eval" split (a study's
+win-rate prompts; with 0 the eval split is the validation records). A record's
+split is fixed by a hash of its PROMPT text (sha256), so it does not depend on
+the file's order, and comparisons that share a prompt (a TL;DR post) land in
+one split. Without fractions the import is train-only, as before.
+
+Output: DIR/pairs.tfrecord (the train split; texts and token ids),
+DIR/pairs-validation.tfrecord and DIR/pairs-eval.tfrecord where those splits
+are asked for, and DIR/metadata.json ("splits": records per split), built
 in a temporary directory beside DIR and renamed into place, so DIR is either
 complete or absent. Train on it with `--config.data.task=DIR` (any task key
 takes an import directory, or its name when ALIGNMENT_TASK_DIRS lists it:
 `tasks.resolve`). `register_imported(DIR)` registers the seqio tasks <name>
-({prompt, chosen, rejected}, split "train") and <name>_prompts, and returns
-<name>; read them with `pipeline.make_iterator(name, "train", "pairs", ...,
+({prompt, chosen, rejected}), <name>_prompts ({prompt}) and <name>_sft ({prompt,
+response}: the chosen response, the SFT view of the same records), each with
+the import's splits, and returns <name>; read them with `pipeline.make_iterator(name, "train", "pairs", ...,
 prompt_length=meta["max_prompt_tokens"], response_length=...)`.
 
 Bad input ends with one line naming the file, the line and the field, and
@@ -44,6 +56,8 @@ unknown format.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -56,6 +70,22 @@ FORMATS = ("jsonl", "tldr", "hh")
 HH_MARKER = "\n\nAssistant:"
 META = "metadata.json"
 RECORDS = "pairs.tfrecord"
+HELD_OUT = ("validation", "eval")
+
+
+def split_file(split: str) -> str:
+  """The records file of a split (train keeps the original name)."""
+  return RECORDS if split == "train" else f"pairs-{split}.tfrecord"
+
+
+def split_of(prompt: str, validation_fraction: float, eval_fraction: float) -> str:
+  """A record's split from a hash of its prompt: stable across files and orders."""
+  u = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") / 2.0**64
+  if u < validation_fraction:
+    return "validation"
+  if u < validation_fraction + eval_fraction:
+    return "eval"
+  return "train"
 
 
 class BadInput(Exception):
@@ -202,7 +232,8 @@ def _fit(ids: list[int], limit: int, field: str, where: str, on_long: str, keep:
 def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byte",
                 max_prompt_tokens: int = 512, max_response_tokens: int = 128,
                 on_long: str = "error", name: str | None = None,
-                overwrite: bool = False) -> dict:
+                overwrite: bool = False, validation_fraction: float = 0.0,
+                eval_fraction: float = 0.0) -> dict:
   """Imports a preference file into output_dir (atomically); returns its metadata."""
   from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from alignment.data.tf_setup import tf  # pylint: disable=g-import-not-at-top
@@ -212,6 +243,12 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
     raise BadInput(f"unknown --on_long {on_long!r}: use error or truncate")
   if max_prompt_tokens < 1 or max_response_tokens < 1:
     raise BadInput("--max_prompt_tokens and --max_response_tokens must be positive")
+  if not (0 <= validation_fraction < 1 and 0 <= eval_fraction < 1 and
+          validation_fraction + eval_fraction < 1):
+    raise BadInput(f"--validation_fraction={validation_fraction} and --eval_fraction="
+                   f"{eval_fraction}: each in [0, 1), together under 1")
+  if eval_fraction and not validation_fraction:
+    raise BadInput("--eval_fraction needs a --validation_fraction too")
   output_dir = os.path.abspath(output_dir)
   if os.path.exists(output_dir) and not overwrite:
     raise BadInput(f"{output_dir}: exists already (pass --overwrite to replace it)")
@@ -229,8 +266,19 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
   umask = os.umask(0)
   os.umask(umask)
   os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
+  splits = {r.line: split_of(r.prompt, validation_fraction, eval_fraction) for r in records}
+  names = ["train"] + (["validation"] if validation_fraction else []) + (
+      ["eval"] if eval_fraction else [])
+  counts = {n: sum(v == n for v in splits.values()) for n in names}
+  empty = [n for n in names if not counts[n]]
+  if empty:
+    raise BadInput(f"{input_path}: no record fell in the {' and '.join(empty)} split (split "
+                   f"by a hash of the prompt; {len(records)} records): change the fractions")
   try:
-    with tf.io.TFRecordWriter(os.path.join(tmp, RECORDS)) as writer:
+    writers = {n: tf.io.TFRecordWriter(os.path.join(tmp, split_file(n))) for n in names}
+    with contextlib.ExitStack() as stack:
+      for w in writers.values():
+        stack.enter_context(w)
       for i, r in enumerate(records):
         where = f"{input_path}:{r.line}"
         p, c, j = ids[3 * i:3 * i + 3]
@@ -249,7 +297,7 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
           feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=tokens))
           feats[key + "_text"] = tf.train.Feature(bytes_list=tf.train.BytesList(
               value=[text.encode()]))
-        writer.write(tf.train.Example(
+        writers[splits[r.line]].write(tf.train.Example(
             features=tf.train.Features(feature=feats)).SerializeToString())
     meta = {
         "format_version": 1, "source": os.path.abspath(input_path), "source_format": fmt,
@@ -257,6 +305,8 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
         "max_prompt_tokens": max_prompt_tokens, "max_response_tokens": max_response_tokens,
         "on_long": on_long, "truncated": truncated,
         "name": name or default_name(output_dir),
+        "splits": counts, "validation_fraction": validation_fraction,
+        "eval_fraction": eval_fraction,
     }
     with open(os.path.join(tmp, META), "w") as f:
       json.dump(meta, f, indent=1, sort_keys=True)
@@ -310,9 +360,11 @@ def register_imported(directory: str, name: str | None = None) -> str:
   spec = {k: tf.io.RaggedFeature(tf.int64) for k in ("prompt", "chosen", "rejected")}
   spec.update({"id": tf.io.FixedLenFeature([], tf.string),
                "line": tf.io.FixedLenFeature([], tf.int64)})
-  source = seqio.TFExampleDataSource({"train": os.path.join(directory, RECORDS)}, spec,
-                                     num_input_examples={"train": meta["num_records"]},
-                                     cycle_length=1)
+  counts = meta.get("splits") or {"train": meta["num_records"]}
+  files = {split: os.path.join(directory, split_file(split)) for split in counts}
+  if "validation" in counts and "eval" not in counts:  # win-rate prompts: the held-out ones
+    files["eval"], counts = files["validation"], {**counts, "eval": counts["validation"]}
+  source = seqio.TFExampleDataSource(files, spec, num_input_examples=counts, cycle_length=1)
 
   def to_int32(ds):
     return ds.map(lambda ex: {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 and k != "line"
@@ -320,6 +372,9 @@ def register_imported(directory: str, name: str | None = None) -> str:
 
   def prompts_only(ds):
     return ds.map(lambda ex: {"prompt": ex["prompt"]})
+
+  def chosen_as_response(ds):  # the SFT view: the rater-preferred response (EOS included)
+    return ds.map(lambda ex: {"prompt": ex["prompt"], "response": ex["chosen"]})
 
   try:
     vocab = vocab_lib.get_vocabulary(meta["vocab"])
@@ -329,7 +384,9 @@ def register_imported(directory: str, name: str | None = None) -> str:
   features = lambda names: {n: seqio.Feature(vocab, add_eos=False, dtype=tf.int32)
                             for n in names}
   for task, preprocessors, names in ((name, [to_int32], ("prompt", "chosen", "rejected")),
-                                     (name + "_prompts", [to_int32, prompts_only], ("prompt",))):
+                                     (name + "_prompts", [to_int32, prompts_only], ("prompt",)),
+                                     (name + "_sft", [to_int32, chosen_as_response],
+                                      ("prompt", "response"))):
     if task in seqio.TaskRegistry.names():
       seqio.TaskRegistry.remove(task)
     seqio.TaskRegistry.add(task, source=source, preprocessors=preprocessors,
@@ -350,17 +407,21 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--on_long", default="error", help="error | truncate")
   parser.add_argument("--name", default=None)
   parser.add_argument("--overwrite", action="store_true")
+  parser.add_argument("--validation_fraction", type=float, default=0.0)
+  parser.add_argument("--eval_fraction", type=float, default=0.0)
   args = parser.parse_args(argv)
   try:
     meta = import_file(args.input, args.format, args.output, vocab=args.vocab,
                        max_prompt_tokens=args.max_prompt_tokens,
                        max_response_tokens=args.max_response_tokens, on_long=args.on_long,
-                       name=args.name, overwrite=args.overwrite)
+                       name=args.name, overwrite=args.overwrite,
+                       validation_fraction=args.validation_fraction,
+                       eval_fraction=args.eval_fraction)
   except BadInput as e:
     print(f"import_pairs: error: {e}", file=sys.stderr)
     return 2
   print(f"imported {meta['num_records']} pairs from {args.input} into {args.output} "
-        f"(task {meta['name']}; truncated {meta['truncated']})")
+        f"(task {meta['name']}; splits {meta['splits']}; truncated {meta['truncated']})")
   return 0
 
 

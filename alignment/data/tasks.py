@@ -19,8 +19,9 @@ Imported data (`alignment.data.import_pairs`): wherever a task is named
 name may also be
   an import directory  (a path: it contains "/", or is an existing directory)
                        registered on first use in each process under the name
-                       in its metadata.json, with <name>_prompts beside it;
-  an imported name     <name> or <name>_prompts of an import found through the
+                       in its metadata.json, with <name>_prompts and <name>_sft
+                       beside it;
+  an imported name     <name>, <name>_prompts or <name>_sft of an import found through the
                        environment variable ALIGNMENT_TASK_DIRS: directories
                        separated by ":", each an import directory or a folder
                        of them (set it for every process of a multi-host run).
@@ -151,7 +152,7 @@ def _register_import(directory: str) -> str:
     name = import_pairs.read_metadata(directory)["name"]
     if _IMPORTED.get(name) == real and _registered(name):
       return name
-    for taken in (name, name + "_prompts"):
+    for taken in (name, name + "_prompts", name + "_sft"):
       if _registered(taken) and _IMPORTED.get(name) != real:
         owner = _IMPORTED.get(name) or "a registered task"
         raise import_pairs.BadInput(
@@ -190,7 +191,7 @@ def resolve(task: str) -> str:
         name = import_pairs.read_metadata(directory)["name"]
       except import_pairs.BadInput as e:
         raise config_lib.ConfigError(f"{TASK_DIRS_ENV}: {e}") from None
-      if task in (name, name + "_prompts"):
+      if task in (name, name + "_prompts", name + "_sft"):
         _register_import(directory)
         return task
   return task
