@@ -143,6 +143,8 @@ def eval_section(**kw) -> ConfigDict:
       sft="",                  # pi_sft export (KL and classifier baseline)
       reference="",            # win-rate reference policy export ("" = SFT)
       proxy="",                # proxy PM export ("" = no proxy win rate)
+      golden_checkpoint="",    # a golden PM's export as the golden judge ("" = the
+                               # environment's program; real data: configs/study.py:real)
   )
   base.update(kw)
   return ConfigDict(base)
@@ -416,6 +418,9 @@ def check_judge(j: ConfigDict):
   _check(j.kind in ("proxy", "reward", "golden"),
          f"config.judge.kind={j.kind!r}: choose proxy (a pairwise PM's export), reward (a "
          "reward model's export) or golden")
+  _check(not j.get("golden_checkpoint", "") or j.kind == "golden",
+         f"config.judge.golden_checkpoint is the golden judge's model; it needs "
+         f"judge.kind='golden' (not {j.kind!r})")
 
 
 def check_rl(r: ConfigDict):

@@ -33,7 +33,11 @@ given), the golden judge and optionally the proxy PM:
                        accuracy = fraction with f > 0 (ties count 1/2).
   chosen_logprob_delta mean log pi(y_w) - log pi_sft(y_w) on those pairs.
   mean_response_length mean tokens (EOS included) of pi's samples.
-  golden_score         mean g of pi's samples (and of the reference's).
+  golden_score         mean g of pi's samples (and of the reference's). With a golden
+                       PM (`eval.golden_checkpoint`: real data, configs/study.py:real)
+                       g is per pair, not per response: g = +-logit P(pi beats the
+                       reference) / 2 (judges.ModelGoldenJudge), so only the win rates
+                       and the agreement mean what they mean with the program.
 
 `Evaluator.evaluate` also returns the per-prompt and per-pair values behind
 each mean (`save_arrays` writes them beside a run's metrics), from which the
@@ -123,7 +127,10 @@ class Evaluator:
     if reference_model is not None and reference_model.cfg != model.cfg:
       ref_sampler = sampling.Sampler(reference_model, self.sampler.config, mesh, rules)
     self.ref_samples = self._sample(ref, self.win_prompts, salt=1, sampler=ref_sampler)
-    self.ref_golden = self._golden_scores(self.win_prompts, self.ref_samples)
+    # A program scores each response: the reference's scores are computed once. A golden
+    # PM scores pairs, so each evaluation asks it about (pi's sample, the reference's).
+    self.ref_golden = (self._golden_scores(self.win_prompts, self.ref_samples)
+                       if hasattr(self.golden, "scores") else None)
     self._sft_pair_logps = self._pair_logps(sft_params)
 
   # -- pieces ----------------------------------------------------------------
@@ -143,6 +150,18 @@ class Evaluator:
 
   def _golden_scores(self, prompts: B.PromptBatch, samples: dict) -> np.ndarray:
     return np.asarray(self.golden.scores(prompts, samples["tokens"]), np.float32)
+
+  def _golden_vs(self, prompts: B.PromptBatch, a: dict, b: Optional[dict] = None):
+    """(g_a, g_b) [n]: golden scores of samples a and b (None: the reference's) such
+    that sigmoid((g_a - g_b) / tau) is the golden P(a beats b), for either judge."""
+    if self.ref_golden is not None:
+      n = a["tokens"].shape[0]
+      gb = self.ref_golden[:n] if b is None else self._golden_scores(prompts, b)
+      return self._golden_scores(prompts, a), gb
+    b = self.ref_samples if b is None else b
+    n = a["tokens"].shape[0]
+    b = {k: v[:n] for k, v in b.items()}
+    return self.golden.pair_scores(prompts, a["tokens"], a["mask"], b["tokens"], b["mask"])
 
   def _global(self, batch, mesh=None):
     """Host numpy rows (every process holds them all) as global arrays split over the
@@ -204,10 +223,10 @@ class Evaluator:
       1/2; chosen_delta [Q] log pi(y_w) - log pi_sft(y_w).
     """
     samples = self._sample(params, self.win_prompts, salt=3)
-    g = self._golden_scores(self.win_prompts, samples)
-    tau = self.golden.program.cfg.tau if hasattr(self.golden, "program") else 1.0
-    win_soft = algorithms.soft_win(g, self.ref_golden, tau)
-    win_hard = algorithms.hard_win(g, self.ref_golden)
+    g, g_ref = self._golden_vs(self.win_prompts, samples)
+    tau = self.golden.tau
+    win_soft = algorithms.soft_win(g, g_ref, tau)
+    win_hard = algorithms.hard_win(g, g_ref)
     kl = self.kl_per_prompt(params)
     lengths = samples["mask"].sum(-1).astype(np.float64)
     arrays = {"golden_win": win_soft, "golden_score": g.astype(np.float64), "length": lengths,
@@ -218,14 +237,14 @@ class Evaluator:
         "golden_win_rate_se": float(np.std(win_soft, ddof=1) / np.sqrt(win_soft.size)),
         "golden_win_rate_hard": float(np.mean(win_hard)),
         "golden_score": float(np.mean(g)),
-        "reference_golden_score": float(np.mean(self.ref_golden)),
+        "reference_golden_score": float(np.mean(g_ref)),
         "mean_response_length": float(np.mean(lengths)),
     }
     if self.proxy is not None:
       n = self.proxy_prompts
       first = lambda d: {k: v[:n] for k, v in d.items()}
       probs, wins = self._proxy_compare(first(samples), first(self.ref_samples))
-      gp, gr = g[:n], self.ref_golden[:n]
+      gp, gr = g[:n], g_ref[:n]
       out["proxy_win_rate"] = float(np.mean(probs))
       out["proxy_win_rate_hard"] = float(np.mean(wins))
       out["proxy_golden_agreement_vs_reference"] = _nanmean(algorithms.agreement(wins, gp, gr))
@@ -234,9 +253,9 @@ class Evaluator:
       # falls as the policy drifts from what the proxy was trained on.
       prompts = B.PromptBatch(self.win_prompts.prompt[:n], self.win_prompts.prompt_mask[:n])
       second = self._sample(params, prompts, salt=4)
-      g2 = self._golden_scores(prompts, second)
+      g1, g2 = self._golden_vs(prompts, first(samples), second)
       _, first_wins = self._proxy_compare(first(samples), second)
-      arrays["agreement"] = algorithms.agreement(first_wins, gp, g2)
+      arrays["agreement"] = algorithms.agreement(first_wins, g1, g2)
       out["proxy_golden_agreement"] = _nanmean(arrays["agreement"])
     pc, pr = self._pair_logps(params)
     sc, sr = self._sft_pair_logps
@@ -285,7 +304,8 @@ def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=No
   e = eval_cfg
   vocab = tasks.task_vocabulary(e.prompts_task)
   vocab_lib.check_sampling_ids(vocab, f"config.eval.prompts_task={e.prompts_task!r}")
-  golden = judges.GoldenJudge(vocab)
+  golden = judges.load_golden_judge(e.get("golden_checkpoint", ""), vocab, data_cfg, mesh,
+                                    rules)
   if proxy is None and e.proxy:
     proxy = judges.load_model_judge(e.proxy, data_cfg, mesh, rules)
   reference = reference_model = None

@@ -11,6 +11,9 @@
   is per row, so the verdicts equal a single process's).
 - `RewardJudge`: a Bradley-Terry scalar reward model r(x, y):
   P = sigmoid(r1 - r2); its `rewards` feed policy-gradient RL.
+- `ModelGoldenJudge`: a golden PM (a `ModelJudge` trained on rater labels) in
+  the golden judge's place, where a study starts from real data
+  (`eval.golden_checkpoint`, `judge.golden_checkpoint`, configs/study.py:real).
 - `ModelJudge`: a trained pairwise preference model (the proxy PM, or a
   golden PM trained on real human labels). It is not symmetric by
   construction, so it is asked both ways and the verdict is
@@ -137,6 +140,64 @@ class GoldenJudge:
 
   def compare_pairs(self, pairs: B.SampledPairs) -> algorithms.Comparison:
     return self.compare(pairs.prompts, *pairs.responses)
+
+  @property
+  def tau(self) -> float:
+    """The temperature of P = sigmoid((g1 - g2) / tau)."""
+    return float(self.program.cfg.tau)
+
+  def pair_scores(self, prompts: B.PromptBatch, y1, m1, y2, m2):
+    """(g1, g2) [n] numpy: the program's scores of each response."""
+    del m1, m2
+    return (np.asarray(self.scores(prompts, y1), np.float32),
+            np.asarray(self.scores(prompts, y2), np.float32))
+
+
+class ModelGoldenJudge:
+  """A golden PM (a pairwise PM trained on rater labels) in the golden judge's place.
+
+  A pairwise model has no score per response, only per pair, so its `pair_scores`
+  are (l / 2, -l / 2) with l = logit P(y1 beats y2) of the model asked both ways
+  (`ModelJudge`): with tau = 1, sigmoid((g1 - g2) / tau) is that probability and
+  g1 > g2 its verdict, which is all a pair set's labels and the win rates read.
+  Host numpy in and out, in fixed-size chunks (one compilation).
+  """
+
+  kind = "golden_model"
+  tau = 1.0
+
+  def __init__(self, judge: ModelJudge, export: str, batch_size: int = 64):
+    self.judge, self.export, self.batch = judge, export, batch_size
+    self.mesh = judge.mesh
+
+  def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> algorithms.Comparison:
+    n = np.asarray(prompts.prompt).shape[0]
+    pad = np.r_[np.arange(n), np.zeros((-n) % self.batch, np.int64)]
+    arrays = [np.asarray(a)[pad] for a in (prompts.prompt, prompts.prompt_mask, y1, y1_mask,
+                                          y2, y2_mask)]
+    probs = []
+    for start in range(0, len(pad), self.batch):
+      p, pm, a, am, b, bm = (x[start:start + self.batch] for x in arrays)
+      c = self.judge.compare(B.PromptBatch(p, pm), a, am, b, bm)
+      probs.append(np.asarray(jax.device_get(c.prob_first), np.float64))
+    prob = np.concatenate(probs)[:n]
+    return algorithms.Comparison(prob_first=prob, first_wins=prob > 0.5)
+
+  def compare_pairs(self, pairs: B.SampledPairs) -> algorithms.Comparison:
+    return self.compare(pairs.prompts, *pairs.responses)
+
+  def pair_scores(self, prompts: B.PromptBatch, y1, m1, y2, m2):
+    prob = np.clip(self.compare(prompts, y1, m1, y2, m2).prob_first, 1e-12, 1 - 1e-12)
+    logit = np.log(prob) - np.log1p(-prob)
+    return (logit / 2).astype(np.float32), (-logit / 2).astype(np.float32)
+
+
+def load_golden_judge(export: str, vocab, data_section, mesh, rules):
+  """The golden judge: the environment's program, or with `export` a golden PM's
+  export (`ModelGoldenJudge`)."""
+  if not export:
+    return GoldenJudge(vocab)
+  return ModelGoldenJudge(load_model_judge(export, data_section, mesh, rules), export)
 
 
 def load_model_judge(path: str, data_section, mesh, rules, head: str = "pairwise"):

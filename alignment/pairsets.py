@@ -87,9 +87,13 @@ def _check_batch(n: int, batch: int, what: str):
     raise ValueError(f"{what}: {n} prompts is not a multiple of the sampling batch {batch}")
 
 
-def sample_pairs(policy: PolicySampler, golden: judges.GoldenJudge, prompts: B.PromptBatch,
+def sample_pairs(policy: PolicySampler, golden, prompts: B.PromptBatch,
                  seed: int, redraws: int = 4) -> tuple[Pairs, np.ndarray]:
   """Two samples per prompt, golden-scored; tied second samples redrawn.
+
+  `golden` is any judge with `pair_scores`: the environment's program
+  (`judges.GoldenJudge`) or a golden PM (`judges.ModelGoldenJudge`, whose scores
+  are of the pair, so a redrawn pair is scored again as a whole).
 
   Returns (pairs, tied [n] bool: still tied after the redraws, to be dropped).
   """
@@ -97,7 +101,7 @@ def sample_pairs(policy: PolicySampler, golden: judges.GoldenJudge, prompts: B.P
   p, pm = np.asarray(prompts.prompt), np.asarray(prompts.prompt_mask)
   y1, m1 = policy(p, pm, jax.random.fold_in(key, 0))
   y2, m2 = policy(p, pm, jax.random.fold_in(key, 1))
-  g1, g2 = golden.scores(prompts, y1), golden.scores(prompts, y2)
+  g1, g2 = golden.pair_scores(prompts, y1, m1, y2, m2)
   for r in range(redraws):
     rows = np.flatnonzero(g1 == g2)
     if not rows.size:
@@ -106,8 +110,9 @@ def sample_pairs(policy: PolicySampler, golden: judges.GoldenJudge, prompts: B.P
     padded = np.r_[rows, np.full((-rows.size) % policy.batch, rows[0])]
     y, m = policy(p[padded], pm[padded], jax.random.fold_in(key, 2 + r))
     y, m = y[:rows.size], m[:rows.size]
-    g = golden.scores(B.PromptBatch(p[rows], pm[rows]), y)
-    y2[rows], m2[rows], g2[rows] = y, m, g
+    g1[rows], g2[rows] = golden.pair_scores(B.PromptBatch(p[rows], pm[rows]), y1[rows],
+                                            m1[rows], y, m)
+    y2[rows], m2[rows] = y, m
   return Pairs(p, pm, y1, m1, y2, m2, g1, g2), g1 == g2
 
 

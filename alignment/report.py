@@ -683,7 +683,7 @@ def _gate_lines(gate: dict) -> list[str]:
   return lines
 
 
-def write(study, workdir: str, stages) -> dict:
+def write(study, workdir: str, stages, golden_judge: dict | None = None) -> dict:
   runs = collect_runs(workdir, stages)
   gate = setup_gate(workdir, stages, runs)
   ctx = Context.from_workdir(workdir, runs, int(study.bootstrap), seed=int(study.seed),
@@ -692,7 +692,8 @@ def write(study, workdir: str, stages) -> dict:
   arms_out = {a: _arm_numbers(ctx, a) for a in sorted(ctx.arm_runs) if a in ctx.data}
   ablations = pair_set_ablation(ctx, study.pairs)
   compared = {g: c for g in ("rl", "staleness") if (c := comparisons(ctx, g))}
-  results = {"study": study.scale, "setup": gate, "findings": found, "ablations": ablations,
+  results = {"study": study.scale, "setup": gate, "findings": found,
+             "golden_judge": golden_judge or {"kind": "program"}, "ablations": ablations,
              "comparisons": compared, "arms": arms_out,
              "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
                       for r in runs]}

@@ -106,6 +106,9 @@ class Planner:
     self.s = study
     self.workdir = workdir
     self.stages: dict[str, Stage] = {}
+    if study.import_dir:  # real data: register the import's tasks in this process
+      from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+      tasks.resolve(os.path.abspath(study.import_dir))
 
   # -- helpers ---------------------------------------------------------------
   def path(self, stage: str, *parts) -> str:
@@ -130,8 +133,23 @@ class Planner:
     self.stages[stage.name] = stage
 
   def tasks(self) -> dict[str, str]:
+    if self.s.import_dir:  # the import's rater pairs, its SFT view and its prompts
+      from alignment.data import import_pairs  # pylint: disable=g-import-not-at-top
+      try:
+        name = import_pairs.read_metadata(self.s.import_dir)["name"]
+      except import_pairs.BadInput as e:
+        raise config_lib.ConfigError(f"study.import_dir: {e}") from None
+      return {"sft": f"{name}_sft", "pairs": name, "prompts": f"{name}_prompts"}
     p = self.s.prefix
     return {"sft": f"{p}_sft", "pairs": f"{p}_pairs_golden", "prompts": f"{p}_prompts"}
+
+  def golden_export(self) -> str:
+    """The golden judge: "" for the environment's program, else the golden PM's export
+    (real data: trained on the raters' labels by the golden_pm stage)."""
+    return self.export("golden_pm") if self.s.import_dir else ""
+
+  def golden_deps(self) -> tuple[str, ...]:
+    return ("golden_pm",) if self.s.import_dir else ()
 
   def common(self, model: str, seed: int = 0) -> dict:
     s = self.s
@@ -147,7 +165,8 @@ class Planner:
            "eval.classifier_pairs": e.classifier_pairs, "eval.batch_size": e.batch_size,
            "eval.prompts_task": t["prompts"], "eval.pairs_task": t["pairs"],
            "eval.pairs_dir": self.path("pairs", "held_out"), "eval.sft": self.export(sft),
-           "eval.proxy": self.export("pm"), "eval.reference": self.reference()}
+           "eval.proxy": self.export("pm"), "eval.reference": self.reference(),
+           "eval.golden_checkpoint": self.golden_export()}
     return out
 
   def reference(self) -> str:
@@ -169,9 +188,12 @@ class Planner:
   def foundation(self):
     s = self.s
     self.sft(s.model, "sft")
-    self.add(Stage("pairs", "pairs", deps=("sft",), group="foundation",
+    if s.import_dir:
+      self.golden_pm()
+    self.add(Stage("pairs", "pairs", deps=("sft",) + self.golden_deps(), group="foundation",
                    params=dict(kind=s.pairs, num=s.num_pairs, held_out=s.held_out_pairs,
-                               labels=s.labels, seed=s.seed, redraws=s.tie_redraws),
+                               labels=s.labels, seed=s.seed, redraws=s.tie_redraws,
+                               golden=self.golden_export()),
                    generate=self.generate_dgolden))
     self.add(Stage("pm", "pm", self.experiment("pm", self.pm_overrides()),
                    deps=("sft", "pairs"), group="foundation"))
@@ -180,6 +202,18 @@ class Planner:
                   data="golden_judge", deps=("sft",), reference="sft")
       self.stages["golden_policy"].run = None  # a reference, not a curve of the study
     self.sft_eval("sft_eval", s.model, "sft")
+
+  def golden_pm(self):
+    """Real data: the golden judge is a pairwise PM trained on the raters' labels (the
+    import's train split; its held-out accuracy on the validation split), from the SFT
+    backbone. It labels D_golden and scores every golden win rate."""
+    s, g = self.s, self.s.golden_pm
+    self.add(Stage("golden_pm", "pm", self.experiment("pm", {
+        **self.common(s.model), "data.task": self.tasks()["pairs"],
+        "train.num_steps": g.steps, "optimizer.learning_rate": g.learning_rate,
+        "optimizer.decay_steps": g.steps, "init.backbone": self.export("sft"),
+        "eval.num_batches": g.eval_batches, "eval.every": g.steps,
+        "train.checkpoint_every": g.steps}), deps=("sft",), group="foundation"))
 
   def pm_overrides(self) -> dict:
     """The proxy PM's stage (and the reward model's: the same pairs, steps and rate)."""
@@ -212,6 +246,8 @@ class Planner:
                  "loss.name": loss, "loss.beta": beta,
                  "sampling.temperature": s.online.temperature, "init.policy": self.export(sft),
                  "judge.kind": judge, "judge.checkpoint": judges_export[judge],
+                 **({"judge.golden_checkpoint": self.golden_export()} if judge == "golden"
+                    else {}),
                  **(rl or {}),
                  "train.checkpoint_every": s.checkpoint_every,
                  **self.eval_overrides(sft, steps), "eval.save_params": save_params}
@@ -222,6 +258,8 @@ class Planner:
       deps = (sft, "pairs", "pm", sft_eval) + self.reference_deps() + deps
     if judge == "reward":
       deps = deps + ("rm",)
+    if judge == "golden":
+      deps = deps + self.golden_deps()
     rl = rl or {}
     method = rl.get("rl.method", "contrastive")
     self.add(Stage(name, "online", self.experiment("online", overrides), deps=deps,
@@ -276,6 +314,14 @@ class Planner:
                                    f"from {list(EXPERIMENTS)}")
     if s.pairs not in PAIR_KINDS:
       raise config_lib.ConfigError(f"study.pairs={s.pairs!r}: choose one of {PAIR_KINDS}")
+    if s.scale == "real" and not s.import_dir:
+      raise config_lib.ConfigError("study scale 'real' needs --config.import_dir=DIR (a "
+                                   "directory written by alignment.data.import_pairs)")
+    if s.import_dir and (s.pairs != "sft" or experiments & {"writer", "sec6"}):
+      raise config_lib.ConfigError(
+          "study.import_dir: writer and mixed pair sets (study.pairs, experiments writer "
+          "and sec6) need golden scores of the writer's responses, which rater-labelled "
+          "pairs do not have; use pairs='sft' without writer and sec6")
     if not s.seeds:
       raise config_lib.ConfigError("study.seeds: at least one seed")
     if experiments & {"h1", "h2"} and "fig1" not in experiments:
@@ -391,7 +437,8 @@ class Planner:
     distributed.setup_host()
     mesh, rules = sharding.mesh_and_rules(c.mesh)
     vocab = tasks.task_vocabulary(self.tasks()["prompts"])
-    return c, mesh, rules, vocab, judges.GoldenJudge(vocab)
+    golden = judges.load_golden_judge(self.golden_export(), vocab, c.data, mesh, rules)
+    return c, mesh, rules, vocab, golden
 
   def _policy(self, export: str, c, mesh, rules, vocab):
     from alignment import pairsets  # pylint: disable=g-import-not-at-top
@@ -414,11 +461,13 @@ class Planner:
                                         self.s.tie_redraws)
     return pairsets.keep_untied(pairs, tied, num, what)
 
-  def _write(self, out_dir: str, pairs, vocab, seed: int) -> dict:
+  def _write(self, out_dir: str, pairs, vocab, seed: int, golden) -> dict:
+    """Labels the pairs by the golden judge's scores and writes them; the summary names
+    the judge that labelled them."""
     from alignment import pairsets  # pylint: disable=g-import-not-at-top
-    from alignment.data import environment as env_lib  # pylint: disable=g-import-not-at-top
-    verdict = pairsets.label(pairs, self.s.labels, env_lib.EnvConfig().tau, seed)
-    return pairsets.write(out_dir, pairs, verdict, self.s.batch_size, vocab)
+    verdict = pairsets.label(pairs, self.s.labels, golden.tau, seed)
+    return {**pairsets.write(out_dir, pairs, verdict, self.s.batch_size, vocab),
+            "labelled_by": golden.kind, "golden_export": getattr(golden, "export", "")}
 
   def _kind_pairs(self, kind: str, c, mesh, rules, vocab, golden):
     """`num_pairs` train pairs of a kind (sft, writer, mixed, gap)."""
@@ -451,18 +500,19 @@ class Planner:
     c, mesh, rules, vocab, golden = self._host()
     summary = {"train": self._write(os.path.join(out_dir, "train"),
                                     self._kind_pairs(s.pairs, c, mesh, rules, vocab, golden),
-                                    vocab, s.seed + 1)}
+                                    vocab, s.seed + 1, golden)}
     policy = self._policy(self.export("sft"), c, mesh, rules, vocab)
     held_out = self._sampled(policy, golden, "validation", s.held_out_pairs, s.seed + 2, c,
                              "held-out SFT pairs")
     summary["held_out"] = self._write(os.path.join(out_dir, "held_out"), held_out, vocab,
-                                      s.seed + 2)
+                                      s.seed + 2, golden)
     return summary
 
   def generate_kind(self, out_dir: str, kind: str) -> dict:
     c, mesh, rules, vocab, golden = self._host()
     pairs = self._kind_pairs(kind, c, mesh, rules, vocab, golden)
-    return {"train": self._write(os.path.join(out_dir, "train"), pairs, vocab, self.s.seed + 4)}
+    return {"train": self._write(os.path.join(out_dir, "train"), pairs, vocab, self.s.seed + 4,
+                                 golden)}
 
   def generate_policy_pairs(self, out_dir: str, source: str, which: str) -> dict:
     """H2: two samples per train prompt of `source`'s policy at its peak evaluation
@@ -480,7 +530,8 @@ class Planner:
     pairs = self._sampled(policy, golden, "train", self.s.num_pairs, self.s.seed + 5, c,
                           f"{which}-policy pairs")
     return {"policy_step": int(step),
-            "train": self._write(os.path.join(out_dir, "train"), pairs, vocab, self.s.seed + 5)}
+            "train": self._write(os.path.join(out_dir, "train"), pairs, vocab, self.s.seed + 5,
+                                 golden)}
 
 
 def plan(study, workdir: str) -> list[Stage]:
@@ -555,7 +606,8 @@ def run(study, workdir: str) -> dict:
   distributed.setup_host()
   _enable_compilation_cache(workdir)
   os.makedirs(workdir, exist_ok=True)
-  stages = plan(study, workdir)
+  planner = Planner(study, workdir)
+  stages = planner.build()
   hashes = stage_hashes(stages)
   t0 = time.time()
   for i, stage in enumerate(stages):
@@ -566,7 +618,20 @@ def run(study, workdir: str) -> dict:
           f"{time.time() - t0:.0f}s", flush=True)
     info = run_stage(workdir, stage, hashes[stage.name])
     print(f"[study] {stage.name}: {info['seconds']:.0f}s", flush=True)
-  return report.write(study, workdir, stages)
+  return report.write(study, workdir, stages, golden_judge(planner))
+
+
+def golden_judge(planner: Planner) -> dict:
+  """results.json's account of the golden judge: the environment's program, or the
+  golden PM (its export and its stage's held-out metrics on the raters' labels)."""
+  export = planner.golden_export()
+  if not export:
+    return {"kind": "program"}
+  with open(planner.path("golden_pm", "STAGE.json")) as f:
+    info = json.load(f)
+  return {"kind": "golden_pm", "export": export, "import_dir":
+          os.path.abspath(planner.s.import_dir), "trained_on": planner.tasks()["pairs"],
+          "summary": info.get("summary", {})}
 
 
 def _enable_compilation_cache(workdir: str):

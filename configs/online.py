@@ -20,7 +20,8 @@ def get_config(arg: str = "tiny"):
   c.loss = C.loss_section("ipo", beta=0.1)
   c.sampling = C.sampling_section(mixture=0.0)
   c.rl = C.rl_section()  # contrastive (the paper's), or rloo / grpo
-  c.judge = C.ConfigDict(dict(kind="proxy", checkpoint=""))
+  # golden_checkpoint: with kind=golden, a golden PM's export in the program's place
+  c.judge = C.ConfigDict(dict(kind="proxy", checkpoint="", golden_checkpoint=""))
   c.init = C.ConfigDict(dict(policy="", reference=""))
   c.train.write_stream = True
   c.eval = C.eval_section()

@@ -14,6 +14,13 @@ Scales:
            against the same proxy PM and reference), the DPO/SLiC rows, and beyond
            the paper: `rl` (RLOO and GRPO with a scalar reward model and with the
            pairwise PM) and `staleness` (online IPO sampling k steps behind).
+  real     the study from your own rater-labelled pairs (--config.import_dir=DIR, an
+           import_pairs directory with --validation_fraction): a golden PM trained on
+           the raters' labels takes the golden judge's place (it labels D_golden, scores
+           every golden win rate and is the online judge.kind="golden"); SFT is on the
+           import's chosen responses. Sizes as default; experiments fig1, h1, h2, h4
+           (writer and sec6 need golden scores of the writer's responses). README,
+           "Your own data", has the commands.
   Any scale takes --config.experiments="['fig1','rl','staleness']" (rl and staleness
   compare against Fig. 1's arms, so list fig1 too).
   tpu      the paper's set-up on a pod slice: T5-Large policy and proxy PM, the paper's
@@ -35,6 +42,10 @@ def get_config(arg: str = "smoke"):
                                      # order and (online) the sampling keys, nothing else
   c.base_variant = "default"
   c.prefix = "env"                   # tasks: <prefix>_sft, _pairs_golden, _prompts
+  c.import_dir = ""                  # real data: an import_pairs directory (its tasks
+                                     # replace the prefix's; its golden judge is golden_pm)
+  c.golden_pm = C.ConfigDict(dict(steps=1000, learning_rate=1e-3,  # real data only
+                                  eval_batches=8))  # held-out batches of the validation split
   c.model = "t5-tiny"
   c.sizes = ["t5-nano", "t5-tiny", "t5-mini"]  # H5: policy sizes
   c.batch_size = 32
@@ -92,6 +103,8 @@ def get_config(arg: str = "smoke"):
     c.bootstrap = 200
   elif arg == "default":
     pass
+  elif arg == "real":
+    c.experiments = ["fig1", "h1", "h2", "h4"]
   elif arg == "full":
     c.experiments = ["fig1", "h1", "h2", "h4", "sec6", "h5", "losses", "rl", "staleness"]
     c.h1_windows = [4, 32]
@@ -115,5 +128,5 @@ def get_config(arg: str = "smoke"):
     c.golden_policy = True
   else:
     raise ValueError(f"configs/study.py: unknown scale {arg!r}; choose smoke, default, full, "
-                     "tpu")
+                     "real, tpu")
   return C.lock(c)

@@ -146,7 +146,8 @@ class Phases:
 
 def make_judge(judge_cfg, data_cfg, vocab, meshes, rules):
   """The `judge` section's judge: the proxy PM (asked both ways) or a reward model,
-  on the proxy's role mesh, or the golden judge."""
+  on the proxy's role mesh, or the golden judge (the program, or a golden PM's export
+  with `judge.golden_checkpoint`, on the proxy's mesh)."""
   kind = judge_cfg.kind
   if kind in ("proxy", "reward"):
     if not judge_cfg.checkpoint:
@@ -155,6 +156,10 @@ def make_judge(judge_cfg, data_cfg, vocab, meshes, rules):
     return judges.load_model_judge(judge_cfg.checkpoint, data_cfg,
                                    meshes[judges.Role.PROXY_PM], rules,
                                    head="reward" if kind == "reward" else "pairwise")
+  if kind == "golden" and judge_cfg.get("golden_checkpoint", ""):
+    # A golden PM trained on rater labels (real data): a model judge asked both ways.
+    return judges.load_model_judge(judge_cfg.golden_checkpoint, data_cfg,
+                                   meshes[judges.Role.PROXY_PM], rules)
   if kind == "golden":
     return judges.GoldenJudge(vocab)
   raise config_lib.ConfigError(f"config.judge.kind={kind!r}: choose proxy, reward or golden")
@@ -450,7 +455,7 @@ def run(config, workdir: str) -> dict:
 
   # ---- judge, evaluation, stream ----------------------------------------------
   judge = make_judge(config.judge, config.data, vocab, meshes, rules)
-  proxy = judge if isinstance(judge, (judges.ModelJudge, judges.RewardJudge)) else None
+  proxy = judge if config.judge.kind in ("proxy", "reward") else None  # not a golden PM
   evaluator = evaluation.make_evaluator(config.eval, config.data, model,
                                         reference.on_policy_mesh(), mesh, rules, proxy=proxy)  # None unless the config evaluates in-loop
   writer = None
