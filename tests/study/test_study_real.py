@@ -8,13 +8,15 @@ asking the golden PM again, not from stage names.
 """
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from alignment import config as config_lib
-from alignment import study
 from alignment.data import import_pairs
+from alignment.data import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -34,18 +36,14 @@ def _tldr_file(path, n: int = 96) -> str:
   return str(path)
 
 
-def _tiny_real(import_dir: str):
-  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:real"))
-  config_lib.apply_overrides(c, [
-      f"import_dir={import_dir}", "base_variant=tiny", "model=t5-nano", "sizes=['t5-nano']",
+TINY = ["base_variant=tiny", "model=t5-nano", "sizes=['t5-nano']",
       "seeds=[0]", "experiments=['fig1']", "batch_size=8", "prompt_len=64",
       "response_len=16", "num_pairs=16", "held_out_pairs=8", "tie_slack=0.5",
       "sample_batch=8", "sft.steps=4", "golden_pm.steps=4", "golden_pm.eval_batches=1",
       "pm.steps=4", "online.steps=4", "offline.steps=4", "checkpoint_every=4",
       "eval.points=2", "eval.first=2", "eval.kl_prompts=8", "eval.win_prompts=8",
       "eval.proxy_prompts=8", "eval.classifier_pairs=8", "eval.batch_size=8",
-      "bootstrap=50"], where="test")
-  return c
+      "bootstrap=50"]
 
 
 @pytest.mark.e2e
@@ -58,9 +56,22 @@ def test_real_study_from_tldr_pairs(tmp_path):
                                   validation_fraction=0.3, eval_fraction=0.15)
   assert meta["splits"]["validation"] >= 16 and meta["splits"]["eval"] >= 8
   workdir = tmp_path / "study"
-  out = study.run(_tiny_real(data), str(workdir))
+  # The README's command, in a fresh process: one device and XLA's optimiser off (this
+  # checks the recipe, not speed; it halves the CPU time of the stages' compilations).
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1 "
+                       "--xla_backend_optimization_level=0 "
+                       "--xla_llvm_disable_expensive_passes=true")
+  env.pop(tasks.TASK_DIRS_ENV, None)
+  env.pop("ALIGNMENT_XLA_CACHE", None)
+  proc = subprocess.run(
+      [sys.executable, "-m", "alignment.study", "--config=configs/study.py:real",
+       f"--workdir={workdir}", f"--config.import_dir={data}"] +
+      [f"--config.{o}" for o in TINY], capture_output=True, text=True, cwd=ROOT, env=env,
+      timeout=600)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   results = json.loads((workdir / "results.json").read_text())
-  assert (workdir / "report.md").exists() and out["report"]
+  assert "## Set-up gate" in (workdir / "report.md").read_text()
   golden_export = str(workdir / "golden_pm" / "export")
   assert results["study"] == "real"
   assert results["golden_judge"]["kind"] == "golden_pm"
@@ -102,6 +113,9 @@ def _check_labels_are_the_golden_pms(workdir, export):
                                    export)
   prompts = B.PromptBatch(np.asarray(held.prompt), np.asarray(held.prompt_mask))
   # The stream's chosen response is the labelled winner (labels="argmax").
-  verdict = golden.compare(prompts, *[np.asarray(x) for x in (
-      held.chosen, held.chosen_mask, held.rejected, held.rejected_mask)]).first_wins
-  assert verdict.all(), verdict
+  prob = golden.compare(prompts, *[np.asarray(x) for x in (
+      held.chosen, held.chosen_mask, held.rejected, held.rejected_mask)]).prob_first
+  # This process compiles the golden PM differently (8 devices, optimised): only near
+  # ties could flip.
+  clear = np.abs(prob - 0.5) > 1e-4
+  assert clear.sum() >= 4 and (prob[clear] > 0.5).all(), prob

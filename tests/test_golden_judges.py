@@ -1,0 +1,77 @@
+"""The golden judge's two kinds behind one interface: the program and a golden PM."""
+import numpy as np
+import pytest
+
+from alignment import algorithms, judges
+from alignment import config as config_lib
+from alignment.data import batches as B
+from alignment.data import vocab as vocab_lib
+
+
+class _FixedPM:
+  """A stand-in ModelJudge: P(y1 beats y2) from the first token ids."""
+  mesh = None
+
+  def __init__(self):
+    self.calls = []
+
+  def compare(self, prompts, y1, m1, y2, m2):
+    self.calls.append(y1.shape[0])
+    prob = 1 / (1 + np.exp(-(y1[:, 0] - y2[:, 0]).astype(np.float32)))
+    return algorithms.Comparison(prob_first=prob, first_wins=prob > 0.5)
+
+
+def _batch(n):
+  rng = np.random.default_rng(0)
+  prompts = B.PromptBatch(np.ones((n, 3), np.int32), np.ones((n, 3), bool))
+  y = [rng.integers(2, 9, (n, 4)).astype(np.int32) for _ in range(2)]
+  m = np.ones((n, 4), bool)
+  return prompts, y[0], m, y[1], m
+
+
+def test_model_golden_pair_scores_are_its_probability_and_verdict():
+  pm = _FixedPM()
+  golden = judges.ModelGoldenJudge(pm, "EXPORT", batch_size=4)
+  prompts, y1, m1, y2, m2 = _batch(10)  # not a multiple of the batch: padded chunks
+  g1, g2 = golden.pair_scores(prompts, y1, m1, y2, m2)
+  prob = 1 / (1 + np.exp(-(y1[:, 0] - y2[:, 0]).astype(np.float64)))
+  np.testing.assert_allclose(1 / (1 + np.exp(-(g1 - g2) / golden.tau)), prob, rtol=1e-5)
+  np.testing.assert_array_equal(g1 > g2, prob > 0.5)
+  np.testing.assert_array_equal(g1 == g2, y1[:, 0] == y2[:, 0])  # ties stay ties
+  assert pm.calls == [4, 4, 4]  # one compiled shape
+  np.testing.assert_array_equal(golden.compare(prompts, y1, m1, y2, m2).first_wins, prob > 0.5)
+
+
+def test_program_pair_scores_are_its_scores():
+  vocab = vocab_lib.get_vocabulary("sentencepiece")
+  golden = judges.GoldenJudge(vocab)
+  prompts, y1, m1, y2, m2 = _batch(6)
+  g1, g2 = golden.pair_scores(prompts, y1, m1, y2, m2)
+  np.testing.assert_allclose(g1, golden.scores(prompts, y1))
+  np.testing.assert_allclose(g2, golden.scores(prompts, y2))
+  assert judges.load_golden_judge("", vocab, None, None, None).kind == "golden"
+
+
+def test_judge_golden_checkpoint_needs_the_golden_kind():
+  c = config_lib.load("configs/online.py:tiny")
+  config_lib.apply_overrides(c, ["judge.golden_checkpoint=GPM/export"], where="test")
+  with pytest.raises(config_lib.ConfigError, match="golden_checkpoint"):
+    config_lib.check_judge(c.judge)
+  config_lib.apply_overrides(c, ["judge.kind=golden"], where="test")
+  config_lib.check_judge(c.judge)
+
+
+def test_online_golden_judge_is_the_golden_pm_when_given(monkeypatch):
+  from alignment.train import online  # pylint: disable=g-import-not-at-top
+  loaded = []
+  monkeypatch.setattr(judges, "load_model_judge",
+                      lambda path, *a, **k: loaded.append(path) or "golden-pm")
+  c = config_lib.load("configs/online.py:tiny")
+  config_lib.apply_overrides(c, ["judge.kind=golden", "judge.golden_checkpoint=GPM/export"],
+                             where="test")
+  meshes = {judges.Role.PROXY_PM: None}
+  assert online.make_judge(c.judge, c.data, None, meshes, None) == "golden-pm"
+  assert loaded == ["GPM/export"]
+  c.judge.golden_checkpoint = ""
+  vocab = vocab_lib.get_vocabulary("sentencepiece")
+  assert isinstance(online.make_judge(c.judge, c.data, vocab, meshes, None), judges.GoldenJudge)
