@@ -74,7 +74,7 @@ PAIR_KINDS = ("sft", "writer", "mixed")
 @dataclasses.dataclass
 class Stage:
   name: str
-  kind: str                       # sft | pm | online | offline | eval | pairs
+  kind: str                       # sft | pm | online | offline | eval | pairs | given
   config: Any = None              # the experiment ConfigDict (kinds run by alignment.main)
   deps: tuple[str, ...] = ()
   run: Optional[dict] = None      # results.json fields of an alignment run
@@ -115,6 +115,8 @@ class Planner:
     return os.path.join(self.workdir, stage, *parts)
 
   def export(self, stage: str) -> str:
+    if stage == "sft" and self.s.sft_export:  # the user's own SFT policy
+      return os.path.abspath(self.s.sft_export)
     return self.path(stage, "export")
 
   def experiment(self, name: str, overrides: dict):
@@ -179,6 +181,11 @@ class Planner:
   # -- foundation: SFT, D_golden, PM, SFT's own point ------------------------
   def sft(self, model: str, name: str):
     s, t = self.s, self.tasks()
+    if name == "sft" and s.sft_export:  # given, not trained: a stage that records it
+      export = self.export("sft")
+      self.add(Stage(name, "given", params=dict(export=export), group="foundation",
+                     generate=lambda d: {"export": export}))
+      return
     self.add(Stage(name, "sft", self.experiment("sft", {
         **self.common(model), "data.task": t["sft"], "train.num_steps": s.sft.steps,
         "optimizer.learning_rate": s.sft.learning_rate,
@@ -578,7 +585,7 @@ def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
     shutil.rmtree(stage_dir)
   os.makedirs(stage_dir, exist_ok=True)
   start = time.time()
-  if stage.kind == "pairs":
+  if stage.kind in ("pairs", "given"):
     summary = stage.generate(stage_dir)
   else:
     summary = main_lib.run(stage.config, stage_dir) or {}

@@ -44,6 +44,8 @@ def get_config(arg: str = "smoke"):
   c.prefix = "env"                   # tasks: <prefix>_sft, _pairs_golden, _prompts
   c.import_dir = ""                  # real data: an import_pairs directory (its tasks
                                      # replace the prefix's; its golden judge is golden_pm)
+  c.sft_export = ""                  # your own SFT policy's export (of `model`) instead of
+                                     # the sft stage (SFT on the import's chosen responses)
   c.golden_pm = C.ConfigDict(dict(steps=1000, learning_rate=1e-3,  # real data only
                                   eval_batches=8))  # held-out batches of the validation split
   c.model = "t5-tiny"

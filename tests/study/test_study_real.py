@@ -119,3 +119,50 @@ def _check_labels_are_the_golden_pms(workdir, export):
   # ties could flip.
   clear = np.abs(prob - 0.5) > 1e-4
   assert clear.sum() >= 4 and (prob[clear] > 0.5).all(), prob
+
+
+def _import(tmp_path):
+  return import_pairs.import_file(_tldr_file(tmp_path / "t.jsonl", 32), "tldr",
+                                  str(tmp_path / "imp"), max_prompt_tokens=64,
+                                  max_response_tokens=16, on_long="truncate",
+                                  validation_fraction=0.3, name=f"real_{tmp_path.name}")
+
+
+def _plan(tmp_path, *overrides):
+  from alignment import study  # pylint: disable=g-import-not-at-top
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:real"))
+  config_lib.apply_overrides(c, list(overrides), where="test")
+  return {st.name: st for st in study.plan(c, str(tmp_path / "w"))}
+
+
+def test_real_plan_golden_pm_judges_and_a_given_sft(tmp_path):
+  meta = _import(tmp_path)
+  stages = _plan(tmp_path, f"import_dir={tmp_path / 'imp'}", "sft_export=/given/sft",
+                 "experiments=['fig1']", "seeds=[0]", "rl.arms=['rloo_golden']")
+  golden = str(tmp_path / "w" / "golden_pm" / "export")
+  assert stages["sft"].kind == "given" and stages["sft"].params["export"] == "/given/sft"
+  assert stages["golden_pm"].config.init.backbone == "/given/sft"
+  assert stages["golden_pm"].config.data.task == meta["name"]
+  assert "golden_pm" in stages["pairs"].deps
+  for st in stages.values():
+    if st.kind in ("online", "offline", "eval"):
+      assert st.config.eval.golden_checkpoint == golden, st.name
+      assert st.config.eval.sft == "/given/sft"
+      assert st.config.data.task.startswith(meta["name"])
+
+
+def test_real_plan_refuses_what_rater_pairs_cannot_feed(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match="import_dir"):
+    _plan(tmp_path)
+  _import(tmp_path)
+  with pytest.raises(config_lib.ConfigError, match="writer"):
+    _plan(tmp_path, f"import_dir={tmp_path / 'imp'}", "experiments=['fig1','writer']")
+
+
+def test_embedded_plan_keeps_the_program(tmp_path):
+  from alignment import study  # pylint: disable=g-import-not-at-top
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+  stages = study.plan(c, str(tmp_path / "w"))
+  assert "golden_pm" not in {st.name for st in stages}
+  assert all(st.config.eval.golden_checkpoint == "" for st in stages
+             if st.kind in ("online", "offline", "eval"))
