@@ -1,5 +1,6 @@
 """import_pairs' held-out splits (by a hash of the prompt) and its SFT view."""
 import json
+import os
 
 import pytest
 
@@ -53,3 +54,26 @@ def test_eval_split_defaults_to_validation_and_empty_split_is_an_error(tmp_path)
   with pytest.raises(ip.BadInput, match="no record fell"):
     ip.import_file(one, "jsonl", str(tmp_path / "b"), validation_fraction=0.5,
                    eval_fraction=0.4)
+
+
+def test_hh_import_with_splits_and_its_sft_view(tmp_path):
+  """The HH fixture's transcripts (varied so prompts differ) split by prompt."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, "fixtures", "hh.jsonl")) as f:
+    base = [json.loads(line) for line in f if line.strip()]
+  src = tmp_path / "hh.jsonl"
+  with open(src, "w") as f:
+    for i in range(40):
+      r = base[i % len(base)]
+      f.write(json.dumps({k: v.replace("\n\nHuman: ", f"\n\nHuman: ({i}) ", 1)
+                          for k, v in r.items()}) + "\n")
+  meta = ip.import_file(str(src), "hh", str(tmp_path / "hh"), validation_fraction=0.25,
+                        name="hh_splits")
+  assert set(meta["splits"]) == {"train", "validation"} and meta["splits"]["validation"]
+  name = ip.register_imported(str(tmp_path / "hh"))
+  for split in ("train", "validation", "eval"):
+    sft = pipeline.load_records(name + "_sft", split, "sft", 160, 64, process_index=0,
+                                process_count=1)
+    pairs = pipeline.load_records(name, split, "pairs", 160, 64, process_index=0,
+                                  process_count=1)
+    assert (sft["response"] == pairs["chosen"]).all() and len(sft["response"])
