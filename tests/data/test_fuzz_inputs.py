@@ -1,0 +1,31 @@
+"""Fuzzed importer input: each file imports whole or ends with one error line.
+
+Inputs the fuzzing below broke once, kept as named cases.
+"""
+import os
+
+import pytest
+
+from alignment.data import import_pairs as ip
+
+_TLDR = b'{"info": {"post": "p"}, "summaries": [{"text": "a"}, {"text": "b"}], "choice": '
+_PAIR = b'"prompt": "p", "chosen": "c", "rejected": "r"'
+
+# Inputs that once ended in a traceback or an unclear line, and the line they end with now.
+BROKE = [
+    ("10k nested lists", "jsonl", b'{' + _PAIR + b', "x": ' + b"[" * 10_000 + b"]" * 10_000
+     + b"}", "not valid JSON (nested too deeply)"),
+]
+
+
+@pytest.mark.parametrize("why,fmt,line,message", BROKE, ids=[b[0] for b in BROKE])
+def test_inputs_that_broke_the_importer_end_with_one_line(tmp_path, capsys, why, fmt, line,
+                                                          message):
+  del why
+  src, out = tmp_path / "in.jsonl", tmp_path / "out"
+  src.write_bytes(line + b"\n")
+  assert ip.main([f"--input={src}", f"--format={fmt}", f"--output={out}"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"import_pairs: error: {src}:1: {message}") and err.count("\n") == 1, err
+  assert len(err) < len(str(src)) + 200, err
+  assert not out.exists()
