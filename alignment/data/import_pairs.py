@@ -172,6 +172,8 @@ def read_records(path: str, fmt: str) -> Iterator[_Record]:
       raise BadInput(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
     except RecursionError:  # json's parser recurses: thousands of nested lists
       raise BadInput(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # an integer of over 4300 digits; the rest is its advice
+      raise BadInput(f"{where}: not valid JSON ({str(e).split(';')[0]})") from None
     if not isinstance(obj, dict):
       raise BadInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
     prompt, chosen, rejected = _PARSERS[fmt](obj, where)

@@ -15,6 +15,8 @@ _PAIR = b'"prompt": "p", "chosen": "c", "rejected": "r"'
 BROKE = [
     ("10k nested lists", "jsonl", b'{' + _PAIR + b', "x": ' + b"[" * 10_000 + b"]" * 10_000
      + b"}", "not valid JSON (nested too deeply)"),
+    ("5000-digit id", "jsonl", b'{"id": ' + b"1" * 5000 + b", " + _PAIR + b"}",
+     "not valid JSON (Exceeds the limit (4300 digits) for integer string conversion"),
 ]
 
 
