@@ -122,7 +122,7 @@ def _from_tldr(obj: dict, where: str):
   choice = obj.get("choice")
   if "choice" not in obj:
     raise BadInput(f'{where}: field "choice" is missing')
-  if isinstance(choice, bool) or choice not in (0, 1):
+  if type(choice) is not int or choice not in (0, 1):  # pylint: disable=unidiomatic-typecheck
     raise BadInput(f'{where}: field "choice": expected 0 or 1, got {choice!r}')
   return prompt, texts[choice], texts[1 - choice]
 

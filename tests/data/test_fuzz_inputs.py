@@ -17,6 +17,7 @@ BROKE = [
      + b"}", "not valid JSON (nested too deeply)"),
     ("5000-digit id", "jsonl", b'{"id": ' + b"1" * 5000 + b", " + _PAIR + b"}",
      "not valid JSON (Exceeds the limit (4300 digits) for integer string conversion"),
+    ("choice 1.0", "tldr", _TLDR + b"1.0}", 'field "choice": expected 0 or 1, got 1.0'),
 ]
 
 
