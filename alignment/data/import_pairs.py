@@ -91,9 +91,19 @@ def _field(obj: dict, path: str, where: str, kind=str):
       raise BadInput(f'{where}: field "{walked}": expected text, got {type(value).__name__}')
     if not value.strip():
       raise BadInput(f'{where}: field "{walked}": empty text')
+    _check_encodable(value, where, walked)
   elif kind is list and not isinstance(value, list):
     raise BadInput(f'{where}: field "{walked}": expected a list, got {type(value).__name__}')
   return value
+
+
+def _check_encodable(text: str, where: str, field: str):
+  """JSON's \\ud800 escapes decode to lone surrogates, which no UTF-8 writer takes."""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    raise BadInput(f'{where}: field "{field}": an unpaired surrogate '
+                   f'(\\u{ord(text[e.start]):04x}) is not text') from None
 
 
 def _from_jsonl(obj: dict, where: str):
@@ -183,6 +193,7 @@ def read_records(path: str, fmt: str) -> Iterator[_Record]:
         raise BadInput(f'{where}: field "id": expected text or an integer, got '
                        f'{type(obj["id"]).__name__}')
       id_ = str(obj["id"])
+      _check_encodable(id_, where, "id")
       if id_ in seen_ids:
         raise BadInput(f'{where}: field "id": {id_!r} duplicates line {seen_ids[id_]}')
       seen_ids[id_] = number

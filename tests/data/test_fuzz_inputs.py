@@ -18,6 +18,10 @@ BROKE = [
     ("5000-digit id", "jsonl", b'{"id": ' + b"1" * 5000 + b", " + _PAIR + b"}",
      "not valid JSON (Exceeds the limit (4300 digits) for integer string conversion"),
     ("choice 1.0", "tldr", _TLDR + b"1.0}", 'field "choice": expected 0 or 1, got 1.0'),
+    ("lone surrogate", "hh", b'{"chosen": "\\n\\nAssistant: a\\udc00", "rejected": '
+     b'"\\n\\nAssistant: b"}', 'field "chosen": an unpaired surrogate (\\udc00) is not text'),
+    ("lone surrogate id", "jsonl", b'{"id": "\\ud800", ' + _PAIR + b"}",
+     'field "id": an unpaired surrogate (\\ud800) is not text'),
 ]
 
 
