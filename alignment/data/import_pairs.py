@@ -106,6 +106,12 @@ def _check_encodable(text: str, where: str, field: str):
                    f'(\\u{ord(text[e.start]):04x}) is not text') from None
 
 
+def _short(value) -> str:
+  """A value for an error line: its repr, cut (a field may hold megabytes)."""
+  text = repr(value)
+  return text if len(text) <= 60 else text[:50] + f"... ({len(text)} characters)"
+
+
 def _from_jsonl(obj: dict, where: str):
   return (_field(obj, "prompt", where), _field(obj, "chosen", where),
           _field(obj, "rejected", where))
@@ -133,7 +139,7 @@ def _from_tldr(obj: dict, where: str):
   if "choice" not in obj:
     raise BadInput(f'{where}: field "choice" is missing')
   if type(choice) is not int or choice not in (0, 1):  # pylint: disable=unidiomatic-typecheck
-    raise BadInput(f'{where}: field "choice": expected 0 or 1, got {choice!r}')
+    raise BadInput(f'{where}: field "choice": expected 0 or 1, got {_short(choice)}')
   return prompt, texts[choice], texts[1 - choice]
 
 
@@ -195,7 +201,7 @@ def read_records(path: str, fmt: str) -> Iterator[_Record]:
       id_ = str(obj["id"])
       _check_encodable(id_, where, "id")
       if id_ in seen_ids:
-        raise BadInput(f'{where}: field "id": {id_!r} duplicates line {seen_ids[id_]}')
+        raise BadInput(f'{where}: field "id": {_short(id_)} duplicates line {seen_ids[id_]}')
       seen_ids[id_] = number
     count += 1
     yield _Record(number, id_, prompt, chosen, rejected)

@@ -22,6 +22,8 @@ BROKE = [
      b'"\\n\\nAssistant: b"}', 'field "chosen": an unpaired surrogate (\\udc00) is not text'),
     ("lone surrogate id", "jsonl", b'{"id": "\\ud800", ' + _PAIR + b"}",
      'field "id": an unpaired surrogate (\\ud800) is not text'),
+    ("20k-character choice", "tldr", _TLDR + b'"' + b"y" * 20_000 + b'"}',
+     'field "choice": expected 0 or 1, got \'yyyy'),
 ]
 
 
@@ -36,3 +38,14 @@ def test_inputs_that_broke_the_importer_end_with_one_line(tmp_path, capsys, why,
   assert err.startswith(f"import_pairs: error: {src}:1: {message}") and err.count("\n") == 1, err
   assert len(err) < len(str(src)) + 200, err
   assert not out.exists()
+
+
+def test_a_duplicated_long_id_is_named_in_a_short_line(tmp_path, capsys):
+  src, out = tmp_path / "in.jsonl", tmp_path / "out"
+  record = b'{"id": "' + b"y" * 20_000 + b'", ' + _PAIR + b"}\n"
+  src.write_bytes(record * 2)
+  assert ip.main([f"--input={src}", "--format=jsonl", f"--output={out}"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"import_pairs: error: {src}:2: field \"id\": 'yyyy") and (
+      err.endswith(" characters) duplicates line 1\n")), err
+  assert len(err) < len(str(src)) + 200, err
