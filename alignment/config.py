@@ -220,8 +220,8 @@ def _parse_value(text: str) -> Any:
     return text == "true"
   try:
     return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
+  except (ValueError, SyntaxError, MemoryError, RecursionError):  # the last two: the parser's
+    return text                                                   # stack, e.g. "-" * 10**5
 
 
 def apply_overrides(config: ConfigDict, overrides: Iterable[str], where: str = "override"):

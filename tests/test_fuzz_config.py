@@ -1,0 +1,32 @@
+"""Config input that broke loading once ends in one ConfigError line naming the key."""
+import os
+
+import pytest
+
+from alignment import config as config_lib
+from alignment import main as main_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OFFLINE = os.path.join(ROOT, "configs", "offline.py:tiny")
+
+
+def _load_and_validate(spec, gin_file, overrides):
+  config = main_lib.load_config(spec, gin_file, overrides)
+  config_lib.validate(config, 8)
+  return config
+
+
+# (--config, overrides, what the one line says): inputs that once raised something else.
+BROKE_OVERRIDES = [
+    ("parser stack overflow", OFFLINE, ["loss.beta=" + "-" * 100_000 + "1"],
+     "loss.beta must be float, got '-----"),
+]
+
+
+@pytest.mark.parametrize("why,spec,overrides,message", BROKE_OVERRIDES,
+                         ids=[b[0] for b in BROKE_OVERRIDES])
+def test_overrides_that_broke_loading_end_in_one_line(why, spec, overrides, message):
+  del why
+  with pytest.raises(config_lib.ConfigError) as e:
+    _load_and_validate(spec, None, overrides)
+  assert message in str(e.value) and "\n" not in str(e.value)
