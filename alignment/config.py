@@ -250,7 +250,7 @@ def set_key(config: ConfigDict, dotted: str, value: Any, where: str):
     value = float(value)
   if isinstance(old, (list, tuple)) and isinstance(value, (list, tuple)):
     value = type(old)(value)
-  if old is not None and value is not None and type(old) is not type(value):
+  if old is not None and type(old) is not type(value):  # None too: checks compare numbers
     raise ConfigError(f"{where}: {dotted} must be {type(old).__name__}, "
                       f"got {value!r} ({type(value).__name__})")
   try:

@@ -20,6 +20,8 @@ def _load_and_validate(spec, gin_file, overrides):
 BROKE_OVERRIDES = [
     ("parser stack overflow", OFFLINE, ["loss.beta=" + "-" * 100_000 + "1"],
      "loss.beta must be float, got '-----"),
+    ("None for a number", OFFLINE, ["train.num_steps=None"],
+     "train.num_steps must be int, got None"),
 ]
 
 
