@@ -449,6 +449,8 @@ def check_eval(e: ConfigDict):
   _check(all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in steps),
          f"config.eval.steps={steps}: must be positive integers")
   if "win_prompts" in e:
+    _check(isinstance(e.batch_size, int) and e.batch_size > 0,
+           f"config.eval.batch_size={e.batch_size!r}: must be a positive integer")
     for key in ("kl_prompts", "win_prompts", "classifier_pairs"):
       _check(e[key] > 0 and e[key] % e.batch_size == 0,
              f"config.eval.{key}={e[key]}: must be a positive multiple of "

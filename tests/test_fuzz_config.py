@@ -22,6 +22,8 @@ BROKE_OVERRIDES = [
      "loss.beta must be float, got '-----"),
     ("None for a number", OFFLINE, ["train.num_steps=None"],
      "train.num_steps must be int, got None"),
+    ("eval batch of 0", os.path.join(ROOT, "configs", "eval.py:tiny"), ["eval.batch_size=0"],
+     "config.eval.batch_size=0: must be a positive integer"),
 ]
 
 
