@@ -24,6 +24,8 @@ BROKE_OVERRIDES = [
      "train.num_steps must be int, got None"),
     ("eval batch of 0", os.path.join(ROOT, "configs", "eval.py:tiny"), ["eval.batch_size=0"],
      "config.eval.batch_size=0: must be a positive integer"),
+    ("a rule that is no pair", OFFLINE, ["mesh.rules=[1]"],
+     "mesh.rules[0]=1: expected (logical name, mesh axes)"),
 ]
 
 
