@@ -197,6 +197,8 @@ def load(spec: str) -> ConfigDict:
     raise ConfigError(f"{path}: no such config file")
   module_spec = importlib.util.spec_from_file_location(
       "_config_" + os.path.basename(path).removesuffix(".py"), path)
+  if module_spec is None:  # a directory, or a file not named .py
+    raise ConfigError(f"{path}: not a Python config file (configs/<exp>.py)")
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)

@@ -26,6 +26,8 @@ BROKE_OVERRIDES = [
      "config.eval.batch_size=0: must be a positive integer"),
     ("a rule that is no pair", OFFLINE, ["mesh.rules=[1]"],
      "mesh.rules[0]=1: expected (logical name, mesh axes)"),
+    ("a config that is no .py", os.path.join(ROOT, "configs") + ":tiny", [],
+     "configs: not a Python config file"),
 ]
 
 
