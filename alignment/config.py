@@ -275,6 +275,8 @@ def from_gin(path: str) -> ConfigDict:
       text = f.read()
   except OSError as e:
     raise ConfigError(f"{path}: {e}") from None
+  except UnicodeDecodeError as e:
+    raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
   bindings: list[tuple[str, str, Any, int]] = []
   macros: dict[str, Any] = {}
 

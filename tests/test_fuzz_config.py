@@ -38,3 +38,21 @@ def test_overrides_that_broke_loading_end_in_one_line(why, spec, overrides, mess
   with pytest.raises(config_lib.ConfigError) as e:
     _load_and_validate(spec, None, overrides)
   assert message in str(e.value) and "\n" not in str(e.value)
+
+
+# (gin file, what its one line says after the file's name): inputs that once raised
+# something else or several lines.
+BROKE_GIN = [
+    ("invalid UTF-8", b"loss.beta = 0.5\n\xff\n", "not UTF-8 text (byte 16)"),
+]
+
+
+@pytest.mark.parametrize("why,text,message", BROKE_GIN, ids=[b[0] for b in BROKE_GIN])
+def test_gin_files_that_broke_loading_end_in_one_line(tmp_path, why, text, message):
+  del why
+  path = tmp_path / "exp.gin"
+  path.write_bytes(text)
+  with pytest.raises(config_lib.ConfigError) as e:
+    _load_and_validate(None, str(path), [])
+  assert str(e.value).startswith(f"{path}") and message in str(e.value), str(e.value)
+  assert "\n" not in str(e.value)
