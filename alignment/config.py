@@ -269,6 +269,7 @@ def set_key(config: ConfigDict, dotted: str, value: Any, where: str):
 def from_gin(path: str) -> ConfigDict:
   """The typed config a gin experiment file describes (see the module docstring)."""
   import gin  # pylint: disable=g-import-not-at-top
+  import tokenize  # pylint: disable=g-import-not-at-top  (gin's parser raises its TokenError)
   from gin import config_parser  # pylint: disable=g-import-not-at-top
   try:
     with open(path) as f:
@@ -304,6 +305,8 @@ def from_gin(path: str) -> ConfigDict:
         bindings.append((statement.selector, statement.arg_name, statement.value, line))
   except SyntaxError as e:
     raise ConfigError(f"{path}: gin syntax error: {e}") from None
+  except tokenize.TokenError as e:  # an unterminated string or bracket: (message, (line, col))
+    raise ConfigError(f"{path}:{e.args[1][0]}: gin syntax error: {e.args[0]}") from None
 
   def resolve(value, line):
     if isinstance(value, Macro):

@@ -44,6 +44,7 @@ def test_overrides_that_broke_loading_end_in_one_line(why, spec, overrides, mess
 # something else or several lines.
 BROKE_GIN = [
     ("invalid UTF-8", b"loss.beta = 0.5\n\xff\n", "not UTF-8 text (byte 16)"),
+    ("unterminated string", b"loss.name = '''\n", "gin syntax error: EOF in multi-line string"),
 ]
 
 
