@@ -305,6 +305,8 @@ def from_gin(path: str) -> ConfigDict:
         bindings.append((statement.selector, statement.arg_name, statement.value, line))
   except SyntaxError as e:
     raise ConfigError(f"{path}: gin syntax error: {e}") from None
+  except RecursionError:  # gin's parser recurses into nested lists
+    raise ConfigError(f"{path}: gin syntax error: nested too deeply") from None
   except tokenize.TokenError as e:  # an unterminated string or bracket: (message, (line, col))
     raise ConfigError(f"{path}:{e.args[1][0]}: gin syntax error: {e.args[0]}") from None
 

@@ -45,6 +45,8 @@ def test_overrides_that_broke_loading_end_in_one_line(why, spec, overrides, mess
 BROKE_GIN = [
     ("invalid UTF-8", b"loss.beta = 0.5\n\xff\n", "not UTF-8 text (byte 16)"),
     ("unterminated string", b"loss.name = '''\n", "gin syntax error: EOF in multi-line string"),
+    ("10k nested lists", b"loss.beta = " + b"[" * 10_000 + b"]" * 10_000 + b"\n",
+     "gin syntax error: nested too deeply"),
 ]
 
 
