@@ -303,8 +303,8 @@ def from_gin(path: str) -> ConfigDict:
         macros[statement.selector] = statement.value
       else:
         bindings.append((statement.selector, statement.arg_name, statement.value, line))
-  except SyntaxError as e:
-    raise ConfigError(f"{path}: gin syntax error: {e}") from None
+  except SyntaxError as e:  # gin's messages may quote lines: one line here
+    raise ConfigError(f"{path}: gin syntax error: {' '.join(str(e).split())}") from None
   except RecursionError:  # gin's parser recurses into nested lists
     raise ConfigError(f"{path}: gin syntax error: nested too deeply") from None
   except tokenize.TokenError as e:  # an unterminated string or bracket: (message, (line, col))

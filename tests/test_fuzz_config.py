@@ -47,6 +47,8 @@ BROKE_GIN = [
     ("unterminated string", b"loss.name = '''\n", "gin syntax error: EOF in multi-line string"),
     ("10k nested lists", b"loss.beta = " + b"[" * 10_000 + b"]" * 10_000 + b"\n",
      "gin syntax error: nested too deeply"),
+    ("syntax error over lines", b"loss.beta = (1,\nbase.config = 'x'\n",
+     "gin syntax error: malformed node or string"),
 ]
 
 
