@@ -310,15 +310,17 @@ def from_gin(path: str) -> ConfigDict:
   except tokenize.TokenError as e:  # an unterminated string or bracket: (message, (line, col))
     raise ConfigError(f"{path}:{e.args[1][0]}: gin syntax error: {e.args[0]}") from None
 
-  def resolve(value, line):
+  def resolve(value, line, seen=()):
     if isinstance(value, Macro):
       if value not in macros:
         raise ConfigError(f"{path}:{line}: macro %{value} is not defined")
-      return resolve(macros[value], line)
+      if value in seen:  # A = %B, B = %A
+        raise ConfigError(f"{path}:{line}: macro %{seen[0]} refers to itself")
+      return resolve(macros[value], line, seen + (value,))
     if isinstance(value, (list, tuple)):
-      return type(value)(resolve(v, line) for v in value)
+      return type(value)(resolve(v, line, seen) for v in value)
     if isinstance(value, dict):
-      return {k: resolve(v, line) for k, v in value.items()}
+      return {k: resolve(v, line, seen) for k, v in value.items()}
     return value
 
   bindings = [(s, k, resolve(v, line), line) for s, k, v, line in bindings]

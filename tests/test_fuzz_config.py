@@ -49,6 +49,7 @@ BROKE_GIN = [
      "gin syntax error: nested too deeply"),
     ("syntax error over lines", b"loss.beta = (1,\nbase.config = 'x'\n",
      "gin syntax error: malformed node or string"),
+    ("macro cycle", b"A = %B\nB = %A\nloss.beta = %A\n", ":3: macro %A refers to itself"),
 ]
 
 
