@@ -324,10 +324,13 @@ def from_gin(path: str) -> ConfigDict:
     return value
 
   bindings = [(s, k, resolve(v, line), line) for s, k, v, line in bindings]
-  base = [v for s, k, v, _ in bindings if (s, k) == ("base", "config")]
+  base = [(v, line) for s, k, v, line in bindings if (s, k) == ("base", "config")]
   if len(base) != 1:
     raise ConfigError(f"{path}: needs exactly one `base.config = 'configs/<exp>.py:<arg>'`")
-  config = load(_resolve_relative(base[0], path))
+  (spec, line), = base
+  if not isinstance(spec, str):
+    raise ConfigError(f"{path}:{line}: base.config = {repr(spec)[:60]}: expected 'configs/<exp>.py:<arg>'")
+  config = load(_resolve_relative(spec, path))
   for selector, key, value, line in bindings:
     if selector == "base":
       if key != "config":

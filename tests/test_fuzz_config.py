@@ -50,6 +50,8 @@ BROKE_GIN = [
     ("syntax error over lines", b"loss.beta = (1,\nbase.config = 'x'\n",
      "gin syntax error: malformed node or string"),
     ("macro cycle", b"A = %B\nB = %A\nloss.beta = %A\n", ":3: macro %A refers to itself"),
+    ("base config a number", b"base.config = 3\n",
+     ":1: base.config = 3: expected 'configs/<exp>.py:<arg>'"),
 ]
 
 
