@@ -330,7 +330,10 @@ def from_gin(path: str) -> ConfigDict:
   (spec, line), = base
   if not isinstance(spec, str):
     raise ConfigError(f"{path}:{line}: base.config = {repr(spec)[:60]}: expected 'configs/<exp>.py:<arg>'")
-  config = load(_resolve_relative(spec, path))
+  try:
+    config = load(_resolve_relative(spec, path))
+  except ConfigError as e:  # the config file's error, said where the gin file named it
+    raise ConfigError(f"{path}:{line}: base.config: {e}") from None
   for selector, key, value, line in bindings:
     if selector == "base":
       if key != "config":

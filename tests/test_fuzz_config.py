@@ -52,6 +52,8 @@ BROKE_GIN = [
     ("macro cycle", b"A = %B\nB = %A\nloss.beta = %A\n", ":3: macro %A refers to itself"),
     ("base config a number", b"base.config = 3\n",
      ":1: base.config = 3: expected 'configs/<exp>.py:<arg>'"),
+    ("base config missing", b"base.config = 'nosuch.py:tiny'\n",
+     ":1: base.config: nosuch.py: no such config file"),
 ]
 
 
