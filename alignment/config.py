@@ -303,6 +303,9 @@ def from_gin(path: str) -> ConfigDict:
         macros[statement.selector] = statement.value
       else:
         bindings.append((statement.selector, statement.arg_name, statement.value, line))
+  except ConfigError as e:  # the Delegate's, to which gin adds lines quoting the binding
+    first, *more = str(e).split("\n")
+    raise ConfigError(f"{first} ({more[0].strip()})" if more else first) from None
   except SyntaxError as e:  # gin's messages may quote lines: one line here
     raise ConfigError(f"{path}: gin syntax error: {' '.join(str(e).split())}") from None
   except RecursionError:  # gin's parser recurses into nested lists

@@ -54,6 +54,8 @@ BROKE_GIN = [
      ":1: base.config = 3: expected 'configs/<exp>.py:<arg>'"),
     ("base config missing", b"base.config = 'nosuch.py:tiny'\n",
      ":1: base.config: nosuch.py: no such config file"),
+    ("a reference", b"loss.name = @foo\n", "'@foo' - configurable references are not supported; "
+     "bind plain values (In bindings string line 1)"),
 ]
 
 
