@@ -33,6 +33,13 @@ DTYPES = ("float32", "bfloat16", "float16")
 class ConfigError(ValueError):
   """A user error in a config: one message naming the key and what is wrong."""
 
+  def __init__(self, message: str):
+    # The value quoted in it may be an override's whole text: keep the key (first) and the
+    # advice (last), cut the middle.
+    if len(message) > 400:
+      message = f"{message[:280]} ... ({len(message)} characters) ... {message[-80:]}"
+    super().__init__(message)
+
 
 # ---------------------------------------------------------------------------
 # Sections

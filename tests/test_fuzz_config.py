@@ -20,6 +20,8 @@ def _load_and_validate(spec, gin_file, overrides):
 BROKE_OVERRIDES = [
     ("parser stack overflow", OFFLINE, ["loss.beta=" + "-" * 100_000 + "1"],
      "loss.beta must be float, got '-----"),
+    ("a 10k-character value", OFFLINE, ["optimizer.schedule='" + "y" * 10_000 + "'"],
+     "config.optimizer.schedule='yyyy"),
     ("None for a number", OFFLINE, ["train.num_steps=None"],
      "train.num_steps must be int, got None"),
     ("eval batch of 0", os.path.join(ROOT, "configs", "eval.py:tiny"), ["eval.batch_size=0"],
@@ -38,6 +40,7 @@ def test_overrides_that_broke_loading_end_in_one_line(why, spec, overrides, mess
   with pytest.raises(config_lib.ConfigError) as e:
     _load_and_validate(spec, None, overrides)
   assert message in str(e.value) and "\n" not in str(e.value)
+  assert len(str(e.value)) < 500, str(e.value)
 
 
 # (gin file, what its one line says after the file's name): inputs that once raised
