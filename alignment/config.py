@@ -256,7 +256,10 @@ def set_key(config: ConfigDict, dotted: str, value: Any, where: str):
     raise ConfigError(f"{where}: config has no key {dotted!r} (known here: {known})")
   old = node[leaf]
   if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-    value = float(value)
+    try:
+      value = float(value)
+    except OverflowError:  # an integer of over 308 digits
+      raise ConfigError(f"{where}: {dotted}={value}: too large for a float") from None
   if isinstance(old, (list, tuple)) and isinstance(value, (list, tuple)):
     value = type(old)(value)
   if old is not None and type(old) is not type(value):  # None too: checks compare numbers

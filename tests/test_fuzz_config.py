@@ -22,6 +22,7 @@ BROKE_OVERRIDES = [
      "loss.beta must be float, got '-----"),
     ("a 10k-character value", OFFLINE, ["optimizer.schedule='" + "y" * 10_000 + "'"],
      "config.optimizer.schedule='yyyy"),
+    ("a 400-digit float", OFFLINE, ["loss.beta=" + "1" * 400], "too large for a float"),
     ("None for a number", OFFLINE, ["train.num_steps=None"],
      "train.num_steps must be int, got None"),
     ("eval batch of 0", os.path.join(ROOT, "configs", "eval.py:tiny"), ["eval.batch_size=0"],
