@@ -342,7 +342,8 @@ def from_gin(path: str) -> ConfigDict:
     raise ConfigError(f"{path}: needs exactly one `base.config = 'configs/<exp>.py:<arg>'`")
   (spec, line), = base
   if not isinstance(spec, str):
-    raise ConfigError(f"{path}:{line}: base.config = {repr(spec)[:60]}: expected 'configs/<exp>.py:<arg>'")
+    raise ConfigError(f"{path}:{line}: base.config = {repr(spec)[:60]}: expected "
+                      "'configs/<exp>.py:<arg>'")
   try:
     config = load(_resolve_relative(spec, path))
   except ConfigError as e:  # the config file's error, said where the gin file named it
