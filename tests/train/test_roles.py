@@ -108,7 +108,8 @@ def test_bad_roles_are_one_clear_config_error(override, message, tmp_path):
     main_lib.run(_config(**override), str(tmp_path))
 
 
-@pytest.mark.parametrize("head", ["pairwise", pytest.param("reward", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["pairwise", "reward"])
 def test_policy_gradient_rewards_from_a_judge_on_its_own_mesh(pm_export, tmp_path, head):
   """RLOO's rewards, from a pairwise PM (sibling wins) or a reward model on the
   proxy's own devices, equal those of the same judge on the policy's mesh."""
