@@ -62,7 +62,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from alignment import checkpoint, distributed, faults, files, sharding
+from alignment import checkpoint, distributed, faults, files, lock, sharding
 from alignment import config as config_lib
 
 log = logging.getLogger("alignment.study")
@@ -551,6 +551,11 @@ def _jsonable(x):
 
 def run(study, workdir: str) -> dict:
   """Runs (or continues) every stage, then writes results.json, report.md, plots."""
+  with lock.held(workdir):  # each stage's run holds its own directory below it
+    return _run_stages(study, workdir)
+
+
+def _run_stages(study, workdir: str) -> dict:
   from alignment import report  # pylint: disable=g-import-not-at-top
   distributed.setup_host()
   _enable_compilation_cache(workdir)
@@ -595,8 +600,12 @@ def main(argv=None) -> int:
     if bad:
       raise config_lib.ConfigError(f"unknown arguments {bad}")
     results = run(study, args.workdir)
-  except (config_lib.ConfigError, checkpoint.CheckpointError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except Exception as e:  # pylint: disable=broad-except
+    from alignment import main as main_lib  # pylint: disable=g-import-not-at-top
+    line = main_lib.error_line(e)
+    if line is None:
+      raise
+    print(line, file=sys.stderr)
     return 2
   print(f"[study] wrote {results['report']}", flush=True)
   return 0
