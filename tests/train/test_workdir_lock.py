@@ -53,7 +53,8 @@ def test_a_second_holder_is_refused_naming_the_first(tmp_path, live_pid):
   assert json.load(open(tmp_path / lock.NAME))["pid"] == live_pid  # left alone
 
 
-def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog, monkeypatch):
+  monkeypatch.setattr(logging.getLogger("alignment"), "propagate", True)  # setup_host stops it
   dead = _dead_pid()
   _plant(tmp_path, dead)
   with caplog.at_level(logging.WARNING, logger="alignment"):
