@@ -103,8 +103,16 @@ class RunLog:
 
   def _append(self, line: str):
     if "://" not in self.path:
-      with open(self.path, "a") as f:
-        f.write(line)
+      with open(self.path, "ab", buffering=0) as f:  # unbuffered: a failed write is undone
+        size = f.seek(0, os.SEEK_END)
+        data = memoryview(line.encode())
+        try:
+          while data:
+            data = data[f.write(data):]
+            faults.hit("metrics", "", path=self.path)
+        except OSError:  # a full disk: no torn record for the next start to trip on
+          f.truncate(size)
+          raise
       return
     path = epath.Path(self.path)  # object stores cannot append: rewrite (small file)
     path.write_text((path.read_text() if path.exists() else "") + line)

@@ -21,6 +21,7 @@ from absl import flags
 from alignment import checkpoint, config as config_lib, main, report
 from alignment.data import import_pairs as ip
 from alignment.data import stream
+from alignment.train import bookkeeping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -155,3 +156,15 @@ def test_main_ends_with_one_line_and_status_2(tmp_path, monkeypatch, capsys):
       "checkpoint"]
   assert sorted(os.listdir(tmp_path / "run" / "stream")) == ["stream.json"]
   assert not os.path.exists(tmp_path / "run" / "LOCK.json")  # released on the error path
+
+
+def test_metrics_log_keeps_no_torn_record(tmp_path, monkeypatch):
+  log = bookkeeping.RunLog(str(tmp_path), 10)
+  log.write(1, {"loss": 1.0}, console=False)
+  _arm(monkeypatch, "enospc@metrics")
+  with pytest.raises(OSError) as e:
+    log.write(2, {"loss": 2.0}, console=False)
+  assert _is_enospc(e)
+  monkeypatch.delenv("ALIGNMENT_FAULT")
+  log.close()
+  assert bookkeeping.read_metrics(str(tmp_path)) == [{"step": 1, "loss": 1.0}]
