@@ -43,6 +43,14 @@ def check_finite(step: int, metrics: Mapping[str, float], watch=None) -> None:
                          "the last good checkpoint is intact")
 
 
+_PREEMPTED = [False]  # a loop of this process caught a SIGTERM (the study stops after it)
+
+
+def preempted() -> bool:
+  """Whether a loop of this process stopped early after a SIGTERM."""
+  return _PREEMPTED[0]
+
+
 class Preemption:
   """SIGTERM (a TPU VM preemption notice) -> `requested` becomes True."""
 
@@ -58,6 +66,7 @@ class Preemption:
     del signum, frame
     log.warning("SIGTERM received: saving a checkpoint and stopping")
     self.requested = True
+    _PREEMPTED[0] = True
 
   def close(self):
     if self._previous is not None:
