@@ -167,8 +167,9 @@ def _check_parents(directory: str) -> None:
   parent = os.path.dirname(directory)
   while parent and parent != directory:
     holder = _read(os.path.join(parent, NAME))
-    if holder is not None and not _mine(holder) and (
-        not holder or holder.get("host") != socket.gethostname() or _alive(holder)):
+    ours = isinstance(holder, dict) and {"host", "pid"} <= holder.keys()  # not some other tool's
+    if ours and not _mine(holder) and (holder["host"] != socket.gethostname() or
+                                       _alive(holder)):
       raise _refuse(os.path.join(parent, NAME), holder, "the directory above is")
     directory, parent = parent, os.path.dirname(parent)
 
