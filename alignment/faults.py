@@ -12,12 +12,17 @@ Off unless the environment variable ALIGNMENT_FAULT is set, as
   nan@loss:4                   the loss of step 4 becomes NaN (inside the step)
   nan@grad:5                   the gradients of step 5 become Inf/NaN (the loss stays finite)
   nan@judge:3                  the judge's verdict probabilities of step 3 become NaN
+  enospc@stream                OSError(ENOSPC) in a writer, after part of its output is
+                               written: checkpoint:<step> (the save of that step),
+                               stream:<first step> (a chunk), export, report, import
+                               (without ":<where>" a point fires every time)
 
 Production code calls `hit(point, where)` at those points; with the variable
 unset it is a dictionary lookup that returns False.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -30,21 +35,26 @@ def _parse() -> dict[tuple[str, str], str]:
   out = {}
   for item in filter(None, (x.strip() for x in spec.split(","))):
     action, _, rest = item.partition("@")
-    point, _, where = rest.partition(":")
-    out[(point, where)] = action
+    point, colon, where = rest.partition(":")
+    out[(point, where if colon else "*")] = action
   return out
 
 
-def planned(point: str, where) -> str:
+def planned(point: str, where="") -> str:
   """The action planned at (point, where), or ''."""
   if _ENV not in os.environ:
     return ""
-  return _parse().get((point, str(where)), "")
+  faults = _parse()
+  return faults.get((point, str(where)), faults.get((point, "*"), ""))
 
 
-def hit(point: str, where) -> bool:
-  """Carries out a planned kill/term at this point; True if a 'nan' is planned here."""
+def hit(point: str, where="", path: str = "") -> bool:
+  """Carries out a planned kill/term/enospc at this point (`path`: the file being
+  written, named by the OSError); True if a 'nan' is planned here."""
   action = planned(point, where)
+  if action == "enospc":
+    sys.stderr.write(f"[fault] ENOSPC at {point}:{where}\n")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path or None)
   if action == "kill":
     sys.stderr.write(f"[fault] SIGKILL at {point}:{where}\n")
     sys.stderr.flush()

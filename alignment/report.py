@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from alignment import files, stats
+from alignment import faults, files, stats
 
 POINT_KEYS = ("kl", "golden_win_rate", "golden_win_rate_se", "proxy_win_rate",
               "classifier_accuracy", "chosen_logprob_delta", "mean_response_length",
@@ -684,6 +684,14 @@ def _gate_lines(gate: dict) -> list[str]:
 
 
 def write(study, workdir: str, stages) -> dict:
+  """results.json, the plots and report.md, replaced together (files.staged): a
+  failed write (a full disk) leaves the previous report whole."""
+  with files.staged(workdir) as out:
+    return _write(study, workdir, stages, out)
+
+
+def _write(study, workdir: str, stages, out: str) -> dict:
+  """Reads the study in `workdir`, writes the report's files into `out`."""
   runs = collect_runs(workdir, stages)
   gate = setup_gate(workdir, stages, runs)
   ctx = Context.from_workdir(workdir, runs, int(study.bootstrap), seed=int(study.seed),
@@ -697,7 +705,8 @@ def write(study, workdir: str, stages) -> dict:
              "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
                       for r in runs]}
   # Keys in reading order: the gate before the findings, the findings before the runs.
-  files.write_json(os.path.join(workdir, "results.json"), results, sort_keys=False)
+  files.write_json(os.path.join(out, "results.json"), results, sort_keys=False)
+  faults.hit("report", "", path=os.path.join(workdir, "results.json"))
   plots = []
   groups = [g for g in GROUP_TITLES if any(r["group"] == g for r in runs)]
   arms_in = lambda g: sorted({r["arm"] for r in runs if r["group"] == g and r["arm"] in ctx.data})
@@ -713,16 +722,15 @@ def write(study, workdir: str, stages) -> dict:
     if not arms:
       continue
     name = f"budget_{g}.png"
-    plot_budget(ctx, arms, os.path.join(workdir, name), GROUP_TITLES[g])
+    plot_budget(ctx, arms, os.path.join(out, name), GROUP_TITLES[g])
     plots.append(name)
   if ctx.data:
     plot_agreement(ctx, fig1_online + ctx.arm_of("offline")[:1] + [
-        a for a in ("online_best_of_2",) if a in ctx.data], os.path.join(workdir,
-                                                                           "agreement.png"))
-    plot_classifier(runs, os.path.join(workdir, "classifier_vs_winrate.png"))
+        a for a in ("online_best_of_2",) if a in ctx.data], os.path.join(out, "agreement.png"))
+    plot_classifier(runs, os.path.join(out, "classifier_vs_winrate.png"))
     plot_chosen_logprob(ctx, [a for a in sorted(ctx.arm_runs) if a in ctx.data
                               and not a.startswith("replay_window")],
-                        os.path.join(workdir, "chosen_logprob.png"))
+                        os.path.join(out, "chosen_logprob.png"))
     plots += ["agreement.png", "classifier_vs_winrate.png", "chosen_logprob.png"]
   stage_info = []
   for st in stages:
@@ -779,6 +787,6 @@ def write(study, workdir: str, stages) -> dict:
   total = sum(s["seconds"] for s in stage_info)
   md += ["", f"Total stage time: {total:.0f} s."]
   report_path = os.path.join(workdir, "report.md")
-  files.write_text(report_path, "\n".join(md) + "\n")
+  files.write_text(os.path.join(out, "report.md"), "\n".join(md) + "\n")
   return {"report": report_path, "results": os.path.join(workdir, "results.json"),
           "plots": plots, "findings": found}
