@@ -24,15 +24,64 @@ def tiny_hf_t5(seed=0, vocab=96, init_factor=1.0):
   return transformers.T5ForConditionalGeneration(cfg).eval()
 
 
-def tiny_hf_llama(seed=0, tie=False, vocab=96):
+def tiny_hf_llama(seed=0, tie=False, vocab=96, qwen2=False, **overrides):
+  """A tiny LlamaForCausalLM (Qwen2ForCausalLM with `qwen2`); `overrides` are
+  config keys (rope_parameters, attention_bias, ...). Attention biases, which
+  Hugging Face initialises to zero, are drawn at random so that a wrong
+  mapping shows."""
   torch.manual_seed(seed)
-  cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
-                                 num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, rope_theta=10000.0,
-                                 tie_word_embeddings=tie, rms_norm_eps=1e-5,
-                                 max_position_embeddings=128, pad_token_id=0,
-                                 bos_token_id=None, eos_token_id=1)
-  return transformers.LlamaForCausalLM(cfg).eval()
+  kwargs = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tie,
+                rms_norm_eps=1e-5, max_position_embeddings=128, pad_token_id=0,
+                bos_token_id=None, eos_token_id=1)
+  kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0}
+  kwargs.update(overrides)
+  if qwen2:
+    model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kwargs))
+  else:
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kwargs))
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if name.endswith(".bias"):
+        p.normal_(0.0, 0.5)
+  return model.eval()
+
+
+def hf_greedy(hf, prompt, pmask, t, eos_id, pad_id=0):
+  """Hugging Face `generate`'s greedy tokens [B, t], right padded with pad_id."""
+  kwargs = {}
+  if hf.config.is_encoder_decoder:
+    # transformers 5 sizes T5's default cache by the encoder's layer count.
+    kwargs["cache"] = transformers.EncoderDecoderCache(
+        transformers.DynamicCache(), transformers.DynamicCache())
+  with torch.no_grad():
+    out = hf.generate(input_ids=torch.tensor(prompt, dtype=torch.long),
+                      attention_mask=torch.tensor(pmask), max_new_tokens=t, do_sample=False,
+                      pad_token_id=pad_id, eos_token_id=eos_id, suppress_tokens=[pad_id],
+                      **kwargs).numpy()
+  out = out[:, 1:] if hf.config.is_encoder_decoder else out[:, prompt.shape[1]:]
+  return np.pad(out, ((0, 0), (0, t - out.shape[1])), constant_values=pad_id)
+
+
+def hf_decoder_logits(hf, prompt, pmask, response, rmask):
+  """A causal HF model's logits [B, Lr, V] over the response (position t predicts
+  response token t), positions counted over real tokens as the zoo does."""
+  tokens = np.concatenate([prompt, response], 1)
+  mask = np.concatenate([pmask, rmask], 1)
+  pos = np.maximum(np.cumsum(mask, 1) - 1, 0)
+  with torch.no_grad():
+    logits = hf(input_ids=torch.tensor(tokens, dtype=torch.long),
+                attention_mask=torch.tensor(mask),
+                position_ids=torch.tensor(pos, dtype=torch.long)).logits.numpy()
+  return logits[:, prompt.shape[1] - 1: prompt.shape[1] - 1 + response.shape[1]]
+
+
+def hf_t5_logits(hf, prompt, pmask, response):
+  """T5's logits [B, Lr, V], the decoder reading the response shifted right."""
+  with torch.no_grad():
+    dec_in = hf._shift_right(torch.tensor(response, dtype=torch.long))  # pylint: disable=protected-access
+    return hf(input_ids=torch.tensor(prompt, dtype=torch.long),
+              attention_mask=torch.tensor(pmask), decoder_input_ids=dec_in).logits.numpy()
 
 
 def to_zoo(model):
