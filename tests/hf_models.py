@@ -3,13 +3,15 @@
 Shared by the parity, decoding and sampling tests. Importing this module needs
 torch and transformers; tests that use it skip when they are missing.
 """
+import functools
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from alignment.models import convert  # noqa: E402
+from alignment.models import convert, heads  # noqa: E402
 
 
 def tiny_hf_t5(seed=0, vocab=96, init_factor=1.0):
@@ -98,3 +100,67 @@ def ragged(rng, b, l, vocab, left, min_len=2):
   idx = np.arange(l)[None]
   mask = (idx >= l - lengths[:, None]) if left else (idx < lengths[:, None])
   return np.where(mask, tokens, 0).astype(np.int32), mask.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(cfg):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.jit(heads.LanguageModel(cfg).apply)
+
+
+def zoo_logits(cfg, params, *batch):
+  """Our LanguageModel's logits [B, Lr, V] of (prompt, pmask, response, rmask);
+  jitted once per config (op-by-op dispatch takes several times longer)."""
+  return np.asarray(_jitted_apply(cfg)({"params": params}, *batch))
+
+
+def batch(seed, b=3, lp=6, lr=5, vocab=96):
+  """(prompt [b, lp] left padded, its mask, response [b, lr] right padded, its mask)."""
+  rng = np.random.default_rng(seed)
+  return (*ragged(rng, b, lp, vocab, left=True),
+          *ragged(rng, b, lr, vocab, left=False))
+
+
+def assert_logits_match(ours, theirs, rmask):
+  """Within 1e-4 over the real response tokens; returns the largest difference."""
+  valid = rmask.astype(bool)
+  np.testing.assert_allclose(ours[valid], theirs[valid], atol=1e-4, rtol=1e-4)
+  return float(np.abs(ours[valid] - theirs[valid]).max())
+
+
+# Llama 3.1's RoPE scaling at tiny sizes: head width 8 gives wavelengths 6.3, 63, 628
+# and 6283 tokens; with original_max_position_embeddings 64 (low_freq_factor 1,
+# high_freq_factor 4: bands at 16 and 64) the first is kept, the second
+# interpolated and the last two divided by 4, so every branch of the formula runs.
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 64,
+               "rope_theta": 10000.0}
+
+
+def flan_t5_config(**tiny):
+  """google/flan-t5-small's config.json (transformers 4.23) with tiny sizes."""
+  cfg = {
+      "architectures": ["T5ForConditionalGeneration"], "d_ff": 1024, "d_kv": 64,
+      "d_model": 512, "decoder_start_token_id": 0, "dense_act_fn": "gelu_new",
+      "dropout_rate": 0.1, "eos_token_id": 1, "feed_forward_proj": "gated-gelu",
+      "initializer_factor": 1.0, "is_encoder_decoder": True, "is_gated_act": True,
+      "layer_norm_epsilon": 1e-06, "model_type": "t5", "n_positions": 512,
+      "num_decoder_layers": 8, "num_heads": 6, "num_layers": 8, "output_past": True,
+      "pad_token_id": 0, "relative_attention_max_distance": 128,
+      "relative_attention_num_buckets": 32, "tie_word_embeddings": False,
+      "torch_dtype": "float32", "transformers_version": "4.23.1", "use_cache": True,
+      "vocab_size": 32128}
+  cfg.update(d_ff=48, d_kv=8, d_model=32, num_decoder_layers=3, num_heads=4, num_layers=2,
+             relative_attention_num_buckets=8, relative_attention_max_distance=20,
+             vocab_size=96, dropout_rate=0.0, **tiny)
+  return cfg
+
+
+def tiny_hf_flan_t5(seed=7):
+  """A T5ForConditionalGeneration built from `flan_t5_config()`, its lm_head drawn
+  apart from `shared` (transformers 5 ties a fresh model's; released ones are not)."""
+  torch.manual_seed(seed)
+  hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**flan_t5_config()))
+  with torch.no_grad():
+    hf.lm_head.weight = torch.nn.Parameter(torch.randn_like(hf.shared.weight))
+  return hf.eval()

@@ -1,22 +1,14 @@
 """Our zoo models against Hugging Face transformers (independent oracle)."""
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
 
 import hf_models  # noqa: E402  (skips the module without torch/transformers)
-import torch  # noqa: E402
-import transformers  # noqa: E402
 
 from alignment.models import convert, heads  # noqa: E402
 
 # Needs torch and transformers (Hugging Face models are the oracle).
 pytestmark = [pytest.mark.hf]
-
-
-def _zoo_logits(cfg, params, *batch):
-  return np.asarray(heads.LanguageModel(cfg).apply({"params": params}, *batch))
 
 
 def _zoo_greedy(cfg, params, prompt, pmask, t, eos_id):
@@ -29,24 +21,12 @@ def _zoo_greedy(cfg, params, prompt, pmask, t, eos_id):
   return np.asarray(out.tokens)
 
 
-def _batch(seed, b=3, lp=6, lr=5, vocab=96):
-  rng = np.random.default_rng(seed)
-  return (*hf_models.ragged(rng, b, lp, vocab, left=True),
-          *hf_models.ragged(rng, b, lr, vocab, left=False))
-
-
-def _assert_logits_match(ours, theirs, rmask):
-  valid = rmask.astype(bool)
-  np.testing.assert_allclose(ours[valid], theirs[valid], atol=1e-4, rtol=1e-4)
-  return float(np.abs(ours[valid] - theirs[valid]).max())
-
-
 def test_t5_logits_match_hf():
   hf = hf_models.tiny_hf_t5()
   cfg, params = hf_models.to_zoo(hf)
-  prompt, pmask, response, rmask = _batch(0, lp=7)
+  prompt, pmask, response, rmask = hf_models.batch(0, lp=7)
   theirs = hf_models.hf_t5_logits(hf, prompt, pmask, response)
-  _assert_logits_match(_zoo_logits(cfg, params, prompt, pmask, response, rmask), theirs, rmask)
+  hf_models.assert_logits_match(hf_models.zoo_logits(cfg, params, prompt, pmask, response, rmask), theirs, rmask)
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -54,20 +34,13 @@ def test_llama_logits_match_hf(tie):
   hf = hf_models.tiny_hf_llama(tie=tie)
   cfg, params = hf_models.to_zoo(hf)
   assert cfg.tie_embeddings == tie
-  batch = _batch(1)
-  _assert_logits_match(_zoo_logits(cfg, params, *batch), hf_models.hf_decoder_logits(hf, *batch),
+  batch = hf_models.batch(1)
+  hf_models.assert_logits_match(hf_models.zoo_logits(cfg, params, *batch), hf_models.hf_decoder_logits(hf, *batch),
                        batch[3])
 
 
-# Llama 3.1's RoPE scaling at tiny sizes: head width 8 gives wavelengths 6.3, 63, 628
-# and 6283 tokens; with original_max_position_embeddings 64 (low_freq_factor 1,
-# high_freq_factor 4: bands at 16 and 64) the first is kept, the second
-# interpolated and the last two divided by 4, so every branch of the formula runs.
-LLAMA3_ROPE = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 64,
-               "rope_theta": 10000.0}
 DECODER_VARIANTS = {
-    "llama3_rope": dict(rope_parameters=LLAMA3_ROPE),
+    "llama3_rope": dict(rope_parameters=hf_models.LLAMA3_ROPE),
     "qwen2": dict(qwen2=True),
     "llama_attention_bias": dict(attention_bias=True, tie=True),
 }
@@ -80,56 +53,38 @@ def test_decoder_variants_match_hf(variant):
   # initializer_range 0.2 (not 0.02) makes attention, hence positions, matter.
   hf = hf_models.tiny_hf_llama(seed=5, initializer_range=0.2, **DECODER_VARIANTS[variant])
   cfg, params = hf_models.to_zoo(hf)
-  batch = _batch(2)
-  ours = _zoo_logits(cfg, params, *batch)
-  diff = _assert_logits_match(ours, hf_models.hf_decoder_logits(hf, *batch), batch[3])
+  batch = hf_models.batch(2)
+  ours = hf_models.zoo_logits(cfg, params, *batch)
+  diff = hf_models.assert_logits_match(ours, hf_models.hf_decoder_logits(hf, *batch), batch[3])
   if variant == "llama3_rope":
     assert cfg.rope_type == "llama3" and cfg.rope_original_max_positions == 64
-    without = _zoo_logits(dataclasses.replace(cfg, rope_type="default"), params, *batch)
+    # The same weights (same seed) under unscaled RoPE, run by HF (no compile here).
+    plain = hf_models.tiny_hf_llama(seed=5, initializer_range=0.2)
+    without = hf_models.hf_decoder_logits(plain, *batch)
   else:
     assert cfg.qkv_bias and cfg.out_bias == (variant == "llama_attention_bias")
     zeroed = jax.tree_util.tree_map_with_path(
         lambda p, x: 0 * x if "bias" in jax.tree_util.keystr(p) else x, params)
-    without = _zoo_logits(cfg, zeroed, *batch)
+    without = hf_models.zoo_logits(cfg, zeroed, *batch)
   assert np.abs(without - ours)[batch[3].astype(bool)].max() > 100 * max(diff, 1e-4)
+  if variant == "llama_attention_bias":
+    return  # greedy decoding of biased attention is covered by qwen2's
   prompt, pmask = hf_models.ragged(np.random.default_rng(3), 4, 7, 96, left=True)
   np.testing.assert_array_equal(_zoo_greedy(cfg, params, prompt, pmask, 8, 1),
                                 hf_models.hf_greedy(hf, prompt, pmask, 8, 1))
-
-
-def flan_t5_config(**tiny):
-  """google/flan-t5-small's config.json (transformers 4.23) with tiny sizes."""
-  cfg = {
-      "architectures": ["T5ForConditionalGeneration"], "d_ff": 1024, "d_kv": 64,
-      "d_model": 512, "decoder_start_token_id": 0, "dense_act_fn": "gelu_new",
-      "dropout_rate": 0.1, "eos_token_id": 1, "feed_forward_proj": "gated-gelu",
-      "initializer_factor": 1.0, "is_encoder_decoder": True, "is_gated_act": True,
-      "layer_norm_epsilon": 1e-06, "model_type": "t5", "n_positions": 512,
-      "num_decoder_layers": 8, "num_heads": 6, "num_layers": 8, "output_past": True,
-      "pad_token_id": 0, "relative_attention_max_distance": 128,
-      "relative_attention_num_buckets": 32, "tie_word_embeddings": False,
-      "torch_dtype": "float32", "transformers_version": "4.23.1", "use_cache": True,
-      "vocab_size": 32128}
-  cfg.update(d_ff=48, d_kv=8, d_model=32, num_decoder_layers=3, num_heads=4, num_layers=2,
-             relative_attention_num_buckets=8, relative_attention_max_distance=20,
-             vocab_size=96, dropout_rate=0.0, **tiny)
-  return cfg
 
 
 def test_flan_t5_config_imports_exactly():
   """A FLAN-T5 / T5 v1.1 config.json: gated-GELU (gelu_new), untied lm_head, no
   d_model**-0.5 scaling. transformers 5 ties a fresh model's lm_head to `shared`,
   so it is drawn apart here: a converter that read `shared` would fail."""
-  torch.manual_seed(7)
-  hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**flan_t5_config())).eval()
-  with torch.no_grad():
-    hf.lm_head.weight = torch.nn.Parameter(torch.randn_like(hf.shared.weight))
+  hf = hf_models.tiny_hf_flan_t5()
   cfg, params = hf_models.to_zoo(hf)
   assert not cfg.tie_embeddings
-  assert convert.config_from_hf(flan_t5_config()) == cfg  # the file itself, as written
-  prompt, pmask, response, rmask = _batch(4, lp=7)
+  assert convert.config_from_hf(hf_models.flan_t5_config()) == cfg  # the file itself, as written
+  prompt, pmask, response, rmask = hf_models.batch(4, lp=7)
   theirs = hf_models.hf_t5_logits(hf, prompt, pmask, response)
-  _assert_logits_match(_zoo_logits(cfg, params, prompt, pmask, response, rmask), theirs, rmask)
+  hf_models.assert_logits_match(hf_models.zoo_logits(cfg, params, prompt, pmask, response, rmask), theirs, rmask)
 
 
 def test_convert_cli_round_trip(tmp_path):
@@ -151,10 +106,10 @@ def test_convert_cli_round_trip(tmp_path):
   shardings = sharding.logical_shardings(abstract, mesh, sharding.DEFAULT_RULES)
   target = sharding.abstract_with_shardings(sharding.strip_boxes(abstract), shardings)
   params = checkpoint.load_params(str(out), target)
-  ours = model.apply({"params": params}, prompt, pmask, response, rmask)
+  ours = hf_models.zoo_logits(cfg, params, prompt, pmask, response, rmask)
   _, want = hf_models.to_zoo(hf)
-  ref = model.apply({"params": want}, prompt, pmask, response, rmask)
-  np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))
+  np.testing.assert_array_equal(ours, hf_models.zoo_logits(cfg, want, prompt, pmask, response,
+                                                           rmask))
   # An existing output is refused, and a bad directory is one clear error.
   assert convert.main(["--hf_dir", str(tmp_path / "hf"), "--output", str(out)]) == 2
   assert convert.main(["--hf_dir", str(tmp_path), "--output", str(tmp_path / "x")]) == 2
@@ -166,7 +121,7 @@ _LLAMA = {"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2, "vo
 
 @pytest.mark.parametrize("config,match", [
     ({"model_type": "t5", "feed_forward_proj": "relu"}, "feed_forward_proj='relu'"),
-    (flan_t5_config(dense_act_fn="gelu"), "dense_act_fn='gelu'"),
+    (hf_models.flan_t5_config(dense_act_fn="gelu"), "dense_act_fn='gelu'"),
     ({"model_type": "gpt2"}, "model_type='gpt2'"),
     # The silent wrong conversion: transformers 5 keeps scaling in rope_parameters.
     (dict(_LLAMA, rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}),
