@@ -21,9 +21,11 @@ def _zoo_greedy(cfg, params, prompt, pmask, t, eos_id):
   return np.asarray(out.tokens)
 
 
-def test_t5_logits_match_hf():
-  hf = hf_models.tiny_hf_t5()
+@pytest.mark.parametrize("tie", [False, True])
+def test_t5_logits_match_hf(tie):
+  hf = hf_models.tiny_hf_t5(tie=tie)
   cfg, params = hf_models.to_zoo(hf)
+  assert cfg.tie_embeddings == tie and hf.config.scale_decoder_outputs == tie
   prompt, pmask, response, rmask = hf_models.batch(0, lp=7)
   theirs = hf_models.hf_t5_logits(hf, prompt, pmask, response)
   hf_models.assert_logits_match(hf_models.zoo_logits(cfg, params, prompt, pmask, response, rmask), theirs, rmask)
