@@ -14,13 +14,14 @@ transformers = pytest.importorskip("transformers")
 from alignment.models import convert, heads  # noqa: E402
 
 
-def tiny_hf_t5(seed=0, vocab=96, init_factor=1.0, tie=False):
+def tiny_hf_t5(seed=0, vocab=96, init_factor=1.0, original=False):
   """init_factor 3 makes greedy decoding diverse (at 1 a few tokens repeat forever).
-  tie: T5 v1.0's output, the embedding tied and the logits scaled by d_model**-0.5."""
+  original: T5 v1.0 (ReLU MLPs, the output tied to the embedding and scaled by
+  d_model**-0.5), else T5 v1.1 (gated-GELU, unscaled)."""
   torch.manual_seed(seed)
   cfg = transformers.T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=48, num_layers=2,
-                              num_decoder_layers=3, num_heads=4, feed_forward_proj="gated-gelu",
-                              tie_word_embeddings=tie, relative_attention_num_buckets=8,
+                              num_decoder_layers=3, num_heads=4, feed_forward_proj="relu" if original else "gated-gelu",
+                              tie_word_embeddings=original, relative_attention_num_buckets=8,
                               relative_attention_max_distance=20, dropout_rate=0.0,
                               decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
                               initializer_factor=init_factor)

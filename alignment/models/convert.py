@@ -1,7 +1,8 @@
 """Hugging Face safetensors -> zoo parameters (and, through the same table, back).
 
 Supports `T5ForConditionalGeneration` in its v1.1 / FLAN-T5 form (gated-GELU;
-untied, or tied with v1.0's d_model**-0.5 logit scaling), `LlamaForCausalLM`
+untied, or tied with v1.0's d_model**-0.5 logit scaling) and original form
+(ReLU MLPs, tied and scaled), `LlamaForCausalLM`
 (default or Llama 3.1 "llama3" RoPE; `attention_bias`) and `Qwen2ForCausalLM`
 (biases on q, k, v; full attention). The output is the parameter tree of
 `heads.LanguageModel` plus the zoo config.
@@ -43,17 +44,23 @@ def _need(hf: Mapping[str, Any], key: str, where: str):
   return hf[key]
 
 
+# feed_forward_proj -> (dense_act_fn, is_gated_act) as transformers derives them.
+T5_FEED_FORWARD = {"gated-gelu": ("gelu_new", True), "relu": ("relu", False)}
+
+
 def t5_config_from_hf(hf: Mapping[str, Any], where: str = "config.json") -> T5Config:
   proj = hf.get("feed_forward_proj", "relu")
-  if proj != "gated-gelu":
+  if proj not in T5_FEED_FORWARD:
     raise ConversionError(f"{where}: feed_forward_proj={proj!r}; only 'gated-gelu' (T5 v1.1, "
-                          "FLAN-T5) is supported")
+                          "FLAN-T5) and 'relu' (original T5) are supported")
   # transformers derives dense_act_fn from feed_forward_proj ("gelu_new", the tanh
   # approximation, for gated-gelu) but lets config.json override it.
-  for key, ok in (("dense_act_fn", "gelu_new"), ("is_gated_act", True)):
+  act, gated = T5_FEED_FORWARD[proj]
+  for key, ok in (("dense_act_fn", act), ("is_gated_act", gated)):
     if hf.get(key, ok) != ok:
-      raise ConversionError(f"{where}: {key}={hf[key]!r}; only {ok!r} is supported")
-  return T5Config(
+      raise ConversionError(f"{where}: {key}={hf[key]!r}; with feed_forward_proj={proj!r} "
+                            f"only {ok!r} is supported")
+  return T5Config(feed_forward=proj,
       vocab_size=_need(hf, "vocab_size", where), d_model=_need(hf, "d_model", where),
       num_heads=_need(hf, "num_heads", where), head_dim=_need(hf, "d_kv", where),
       d_ff=_need(hf, "d_ff", where), num_encoder_layers=_need(hf, "num_layers", where),
@@ -170,7 +177,7 @@ def config_from_hf(hf: Mapping[str, Any], where: str = "config.json"):
       or "Qwen2ForCausalLM" in archs):
     return decoder_config_from_hf(hf, where)
   raise ConversionError(f"{where}: model_type={model_type!r} architectures={archs!r}; "
-                        "supported: T5ForConditionalGeneration (v1.1, FLAN-T5), "
+                        "supported: T5ForConditionalGeneration (T5, v1.1, FLAN-T5), "
                         "LlamaForCausalLM, Qwen2ForCausalLM")
 
 
@@ -232,8 +239,13 @@ def _attention_rows(hf, zoo, names, heads, kv_heads, head_dim, qkv_bias=False,
   return rows
 
 
-def _mlp_rows(hf, zoo, names=("wi_0", "wi_1", "wo")):
-  return [_linear(f"{hf}.{n}.weight", zoo + (z,)) for n, z in zip(names, ("wi_0", "wi_1", "wo"))]
+def _mlp_rows(hf, zoo, names=("wi_0", "wi_1", "wo"), zoo_names=("wi_0", "wi_1", "wo")):
+  return [_linear(f"{hf}.{n}.weight", zoo + (z,)) for n, z in zip(names, zoo_names)]
+
+
+def _t5_mlp_rows(cfg: T5Config, hf, zoo):
+  names = ("wi", "wo") if cfg.feed_forward == "relu" else ("wi_0", "wi_1", "wo")
+  return _mlp_rows(f"{hf}.DenseReluDense", zoo + ("mlp",), names, names)
 
 
 def _norm(hf, zoo):
@@ -255,7 +267,7 @@ def t5_rows(cfg: T5Config) -> list[Row]:
     rows += [_norm(f"{p}.0.layer_norm.weight", z + ("pre_attention_norm",)),
              *_attention_rows(f"{p}.0.SelfAttention", z + ("attention",), "qkvo", h, h, k),
              _norm(f"{p}.1.layer_norm.weight", z + ("pre_mlp_norm",)),
-             *_mlp_rows(f"{p}.1.DenseReluDense", z + ("mlp",))]
+             *_t5_mlp_rows(cfg, f"{p}.1", z)]
   for i in range(cfg.num_decoder_layers):
     p, z = f"decoder.block.{i}.layer", bb + (f"decoder_layer_{i}",)
     rows += [_norm(f"{p}.0.layer_norm.weight", z + ("pre_self_attention_norm",)),
@@ -264,7 +276,7 @@ def t5_rows(cfg: T5Config) -> list[Row]:
              *_attention_rows(f"{p}.1.EncDecAttention", z + ("encoder_decoder_attention",),
                               "qkvo", h, h, k),
              _norm(f"{p}.2.layer_norm.weight", z + ("pre_mlp_norm",)),
-             *_mlp_rows(f"{p}.2.DenseReluDense", z + ("mlp",))]
+             *_t5_mlp_rows(cfg, f"{p}.2", z)]
   if not cfg.tie_embeddings:
     # transformers 5 may leave out an lm_head equal to `shared`.
     rows.append(_linear("lm_head.weight", ("lm_head", "kernel"), fallback="shared.weight"))

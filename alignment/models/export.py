@@ -7,10 +7,10 @@ training loop writes to <workdir>/export and `alignment.models.convert`
 writes) and writes DIR/config.json and DIR/model.safetensors, which
 `transformers` loads with `from_pretrained`:
 
-- T5 -> `T5ForConditionalGeneration` (T5 v1.1 / FLAN-T5 form: gated-GELU,
-  relative-position buckets as configured; `tie_word_embeddings: false` for
-  an untied lm_head without the d_model**-0.5 scaling, true for v1.0's tied
-  and scaled output);
+- T5 -> `T5ForConditionalGeneration` (gated-GELU as T5 v1.1 / FLAN-T5, or
+  original T5's ReLU; relative-position buckets as configured;
+  `tie_word_embeddings: false` for an untied lm_head without the
+  d_model**-0.5 scaling, true for v1.0's tied and scaled output);
 - decoder -> `LlamaForCausalLM` (default or llama3 RoPE; with q/k/v and
   output biases as `attention_bias`), or `Qwen2ForCausalLM` when only q, k, v
   have biases.
@@ -50,8 +50,9 @@ def t5_config_to_hf(cfg: T5Config) -> dict[str, Any]:
       "num_decoder_layers": cfg.num_decoder_layers,
       "relative_attention_num_buckets": cfg.relative_buckets,
       "relative_attention_max_distance": cfg.relative_max_distance,
-      "layer_norm_epsilon": cfg.norm_eps, "feed_forward_proj": "gated-gelu",
-      "dense_act_fn": "gelu_new", "is_gated_act": True,
+      "layer_norm_epsilon": cfg.norm_eps, "feed_forward_proj": cfg.feed_forward,
+      "dense_act_fn": convert.T5_FEED_FORWARD[cfg.feed_forward][0],
+      "is_gated_act": convert.T5_FEED_FORWARD[cfg.feed_forward][1],
       # false: untied lm_head, no d_model**-0.5 (v1.1); true: tied and scaled (v1.0).
       "tie_word_embeddings": cfg.tie_embeddings, "is_encoder_decoder": True,
       "dropout_rate": 0.0, "decoder_start_token_id": PAD_ID, "pad_token_id": PAD_ID,

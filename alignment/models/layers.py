@@ -122,10 +122,12 @@ class Unembed(nn.Module):
 
 
 class MLP(nn.Module):
-  """Gated MLP: wo(act(wi_0 x) * wi_1 x); gelu (tanh) for T5.1.1, silu for Llama."""
+  """Gated MLP: wo(act(wi_0 x) * wi_1 x); gelu (tanh) for T5.1.1, silu for Llama.
+  Ungated (`gated=False`): wo(act(wi x)), original T5's relu MLP."""
 
   hidden: int
   activation: str = "gelu"
+  gated: bool = True
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
@@ -133,17 +135,19 @@ class MLP(nn.Module):
   def __call__(self, x_bld: Array) -> Array:
     d = x_bld.shape[-1]
     init = _fan_in_normal(1.0, (0,))
-    wi_0 = self.param("wi_0", param_with_axes(init, ("embed", "mlp")),
-                      (d, self.hidden), self.param_dtype)
-    wi_1 = self.param("wi_1", param_with_axes(init, ("embed", "mlp")),
-                      (d, self.hidden), self.param_dtype)
+    # Parameters are created in a fixed order (wi_0, wi_1, wo): it sets their
+    # initial values.
+    wi_names = ("wi_0", "wi_1") if self.gated else ("wi",)
+    wis = [self.param(name, param_with_axes(init, ("embed", "mlp")), (d, self.hidden),
+                      self.param_dtype) for name in wi_names]
     wo = self.param("wo", param_with_axes(init, ("mlp", "embed")),
                     (self.hidden, d), self.param_dtype)
     act = {"gelu": lambda v: jax.nn.gelu(v, approximate=True),
-           "silu": jax.nn.silu}[self.activation]
-    gate_blf = act(jnp.einsum("bld,df->blf", x_bld, wi_0.astype(self.dtype)))
-    up_blf = jnp.einsum("bld,df->blf", x_bld, wi_1.astype(self.dtype))
-    h_blf = constrain(gate_blf * up_blf, (BATCH, LENGTH, HIDDEN))
+           "silu": jax.nn.silu, "relu": jax.nn.relu}[self.activation]
+    h_blf = act(jnp.einsum("bld,df->blf", x_bld, wis[0].astype(self.dtype)))
+    if self.gated:
+      h_blf = h_blf * jnp.einsum("bld,df->blf", x_bld, wis[1].astype(self.dtype))
+    h_blf = constrain(h_blf, (BATCH, LENGTH, HIDDEN))
     out_bld = jnp.einsum("blf,fd->bld", h_blf, wo.astype(self.dtype))
     return constrain(out_bld, (BATCH, LENGTH, EMBED))
 

@@ -29,6 +29,8 @@ def _hf_logits(hf, batch):
 
 MODELS = {
     "flan_t5": (hf_models.tiny_hf_flan_t5, transformers.T5ForConditionalGeneration),
+    "original_t5": (lambda: hf_models.tiny_hf_t5(seed=2, original=True),
+                    transformers.T5ForConditionalGeneration),
     "llama3_rope_tied": (lambda: hf_models.tiny_hf_llama(
         seed=5, tie=True, initializer_range=0.2, rope_parameters=hf_models.LLAMA3_ROPE),
                          transformers.LlamaForCausalLM),

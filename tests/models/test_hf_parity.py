@@ -21,11 +21,13 @@ def _zoo_greedy(cfg, params, prompt, pmask, t, eos_id):
   return np.asarray(out.tokens)
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_t5_logits_match_hf(tie):
-  hf = hf_models.tiny_hf_t5(tie=tie)
+@pytest.mark.parametrize("original", [False, True])
+def test_t5_logits_match_hf(original):
+  """T5 v1.1 (gated-GELU, unscaled) and original T5 (ReLU, tied and scaled)."""
+  hf = hf_models.tiny_hf_t5(original=original)
   cfg, params = hf_models.to_zoo(hf)
-  assert cfg.tie_embeddings == tie and hf.config.scale_decoder_outputs == tie
+  assert cfg.tie_embeddings == original == hf.config.scale_decoder_outputs
+  assert cfg.feed_forward == ("relu" if original else "gated-gelu")
   prompt, pmask, response, rmask = hf_models.batch(0, lp=7)
   theirs = hf_models.hf_t5_logits(hf, prompt, pmask, response)
   hf_models.assert_logits_match(hf_models.zoo_logits(cfg, params, prompt, pmask, response, rmask), theirs, rmask)
@@ -122,8 +124,10 @@ _LLAMA = {"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2, "vo
 
 
 @pytest.mark.parametrize("config,match", [
-    ({"model_type": "t5", "feed_forward_proj": "relu"}, "feed_forward_proj='relu'"),
+    ({"model_type": "t5", "feed_forward_proj": "gated-relu"}, "feed_forward_proj='gated-relu'"),
     (hf_models.flan_t5_config(dense_act_fn="gelu"), "dense_act_fn='gelu'"),
+    ({"model_type": "t5", "feed_forward_proj": "relu", "is_gated_act": True},
+     "is_gated_act=True"),
     ({"model_type": "gpt2"}, "model_type='gpt2'"),
     # The silent wrong conversion: transformers 5 keeps scaling in rope_parameters.
     (dict(_LLAMA, rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}),
