@@ -166,3 +166,30 @@ def test_llama3_rope_read_from_either_key():
   a, b = convert.config_from_hf(old), convert.config_from_hf(new)
   assert a == b and a.rope_type == "llama3" and a.rope_theta == 5e5
   assert a.rope_llama3 == (8.0, 1.0, 4.0, 32.0)
+
+
+# Released config.json files (abridged only of keys the converter ignores).
+LLAMA_3_2_1B = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "head_dim": 64,
+    "hidden_act": "silu", "hidden_size": 2048, "intermediate_size": 8192,
+    "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": True, "vocab_size": 128256}
+QWEN2_5_0_5B = {
+    "architectures": ["Qwen2ForCausalLM"], "hidden_act": "silu", "hidden_size": 896,
+    "intermediate_size": 4864, "max_position_embeddings": 32768, "max_window_layers": 24,
+    "model_type": "qwen2", "num_attention_heads": 14, "num_hidden_layers": 24,
+    "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+    "sliding_window": 32768, "tie_word_embeddings": True, "use_sliding_window": False,
+    "vocab_size": 151936}
+
+
+def test_released_configs_convert_to_the_zoo():
+  from alignment.models import zoo  # pylint: disable=g-import-not-at-top
+  assert convert.config_from_hf(LLAMA_3_2_1B) == zoo.get("llama-1b")
+  qwen = convert.config_from_hf(QWEN2_5_0_5B)
+  assert (qwen.qkv_bias, qwen.out_bias, qwen.rope_type, qwen.rope_theta, qwen.head_dim) == (
+      True, False, "default", 1e6, 64)
