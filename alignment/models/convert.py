@@ -60,7 +60,7 @@ def t5_config_from_hf(hf: Mapping[str, Any], where: str = "config.json") -> T5Co
     if hf.get(key, ok) != ok:
       raise ConversionError(f"{where}: {key}={hf[key]!r}; with feed_forward_proj={proj!r} "
                             f"only {ok!r} is supported")
-  return T5Config(feed_forward=proj,
+  return T5Config(
       vocab_size=_need(hf, "vocab_size", where), d_model=_need(hf, "d_model", where),
       num_heads=_need(hf, "num_heads", where), head_dim=_need(hf, "d_kv", where),
       d_ff=_need(hf, "d_ff", where), num_encoder_layers=_need(hf, "num_layers", where),
@@ -68,7 +68,7 @@ def t5_config_from_hf(hf: Mapping[str, Any], where: str = "config.json") -> T5Co
       relative_buckets=hf.get("relative_attention_num_buckets", 32),
       relative_max_distance=hf.get("relative_attention_max_distance", 128),
       norm_eps=hf.get("layer_norm_epsilon", 1e-6),
-      tie_embeddings=_t5_scales_logits(hf))
+      tie_embeddings=_t5_scales_logits(hf), feed_forward=proj)
 
 
 def _t5_scales_logits(hf: Mapping[str, Any]) -> bool:
