@@ -303,7 +303,7 @@ def load_model_config(path: str):
     arch = d.pop("architecture")
     cls = {"t5": T5Config, "decoder": DecoderConfig}[arch]
     return cls(**d)
-  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+  except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
     raise CheckpointError(f"{path}: not a model config: {e}") from None
 
 
