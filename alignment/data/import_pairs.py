@@ -306,8 +306,8 @@ def read_metadata(directory: str) -> dict:
         "%s: imported before imports carried checksums: read unverified (import it again "
         "to have it checked)", directory)
   elif bad:
-    from alignment.data import stream  # pylint: disable=g-import-not-at-top
-    where = stream.damaged_record(bad[0]) if bad[0].endswith(RECORDS) else ""
+    from alignment.data import tfrecords  # pylint: disable=g-import-not-at-top
+    where = tfrecords.damaged_record(bad[0]) if bad[0].endswith(RECORDS) else ""
     raise BadInput(f"{bad[0]}: missing or contents do not match {files.CHECKSUMS}{where}: "
                    "the file was truncated or altered; import the pairs again")
   try:

@@ -68,6 +68,7 @@ from alignment import faults, files, sharding
 from alignment.data import batches
 from alignment.data import pipeline
 from alignment.data.tf_setup import tf
+from alignment.data.tfrecords import damaged_record
 
 META = "stream.json"
 FORMAT = 1
@@ -93,20 +94,6 @@ def _sha256_file(path: str) -> str:
 def _meta_checksum(meta: dict) -> str:
   body = {k: v for k, v in meta.items() if k != "checksum"}
   return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def damaged_record(path: str) -> str:
-  """Where TFRecord's framing finds a file damaged: ', record N (...)', else a count
-  of the whole records it holds."""
-  n = 0
-  try:
-    for _ in tf.data.TFRecordDataset(path).as_numpy_iterator():
-      n += 1
-  except (tf.errors.DataLossError, tf.errors.OutOfRangeError) as e:
-    why = "truncated" if "truncated" in str(e).lower() else "corrupted"
-    return f", record {n + 1} ({why}; records 1-{n} are whole)" if n else \
-        f", record 1 ({why})"
-  return f" ({n} whole records; a part is missing or altered)"
 
 
 def verify_chunk(path: str) -> bool:
