@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Callable, Optional
 
 import numpy as np
@@ -254,6 +255,12 @@ class Context:
   def arm_of(self, mode: str, group: str = "fig1", algorithm: str = "ipo") -> list[str]:
     return sorted({r["arm"] for r in self.runs if r["group"] == group and r["mode"] == mode
                    and r["algorithm"] == algorithm and r["arm"] in self.data})
+
+
+def arm_order(names) -> list[str]:
+  """Arm names sorted with their numbers as numbers (stale4 before stale16)."""
+  return sorted(names, key=lambda name: [(0, int(t), "") if t.isdigit() else (1, 0, t)
+                                         for t in re.split(r"(\d+)", name) if t])
 
 
 def _finding(fid: int, text: str, parts: list[dict], numbers: dict, gate: dict,
@@ -626,7 +633,7 @@ def comparisons(ctx: Context, group: str) -> dict:
   if ctx.boot is None or not online:
     return {}
   out = {}
-  for arm in sorted({r["arm"] for r in ctx.runs if r["group"] == group and r["arm"] in ctx.data}):
+  for arm in arm_order({r["arm"] for r in ctx.runs if r["group"] == group and r["arm"] in ctx.data}):
     out[arm] = {
         "peak_minus_online_ipo": ctx.value(lambda a=arm: ctx.peak(a) - ctx.peak(online[0])),
         "envelope_minus_online_ipo": ctx.value(lambda a=arm: stats.envelope_gap(
@@ -709,7 +716,7 @@ def _write(study, workdir: str, stages, out: str) -> dict:
   faults.hit("report", "", path=os.path.join(workdir, "results.json"))
   plots = []
   groups = [g for g in GROUP_TITLES if any(r["group"] == g for r in runs)]
-  arms_in = lambda g: sorted({r["arm"] for r in runs if r["group"] == g and r["arm"] in ctx.data})
+  arms_in = lambda g: arm_order({r["arm"] for r in runs if r["group"] == g and r["arm"] in ctx.data})
   fig1_online = ctx.arm_of("online")[:1]
   for g in groups:
     arms = arms_in(g)

@@ -301,3 +301,11 @@ def test_a_stage_stopped_by_sigterm_is_not_marked_done(tmp_path, monkeypatch):
   with pytest.raises(study.Preempted, match="SIGTERM in stage online_ipo_s0"):
     study.run_stage(str(tmp_path), stage, "hash")
   assert not os.path.exists(tmp_path / "online_ipo_s0" / "STAGE.json")
+
+
+def test_arms_are_listed_with_their_numbers_as_numbers():
+  from alignment import report  # pylint: disable=g-import-not-at-top
+  names = ["online_ipo_stale16", "online_ipo_stale4", "online_ipo", "online_ipo_stale64",
+           "online_ipo_stale1"]
+  assert report.arm_order(names) == ["online_ipo", "online_ipo_stale1", "online_ipo_stale4",
+                                     "online_ipo_stale16", "online_ipo_stale64"]
