@@ -25,6 +25,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from typing import Callable, Optional
 
 import numpy as np
@@ -554,7 +555,7 @@ def _save(fig, ax, path: str, title: str, xlabel: str, ylabel: str, log_x: bool 
     ax.axvline(vline, color="grey", lw=0.5)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_title(title)
+  ax.set_title(textwrap.fill(title, 72), fontsize=10)  # long titles wrap, never cut
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
