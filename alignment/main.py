@@ -10,7 +10,9 @@ complete checkpoint in DIR.
 
 User errors (a bad config, bad data, an unusable checkpoint) and a NaN/Inf in
 training end with one line on stderr naming the key, file, record or step,
-and exit status 2; no traceback.
+and exit status 2; no traceback. In a multi-process run, a process that dies
+(or stops responding) is named in one line by the others, which exit with
+status 3 (`distributed.EXIT_LOST`): rerunning the same command resumes.
 """
 from __future__ import annotations
 
@@ -88,9 +90,13 @@ def main(argv, overrides=()):
     distributed.initialize()  # a no-op unless ALIGNMENT_* is set or on a TPU VM
     config = load_config(_CONFIG.value, _GIN.value, overrides)
     run(config, _WORKDIR.value)
+    distributed.finished()
   except (*user_errors(), distributed.DistributedError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except Exception:
+    distributed.wait_for_lost_peer()  # a dead peer's broken collective: name the peer
+    raise
 
 
 if __name__ == "__main__":
