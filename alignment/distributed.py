@@ -8,11 +8,14 @@ One process per host (TPU VM worker, GPU node, or a CPU process in tests).
   ALIGNMENT_PROCESS_ID     this process's index
   ALIGNMENT_LOCAL_DEVICES  optional comma-separated local device ids
   ALIGNMENT_INIT_TIMEOUT   seconds to wait for all processes (default 120)
+  ALIGNMENT_HEARTBEAT_TIMEOUT  seconds after which a silent peer counts as lost
+                           (default 30; see "a lost process" below)
 
 On a Cloud TPU VM none is needed: `jax.distributed.initialize()` discovers the
 slice from the TPU metadata. On CPU the collectives go through gloo. A missing
 process or an unreachable coordinator ends with a `DistributedError` naming
-the coordinator and the timeout, not a hang.
+the coordinator and the timeout, not a hang; a process lost later is named in
+one line by the others, which exit with status 3 (EXIT_LOST).
 
 After initialisation every process runs the same program; each reads only its
 shard of the data (`process_index`/`process_count`, used by alignment.data) and
@@ -205,6 +208,10 @@ def _lost_line(who: str) -> str:
           "resume")
 
 
+_BEATS = "alignment/beat/"
+_DONE = "done"
+
+
 class _Watchdog(threading.Thread):
   """Beats for this process and watches the others' beats (a daemon thread)."""
 
@@ -227,8 +234,8 @@ class _Watchdog(threading.Thread):
         failing_since = None
       except Exception:  # pylint: disable=broad-except  (the coordinator does not answer)
         failing_since = failing_since or now
-        if now - failing_since > min(self.timeout, 5 * self.period):
-          lost("process 0 of %d (the coordinator)" % self.n)
+        if self.me != 0 and now - failing_since > min(self.timeout, 5 * self.period):
+          lost(f"process 0 of {self.n} (the coordinator)")
         time.sleep(self.period)
         continue
       for i in range(self.n):
@@ -242,10 +249,6 @@ class _Watchdog(threading.Thread):
       time.sleep(self.period)
 
 
-_BEATS = "alignment/beat/"
-_DONE = "done"
-
-
 def finished():
   """This process ended its work normally: its peers stop watching its beats."""
   if jax.process_count() > 1:
@@ -255,7 +258,8 @@ def finished():
           f"{_BEATS}{jax.process_index()}", _DONE, allow_overwrite=True)
     except Exception:  # pylint: disable=broad-except  (the coordinator has gone already)
       pass
-_lost_event = threading.Event()  # never set: waiting on it is a sleep that lost() cuts short
+
+
 _abort_handler = []  # keeps the ctypes callback alive
 
 
@@ -263,7 +267,8 @@ def _on_abort_name_the_coordinator(coordinator: str, num_processes: int):
   """When the coordinator (process 0, which hosts the coordination service) dies,
   jaxlib aborts the other processes at once from a C++ thread (its error poll
   fails): no Python code runs, only SIGABRT handlers. This one names the lost
-  coordinator when it no longer accepts connections, then aborts as before."""
+  coordinator when it no longer accepts connections, then aborts as before. (The
+  handler runs Python: it takes the GIL, which JAX releases while it waits.)"""
   import ctypes  # pylint: disable=g-import-not-at-top
   libc = ctypes.CDLL(None)
   host, _, port = coordinator.rpartition(":")
@@ -295,8 +300,8 @@ def lost(who: str):
 def wait_for_lost_peer():
   """After an error in a multi-process run: gives the watchdog time to name a lost
   peer (which ends the process) before the error itself is reported."""
-  if jax.process_count() > 1 and not _lost_event.is_set():
-    _lost_event.wait(heartbeat_timeout() + 5)
+  if jax.process_count() > 1:
+    time.sleep(heartbeat_timeout() + 5)
 
 
 def is_main() -> bool:

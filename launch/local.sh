@@ -46,7 +46,7 @@ remaining=("${pids[@]}")
 status=0
 while ((${#remaining[@]} > 0)); do
   ended=""
-  wait -n -p ended "${remaining[@]}"
+  wait -n -p ended "${remaining[@]}" 2>/dev/null  # (bash's own "Killed" notice: said below)
   rc=$?
   [ -n "$ended" ] || break
   left=()
