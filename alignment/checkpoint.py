@@ -63,6 +63,13 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
+  def newest_complete_step(self) -> Optional[int]:
+    """The newest step whose save finished on every process, read from the directory
+    (safe from any thread; a save still in flight is not counted)."""
+    steps = ocp.path.step.checkpoint_steps(self.directory) \
+        if epath.Path(self.directory).exists() else []
+    return max(steps) if steps else None
+
   # -- save ------------------------------------------------------------------
   def save(self, step: int, state: Any, data_state: dict | None = None,
            meta: dict | None = None, force: bool = True) -> bool:

@@ -1,7 +1,7 @@
 """Fault injection for the reliability tests: kill, signal or poison a run at a named point.
 
 Off unless the environment variable ALIGNMENT_FAULT is set, as
-`<action>@<point>:<step>` (comma-separated for several), e.g.
+`<action>@<point>:<step>[/p<index>]` (comma-separated for several), e.g.
 
   kill@after_step:7            SIGKILL right after train step 7 returns
   kill@during_checkpoint:10    SIGKILL while the checkpoint of step 10 is being
@@ -16,6 +16,8 @@ Off unless the environment variable ALIGNMENT_FAULT is set, as
                                written: checkpoint:<step> (the save of that step),
                                stream:<first step> (a chunk), export, report, import
                                (without ":<where>" a point fires every time)
+  kill@after_step:4/p1         only process 1 of a multi-process run is killed (the
+                               others must notice: alignment.distributed's watchdog)
 
 Production code calls `hit(point, where)` at those points; with the variable
 unset it is a dictionary lookup that returns False.
@@ -34,10 +36,18 @@ def _parse() -> dict[tuple[str, str], str]:
   spec = os.environ.get(_ENV, "")
   out = {}
   for item in filter(None, (x.strip() for x in spec.split(","))):
+    item, _, process = item.partition("/p")
+    if process and int(process) != _process_index():
+      continue  # planned for another process
     action, _, rest = item.partition("@")
     point, colon, where = rest.partition(":")
     out[(point, where if colon else "*")] = action
   return out
+
+
+def _process_index() -> int:
+  import jax  # pylint: disable=g-import-not-at-top  (only when a process is named)
+  return jax.process_index()
 
 
 def planned(point: str, where="") -> str:

@@ -12,7 +12,9 @@ User errors (a bad config, bad or damaged data, an unusable checkpoint, a
 workdir held by another run), a NaN/Inf in training and a full disk end with
 one line on stderr naming the key, file, record, step or lock holder, and exit
 status 2; no traceback. `run` holds the workdir's lock (`alignment.lock`)
-while it writes there.
+while it writes there. In a multi-process run, a process that dies
+(or stops responding) is named in one line by the others, which exit with
+status 3 (`distributed.EXIT_LOST`): rerunning the same command resumes.
 """
 from __future__ import annotations
 
@@ -107,12 +109,14 @@ def main(argv, overrides=()):
     distributed.initialize()  # a no-op unless ALIGNMENT_* is set or on a TPU VM
     config = load_config(_CONFIG.value, _GIN.value, overrides)
     run(config, _WORKDIR.value)
+    distributed.finished()
   except distributed.DistributedError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   except Exception as e:  # pylint: disable=broad-except
     line = error_line(e)
     if line is None:
+      distributed.wait_for_lost_peer()  # a dead peer's broken collective: name the peer
       raise
     print(line, file=sys.stderr)
     sys.exit(2)

@@ -171,9 +171,11 @@ class Run:
     self._last = time.perf_counter()
     self.last_metrics: dict[str, float] = {}
     self.stopped_early = False
+    distributed.note_progress(start_step, ckpt.newest_complete_step)
 
   def end_of_step(self, step: int, state, metrics, data_state: dict,
                   extra: Optional[Mapping[str, float]] = None) -> bool:
+    distributed.note_progress(step)  # named if a peer process is lost
     faults.hit("after_step", step)
     m = {k: float(v) for k, v in distributed.to_host(dict(metrics)).items()}
     if extra:
