@@ -27,10 +27,16 @@ an error with --on_long=error (the default) or is cut with --on_long=truncate:
 prompts keep their LAST tokens (the text nearest the response), responses
 their FIRST tokens (without EOS, as batches.py allows for cut responses).
 
-Output: DIR/pairs.tfrecord (texts and token ids) and DIR/metadata.json, built
-in a temporary directory beside DIR and renamed into place, so DIR is either
-complete or absent. Train on it with `--config.data.task=DIR` (any task key
-takes an import directory, or its name when ALIGNMENT_TASK_DIRS lists it:
+Output: DIR/pairs.tfrecord (texts and token ids), DIR/metadata.json and
+DIR/SHA256SUMS (their checksums), built in a temporary directory beside DIR
+and renamed into place, so DIR is either complete or absent (a failed write, a
+full disk, removes the temporary directory and leaves an older DIR as it was).
+Reading DIR (`read_metadata`, `register_imported`) checks the checksums first:
+a truncated or altered file is refused naming it (and the damaged record,
+where TFRecord's framing finds it). A DIR imported before checksums is read
+with a one-line warning that it is unverified; import it again to have it
+checked. Train on it with `--config.data.task=DIR` (any task key takes an
+import directory, or its name when ALIGNMENT_TASK_DIRS lists it:
 `tasks.resolve`). `register_imported(DIR)` registers the seqio tasks <name>
 ({prompt, chosen, rejected}, split "train") and <name>_prompts, and returns
 <name>; read them with `pipeline.make_iterator(name, "train", "pairs", ...,
@@ -44,13 +50,17 @@ unknown format.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
 from typing import Any, Iterator, Sequence
+
+from alignment import faults, files
 
 FORMATS = ("jsonl", "tldr", "hh")
 HH_MARKER = "\n\nAssistant:"
@@ -281,6 +291,8 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
     }
     with open(os.path.join(tmp, META), "w") as f:
       json.dump(meta, f, indent=1, sort_keys=True)
+    files.write_checksums(tmp, [RECORDS, META])
+    faults.hit("import", "", path=os.path.join(tmp, RECORDS))
     if os.path.exists(output_dir):
       old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=parent)
       os.replace(output_dir, os.path.join(old, "d"))
@@ -302,12 +314,23 @@ META_KEYS = ("name", "vocab", "num_records", "max_prompt_tokens", "max_response_
 
 
 def read_metadata(directory: str) -> dict:
-  """The directory's metadata, checked: a missing or malformed import is one BadInput."""
+  """The directory's metadata, checked: every file against SHA256SUMS, then the
+  metadata's keys; a missing, malformed or damaged import is one BadInput."""
   path = os.path.join(directory, META)
   if not os.path.isdir(directory):
     raise BadInput(f"{directory}: no such directory")
   if not os.path.exists(path):
     raise BadInput(f"{directory}: no {META}; not a directory written by import_pairs")
+  bad = files.damaged_checksums(directory)
+  if bad is None:
+    logging.getLogger("alignment").warning(
+        "%s: imported before imports carried checksums: read unverified (import it again "
+        "to have it checked)", directory)
+  elif bad:
+    from alignment.data import tfrecords  # pylint: disable=g-import-not-at-top
+    where = tfrecords.damaged_record(bad[0]) if bad[0].endswith(RECORDS) else ""
+    raise BadInput(f"{bad[0]}: missing or contents do not match {files.CHECKSUMS}{where}: "
+                   "the file was truncated or altered; import the pairs again")
   try:
     with open(path) as f:
       meta = json.load(f)
@@ -379,6 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                        name=args.name, overwrite=args.overwrite)
   except BadInput as e:
     print(f"import_pairs: error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    print(f"import_pairs: error: no space left on device (writing {e.filename}): nothing "
+          f"was imported{' and ' + args.output + ' is as it was' if args.overwrite else ''}; "
+          "free space and run it again", file=sys.stderr)
     return 2
   print(f"imported {meta['num_records']} pairs from {args.input} into {args.output} "
         f"(task {meta['name']}; truncated {meta['truncated']})")
