@@ -16,10 +16,13 @@ checkpoints (e.g. the SFT policy for alignment); else fresh initialisation.
 
 Orbax writes each step into a temporary directory and renames it when
 complete, so a killed save never looks like a finished checkpoint; saves can
-run asynchronously while training continues (`wait()` joins them).
+run asynchronously while training continues (`wait()` joins them). A save
+that fails (a full disk: OSError ENOSPC) removes what it wrote of its step
+before the error goes on, so the previous checkpoint stays the newest.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -60,24 +63,56 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
+  def newest_complete_step(self) -> Optional[int]:
+    """The newest step whose save finished on every process, read from the directory
+    (safe from any thread; a save still in flight is not counted)."""
+    steps = ocp.path.step.checkpoint_steps(self.directory) \
+        if epath.Path(self.directory).exists() else []
+    return max(steps) if steps else None
+
   # -- save ------------------------------------------------------------------
   def save(self, step: int, state: Any, data_state: dict | None = None,
            meta: dict | None = None, force: bool = True) -> bool:
-    """Saves asynchronously (if enabled); the state's checksum goes into meta."""
+    """Saves asynchronously (if enabled); the state's checksum goes into meta. A save
+    that fails leaves nothing of its step behind."""
     meta = dict(meta or {}, checksum=tree_checksum(state))
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state or {}),
         meta=ocp.args.JsonSave(meta))
-    saved = self._manager.save(int(step), args=args, force=force)
-    faults.hit("during_checkpoint", int(step))
+    try:
+      saved = self._manager.save(int(step), args=args, force=force)
+      faults.hit("during_checkpoint", int(step))
+      faults.hit("checkpoint", int(step), path=os.path.join(self.directory, str(step)))
+    except Exception:
+      self._discard_unfinished(int(step))
+      raise
     return saved
 
+  def _discard_unfinished(self, step: Optional[int] = None) -> None:
+    """Removes the remains of failed saves: every temporary step directory, and
+    `step` itself (its save raised, so it is not trusted even if it completed)."""
+    with contextlib.suppress(Exception):
+      self._manager.wait_until_finished()
+    if step is not None and step in self._manager.all_steps():
+      with contextlib.suppress(Exception):
+        self._manager.delete(step)
+    if jax.process_index() != 0:
+      return
+    for d in epath.Path(self.directory).iterdir():
+      if ".orbax-checkpoint-tmp" in d.name or (step is not None and d.name == str(step)):
+        d.rmtree(missing_ok=True)
+    self._manager.reload()
+
   def wait(self):
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception:  # an async save failed (a full disk): drop its remains
+      self._discard_unfinished()
+      raise
 
   def close(self):
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
   # -- restore ---------------------------------------------------------------
@@ -184,19 +219,28 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
 
 
 def export_params(params: Any, model_cfg: Any, output: str):
-  """Writes <output>/params and <output>/model_config.json atomically."""
+  """Writes <output>/params and <output>/model_config.json atomically: built in
+  <output>.tmp and renamed; if writing fails (a full disk), the temporary
+  directory is removed and an older <output> is left as it was."""
   output = absolute(output)
   tmp = output + ".tmp"
   if jax.process_index() == 0 and epath.Path(tmp).exists():
     epath.Path(tmp).rmtree()
   distributed.barrier("export_params:clean")  # every process writes its shards below
-  with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(os.path.join(tmp, "params"), params)
+  try:
+    with ocp.StandardCheckpointer() as ckpt:
+      ckpt.save(os.path.join(tmp, "params"), params)
+    if jax.process_index() == 0:
+      files.write_json(os.path.join(tmp, "model_config.json"),
+                       {"architecture": model_cfg.architecture,
+                        **{k: v for k, v in dataclasses.asdict(model_cfg).items()
+                           if k != "architecture"}})
+      faults.hit("export", "", path=os.path.join(tmp, "model_config.json"))
+  except Exception:
+    if jax.process_index() == 0:
+      epath.Path(tmp).rmtree(missing_ok=True)
+    raise
   if jax.process_index() == 0:
-    files.write_json(os.path.join(tmp, "model_config.json"),
-                     {"architecture": model_cfg.architecture,
-                      **{k: v for k, v in dataclasses.asdict(model_cfg).items()
-                         if k != "architecture"}})
     if epath.Path(output).exists():
       epath.Path(output).rmtree()
     epath.Path(tmp).rename(output)
@@ -266,7 +310,7 @@ def load_model_config(path: str):
     arch = d.pop("architecture")
     cls = {"t5": T5Config, "decoder": DecoderConfig}[arch]
     return cls(**d)
-  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+  except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
     raise CheckpointError(f"{path}: not a model config: {e}") from None
 
 

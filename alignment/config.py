@@ -33,6 +33,13 @@ DTYPES = ("float32", "bfloat16", "float16")
 class ConfigError(ValueError):
   """A user error in a config: one message naming the key and what is wrong."""
 
+  def __init__(self, message: str):
+    # The value quoted in it may be an override's whole text: keep the key (first) and the
+    # advice (last), cut the middle.
+    if len(message) > 400:
+      message = f"{message[:280]} ... ({len(message)} characters) ... {message[-80:]}"
+    super().__init__(message)
+
 
 # ---------------------------------------------------------------------------
 # Sections
@@ -199,6 +206,8 @@ def load(spec: str) -> ConfigDict:
     raise ConfigError(f"{path}: no such config file")
   module_spec = importlib.util.spec_from_file_location(
       "_config_" + os.path.basename(path).removesuffix(".py"), path)
+  if module_spec is None:  # a directory, or a file not named .py
+    raise ConfigError(f"{path}: not a Python config file (configs/<exp>.py)")
   module = importlib.util.module_from_spec(module_spec)
   try:
     module_spec.loader.exec_module(module)
@@ -222,8 +231,8 @@ def _parse_value(text: str) -> Any:
     return text == "true"
   try:
     return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
+  except (ValueError, SyntaxError, MemoryError, RecursionError):  # the last two: the parser's
+    return text                                                   # stack, e.g. "-" * 10**5
 
 
 def apply_overrides(config: ConfigDict, overrides: Iterable[str], where: str = "override"):
@@ -249,10 +258,13 @@ def set_key(config: ConfigDict, dotted: str, value: Any, where: str):
     raise ConfigError(f"{where}: config has no key {dotted!r} (known here: {known})")
   old = node[leaf]
   if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-    value = float(value)
+    try:
+      value = float(value)
+    except OverflowError:  # an integer of over 308 digits
+      raise ConfigError(f"{where}: {dotted}={value}: too large for a float") from None
   if isinstance(old, (list, tuple)) and isinstance(value, (list, tuple)):
     value = type(old)(value)
-  if old is not None and value is not None and type(old) is not type(value):
+  if old is not None and type(old) is not type(value):  # None too: checks compare numbers
     raise ConfigError(f"{where}: {dotted} must be {type(old).__name__}, "
                       f"got {value!r} ({type(value).__name__})")
   try:
@@ -269,12 +281,15 @@ def set_key(config: ConfigDict, dotted: str, value: Any, where: str):
 def from_gin(path: str) -> ConfigDict:
   """The typed config a gin experiment file describes (see the module docstring)."""
   import gin  # pylint: disable=g-import-not-at-top
+  import tokenize  # pylint: disable=g-import-not-at-top  (gin's parser raises its TokenError)
   from gin import config_parser  # pylint: disable=g-import-not-at-top
   try:
     with open(path) as f:
       text = f.read()
   except OSError as e:
     raise ConfigError(f"{path}: {e}") from None
+  except UnicodeDecodeError as e:
+    raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
   bindings: list[tuple[str, str, Any, int]] = []
   macros: dict[str, Any] = {}
 
@@ -300,25 +315,41 @@ def from_gin(path: str) -> ConfigDict:
         macros[statement.selector] = statement.value
       else:
         bindings.append((statement.selector, statement.arg_name, statement.value, line))
-  except SyntaxError as e:
-    raise ConfigError(f"{path}: gin syntax error: {e}") from None
+  except ConfigError as e:  # the Delegate's, to which gin adds lines quoting the binding
+    first, *more = str(e).split("\n")
+    raise ConfigError(f"{first} ({more[0].strip()})" if more else first) from None
+  except SyntaxError as e:  # gin's messages may quote lines: one line here
+    raise ConfigError(f"{path}: gin syntax error: {' '.join(str(e).split())}") from None
+  except RecursionError:  # gin's parser recurses into nested lists
+    raise ConfigError(f"{path}: gin syntax error: nested too deeply") from None
+  except tokenize.TokenError as e:  # an unterminated string or bracket: (message, (line, col))
+    raise ConfigError(f"{path}:{e.args[1][0]}: gin syntax error: {e.args[0]}") from None
 
-  def resolve(value, line):
+  def resolve(value, line, seen=()):
     if isinstance(value, Macro):
       if value not in macros:
         raise ConfigError(f"{path}:{line}: macro %{value} is not defined")
-      return resolve(macros[value], line)
+      if value in seen:  # A = %B, B = %A
+        raise ConfigError(f"{path}:{line}: macro %{seen[0]} refers to itself")
+      return resolve(macros[value], line, seen + (value,))
     if isinstance(value, (list, tuple)):
-      return type(value)(resolve(v, line) for v in value)
+      return type(value)(resolve(v, line, seen) for v in value)
     if isinstance(value, dict):
-      return {k: resolve(v, line) for k, v in value.items()}
+      return {k: resolve(v, line, seen) for k, v in value.items()}
     return value
 
   bindings = [(s, k, resolve(v, line), line) for s, k, v, line in bindings]
-  base = [v for s, k, v, _ in bindings if (s, k) == ("base", "config")]
+  base = [(v, line) for s, k, v, line in bindings if (s, k) == ("base", "config")]
   if len(base) != 1:
     raise ConfigError(f"{path}: needs exactly one `base.config = 'configs/<exp>.py:<arg>'`")
-  config = load(_resolve_relative(base[0], path))
+  (spec, line), = base
+  if not isinstance(spec, str):
+    raise ConfigError(f"{path}:{line}: base.config = {repr(spec)[:60]}: expected "
+                      "'configs/<exp>.py:<arg>'")
+  try:
+    config = load(_resolve_relative(spec, path))
+  except ConfigError as e:  # the config file's error, said where the gin file named it
+    raise ConfigError(f"{path}:{line}: base.config: {e}") from None
   for selector, key, value, line in bindings:
     if selector == "base":
       if key != "config":
@@ -454,6 +485,8 @@ def check_eval(e: ConfigDict):
   _check(all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in steps),
          f"config.eval.steps={steps}: must be positive integers")
   if "win_prompts" in e:
+    _check(isinstance(e.batch_size, int) and e.batch_size > 0,
+           f"config.eval.batch_size={e.batch_size!r}: must be a positive integer")
     for key in ("kl_prompts", "win_prompts", "classifier_pairs"):
       _check(e[key] > 0 and e[key] % e.batch_size == 0,
              f"config.eval.{key}={e[key]}: must be a positive multiple of "

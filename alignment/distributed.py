@@ -8,11 +8,14 @@ One process per host (TPU VM worker, GPU node, or a CPU process in tests).
   ALIGNMENT_PROCESS_ID     this process's index
   ALIGNMENT_LOCAL_DEVICES  optional comma-separated local device ids
   ALIGNMENT_INIT_TIMEOUT   seconds to wait for all processes (default 120)
+  ALIGNMENT_HEARTBEAT_TIMEOUT  seconds after which a silent peer counts as lost
+                           (default 30; see "a lost process" below)
 
 On a Cloud TPU VM none is needed: `jax.distributed.initialize()` discovers the
 slice from the TPU metadata. On CPU the collectives go through gloo. A missing
 process or an unreachable coordinator ends with a `DistributedError` naming
-the coordinator and the timeout, not a hang.
+the coordinator and the timeout, not a hang; a process lost later is named in
+one line by the others, which exit with status 3 (EXIT_LOST).
 
 After initialisation every process runs the same program; each reads only its
 shard of the data (`process_index`/`process_count`, used by alignment.data) and
@@ -24,11 +27,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -110,7 +114,8 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
   try:
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id, local_device_ids=local_device_ids,
-                               initialization_timeout=timeout_s + 30)
+                               initialization_timeout=timeout_s + 30,
+                               heartbeat_timeout_seconds=_jax_heartbeat_timeout())
   except Exception as e:  # pylint: disable=broad-except  (jaxlib raises XlaRuntimeError)
     raise DistributedError(
         f"process {process_id} of {num_processes} could not join the coordinator at "
@@ -119,6 +124,9 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
     watchdog.cancel()
   log.info("process %d/%d joined %s: %d local, %d global devices", jax.process_index(),
            jax.process_count(), coordinator, jax.local_device_count(), jax.device_count())
+  _Watchdog(process_id, num_processes).start()
+  if process_id != 0:
+    _on_abort_name_the_coordinator(coordinator, num_processes)
   return True
 
 
@@ -145,6 +153,155 @@ def _give_up(address, timeout_s, process_id, num_processes):
       "same ALIGNMENT_NUM_PROCESSES?\n")
   sys.stderr.flush()
   os._exit(2)  # pylint: disable=protected-access
+
+
+# -- a lost process -------------------------------------------------------------
+# When a process dies, its peers' collectives fail (gloo: "connection closed by
+# peer") or block forever (a host that vanished), and JAX's coordination service
+# aborts the survivors with a C++ fatal error once the dead one misses its
+# heartbeats (jaxlib's Python hook for that, `missed_heartbeat_callback`, cannot
+# convert the status and aborts too). So the processes also beat through the
+# service's key-value store, and a watchdog thread in each notices a peer whose
+# beats stop - or a coordinator that no longer answers - within
+# ALIGNMENT_HEARTBEAT_TIMEOUT seconds, well before JAX's own (longer) timeout;
+# it prints one line naming the lost process and exits with EXIT_LOST. Nothing
+# can recover a collective whose peer is gone: a rerun resumes from the last
+# complete checkpoint.
+
+EXIT_LOST = 3  # a process of the job was lost; rerunning the same command resumes
+
+
+def heartbeat_timeout() -> float:
+  """Seconds without a peer's beat before it counts as lost (ALIGNMENT_HEARTBEAT_TIMEOUT)."""
+  return float(_env_int("ALIGNMENT_HEARTBEAT_TIMEOUT") or 30)
+
+
+def _jax_heartbeat_timeout() -> int:
+  # JAX's own detection ends in an abort: it must come well after ours.
+  return int(2 * heartbeat_timeout() + 30)
+
+
+class _Progress:
+  """What this process last did, for the line that reports a lost peer."""
+  step: Optional[int] = None  # the last step this process finished
+  checkpoints: Optional[Callable[[], Optional[int]]] = None  # -> newest complete step
+
+
+_progress = _Progress()
+
+
+def note_progress(step: int, last_checkpoint: Optional[Callable[[], Optional[int]]] = None):
+  """Records the last finished step (and how to find the newest complete checkpoint)."""
+  _progress.step = step
+  if last_checkpoint is not None:
+    _progress.checkpoints = last_checkpoint
+
+
+def _lost_line(who: str) -> str:
+  where = "" if _progress.step is None else f" (lost at step ~{_progress.step + 1})"
+  try:
+    last = _progress.checkpoints() if _progress.checkpoints else None
+  except Exception:  # pylint: disable=broad-except  (only for the message)
+    last = None
+  ckpt = "no checkpoint yet" if last is None else f"the last checkpoint is step {last}"
+  return (f"error: {who} stopped responding{where}; {ckpt}; rerun the same command to "
+          "resume")
+
+
+_BEATS = "alignment/beat/"
+_DONE = "done"
+
+
+class _Watchdog(threading.Thread):
+  """Beats for this process and watches the others' beats (a daemon thread)."""
+
+  def __init__(self, process_id: int, num_processes: int):
+    super().__init__(name="alignment-watchdog", daemon=True)
+    from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+    self.client = jax_distributed.global_state.client
+    self.me, self.n = process_id, num_processes
+    self.timeout = heartbeat_timeout()
+    self.period = min(1.0, self.timeout / 5)
+
+  def run(self):
+    beats, seen, failing_since = 0, {}, None
+    while True:
+      now = time.monotonic()
+      try:
+        beats += 1
+        self.client.key_value_set(f"{_BEATS}{self.me}", str(beats), allow_overwrite=True)
+        values = dict(self.client.key_value_dir_get(_BEATS))
+        failing_since = None
+      except Exception:  # pylint: disable=broad-except  (the coordinator does not answer)
+        failing_since = failing_since or now
+        if self.me != 0 and now - failing_since > min(self.timeout, 5 * self.period):
+          lost(f"process 0 of {self.n} (the coordinator)")
+        time.sleep(self.period)
+        continue
+      for i in range(self.n):
+        value = values.get(f"{_BEATS}{i}")
+        if i == self.me or value in (None, _DONE):
+          continue  # a peer that has not beaten yet is still starting; one that finished
+        if seen.get(i, (None,))[0] != value:
+          seen[i] = (value, now)
+        elif now - seen[i][1] > self.timeout:
+          lost(f"process {i} of {self.n}")
+      time.sleep(self.period)
+
+
+def finished():
+  """This process ended its work normally: its peers stop watching its beats."""
+  if jax.process_count() > 1:
+    from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+    try:
+      jax_distributed.global_state.client.key_value_set(
+          f"{_BEATS}{jax.process_index()}", _DONE, allow_overwrite=True)
+    except Exception:  # pylint: disable=broad-except  (the coordinator has gone already)
+      pass
+
+
+_abort_handler = []  # keeps the ctypes callback alive
+
+
+def _on_abort_name_the_coordinator(coordinator: str, num_processes: int):
+  """When the coordinator (process 0, which hosts the coordination service) dies,
+  jaxlib aborts the other processes at once from a C++ thread (its error poll
+  fails): no Python code runs, only SIGABRT handlers. This one names the lost
+  coordinator when it no longer accepts connections, then aborts as before. (The
+  handler runs Python: it takes the GIL, which JAX releases while it waits.)"""
+  import ctypes  # pylint: disable=g-import-not-at-top
+  libc = ctypes.CDLL(None)
+  host, _, port = coordinator.rpartition(":")
+
+  def handler(signum):
+    try:
+      with socket.create_connection((host or "localhost", int(port)), timeout=1):
+        pass  # the coordinator is there: some other fatal error
+    except OSError:
+      lost(f"process 0 of {num_processes} (the coordinator)")
+    libc.signal(signum, 0)  # SIG_DFL
+    os.abort()
+
+  callback = ctypes.CFUNCTYPE(None, ctypes.c_int)(handler)
+  _abort_handler.append(callback)
+  libc.signal.restype = ctypes.c_void_p
+  libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+  libc.signal(signal.SIGABRT, ctypes.cast(callback, ctypes.c_void_p))
+
+
+def lost(who: str):
+  """Reports a lost process in one line and ends this one (its collectives cannot
+  complete)."""
+  sys.stderr.write(_lost_line(who) + "\n")
+  sys.stderr.flush()
+  os._exit(EXIT_LOST)  # pylint: disable=protected-access
+
+
+def wait_for_lost_peer():
+  """After an error in a multi-process run: gives the watchdog time to name a lost
+  peer (which ends the process) before the error itself is reported."""
+  if jax.process_count() > 1:
+    time.sleep(heartbeat_timeout() + 5)
 
 
 def is_main() -> bool:

@@ -7,9 +7,13 @@ part. Paths may be local or URLs (gs://...) through etils.epath.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
-from typing import Any, Callable
+import shutil
+import tempfile
+from typing import Any, Callable, Iterator
 
 from etils import epath
 
@@ -28,6 +32,25 @@ def write_atomic(path: str, write: Callable[[Any], None], mode: str = "w") -> No
     if tmp.exists():
       tmp.unlink()
     raise
+
+
+@contextlib.contextmanager
+def staged(directory: str) -> Iterator[str]:
+  """A set of files that appears in `directory` together or not at all (local paths).
+
+  The block writes its files into the yielded temporary directory inside
+  `directory`; when it ends without error they are renamed into place (renames
+  need no new space), otherwise the temporary directory is removed and the old
+  files are left as they were.
+  """
+  os.makedirs(directory, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".staged.tmp-", dir=directory)
+  try:
+    yield tmp
+    for name in sorted(os.listdir(tmp)):
+      os.replace(os.path.join(tmp, name), os.path.join(directory, name))
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path: str, text: str) -> None:
@@ -59,3 +82,36 @@ def read_jsonl(path: str) -> list[dict]:
       except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{n}: not a JSON record ({e.msg})") from None
   return records
+
+
+CHECKSUMS = "SHA256SUMS"
+
+
+def sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with epath.Path(path).open("rb") as f:
+    while block := f.read(1 << 22):
+      h.update(block)
+  return h.hexdigest()
+
+
+def write_checksums(directory: str, names: list[str]) -> None:
+  """<directory>/SHA256SUMS for the named files, in `sha256sum` format (so
+  `cd DIR && sha256sum -c SHA256SUMS` checks them too)."""
+  write_text(os.path.join(directory, CHECKSUMS), "".join(
+      f"{sha256(os.path.join(directory, n))}  {n}\n" for n in sorted(names)))
+
+
+def damaged_checksums(directory: str) -> list[str] | None:
+  """The files of <directory>/SHA256SUMS that are missing or do not match it; None
+  when the directory has no SHA256SUMS (written before checksums)."""
+  path = epath.Path(directory, CHECKSUMS)
+  if not path.exists():
+    return None
+  bad = []
+  for line in path.read_text().splitlines():
+    digest, _, name = line.partition("  ")
+    target = os.path.join(directory, name)
+    if not name or not epath.Path(target).exists() or sha256(target) != digest:
+      bad.append(target if name else f"{path} ({line!r})")
+  return bad

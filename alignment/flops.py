@@ -28,16 +28,17 @@ def t5_forward(cfg: T5Config, prompts: int, prompt_len: int, responses: int,
     `encoder_rows`).
   Returns the parts and their "total".
   """
-  d, hk, f, v = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.d_ff, cfg.vocab_size
+  d, hk, v = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.vocab_size
+  mlp = (2 if cfg.feed_forward == "relu" else 3) * d * cfg.d_ff  # gated: 3 matrices
   enc_rows = prompts if encoder_rows is None else encoder_rows
   kv_rows = enc_rows if cross_kv_rows is None else cross_kv_rows
   lp, lr = prompt_len, response_len
   mac = {
-      # q, k, v, o projections; scores and weighted sum over Lp keys; gated MLP (3 matrices).
-      "encoder": enc_rows * lp * cfg.num_encoder_layers * (4 * d * hk + 2 * lp * hk + 3 * d * f),
+      # q, k, v, o projections; scores and weighted sum over Lp keys; the MLP.
+      "encoder": enc_rows * lp * cfg.num_encoder_layers * (4 * d * hk + 2 * lp * hk + mlp),
       # self-attention (4 projections, Lr keys), cross-attention q and o and its Lp keys, MLP.
       "decoder": responses * lr * cfg.num_decoder_layers * (4 * d * hk + 2 * lr * hk +
-                                                            2 * d * hk + 2 * lp * hk + 3 * d * f),
+                                                            2 * d * hk + 2 * lp * hk + mlp),
       "cross_kv": kv_rows * lp * cfg.num_decoder_layers * 2 * d * hk,
       "lm_head": responses * lr * d * v,
   }

@@ -8,18 +8,25 @@ replace --config: `--gin_file=configs/gin/online_tiny.gin` (see
 eval) comes from `config.experiment`. A run resumes by itself from the newest
 complete checkpoint in DIR.
 
-User errors (a bad config, bad data, an unusable checkpoint) and a NaN/Inf in
-training end with one line on stderr naming the key, file, record or step,
-and exit status 2; no traceback.
+User errors (a bad config, bad or damaged data, an unusable checkpoint, a
+workdir held by another run), a NaN/Inf in training and a full disk end with
+one line on stderr naming the key, file, record, step or lock holder, and exit
+status 2; no traceback. `run` holds the workdir's lock (`alignment.lock`)
+while it writes there. In a multi-process run, a process that dies
+(or stops responding) is named in one line by the others, which exit with
+status 3 (`distributed.EXIT_LOST`): rerunning the same command resumes.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
+from typing import Optional
 
 from absl import app, flags
 
 from alignment import config as config_lib
+from alignment import lock
 
 _CONFIG = flags.DEFINE_string("config", None, "experiment config: configs/<exp>.py:<variant>")
 _GIN = flags.DEFINE_string("gin_file", None, "gin experiment file (instead of --config)")
@@ -40,18 +47,32 @@ def user_errors() -> tuple[type[Exception], ...]:
   from alignment import checkpoint  # pylint: disable=g-import-not-at-top
   from alignment.train import bookkeeping  # pylint: disable=g-import-not-at-top
   errors: list[type[Exception]] = [config_lib.ConfigError, checkpoint.CheckpointError,
-                                   bookkeeping.NonFiniteError]
+                                   bookkeeping.NonFiniteError, lock.LockError]
   from alignment.data import pipeline, stream  # pylint: disable=g-import-not-at-top
   errors += [pipeline.DataStateError, stream.StreamError]
   return tuple(errors)
 
 
+def error_line(e: BaseException) -> Optional[str]:
+  """The one line a user sees for their error or a full disk; None for anything else
+  (a bug, whose traceback is wanted)."""
+  if isinstance(e, user_errors()):
+    return f"error: {e}"
+  if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+    where = f" (writing {e.filename})" if e.filename else ""
+    return (f"error: no space left on device{where}: nothing half-written was kept; free "
+            "space and rerun the same command to continue from the last complete checkpoint")
+  return None
+
+
 def run(config, workdir: str):
-  """Validates the config, then runs the experiment; returns its final metrics."""
+  """Validates the config, takes the workdir's lock, then runs the experiment; returns
+  its final metrics."""
   import jax  # pylint: disable=g-import-not-at-top
   config_lib.validate(config, jax.device_count())
-  module = importlib.import_module(RUNNERS[config.experiment])
-  return module.run(config, workdir)
+  with lock.held(workdir):
+    module = importlib.import_module(RUNNERS[config.experiment])
+    return module.run(config, workdir)
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -88,8 +109,16 @@ def main(argv, overrides=()):
     distributed.initialize()  # a no-op unless ALIGNMENT_* is set or on a TPU VM
     config = load_config(_CONFIG.value, _GIN.value, overrides)
     run(config, _WORKDIR.value)
-  except (*user_errors(), distributed.DistributedError) as e:
+    distributed.finished()
+  except distributed.DistributedError as e:
     print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except Exception as e:  # pylint: disable=broad-except
+    line = error_line(e)
+    if line is None:
+      distributed.wait_for_lost_peer()  # a dead peer's broken collective: name the peer
+      raise
+    print(line, file=sys.stderr)
     sys.exit(2)
 
 

@@ -24,11 +24,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import textwrap
 from typing import Callable, Optional
 
 import numpy as np
 
-from alignment import files, stats
+from alignment import faults, files, stats
 
 POINT_KEYS = ("kl", "golden_win_rate", "golden_win_rate_se", "proxy_win_rate",
               "classifier_accuracy", "chosen_logprob_delta", "mean_response_length",
@@ -254,6 +256,12 @@ class Context:
   def arm_of(self, mode: str, group: str = "fig1", algorithm: str = "ipo") -> list[str]:
     return sorted({r["arm"] for r in self.runs if r["group"] == group and r["mode"] == mode
                    and r["algorithm"] == algorithm and r["arm"] in self.data})
+
+
+def arm_order(names) -> list[str]:
+  """Arm names sorted with their numbers as numbers (stale4 before stale16)."""
+  return sorted(names, key=lambda name: [(0, int(t), "") if t.isdigit() else (1, 0, t)
+                                         for t in re.split(r"(\d+)", name) if t])
 
 
 def _finding(fid: int, text: str, parts: list[dict], numbers: dict, gate: dict,
@@ -547,7 +555,7 @@ def _save(fig, ax, path: str, title: str, xlabel: str, ylabel: str, log_x: bool 
     ax.axvline(vline, color="grey", lw=0.5)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_title(title)
+  ax.set_title(textwrap.fill(title, 72), fontsize=10)  # long titles wrap, never cut
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -626,7 +634,7 @@ def comparisons(ctx: Context, group: str) -> dict:
   if ctx.boot is None or not online:
     return {}
   out = {}
-  for arm in sorted({r["arm"] for r in ctx.runs if r["group"] == group and r["arm"] in ctx.data}):
+  for arm in arm_order({r["arm"] for r in ctx.runs if r["group"] == group and r["arm"] in ctx.data}):
     out[arm] = {
         "peak_minus_online_ipo": ctx.value(lambda a=arm: ctx.peak(a) - ctx.peak(online[0])),
         "envelope_minus_online_ipo": ctx.value(lambda a=arm: stats.envelope_gap(
@@ -684,6 +692,15 @@ def _gate_lines(gate: dict) -> list[str]:
 
 
 def write(study, workdir: str, stages, golden_judge: dict | None = None) -> dict:
+  """results.json, the plots and report.md, replaced together (files.staged): a
+  failed write (a full disk) leaves the previous report whole. golden_judge: what
+  the study's golden judge was (results.json; default the environment's program)."""
+  with files.staged(workdir) as out:
+    return _write(study, workdir, stages, out, golden_judge)
+
+
+def _write(study, workdir: str, stages, out: str, golden_judge: dict | None = None) -> dict:
+  """Reads the study in `workdir`, writes the report's files into `out`."""
   runs = collect_runs(workdir, stages)
   gate = setup_gate(workdir, stages, runs)
   ctx = Context.from_workdir(workdir, runs, int(study.bootstrap), seed=int(study.seed),
@@ -698,10 +715,11 @@ def write(study, workdir: str, stages, golden_judge: dict | None = None) -> dict
              "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
                       for r in runs]}
   # Keys in reading order: the gate before the findings, the findings before the runs.
-  files.write_json(os.path.join(workdir, "results.json"), results, sort_keys=False)
+  files.write_json(os.path.join(out, "results.json"), results, sort_keys=False)
+  faults.hit("report", "", path=os.path.join(workdir, "results.json"))
   plots = []
   groups = [g for g in GROUP_TITLES if any(r["group"] == g for r in runs)]
-  arms_in = lambda g: sorted({r["arm"] for r in runs if r["group"] == g and r["arm"] in ctx.data})
+  arms_in = lambda g: arm_order({r["arm"] for r in runs if r["group"] == g and r["arm"] in ctx.data})
   fig1_online = ctx.arm_of("online")[:1]
   for g in groups:
     arms = arms_in(g)
@@ -714,16 +732,15 @@ def write(study, workdir: str, stages, golden_judge: dict | None = None) -> dict
     if not arms:
       continue
     name = f"budget_{g}.png"
-    plot_budget(ctx, arms, os.path.join(workdir, name), GROUP_TITLES[g])
+    plot_budget(ctx, arms, os.path.join(out, name), GROUP_TITLES[g])
     plots.append(name)
   if ctx.data:
     plot_agreement(ctx, fig1_online + ctx.arm_of("offline")[:1] + [
-        a for a in ("online_best_of_2",) if a in ctx.data], os.path.join(workdir,
-                                                                           "agreement.png"))
-    plot_classifier(runs, os.path.join(workdir, "classifier_vs_winrate.png"))
+        a for a in ("online_best_of_2",) if a in ctx.data], os.path.join(out, "agreement.png"))
+    plot_classifier(runs, os.path.join(out, "classifier_vs_winrate.png"))
     plot_chosen_logprob(ctx, [a for a in sorted(ctx.arm_runs) if a in ctx.data
                               and not a.startswith("replay_window")],
-                        os.path.join(workdir, "chosen_logprob.png"))
+                        os.path.join(out, "chosen_logprob.png"))
     plots += ["agreement.png", "classifier_vs_winrate.png", "chosen_logprob.png"]
   stage_info = []
   for st in stages:
@@ -780,6 +797,6 @@ def write(study, workdir: str, stages, golden_judge: dict | None = None) -> dict
   total = sum(s["seconds"] for s in stage_info)
   md += ["", f"Total stage time: {total:.0f} s."]
   report_path = os.path.join(workdir, "report.md")
-  files.write_text(report_path, "\n".join(md) + "\n")
+  files.write_text(os.path.join(out, "report.md"), "\n".join(md) + "\n")
   return {"report": report_path, "results": os.path.join(workdir, "results.json"),
           "plots": plots, "findings": found}

@@ -106,7 +106,7 @@ def rules_from_config(rules) -> tuple[tuple[str, Any], ...]:
   """Rules from a config value (list of [name, axes]); validated against the mesh axes."""
   out = []
   for i, rule in enumerate(rules):
-    if len(rule) != 2:
+    if not isinstance(rule, (list, tuple)) or len(rule) != 2:
       raise MeshError(f"mesh.rules[{i}]={rule!r}: expected (logical name, mesh axes)")
     name, axes = rule
     axes = tuple(axes) if isinstance(axes, (list, tuple)) else axes

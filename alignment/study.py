@@ -46,7 +46,10 @@ the hashes of the stages it depends on, so a changed SFT invalidates every
 stage downstream and a rerun online stage its replays and pair sets. A rerun
 skips a stage whose hash matches, resumes one without STAGE.json (from its
 checkpoints), and redoes one whose hash changed from scratch. Killing the
-study at any point and rerunning the same command continues it.
+study at any point and rerunning the same command continues it; a SIGTERM
+stops it after the running stage has saved a checkpoint, without marking
+that stage done. The study holds <workdir>/LOCK.json and each stage's run its
+own directory's (`alignment.lock`).
 """
 from __future__ import annotations
 
@@ -62,13 +65,18 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from alignment import checkpoint, distributed, faults, files, sharding
+from alignment import checkpoint, distributed, faults, files, lock, sharding
 from alignment import config as config_lib
+from alignment.train import bookkeeping
 
 log = logging.getLogger("alignment.study")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = ("fig1", "h1", "h2", "h4", "h5", "sec6", "writer", "losses", "rl", "staleness")
 PAIR_KINDS = ("sft", "writer", "mixed")
+
+
+class Preempted(Exception):
+  """A stage's run stopped early after SIGTERM: the study stops, unmarked, to resume."""
 
 
 @dataclasses.dataclass
@@ -589,6 +597,9 @@ def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
     summary = stage.generate(stage_dir)
   else:
     summary = main_lib.run(stage.config, stage_dir) or {}
+    if bookkeeping.preempted():  # stopped early: its checkpoint is saved, it is not done
+      raise Preempted(f"[study] stopped after SIGTERM in stage {stage.name} (its checkpoint "
+                      "is saved); rerun the same command to continue")
     if stage.kind == "eval":
       summary = {"points": summary.get("points", [])}
   faults.hit("after_stage", stage.name)
@@ -609,6 +620,11 @@ def _jsonable(x):
 
 def run(study, workdir: str) -> dict:
   """Runs (or continues) every stage, then writes results.json, report.md, plots."""
+  with lock.held(workdir):  # each stage's run holds its own directory below it
+    return _run_stages(study, workdir)
+
+
+def _run_stages(study, workdir: str) -> dict:
   from alignment import report  # pylint: disable=g-import-not-at-top
   distributed.setup_host()
   _enable_compilation_cache(workdir)
@@ -667,8 +683,15 @@ def main(argv=None) -> int:
     if bad:
       raise config_lib.ConfigError(f"unknown arguments {bad}")
     results = run(study, args.workdir)
-  except (config_lib.ConfigError, checkpoint.CheckpointError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except Preempted as e:
+    print(e, file=sys.stderr)
+    return 0
+  except Exception as e:  # pylint: disable=broad-except
+    from alignment import main as main_lib  # pylint: disable=g-import-not-at-top
+    line = main_lib.error_line(e)
+    if line is None:
+      raise
+    print(line, file=sys.stderr)
     return 2
   print(f"[study] wrote {results['report']}", flush=True)
   return 0

@@ -6,7 +6,7 @@
 #   launch/local.sh 2 2 --config=configs/online.py:tiny --workdir=runs/online-2x2
 #
 # Each process logs to <workdir>/process_<i>.log; the script exits non-zero
-# if any process fails. Process 0 alone writes metrics, TensorBoard and the
+# if any process fails, naming the one that failed first. Process 0 alone writes metrics, TensorBoard and the
 # export; every process writes its own shards of the checkpoints and its own
 # rows of the D_online stream. Batches do not depend on N (data.virtual_shards,
 # default 8, must be a multiple of N), so a run or its checkpoint can move
@@ -36,11 +36,33 @@ for ((i = 0; i < n; i++)); do
     "$python" -m alignment.main "$@" > "$workdir/process_$i.log" 2>&1 &
   pids+=($!)
 done
+# Waits for the processes as they end. The first to fail is named first (with its
+# signal if it was killed), then each failed process's own error line: when a
+# process dies, the others say which one they lost and exit (status 3) within
+# ALIGNMENT_HEARTBEAT_TIMEOUT seconds (alignment.distributed).
+declare -A index
+for i in "${!pids[@]}"; do index[${pids[$i]}]=$i; done
+remaining=("${pids[@]}")
 status=0
-for i in "${!pids[@]}"; do
-  if ! wait "${pids[$i]}"; then
-    echo "error: process $i failed; see $workdir/process_$i.log" >&2
-    status=1
+while ((${#remaining[@]} > 0)); do
+  ended=""
+  wait -n -p ended "${remaining[@]}" 2>/dev/null  # (bash's own "Killed" notice: said below)
+  rc=$?
+  [ -n "$ended" ] || break
+  left=()
+  for pid in "${remaining[@]}"; do [ "$pid" = "$ended" ] || left+=("$pid"); done
+  remaining=("${left[@]}")
+  i=${index[$ended]}
+  ((rc == 0)) && continue
+  how="exit status $rc"
+  ((rc > 128)) && how="killed by SIG$(kill -l $((rc - 128)))"
+  if ((status == 0)); then
+    echo "error: process $i failed first ($how); see $workdir/process_$i.log" >&2
+  else
+    echo "error: process $i failed too ($how); see $workdir/process_$i.log" >&2
   fi
+  line=$(grep '^error: ' "$workdir/process_$i.log" | tail -n 1)
+  [ -z "$line" ] || echo "  process $i: $line" >&2
+  status=1
 done
 exit $status

@@ -54,11 +54,12 @@ def _t5_flops(cfg, batch: int, prompt_len: int, new_tokens: int) -> Json:
   the prefill runs the encoder, projects cross-attention keys/values once,
   and takes the first step.
   """
-  d, hk, f = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.d_ff
-  step = 2 * batch * (cfg.num_decoder_layers * (6 * d * hk + 3 * d * f +
+  d, hk = cfg.d_model, cfg.num_heads * cfg.head_dim
+  mlp = (2 if cfg.feed_forward == "relu" else 3) * d * cfg.d_ff  # gated: 3 matrices
+  step = 2 * batch * (cfg.num_decoder_layers * (6 * d * hk + mlp +
                                                 2 * hk * (new_tokens + prompt_len))
                       + d * cfg.vocab_size)
-  encoder = 2 * batch * prompt_len * (cfg.num_encoder_layers * (4 * d * hk + 3 * d * f +
+  encoder = 2 * batch * prompt_len * (cfg.num_encoder_layers * (4 * d * hk + mlp +
                                                                 2 * hk * prompt_len)
                                       + cfg.num_decoder_layers * 2 * d * hk)
   return {"step": step, "prefill": encoder + step}

@@ -38,10 +38,16 @@ one split. Without fractions the import is train-only, as before.
 
 Output: DIR/pairs.tfrecord (the train split; texts and token ids),
 DIR/pairs-validation.tfrecord and DIR/pairs-eval.tfrecord where those splits
-are asked for, and DIR/metadata.json ("splits": records per split), built
-in a temporary directory beside DIR and renamed into place, so DIR is either
-complete or absent. Train on it with `--config.data.task=DIR` (any task key
-takes an import directory, or its name when ALIGNMENT_TASK_DIRS lists it:
+are asked for, DIR/metadata.json ("splits": records per split) and
+DIR/SHA256SUMS (their checksums), built in a temporary directory beside DIR
+and renamed into place, so DIR is either complete or absent (a failed write, a
+full disk, removes the temporary directory and leaves an older DIR as it was).
+Reading DIR (`read_metadata`, `register_imported`) checks the checksums first:
+a truncated or altered file is refused naming it (and the damaged record,
+where TFRecord's framing finds it). A DIR imported before checksums is read
+with a one-line warning that it is unverified; import it again to have it
+checked. Train on it with `--config.data.task=DIR` (any task key takes an
+import directory, or its name when ALIGNMENT_TASK_DIRS lists it:
 `tasks.resolve`). `register_imported(DIR)` registers the seqio tasks <name>
 ({prompt, chosen, rejected}), <name>_prompts ({prompt}) and <name>_sft ({prompt,
 response}: the chosen response, the SFT view of the same records), each with
@@ -57,14 +63,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
 from typing import Any, Iterator, Sequence
+
+from alignment import faults, files
 
 FORMATS = ("jsonl", "tldr", "hh")
 HH_MARKER = "\n\nAssistant:"
@@ -121,9 +131,25 @@ def _field(obj: dict, path: str, where: str, kind=str):
       raise BadInput(f'{where}: field "{walked}": expected text, got {type(value).__name__}')
     if not value.strip():
       raise BadInput(f'{where}: field "{walked}": empty text')
+    _check_encodable(value, where, walked)
   elif kind is list and not isinstance(value, list):
     raise BadInput(f'{where}: field "{walked}": expected a list, got {type(value).__name__}')
   return value
+
+
+def _check_encodable(text: str, where: str, field: str):
+  """JSON's \\ud800 escapes decode to lone surrogates, which no UTF-8 writer takes."""
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    raise BadInput(f'{where}: field "{field}": an unpaired surrogate '
+                   f'(\\u{ord(text[e.start]):04x}) is not text') from None
+
+
+def _short(value) -> str:
+  """A value for an error line: its repr, cut (a field may hold megabytes)."""
+  text = repr(value)
+  return text if len(text) <= 60 else text[:50] + f"... ({len(text)} characters)"
 
 
 def _from_jsonl(obj: dict, where: str):
@@ -152,8 +178,8 @@ def _from_tldr(obj: dict, where: str):
   choice = obj.get("choice")
   if "choice" not in obj:
     raise BadInput(f'{where}: field "choice" is missing')
-  if isinstance(choice, bool) or choice not in (0, 1):
-    raise BadInput(f'{where}: field "choice": expected 0 or 1, got {choice!r}')
+  if type(choice) is not int or choice not in (0, 1):  # pylint: disable=unidiomatic-typecheck
+    raise BadInput(f'{where}: field "choice": expected 0 or 1, got {_short(choice)}')
   return prompt, texts[choice], texts[1 - choice]
 
 
@@ -200,6 +226,10 @@ def read_records(path: str, fmt: str) -> Iterator[_Record]:
       obj = json.loads(line)
     except json.JSONDecodeError as e:
       raise BadInput(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:  # json's parser recurses: thousands of nested lists
+      raise BadInput(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # an integer of over 4300 digits; the rest is its advice
+      raise BadInput(f"{where}: not valid JSON ({str(e).split(';')[0]})") from None
     if not isinstance(obj, dict):
       raise BadInput(f"{where}: expected a JSON object, got {type(obj).__name__}")
     prompt, chosen, rejected = _PARSERS[fmt](obj, where)
@@ -209,8 +239,9 @@ def read_records(path: str, fmt: str) -> Iterator[_Record]:
         raise BadInput(f'{where}: field "id": expected text or an integer, got '
                        f'{type(obj["id"]).__name__}')
       id_ = str(obj["id"])
+      _check_encodable(id_, where, "id")
       if id_ in seen_ids:
-        raise BadInput(f'{where}: field "id": {id_!r} duplicates line {seen_ids[id_]}')
+        raise BadInput(f'{where}: field "id": {_short(id_)} duplicates line {seen_ids[id_]}')
       seen_ids[id_] = number
     count += 1
     yield _Record(number, id_, prompt, chosen, rejected)
@@ -310,6 +341,8 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
     }
     with open(os.path.join(tmp, META), "w") as f:
       json.dump(meta, f, indent=1, sort_keys=True)
+    files.write_checksums(tmp, [RECORDS, META])
+    faults.hit("import", "", path=os.path.join(tmp, RECORDS))
     if os.path.exists(output_dir):
       old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=parent)
       os.replace(output_dir, os.path.join(old, "d"))
@@ -331,12 +364,23 @@ META_KEYS = ("name", "vocab", "num_records", "max_prompt_tokens", "max_response_
 
 
 def read_metadata(directory: str) -> dict:
-  """The directory's metadata, checked: a missing or malformed import is one BadInput."""
+  """The directory's metadata, checked: every file against SHA256SUMS, then the
+  metadata's keys; a missing, malformed or damaged import is one BadInput."""
   path = os.path.join(directory, META)
   if not os.path.isdir(directory):
     raise BadInput(f"{directory}: no such directory")
   if not os.path.exists(path):
     raise BadInput(f"{directory}: no {META}; not a directory written by import_pairs")
+  bad = files.damaged_checksums(directory)
+  if bad is None:
+    logging.getLogger("alignment").warning(
+        "%s: imported before imports carried checksums: read unverified (import it again "
+        "to have it checked)", directory)
+  elif bad:
+    from alignment.data import tfrecords  # pylint: disable=g-import-not-at-top
+    where = tfrecords.damaged_record(bad[0]) if bad[0].endswith(RECORDS) else ""
+    raise BadInput(f"{bad[0]}: missing or contents do not match {files.CHECKSUMS}{where}: "
+                   "the file was truncated or altered; import the pairs again")
   try:
     with open(path) as f:
       meta = json.load(f)
@@ -419,6 +463,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                        eval_fraction=args.eval_fraction)
   except BadInput as e:
     print(f"import_pairs: error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    print(f"import_pairs: error: no space left on device (writing {e.filename}): nothing "
+          f"was imported{' and ' + args.output + ' is as it was' if args.overwrite else ''}; "
+          "free space and run it again", file=sys.stderr)
     return 2
   print(f"imported {meta['num_records']} pairs from {args.input} into {args.output} "
         f"(task {meta['name']}; splits {meta['splits']}; truncated {meta['truncated']})")

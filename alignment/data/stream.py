@@ -11,11 +11,22 @@ sampled responses [b, Lr] (right padded), their masks, the proxy verdict (1
 where response_1 won), optionally the proxy's probability and any float
 extras (e.g. golden scores, log-probs). Rows are records keyed by (step,
 position in the global batch). `flush()` writes what is pending as one chunk,
-`chunk-<first step>-<last step>-h<host>.tfrecord`, to a temporary name first and
-renames it, so a crash leaves whole chunks only; the loop flushes when it
-checkpoints. Resuming from a checkpoint at step s, `StreamWriter(...,
+`chunk-<first step>-<last step>-h<host>-<sha256>.tfrecord`, to a temporary name
+first and renames it, so a crash leaves whole chunks only, and a failed write
+(a full disk) leaves none: its temporary file is removed; the loop flushes when
+it checkpoints. Resuming from a checkpoint at step s, `StreamWriter(...,
 resume_step=s)` cuts this host's chunks back to steps < s, so the replayed
 stream is the one the resumed run trains on.
+
+Checksums. A chunk's name carries the sha256 of its bytes, computed when it is
+written (the rename that commits it commits its checksum too; hosts never share
+an index file), and stream.json carries the sha256 of its own settings. Every
+read (`read_stream`, the replays, `register_stream`, a writer cutting a chunk
+back) checks them first: a truncated or altered chunk is refused with one line
+naming the file and, where TFRecord's own framing finds it, the damaged record.
+Streams written before checksums (chunk names without one, stream.json without
+"checksum") are read with a one-line warning that they are unverified;
+regenerate them to have them checked.
 
 Reader (`read_stream`, `replay_iterator`). Records are read back with exactly
 the arrays that were written (padded ids and masks are stored whole), sorted
@@ -44,27 +55,58 @@ order, for tools that speak seqio; exact order is the reader's job.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 from typing import Mapping
 
 import numpy as np
 
-from alignment import files, sharding
+from alignment import faults, files, sharding
 from alignment.data import batches
 from alignment.data import pipeline
 from alignment.data.tf_setup import tf
+from alignment.data.tfrecords import damaged_record
 
 META = "stream.json"
 FORMAT = 1
-_CHUNK = re.compile(r"^chunk-(\d{9})-(\d{9})-h(\d{4})\.tfrecord$")
+# The checksum group is absent in streams written before checksums.
+_CHUNK = re.compile(r"^chunk-(\d{9})-(\d{9})-h(\d{4})(?:-([0-9a-f]{64}))?\.tfrecord$")
+log = logging.getLogger("alignment")
 _ARRAYS = ("prompt", "prompt_mask", "response_1", "response_1_mask", "response_2",
            "response_2_mask")
 
 
 class StreamError(ValueError):
   pass
+
+
+def _sha256_file(path: str) -> str:
+  h = hashlib.sha256()
+  with tf.io.gfile.GFile(path, "rb") as f:
+    while block := f.read(1 << 22):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _meta_checksum(meta: dict) -> str:
+  body = {k: v for k, v in meta.items() if k != "checksum"}
+  return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def verify_chunk(path: str) -> bool:
+  """Checks a chunk against the checksum in its name; False if it has none (an older
+  stream). Raises StreamError naming the file (and record) when it does not match."""
+  m = _CHUNK.match(os.path.basename(path))
+  if not m or not m.group(4):
+    return False
+  if _sha256_file(path) != m.group(4):
+    raise StreamError(f"{path}: contents do not match the checksum in its name"
+                      f"{damaged_record(path)}: the file was truncated or altered; "
+                      "regenerate the stream")
+  return True
 
 
 def _int_feature(values) -> tf.train.Feature:
@@ -93,14 +135,14 @@ class StreamWriter:
     tf.io.gfile.makedirs(directory)
     meta_path = os.path.join(directory, META)
     if tf.io.gfile.exists(meta_path):
-      with tf.io.gfile.GFile(meta_path) as f:
-        old = json.load(f)
+      old = read_meta(directory)
       old.pop("process_count", None)  # older streams recorded it; any count may resume
+      old.pop("checksum", None)
       if old != self.meta:
         raise StreamError(f"{meta_path}: the stream there was written with {old}, not "
                           f"{self.meta}; use another directory")
     elif self.host == 0:
-      files.write_json(meta_path, self.meta)
+      files.write_json(meta_path, dict(self.meta, checksum=_meta_checksum(self.meta)))
     self._pending: list[bytes] = []
     self._steps: list[int] = []
     self._last_step = None
@@ -128,22 +170,31 @@ class StreamWriter:
       if first >= resume_step:
         tf.io.gfile.remove(path)
       elif last >= resume_step:
+        verify_chunk(path)  # never re-commit damaged rows under a fresh checksum
         keep = [r for r in tf.data.TFRecordDataset(path).as_numpy_iterator()
                 if tf.train.Example.FromString(r).features.feature["step"].int64_list.value[0]
                 < resume_step]
-        tf.io.gfile.remove(path)
-        self._write_chunk(keep, first, resume_step - 1, host)
+        # The cut chunk is committed before the old one goes: a crash between the two
+        # leaves rows twice (cut back again on the next resume), never a gap.
+        if self._write_chunk(keep, first, resume_step - 1, host) != path:
+          tf.io.gfile.remove(path)
 
   def _write_chunk(self, records: list[bytes], first: int, last: int,
                    host: int | None = None) -> str:
     host = self.host if host is None else host
-    name = f"chunk-{first:09d}-{last:09d}-h{host:04d}.tfrecord"
-    path = os.path.join(self.directory, name)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.TFRecordWriter(tmp) as w:
-      for r in records:
-        w.write(r)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    stem = os.path.join(self.directory, f"chunk-{first:09d}-{last:09d}-h{host:04d}")
+    tmp = f"{stem}.tfrecord.tmp-{os.getpid()}"
+    try:
+      with tf.io.TFRecordWriter(tmp) as w:
+        for r in records:
+          w.write(r)
+        faults.hit("stream", first, path=tmp)
+      path = f"{stem}-{_sha256_file(tmp)}.tfrecord"
+      tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:  # a full disk: no partial chunk stays behind
+      if tf.io.gfile.exists(tmp):
+        tf.io.gfile.remove(tmp)
+      raise
     return path
 
   def write(self, step: int, prompt, prompt_mask, response_1, response_1_mask, response_2,
@@ -207,11 +258,34 @@ class StreamWriter:
 
 
 def read_meta(directory: str) -> dict:
+  """stream.json, checked against the checksum it carries (if it has one)."""
   path = os.path.join(directory, META)
   if not tf.io.gfile.exists(path):
     raise StreamError(f"{directory}: no {META}; not a stream written by StreamWriter")
   with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+    text = f.read()
+  try:
+    meta = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise StreamError(f"{path}: not JSON ({e.msg} at line {e.lineno}): the file was "
+                      "truncated or altered; regenerate the stream") from None
+  if "checksum" in meta and meta["checksum"] != _meta_checksum(meta):
+    raise StreamError(f"{path}: contents do not match the checksum they carry: the file "
+                      "was altered; regenerate the stream")
+  return meta
+
+
+def verify(directory: str) -> list[str]:
+  """Checks stream.json and every chunk; returns the chunk files, in name order.
+  Warns once about a stream (or chunks) written before checksums."""
+  meta = read_meta(directory)
+  chunks = chunk_files(directory)
+  unchecked = [p for p in chunks if not verify_chunk(p)]
+  if unchecked or "checksum" not in meta:
+    log.warning("%s: %s written before streams carried checksums: read unverified "
+                "(regenerate the stream to have it checked)", directory,
+                f"{len(unchecked)} of {len(chunks)} chunks" if unchecked else META)
+  return chunks
 
 
 def _feature_spec(meta: dict) -> dict:
@@ -256,12 +330,18 @@ def read_stream(directory: str, *, process_index: int | None = None,
     blocks = list(shards) if shards is not None else pipeline.owned_virtual_shards(
         virtual_shards, b, process_index=process_index, process_count=process_count,
         name=directory)
-  files = chunk_files(directory)
-  if not files:
+  chunks = verify(directory)
+  if not chunks:
     raise StreamError(f"{directory}: no chunks")
   spec = _feature_spec(meta)
-  ds = tf.data.TFRecordDataset(files).batch(4096).map(lambda x: tf.io.parse_example(x, spec))
-  parts = list(ds.as_numpy_iterator())
+  parts = []
+  for path in chunks:  # one file at a time, so a damaged one is named
+    ds = tf.data.TFRecordDataset(path).batch(4096).map(lambda x: tf.io.parse_example(x, spec))
+    try:
+      parts += list(ds.as_numpy_iterator())
+    except tf.errors.DataLossError:
+      raise StreamError(f"{path}: damaged{damaged_record(path)}; regenerate the "
+                        "stream") from None
   rec = {k: np.concatenate([p[k] for p in parts]) for k in spec}
   block = rec["position"] // per
   rank = {v: i for i, v in enumerate(blocks)}
@@ -339,6 +419,7 @@ def register_stream(directory: str, name: str | None = None) -> str:
   from alignment.data import tasks  # pylint: disable=g-import-not-at-top
   from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   meta = read_meta(directory)
+  verify(directory)
   name = name or "stream_" + re.sub(r"[^0-9a-zA-Z_]", "_", os.path.basename(
       os.path.normpath(directory)))
   spec = _feature_spec(meta)

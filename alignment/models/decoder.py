@@ -3,7 +3,10 @@
 Shapes use the legend of `alignment.models.layers`. As in Llama: RMSNorm before
 each sub-layer, rotary position embeddings (Hugging Face's rotate-half layout),
 SwiGLU MLPs, grouped-query attention (G key/value heads shared by H query
-heads), no biases; the output projection (tied or not) is in `heads`.
+heads), no biases; the output projection (tied or not) is in `heads`. Options
+for imported models: Llama 3.1's RoPE frequency scaling (`rope_type="llama3"`),
+Qwen2's biases on the q, k, v projections (`qkv_bias`) and Llama's
+`attention_bias` (q, k, v and output: `qkv_bias` and `out_bias`).
 
 Prompt and response share one sequence: [prompt (left padded) | response
 (right padded)]. Positions count real tokens only (cumsum of the mask), so the
@@ -36,10 +39,31 @@ class DecoderConfig:
   rope_theta: float = 500000.0
   norm_eps: float = 1e-5
   tie_embeddings: bool = False
+  # RoPE: "default", or "llama3" with the four parameters below (Llama 3.1's
+  # `rope_scaling`; ignored by "default").
+  rope_type: str = "default"
+  rope_factor: float = 8.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_positions: int = 8192
+  qkv_bias: bool = False  # biases on the q, k, v projections (Qwen2)
+  out_bias: bool = False  # and on the output projection (Llama's attention_bias)
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
   architecture: str = dataclasses.field(default="decoder", init=False)
+
+  def __post_init__(self):
+    if self.rope_type not in ("default", "llama3"):
+      raise ValueError(f"rope_type={self.rope_type!r}: use 'default' or 'llama3'")
+
+  @property
+  def rope_llama3(self):
+    """(factor, low, high, original max positions) for `layers.apply_rope`, or None."""
+    if self.rope_type != "llama3":
+      return None
+    return (float(self.rope_factor), float(self.rope_low_freq_factor),
+            float(self.rope_high_freq_factor), float(self.rope_original_max_positions))
 
 
 def _dtypes(cfg: DecoderConfig):
@@ -55,8 +79,9 @@ class Block(nn.Module):
     cfg, dt = self.cfg, _dtypes(self.cfg)
     h = L.RMSNorm(cfg.norm_eps, name="pre_attention_norm", **dt)(x_bld)
     h, cache = L.Attention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model,
-                           scale_queries=True, rope_theta=cfg.rope_theta, name="attention",
-                           **dt)(
+                           scale_queries=True, rope_theta=cfg.rope_theta,
+                           rope_llama3=cfg.rope_llama3, qkv_bias=cfg.qkv_bias,
+                           out_bias=cfg.out_bias, name="attention", **dt)(
                                h, mask_bls=mask_bls, q_pos_bl=pos_bl, cache=cache,
                                cache_index=cache_index)
     x_bld = x_bld + h

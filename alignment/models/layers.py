@@ -122,10 +122,12 @@ class Unembed(nn.Module):
 
 
 class MLP(nn.Module):
-  """Gated MLP: wo(act(wi_0 x) * wi_1 x); gelu (tanh) for T5.1.1, silu for Llama."""
+  """Gated MLP: wo(act(wi_0 x) * wi_1 x); gelu (tanh) for T5.1.1, silu for Llama.
+  Ungated (`gated=False`): wo(act(wi x)), original T5's relu MLP."""
 
   hidden: int
   activation: str = "gelu"
+  gated: bool = True
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
@@ -133,17 +135,19 @@ class MLP(nn.Module):
   def __call__(self, x_bld: Array) -> Array:
     d = x_bld.shape[-1]
     init = _fan_in_normal(1.0, (0,))
-    wi_0 = self.param("wi_0", param_with_axes(init, ("embed", "mlp")),
-                      (d, self.hidden), self.param_dtype)
-    wi_1 = self.param("wi_1", param_with_axes(init, ("embed", "mlp")),
-                      (d, self.hidden), self.param_dtype)
+    # Parameters are created in a fixed order (wi_0, wi_1, wo): it sets their
+    # initial values.
+    wi_names = ("wi_0", "wi_1") if self.gated else ("wi",)
+    wis = [self.param(name, param_with_axes(init, ("embed", "mlp")), (d, self.hidden),
+                      self.param_dtype) for name in wi_names]
     wo = self.param("wo", param_with_axes(init, ("mlp", "embed")),
                     (self.hidden, d), self.param_dtype)
     act = {"gelu": lambda v: jax.nn.gelu(v, approximate=True),
-           "silu": jax.nn.silu}[self.activation]
-    gate_blf = act(jnp.einsum("bld,df->blf", x_bld, wi_0.astype(self.dtype)))
-    up_blf = jnp.einsum("bld,df->blf", x_bld, wi_1.astype(self.dtype))
-    h_blf = constrain(gate_blf * up_blf, (BATCH, LENGTH, HIDDEN))
+           "silu": jax.nn.silu, "relu": jax.nn.relu}[self.activation]
+    h_blf = act(jnp.einsum("bld,df->blf", x_bld, wis[0].astype(self.dtype)))
+    if self.gated:
+      h_blf = h_blf * jnp.einsum("bld,df->blf", x_bld, wis[1].astype(self.dtype))
+    h_blf = constrain(h_blf, (BATCH, LENGTH, HIDDEN))
     out_bld = jnp.einsum("blf,fd->bld", h_blf, wo.astype(self.dtype))
     return constrain(out_bld, (BATCH, LENGTH, EMBED))
 
@@ -203,10 +207,31 @@ class RelativePositionBias(nn.Module):
     return jnp.transpose(bias_blsh, (0, 3, 1, 2))
 
 
-def apply_rope(x_blhk: Array, pos_bl: Array, theta: float) -> Array:
+def rope_inv_freq(head_dim: int, theta: float,
+                  llama3: Optional[tuple[float, float, float, float]] = None) -> Array:
+  """RoPE's inverse frequencies [K / 2]; `llama3` = (factor, low_freq_factor,
+  high_freq_factor, original_max_positions) applies Llama 3.1's scaling
+  (transformers' `_compute_llama3_parameters`): wavelengths longer than
+  original / low_freq_factor are stretched by `factor`, shorter than original /
+  high_freq_factor kept, and those between interpolated smoothly."""
+  k = head_dim
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, k, 2, dtype=jnp.float32) / k))
+  if llama3 is None:
+    return inv_freq
+  factor, low, high, original = llama3
+  wavelen = 2 * np.pi / inv_freq
+  scaled = jnp.where(wavelen > original / low, inv_freq / factor, inv_freq)
+  smooth = (original / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= original / high) & (wavelen <= original / low)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rope(x_blhk: Array, pos_bl: Array, theta: float,
+               llama3: Optional[tuple[float, float, float, float]] = None) -> Array:
   """Rotary embedding in Hugging Face Llama's rotate-half layout."""
   k = x_blhk.shape[-1]
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, k, 2, dtype=jnp.float32) / k))
+  inv_freq = rope_inv_freq(k, theta, llama3)
   freqs_blk = pos_bl.astype(jnp.float32)[..., None] * inv_freq
   angles = jnp.concatenate([freqs_blk, freqs_blk], axis=-1)[:, :, None, :]
   cos, sin = jnp.cos(angles), jnp.sin(angles)
@@ -294,7 +319,10 @@ class Attention(nn.Module):
   """Multi-head / grouped-query attention with an optional explicit KV cache.
 
   T5 uses no query scaling (it is folded into the initialisation) and additive
-  relative-position biases; Llama scales by 1/sqrt(K) and rotates q and k.
+  relative-position biases; Llama scales by 1/sqrt(K) and rotates q and k
+  (`rope_llama3`: Llama 3.1's frequency scaling, see `rope_inv_freq`). Qwen2
+  adds biases to the q, k and v projections (`qkv_bias`), Llama's
+  `attention_bias` to the output projection too (`out_bias`).
   Parameters are declared in `setup` (hence the explicit `features`, the
   model width D) so that `project_kv` can run on its own: the sampler
   computes T5's cross-attention keys/values once per prompt.
@@ -306,6 +334,9 @@ class Attention(nn.Module):
   features: int
   scale_queries: bool = True
   rope_theta: Optional[float] = None
+  rope_llama3: Optional[tuple[float, float, float, float]] = None
+  qkv_bias: bool = False
+  out_bias: bool = False
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
@@ -326,9 +357,28 @@ class Attention(nn.Module):
                                                  ("heads", "kv", "embed")),
                           (self.num_heads, self.head_dim, self.features), self.param_dtype)
 
-  def _project(self, w_dhk, x_bld):
+    def bias(name, shape, axes):
+      return self.param(name, param_with_axes(nn.initializers.zeros, axes), shape,
+                        self.param_dtype)
+
+    if self.qkv_bias:
+      self.query_bias = bias("query_bias", (self.num_heads, self.head_dim), ("heads", "kv"))
+      self.key_bias = bias("key_bias", (self.num_kv_heads, self.head_dim), ("kv_heads", "kv"))
+      self.value_bias = bias("value_bias", (self.num_kv_heads, self.head_dim),
+                             ("kv_heads", "kv"))
+    if self.out_bias:
+      self.out_bias_d = bias("out_bias", (self.features,), ("embed",))
+
+  def _project(self, w_dhk, x_bld, b_hk=None):
     y = jnp.einsum("bld,dhk->blhk", x_bld, w_dhk.astype(self.dtype))
+    if b_hk is not None:
+      y = y + b_hk.astype(self.dtype)
     return constrain(y, (BATCH, LENGTH, HEADS, KV))
+
+  def _biases(self):
+    if not self.qkv_bias:
+      return None, None, None
+    return self.query_bias, self.key_bias, self.value_bias
 
   def __call__(self, x_bld: Array, kv_source_bsd: Optional[Array] = None, *,
                mask_bls: Optional[Array] = None, bias_bhls: Optional[Array] = None,
@@ -343,7 +393,8 @@ class Attention(nn.Module):
     cross-attention keys/values computed once (the T5 encoder output).
     Returns (out_bld, new_cache or None).
     """
-    q = self._project(self.query, x_bld)
+    q_bias, k_bias, v_bias = self._biases()
+    q = self._project(self.query, x_bld, q_bias)
     scale = 1.0 / np.sqrt(self.head_dim) if self.scale_queries else 1.0
     new_cache = None
     if precomputed_kv is not None:
@@ -352,11 +403,11 @@ class Attention(nn.Module):
                                   bias_bhls, scale)
     else:
       source = x_bld if kv_source_bsd is None else kv_source_bsd
-      k = self._project(self.key, source)
-      v = self._project(self.value, source)
+      k = self._project(self.key, source, k_bias)
+      v = self._project(self.value, source, v_bias)
       if self.rope_theta is not None:  # Self-attention only: keys are the query tokens.
-        q = apply_rope(q, q_pos_bl, self.rope_theta)
-        k = apply_rope(k, q_pos_bl, self.rope_theta)
+        q = apply_rope(q, q_pos_bl, self.rope_theta, self.rope_llama3)
+        k = apply_rope(k, q_pos_bl, self.rope_theta, self.rope_llama3)
       if cache is None:
         out_blhk = dot_product_attention(q, k, v, mask_bls, bias_bhls, scale)
       else:
@@ -368,12 +419,15 @@ class Attention(nn.Module):
                                     scale)
     out_blhk = constrain(out_blhk, (BATCH, LENGTH, HEADS, KV))
     out_bld = jnp.einsum("blhk,hkd->bld", out_blhk, self.out.astype(self.dtype))
+    if self.out_bias:
+      out_bld = out_bld + self.out_bias_d.astype(self.dtype)
     return constrain(out_bld, (BATCH, LENGTH, EMBED)), new_cache
 
   def project_kv(self, source_bsd: Array) -> KVCache:
     """Keys and values of a fixed source (cross-attention), computed once."""
-    return KVCache(to_cache_layout(self._project(self.key, source_bsd)),
-                   to_cache_layout(self._project(self.value, source_bsd)))
+    _, k_bias, v_bias = self._biases()
+    return KVCache(to_cache_layout(self._project(self.key, source_bsd, k_bias)),
+                   to_cache_layout(self._project(self.value, source_bsd, v_bias)))
 
 
 def causal_mask(q_idx_bl: Array, k_idx_bs: Array) -> Array:

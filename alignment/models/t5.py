@@ -5,7 +5,9 @@ width, H heads, K head width, F MLP width, V vocabulary). As in T5.1.1: RMSNorm
 before every sub-layer, relative-position buckets shared across the layers of a
 stack (computed by the first layer, as Hugging Face does), gated-GELU MLPs, no
 biases, no query scaling, and untied input and output embeddings (the output
-projection lives in `heads.LanguageModel`).
+projection lives in `heads.LanguageModel`). For imported original T5 models:
+ungated ReLU MLPs (`feed_forward="relu"`) and a tied output scaled by
+d_model**-0.5 (`tie_embeddings=True`).
 
 The backbone maps (prompt, response) to the decoder's final hidden states at
 every response position: the decoder reads the response shifted right by one
@@ -39,10 +41,15 @@ class T5Config:
   relative_max_distance: int = 128
   norm_eps: float = 1e-6
   tie_embeddings: bool = False  # T5.1.1 unties them; True means T5 v1.0 scaling.
+  feed_forward: str = "gated-gelu"  # T5.1.1; "relu": original T5's ungated MLP
   dtype: str = "float32"        # activations
   param_dtype: str = "float32"
   remat: bool = False           # rematerialise each layer in the backward pass
   architecture: str = dataclasses.field(default="t5", init=False)
+
+  def __post_init__(self):
+    if self.feed_forward not in ("gated-gelu", "relu"):
+      raise ValueError(f"feed_forward={self.feed_forward!r}: use 'gated-gelu' or 'relu'")
 
   @property
   def num_kv_heads(self) -> int:
@@ -58,6 +65,12 @@ def _dtypes(cfg: T5Config):
               param_dtype=L.dtype_from_name(cfg.param_dtype))
 
 
+def _mlp(cfg: T5Config, **kw):
+  if cfg.feed_forward == "relu":
+    return L.MLP(cfg.d_ff, "relu", gated=False, **kw, **_dtypes(cfg))
+  return L.MLP(cfg.d_ff, "gelu", **kw, **_dtypes(cfg))
+
+
 class EncoderLayer(nn.Module):
   cfg: T5Config
 
@@ -70,7 +83,7 @@ class EncoderLayer(nn.Module):
                            h, mask_bls=mask_bls, bias_bhls=bias_bhls)
     x_bld = x_bld + h
     h = L.RMSNorm(cfg.norm_eps, name="pre_mlp_norm", **dt)(x_bld)
-    x_bld = x_bld + L.MLP(cfg.d_ff, "gelu", name="mlp", **dt)(h)
+    x_bld = x_bld + _mlp(cfg, name="mlp")(h)
     return L.constrain(x_bld, (L.BATCH, L.LENGTH, L.EMBED))
 
 
@@ -86,7 +99,7 @@ class DecoderLayer(nn.Module):
     self.encoder_decoder_attention = L.Attention(cfg.num_heads, cfg.num_heads, cfg.head_dim,
                                                  cfg.d_model, scale_queries=False, **dt)
     self.pre_mlp_norm = L.RMSNorm(cfg.norm_eps, **dt)
-    self.mlp = L.MLP(cfg.d_ff, "gelu", **dt)
+    self.mlp = _mlp(cfg)
 
   def __call__(self, y_bld, enc_bsd, self_mask_bls, self_bias_bhls, cross_mask_bls,
                cache: Optional[L.KVCache] = None, cache_index=None,

@@ -8,7 +8,8 @@ Sizes:
 - T5.1.1 (`t5-small` ... `t5-xxl`) as released by Google (vocabulary 32128,
   gated-GELU, untied embeddings); `t5-nano`/`t5-tiny`/`t5-mini` are ours, for
   tests and the embedded study on CPU.
-- Llama-style: `llama-1b` and `llama-3b` follow Llama 3.2 (tied embeddings),
+- Llama-style: `llama-1b` and `llama-3b` follow Llama 3.2 (tied embeddings,
+  llama3 RoPE scaling by 32: what their config.json converts to),
   `llama-8b` follows Llama 3 8B; `llama-nano`/`llama-tiny`/`llama-mini` are ours.
 
 Any field can be overridden: `get("t5-tiny", vocab_size=512, dtype="bfloat16")`.
@@ -52,9 +53,11 @@ DECODER_SIZES = {
     "llama-mini": DecoderConfig(vocab_size=512, d_model=128, num_heads=4, num_kv_heads=2,
                                 head_dim=32, d_ff=384, num_layers=6, rope_theta=10000.0),
     "llama-1b": DecoderConfig(vocab_size=128256, d_model=2048, num_heads=32, num_kv_heads=8,
-                              head_dim=64, d_ff=8192, num_layers=16, tie_embeddings=True),
+                              head_dim=64, d_ff=8192, num_layers=16, tie_embeddings=True,
+                              rope_type="llama3", rope_factor=32.0),
     "llama-3b": DecoderConfig(vocab_size=128256, d_model=3072, num_heads=24, num_kv_heads=8,
-                              head_dim=128, d_ff=8192, num_layers=28, tie_embeddings=True),
+                              head_dim=128, d_ff=8192, num_layers=28, tie_embeddings=True,
+                              rope_type="llama3", rope_factor=32.0),
     "llama-8b": DecoderConfig(vocab_size=128256, d_model=4096, num_heads=32, num_kv_heads=8,
                               head_dim=128, d_ff=14336, num_layers=32),
 }

@@ -43,6 +43,14 @@ def check_finite(step: int, metrics: Mapping[str, float], watch=None) -> None:
                          "the last good checkpoint is intact")
 
 
+_PREEMPTED = [False]  # a loop of this process caught a SIGTERM (the study stops after it)
+
+
+def preempted() -> bool:
+  """Whether a loop of this process stopped early after a SIGTERM."""
+  return _PREEMPTED[0]
+
+
 class Preemption:
   """SIGTERM (a TPU VM preemption notice) -> `requested` becomes True."""
 
@@ -58,6 +66,7 @@ class Preemption:
     del signum, frame
     log.warning("SIGTERM received: saving a checkpoint and stopping")
     self.requested = True
+    _PREEMPTED[0] = True
 
   def close(self):
     if self._previous is not None:
@@ -103,8 +112,16 @@ class RunLog:
 
   def _append(self, line: str):
     if "://" not in self.path:
-      with open(self.path, "a") as f:
-        f.write(line)
+      with open(self.path, "ab", buffering=0) as f:  # unbuffered: a failed write is undone
+        size = f.seek(0, os.SEEK_END)
+        data = memoryview(line.encode())
+        try:
+          while data:
+            data = data[f.write(data):]
+            faults.hit("metrics", "", path=self.path)
+        except OSError:  # a full disk: no torn record for the next start to trip on
+          f.truncate(size)
+          raise
       return
     path = epath.Path(self.path)  # object stores cannot append: rewrite (small file)
     path.write_text((path.read_text() if path.exists() else "") + line)
@@ -154,9 +171,11 @@ class Run:
     self._last = time.perf_counter()
     self.last_metrics: dict[str, float] = {}
     self.stopped_early = False
+    distributed.note_progress(start_step, ckpt.newest_complete_step)
 
   def end_of_step(self, step: int, state, metrics, data_state: dict,
                   extra: Optional[Mapping[str, float]] = None) -> bool:
+    distributed.note_progress(step)  # named if a peer process is lost
     faults.hit("after_step", step)
     m = {k: float(v) for k, v in distributed.to_host(dict(metrics)).items()}
     if extra:

@@ -1,4 +1,5 @@
 """import_pairs: each format in, a registered seqio task out; each bad record named."""
+import logging
 import os
 import subprocess
 import sys
@@ -150,4 +151,38 @@ def test_existing_output_needs_overwrite_and_is_replaced_whole(tmp_path):
   ip.import_file(os.path.join(FIXTURES, "pairs.jsonl"), "jsonl", out, overwrite=True)
   assert ip.read_metadata(out)["source_format"] == "jsonl"
   assert sorted(os.listdir(tmp_path)) == ["o"]
-  assert sorted(os.listdir(out)) == ["metadata.json", "pairs.tfrecord"]
+  assert sorted(os.listdir(out)) == ["SHA256SUMS", "metadata.json", "pairs.tfrecord"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "metadata"])
+def test_a_damaged_import_is_refused_naming_the_file(tmp_path, damage):
+  out = str(tmp_path / "o")
+  ip.import_file(os.path.join(FIXTURES, "tldr.jsonl"), "tldr", out)
+  victim = os.path.join(out, "metadata.json" if damage == "metadata" else "pairs.tfrecord")
+  size = os.path.getsize(victim)
+  with open(victim, "r+b") as f:
+    if damage == "truncate":
+      f.truncate(size - 5)
+    else:  # one bit, in the second half of the file
+      f.seek(size * 3 // 4)
+      byte = f.read(1)
+      f.seek(size * 3 // 4)
+      f.write(bytes([byte[0] ^ 0x01]))
+  with pytest.raises(ip.BadInput) as e:
+    ip.register_imported(out)
+  msg = str(e.value)
+  assert "\n" not in msg and msg.startswith(f"{victim}: missing or contents do not match "
+                                             "SHA256SUMS"), msg
+  if damage == "truncate":
+    assert "(truncated;" in msg and ", record 3 " in msg, msg
+  if damage == "flip":
+    assert ", record " in msg, msg
+
+
+def test_an_import_without_checksums_is_read_with_a_warning(tmp_path, caplog, monkeypatch):
+  monkeypatch.setattr(logging.getLogger("alignment"), "propagate", True)  # setup_host stops it
+  out = str(tmp_path / "o")
+  ip.import_file(os.path.join(FIXTURES, "hh.jsonl"), "hh", out)
+  os.remove(os.path.join(out, "SHA256SUMS"))  # as imported before checksums
+  assert ip.read_metadata(out)["source_format"] == "hh"
+  assert "imported before imports carried checksums: read unverified" in caplog.text

@@ -1,5 +1,9 @@
 """D_online: written in chunks, replayed exactly (ordered), shuffled, window-shuffled."""
+import hashlib
+import json
+import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -57,12 +61,15 @@ def written(tmp_path):
   return d, _write(d, range(STEPS))
 
 
-def test_chunks_are_whole_files(written):
+def test_chunks_are_whole_files_named_with_their_checksums(written):
   d, _ = written
   names = sorted(n for n in os.listdir(d))
-  assert names == ["chunk-000000000-000000004-h0000.tfrecord",
-                   "chunk-000000005-000000009-h0000.tfrecord",
-                   "chunk-000000010-000000011-h0000.tfrecord", "stream.json"]
+  assert [re.sub(r"-[0-9a-f]{64}\.", ".", n) for n in names] == [
+      "chunk-000000000-000000004-h0000.tfrecord", "chunk-000000005-000000009-h0000.tfrecord",
+      "chunk-000000010-000000011-h0000.tfrecord", "stream.json"]
+  for n in names[:-1]:
+    with open(os.path.join(d, n), "rb") as f:
+      assert n.split("-")[4].split(".")[0] == hashlib.sha256(f.read()).hexdigest()
 
 
 def test_ordered_replay_is_the_written_stream_bit_for_bit(written):
@@ -169,11 +176,73 @@ def test_a_second_writer_without_resume_is_refused(written):
                         resume_step=3)
 
 
+def _chunk(d, first):
+  [name] = [n for n in os.listdir(d) if n.startswith(f"chunk-{first:09d}-")]
+  return os.path.join(d, name)
+
+
 def test_a_lost_chunk_is_named(written):
   d, _ = written
-  os.remove(os.path.join(d, "chunk-000000005-000000009-h0000.tfrecord"))
+  os.remove(_chunk(d, 5))
   with pytest.raises(stream.StreamError, match="step 5 is missing"):
     stream.read_stream(d)
+
+
+def _flip_byte(path, offset):
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    byte = f.read(1)
+    f.seek(offset)
+    f.write(bytes([byte[0] ^ 0x01]))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_chunk_is_refused_naming_file_and_record(written, damage):
+  d, _ = written
+  victim = _chunk(d, 5)
+  size = os.path.getsize(victim)
+  if damage == "truncate":  # a disk that filled up mid-copy: the last record cut short
+    with open(victim, "r+b") as f:
+      f.truncate(size - 7)
+  else:  # one bit of one record's payload, deep in the file
+    _flip_byte(victim, size // 2)
+  for read in (lambda: stream.read_stream(d),
+               lambda: stream.replay_iterator(d, order="ordered", num_epochs=1),
+               lambda: _write(d, range(8, 12), resume_step=8)):  # cutting it back
+    with pytest.raises(stream.StreamError) as e:
+      read()
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(victim + ": contents do not match"), msg
+    assert (", record 40 (truncated" if damage == "truncate" else ", record ") in msg, msg
+
+
+def test_an_altered_stream_json_is_refused(written):
+  d, _ = written
+  path = os.path.join(d, "stream.json")
+  with open(path) as f:
+    text = f.read()
+  with open(path, "w") as f:
+    f.write(text.replace('"global_batch_size": 8', '"global_batch_size": 4'))
+  with pytest.raises(stream.StreamError, match=r"stream\.json: contents do not match"):
+    stream.read_stream(d)
+
+
+def test_a_stream_without_checksums_is_read_with_a_warning(written, caplog, monkeypatch):
+  monkeypatch.setattr(logging.getLogger("alignment"), "propagate", True)  # setup_host stops it
+  d, w = written
+  for n in os.listdir(d):  # as written before chunks and stream.json carried checksums
+    if n.startswith("chunk-"):
+      os.rename(os.path.join(d, n), os.path.join(d, re.sub(r"-[0-9a-f]{64}\.", ".", n)))
+  path = os.path.join(d, "stream.json")
+  with open(path) as f:
+    meta = json.load(f)
+  del meta["checksum"]
+  with open(path, "w") as f:
+    json.dump(meta, f)
+  rec = stream.read_stream(d)
+  np.testing.assert_array_equal(rec["prompt"][rec["step"] == 11], w[11]["prompt"])
+  assert "3 of 3 chunks written before streams carried checksums: read unverified" in \
+      caplog.text
 
 
 def test_bad_shapes_are_refused(tmp_path):

@@ -143,16 +143,19 @@ def test_names_under_alignment_task_dirs_resolve(tmp_path, monkeypatch):
     ("json", r"bad_json/metadata.json: unreadable"),
     ("keys", r"bad_keys/metadata.json: malformed, no vocab, num_records"),
     ("records", r"bad_records: no pairs.tfrecord"),
+    ("altered", r"bad_altered/metadata.json: missing or contents do not match SHA256SUMS"),
 ])
 def test_a_missing_or_malformed_import_directory_is_one_config_error(tmp_path, damage, message):
   out = _import(tmp_path, f"bad_{damage}", name=f"bad_{damage}")
   meta_path = os.path.join(out, ip.META)
+  if damage in ("json", "keys", "records"):  # an import from before checksums: read
+    os.remove(os.path.join(out, "SHA256SUMS"))  # unverified, then checked for its shape
   if damage == "absent":
     out += "_gone"
     message = message.replace("absent", "absent_gone")
   elif damage == "empty":
     os.remove(meta_path)
-  elif damage == "json":
+  elif damage in ("json", "altered"):
     with open(meta_path, "w") as f:
       f.write("{not json")
   elif damage == "keys":

@@ -15,6 +15,7 @@ to 1e-5 absolute. The sampled tokens, the verdicts and the stream are exact.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,10 +29,24 @@ pytestmark = [pytest.mark.multiprocess]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS, EVERY = 6, 3
+HEARTBEAT = 10  # ALIGNMENT_HEARTBEAT_TIMEOUT of the runs that lose a process
 FLAGS = ["--config=configs/online.py:tiny", "--config.judge.kind=golden",
          f"--config.train.num_steps={STEPS}", f"--config.train.checkpoint_every={EVERY}",
          "--config.train.log_every=1", f"--config.eval.every={STEPS}",
          "--config.mesh.data=4"]
+
+
+# XLA's persistent compilation cache, shared by this file's runs (as in
+# tests/train/test_reliability.py): the killed and resumed 2-process runs reuse
+# the programs the fixture's run compiled.
+_XLA_CACHE = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _xla_cache(tmp_path_factory):
+  _XLA_CACHE.append(str(tmp_path_factory.mktemp("xla_cache")))
+  yield
+  _XLA_CACHE.clear()
 
 
 def _env(devices: int) -> dict:
@@ -39,6 +54,9 @@ def _env(devices: int) -> dict:
   env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
              JAX_PLATFORMS="cpu", PYTHON=sys.executable, PYTHONPATH=ROOT,
              TF_CPP_MIN_LOG_LEVEL="3")
+  if _XLA_CACHE:
+    env.update(JAX_COMPILATION_CACHE_DIR=_XLA_CACHE[0],
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   return env
 
 
@@ -49,14 +67,20 @@ def _one_process(workdir):
   return out
 
 
-def _two_processes(workdir):
+def _two_processes(workdir, flags=(), fault=None, ok=True):
+  env = _env(2)
+  if fault:
+    env.update(ALIGNMENT_FAULT=fault, ALIGNMENT_HEARTBEAT_TIMEOUT=str(HEARTBEAT))
   out = subprocess.run(["bash", os.path.join(ROOT, "launch", "local.sh"), "2", "2", *FLAGS,
-                        f"--workdir={workdir}"], cwd=ROOT, env=_env(2), capture_output=True,
-                       text=True, timeout=600)
-  logs = "".join(open(os.path.join(workdir, f"process_{i}.log")).read()[-2000:]
-                 for i in range(2) if os.path.exists(os.path.join(workdir, f"process_{i}.log")))
-  assert out.returncode == 0, out.stderr + logs
+                        *flags, f"--workdir={workdir}"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert (out.returncode == 0) == ok, out.stderr + _logs(workdir)
   return out
+
+
+def _logs(workdir):
+  return "".join(open(os.path.join(workdir, f"process_{i}.log")).read()[-2000:]
+                 for i in range(2) if os.path.exists(os.path.join(workdir, f"process_{i}.log")))
 
 
 def _metrics(workdir):
@@ -112,8 +136,8 @@ def test_two_processes_equal_one(runs):
   assert "[online] step" in open(runs / "two" / "process_0.log").read()
   assert "[online] step" not in log1
   chunks = sorted(os.listdir(runs / "two" / "stream"))
-  assert any(c.endswith("-h0000.tfrecord") for c in chunks)
-  assert any(c.endswith("-h0001.tfrecord") for c in chunks)
+  assert any("-h0000-" in c for c in chunks)
+  assert any("-h0001-" in c for c in chunks)
 
 
 @pytest.mark.e2e
@@ -127,6 +151,55 @@ def test_checkpoint_of_two_processes_resumes_in_one(runs):
   out = _one_process(resumed)
   assert f"resumed from" in out.stderr
   _assert_same_run(runs / "one", resumed)
+
+
+def _lost_process(workdir, victim, step):
+  """Runs 2 processes of which `victim` is SIGKILLed right after `step`; checks
+  that the survivor names it in one line and exits within a bounded time.
+  Returns the survivor's line."""
+  survivor = 1 - victim
+  start = time.monotonic()
+  out = _two_processes(workdir, ["--config.train.async_checkpoint=false"],
+                       fault=f"kill@after_step:{step}/p{victim}", ok=False)
+  took = time.monotonic() - start
+  logs = [os.path.join(workdir, f"process_{i}.log") for i in range(2)]
+  assert f"[fault] SIGKILL at after_step:{step}" in open(logs[victim]).read(), _logs(workdir)
+  # The victim's last words are the fault's; the survivor's are its one line.
+  survived = os.path.getmtime(logs[survivor]) - os.path.getmtime(logs[victim])
+  assert survived < HEARTBEAT + 30, (survived, took)
+  lines = [l for l in open(logs[survivor]).read().splitlines() if l.startswith("error:")]
+  who = f"process {victim} of 2" + (" (the coordinator)" if victim == 0 else "")
+  assert len(lines) == 1 and lines[0].startswith(f"error: {who} stopped responding"), \
+      _logs(workdir)
+  assert "rerun the same command to resume" in lines[0]
+  assert "Traceback" not in open(logs[survivor]).read()
+  # local.sh names the process that failed first, then the survivor's line.
+  assert f"error: process {victim} failed first (killed by SIGKILL)" in out.stderr, out.stderr
+  assert f"error: process {survivor} failed too (exit status 3)" in out.stderr, out.stderr
+  assert lines[0] in out.stderr
+  return lines[0], survived
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_lost_worker_is_named_and_a_rerun_resumes(runs):
+  workdir = runs / "lost_worker"
+  line, _ = _lost_process(workdir, victim=1, step=EVERY + 1)
+  # The survivor was in step 5, or still in step 4 if the victim died before the
+  # collectives of its (asynchronously dispatched) step 4 had finished.
+  assert re.search(rf"\(lost at step ~({EVERY + 1}|{EVERY + 2})\); the last checkpoint is "
+                   rf"step {EVERY};", line), line
+  _two_processes(workdir)  # the same command again
+  assert "resumed from" in open(workdir / "process_0.log").read()
+  _assert_same_run(runs / "two", workdir)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_lost_coordinator_is_named(runs, tmp_path):
+  del runs  # only for its compiled programs in the shared cache
+  line, _ = _lost_process(tmp_path / "run", victim=0, step=2)
+  assert re.search(r"\(lost at step ~[23]\); no checkpoint yet;", line), line
 
 
 def _alone(process_id: int, timeout: int = 4):

@@ -13,8 +13,6 @@ import pytest
 from scipy import stats
 
 import hf_models  # noqa: E402  (skips the module without torch/transformers)
-import torch  # noqa: E402
-import transformers  # noqa: E402
 
 from alignment import sampling, scoring, sharding  # noqa: E402
 from alignment.data.batches import PAD_ID, PromptBatch  # noqa: E402
@@ -56,21 +54,6 @@ def test_config_accepts_the_edges():
 # --------------------------------------------------------------------------
 
 
-def _hf_generate(hf, prompt, pmask, t, eos_id):
-  kwargs = {}
-  if hf.config.is_encoder_decoder:
-    # transformers 5 sizes T5's default cache by the encoder's layer count.
-    kwargs["cache"] = transformers.EncoderDecoderCache(
-        transformers.DynamicCache(), transformers.DynamicCache())
-  with torch.no_grad():
-    out = hf.generate(input_ids=torch.tensor(prompt, dtype=torch.long),
-                      attention_mask=torch.tensor(pmask), max_new_tokens=t, do_sample=False,
-                      pad_token_id=PAD_ID, eos_token_id=eos_id, suppress_tokens=[PAD_ID],
-                      **kwargs).numpy()
-  out = out[:, 1:] if hf.config.is_encoder_decoder else out[:, prompt.shape[1]:]
-  return np.pad(out, ((0, 0), (0, t - out.shape[1])), constant_values=PAD_ID)
-
-
 # EOS ids are tokens that greedy decoding of these seeds emits mid-sequence in
 # some rows and never in others, so that per-row stopping is exercised.
 @pytest.mark.parametrize("arch,eos_id", [("t5", 94), ("llama", 59)])
@@ -79,7 +62,7 @@ def test_greedy_equals_hf_generate(arch, eos_id):
   cfg, params = hf_models.to_zoo(hf)
   prompt, pmask = hf_models.ragged(np.random.default_rng(0), 8, 7, 96, left=True)
   t = 12
-  theirs = _hf_generate(hf, prompt, pmask, t, eos_id)
+  theirs = hf_models.hf_greedy(hf, prompt, pmask, t, eos_id, PAD_ID)
   config = sampling.SamplingConfig(max_new_tokens=t, greedy=True, eos_id=eos_id)
   out = sampling.Sampler(heads.LanguageModel(cfg), config)(
       params, PromptBatch(prompt, pmask), jax.random.key(0))

@@ -279,3 +279,33 @@ def test_experiments_without_fig1_are_the_foundation_and_h1_needs_fig1(tmp_path)
   config_lib.apply_overrides(c, ["experiments=['h1']"])
   with pytest.raises(config_lib.ConfigError, match="list 'fig1' too"):
     study.plan(c, str(tmp_path))
+
+
+def test_a_stage_stopped_by_sigterm_is_not_marked_done(tmp_path, monkeypatch):
+  """A preempted stage's loop returns normally; the study must stop, not record it."""
+  import signal  # pylint: disable=g-import-not-at-top
+  from alignment import main as main_lib  # pylint: disable=g-import-not-at-top
+  from alignment.train import bookkeeping  # pylint: disable=g-import-not-at-top
+
+  def preempted_run(config, workdir):
+    del config, workdir
+    notice = bookkeeping.Preemption()
+    os.kill(os.getpid(), signal.SIGTERM)  # the loop's handler takes it; the loop returns
+    notice.close()
+    return {}
+
+  monkeypatch.setattr(bookkeeping, "_PREEMPTED", [False])
+  monkeypatch.setattr(main_lib, "run", preempted_run)
+  stage = study.Stage("online_ipo_s0", "online", config=config_lib.load(
+      os.path.join(ROOT, "configs", "online.py:tiny")))
+  with pytest.raises(study.Preempted, match="SIGTERM in stage online_ipo_s0"):
+    study.run_stage(str(tmp_path), stage, "hash")
+  assert not os.path.exists(tmp_path / "online_ipo_s0" / "STAGE.json")
+
+
+def test_arms_are_listed_with_their_numbers_as_numbers():
+  from alignment import report  # pylint: disable=g-import-not-at-top
+  names = ["online_ipo_stale16", "online_ipo_stale4", "online_ipo", "online_ipo_stale64",
+           "online_ipo_stale1"]
+  assert report.arm_order(names) == ["online_ipo", "online_ipo_stale1", "online_ipo_stale4",
+                                     "online_ipo_stale16", "online_ipo_stale64"]

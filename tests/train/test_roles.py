@@ -108,28 +108,16 @@ def test_bad_roles_are_one_clear_config_error(override, message, tmp_path):
     main_lib.run(_config(**override), str(tmp_path))
 
 
-@pytest.mark.parametrize("head", ["pairwise", pytest.param("reward", marks=pytest.mark.slow)])
-def test_policy_gradient_rewards_from_a_judge_on_its_own_mesh(pm_export, tmp_path, head):
-  """RLOO's rewards, from a pairwise PM (sibling wins) or a reward model on the
-  proxy's own devices, equal those of the same judge on the policy's mesh."""
+@pytest.mark.slow
+def test_policy_gradient_rewards_from_a_judge_on_its_own_mesh(pm_export):
+  """RLOO's rewards from a pairwise PM (sibling wins) on the proxy's own devices equal
+  those of the same judge on the policy's mesh (a reward model's take the same
+  reshards, without the split into siblings)."""
   from alignment.data import batches  # pylint: disable=g-import-not-at-top
   from alignment.train import online  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  export = pm_export
-  if head == "reward":  # a random reward model, exported like a trained one
-    c = _config()
-    cfg = zoo.from_section(c.model, vocab_lib.model_vocab_size(
-        tasks.task_vocabulary(c.data.task)))
-    rm = heads.RewardModel(cfg)
-    p = np.zeros((1, c.data.prompt_len), np.int32)
-    r = np.zeros((1, c.data.response_len), np.int32)
-    params = jax.jit(lambda key: rm.init(key, p, p, r, r)["params"])(jax.random.PRNGKey(5))
-    import flax.linen as nn  # pylint: disable=g-import-not-at-top
-    export = str(tmp_path / "rm")
-    checkpoint.export_params(nn.unbox(params), cfg, export)
   c = _config(**{"rl.method": "rloo", "rl.samples": 3, "train.write_stream": False,
-                 "judge.kind": "proxy" if head == "pairwise" else "reward",
-                 "judge.checkpoint": export}, **SPLIT)
+                 "judge.kind": "proxy", "judge.checkpoint": pm_export}, **SPLIT)
   meshes, mesh, rules, shared = roles.policy_set_up(c)
   vocab = tasks.task_vocabulary(c.data.task)
   program = online.build(c, mesh, rules, vocab, reference_shared=shared)
@@ -146,6 +134,5 @@ def test_policy_gradient_rewards_from_a_judge_on_its_own_mesh(pm_export, tmp_pat
     assert rewards[where].sharding.mesh.devices.tolist() == mesh.devices.tolist()
   np.testing.assert_allclose(rewards["own"], rewards["shared"], rtol=1e-5, atol=1e-6)
   assert np.asarray(rewards["own"]).shape == (c.data.batch_size * 3,)
-  if head == "pairwise":  # mean P(beating a sibling): 1/2 over each prompt's samples
-    np.testing.assert_allclose(np.asarray(rewards["own"]).reshape(-1, 3).mean(1), 0.5,
-                               atol=1e-5)
+  # Mean P(beating a sibling): 1/2 over each prompt's samples.
+  np.testing.assert_allclose(np.asarray(rewards["own"]).reshape(-1, 3).mean(1), 0.5, atol=1e-5)

@@ -70,6 +70,17 @@ def test_pulse(sft_and_pm):
   assert off and {"eval/golden_win_rate", "eval/classifier_accuracy",
                   "eval/chosen_logprob_delta", "eval/mean_response_length",
                   "eval/proxy_win_rate"} <= set(off[-1])
+  # The aligned policy leaves the project: exported to Hugging Face, transformers loads
+  # it with our logits (needs torch and transformers; the rest above does not).
+  hf_models = pytest.importorskip("hf_models")
+  from alignment.models import export  # pylint: disable=g-import-not-at-top
+  assert export.main(["--params", str(base / "online" / "export"),
+                      "--output", str(base / "online_hf")]) == 0
+  cfg, params = export.load_export(str(base / "online" / "export"))
+  hf = hf_models.transformers.T5ForConditionalGeneration.from_pretrained(base / "online_hf")
+  batch = hf_models.batch(11, lp=7, vocab=cfg.vocab_size)
+  hf_models.assert_logits_match(hf_models.zoo_logits(cfg, params, *batch),
+                                hf_models.hf_t5_logits(hf, *batch[:3]), batch[3])
 
 
 @pytest.mark.e2e
