@@ -137,11 +137,7 @@ def _bench_staleness(args, config, phases, prompts, state, med) -> Json:
     times = []
     for step in range(first, first + n):
       t0 = time.perf_counter()
-      r = rollouts.current(step, state.params)
-      if step + 1 < first + n:
-        rollouts.sample_ahead(step + 1)
-      state, metrics, stats = phases.update(state, *r.judged)
-      rollouts.judge_ahead()
+      _, state, metrics, stats = rollouts.step(step, state, first + n)
       jax.device_get((metrics, stats))  # the loop's host work waits for them too
       times.append(time.perf_counter() - t0)
     return state, times[args.staleness + 1:]  # past the history's filling

@@ -228,7 +228,7 @@ class StaleParams:
   `record(t, params)` keeps a copy of step t's parameters (the train step
   donates its state, so they are copied) and `at(t)` hands out those of step
   max(t - k, first recorded step); the last k + 1 are kept. k = 0 keeps no copy:
-  `record` returns the current parameters themselves, the on-policy loop
+  `at` hands back the recorded parameters themselves, the on-policy loop
   unchanged. A resumed run refills its history from the parameters it resumed
   with, so its first k steps sample with fresher parameters than an
   uninterrupted run's.
@@ -252,11 +252,6 @@ class StaleParams:
       if s >= step - self.k:
         return params, s
     raise ValueError(f"step {step}: parameters of step >= {step - self.k} were not recorded")
-
-  def for_step(self, step: int, params):
-    """`record(step, params)`, then `at(step)`."""
-    self.record(step, params)
-    return self.at(step)
 
 
 @dataclasses.dataclass
@@ -286,10 +281,10 @@ class Rollouts:
   those of the loop without the overlap, bit for bit (the same parameters,
   prompts and keys; tests/train/test_train.py).
 
-  `current(step, params)` -> the step's `Rollout` (sampled and judged now, or
-  ahead); `data_state()` -> the prompt iterator's position after this step's
-  batch (what a checkpoint at step + 1 must resume from, whatever was drawn
-  ahead); `sample_ahead(step + 1)` before the update and `judge_ahead()` after it.
+  `step(t, state, num_steps)` runs step t in that order (the loop and `bench
+  online` both call it); `data_state()` -> the prompt iterator's position after
+  step t's batch (what a checkpoint at t + 1 must resume from, whatever was
+  drawn ahead).
   """
 
   def __init__(self, phases: Phases, prompts, staleness: int, overlap: bool):
@@ -299,17 +294,34 @@ class Rollouts:
     self._ahead: Rollout | None = None
     self._data_state = None
 
-  def current(self, step: int, params) -> Rollout:
+  def step(self, step: int, state, num_steps: int):
+    """Step `step`: its rollout (sampled and judged now, or ahead), the next step's
+    sampling dispatched (with the overlap), the update, the next step's judging.
+    Returns (Rollout, state, metrics, batch statistics)."""
+    r = self._current(step, state.params)
+    if self.overlap and step + 1 < num_steps:  # before this update
+      self._ahead = self._draw(step + 1)
+    state, metrics, batch_stats = self.phases.update(state, *r.judged)
+    if self._ahead is not None:
+      self._ahead.judged = self.phases.judge(self._ahead.batch, self._ahead.out,
+                                             self._ahead.step)
+    return r, state, metrics, batch_stats
+
+  def data_state(self) -> dict:
+    return self._data_state
+
+  def _draw(self, step: int) -> Rollout:
+    """The next batch, its sampling dispatched with step `step`'s parameters."""
+    batch = next(self.prompts)
+    sample_params, sampling_step = self.stale.at(step)
+    return Rollout(step, batch, self.phases.sample(sample_params, batch, step), None,
+                   sampling_step)
+
+  def _current(self, step: int, params) -> Rollout:
     t0 = time.perf_counter()
     self.stale.record(step, params)
     ahead, self._ahead = self._ahead, None
-    if ahead is not None and ahead.step == step:
-      r = ahead
-    else:
-      batch = next(self.prompts)
-      sample_params, sampling_step = self.stale.at(step)
-      r = Rollout(step, batch, self.phases.sample(sample_params, batch, step), None,
-                  sampling_step)
+    r = ahead if ahead is not None and ahead.step == step else self._draw(step)
     self._data_state = self.prompts.get_state()
     jax.block_until_ready(r.out.tokens)
     t1 = time.perf_counter()
@@ -318,23 +330,6 @@ class Rollouts:
     jax.block_until_ready(r.judged)
     r.waited_sample, r.waited_judge = t1 - t0, time.perf_counter() - t1
     return r
-
-  def data_state(self) -> dict:
-    return self._data_state
-
-  def sample_ahead(self, step: int):
-    """Dispatch step `step`'s sampling now, if the overlap is on (else nothing)."""
-    if self.overlap:
-      batch = next(self.prompts)
-      sample_params, sampling_step = self.stale.at(step)
-      self._ahead = Rollout(step, batch, self.phases.sample(sample_params, batch, step),
-                            None, sampling_step)
-
-  def judge_ahead(self):
-    """Dispatch the judging of what `sample_ahead` sampled."""
-    if self._ahead is not None:
-      self._ahead.judged = self.phases.judge(self._ahead.batch, self._ahead.out,
-                                             self._ahead.step)
 
 
 def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> Phases:
@@ -473,11 +468,7 @@ def run(config, workdir: str) -> dict:
                          watch=("loss", "grad_norm", "judge_prob_chosen", "reward_mean"))
   rollouts = Rollouts(phases, prompts, config.rl.staleness, config.rl.overlap)
   for step in range(start, config.train.num_steps):
-    r = rollouts.current(step, state.params)
-    if step + 1 < config.train.num_steps:
-      rollouts.sample_ahead(step + 1)  # with staleness and overlap: before this update
-    state, metrics, batch_stats = phases.update(state, *r.judged)
-    rollouts.judge_ahead()
+    r, state, metrics, batch_stats = rollouts.step(step, state, config.train.num_steps)
     if writer is not None:  # each process writes the rows it holds, at their positions
       sampled, verdict = r.judged
       rows = {f.name: distributed.local_rows(getattr(sampled, f.name))

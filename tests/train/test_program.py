@@ -111,11 +111,13 @@ def test_stale_params_hand_out_the_parameters_of_k_steps_before():
   from alignment.train import online  # pylint: disable=g-import-not-at-top
   params = {"w": jnp.zeros(3)}
   fresh = online.StaleParams(0)
-  assert fresh.for_step(5, params) == (params, 5)  # k = 0: the very same parameters
+  fresh.record(5, params)
+  assert fresh.at(5) == (params, 5)  # k = 0: the very same parameters
   stale = online.StaleParams(2)
   handed = []
   for step in range(10, 15):
-    p, s = stale.for_step(step, params)
+    stale.record(step, params)
+    p, s = stale.at(step)
     handed.append((float(p["w"][0]), s))
     params = {"w": params["w"] + 1.0}  # the update (which may donate the old buffers)
   assert handed == [(0.0, 10), (0.0, 10), (0.0, 10), (1.0, 11), (2.0, 12)]
