@@ -83,14 +83,6 @@ class StreamError(ValueError):
   pass
 
 
-def _sha256_file(path: str) -> str:
-  h = hashlib.sha256()
-  with tf.io.gfile.GFile(path, "rb") as f:
-    while block := f.read(1 << 22):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _meta_checksum(meta: dict) -> str:
   body = {k: v for k, v in meta.items() if k != "checksum"}
   return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -102,7 +94,7 @@ def verify_chunk(path: str) -> bool:
   m = _CHUNK.match(os.path.basename(path))
   if not m or not m.group(4):
     return False
-  if _sha256_file(path) != m.group(4):
+  if files.sha256(path) != m.group(4):
     raise StreamError(f"{path}: contents do not match the checksum in its name"
                       f"{damaged_record(path)}: the file was truncated or altered; "
                       "regenerate the stream")
@@ -189,7 +181,7 @@ class StreamWriter:
         for r in records:
           w.write(r)
         faults.hit("stream", first, path=tmp)
-      path = f"{stem}-{_sha256_file(tmp)}.tfrecord"
+      path = f"{stem}-{files.sha256(tmp)}.tfrecord"
       tf.io.gfile.rename(tmp, path, overwrite=True)
     except BaseException:  # a full disk: no partial chunk stays behind
       if tf.io.gfile.exists(tmp):
