@@ -25,6 +25,7 @@ are written cooperatively by all processes.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -124,7 +125,12 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
     watchdog.cancel()
   log.info("process %d/%d joined %s: %d local, %d global devices", jax.process_index(),
            jax.process_count(), coordinator, jax.local_device_count(), jax.device_count())
-  _Watchdog(process_id, num_processes).start()
+  watchdog = _Watchdog(process_id, num_processes)
+  _watchdogs.append(watchdog)
+  # Stopped before the interpreter finalises: a daemon thread caught inside a
+  # jaxlib call then is unwound through C++ and aborts the process.
+  atexit.register(_stop_watchdogs)
+  watchdog.start()
   if process_id != 0:
     _on_abort_name_the_coordinator(coordinator, num_processes)
   return True
@@ -222,10 +228,16 @@ class _Watchdog(threading.Thread):
     self.me, self.n = process_id, num_processes
     self.timeout = heartbeat_timeout()
     self.period = min(1.0, self.timeout / 5)
+    self.stopping = threading.Event()
+
+  def stop(self):
+    self.stopping.set()
+    if self.is_alive() and threading.current_thread() is not self:
+      self.join(timeout=10)
 
   def run(self):
     beats, seen, failing_since = 0, {}, None
-    while True:
+    while not self.stopping.is_set():
       now = time.monotonic()
       try:
         beats += 1
@@ -236,7 +248,7 @@ class _Watchdog(threading.Thread):
         failing_since = failing_since or now
         if self.me != 0 and now - failing_since > min(self.timeout, 5 * self.period):
           lost(f"process 0 of {self.n} (the coordinator)")
-        time.sleep(self.period)
+        self.stopping.wait(self.period)
         continue
       for i in range(self.n):
         value = values.get(f"{_BEATS}{i}")
@@ -246,16 +258,28 @@ class _Watchdog(threading.Thread):
           seen[i] = (value, now)
         elif now - seen[i][1] > self.timeout:
           lost(f"process {i} of {self.n}")
-      time.sleep(self.period)
+      self.stopping.wait(self.period)
+
+
+_watchdogs: list = []
+
+
+def _stop_watchdogs():
+  while _watchdogs:
+    _watchdogs.pop().stop()
 
 
 def finished():
-  """This process ended its work normally: its peers stop watching its beats."""
+  """This process ended its work normally: its watchdog stops, its peers stop
+  watching its beats, and it leaves the job with the others (JAX's shutdown
+  barrier: the coordinator, process 0, stays up until every process is done)."""
   if jax.process_count() > 1:
     from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+    _stop_watchdogs()
     try:
       jax_distributed.global_state.client.key_value_set(
           f"{_BEATS}{jax.process_index()}", _DONE, allow_overwrite=True)
+      jax.distributed.shutdown()
     except Exception:  # pylint: disable=broad-except  (the coordinator has gone already)
       pass
 
