@@ -1,11 +1,44 @@
-"""Test set-up: 8 fake CPU devices, set before JAX starts (docs/conventions.md, "Tests")."""
+"""Test set-up: 8 fake CPU devices, set before JAX starts (docs/conventions.md, "Tests").
+
+XLA's persistent compilation cache is shared by the whole test session: both
+pytest-xdist workers and every process a test starts (`python -m
+alignment.main`, studies, multi-process jobs) read and write one directory,
+so a program compiled once (the tiny models' steps recur across many tests)
+is not compiled again. A cached executable is the program the compiler would
+build again, so bitwise comparisons are unaffected; tests that count
+compilations turn the cache off (tests/train/test_recompiles.py).
+"""
 import os
+import shutil
+import tempfile
+import time
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+def _session_xla_cache() -> str:
+  """One directory per test session (xdist gives its workers one run id); those
+  of sessions older than a day are removed."""
+  top = os.path.join(tempfile.gettempdir(), "alignment-tests-xla")
+  os.makedirs(top, exist_ok=True)
+  for old in os.listdir(top):
+    path = os.path.join(top, old)
+    try:
+      if time.time() - os.path.getmtime(path) > 86400:
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+      pass
+  run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+  return os.path.join(top, run)
+
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _session_xla_cache())
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("ALIGNMENT_XLA_CACHE", os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 import jax  # noqa: E402  (must follow the flags above)
 

@@ -36,27 +36,11 @@ FLAGS = ["--config=configs/online.py:tiny", "--config.judge.kind=golden",
          "--config.mesh.data=4"]
 
 
-# XLA's persistent compilation cache, shared by this file's runs (as in
-# tests/train/test_reliability.py): the killed and resumed 2-process runs reuse
-# the programs the fixture's run compiled.
-_XLA_CACHE = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _xla_cache(tmp_path_factory):
-  _XLA_CACHE.append(str(tmp_path_factory.mktemp("xla_cache")))
-  yield
-  _XLA_CACHE.clear()
-
-
 def _env(devices: int) -> dict:
   env = {k: v for k, v in os.environ.items() if not k.startswith("ALIGNMENT_")}
   env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
              JAX_PLATFORMS="cpu", PYTHON=sys.executable, PYTHONPATH=ROOT,
              TF_CPP_MIN_LOG_LEVEL="3")
-  if _XLA_CACHE:
-    env.update(JAX_COMPILATION_CACHE_DIR=_XLA_CACHE[0],
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   return env
 
 

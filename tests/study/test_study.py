@@ -97,20 +97,34 @@ def test_rerun_skips_finished_stages(smoke_study, capsys):
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_killed_between_stages_resumes_to_the_same_results(smoke_study, tmp_path):
+  """`python -m alignment.study` SIGKILLed right after a stage's work, before the
+  stage is marked done, then the same command again: it reuses what finished,
+  redoes the killed stage and ends with the uninterrupted study's results.json.
+  (The study is the smoke study's with its last two stages undone, so only they
+  run here.)"""
+  import shutil  # pylint: disable=g-import-not-at-top
   workdir, _ = smoke_study
+  shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
+  last = study.plan(_smoke(), str(workdir))[-2:]
+  assert [s.name for s in last] == ["mixed_pairs", "offline_mixed_pairs"]
+  for stage in last:
+    shutil.rmtree(tmp_path / stage.name)
+  os.remove(tmp_path / "results.json")
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             ALIGNMENT_XLA_CACHE=str(workdir / ".xla_cache"))
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
   cmd = [sys.executable, "-m", "alignment.study", "--config=configs/study.py:smoke",
          f"--workdir={tmp_path}"]
   killed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          env=dict(env, ALIGNMENT_FAULT="kill@after_stage:online_ipo_s0"))
+                          env=dict(env, ALIGNMENT_FAULT="kill@after_stage:mixed_pairs"))
   assert killed.returncode == -9, killed.stderr[-2000:]
-  assert not (tmp_path / "online_ipo_s0" / "STAGE.json").exists()
-  assert (tmp_path / "sft" / "STAGE.json").exists()
+  assert (tmp_path / "mixed_pairs").exists()  # its work was written ...
+  assert not (tmp_path / "mixed_pairs" / "STAGE.json").exists()  # ... but not marked done
+  assert not (tmp_path / "offline_mixed_pairs").exists()
+  assert not (tmp_path / "results.json").exists()
   resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "sft: done (cached)" in resumed.stdout
+  assert " mixed_pairs: done (cached)" not in resumed.stdout
   with open(workdir / "results.json") as f:
     want = json.load(f)
   with open(tmp_path / "results.json") as f:
@@ -129,18 +143,20 @@ def test_unknown_experiment_is_named(tmp_path):
 @pytest.mark.slow
 def test_rl_and_staleness_experiments_write_their_plots_and_rows(smoke_study, tmp_path):
   """Beyond the paper, on the smoke study's foundation (its finished stages are reused
-  by hash): a reward model, RLOO and GRPO arms, and online IPO sampling 2 steps behind,
-  each compared with Fig. 1's online IPO."""
+  by hash): a reward model, RLOO with it and GRPO with the pairwise PM (the third arm,
+  GRPO with the RM, is the same two paths combined), and online IPO sampling 2 steps
+  behind, each compared with Fig. 1's online IPO."""
   import shutil  # pylint: disable=g-import-not-at-top
   workdir, _ = smoke_study
   shutil.copytree(workdir, tmp_path / "study")
   c = _smoke()
-  config_lib.apply_overrides(c, ["experiments=['fig1', 'rl', 'staleness']", "seeds=[0]"])
+  config_lib.apply_overrides(c, ["experiments=['fig1', 'rl', 'staleness']", "seeds=[0]",
+                               "rl.arms=['rloo_rm', 'grpo_pm']"])
   out = study.run(c, str(tmp_path / "study"))
   with open(tmp_path / "study" / "results.json") as f:
     results = json.load(f)
   rl, stale = results["comparisons"]["rl"], results["comparisons"]["staleness"]
-  assert set(rl) == {"online_rloo_rm", "online_grpo_rm", "online_grpo_pm"}
+  assert set(rl) == {"online_rloo_rm", "online_grpo_pm"}
   assert set(stale) == {"online_ipo_stale2"}
   for c_ in list(rl.values()) + list(stale.values()):
     lo, hi = c_["peak_minus_online_ipo"]["interval"]

@@ -25,6 +25,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
+@pytest.fixture(autouse=True)
+def _no_persistent_cache():
+  """A hit in XLA's persistent cache (tests/conftest.py) is no backend compile:
+  these tests count real compiles, so the cache is off while they run."""
+  from jax._src import compilation_cache  # pylint: disable=g-import-not-at-top
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  compilation_cache.reset_cache()
+  yield
+  jax.config.update("jax_enable_compilation_cache", enabled)
+  compilation_cache.reset_cache()
+
+
 def _config(name, **overrides):
   c = config_lib.load(os.path.join(ROOT, "configs", f"{name}.py:tiny"))
   config_lib.apply_overrides(c, [f"{k}={v!r}" for k, v in overrides.items()])

@@ -25,25 +25,9 @@ OFFLINE = ["--config=configs/offline.py:tiny", f"--config.train.num_steps={STEPS
            "--config.train.checkpoint_every=4", "--config.optimizer.learning_rate=0.003"]
 
 
-# XLA's persistent compilation cache, shared by this file's runs: each run is a new
-# process that would otherwise compile the same tiny programs again (a cached
-# executable is the same program, so bitwise comparisons are unaffected).
-_XLA_CACHE = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _xla_cache(tmp_path_factory):
-  _XLA_CACHE.append(str(tmp_path_factory.mktemp("xla_cache")))
-  yield
-  _XLA_CACHE.clear()
-
-
 def _main(workdir, args, fault=None, timeout=600):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
              XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  if _XLA_CACHE:
-    env.update(JAX_COMPILATION_CACHE_DIR=_XLA_CACHE[0],
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
   env.pop("ALIGNMENT_FAULT", None)
   if fault:
     env["ALIGNMENT_FAULT"] = fault
