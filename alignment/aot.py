@@ -22,6 +22,16 @@ loop: training (params + optimiser + reference + proxy PM resident, plus the
 train step's temporaries) and sampling/judging (the same residents plus the
 larger of the sampler's and the judge's temporaries).
 
+Time before money: with a TPU topology (or --peak_tflops and --hbm_gbps for
+other devices) it also estimates each phase's time per step from the compiled
+programs' own cost analyses (FLOPs and bytes of memory traffic per device)
+against the chip's peak and bandwidth, each program the slower of the two (a
+roofline: a lower bound, real steps reach perhaps half of it). Sampling is the
+prefill plus one decode step per new token, each compiled on its own (the
+cost analysis counts the sampler's while loop once). Then chip-hours of one
+online and one offline run of --steps steps, and of the paper-scale study
+(configs/study.py:tpu: its online and offline runs at the base size).
+
 Devices, three ways:
   on a TPU VM      the real chips (the TPU compiler); no flag needed.
   --topology=T     an abstract TPU slice, e.g. v4:2x2x4 (32 chips), v5e:4x4,
@@ -43,6 +53,10 @@ import sys
 # HBM per chip (GiB) of the TPU generations `--topology` knows, for the default --hbm_gib
 # (divided among a chip's devices: see _default_hbm).
 HBM_GIB = {"v4": 32.0, "v5e": 16.0, "v5litepod": 16.0, "v5p": 95.0, "v6e": 32.0}
+# Per chip: peak dense bfloat16 FLOP/s and HBM bandwidth (bytes/s), Google's published
+# figures, for the time estimates (divided among a chip's devices like the HBM).
+CHIP_PEAK = {"v4": (275e12, 1228e9), "v5e": (197e12, 819e9), "v5litepod": (197e12, 819e9),
+             "v5p": (459e12, 2765e9), "v6e": (918e12, 1640e9)}
 
 
 def _parse(argv):
@@ -58,6 +72,14 @@ def _parse(argv):
   p.add_argument("--skip_sampler", action="store_true")
   p.add_argument("--skip_judge", action="store_true")
   p.add_argument("--json", default="", help="also write the figures to this JSON file")
+  p.add_argument("--peak_tflops", type=float, default=0.0,
+                 help="per-device peak TFLOP/s for the time estimates (default: the "
+                      "topology's chip, divided among its devices)")
+  p.add_argument("--hbm_gbps", type=float, default=0.0,
+                 help="per-device memory bandwidth in GB/s for the time estimates (default: "
+                      "the topology's chip)")
+  p.add_argument("--steps", type=int, default=4000,
+                 help="steps per run for the chip-hour estimates (the paper's 4000)")
   args, overrides = p.parse_known_args(argv)
   return args, overrides
 
@@ -179,7 +201,8 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
   d = config.data
   program, sampler = build_programs(config, mesh, rules)
   abstract_state = program.abstract_state
-  mem = program.lower().compile().memory_analysis()
+  train_compiled = program.lower().compile()
+  mem = train_compiled.memory_analysis()
   aligns = config.experiment in ("online", "offline")
   out = {
       "config": f"{config.experiment} {config.model.name} batch={d.batch_size} "
@@ -196,6 +219,7 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
           "arguments": int(mem.argument_size_in_bytes), "outputs": int(mem.output_size_in_bytes),
           "temporaries": int(mem.temp_size_in_bytes),
           "generated_code": int(mem.generated_code_size_in_bytes)},
+      "cost": {"train_step": _cost(train_compiled)},
   }
   if sampler is not None:  # online: the proxy PM is resident, the sampler and judge run
     model_cfg = program.model_config
@@ -209,19 +233,27 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
     prompt = jax.ShapeDtypeStruct((d.batch_size, d.prompt_len), jnp.int32, sharding=rows)
     if with_sampler:
       key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=sharding.replicated(mesh))
-      smem = sampler.lower(abstract_state.params, B.PromptBatch(prompt, prompt),
-                           key).compile().memory_analysis()
+      scompiled = sampler.lower(abstract_state.params, B.PromptBatch(prompt, prompt),
+                                key).compile()
+      smem = scompiled.memory_analysis()
+      out["cost"]["sampler"] = _cost(scompiled)  # its while loop counted once: see `estimate`
       out["per_device"]["kv_cache"] = _kv_cache_per_device(
           program.model, abstract_state.params, d, sampler.config, mesh, rules)
       out["sampler_compiler"] = {"arguments": int(smem.argument_size_in_bytes),
                                  "outputs": int(smem.output_size_in_bytes),
                                  "temporaries": int(smem.temp_size_in_bytes)}
+      prefill, step = sampler.compile_phases(abstract_state.params, B.PromptBatch(prompt, prompt))
+      out["cost"]["prefill"] = _cost(prefill)
+      out["cost"]["decode_step"] = _cost(step)
+      out["cost"]["new_tokens"] = int(sampler.config.max_new_tokens)
     if with_judge:
       judge = judges.ModelJudge(pm_model, pm_abstract, mesh, rules)
       resp = jax.ShapeDtypeStruct((d.batch_size, d.response_len), jnp.int32, sharding=rows)
       with sharding.use(mesh, rules):
-        jmem = judge.compare_fn().lower(pm_abstract, prompt, prompt, resp, resp, resp,
-                                        resp).compile().memory_analysis()
+        jcompiled = judge.compare_fn().lower(pm_abstract, prompt, prompt, resp, resp, resp,
+                                             resp).compile()
+      jmem = jcompiled.memory_analysis()
+      out["cost"]["judge"] = _cost(jcompiled)
       out["judge_compiler"] = {"arguments": int(jmem.argument_size_in_bytes),
                                "temporaries": int(jmem.temp_size_in_bytes)}
   pd = out["per_device"]
@@ -233,6 +265,77 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
   if "sampler_compiler" in out or "judge_compiler" in out:
     out["per_device_total_sampling"] = resident + sample_temps
   return out
+
+
+def _cost(compiled) -> dict:
+  """The compiler's per-device cost analysis of one program: FLOPs and bytes
+  of memory traffic (XLA counts a loop's body once: see `estimate`)."""
+  c = compiled.cost_analysis()
+  c = (c[0] if c else {}) if isinstance(c, (list, tuple)) else (c or {})
+  return {"flops": float(c.get("flops", 0.0)),
+          "bytes": float(c.get("bytes accessed", 0.0))}
+
+
+def _seconds(cost: dict, peak_flops: float, bandwidth: float) -> float:
+  """Roofline time of a program on one device: compute- or memory-bound."""
+  return max(cost["flops"] / peak_flops, cost["bytes"] / bandwidth)
+
+
+def estimate(fig: dict, peak_flops: float, bandwidth: float, chips: float, steps: int,
+             runs: dict | None = None) -> dict:
+  """Seconds per step from the compiled programs' cost analyses against a
+  device's peak FLOP/s and memory bandwidth (each program the slower of its
+  compute and its memory traffic: a lower bound; real steps reach perhaps half
+  of it), and chip-hours for runs of `steps` steps.
+
+  Sampling is the prefill plus `new_tokens` decode steps, each compiled on its
+  own, since the sampler's while loop is counted once by the cost analysis (the
+  bound assumes no row stops early). An online step samples, judges and
+  updates; an offline step only updates (the same train step: a pair's
+  forward and backward, the reference's forward).
+  runs: {"online": n, "offline": m} runs of the whole study, for its total.
+  """
+  cost = fig["cost"]
+  t = {"train_step": _seconds(cost["train_step"], peak_flops, bandwidth)}
+  if "decode_step" in cost:
+    t["prefill"] = _seconds(cost["prefill"], peak_flops, bandwidth)
+    t["decode_step"] = _seconds(cost["decode_step"], peak_flops, bandwidth)
+    t["sampling"] = t["prefill"] + cost["new_tokens"] * t["decode_step"]
+  if "judge" in cost:
+    t["judge"] = _seconds(cost["judge"], peak_flops, bandwidth)
+  online = "sampling" in t
+  if online:
+    t["online_step"] = t["sampling"] + t.get("judge", 0.0) + t["train_step"]
+  hours = lambda seconds: seconds * steps * chips / 3600
+  out = {"seconds": t, "peak_flops_per_device": peak_flops,
+         "bandwidth_per_device": bandwidth, "chips": chips, "steps": steps,
+         "chip_hours": {"offline_run": hours(t["train_step"])}}
+  if online:
+    out["chip_hours"]["online_run"] = hours(t["online_step"])
+  if runs and online:
+    out["runs"] = dict(runs)
+    out["chip_hours"]["study"] = (runs.get("online", 0) * out["chip_hours"]["online_run"] +
+                                  runs.get("offline", 0) * out["chip_hours"]["offline_run"])
+  return out
+
+
+def paper_study_runs() -> dict:
+  """How many online and offline runs the paper-scale study (configs/study.py:tpu)
+  trains at its base model size: its Fig. 1 sweep, the golden policy, the
+  replays, the Best-of-2 and the pair-source ablations."""
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+  from alignment import study  # pylint: disable=g-import-not-at-top
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  c = config_lib.load(os.path.join(here, "configs", "study.py:tpu"))
+  runs = {"online": 0, "offline": 0}
+  for stage in study.plan(c, os.path.join(here, "runs", "never-written")):
+    if stage.kind in runs and stage.config.model.name == c.model:
+      runs[stage.kind] += 1
+  return runs
+
+
+def _ms(seconds: float) -> str:
+  return f"{seconds * 1e3:,.1f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
 
 def render(fig: dict, hbm_gib: float = 0.0) -> str:
@@ -259,21 +362,60 @@ def render(fig: dict, hbm_gib: float = 0.0) -> str:
   if hbm_gib:
     verdict = "fits" if total <= hbm_gib * 2**30 else "DOES NOT FIT"
     lines.append(f"  against {hbm_gib:g} GiB per device: {verdict}")
+  est = fig.get("estimate")
+  if est:
+    t = est["seconds"]
+    lines.append(f"  time per step (roofline bound: {est['peak_flops_per_device'] / 1e12:g} "
+                 f"TFLOP/s, {est['bandwidth_per_device'] / 1e9:g} GB/s per device)")
+    if "sampling" in t:
+      lines.append(f"              sampling     {_ms(t['sampling'])}  (prefill "
+                   f"{_ms(t['prefill'])} + {fig['cost']['new_tokens']} x decode "
+                   f"{_ms(t['decode_step'])})")
+    if "judge" in t:
+      lines.append(f"              judging      {_ms(t['judge'])}")
+    lines.append(f"              update       {_ms(t['train_step'])}")
+    ch = est["chip_hours"]
+    runs = f"{est['steps']} steps on {est['chips']:g} chips"
+    if "online_run" in ch:
+      lines.append(f"              online step  {_ms(t['online_step'])}; an online run of "
+                   f"{runs}: {ch['online_run']:,.1f} chip-hours")
+    lines.append(f"              an offline run of {runs}: {ch['offline_run']:,.1f} chip-hours")
+    if "study" in ch:
+      lines.append(f"  the paper's study ({est['runs']['online']} online + "
+                   f"{est['runs']['offline']} offline runs, configs/study.py:tpu): "
+                   f"{ch['study']:,.0f} chip-hours at the bound")
   return "\n".join(lines)
 
 
-def _default_hbm(topology: str, devices=None) -> float:
-  """HBM per JAX device: a chip's HBM divided among its devices. A v4 topology is
-  compiled with one device per TensorCore (two per chip), v5p/v5e/v6e with one per chip."""
-  per_chip = HBM_GIB.get(topology.split(":")[0].lower(), 0.0) if topology else 0.0
+def devices_per_chip(devices) -> float:
+  """JAX devices per chip, from the devices' chip coordinates as the TPU
+  compiler reports them (1 where they carry none)."""
   coords = [tuple(getattr(d, "coords", ())) for d in devices or ()]
-  if per_chip and coords and all(coords):
-    per_chip *= len(set(coords)) / len(coords)
-  return per_chip
+  if coords and all(coords):
+    return len(coords) / len(set(coords))
+  return 1.0
+
+
+def _default_hbm(topology: str, devices=None) -> float:
+  """HBM per JAX device: a chip's HBM divided among its devices (how many share a
+  chip is read from the compiler's device coordinates, not assumed)."""
+  per_chip = HBM_GIB.get(topology.split(":")[0].lower(), 0.0) if topology else 0.0
+  return per_chip / devices_per_chip(devices) if per_chip else 0.0
+
+
+def _default_peak(topology: str, devices=None) -> tuple[float, float]:
+  """(FLOP/s, bytes/s) per JAX device of the topology's chip; (0, 0) if unknown."""
+  flops, bandwidth = CHIP_PEAK.get(topology.split(":")[0].lower(), (0.0, 0.0)) if topology \
+      else (0.0, 0.0)
+  share = devices_per_chip(devices)
+  return flops / share, bandwidth / share
 
 
 def main(argv=None) -> int:
   args, overrides = _parse(sys.argv[1:] if argv is None else argv)
+  if min(args.peak_tflops, args.hbm_gbps) < 0 or args.steps < 1:
+    print("error: --peak_tflops and --hbm_gbps must be >= 0 and --steps >= 1", file=sys.stderr)
+    return 2
   if args.devices and args.topology:
     print("error: give --devices (fake CPU devices) or --topology (a TPU slice), not both",
           file=sys.stderr)
@@ -306,6 +448,14 @@ def main(argv=None) -> int:
   if args.topology:
     fig["topology"] = args.topology
   hbm = args.hbm_gib or _default_hbm(args.topology, devices)
+  peak, bandwidth = _default_peak(args.topology, devices)
+  peak = args.peak_tflops * 1e12 or peak
+  bandwidth = args.hbm_gbps * 1e9 or bandwidth
+  if peak and bandwidth:
+    share = devices_per_chip(devices)
+    fig["devices_per_chip"] = share
+    runs = paper_study_runs() if config.experiment == "online" else None
+    fig["estimate"] = estimate(fig, peak, bandwidth, fig["devices"] / share, args.steps, runs)
   print(render(fig, hbm))
   if args.json:
     import json  # pylint: disable=g-import-not-at-top

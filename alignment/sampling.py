@@ -269,17 +269,17 @@ def _write(carry: _Carry, key: Array, config: SamplingConfig) -> _Carry:
       done=done)
 
 
-def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
-           config: SamplingConfig) -> SampleOutput:
-  """Samples `config.num_samples` responses per prompt. Pure; call it under jit.
+def start(model: heads.LanguageModel, params, prompts: PromptBatch, config: SamplingConfig):
+  """The decode state after the prompts: T5 encodes them, a decoder prefills its
+  cache; once per prompt, then repeated for each of its `num_samples` rows.
 
-  `Sampler` wraps this with explicit shardings; call `sample` directly when
-  sampling is part of a larger jitted step (e.g. an online update).
+  Returns (logits [N, V] predicting the first token, state, prompt [N, Lp],
+  prompt_mask [N, Lp]).
   """
-  variables = {"params": params}
-  n, t_max = config.num_samples, config.max_new_tokens
-  logits, state = model.apply(variables, prompts.prompt, prompts.prompt_mask, t_max,
-                              L.dtype_from_name(config.cache_dtype), method="start_decode")
+  n = config.num_samples
+  logits, state = model.apply({"params": params}, prompts.prompt, prompts.prompt_mask,
+                              config.max_new_tokens, L.dtype_from_name(config.cache_dtype),
+                              method="start_decode")
   prompt, prompt_mask = prompts.prompt, prompts.prompt_mask
   if n > 1:  # Encode / prefill once per prompt; each sample gets its own copy after.
     def rep(x):
@@ -288,6 +288,23 @@ def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
       return _constrain_rows(jnp.repeat(x, n, axis=0))
     logits, state, prompt, prompt_mask = jax.tree.map(
         rep, (logits, state, prompt, prompt_mask), is_leaf=lambda x: isinstance(x, L.KVCache))
+  return logits, state, prompt, prompt_mask
+
+
+def decode_step(model: heads.LanguageModel, params, state, prev_n: Array, t: Array):
+  """One token for every row: (logits [N, V] predicting position t + 1, new state)."""
+  return model.apply({"params": params}, state, prev_n, t, method="decode_step")
+
+
+def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
+           config: SamplingConfig) -> SampleOutput:
+  """Samples `config.num_samples` responses per prompt. Pure; call it under jit.
+
+  `Sampler` wraps this with explicit shardings; call `sample` directly when
+  sampling is part of a larger jitted step (e.g. an online update).
+  """
+  t_max = config.max_new_tokens
+  logits, state, prompt, prompt_mask = start(model, params, prompts, config)
   rows = logits.shape[0]
   zeros = lambda dtype: _constrain_rows(jnp.zeros((rows, t_max), dtype))
   carry = _Carry(t=jnp.asarray(0, jnp.int32), logits=logits, state=state,
@@ -301,7 +318,7 @@ def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
 
   def body(c: _Carry):
     prev = jax.lax.dynamic_index_in_dim(c.tokens, c.t - 1, axis=1, keepdims=False)
-    logits, state = model.apply(variables, c.state, prev, c.t - 1, method="decode_step")
+    logits, state = decode_step(model, params, c.state, prev, c.t - 1)
     c = _write(c.replace(logits=logits, state=state), key, config)
     return c.replace(t=c.t + 1)
 
@@ -378,3 +395,26 @@ class Sampler:
     self._check(prompts)
     with sharding.use(self.mesh, self.rules):
       return self._jitted.lower(params, prompts, key)
+
+  def compile_phases(self, params, prompts: PromptBatch):
+    """The two phases of `sample` compiled as programs of their own, for cost
+    analysis (the sampler is one while loop, whose body a compiler's cost
+    analysis counts once, whatever the number of tokens): (prefill = `start`,
+    one `decode_step` of all N rows). Takes abstract or concrete arguments."""
+    self._check(prompts)
+    rows = sharding.batch_sharding(self.mesh, self.rules, 2)
+    row = sharding.batch_sharding(self.mesh, self.rules, 1)
+    with sharding.use(self.mesh, self.rules):
+      prefill = jax.jit(functools.partial(start, self.model, config=self.config),
+                        in_shardings=(self.params_sharding, PromptBatch(rows, rows)))
+      compiled_prefill = prefill.lower(params, prompts).compile()
+      shapes = jax.eval_shape(prefill, params, prompts)
+      _, state, _, _ = jax.tree.map(
+          lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,
+          compiled_prefill.output_shardings)
+      n = shapes[0].shape[0]
+      step = jax.jit(functools.partial(decode_step, self.model))
+      compiled_step = step.lower(
+          params, state, jax.ShapeDtypeStruct((n,), jnp.int32, sharding=row),
+          jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(self.mesh))).compile()
+    return compiled_prefill, compiled_step

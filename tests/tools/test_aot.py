@@ -96,3 +96,54 @@ def test_hbm_per_device_shares_a_chip_among_its_devices():
   v5p_chips = [_Device(x, y, 0) for x in range(2) for y in range(2)]
   assert aot._default_hbm("v5p:2x2x1", v5p_chips) == 95.0  # pylint: disable=protected-access
   assert aot._default_hbm("", None) == 0.0  # pylint: disable=protected-access
+
+
+@pytest.mark.slow  # about 40 s: a decoder-only online loop's programs, compiled ahead of time
+def test_decoder_only_online_figures_and_time_estimates(tmp_path, capsys):
+  """A Llama-style policy and proxy PM; the time estimates are the compiled
+  programs' own costs against the given peak and bandwidth."""
+  out = tmp_path / "aot.json"
+  assert aot.main([f"--config={TINY}", "--config.model.name=llama-tiny", "--pm=llama-tiny",
+                   "--mesh=data=2,fsdp=2,tensor=2", "--peak_tflops=0.1", "--hbm_gbps=10",
+                   "--steps=100", f"--json={out}"]) == 0
+  text = capsys.readouterr().out
+  assert "online llama-tiny" in text and "(proxy PM llama-tiny)" in text
+  assert "time per step (roofline bound: 0.1 TFLOP/s, 10 GB/s per device)" in text
+  assert "the paper's study (" in text
+  fig = json.loads(out.read_text())
+  cost, est = fig["cost"], fig["estimate"]
+  for part in ("train_step", "prefill", "decode_step", "judge"):
+    assert cost[part]["flops"] > 0 and cost[part]["bytes"] > 0, part
+  c = config_lib.load(TINY)
+  assert cost["new_tokens"] == c.data.response_len
+  t = est["seconds"]
+  roofline = lambda part: max(cost[part]["flops"] / 1e11, cost[part]["bytes"] / 1e10)
+  assert t["train_step"] == roofline("train_step")
+  assert t["sampling"] == pytest.approx(roofline("prefill") +
+                                        cost["new_tokens"] * roofline("decode_step"))
+  assert t["online_step"] == pytest.approx(t["sampling"] + roofline("judge") + t["train_step"])
+  # CPU devices carry no chip coordinates: one device per chip, 8 chips.
+  assert est["chips"] == 8 and est["steps"] == 100
+  assert est["chip_hours"]["online_run"] == pytest.approx(t["online_step"] * 100 * 8 / 3600)
+  runs = aot.paper_study_runs()
+  assert runs["online"] >= 10 and runs["offline"] >= 10  # Fig. 1's sweep and the ablations
+  assert est["chip_hours"]["study"] == pytest.approx(
+      runs["online"] * est["chip_hours"]["online_run"] +
+      runs["offline"] * est["chip_hours"]["offline_run"])
+  # Why sampling is estimated from its phases: the compiler counts the sampler's while
+  # loop once, so the whole sampler's figure is about one prefill and one decode step,
+  # far below the `new_tokens` decode steps it runs.
+  assert cost["new_tokens"] >= 8
+  assert cost["prefill"]["flops"] < cost["sampler"]["flops"] < (
+      cost["prefill"]["flops"] + 3 * cost["decode_step"]["flops"])
+
+
+def test_devices_per_chip_reads_the_compilers_coordinates():
+  v4_cores = [_Device(x, y, 0) for x in range(2) for y in range(2) for _ in range(2)]
+  assert aot.devices_per_chip(v4_cores) == 2
+  assert aot.devices_per_chip([_Device(x, 0, 0) for x in range(4)]) == 1
+  assert aot.devices_per_chip(jax.devices()) == 1  # CPU devices: no coordinates
+  flops, bandwidth = aot._default_peak("v5p:2x2x1", None)  # pylint: disable=protected-access
+  assert (flops, bandwidth) == aot.CHIP_PEAK["v5p"]
+  flops, _ = aot._default_peak("v4:2x2x1", v4_cores)  # pylint: disable=protected-access
+  assert flops == aot.CHIP_PEAK["v4"][0] / 2
