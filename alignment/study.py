@@ -558,20 +558,33 @@ def plan(study, workdir: str) -> list[Stage]:
 # ---------------------------------------------------------------------------
 
 
-def config_hash(stage: Stage, dep_hashes: tuple[str, ...] = ()) -> str:
+_WORKDIR = "<workdir>"
+
+
+def config_hash(stage: Stage, dep_hashes: tuple[str, ...] = (), workdir: str = "") -> str:
   """Hash of a stage's own config (or pair-set parameters) and of its dependencies'
-  hashes: any change upstream changes it."""
+  hashes: any change upstream changes it. Paths inside the study's workdir (an
+  upstream stage's export, a pair set) count relative to it, so a study moved or
+  copied elsewhere keeps its finished stages."""
   own = stage.config.to_json_best_effort(sort_keys=True) if stage.config is not None \
       else json.dumps({"kind": stage.kind, "params": stage.params}, sort_keys=True)
+  if workdir:
+    for prefix in sorted({workdir.rstrip("/"), _abspath(workdir)}, key=len, reverse=True):
+      own = own.replace(prefix + "/", _WORKDIR + "/")
   payload = json.dumps({"own": own, "deps": list(dep_hashes)})
   return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def stage_hashes(stages: list[Stage]) -> dict[str, str]:
-  """Every stage's hash, dependencies first (stages are planned in dependency order)."""
+def _abspath(workdir: str) -> str:
+  return workdir.rstrip("/") if "://" in workdir else os.path.abspath(workdir)
+
+
+def stage_hashes(stages: list[Stage], workdir: str = "") -> dict[str, str]:
+  """Every stage's hash, dependencies first (stages are planned in dependency order);
+  `workdir`: the study's, whose paths count relative to it (`config_hash`)."""
   hashes: dict[str, str] = {}
   for st in stages:
-    hashes[st.name] = config_hash(st, tuple(hashes[d] for d in st.deps))
+    hashes[st.name] = config_hash(st, tuple(hashes[d] for d in st.deps), workdir)
   return hashes
 
 
@@ -631,7 +644,7 @@ def _run_stages(study, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   planner = Planner(study, workdir)
   stages = planner.build()
-  hashes = stage_hashes(stages)
+  hashes = stage_hashes(stages, workdir)
   t0 = time.time()
   for i, stage in enumerate(stages):
     if stage_done(workdir, stage, hashes[stage.name]):

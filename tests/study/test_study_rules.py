@@ -222,7 +222,7 @@ def _hashes(tmp_path, *overrides):
   c = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
   config_lib.apply_overrides(c, list(overrides))
   stages = study.plan(c, str(tmp_path))
-  return stages, study.stage_hashes(stages)
+  return stages, study.stage_hashes(stages, str(tmp_path))
 
 
 def _downstream(stages, roots):
@@ -247,6 +247,20 @@ def test_stage_hashes_propagate_downstream(tmp_path):
       "replay_ordered", "replay_window2", "replay_shuffled", "offline_best_of_2_replay"}
   _, again = _hashes(tmp_path)
   assert again == base  # deterministic
+
+
+def test_stage_hashes_do_not_depend_on_where_the_study_lies(tmp_path):
+  """A study copied or moved elsewhere keeps its finished stages: paths inside
+  its workdir (an upstream export, a pair set) count relative to it."""
+  stages, here = _hashes(tmp_path / "a")
+  _, there = _hashes(tmp_path / "elsewhere" / "b")
+  assert there == here
+  pm = {st.name: st for st in stages}["pm"]  # the PM starts from the SFT stage's export
+  assert str(tmp_path / "a") in pm.config.to_json_best_effort()
+  # Without the workdir, the path itself is hashed: the copies differ.
+  assert study.stage_hashes(stages)["pm"] != study.stage_hashes(
+      study.plan(config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke")),
+                 str(tmp_path / "elsewhere" / "b")))["pm"]
 
 
 def test_log_steps():
