@@ -18,6 +18,8 @@ Off unless the environment variable ALIGNMENT_FAULT is set, as
                                (without ":<where>" a point fires every time)
   kill@after_step:4/p1         only process 1 of a multi-process run is killed (the
                                others must notice: alignment.distributed's watchdog)
+  stop@after_step:2/p1         SIGSTOP to itself: a process that hangs, threads and all
+                               (a frozen host); its peers must notice its silence
 
 Production code calls `hit(point, where)` at those points; with the variable
 unset it is a dictionary lookup that returns False.
@@ -69,6 +71,10 @@ def hit(point: str, where="", path: str = "") -> bool:
     sys.stderr.write(f"[fault] SIGKILL at {point}:{where}\n")
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
+  if action == "stop":
+    sys.stderr.write(f"[fault] SIGSTOP at {point}:{where}\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGSTOP)
   if action == "term":
     sys.stderr.write(f"[fault] SIGTERM at {point}:{where}\n")
     sys.stderr.flush()

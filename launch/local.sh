@@ -6,7 +6,10 @@
 #   launch/local.sh 2 2 --config=configs/online.py:tiny --workdir=runs/online-2x2
 #
 # Each process logs to <workdir>/process_<i>.log; the script exits non-zero
-# if any process fails, naming the one that failed first. Process 0 alone writes metrics, TensorBoard and the
+# if any process fails, naming the one that failed first. Once one has failed,
+# the others have ALIGNMENT_HEARTBEAT_TIMEOUT + 15 seconds to end (time to name
+# the process they lost); one still running then (hung, or stopped) is killed
+# and named, so the script never waits forever. Process 0 alone writes metrics, TensorBoard and the
 # export; every process writes its own shards of the checkpoints and its own
 # rows of the D_online stream. Batches do not depend on N (data.virtual_shards,
 # default 8, must be a multiple of N), so a run or its checkpoint can move
@@ -44,6 +47,10 @@ declare -A index
 for i in "${!pids[@]}"; do index[${pids[$i]}]=$i; done
 remaining=("${pids[@]}")
 status=0
+grace=$(( ${ALIGNMENT_HEARTBEAT_TIMEOUT:-30} + 15 ))
+killer=""
+reaped="$workdir/.killed_by_local_sh"
+rm -f "$reaped"
 while ((${#remaining[@]} > 0)); do
   ended=""
   wait -n -p ended "${remaining[@]}" 2>/dev/null  # (bash's own "Killed" notice: said below)
@@ -56,6 +63,11 @@ while ((${#remaining[@]} > 0)); do
   ((rc == 0)) && continue
   how="exit status $rc"
   ((rc > 128)) && how="killed by SIG$(kill -l $((rc - 128)))"
+  if grep -qx "$ended" "$reaped" 2>/dev/null; then
+    echo "error: process $i did not end within ${grace} s of the first failure (hung or" \
+         "stopped); killed it; see $workdir/process_$i.log" >&2
+    continue
+  fi
   if ((status == 0)); then
     echo "error: process $i failed first ($how); see $workdir/process_$i.log" >&2
   else
@@ -63,6 +75,15 @@ while ((${#remaining[@]} > 0)); do
   fi
   line=$(grep '^error: ' "$workdir/process_$i.log" | tail -n 1)
   [ -z "$line" ] || echo "  process $i: $line" >&2
+  if ((status == 0)); then  # the first failure: the others get a grace period
+    ( sleep "$grace"
+      for pid in "${remaining[@]}"; do
+        kill -0 "$pid" 2>/dev/null && echo "$pid" >> "$reaped" && kill -KILL "$pid"
+      done ) &
+    killer=$!
+  fi
   status=1
 done
+[ -z "$killer" ] || { pkill -P "$killer" 2>/dev/null; kill "$killer" 2>/dev/null; }
+rm -f "$reaped"
 exit $status

@@ -180,10 +180,42 @@ def test_lost_worker_is_named_and_a_rerun_resumes(runs):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_lost_coordinator_is_named(runs, tmp_path):
+def test_lost_coordinator_is_named_and_a_rerun_resumes(runs):
+  """The coordinator (process 0, which hosts JAX's coordination service) killed:
+  the survivor names it (its log holds jaxlib's own fatal message first; local.sh
+  repeats only the line), and the same command again resumes and ends as the
+  uninterrupted run."""
+  workdir = runs / "lost_coordinator"
+  line, _ = _lost_process(workdir, victim=0, step=EVERY + 1)
+  assert re.search(rf"\(lost at step ~({EVERY + 1}|{EVERY + 2})\); the last checkpoint is "
+                   rf"step {EVERY};", line), line
+  _two_processes(workdir)
+  assert "resumed from" in open(workdir / "process_0.log").read()
+  _assert_same_run(runs / "two", workdir)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_hung_worker_is_named_and_the_launcher_ends(runs, tmp_path):
+  """A process that freezes (SIGSTOP: every thread of it, as on a frozen host)
+  never answers again: the survivor names it after HEARTBEAT seconds of silence,
+  and local.sh kills it once its grace period is over instead of waiting forever."""
   del runs  # only for its compiled programs in the shared cache
-  line, _ = _lost_process(tmp_path / "run", victim=0, step=2)
-  assert re.search(r"\(lost at step ~[23]\); no checkpoint yet;", line), line
+  workdir = tmp_path / "run"
+  start = time.monotonic()
+  out = _two_processes(workdir, ["--config.train.async_checkpoint=false"],
+                       fault="stop@after_step:2/p1", ok=False)
+  took = time.monotonic() - start
+  assert "[fault] SIGSTOP at after_step:2" in open(workdir / "process_1.log").read()
+  lines = [l for l in open(workdir / "process_0.log").read().splitlines()
+           if l.startswith("error:")]
+  assert len(lines) == 1 and lines[0].startswith("error: process 1 of 2 stopped responding"), \
+      _logs(workdir)
+  assert "error: process 0 failed first (exit status 3)" in out.stderr, out.stderr
+  assert lines[0] in out.stderr
+  assert (f"error: process 1 did not end within {HEARTBEAT + 15} s of the first failure "
+          "(hung or stopped); killed it") in out.stderr, out.stderr
+  assert took < 300, took
 
 
 def _alone(process_id: int, timeout: int = 4):
