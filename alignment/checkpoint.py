@@ -218,10 +218,17 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
   return out if prefix == "" else out["params"]
 
 
-def export_params(params: Any, model_cfg: Any, output: str):
+TOKENS_FILE = "vocabulary.json"
+
+
+def export_params(params: Any, model_cfg: Any, output: str, tokens: dict | None = None):
   """Writes <output>/params and <output>/model_config.json atomically: built in
   <output>.tmp and renamed; if writing fails (a full disk), the temporary
-  directory is removed and an older <output> is left as it was."""
+  directory is removed and an older <output> is left as it was.
+
+  tokens: the data vocabulary's record (`vocab.token_record`), written as
+  <output>/vocabulary.json: the tokenizer and special ids a Hugging Face export of
+  these parameters must carry (a Llama 3 policy ends at 128001, not at 1)."""
   output = absolute(output)
   tmp = output + ".tmp"
   if jax.process_index() == 0 and epath.Path(tmp).exists():
@@ -235,6 +242,8 @@ def export_params(params: Any, model_cfg: Any, output: str):
                        {"architecture": model_cfg.architecture,
                         **{k: v for k, v in dataclasses.asdict(model_cfg).items()
                            if k != "architecture"}})
+      if tokens is not None:
+        files.write_json(os.path.join(tmp, TOKENS_FILE), tokens)
       faults.hit("export", "", path=os.path.join(tmp, "model_config.json"))
   except Exception:
     if jax.process_index() == 0:
@@ -300,6 +309,21 @@ def abstract_params(model, data_section, mesh, rules):
     boxed = jax.eval_shape(init, key)
   shardings = sharding.logical_shardings(boxed, mesh, rules)
   return sharding.abstract_with_shardings(sharding.strip_boxes(boxed), shardings)
+
+
+def load_tokens(path: str) -> dict | None:
+  """The vocabulary record of a params export (`export_params`'s tokens), or None."""
+  file = os.path.join(path, TOKENS_FILE)
+  if not os.path.exists(file):
+    return None
+  try:
+    with open(file) as f:
+      record = json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{file}: unreadable ({e})") from None
+  if not isinstance(record, dict):
+    raise CheckpointError(f"{file}: not a vocabulary record (a JSON object)")
+  return record
 
 
 def load_model_config(path: str):

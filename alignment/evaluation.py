@@ -92,12 +92,18 @@ class Evaluator:
     vocab_size: the vocabulary's size: the sampler never draws ids past it.
     reference_model: the reference's model when it is not the policy's (another size:
       a study's H5 measures every size against one reference policy).
+    tokens: the vocabulary's record (`vocab.token_record`) for `eval.save_params` exports.
+    sampling_ids: the vocabulary's EOS and PAD for the sampler (`vocab.sampling_ids`;
+      default the package's 1 and 0).
   """
 
   def __init__(self, model, sft_params, mesh, rules, golden, cfg, data, prompts_task: str,
                pairs_task: str, proxy: Optional[judges.ModelJudge] = None,
                reference_params=None, vocab_size: Optional[int] = None,
-               reference_model=None):
+               reference_model=None, tokens: Optional[dict] = None,
+               sampling_ids: Optional[dict] = None):
+    self.tokens = tokens  # the vocabulary's record, kept with `eval.save_params` exports
+    sampling_ids = sampling_ids or {}
     self.model, self.sft_params, self.mesh, self.rules = model, sft_params, mesh, rules
     self.golden, self.proxy, self.cfg = golden, proxy, cfg
     self.batch = int(cfg.batch_size)
@@ -117,7 +123,7 @@ class Evaluator:
     self.proxy_prompts = int(cfg.get("proxy_prompts", 0) or cfg.win_prompts)
     self.sampler = sampling.Sampler(
         model, sampling.SamplingConfig(max_new_tokens=lr, temperature=float(cfg.temperature),
-                                       vocab_size=vocab_size),
+                                       vocab_size=vocab_size, **sampling_ids),
         mesh, rules)
     self._kl = jax.jit(lambda p, q, b: scoring.kl_to_reference(model, p, q, b))
     self._kl_fn = lambda p, b: self._kl(p, self.sft_params, b)
@@ -303,7 +309,6 @@ def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=No
   and the win-rate reference `eval.reference` (SFT when empty), for every caller alike."""
   e = eval_cfg
   vocab = tasks.task_vocabulary(e.prompts_task)
-  vocab_lib.check_sampling_ids(vocab, f"config.eval.prompts_task={e.prompts_task!r}")
   golden = judges.load_golden_judge(e.get("golden_checkpoint", ""), vocab, data_cfg, mesh,
                                     rules)
   if proxy is None and e.proxy:
@@ -314,7 +319,8 @@ def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=No
   return Evaluator(model, sft_params, mesh, rules, golden, e, data_cfg,
                    e.prompts_task, e.pairs_task, proxy=proxy,
                    reference_params=reference, vocab_size=vocab.vocab_size,
-                   reference_model=reference_model)
+                   reference_model=reference_model, tokens=vocab_lib.token_record(vocab),
+                   sampling_ids=vocab_lib.sampling_ids(vocab))
 
 
 def is_eval_step(eval_cfg, num_steps: int, step: int) -> bool:
@@ -336,7 +342,8 @@ def maybe_evaluate(run, evaluator, eval_cfg, num_steps: int, step: int, params):
   run.write(step, {f"eval/{k}": v for k, v in metrics.items()})
   path = arrays_path(run.log.workdir, step)
   if eval_cfg.get("save_params", False):
-    checkpoint.export_params(params, evaluator.model.cfg, path.removesuffix(".npz"))
+    checkpoint.export_params(params, evaluator.model.cfg, path.removesuffix(".npz"),
+                             tokens=evaluator.tokens)
   if run.log.main:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     save_arrays(path, arrays)

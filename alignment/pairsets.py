@@ -62,12 +62,12 @@ class Pairs:
 class PolicySampler:
   """Samples responses of a params export in fixed-size batches (host numpy out)."""
 
-  def __init__(self, model, params, mesh, rules, response_len: int, vocab_size: int,
+  def __init__(self, model, params, mesh, rules, response_len: int, vocab,
                batch_size: int, temperature: float = 1.0):
     self.params, self.batch = params, batch_size
     self.sampler = sampling.Sampler(model, sampling.SamplingConfig(
-        max_new_tokens=response_len, temperature=temperature, vocab_size=vocab_size),
-        mesh, rules)
+        max_new_tokens=response_len, temperature=temperature, vocab_size=vocab.vocab_size,
+        **vocab_lib.sampling_ids(vocab)), mesh, rules)
 
   def __call__(self, prompt: np.ndarray, prompt_mask: np.ndarray, key) -> tuple:
     tokens, masks = [], []

@@ -71,10 +71,15 @@ class SamplingConfig:
   greedy: argmax decoding (temperature, top_k, top_p are then unused).
   num_samples: n responses per prompt (>= 1).
   cache_dtype: key/value cache dtype, "float32" or "bfloat16".
-  eos_id: a row stops after emitting it; None never stops (benchmarks).
+  eos_id: a row stops after emitting it; None never stops (benchmarks). The
+    vocabulary's (`vocab.sampling_ids`): 1 for the package's, 128001 for Llama 3.
+  pad_id: never drawn (a response holds real tokens only); None when the
+    vocabulary has no padding token (Llama 3's id 0 is "!", a real token).
   vocab_size: ids >= vocab_size are never drawn (the rows of a padded output
     layer that no token of the vocabulary uses); None allows every id the model
-    has. PAD_ID is never drawn either way: a response holds real tokens only.
+    has.
+  Rows that have ended are filled with PAD_ID (0) under a zero mask, whatever
+  the vocabulary: consumers read the mask, never the filler.
   """
   max_new_tokens: int = 32
   temperature: float = 1.0
@@ -84,6 +89,7 @@ class SamplingConfig:
   num_samples: int = 1
   cache_dtype: str = "float32"
   eos_id: Optional[int] = EOS_ID
+  pad_id: Optional[int] = PAD_ID
   vocab_size: Optional[int] = None
 
   def __post_init__(self):
@@ -106,8 +112,11 @@ class SamplingConfig:
       fail("num_samples", "must be an integer >= 1")
     if self.cache_dtype not in ("float32", "bfloat16"):
       fail("cache_dtype", "must be 'float32' or 'bfloat16'")
-    if self.eos_id is not None and (not is_int(self.eos_id) or self.eos_id == PAD_ID):
-      fail("eos_id", f"must be None or an integer token id other than PAD_ID={PAD_ID}")
+    if self.pad_id is not None and (not is_int(self.pad_id) or self.pad_id < 0):
+      fail("pad_id", "must be None or a token id >= 0")
+    if self.eos_id is not None and (not is_int(self.eos_id) or self.eos_id < 0
+                                    or self.eos_id == self.pad_id):
+      fail("eos_id", f"must be None or a token id >= 0 other than pad_id={self.pad_id}")
     if self.vocab_size is not None and (not is_int(self.vocab_size) or self.vocab_size < 2):
       fail("vocab_size", "must be None or an integer >= 2 (PAD and at least one token)")
 
@@ -188,9 +197,9 @@ def _at(x_bv: Array, index_b: Array) -> Array:
 
 
 def drawable(logits_bv: Array, config: SamplingConfig) -> Array:
-  """The logits with PAD and ids >= config.vocab_size set to -inf (never drawn)."""
+  """The logits with config.pad_id and ids >= config.vocab_size set to -inf (never drawn)."""
   ids_v = jnp.arange(logits_bv.shape[-1])
-  ok_v = ids_v != PAD_ID
+  ok_v = jnp.ones_like(ids_v, bool) if config.pad_id is None else ids_v != config.pad_id
   if config.vocab_size is not None:
     ok_v &= ids_v < config.vocab_size
   return jnp.where(ok_v[None, :], logits_bv, -jnp.inf)

@@ -459,7 +459,7 @@ class Planner:
     from alignment import pairsets  # pylint: disable=g-import-not-at-top
     model, params = checkpoint.load_export(export, "lm", c.data, mesh, rules)
     return pairsets.PolicySampler(model, params, mesh, rules, c.data.response_len,
-                                  vocab.vocab_size, self.s.sample_batch)
+                                  vocab, self.s.sample_batch)
 
   def _prompts(self, split: str, num: int, c):
     """Enough prompts of `split` for `num` untied pairs, in whole sampling batches."""

@@ -36,7 +36,8 @@ class GoldenJudge:
 
   def decode_responses(self, response_bl) -> tuple[list[str], np.ndarray]:
     """(texts up to EOS, truncated [B] bool)."""
-    rows, ended = vocab_lib.cut_at_eos(np.asarray(response_bl))
+    rows, ended = vocab_lib.cut_at_eos(np.asarray(response_bl),
+                                       **vocab_lib.sampling_ids(self.vocab))
     return vocab_lib.decode_batch(self.vocab, rows), ~ended
 
   def score_texts(self, posts: list[str], digests: list[str],

@@ -12,10 +12,13 @@ Special ids come from the tokenizer, not from the package's conventions:
   pad_id  `pad_token` of tokenizer_config.json, else the tokenizer's padding
           setting, else the first of PAD_NAMES present, else 0 (Llama 3 has no
           pad token; padding is masked everywhere, so its id is never read);
-  unk_id  the model's unk token, or None (byte-level BPE has none).
-The loops that sample (online, evaluation) need the package's PAD 0 / EOS 1
-and refuse other ids (`vocab.check_sampling_ids`); the loops that only read
-data (SFT, preference model, offline) take any.
+  unk_id  the model's unk token, or None (byte-level BPE has none);
+  bos_id  `bos_token` of tokenizer_config.json, or None (only an export's
+          config.json carries it: texts are encoded without BOS).
+The loops that sample (online, evaluation, the study's pair sets) stop at
+this EOS and never draw this PAD (`vocab.sampling_ids`; a tokenizer without a
+PAD, or padding with its EOS, keeps no id out), and an export carries the ids
+and the tokenizer out (`vocab.token_record`, `alignment.models.export`).
 
 seqio's tf paths (`encode_tf` on a scalar string, `decode_tf` on [L] or
 [B, L] ids) run the same Python tokenizer through `tf.py_function`.
@@ -68,7 +71,9 @@ class HuggingFaceVocabulary(seqio.Vocabulary):
       pad = self.tokenizer.padding.get("pad_id")
     if pad is None:
       pad = self._special(None, PAD_NAMES, "pad_token")
+    self.has_pad = pad is not None
     self._pad_id = 0 if pad is None else int(pad)
+    self._bos_id = self._special(config.get("bos_token"), (), "bos_token")
     unk = getattr(self.tokenizer.model, "unk_token", None)
     self._unk_id = self.tokenizer.token_to_id(unk) if unk else None
 
@@ -89,6 +94,10 @@ class HuggingFaceVocabulary(seqio.Vocabulary):
   @property
   def eos_id(self) -> int:
     return self._eos_id
+
+  @property
+  def bos_id(self) -> int | None:
+    return self._bos_id
 
   @property
   def pad_id(self) -> int:

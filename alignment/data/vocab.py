@@ -129,6 +129,17 @@ def vocabulary_name(vocab) -> str:
   return "sentencepiece" if path == os.path.abspath(SP_MODEL_PATH) else path
 
 
+def token_record(vocab) -> dict:
+  """What an export keeps of its data's vocabulary (written as vocabulary.json beside
+  the parameters; `alignment.models.export` puts the ids in the Hugging Face config
+  and copies the tokenizer): its name and special ids, None where it has none."""
+  hf = _is_hf(vocab)
+  return {"vocabulary": vocabulary_name(vocab), "vocab_size": int(vocab.vocab_size),
+          "eos_token_id": int(vocab.eos_id),
+          "pad_token_id": int(vocab.pad_id) if not hf or vocab.has_pad else None,
+          "bos_token_id": vocab.bos_id if hf else None}
+
+
 def encode_batch(vocab, texts: Sequence[str]) -> list[list[int]]:
   """Token ids of many texts at once (no EOS added)."""
   import seqio  # pylint: disable=g-import-not-at-top
@@ -152,17 +163,21 @@ def decode_batch(vocab, rows: Sequence[Sequence[int]]) -> list[str]:
   return vocab.tokenizer.decode(clean)
 
 
-def cut_at_eos(ids_bl: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+def cut_at_eos(ids_bl: np.ndarray, eos_id: int = batches.EOS_ID,
+               pad_id: int | None = batches.PAD_ID) -> tuple[list[list[int]], np.ndarray]:
   """Rows up to (not incl.) the first EOS or PAD; and whether each row had an EOS there.
 
-  A response that reaches its end, or a PAD, without an EOS is truncated.
+  A response that reaches its end, or a PAD, without an EOS is truncated. The ids
+  are the vocabulary's (`sampling_ids`); pad_id None: the vocabulary has no PAD.
   """
   ids_bl = np.asarray(ids_bl)
-  stop = (ids_bl == batches.EOS_ID) | (ids_bl == batches.PAD_ID)
+  stop = ids_bl == eos_id
+  if pad_id is not None:
+    stop |= ids_bl == pad_id
   has_stop = stop.any(axis=1)
   first = np.where(has_stop, stop.argmax(axis=1), ids_bl.shape[1])
   ended = has_stop & (ids_bl[np.arange(len(ids_bl)), np.minimum(first, ids_bl.shape[1] - 1)]
-                      == batches.EOS_ID)
+                      == eos_id)
   return [r[:n].tolist() for r, n in zip(ids_bl, first)], ended
 
 
@@ -213,16 +228,10 @@ def check_model_vocab(model_ids: int, vocab, where: str) -> None:
         f"config.model.vocab_size=0 (the data's) or at least {vocab.vocab_size}")
 
 
-def check_sampling_ids(vocab, where: str) -> None:
-  """Refuses, for a loop that samples, a vocabulary whose PAD/EOS are not the package's.
-
-  The sampler stops at batches.EOS_ID and never draws batches.PAD_ID, and the
-  judges cut responses at them; a tokenizer with other ids (Llama 3's EOS is
-  128001) trains offline, but its samples would not end where it means.
-  """
-  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
-  if (vocab.pad_id, vocab.eos_id) != (batches.PAD_ID, batches.EOS_ID):
-    raise config_lib.ConfigError(
-        f"{where}: the vocabulary {vocabulary_name(vocab)} has PAD {vocab.pad_id} and EOS "
-        f"{vocab.eos_id}; sampling needs PAD {batches.PAD_ID} and EOS {batches.EOS_ID} "
-        "(offline, SFT and preference-model runs take any)")
+def sampling_ids(vocab) -> dict:
+  """The sampler's stop and never-drawn ids of a vocabulary (`SamplingConfig`'s
+  eos_id, pad_id): its EOS, and its padding token unless it has none (Llama 3)
+  or it is the EOS itself (tokenizers that pad with EOS)."""
+  record = token_record(vocab)
+  eos, pad = record["eos_token_id"], record["pad_token_id"]
+  return {"eos_id": eos, "pad_id": None if pad == eos else pad}

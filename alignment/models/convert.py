@@ -413,8 +413,36 @@ def convert_dir(hf_dir: str):
   return cfg, params_from_hf(load_safetensors_dir(hf_dir), cfg, hf_dir)
 
 
-def save(params, cfg, output: str, dtype: str = "float32"):
-  """Writes a params export (OUT/params + OUT/model_config.json), atomically."""
+def hf_tokens(hf_dir: str) -> dict:
+  """The special ids of a Hugging Face directory (generation_config.json over
+  config.json; a list of EOS ids kept as it is) and its tokenizer.json if it has
+  one: the record an export of the converted model carries back out."""
+  record: dict[str, Any] = {}
+  for name in ("config.json", "generation_config.json"):
+    path = os.path.join(hf_dir, name)
+    if not os.path.exists(path):
+      continue
+    try:
+      with open(path) as f:
+        hf = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise ConversionError(f"{path}: {e}") from None
+    for key in ("eos_token_id", "pad_token_id", "bos_token_id"):
+      value = hf.get(key) if isinstance(hf, dict) else None
+      if value is not None:
+        if not (isinstance(value, int) or (isinstance(value, list) and value
+                                           and all(isinstance(v, int) for v in value))):
+          raise ConversionError(f"{path}: {key} must be a token id or a list of them, "
+                                f"not {value!r}")
+        record[key] = value
+  tokenizer = os.path.join(hf_dir, "tokenizer.json")
+  record["vocabulary"] = os.path.abspath(tokenizer) if os.path.exists(tokenizer) else None
+  return record
+
+
+def save(params, cfg, output: str, dtype: str = "float32", tokens: dict | None = None):
+  """Writes a params export (OUT/params + OUT/model_config.json, and the source's
+  token ids as OUT/vocabulary.json: `hf_tokens`), atomically."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_dtypes  # pylint: disable=g-import-not-at-top
   from alignment import checkpoint  # pylint: disable=g-import-not-at-top
@@ -422,7 +450,8 @@ def save(params, cfg, output: str, dtype: str = "float32"):
     raise ConversionError(f"{output}: already exists; choose a new --output")
   np_dtype = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}[dtype]
   params = jax.tree.map(lambda x: np.asarray(x, np_dtype), params)
-  checkpoint.export_params(params, dataclasses.replace(cfg, param_dtype=dtype), output)
+  checkpoint.export_params(params, dataclasses.replace(cfg, param_dtype=dtype), output,
+                           tokens=tokens)
 
 
 def main(argv=None) -> int:
@@ -434,7 +463,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     cfg, params = convert_dir(args.hf_dir)
-    save(params, cfg, args.output, args.dtype)
+    save(params, cfg, args.output, args.dtype, tokens=hf_tokens(args.hf_dir))
   except ConversionError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

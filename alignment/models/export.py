@@ -1,6 +1,7 @@
 """Zoo language model -> Hugging Face directory (config.json + model.safetensors).
 
     python -m alignment.models.export --params=EXPORT --output=DIR [--dtype=float32]
+        [--tokenizer=VOCABULARY]
 
 reads a params export (EXPORT/model_config.json + EXPORT/params, what every
 training loop writes to <workdir>/export and `alignment.models.convert`
@@ -17,8 +18,17 @@ writes) and writes DIR/config.json and DIR/model.safetensors, which
 
 The tensor names and reshapes are `alignment.models.convert`'s table read
 backwards (`convert.params_to_hf`), so import and export cannot drift apart.
-Token ids follow the project's vocabularies: pad (and T5's decoder start) 0,
-EOS 1, no BOS. Training checkpoints (<workdir>/checkpoints) are not accepted:
+Token ids and the tokenizer come from, in this order: `--tokenizer` (a
+tokenizer.json, a SentencePiece model, "sentencepiece" or "byte"); the
+export's vocabulary.json (every loop records its data's vocabulary there, and
+`convert` the source's ids and tokenizer.json); else the package's
+conventions (PAD 0, EOS 1, no BOS), said on the output line. The ids go into
+config.json and generation_config.json (T5's decoder start stays 0: the model
+starts every response with it), and the tokenizer is written beside the
+weights so that `AutoTokenizer.from_pretrained(DIR)` reads it: a
+tokenizer.json with its tokenizer_config.json; a SentencePiece model as
+spiece.model for `T5Tokenizer`; the byte vocabulary as `ByT5Tokenizer`.
+Training checkpoints (<workdir>/checkpoints) are not accepted:
 they do not record the model config, only its name; use the run's export.
 Only language models export: a preference or reward model's head has no
 Hugging Face counterpart here and is refused. The output appears at once,
@@ -26,9 +36,11 @@ complete (written beside it, then renamed).
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -40,6 +52,11 @@ from alignment.models.t5 import T5Config
 
 class ExportError(ValueError):
   pass
+
+
+PACKAGE_TOKENS = {"vocabulary": None, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID,
+                  "bos_token_id": None}
+TOKEN_KEYS = ("eos_token_id", "pad_token_id", "bos_token_id")
 
 
 def t5_config_to_hf(cfg: T5Config) -> dict[str, Any]:
@@ -88,12 +105,107 @@ def decoder_config_to_hf(cfg: DecoderConfig) -> dict[str, Any]:
   return out
 
 
-def config_to_hf(cfg) -> dict[str, Any]:
+def config_to_hf(cfg, tokens: Optional[dict] = None) -> dict[str, Any]:
+  """The Hugging Face config.json of a zoo config, with `tokens`' special ids
+  (`resolve_tokens`; default: the package's PAD 0 / EOS 1)."""
   if isinstance(cfg, T5Config):
-    return t5_config_to_hf(cfg)
-  if isinstance(cfg, DecoderConfig):
-    return decoder_config_to_hf(cfg)
-  raise ExportError(f"no Hugging Face architecture for {type(cfg).__name__}")
+    out = t5_config_to_hf(cfg)
+  elif isinstance(cfg, DecoderConfig):
+    out = decoder_config_to_hf(cfg)
+  else:
+    raise ExportError(f"no Hugging Face architecture for {type(cfg).__name__}")
+  out.update({k: (tokens or PACKAGE_TOKENS).get(k) for k in TOKEN_KEYS})
+  return out
+
+
+def generation_config(hf_config: dict[str, Any]) -> dict[str, Any]:
+  keys = TOKEN_KEYS + (("decoder_start_token_id",) if hf_config.get("is_encoder_decoder") else ())
+  return {k: hf_config[k] for k in keys if hf_config.get(k) is not None}
+
+
+def _ids(value) -> list:
+  return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def resolve_tokens(params_dir: str, tokenizer: str = "") -> tuple[dict, Any]:
+  """(token record, vocabulary or None) of an export: `--tokenizer` over the
+  export's vocabulary.json over the package's conventions (module docstring)."""
+  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
+  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  if tokenizer:
+    try:
+      vocab = vocab_lib.get_vocabulary(tokenizer)
+    except ValueError as e:
+      raise ExportError(f"--tokenizer={tokenizer}: {e}") from None
+    return dict(vocab_lib.token_record(vocab), source="--tokenizer"), vocab
+  try:
+    record = checkpoint.load_tokens(params_dir)
+  except checkpoint.CheckpointError as e:
+    raise ExportError(str(e)) from None
+  if record is None:
+    return dict(PACKAGE_TOKENS, source="the package's conventions"), None
+  where = os.path.join(params_dir, checkpoint.TOKENS_FILE)
+  for key in TOKEN_KEYS:
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+               for i in _ids(record.get(key))):
+      raise ExportError(f"{where}: {key} must be a token id, a list of them or null, "
+                        f"not {record.get(key)!r}")
+  vocab = None
+  name = record.get("vocabulary")
+  if name:
+    try:
+      vocab = vocab_lib.get_vocabulary(name)
+    except ValueError as e:
+      raise ExportError(f"{where}: its vocabulary {name!r} cannot be read ({e}); pass "
+                        "--tokenizer=PATH") from None
+  return dict({k: record.get(k) for k in TOKEN_KEYS}, vocabulary=name, source=where), vocab
+
+
+def check_tokens(cfg, tokens: dict, vocab) -> None:
+  """Refuses ids, or a tokenizer, the model's embedding cannot hold."""
+  if vocab is not None and vocab.vocab_size > cfg.vocab_size:
+    raise ExportError(f"{tokens['source']}: the vocabulary {tokens['vocabulary']} has "
+                      f"{vocab.vocab_size} tokens, more than the model's {cfg.vocab_size}")
+  for key in TOKEN_KEYS:
+    for i in _ids(tokens.get(key)):
+      if i >= cfg.vocab_size:
+        raise ExportError(f"{tokens['source']}: {key} {i} is past the model's "
+                          f"{cfg.vocab_size} token ids")
+
+
+def _token_text(vocab, token_id):
+  return None if token_id is None else vocab.tokenizer.id_to_token(token_id)
+
+
+def write_tokenizer(vocab, out) -> str:
+  """Writes the tokenizer files `AutoTokenizer` reads into `out`; says which."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  from alignment.data import hf_vocab  # pylint: disable=g-import-not-at-top
+  from alignment import files  # pylint: disable=g-import-not-at-top
+  if vocab is None:
+    return "no tokenizer (pass --tokenizer=PATH to write one)"
+  if isinstance(vocab, hf_vocab.HuggingFaceVocabulary):
+    shutil.copyfile(vocab.path, os.path.join(out, "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast",
+              "eos_token": _token_text(vocab, vocab.eos_id),
+              "pad_token": _token_text(vocab, vocab.pad_id) if vocab.has_pad else None,
+              "bos_token": _token_text(vocab, vocab.bos_id)}
+    beside = os.path.join(os.path.dirname(vocab.path), hf_vocab.CONFIG)
+    if os.path.exists(beside):  # the tokenizer's own (chat template, added tokens...)
+      with open(beside) as f:
+        config = dict(json.load(f), **{k: v for k, v in config.items() if v is not None})
+    files.write_json(os.path.join(out, hf_vocab.CONFIG),
+                     {k: v for k, v in config.items() if v is not None})
+    return "tokenizer.json"
+  if isinstance(vocab, seqio.ByteVocabulary):
+    files.write_json(os.path.join(out, hf_vocab.CONFIG),
+                     {"tokenizer_class": "ByT5Tokenizer", "extra_ids": 0})
+    return "ByT5Tokenizer"
+  shutil.copyfile(vocab.sentencepiece_model_file, os.path.join(out, "spiece.model"))
+  files.write_json(os.path.join(out, hf_vocab.CONFIG),
+                   {"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "eos_token": "</s>",
+                    "pad_token": "<pad>", "unk_token": "<unk>"})
+  return "spiece.model (T5Tokenizer)"
 
 
 def load_export(path: str):
@@ -131,8 +243,11 @@ def load_export(path: str):
   return cfg, jax.tree.map(np.asarray, params)
 
 
-def write_hf_dir(cfg, params, output: str, dtype: str = "float32") -> None:
-  """Writes output/config.json + output/model.safetensors; output must not exist."""
+def write_hf_dir(cfg, params, output: str, dtype: str = "float32",
+                 tokens: Optional[dict] = None, vocab=None) -> str:
+  """Writes output/config.json, generation_config.json, model.safetensors and the
+  tokenizer (`vocab`'s, if any); output must not exist. Returns what tokenizer
+  it wrote."""
   import ml_dtypes  # pylint: disable=g-import-not-at-top
   from etils import epath  # pylint: disable=g-import-not-at-top
   from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
@@ -141,7 +256,9 @@ def write_hf_dir(cfg, params, output: str, dtype: str = "float32") -> None:
   out = epath.Path(output)
   if out.exists():
     raise ExportError(f"{output}: already exists; choose a new --output")
-  hf_config = dict(config_to_hf(cfg), dtype=dtype)
+  tokens = tokens or dict(PACKAGE_TOKENS, source="the package's conventions")
+  check_tokens(cfg, tokens, vocab)
+  hf_config = dict(config_to_hf(cfg, tokens), dtype=dtype)
   try:
     tensors = convert.params_to_hf(params, cfg)
   except convert.ConversionError as e:
@@ -154,11 +271,14 @@ def write_hf_dir(cfg, params, output: str, dtype: str = "float32") -> None:
     tmp.mkdir(parents=True)
     files.write_bytes(str(tmp / "model.safetensors"), blob)
     files.write_json(str(tmp / "config.json"), hf_config)
+    files.write_json(str(tmp / "generation_config.json"), generation_config(hf_config))
+    tokenizer = write_tokenizer(vocab, str(tmp))
     tmp.rename(out)
   except BaseException:
     if tmp.exists():
       tmp.rmtree()
     raise
+  return tokenizer
 
 
 def main(argv=None) -> int:
@@ -171,17 +291,25 @@ def main(argv=None) -> int:
                       help="params export directory (model_config.json + params)")
   parser.add_argument("--output", required=True, help="new directory to write")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--tokenizer", default="",
+                      help="the vocabulary the model was trained with (tokenizer.json, a "
+                           "SentencePiece model, 'sentencepiece' or 'byte'); default: the "
+                           "export's vocabulary.json")
   args = parser.parse_args(argv)
   try:
     if os.path.exists(args.output):  # before the (slow) read of the parameters
       raise ExportError(f"{args.output}: already exists; choose a new --output")
+    tokens, vocab = resolve_tokens(args.params, args.tokenizer)
     cfg, params = load_export(args.params)
-    write_hf_dir(cfg, params, args.output, args.dtype)
+    tokenizer = write_hf_dir(cfg, params, args.output, args.dtype, tokens, vocab)
   except ExportError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  ids = ", ".join(f"{k.split('_')[0].upper()} {tokens[k]}" for k in TOKEN_KEYS
+                  if tokens.get(k) is not None)
   print(f"wrote {args.output}: {config_to_hf(cfg)['architectures'][0]} "
-        f"d_model={cfg.d_model} vocab={cfg.vocab_size} ({args.dtype})")
+        f"d_model={cfg.d_model} vocab={cfg.vocab_size} ({args.dtype}); token ids {ids} "
+        f"from {tokens['source']}; {tokenizer}")
   return 0
 
 

@@ -91,5 +91,6 @@ def run(config, workdir: str) -> dict:
 
   # ---- export --------------------------------------------------------------
   if not run_.stopped_early:
-    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"))
+    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"),
+                             tokens=program.tokens)
   return final

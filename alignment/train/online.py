@@ -98,7 +98,6 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
   mesh (its parameters go into the step) or on its own (its log-probs do).
   """
   d, s, l, r = config.data, config.sampling, config.loss, config.rl
-  vocab_lib.check_sampling_ids(vocab, f"config.data.task={d.task!r}")
   if r.method == "contrastive":
     train = program_lib.build(
         "online", heads.LanguageModel, config, mesh, rules, vocab,
@@ -121,7 +120,8 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
   sampler = sampling.Sampler(
       train.model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
                                            top_k=s.top_k, top_p=s.top_p, num_samples=r.samples,
-                                           cache_dtype=s.cache_dtype, vocab_size=vocab.vocab_size),
+                                           cache_dtype=s.cache_dtype, vocab_size=vocab.vocab_size,
+                                           **vocab_lib.sampling_ids(vocab)),
       mesh, rules, params_sharding=train.state_shardings.params)
   return OnlineProgram(train, sampler)
 
@@ -497,5 +497,6 @@ def run(config, workdir: str) -> dict:
 
   # ---- export --------------------------------------------------------------
   if not run_.stopped_early:
-    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"))
+    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"),
+                             tokens=program.train.tokens)
   return final

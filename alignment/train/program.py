@@ -49,6 +49,7 @@ class Program:
   batch_spec: Any
   step: Callable[..., Any]
   accepts_veto: bool = False  # step(state, batch, accept): accept=False refuses the update
+  tokens: Any = None  # the data vocabulary's record, kept with the export (vocab.token_record)
 
   @property
   def batch_shardings(self):
@@ -108,7 +109,7 @@ def run_supervised(program: Program, state, start: int, data, config, workdir: s
   if not run.stopped_early:
     final.update(evaluate(state.params))
     checkpoint.export_params(state.params, program.model_config,
-                             os.path.join(workdir, "export"))
+                             os.path.join(workdir, "export"), tokens=program.tokens)
   return final
 
 
@@ -158,4 +159,4 @@ def build(name: str, head, config, mesh, rules, vocab,
                              jax.tree.map(lambda x: x.sharding, spec), mesh, rules,
                              watch=watch, accepts_veto=accepts_veto)
   return Program(name, model, model_config, optimizer, init, mesh, rules, state_shardings,
-                 abstract_state, spec, step, accepts_veto)
+                 abstract_state, spec, step, accepts_veto, vocab_lib.token_record(vocab))

@@ -1,8 +1,8 @@
 """User data in: a Hugging Face tokenizer.json as a vocabulary, import directories as tasks.
 
-The tokenizer is built here (a tiny byte-level BPE trained on the fixtures'
-texts, with Llama 3's EOS name appended at the end and no pad token), never
-downloaded.
+The tokenizer is built by tests/hf_tokenizer.py (a tiny byte-level BPE trained
+on the fixtures' texts, with Llama 3's EOS name appended at the end and no pad
+token), never downloaded.
 """
 import json
 import os
@@ -17,32 +17,10 @@ from alignment.data import import_pairs as ip
 from alignment.data import pipeline, tasks
 from alignment.data import vocab as V
 from alignment.data.tf_setup import tf
+from hf_tokenizer import EOS, build_tokenizer as _build_tokenizer, fixture_texts as _fixture_texts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
-EOS = "<|end_of_text|>"
-
-
-def _fixture_texts() -> list[str]:
-  texts = []
-  for fmt, file in (("tldr", "tldr.jsonl"), ("jsonl", "pairs.jsonl"), ("hh", "hh.jsonl")):
-    for r in ip.read_records(os.path.join(FIXTURES, file), fmt):
-      texts += [r.prompt, r.chosen, r.rejected]
-  return texts
-
-
-def _build_tokenizer(path: str, specials=(EOS,)) -> str:
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
-  tok = Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  tok.train_from_iterator(_fixture_texts(), trainer=trainers.BpeTrainer(
-      vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-      show_progress=False))
-  tok.add_special_tokens(list(specials))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tok.save(path)
-  return path
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +60,13 @@ def test_tokenizer_config_names_the_eos_and_a_tokenizer_without_one_is_refused(t
   v = V.get_vocabulary.__wrapped__(path)  # uncached: the config changed
   assert (v.pad_id, v.eos_id) == (v.tokenizer.token_to_id("<pad>"),
                                   v.tokenizer.token_to_id("<eot>"))
-  with pytest.raises(config_lib.ConfigError, match="sampling needs PAD 0 and EOS 1"):
-    V.check_sampling_ids(v, "config.data.task='x'")
+  # The sampler stops at the tokenizer's EOS and never draws its PAD; a tokenizer
+  # without PAD (Llama 3) or padding with its EOS has nothing to keep out.
+  assert V.sampling_ids(v) == {"eos_id": v.eos_id, "pad_id": v.pad_id} and v.eos_id > 1
+  assert V.sampling_ids(V.get_vocabulary("sentencepiece")) == {"eos_id": 1, "pad_id": 0}
+  with open(tmp_path / "a" / "tokenizer_config.json", "w") as f:
+    json.dump({"eos_token": "<eot>", "pad_token": "<eot>"}, f)
+  assert V.sampling_ids(V.get_vocabulary.__wrapped__(path))["pad_id"] is None
 
 
 def test_import_with_a_tokenizer_json_decodes_back_to_the_text(tmp_path, tokenizer_json):
@@ -195,4 +178,10 @@ def test_offline_run_on_an_import_directory_in_a_fresh_process(tmp_path, tokeniz
     rows = [json.loads(line) for line in f if '"loss"' in line]
   assert [r["step"] for r in rows] == [1, 2]
   assert all(np.isfinite(r["loss"]) for r in rows)
-  assert os.path.isdir(os.path.join(workdir, "export"))
+  # The export keeps its data's tokenizer and ids (alignment.models.export reads them).
+  with open(os.path.join(workdir, "export", "vocabulary.json")) as f:
+    tokens = json.load(f)
+  v = V.get_vocabulary(tokenizer_json)
+  assert tokens == V.token_record(v)
+  assert tokens["vocabulary"] == os.path.abspath(tokenizer_json)
+  assert tokens["eos_token_id"] == v.tokenizer.token_to_id(EOS) and tokens["pad_token_id"] is None

@@ -12,7 +12,10 @@ import hf_models  # noqa: E402  (skips the module without torch/transformers)
 import transformers  # noqa: E402
 
 from alignment import checkpoint  # noqa: E402
+from alignment.data import environment as E  # noqa: E402
+from alignment.data import vocab as V  # noqa: E402
 from alignment.models import convert, export, zoo  # noqa: E402
+from hf_tokenizer import BOS, EOS, build_tokenizer, fixture_texts  # noqa: E402
 
 pytestmark = [pytest.mark.hf]
 
@@ -77,6 +80,21 @@ def test_zoo_model_exports(tmp_path):
   assert _export_cli(tmp_path / "export", tmp_path / "bf16", "--dtype=bfloat16") == 0
   written = json.loads((tmp_path / "hf" / "config.json").read_text())
   assert written["tie_word_embeddings"] is False and written["feed_forward_proj"] == "gated-gelu"
+  # No vocabulary.json: the package's ids, and no tokenizer is guessed.
+  assert (written["eos_token_id"], written["pad_token_id"], written["decoder_start_token_id"]) == (
+      1, 0, 0)
+  assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "generation_config.json",
+                                                 "model.safetensors"]
+  # The embedded environment's SentencePiece model goes out as T5Tokenizer's spiece.model
+  # and tokenises the environment's texts as we do.
+  assert _export_cli(tmp_path / "export", tmp_path / "sp", "--tokenizer=sentencepiece") == 0
+  tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "sp")
+  texts = [t for ex in E.Environment().examples("train", 10) for t in ex.values()
+           if isinstance(t, str)]
+  assert len(texts) >= 20
+  assert [tok(t, add_special_tokens=False)["input_ids"] for t in texts] == V.encode_batch(
+      V.get_vocabulary("sentencepiece"), texts)
+  assert (tok.eos_token_id, tok.pad_token_id) == (1, 0)
   batch = hf_models.batch(9, lp=7, vocab=cfg.vocab_size)
   ours = hf_models.zoo_logits(cfg, params, *batch)
   cls = transformers.T5ForConditionalGeneration
@@ -89,6 +107,104 @@ def test_zoo_model_exports(tmp_path):
   sizes = [os.path.getsize(tmp_path / d / "model.safetensors") for d in ("hf", "bf16")]
   assert sizes[1] < 0.6 * sizes[0]
   assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def _tokenizer_dir(path, config=None):
+  """A Llama-3-style tokenizer (BOS, EOS at the end, no PAD) with its tokenizer_config.json."""
+  tok = build_tokenizer(str(path / "tokenizer.json"), specials=(BOS, EOS))
+  (path / "tokenizer_config.json").write_text(json.dumps(
+      config or {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS,
+                 "eos_token": EOS, "model_max_length": 8192}))
+  v = V.get_vocabulary(tok)
+  return tok, v, v.tokenizer.token_to_id(BOS), v.tokenizer.token_to_id(EOS)
+
+
+def _assert_same_tokens(hf_dir, vocab):
+  tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  texts = fixture_texts()[:24] + ["unseen wörds ✓ 123"]
+  assert [tok(t, add_special_tokens=False)["input_ids"] for t in texts] == V.encode_batch(
+      vocab, texts)
+  return tok
+
+
+def test_token_ids_and_tokenizer_travel_from_import_to_export(tmp_path):
+  """A Llama-3-style source (EOS at the tokenizer's end, a BOS, no PAD; two EOS ids
+  in generation_config.json, as Llama 3.1 Instruct has) -> convert -> export:
+  the exported config.json / generation_config.json carry the source's ids, not
+  the package's 0/1 (a serving engine would stop at token 1), and the tokenizer
+  goes along: `AutoTokenizer` reads it and tokenises as our vocabulary does."""
+  src = tmp_path / "src"
+  src.mkdir()
+  tok_path, vocab, bos, eos = _tokenizer_dir(src)
+  assert (bos, eos) == (vocab.vocab_size - 2, vocab.vocab_size - 1) and eos > 1
+  hf = hf_models.tiny_hf_llama(seed=7, vocab=512, pad_token_id=None, bos_token_id=bos,
+                               eos_token_id=eos)
+  hf.generation_config.eos_token_id = [eos, bos]
+  hf.save_pretrained(src)
+  assert convert.main(["--hf_dir", str(src), "--output", str(tmp_path / "zoo")]) == 0
+  assert json.loads((tmp_path / "zoo" / "vocabulary.json").read_text()) == {
+      "eos_token_id": [eos, bos], "bos_token_id": bos, "vocabulary": tok_path}
+  assert _export_cli(tmp_path / "zoo", tmp_path / "hf") == 0
+  written = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert (written["eos_token_id"], written["bos_token_id"], written["pad_token_id"]) == (
+      [eos, bos], bos, None)
+  assert json.loads((tmp_path / "hf" / "generation_config.json").read_text()) == {
+      "eos_token_id": [eos, bos], "bos_token_id": bos}
+  back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+  assert back.generation_config.eos_token_id == [eos, bos]
+  tok = _assert_same_tokens(tmp_path / "hf", vocab)
+  assert (tok.eos_token_id, tok.bos_token_id) == (eos, bos)
+
+
+def test_a_policy_trained_on_a_tokenizer_json_exports_with_it(tmp_path, capsys):
+  """What a loop writes (<workdir>/export with its data's vocabulary.json) exports
+  with that tokenizer's ids and files; --tokenizer overrides it."""
+  tok_path, vocab, bos, eos = _tokenizer_dir(tmp_path / "tok")
+  cfg = zoo.get("llama-nano", vocab_size=512)
+  checkpoint.export_params(_random_params(cfg, 4), cfg, str(tmp_path / "export"),
+                           tokens=V.token_record(vocab))
+  assert _export_cli(tmp_path / "export", tmp_path / "hf") == 0
+  assert f"token ids EOS {eos}, BOS {bos} from {tmp_path / 'export'}" in capsys.readouterr().out
+  written = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert (written["eos_token_id"], written["pad_token_id"], written["bos_token_id"]) == (
+      eos, None, bos)
+  assert sorted(os.listdir(tmp_path / "hf")) == [
+      "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+      "tokenizer_config.json"]
+  assert _assert_same_tokens(tmp_path / "hf", vocab).eos_token_id == eos
+  assert _export_cli(tmp_path / "export", tmp_path / "byte", "--tokenizer=byte") == 0
+  written = json.loads((tmp_path / "byte" / "config.json").read_text())
+  assert (written["eos_token_id"], written["pad_token_id"]) == (1, 0)
+  assert type(transformers.AutoTokenizer.from_pretrained(tmp_path / "byte")).__name__ == (
+      "ByT5Tokenizer")
+
+
+def test_token_errors_are_one_line(tmp_path, capsys):
+  tok_path, vocab, _, _ = _tokenizer_dir(tmp_path / "tok")
+  small = zoo.get("llama-nano", vocab_size=256)
+  params = _random_params(small, 0)
+  checkpoint.export_params(params, small, str(tmp_path / "small"))
+  record = V.token_record(vocab)
+  checkpoint.export_params(params, small, str(tmp_path / "past"),
+                           tokens=dict(record, vocabulary=None))
+  gone = str(tmp_path / "gone" / "tokenizer.json")
+  checkpoint.export_params(params, small, str(tmp_path / "gone_export"),
+                           tokens=dict(record, vocabulary=gone, eos_token_id=1))
+  checkpoint.export_params(params, small, str(tmp_path / "typed"),
+                           tokens=dict(record, vocabulary=None, eos_token_id="</s>"))
+  cases = [("small", ["--tokenizer", tok_path], f"has {vocab.vocab_size} tokens, more than "
+                                                 "the model's 256"),
+           ("small", ["--tokenizer", gone], "--tokenizer="),
+           ("past", [], f"eos_token_id {record['eos_token_id']} is past the model's 256"),
+           ("gone_export", [], "pass --tokenizer=PATH"),
+           ("typed", [], "eos_token_id must be a token id")]
+  for i, (params_dir, flags, message) in enumerate(cases):
+    capsys.readouterr()
+    assert _export_cli(tmp_path / params_dir, tmp_path / f"o{i}", *flags) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not os.path.exists(tmp_path / f"o{i}")
+  assert not [p for p in os.listdir(tmp_path) if p.startswith("o")]  # nothing half-written
 
 
 def test_export_errors_are_one_line(tmp_path, capsys):

@@ -38,6 +38,7 @@ def _init(cfg, prompt_len=4, seed=0):
 @pytest.mark.parametrize("field,value", [
     ("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -1),
     ("num_samples", 0), ("max_new_tokens", 0), ("cache_dtype", "int8"), ("eos_id", PAD_ID),
+    ("eos_id", -1), ("pad_id", -1), ("pad_id", 1.5),
 ])
 def test_config_rejects_out_of_range_values(field, value):
   with pytest.raises(sampling.SamplingConfigError, match=rf"SamplingConfig\.{field}="):
@@ -138,6 +139,19 @@ def two_token_model():
   return model, params, PromptBatch(prompt, pmask), logits[0, 0], logits[:, 1]
 
 
+def test_without_a_pad_id_id_0_is_drawn_at_its_softmax_frequency(two_token_model):
+  """pad_id=None (a vocabulary without padding, Llama 3's id 0 being "!"): every id is
+  drawn as the written-out softmax says, PAD's cell included."""
+  model, params, prompts, first_v, second_vv = two_token_model
+  config = sampling.SamplingConfig(max_new_tokens=2, temperature=0.8, num_samples=FREQ_N,
+                                   eos_id=None, pad_id=None)
+  tokens = np.asarray(sampling.Sampler(model, config)(params, prompts, jax.random.key(8)).tokens)
+  counts = np.bincount(tokens[:, 0] * FREQ_V + tokens[:, 1], minlength=FREQ_V ** 2)
+  assert _chi_square_pvalue(counts, _joint(first_v, second_vv, 0.8, 0, 1.0,
+                                           pad_drawable=True)) > 1e-3
+  assert _chi_square_pvalue(counts, _joint(first_v, second_vv, 0.8, 0, 1.0)) == 0.0
+
+
 def _joint(first_v, second_vv, temperature, top_k, top_p, pad_drawable=False):
   p0 = _reference_probs(first_v, temperature, top_k, top_p, pad_drawable)
   return np.stack([p0[a] * _reference_probs(second_vv[a], temperature, top_k, top_p,
@@ -218,20 +232,25 @@ def test_sampler_logprobs_equal_rescoring(name):
   np.testing.assert_array_equal(np.asarray(out.prompt), np.repeat(prompt, 3, axis=0))
 
 
-def test_eos_stops_each_row_and_pads_after():
+@pytest.mark.parametrize("eos_id,pad_id", [(3, PAD_ID), (15, None)])
+def test_eos_stops_each_row_and_pads_after(eos_id, pad_id):
+  """The package's ids, and a Llama-3-like vocabulary's (EOS its last id, no PAD:
+  id 0 is a real token, drawn like any other)."""
   model, params = _init(zoo.get("llama-nano", vocab_size=16))
   prompt, pmask = hf_models.ragged(np.random.default_rng(2), 8, 5, 16, left=True)
-  config = sampling.SamplingConfig(max_new_tokens=12, temperature=1.0, num_samples=4, eos_id=3)
+  config = sampling.SamplingConfig(max_new_tokens=12, temperature=1.0, num_samples=4,
+                                   eos_id=eos_id, pad_id=pad_id)
   out = jax.device_get(sampling.Sampler(model, config)(params, PromptBatch(prompt, pmask),
                                                        jax.random.key(0)))
   assert out.finished.any() and not out.finished.all()
   for row, mask, length, done in zip(out.tokens, out.mask, out.lengths, out.finished):
-    eos_at = np.flatnonzero(row == 3)
+    eos_at = np.flatnonzero(row == eos_id)
     if done:
-      assert length == eos_at[0] + 1 and row[length - 1] == 3
+      assert length == eos_at[0] + 1 and row[length - 1] == eos_id
     else:
       assert length == 12 and eos_at.size == 0
     assert (row[length:] == PAD_ID).all() and mask.sum() == length and mask[:length].all()
+  assert ((out.tokens == PAD_ID) & (out.mask == 1)).any() == (pad_id is None)
 
 
 @pytest.mark.parametrize("greedy", [False, True])

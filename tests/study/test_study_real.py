@@ -4,7 +4,9 @@ import_pairs (TL;DR, with validation and eval splits) -> golden PM on the raters
 labels -> SFT on the chosen responses -> D_golden of SFT samples relabelled by the
 golden PM -> proxy PM -> online and offline IPO -> evaluation -> results.json and
 report.md. The golden judge used is checked from what the study wrote and by
-asking the golden PM again, not from stage names.
+asking the golden PM again, not from stage names. The pairs are tokenised with
+a Llama-3-style tokenizer.json (tests/hf_tokenizer.py: EOS its last id, no PAD)
+and every model is a decoder (llama-nano): the path of a Llama checkpoint.
 """
 import json
 import os
@@ -17,6 +19,8 @@ import pytest
 from alignment import config as config_lib
 from alignment.data import import_pairs
 from alignment.data import tasks
+from alignment.data import vocab as V
+from hf_tokenizer import build_tokenizer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -36,7 +40,7 @@ def _tldr_file(path, n: int = 96) -> str:
   return str(path)
 
 
-TINY = ["base_variant=tiny", "model=t5-nano", "sizes=['t5-nano']",
+TINY = ["base_variant=tiny", "model=llama-nano", "sizes=['llama-nano']",
       "seeds=[0]", "experiments=['fig1']", "batch_size=8", "prompt_len=64",
       "response_len=16", "num_pairs=16", "held_out_pairs=8", "tie_slack=0.5",
       "sample_batch=8", "sft.steps=4", "golden_pm.steps=4", "golden_pm.eval_batches=1",
@@ -51,9 +55,11 @@ TINY = ["base_variant=tiny", "model=t5-nano", "sizes=['t5-nano']",
 def test_real_study_from_tldr_pairs(tmp_path):
   src = _tldr_file(tmp_path / "tldr.jsonl")
   data = str(tmp_path / "tldr_import")
+  vocab = V.get_vocabulary(build_tokenizer(str(tmp_path / "tok" / "tokenizer.json")))
   meta = import_pairs.import_file(src, "tldr", data, max_prompt_tokens=64,
                                   max_response_tokens=16, on_long="truncate",
-                                  validation_fraction=0.3, eval_fraction=0.15)
+                                  validation_fraction=0.3, eval_fraction=0.15,
+                                  vocab=vocab.path)
   assert meta["splits"]["validation"] >= 16 and meta["splits"]["eval"] >= 8
   workdir = tmp_path / "study"
   # The README's command, in a fresh process: one device and XLA's optimiser off (this
@@ -96,6 +102,10 @@ def test_real_study_from_tldr_pairs(tmp_path):
     assert pairs[split]["labelled_by"] == "golden_model"
     assert pairs[split]["golden_export"] == golden_export
   _check_labels_are_the_golden_pms(workdir, golden_export)
+  # The aligned policy's export carries the tokenizer and its ids out (the sampler's
+  # ids: tests/train/test_program.py).
+  tokens = json.loads((workdir / "online_ipo_s0" / "export" / "vocabulary.json").read_text())
+  assert tokens == V.token_record(vocab) and tokens["eos_token_id"] == vocab.eos_id > 1
 
 
 def _check_labels_are_the_golden_pms(workdir, export):

@@ -88,6 +88,33 @@ def test_policy_gradient_program_compiles_with_its_minibatch_and_k_samples():
   assert spec.ref_params is not None and program.sampler.config.num_samples == 4
 
 
+def test_the_online_sampler_takes_its_vocabulary_s_ids(tmp_path):
+  """A Llama-3-style tokenizer.json (EOS its last id, no PAD): the online program's
+  sampler stops at that EOS and keeps no id out (id 0 is a real token there), and
+  its export record names the tokenizer; the package's vocabulary keeps 1 and 0."""
+  from hf_tokenizer import FIXTURES, build_tokenizer  # pylint: disable=g-import-not-at-top
+  from alignment.data import import_pairs, tasks  # pylint: disable=g-import-not-at-top
+  from alignment.data import vocab as V  # pylint: disable=g-import-not-at-top
+  from alignment.train import online  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(os.path.join(ROOT, "configs", "online.py:tiny"))
+  mesh, rules = sharding.mesh_and_rules(config.mesh)
+  ours = online.build(config, mesh, rules, tasks.task_vocabulary(config.data.task))
+  assert (ours.sampler.config.eos_id, ours.sampler.config.pad_id) == (1, 0)
+  tok = build_tokenizer(str(tmp_path / "tok" / "tokenizer.json"))
+  data = str(tmp_path / "imp")
+  import_pairs.import_file(os.path.join(FIXTURES, "tldr.jsonl"), "tldr", data, vocab=tok,
+                           max_prompt_tokens=config.data.prompt_len,
+                           max_response_tokens=config.data.response_len, on_long="truncate",
+                           name=f"bpe_{tmp_path.name}")
+  config_lib.apply_overrides(config, [f"data.task={data!r}", "model.name='llama-nano'"])
+  vocab = tasks.task_vocabulary(data)
+  program = online.build(config, mesh, rules, vocab)
+  assert vocab.eos_id == vocab.vocab_size - 1 > 1
+  assert (program.sampler.config.eos_id, program.sampler.config.pad_id) == (vocab.eos_id, None)
+  assert program.train.tokens == V.token_record(vocab)
+  assert program.train.tokens["vocabulary"] == os.path.abspath(tok)
+
+
 @pytest.mark.parametrize("override,message", [
     ("rl.samples=3", "the contrastive losses compare 2 samples"),
     ("rl.method='ppo'", "config.rl.method='ppo'"),
