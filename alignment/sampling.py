@@ -14,8 +14,9 @@ soon as every row has emitted EOS. Prompts are encoded once and their decode
 state repeated `num_samples` times. Rows are split over the mesh's `data` x
 `fsdp` axes and attention heads over `tensor`, as in training.
 
-Token choice per step: PAD and ids past the vocabulary (`vocab_size`: a
-model's output layer is often wider than its vocabulary) are never drawn, as
+Token choice per step: the vocabulary's PAD (`pad_id`, if it has one) and ids
+past the vocabulary (`vocab_size`: a model's output layer is often wider than
+its vocabulary) are never drawn, as
 Hugging Face's `suppress_tokens` would do; then logits / temperature, then
 top-k, then top-p (nucleus:
 the smallest set of most likely tokens whose probability reaches top_p), as
@@ -210,7 +211,7 @@ def choose_tokens(logits_bv: Array, key: Array, config: SamplingConfig):
 
   Returns (tokens [B] int32, model log-probs [B], sampling log-probs [B]).
   Model log-probs are under the model's whole softmax (what scoring computes);
-  the draw itself never picks PAD or an id past `config.vocab_size`.
+  the draw itself never picks `config.pad_id` or an id past `config.vocab_size`.
   Log-probs are read as logit - logsumexp, so no [B, V] log-softmax is built.
   """
   logits_bv = logits_bv.astype(jnp.float32)

@@ -13,8 +13,9 @@ Special ids come from the tokenizer, not from the package's conventions:
           setting, else the first of PAD_NAMES present, else 0 (Llama 3 has no
           pad token; padding is masked everywhere, so its id is never read);
   unk_id  the model's unk token, or None (byte-level BPE has none);
-  bos_id  `bos_token` of tokenizer_config.json, or None (only an export's
-          config.json carries it: texts are encoded without BOS).
+  bos_id  `bos_token` of tokenizer_config.json if it is a token, else None
+          (only an export's config.json carries it: texts are encoded
+          without BOS).
 The loops that sample (online, evaluation, the study's pair sets) stop at
 this EOS and never draw this PAD (`vocab.sampling_ids`; a tokenizer without a
 PAD, or padding with its EOS, keeps no id out), and an export carries the ids
@@ -73,7 +74,8 @@ class HuggingFaceVocabulary(seqio.Vocabulary):
       pad = self._special(None, PAD_NAMES, "pad_token")
     self.has_pad = pad is not None
     self._pad_id = 0 if pad is None else int(pad)
-    self._bos_id = self._special(config.get("bos_token"), (), "bos_token")
+    bos = _token_name(config.get("bos_token"))  # only an export reads it: never refused
+    self._bos_id = None if bos is None else self.tokenizer.token_to_id(bos)
     unk = getattr(self.tokenizer.model, "unk_token", None)
     self._unk_id = self.tokenizer.token_to_id(unk) if unk else None
 

@@ -413,9 +413,16 @@ def convert_dir(hf_dir: str):
   return cfg, params_from_hf(load_safetensors_dir(hf_dir), cfg, hf_dir)
 
 
+def is_token_ids(value) -> bool:
+  """A token id (an int >= 0, not a bool) or a non-empty list of them."""
+  one = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+  return one(value) or (isinstance(value, list) and bool(value) and all(map(one, value)))
+
+
 def hf_tokens(hf_dir: str) -> dict:
   """The special ids of a Hugging Face directory (generation_config.json over
-  config.json; a list of EOS ids kept as it is) and its tokenizer.json if it has
+  config.json; a list of EOS ids kept as it is; a negative id, as older Llama
+  configs' `pad_token_id: -1`, means none) and its tokenizer.json if it has
   one: the record an export of the converted model carries back out."""
   record: dict[str, Any] = {}
   for name in ("config.json", "generation_config.json"):
@@ -429,9 +436,10 @@ def hf_tokens(hf_dir: str) -> dict:
       raise ConversionError(f"{path}: {e}") from None
     for key in ("eos_token_id", "pad_token_id", "bos_token_id"):
       value = hf.get(key) if isinstance(hf, dict) else None
+      if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        value = None
       if value is not None:
-        if not (isinstance(value, int) or (isinstance(value, list) and value
-                                           and all(isinstance(v, int) for v in value))):
+        if not is_token_ids(value):
           raise ConversionError(f"{path}: {key} must be a token id or a list of them, "
                                 f"not {value!r}")
         record[key] = value

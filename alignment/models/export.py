@@ -1,12 +1,13 @@
-"""Zoo language model -> Hugging Face directory (config.json + model.safetensors).
+"""Zoo language model -> Hugging Face directory (config.json, model.safetensors, tokenizer).
 
     python -m alignment.models.export --params=EXPORT --output=DIR [--dtype=float32]
         [--tokenizer=VOCABULARY]
 
 reads a params export (EXPORT/model_config.json + EXPORT/params, what every
 training loop writes to <workdir>/export and `alignment.models.convert`
-writes) and writes DIR/config.json and DIR/model.safetensors, which
-`transformers` loads with `from_pretrained`:
+writes) and writes DIR/config.json, generation_config.json,
+model.safetensors and the tokenizer's files, which `transformers` loads with
+`from_pretrained` (and `AutoTokenizer.from_pretrained`):
 
 - T5 -> `T5ForConditionalGeneration` (gated-GELU as T5 v1.1 / FLAN-T5, or
   original T5's ReLU; relative-position buckets as configured;
@@ -21,8 +22,9 @@ backwards (`convert.params_to_hf`), so import and export cannot drift apart.
 Token ids and the tokenizer come from, in this order: `--tokenizer` (a
 tokenizer.json, a SentencePiece model, "sentencepiece" or "byte"); the
 export's vocabulary.json (every loop records its data's vocabulary there, and
-`convert` the source's ids and tokenizer.json); else the package's
-conventions (PAD 0, EOS 1, no BOS), said on the output line. The ids go into
+`convert` the source's ids and tokenizer.json; `--tokenizer=none` keeps its
+ids and writes no tokenizer); else the package's conventions (PAD 0, EOS 1,
+no BOS), said on the output line. The ids go into
 config.json and generation_config.json (T5's decoder start stays 0: the model
 starts every response with it), and the tokenizer is written beside the
 weights so that `AutoTokenizer.from_pretrained(DIR)` reads it: a
@@ -115,6 +117,8 @@ def config_to_hf(cfg, tokens: Optional[dict] = None) -> dict[str, Any]:
   else:
     raise ExportError(f"no Hugging Face architecture for {type(cfg).__name__}")
   out.update({k: (tokens or PACKAGE_TOKENS).get(k) for k in TOKEN_KEYS})
+  if isinstance(cfg, T5Config) and out["pad_token_id"] is None:
+    out["pad_token_id"] = PAD_ID  # the model pads, and starts its decoder, with 0
   return out
 
 
@@ -132,11 +136,12 @@ def resolve_tokens(params_dir: str, tokenizer: str = "") -> tuple[dict, Any]:
   export's vocabulary.json over the package's conventions (module docstring)."""
   from alignment import checkpoint  # pylint: disable=g-import-not-at-top
   from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  if tokenizer:
+  if tokenizer and tokenizer != "none":
     try:
       vocab = vocab_lib.get_vocabulary(tokenizer)
-    except ValueError as e:
-      raise ExportError(f"--tokenizer={tokenizer}: {e}") from None
+    except Exception as e:  # pylint: disable=broad-except  (protobuf, TF, tokenizers errors)
+      raise ExportError(f"--tokenizer={tokenizer}: not a vocabulary: "
+                        f"{_one_line(e)}") from None
     return dict(vocab_lib.token_record(vocab), source="--tokenizer"), vocab
   try:
     record = checkpoint.load_tokens(params_dir)
@@ -146,19 +151,24 @@ def resolve_tokens(params_dir: str, tokenizer: str = "") -> tuple[dict, Any]:
     return dict(PACKAGE_TOKENS, source="the package's conventions"), None
   where = os.path.join(params_dir, checkpoint.TOKENS_FILE)
   for key in TOKEN_KEYS:
-    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-               for i in _ids(record.get(key))):
+    if record.get(key) is not None and not convert.is_token_ids(record.get(key)):
       raise ExportError(f"{where}: {key} must be a token id, a list of them or null, "
                         f"not {record.get(key)!r}")
   vocab = None
-  name = record.get("vocabulary")
+  name = record.get("vocabulary") if tokenizer != "none" else None
   if name:
     try:
       vocab = vocab_lib.get_vocabulary(name)
-    except ValueError as e:
-      raise ExportError(f"{where}: its vocabulary {name!r} cannot be read ({e}); pass "
-                        "--tokenizer=PATH") from None
+    except Exception as e:  # pylint: disable=broad-except
+      raise ExportError(f"{where}: its vocabulary {name!r} cannot be read "
+                        f"({_one_line(e)}); pass --tokenizer=PATH, or --tokenizer=none "
+                        "to write its ids without a tokenizer") from None
   return dict({k: record.get(k) for k in TOKEN_KEYS}, vocabulary=name, source=where), vocab
+
+
+def _one_line(e: BaseException) -> str:
+  text = " ".join(str(e).split()) or type(e).__name__
+  return text if len(text) <= 300 else text[:300] + "..."
 
 
 def check_tokens(cfg, tokens: dict, vocab) -> None:
@@ -191,9 +201,12 @@ def write_tokenizer(vocab, out) -> str:
               "pad_token": _token_text(vocab, vocab.pad_id) if vocab.has_pad else None,
               "bos_token": _token_text(vocab, vocab.bos_id)}
     beside = os.path.join(os.path.dirname(vocab.path), hf_vocab.CONFIG)
-    if os.path.exists(beside):  # the tokenizer's own (chat template, added tokens...)
+    if os.path.exists(beside):  # the tokenizer's own (its class, chat template, ...)
       with open(beside) as f:
-        config = dict(json.load(f), **{k: v for k, v in config.items() if v is not None})
+        own = json.load(f)
+      if "tokenizer_class" in own:
+        del config["tokenizer_class"]
+      config = dict(own, **{k: v for k, v in config.items() if v is not None})
     files.write_json(os.path.join(out, hf_vocab.CONFIG),
                      {k: v for k, v in config.items() if v is not None})
     return "tokenizer.json"
@@ -274,9 +287,11 @@ def write_hf_dir(cfg, params, output: str, dtype: str = "float32",
     files.write_json(str(tmp / "generation_config.json"), generation_config(hf_config))
     tokenizer = write_tokenizer(vocab, str(tmp))
     tmp.rename(out)
-  except BaseException:
+  except BaseException as e:
     if tmp.exists():
       tmp.rmtree()
+    if isinstance(e, OSError):  # a full disk, a tokenizer file gone since it was read
+      raise ExportError(f"cannot write {output}: {_one_line(e)}; nothing was written") from None
     raise
   return tokenizer
 
@@ -293,8 +308,9 @@ def main(argv=None) -> int:
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--tokenizer", default="",
                       help="the vocabulary the model was trained with (tokenizer.json, a "
-                           "SentencePiece model, 'sentencepiece' or 'byte'); default: the "
-                           "export's vocabulary.json")
+                           "SentencePiece model, 'sentencepiece' or 'byte'; 'none': the "
+                           "record's ids, no tokenizer); default: the export's "
+                           "vocabulary.json")
   args = parser.parse_args(argv)
   try:
     if os.path.exists(args.output):  # before the (slow) read of the parameters

@@ -189,7 +189,8 @@ def test_token_errors_are_one_line(tmp_path, capsys):
                            tokens=dict(record, vocabulary=None))
   gone = str(tmp_path / "gone" / "tokenizer.json")
   checkpoint.export_params(params, small, str(tmp_path / "gone_export"),
-                           tokens=dict(record, vocabulary=gone, eos_token_id=1))
+                           tokens=dict(record, vocabulary=gone, eos_token_id=1,
+                                       bos_token_id=None))
   checkpoint.export_params(params, small, str(tmp_path / "typed"),
                            tokens=dict(record, vocabulary=None, eos_token_id="</s>"))
   cases = [("small", ["--tokenizer", tok_path], f"has {vocab.vocab_size} tokens, more than "
@@ -198,6 +199,8 @@ def test_token_errors_are_one_line(tmp_path, capsys):
            ("past", [], f"eos_token_id {record['eos_token_id']} is past the model's 256"),
            ("gone_export", [], "pass --tokenizer=PATH"),
            ("typed", [], "eos_token_id must be a token id")]
+  (tmp_path / "not_a.model").write_text("not a SentencePiece model")
+  cases.append(("small", ["--tokenizer", str(tmp_path / "not_a.model")], "not a vocabulary"))
   for i, (params_dir, flags, message) in enumerate(cases):
     capsys.readouterr()
     assert _export_cli(tmp_path / params_dir, tmp_path / f"o{i}", *flags) == 2
@@ -205,6 +208,46 @@ def test_token_errors_are_one_line(tmp_path, capsys):
     assert message in err and err.count("\n") == 1, err
     assert not os.path.exists(tmp_path / f"o{i}")
   assert not [p for p in os.listdir(tmp_path) if p.startswith("o")]  # nothing half-written
+  # --tokenizer=none: the record's ids, no tokenizer (its file is gone).
+  assert _export_cli(tmp_path / "gone_export", tmp_path / "ids_only", "--tokenizer=none") == 0
+  assert json.loads((tmp_path / "ids_only" / "config.json").read_text())["eos_token_id"] == 1
+  assert "tokenizer.json" not in os.listdir(tmp_path / "ids_only")
+
+
+def test_a_failure_while_writing_leaves_nothing(tmp_path, capsys, monkeypatch):
+  """A disk that fills up (or a tokenizer file gone) while the output is written:
+  one line, and neither the output nor its temporary directory remains."""
+  _, vocab, _, _ = _tokenizer_dir(tmp_path / "tok")
+  cfg = zoo.get("llama-nano", vocab_size=512)
+  checkpoint.export_params(_random_params(cfg, 1), cfg, str(tmp_path / "export"),
+                           tokens=V.token_record(vocab))
+
+  def full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(export.shutil, "copyfile", full)
+  capsys.readouterr()
+  assert _export_cli(tmp_path / "export", tmp_path / "hf") == 2
+  err = capsys.readouterr().err
+  assert "cannot write" in err and "No space left on device" in err and err.count("\n") == 1
+  assert sorted(os.listdir(tmp_path)) == ["export", "tok"]
+
+
+def test_ids_a_hugging_face_config_may_hold(tmp_path):
+  """Older Llama configs say pad_token_id -1 (none); a bool is no id; a T5 without a
+  PAD still pads and starts its decoder with 0; a BOS the tokenizer lacks is none."""
+  (tmp_path / "config.json").write_text(json.dumps(
+      {"pad_token_id": -1, "eos_token_id": 2, "bos_token_id": 1}))
+  assert convert.hf_tokens(str(tmp_path)) == {"eos_token_id": 2, "bos_token_id": 1,
+                                              "vocabulary": None}
+  (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": True}))
+  with pytest.raises(convert.ConversionError, match="generation_config.json: eos_token_id "
+                                                     "must be a token id"):
+    convert.hf_tokens(str(tmp_path))
+  t5 = export.config_to_hf(zoo.get("t5-nano", vocab_size=64),
+                           {"eos_token_id": 5, "pad_token_id": None, "bos_token_id": None})
+  assert (t5["eos_token_id"], t5["pad_token_id"], t5["decoder_start_token_id"]) == (5, 0, 0)
+  _, vocab, _, _ = _tokenizer_dir(tmp_path / "tok", {"eos_token": EOS, "bos_token": "<nope>"})
+  assert vocab.bos_id is None and vocab.eos_id == vocab.vocab_size - 1
 
 
 def test_export_errors_are_one_line(tmp_path, capsys):
