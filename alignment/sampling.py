@@ -344,6 +344,33 @@ def sample(model: heads.LanguageModel, params, prompts: PromptBatch, key: Array,
 # --------------------------------------------------------------------------
 
 
+def gathered_shardings(params_sharding: Any, keep: tuple[str, ...] = ("tensor",)) -> Any:
+  """The parameters' shardings with every mesh axis but `keep` dropped: each
+  parameter whole on every batch shard (data x fsdp), still split over `tensor`."""
+  def drop(entry):
+    names = () if entry is None else entry if isinstance(entry, tuple) else (entry,)
+    kept = tuple(n for n in names if n in keep)
+    return None if not kept else kept[0] if len(kept) == 1 else kept
+  return jax.tree.map(
+      lambda s: jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec(
+          *[drop(e) for e in s.spec])), params_sharding)
+
+
+def gather_params(params: Any, shardings: Any, compute_dtype) -> Any:
+  """The parameters in the dtype the model computes with, gathered to `shardings`
+  (`gathered_shardings`) once, before the decode loop: on an FSDP mesh XLA would
+  otherwise all-gather every weight again for every token (it does not hoist the
+  gathers out of the while loop). Norm scales (`scale`), which the model reads in
+  float32, keep their dtype; every other parameter the model casts to its compute
+  dtype where it uses it, so the samples are the same."""
+  def one(path, p, s):
+    name = getattr(path[-1], "key", None)
+    if name != "scale" and jnp.issubdtype(p.dtype, jnp.floating):
+      p = p.astype(compute_dtype)
+    return jax.lax.with_sharding_constraint(p, s)
+  return jax.tree_util.tree_map_with_path(one, params, shardings)
+
+
 def param_shardings(model: heads.LanguageModel, mesh: Mesh, rules) -> Any:
   """NamedShardings of the model's parameters from their logical axis names."""
   p = jnp.zeros((1, 2), jnp.int32)
@@ -361,14 +388,19 @@ class Sampler:
     rules: logical-axis rules (default `sharding.DEFAULT_RULES`).
     params_sharding: the parameters' shardings; derived from the model's
       logical axis names when None.
+    gather: gather the parameters (in the model's compute dtype) over the batch
+      axes once per call, before the decode loop (`gather_params`): on an FSDP
+      mesh each token otherwise re-gathers every weight. Costs the model's
+      weights in its compute dtype, split only over `tensor`, per device while
+      sampling (`alignment.aot` reports both ways).
   Calling it: sampler(params, prompts: PromptBatch, key) -> SampleOutput, all
   rows split over the batch axes of the mesh.
   """
 
   def __init__(self, model: heads.LanguageModel, config: SamplingConfig,
                mesh: Optional[Mesh] = None, rules=sharding.DEFAULT_RULES,
-               params_sharding=None):
-    self.model, self.config, self.rules = model, config, rules
+               params_sharding=None, gather: bool = False):
+    self.model, self.config, self.rules, self.gather = model, config, rules, gather
     self.mesh = mesh or sharding.make_mesh({"data": 1}, jax.devices()[:1])
     if params_sharding is None:
       with sharding.use(self.mesh, rules):
@@ -380,11 +412,18 @@ class Sampler:
                                 lengths=row, finished=row, logprobs=rows,
                                 sampling_logprobs=rows)
     self.out_sharding = out_sharding
+    self._gathered = gathered_shardings(params_sharding) if gather else None
     self._jitted = jax.jit(
-        functools.partial(sample, model, config=config),
+        lambda params, prompts, key: sample(model, self._ready(params), prompts, key, config),
         in_shardings=(params_sharding, PromptBatch(rows, rows), sharding.replicated(self.mesh)),
         out_shardings=out_sharding)
     self._batch_ways = sharding.data_parallel_size(dict(self.mesh.shape), rules)
+
+  def _ready(self, params):
+    """The parameters the decode loop reads (gathered once when `gather`)."""
+    if not self.gather:
+      return params
+    return gather_params(params, self._gathered, L.dtype_from_name(self.model.cfg.dtype))
 
   def _check(self, prompts: PromptBatch):
     b = prompts.prompt.shape[0]
@@ -415,16 +454,21 @@ class Sampler:
     rows = sharding.batch_sharding(self.mesh, self.rules, 2)
     row = sharding.batch_sharding(self.mesh, self.rules, 1)
     with sharding.use(self.mesh, self.rules):
-      prefill = jax.jit(functools.partial(start, self.model, config=self.config),
-                        in_shardings=(self.params_sharding, PromptBatch(rows, rows)))
+      # The prefill includes the one gather (when `gather`); decode steps read its result.
+      def phase(p, pr):
+        ready = self._ready(p)
+        return start(self.model, ready, pr, self.config), (ready if self.gather else None)
+      prefill = jax.jit(phase, in_shardings=(self.params_sharding, PromptBatch(rows, rows)))
       compiled_prefill = prefill.lower(params, prompts).compile()
       shapes = jax.eval_shape(prefill, params, prompts)
-      _, state, _, _ = jax.tree.map(
+      (_, state, _, _), ready = jax.tree.map(
           lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,
           compiled_prefill.output_shardings)
-      n = shapes[0].shape[0]
+      if not self.gather:
+        ready = params
+      n = shapes[0][0].shape[0]
       step = jax.jit(functools.partial(decode_step, self.model))
       compiled_step = step.lower(
-          params, state, jax.ShapeDtypeStruct((n,), jnp.int32, sharding=row),
+          ready, state, jax.ShapeDtypeStruct((n,), jnp.int32, sharding=row),
           jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(self.mesh))).compile()
     return compiled_prefill, compiled_step

@@ -122,7 +122,8 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
                                            top_k=s.top_k, top_p=s.top_p, num_samples=r.samples,
                                            cache_dtype=s.cache_dtype, vocab_size=vocab.vocab_size,
                                            **vocab_lib.sampling_ids(vocab)),
-      mesh, rules, params_sharding=train.state_shardings.params)
+      mesh, rules, params_sharding=train.state_shardings.params,
+      gather=bool(s.get("gather_params", False)))
   return OnlineProgram(train, sampler)
 
 

@@ -323,6 +323,39 @@ def test_same_key_same_samples_other_key_other_samples():
 # --------------------------------------------------------------------------
 
 
+def _while_bodies(hlo: str) -> str:
+  """The text of every while loop's body computation in an HLO module."""
+  import re  # pylint: disable=g-import-not-at-top
+  names = set(re.findall(r"body=%?([\w.\-]+)", hlo))
+  blocks = re.split(r"\n(?=\S)", hlo)  # computations start at column 0
+  return "\n".join(b for b in blocks if any(b.lstrip("%").startswith(n + " ") or
+                                             b.startswith(f"%{n} ") for n in names))
+
+
+@pytest.mark.parametrize("name", ["t5-nano", "llama-tiny"])
+def test_weights_gathered_once_sample_the_same_and_leave_the_loop_without_gathers(name):
+  """Sampler(gather=True) on an FSDP mesh (bfloat16 compute: the cast is exercised):
+  the same samples as re-gathering per token, and the compiled decode loop's body
+  holds no all-gather, where the plain sampler's does."""
+  cfg = zoo.get(name, vocab_size=64, dtype="bfloat16")
+  model, params = _init(cfg)
+  prompt, pmask = hf_models.ragged(np.random.default_rng(5), 8, 6, 64, left=True)
+  config = sampling.SamplingConfig(max_new_tokens=8, temperature=0.9, num_samples=2)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 8, "tensor": 1})  # any gather is a weight's
+  with sharding.use(mesh, sharding.DEFAULT_RULES):
+    shards = sampling.param_shardings(model, mesh, sharding.DEFAULT_RULES)
+  sharded_params = jax.device_put(params, shards)
+  prompts = PromptBatch(prompt, pmask)
+  plain, once = (sampling.Sampler(model, config, mesh, gather=g) for g in (False, True))
+  a, b = (s(sharded_params, prompts, jax.random.key(2)) for s in (plain, once))
+  np.testing.assert_array_equal(np.asarray(b.tokens), np.asarray(a.tokens))
+  np.testing.assert_allclose(np.asarray(b.logprobs), np.asarray(a.logprobs), atol=2e-2)
+  bodies = [_while_bodies(s.lower(sharded_params, prompts, jax.random.key(2)).compile()
+                          .as_text()) for s in (plain, once)]
+  assert all(bodies)
+  assert "all-gather" in bodies[0] and "all-gather" not in bodies[1]
+
+
 @pytest.mark.parametrize("name", ["t5-nano", "llama-tiny"])
 def test_mesh_2x2x2_samples_what_one_device_samples(name):
   cfg = zoo.get(name, vocab_size=64)
