@@ -640,7 +640,43 @@ def comparisons(ctx: Context, group: str) -> dict:
         "envelope_minus_online_ipo": ctx.value(lambda a=arm: stats.envelope_gap(
             [ctx.cv(a)], [ctx.cv(online[0])])),
         **_arm_numbers(ctx, arm)}
+    out[arm]["reading"] = {k: side(out[arm][f"{k}_minus_online_ipo"])
+                           for k in ("peak", "envelope")}
   return out
+
+
+def side(value) -> str:
+  """Where an arm stands against online IPO on one difference, from its interval:
+  'above' (the interval lies above 0), 'below', or 'no difference detected'."""
+  if not isinstance(value, dict) or value.get("estimate") is None:
+    return "n/a"
+  return {"supported": "above", "contradicted": "below"}.get(
+      stats.verdict(*value["interval"]), "no difference detected")
+
+
+def comparison_reading(group: str, compared: dict, gate: dict, offline_gap=None) -> str:
+  """One sentence on what an experiment's comparisons with online IPO show: which
+  arms are above, below or indistinguishable from it (peak, and envelope from KL 0),
+  read from the intervals only. A failed set-up gate makes it inconclusive, as the
+  findings. offline_gap: offline IPO's peak minus online IPO's (the staleness
+  experiment's k = infinity end)."""
+  if not gate.get("gate_passed"):
+    return ("What it shows: inconclusive: the proxy cannot rank the policy's samples "
+            "(set-up gate).")
+  parts = []
+  for what in ("peak", "envelope"):
+    by = {}
+    for arm, c in compared.items():
+      by.setdefault(c["reading"][what], []).append(arm)
+    said = [f"{k}{'' if k in ('above', 'below') else ' for'} {', '.join(by[k])}"
+            for k in ("above", "below", "no difference detected", "n/a") if k in by]
+    parts.append(f"{'peak' if what == 'peak' else 'envelope from KL 0'}: " + "; ".join(said))
+  text = ("What it shows, against online IPO (from the 95% intervals): " + ". ".join(parts)
+          + ".")
+  if group == "staleness" and offline_gap is not None and offline_gap.get("estimate") is not None:
+    text += (f" Offline IPO on the SFT pairs (the k = infinity end) - online IPO: peak "
+             f"{stats.interval_str(offline_gap)} ({side(offline_gap)}).")
+  return text
 
 
 def _fmt(v) -> str:
@@ -709,9 +745,13 @@ def _write(study, workdir: str, stages, out: str, golden_judge: dict | None = No
   arms_out = {a: _arm_numbers(ctx, a) for a in sorted(ctx.arm_runs) if a in ctx.data}
   ablations = pair_set_ablation(ctx, study.pairs)
   compared = {g: c for g in ("rl", "staleness") if (c := comparisons(ctx, g))}
+  online, offline = ctx.arm_of("online")[:1], ctx.arm_of("offline")[:1]
+  offline_gap = (ctx.value(lambda: ctx.peak(offline[0]) - ctx.peak(online[0]))
+                 if "staleness" in compared and online and offline else None)
+  readings = {g: comparison_reading(g, c, gate, offline_gap) for g, c in compared.items()}
   results = {"study": study.scale, "setup": gate, "findings": found,
              "golden_judge": golden_judge or {"kind": "program"}, "ablations": ablations,
-             "comparisons": compared, "arms": arms_out,
+             "comparisons": compared, "comparison_readings": readings, "arms": arms_out,
              "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
                       for r in runs]}
   # Keys in reading order: the gate before the findings, the findings before the runs.
@@ -785,7 +825,7 @@ def _write(study, workdir: str, stages, out: str, golden_judge: dict | None = No
                f"{gate.get('proxy_agreement')} {gate.get('proxy_agreement_interval')})"]
       md += [f"- {arm} - online IPO: peak {_fmt(c['peak_minus_online_ipo'])}, envelope from "
              f"KL 0 {_fmt(c['envelope_minus_online_ipo'])}" for arm, c in compared[g].items()]
-      md += [""]
+      md += ["", readings[g], ""]
       arms = list(dict.fromkeys(ctx.arm_of("online")[:1] + arms + ctx.arm_of("offline")[:1]))
     md += _arm_table(ctx, arms)
   if ctx.data:

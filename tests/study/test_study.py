@@ -172,3 +172,8 @@ def test_rl_and_staleness_experiments_write_their_plots_and_rows(smoke_study, tm
   report = (tmp_path / "study" / "report.md").read_text()
   assert "## Beyond the paper: RLOO and GRPO" in report and "online_grpo_pm - online IPO" in report
   assert "## Beyond the paper: staleness" in report
+  readings = results["comparison_readings"]
+  assert set(readings) == {"rl", "staleness"} and all(r in report for r in readings.values())
+  assert all(set(c_["reading"]) == {"peak", "envelope"} for c_ in stale.values())
+  assert ("(the k = infinity end)" if setup["gate_passed"] else "inconclusive") in \
+      readings["staleness"]

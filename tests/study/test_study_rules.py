@@ -323,3 +323,28 @@ def test_arms_are_listed_with_their_numbers_as_numbers():
            "online_ipo_stale1"]
   assert report.arm_order(names) == ["online_ipo", "online_ipo_stale1", "online_ipo_stale4",
                                      "online_ipo_stale16", "online_ipo_stale64"]
+
+
+def test_comparisons_read_above_below_and_no_difference_from_their_intervals():
+  """An arm well above online IPO, one well below and one on top of it: the reading
+  of each comparison (results.json and the report's sentence) follows its interval;
+  a failed gate makes the sentence inconclusive."""
+  online = [0.5, 0.6, 0.65, 0.6]
+  a = _fig1(online, [0.5, 0.55, 0.58, 0.52])
+  a.add("online_ipo_stale1", "online", online, KL, group="staleness", seeds=1)
+  a.add("online_ipo_stale4", "online", [0.5, 0.7, 0.78, 0.75], KL, group="staleness", seeds=1)
+  a.add("online_ipo_stale64", "online", [0.5, 0.52, 0.54, 0.5], KL, group="staleness", seeds=1)
+  ctx = a.context()
+  c = report.comparisons(ctx, "staleness")
+  assert list(c) == ["online_ipo_stale1", "online_ipo_stale4", "online_ipo_stale64"]
+  assert c["online_ipo_stale4"]["reading"] == {"peak": "above", "envelope": "above"}
+  assert c["online_ipo_stale64"]["reading"] == {"peak": "below", "envelope": "below"}
+  assert c["online_ipo_stale1"]["reading"]["peak"] == "no difference detected"
+  gap = ctx.value(lambda: ctx.peak("offline_ipo") - ctx.peak("online_ipo"))
+  text = report.comparison_reading("staleness", c, PASSED, gap)
+  assert ("peak: above online_ipo_stale4; below online_ipo_stale64; no difference detected "
+          "for online_ipo_stale1.") in text, text
+  assert "Offline IPO on the SFT pairs (the k = infinity end) - online IPO: peak -" in text
+  assert text.endswith("(below).") and "\n" not in text
+  assert "inconclusive" in report.comparison_reading("staleness", c, {"gate_passed": False})
+  assert report.side({"estimate": None}) == "n/a"
