@@ -745,9 +745,9 @@ def _write(study, workdir: str, stages, out: str, golden_judge: dict | None = No
   arms_out = {a: _arm_numbers(ctx, a) for a in sorted(ctx.arm_runs) if a in ctx.data}
   ablations = pair_set_ablation(ctx, study.pairs)
   compared = {g: c for g in ("rl", "staleness") if (c := comparisons(ctx, g))}
-  online, offline = ctx.arm_of("online")[:1], ctx.arm_of("offline")[:1]
-  offline_gap = (ctx.value(lambda: ctx.peak(offline[0]) - ctx.peak(online[0]))
-                 if "staleness" in compared and online and offline else None)
+  fig1_online, fig1_offline = ctx.arm_of("online")[:1], ctx.arm_of("offline")[:1]
+  offline_gap = (ctx.value(lambda: ctx.peak(fig1_offline[0]) - ctx.peak(fig1_online[0]))
+                 if "staleness" in compared and fig1_online and fig1_offline else None)
   readings = {g: comparison_reading(g, c, gate, offline_gap) for g, c in compared.items()}
   results = {"study": study.scale, "setup": gate, "findings": found,
              "golden_judge": golden_judge or {"kind": "program"}, "ablations": ablations,
@@ -760,7 +760,6 @@ def _write(study, workdir: str, stages, out: str, golden_judge: dict | None = No
   plots = []
   groups = [g for g in GROUP_TITLES if any(r["group"] == g for r in runs)]
   arms_in = lambda g: arm_order({r["arm"] for r in runs if r["group"] == g and r["arm"] in ctx.data})
-  fig1_online = ctx.arm_of("online")[:1]
   for g in groups:
     arms = arms_in(g)
     if g in ("h1", "h2") and ctx.source:  # beside the online run they are about, and offline
@@ -775,7 +774,7 @@ def _write(study, workdir: str, stages, out: str, golden_judge: dict | None = No
     plot_budget(ctx, arms, os.path.join(out, name), GROUP_TITLES[g])
     plots.append(name)
   if ctx.data:
-    plot_agreement(ctx, fig1_online + ctx.arm_of("offline")[:1] + [
+    plot_agreement(ctx, fig1_online + fig1_offline + [
         a for a in ("online_best_of_2",) if a in ctx.data], os.path.join(out, "agreement.png"))
     plot_classifier(runs, os.path.join(out, "classifier_vs_winrate.png"))
     plot_chosen_logprob(ctx, [a for a in sorted(ctx.arm_runs) if a in ctx.data

@@ -29,6 +29,7 @@ class GoldenJudge:
     self.vocab = vocab_lib.get_vocabulary(vocab) if isinstance(vocab, str) else vocab
     self.cfg = cfg or env_lib.env_config(vocab if isinstance(vocab, str) and vocab in
                                          vocab_lib.NAMES else "sentencepiece")
+    self._stop_ids = vocab_lib.sampling_ids(self.vocab)  # where a response ends (its EOS, PAD)
 
   def decode_prompts(self, prompt_bl, prompt_mask_bl=None) -> list[str]:
     rows = vocab_lib.strip_left_padding(np.asarray(prompt_bl), prompt_mask_bl)
@@ -36,8 +37,7 @@ class GoldenJudge:
 
   def decode_responses(self, response_bl) -> tuple[list[str], np.ndarray]:
     """(texts up to EOS, truncated [B] bool)."""
-    rows, ended = vocab_lib.cut_at_eos(np.asarray(response_bl),
-                                       **vocab_lib.sampling_ids(self.vocab))
+    rows, ended = vocab_lib.cut_at_eos(np.asarray(response_bl), **self._stop_ids)
     return vocab_lib.decode_batch(self.vocab, rows), ~ended
 
   def score_texts(self, posts: list[str], digests: list[str],

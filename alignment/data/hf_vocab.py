@@ -63,6 +63,7 @@ class HuggingFaceVocabulary(seqio.Vocabulary):
     if os.path.exists(config_path):
       with open(config_path) as f:
         config = json.load(f)
+    self.config = config  # the tokenizer_config.json beside it ({} if none)
     self._eos_id = self._special(config.get("eos_token"), EOS_NAMES, "eos_token")
     if self._eos_id is None:
       raise ValueError(f"{self.path}: the tokenizer has no EOS token (no eos_token in a "

@@ -38,7 +38,6 @@ complete (written beside it, then renamed).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -200,13 +199,10 @@ def write_tokenizer(vocab, out) -> str:
               "eos_token": _token_text(vocab, vocab.eos_id),
               "pad_token": _token_text(vocab, vocab.pad_id) if vocab.has_pad else None,
               "bos_token": _token_text(vocab, vocab.bos_id)}
-    beside = os.path.join(os.path.dirname(vocab.path), hf_vocab.CONFIG)
-    if os.path.exists(beside):  # the tokenizer's own (its class, chat template, ...)
-      with open(beside) as f:
-        own = json.load(f)
-      if "tokenizer_class" in own:
-        del config["tokenizer_class"]
-      config = dict(own, **{k: v for k, v in config.items() if v is not None})
+    own = vocab.config  # the tokenizer's own tokenizer_config.json (class, chat template, ...)
+    if "tokenizer_class" in own:
+      del config["tokenizer_class"]
+    config = dict(own, **{k: v for k, v in config.items() if v is not None})
     files.write_json(os.path.join(out, hf_vocab.CONFIG),
                      {k: v for k, v in config.items() if v is not None})
     return "tokenizer.json"
