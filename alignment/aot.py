@@ -158,12 +158,12 @@ def build_programs(config, mesh, rules):
   The very step the loop runs (same function, same static arguments), with the
   vocabulary it would use: `model.vocab_size`, else the data task's.
   """
-  from alignment import judges, sharding  # pylint: disable=g-import-not-at-top
+  from alignment import sharding  # pylint: disable=g-import-not-at-top
   from alignment.data import tasks  # pylint: disable=g-import-not-at-top
   from alignment.train import offline, online, preference_model, roles, sft  # pylint: disable=g-import-not-at-top
   vocab = tasks.task_vocabulary(config.data.task)
   if config.experiment in ("online", "offline"):
-    ref_mesh = roles.role_meshes(config, mesh)[judges.Role.REFERENCE]
+    ref_mesh = roles.role_meshes(config, mesh)[roles.Role.REFERENCE]
     shared = sharding.same_mesh(mesh, ref_mesh)
     if config.experiment == "online":
       program = online.build(config, mesh, rules, vocab, reference_shared=shared)

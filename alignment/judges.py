@@ -29,8 +29,6 @@ never leaves the device for them); the golden judge returns numpy arrays.
 """
 from __future__ import annotations
 
-import enum
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,14 +38,6 @@ from alignment.data import batches as B
 from alignment.models import heads
 
 Array = jax.Array
-
-
-class Role(enum.Enum):
-  """The four models of a study (docs/paper.md, "The set-up")."""
-  POLICY = "policy"
-  REFERENCE = "reference"
-  PROXY_PM = "proxy_pm"
-  GOLDEN = "golden"
 
 
 class ModelJudge:

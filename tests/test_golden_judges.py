@@ -62,14 +62,14 @@ def test_judge_golden_checkpoint_needs_the_golden_kind():
 
 
 def test_online_golden_judge_is_the_golden_pm_when_given(monkeypatch):
-  from alignment.train import online  # pylint: disable=g-import-not-at-top
+  from alignment.train import online, roles  # pylint: disable=g-import-not-at-top
   loaded = []
   monkeypatch.setattr(judges, "load_model_judge",
                       lambda path, *a, **k: loaded.append(path) or "golden-pm")
   c = config_lib.load("configs/online.py:tiny")
   config_lib.apply_overrides(c, ["judge.kind=golden", "judge.golden_checkpoint=GPM/export"],
                              where="test")
-  meshes = {judges.Role.PROXY_PM: None}
+  meshes = {roles.Role.PROXY_PM: None}
   assert online.make_judge(c.judge, c.data, None, meshes, None) == "golden-pm"
   assert loaded == ["GPM/export"]
   c.judge.golden_checkpoint = ""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from alignment import checkpoint, evaluation, judges
+from alignment import checkpoint, evaluation
 from alignment import config as config_lib
 from alignment.data import pipeline, stream, tasks
 from alignment.models import heads
@@ -68,7 +68,7 @@ def run(config, workdir: str) -> dict:
   # ---- state ---------------------------------------------------------------
   ckpt, meta, state, start = program.start(workdir, config, vocab, train_data,
                                             config.init.policy)
-  reference = roles.Reference(model, mesh, meshes[judges.Role.REFERENCE], rules,
+  reference = roles.Reference(model, mesh, meshes[roles.Role.REFERENCE], rules,
                               program.state_shardings.params, config.init, config.data,
                               config.seed, config.loss.reduction)
   evaluator = evaluation.make_evaluator(config.eval, config.data, model,

@@ -1,5 +1,7 @@
-"""The four roles' meshes and the frozen reference policy.
+"""The four roles, their meshes and the frozen reference policy.
 
+- `Role`: the four models of a study, each named (here, not in `judges`, so
+  that the roles' meshes need nothing of the judges).
 - `role_meshes`: {Role: mesh}, each role's own sub-mesh (`config.roles`) or the
   shared mesh.
 - `Reference`: the reference policy's parameters and how the train step gets
@@ -11,15 +13,25 @@
 """
 from __future__ import annotations
 
+import enum
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import checkpoint, distributed, judges, sharding
+from alignment import checkpoint, distributed, sharding
 from alignment import config as config_lib
 from alignment.models import heads
 from alignment.train import steps
+
+
+class Role(enum.Enum):
+  """The four models of a study (docs/paper.md, "The set-up")."""
+  POLICY = "policy"
+  REFERENCE = "reference"
+  PROXY_PM = "proxy_pm"
+  GOLDEN = "golden"
 
 
 def policy_set_up(config):
@@ -29,18 +41,18 @@ def policy_set_up(config):
   distributed.setup_host()
   shared_mesh, rules = sharding.mesh_and_rules(config.mesh)
   meshes = role_meshes(config, shared_mesh)
-  mesh = meshes[judges.Role.POLICY]
-  return meshes, mesh, rules, sharding.same_mesh(mesh, meshes[judges.Role.REFERENCE])
+  mesh = meshes[Role.POLICY]
+  return meshes, mesh, rules, sharding.same_mesh(mesh, meshes[Role.REFERENCE])
 
 
 def role_meshes(config, mesh):
   """{Role: mesh}: each role's own sub-mesh (config.roles) or the shared `mesh`."""
   roles = config.get("roles", None)
   if roles is None:
-    return {role: mesh for role in judges.Role}
+    return {role: mesh for role in Role}
   try:
     return {role: sharding.role_mesh(roles[role.value], mesh, where=f"config.roles.{role.value}")
-            for role in judges.Role}
+            for role in Role}
   except sharding.MeshError as e:
     raise config_lib.ConfigError(str(e)) from None
 

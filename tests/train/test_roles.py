@@ -86,11 +86,10 @@ def test_role_meshes_are_slices_of_the_devices():
   c = _config(**SPLIT)
   shared, _ = sharding.mesh_and_rules(c.mesh)
   meshes = roles.role_meshes(c, shared)
-  from alignment.judges import Role
-  assert [d.id for d in meshes[Role.POLICY].devices.flat] == [0, 1, 2, 3]
-  assert [d.id for d in meshes[Role.REFERENCE].devices.flat] == [4, 5]
-  assert [d.id for d in meshes[Role.PROXY_PM].devices.flat] == [6, 7]
-  assert meshes[Role.GOLDEN] is shared
+  assert [d.id for d in meshes[roles.Role.POLICY].devices.flat] == [0, 1, 2, 3]
+  assert [d.id for d in meshes[roles.Role.REFERENCE].devices.flat] == [4, 5]
+  assert [d.id for d in meshes[roles.Role.PROXY_PM].devices.flat] == [6, 7]
+  assert meshes[roles.Role.GOLDEN] is shared
 
 
 @pytest.mark.parametrize("override,message", [
