@@ -63,11 +63,11 @@ def bench_online(args) -> Json:
       d.task, "train", "prompts", d.batch_size, prompt_length=d.prompt_len,
       response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed)
   state, _ = state_lib.create(train.init, train.optimizer, mesh, rules, config.seed)
-  reference = roles.Reference(model, mesh, meshes[judges.Role.REFERENCE], rules,
+  reference = roles.Reference(model, mesh, meshes[roles.Role.REFERENCE], rules,
                               train.state_shardings.params, config.init, d, config.seed,
                               config.loss.reduction)
   ref_params = reference.on_policy_mesh()
-  pm_mesh = meshes[judges.Role.PROXY_PM]
+  pm_mesh = meshes[roles.Role.PROXY_PM]
   pm = heads.PairwisePreferenceModel(zoo.from_section(pm_config.model, vocab_size))
   pm_params, _ = sharding.create_sharded(heads.init_fn(pm, d.prompt_len, d.response_len),
                                          pm_mesh, rules, jax.random.PRNGKey(1))

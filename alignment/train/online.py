@@ -155,12 +155,12 @@ def make_judge(judge_cfg, data_cfg, vocab, meshes, rules):
       raise config_lib.ConfigError(f"config.judge.checkpoint: the {kind} model's export is "
                                    f"required with judge.kind={kind!r}")
     return judges.load_model_judge(judge_cfg.checkpoint, data_cfg,
-                                   meshes[judges.Role.PROXY_PM], rules,
+                                   meshes[roles.Role.PROXY_PM], rules,
                                    head="reward" if kind == "reward" else "pairwise")
   if kind == "golden" and judge_cfg.get("golden_checkpoint", ""):
     # A golden PM trained on rater labels (real data): a model judge asked both ways.
     return judges.load_model_judge(judge_cfg.golden_checkpoint, data_cfg,
-                                   meshes[judges.Role.PROXY_PM], rules)
+                                   meshes[roles.Role.PROXY_PM], rules)
   if kind == "golden":
     return judges.GoldenJudge(vocab)
   raise config_lib.ConfigError(f"config.judge.kind={kind!r}: choose proxy, reward or golden")
@@ -445,7 +445,7 @@ def run(config, workdir: str) -> dict:
   # ---- state ---------------------------------------------------------------
   ckpt, meta, state, start = program.train.start(workdir, config, vocab, prompts,
                                                   config.init.policy)
-  reference = roles.Reference(model, mesh, meshes[judges.Role.REFERENCE], rules,
+  reference = roles.Reference(model, mesh, meshes[roles.Role.REFERENCE], rules,
                               program.train.state_shardings.params, config.init, config.data,
                               config.seed, config.loss.reduction)
 
