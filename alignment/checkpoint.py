@@ -19,6 +19,11 @@ complete, so a killed save never looks like a finished checkpoint; saves can
 run asynchronously while training continues (`wait()` joins them). A save
 that fails (a full disk: OSError ENOSPC) removes what it wrote of its step
 before the error goes on, so the previous checkpoint stays the newest.
+
+A foundation: it saves and restores pytrees and writes params exports as
+files, and knows nothing of the models. What needs a model (the sharded
+restore target of its parameters, an export loaded as a model) is
+`alignment.models.zoo`'s, which builds models by name and by recorded config.
 """
 from __future__ import annotations
 
@@ -30,14 +35,10 @@ import os
 from typing import Any, Optional
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from alignment import distributed, faults, files, sharding
-from alignment.models import heads
-from alignment.models.decoder import DecoderConfig
-from alignment.models.t5 import T5Config
+from alignment import distributed, faults, files
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,7 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
   return out if prefix == "" else out["params"]
 
 
+MODEL_CONFIG_FILE = "model_config.json"
 TOKENS_FILE = "vocabulary.json"
 
 
@@ -238,13 +240,13 @@ def export_params(params: Any, model_cfg: Any, output: str, tokens: dict | None 
     with ocp.StandardCheckpointer() as ckpt:
       ckpt.save(os.path.join(tmp, "params"), params)
     if jax.process_index() == 0:
-      files.write_json(os.path.join(tmp, "model_config.json"),
+      files.write_json(os.path.join(tmp, MODEL_CONFIG_FILE),
                        {"architecture": model_cfg.architecture,
                         **{k: v for k, v in dataclasses.asdict(model_cfg).items()
                            if k != "architecture"}})
       if tokens is not None:
         files.write_json(os.path.join(tmp, TOKENS_FILE), tokens)
-      faults.hit("export", "", path=os.path.join(tmp, "model_config.json"))
+      faults.hit("export", "", path=os.path.join(tmp, MODEL_CONFIG_FILE))
   except Exception:
     if jax.process_index() == 0:
       epath.Path(tmp).rmtree(missing_ok=True)
@@ -301,16 +303,6 @@ def absolute(path: str) -> str:
   return path if "://" in str(path) else os.path.abspath(path)
 
 
-def abstract_params(model, data_section, mesh, rules):
-  """The parameters' ShapeDtypeStructs with shardings (a restore target)."""
-  init = heads.init_fn(model, data_section.prompt_len, data_section.response_len)
-  with sharding.use(mesh, rules):
-    key = jax.ShapeDtypeStruct((2,), np.uint32)  # abstract: also for TPU topologies (aot)
-    boxed = jax.eval_shape(init, key)
-  shardings = sharding.logical_shardings(boxed, mesh, rules)
-  return sharding.abstract_with_shardings(sharding.strip_boxes(boxed), shardings)
-
-
 def load_tokens(path: str) -> dict | None:
   """The vocabulary record of a params export (`export_params`'s tokens), or None."""
   file = os.path.join(path, TOKENS_FILE)
@@ -324,24 +316,3 @@ def load_tokens(path: str) -> dict | None:
   if not isinstance(record, dict):
     raise CheckpointError(f"{file}: not a vocabulary record (a JSON object)")
   return record
-
-
-def load_model_config(path: str):
-  """The zoo config written beside an export's parameters (model_config.json)."""
-  try:
-    with epath.Path(path).open() as f:
-      d = json.load(f)
-    arch = d.pop("architecture")
-    cls = {"t5": T5Config, "decoder": DecoderConfig}[arch]
-    return cls(**d)
-  except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-    raise CheckpointError(f"{path}: not a model config: {e}") from None
-
-
-def load_export(path: str, head: str, data_section, mesh, rules):
-  """(model, params) of a params export (model_config.json + params), sharded."""
-  config_path = os.path.join(path, "model_config.json")
-  if not epath.Path(config_path).exists():
-    raise CheckpointError(f"{path}: not a params export (no model_config.json)")
-  model = heads.make_model(load_model_config(config_path), head)
-  return model, load_params(path, abstract_params(model, data_section, mesh, rules))

@@ -65,6 +65,7 @@ from alignment import algorithms, checkpoint, distributed, files, judges, sampli
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
+from alignment.models import zoo
 
 Array = jax.Array
 
@@ -315,7 +316,7 @@ def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=No
     proxy = judges.load_model_judge(e.proxy, data_cfg, mesh, rules)
   reference = reference_model = None
   if e.reference:
-    reference_model, reference = checkpoint.load_export(e.reference, "lm", data_cfg, mesh, rules)
+    reference_model, reference = zoo.load_export(e.reference, "lm", data_cfg, mesh, rules)
   return Evaluator(model, sft_params, mesh, rules, golden, e, data_cfg,
                    e.prompts_task, e.pairs_task, proxy=proxy,
                    reference_params=reference, vocab_size=vocab.vocab_size,
@@ -359,8 +360,8 @@ def run(config, workdir: str) -> dict:
   distributed.setup_host()
   mesh, rules = sharding.mesh_and_rules(config.mesh)
   e = config.eval
-  model, sft = checkpoint.load_export(e.sft, "lm", config.data, mesh, rules)
-  params_target = checkpoint.abstract_params(model, config.data, mesh, rules)
+  model, sft = zoo.load_export(e.sft, "lm", config.data, mesh, rules)
+  params_target = zoo.sharded_abstract_params(model, config.data, mesh, rules)
   # The same evaluator as the loops' (reference included), so a run's step-0 point
   # from this experiment is measured exactly as its later points are.
   evaluator = build_evaluator(e, config.data, model, sft, mesh, rules)

@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import algorithms, checkpoint, sharding
+from alignment import algorithms, sharding
 from alignment.data import batches as B
-from alignment.models import heads
+from alignment.models import heads, zoo
 
 Array = jax.Array
 
@@ -193,7 +193,7 @@ def load_golden_judge(export: str, vocab, data_section, mesh, rules):
 def load_model_judge(path: str, data_section, mesh, rules, head: str = "pairwise"):
   """A `ModelJudge` from a pairwise preference model's export (head "pairwise"), or
   a `RewardJudge` from a Bradley-Terry reward model's (head "reward")."""
-  model, params = checkpoint.load_export(path, head, data_section, mesh, rules)
+  model, params = zoo.load_export(path, head, data_section, mesh, rules)
   if head == "reward":
     return RewardJudge(model, params, mesh, rules)
   return ModelJudge(model, params, mesh, rules)

@@ -217,20 +217,23 @@ def write_tokenizer(vocab, out) -> str:
   return "spiece.model (T5Tokenizer)"
 
 
-def load_export(path: str):
-  """(zoo config, LanguageModel params as float32 numpy) of a params export."""
+def read_lm_as_numpy(path: str):
+  """(zoo config, LanguageModel params as float32 numpy on the host) of a params export.
+
+  Not `zoo.load_export`, which restores any head's params sharded over a mesh:
+  a Hugging Face file wants one host's float32 arrays, and only a language model's."""
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from alignment import checkpoint, sharding  # pylint: disable=g-import-not-at-top
   from alignment.models import zoo  # pylint: disable=g-import-not-at-top
-  config_path = os.path.join(path, "model_config.json")
+  config_path = os.path.join(path, checkpoint.MODEL_CONFIG_FILE)
   if not os.path.isdir(path):
     raise ExportError(f"{path}: no such directory")
   if not os.path.exists(config_path):
     raise ExportError(f"{path}: not a params export (no model_config.json); pass a run's "
                       "<workdir>/export, not its checkpoints")
   try:
-    cfg = checkpoint.load_model_config(config_path)
+    cfg = zoo.load_model_config(config_path)
     saved = ocp.PyTreeCheckpointer().metadata(
         os.path.join(path, "params")).item_metadata.tree
   except Exception as e:  # pylint: disable=broad-except  (orbax raises many types)
@@ -312,7 +315,7 @@ def main(argv=None) -> int:
     if os.path.exists(args.output):  # before the (slow) read of the parameters
       raise ExportError(f"{args.output}: already exists; choose a new --output")
     tokens, vocab = resolve_tokens(args.params, args.tokenizer)
-    cfg, params = load_export(args.params)
+    cfg, params = read_lm_as_numpy(args.params)
     tokenizer = write_hf_dir(cfg, params, args.output, args.dtype, tokens, vocab)
   except ExportError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -13,16 +13,26 @@ Sizes:
   `llama-8b` follows Llama 3 8B; `llama-nano`/`llama-tiny`/`llama-mini` are ours.
 
 Any field can be overridden: `get("t5-tiny", vocab_size=512, dtype="bfloat16")`.
+
+A params export (`checkpoint.export_params`: params + model_config.json) is
+loaded here, not in `checkpoint`, because loading it builds its model:
+`load_model_config` reads the recorded config, `load_export` builds the model
+and restores the parameters into `sharded_abstract_params`, its sharded target.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
+from alignment import checkpoint, sharding
+from alignment.models import heads
 from alignment.models.decoder import DecoderConfig
 from alignment.models.t5 import T5Config
 
@@ -90,7 +100,6 @@ def get(name: str, **overrides):
 
 def abstract_params(cfg, head: str = "lm", prompt_len: int = 8, response_len: int = 8):
   """ShapeDtypeStructs of a model's parameters (jax.eval_shape, nothing allocated)."""
-  from alignment.models import heads  # pylint: disable=g-import-not-at-top
   model = heads.make_model(cfg, head)
   p = jnp.zeros((1, prompt_len), jnp.int32)
   r = jnp.zeros((1, response_len), jnp.int32)
@@ -103,6 +112,40 @@ def count_params(cfg, head: str = "lm") -> int:
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   tree = nn.unbox(abstract_params(cfg, head))
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def sharded_abstract_params(model, data_section, mesh, rules):
+  """The parameters' ShapeDtypeStructs with shardings: a restore target for
+  `checkpoint.load_params`, laid out as the train step lays them out."""
+  init = heads.init_fn(model, data_section.prompt_len, data_section.response_len)
+  with sharding.use(mesh, rules):
+    key = jax.ShapeDtypeStruct((2,), np.uint32)  # abstract: also for TPU topologies (aot)
+    boxed = jax.eval_shape(init, key)
+  shardings = sharding.logical_shardings(boxed, mesh, rules)
+  return sharding.abstract_with_shardings(sharding.strip_boxes(boxed), shardings)
+
+
+def load_model_config(path: str):
+  """The zoo config written beside an export's parameters (model_config.json)."""
+  try:
+    with epath.Path(path).open() as f:
+      d = json.load(f)
+    arch = d.pop("architecture")
+    cls = {"t5": T5Config, "decoder": DecoderConfig}[arch]
+    return cls(**d)
+  except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    raise checkpoint.CheckpointError(f"{path}: not a model config: {e}") from None
+
+
+def load_export(path: str, head: str, data_section, mesh, rules):
+  """(model, params) of a params export (model_config.json + params), sharded: the
+  model built from the config the export recorded, with `head` on it."""
+  config_path = os.path.join(path, checkpoint.MODEL_CONFIG_FILE)
+  if not epath.Path(config_path).exists():
+    raise checkpoint.CheckpointError(f"{path}: not a params export (no model_config.json)")
+  model = heads.make_model(load_model_config(config_path), head)
+  return model, checkpoint.load_params(
+      path, sharded_abstract_params(model, data_section, mesh, rules))
 
 
 def _human(n: float) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from alignment import checkpoint, distributed, sharding
 from alignment import config as config_lib
-from alignment.models import heads
+from alignment.models import heads, zoo
 from alignment.train import steps
 
 
@@ -113,7 +113,7 @@ def load_reference(init_cfg, data_cfg, seed: int, model, mesh, rules):
   starts from), else the policy's own initial parameters (the same `seed`).
   """
   path = init_cfg.reference or init_cfg.policy
-  target = checkpoint.abstract_params(model, data_cfg, mesh, rules)
+  target = zoo.sharded_abstract_params(model, data_cfg, mesh, rules)
   if path:
     return checkpoint.load_params(path, target)
   init = heads.init_fn(model, data_cfg.prompt_len, data_cfg.response_len)

@@ -5,7 +5,7 @@ import pytest
 
 import hf_models  # noqa: E402  (skips the module without torch/transformers)
 
-from alignment.models import convert, heads  # noqa: E402
+from alignment.models import convert, heads, zoo  # noqa: E402
 
 # Needs torch and transformers (Hugging Face models are the oracle).
 pytestmark = [pytest.mark.hf]
@@ -99,7 +99,7 @@ def test_convert_cli_round_trip(tmp_path):
   hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
   out = tmp_path / "zoo"
   assert convert.main(["--hf_dir", str(tmp_path / "hf"), "--output", str(out)]) == 0
-  cfg = checkpoint.load_model_config(str(out / "model_config.json"))
+  cfg = zoo.load_model_config(str(out / "model_config.json"))
   model = heads.LanguageModel(cfg)
   rng = np.random.default_rng(2)
   prompt, pmask = hf_models.ragged(rng, 2, 4, 96, left=True)

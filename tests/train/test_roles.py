@@ -75,8 +75,8 @@ def test_online_on_role_sub_meshes_equals_the_shared_mesh(pm_export, tmp_path):
   for k in ("response_1", "response_2", "verdict"):
     np.testing.assert_array_equal(sa[k], sb[k])
   mesh = sharding.make_mesh({"data": 8})
-  (_, pa), (_, pb) = (checkpoint.load_export(str(tmp_path / d / "export"), "lm", _config().data,
-                                             mesh, sharding.DEFAULT_RULES)
+  (_, pa), (_, pb) = (zoo.load_export(str(tmp_path / d / "export"), "lm", _config().data,
+                                      mesh, sharding.DEFAULT_RULES)
                       for d in ("shared", "split"))
   for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
     np.testing.assert_allclose(np.asarray(y), np.asarray(x), atol=1e-5)

@@ -76,7 +76,7 @@ def test_pulse(sft_and_pm):
   from alignment.models import export  # pylint: disable=g-import-not-at-top
   assert export.main(["--params", str(base / "online" / "export"),
                       "--output", str(base / "online_hf")]) == 0
-  cfg, params = export.load_export(str(base / "online" / "export"))
+  cfg, params = export.read_lm_as_numpy(str(base / "online" / "export"))
   hf = hf_models.transformers.T5ForConditionalGeneration.from_pretrained(base / "online_hf")
   batch = hf_models.batch(11, lp=7, vocab=cfg.vocab_size)
   hf_models.assert_logits_match(hf_models.zoo_logits(cfg, params, *batch),
