@@ -11,13 +11,28 @@ reads a little higher than these figures (the train benchmark prints both).
 A backward pass costs twice its forward: every matmul has two input
 gradients (activations and weights, or both operands of an attention
 matmul), each as large as the forward product.
+
+A foundation: the config is read for its numbers only (`T5Shape`, which
+`models.t5.T5Config` satisfies), so counting FLOPs needs nothing of the models.
 """
 from __future__ import annotations
 
-from alignment.models.t5 import T5Config
+from typing import Protocol
 
 
-def t5_forward(cfg: T5Config, prompts: int, prompt_len: int, responses: int,
+class T5Shape(Protocol):
+  """The fields of a T5 config that its FLOPs depend on (`models.t5.T5Config` has them)."""
+  d_model: int
+  num_heads: int
+  head_dim: int
+  d_ff: int
+  vocab_size: int
+  num_encoder_layers: int
+  num_decoder_layers: int
+  feed_forward: str
+
+
+def t5_forward(cfg: T5Shape, prompts: int, prompt_len: int, responses: int,
                response_len: int, encoder_rows: int | None = None,
                cross_kv_rows: int | None = None) -> dict[str, int]:
   """FLOPs of one teacher-forced forward: `responses` rows decoded over `prompts` prompts.
@@ -47,7 +62,7 @@ def t5_forward(cfg: T5Config, prompts: int, prompt_len: int, responses: int,
   return out
 
 
-def alignment_step(cfg: T5Config, pairs: int, prompt_len: int, response_len: int,
+def alignment_step(cfg: T5Shape, pairs: int, prompt_len: int, response_len: int,
                    shared_prompt: bool = True) -> dict[str, int]:
   """FLOPs of one preference step: policy forward + backward on chosen and rejected,
   and the frozen reference's forward on both.
