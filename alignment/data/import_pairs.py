@@ -260,14 +260,9 @@ def _fit(ids: list[int], limit: int, field: str, where: str, on_long: str, keep:
   return ids[-limit:] if keep == "last" else ids[:limit]
 
 
-def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byte",
-                max_prompt_tokens: int = 512, max_response_tokens: int = 128,
-                on_long: str = "error", name: str | None = None,
-                overwrite: bool = False, validation_fraction: float = 0.0,
-                eval_fraction: float = 0.0) -> dict:
-  """Imports a preference file into output_dir (atomically); returns its metadata."""
-  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from alignment.data.tf_setup import tf  # pylint: disable=g-import-not-at-top
+def _check_options(fmt: str, on_long: str, max_prompt_tokens: int, max_response_tokens: int,
+                   validation_fraction: float, eval_fraction: float):
+  """Refuses bad flags before anything is read: a typo costs no tokenising."""
   if fmt not in FORMATS:
     raise BadInput(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
   if on_long not in ("error", "truncate"):
@@ -280,6 +275,99 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
                    f"{eval_fraction}: each in [0, 1), together under 1")
   if eval_fraction and not validation_fraction:
     raise BadInput("--eval_fraction needs a --validation_fraction too")
+
+
+def _temp_dir_beside(output_dir: str) -> str:
+  """A new directory beside output_dir (same file system: the final rename is
+  atomic), with the permissions an ordinary new directory would get."""
+  parent = os.path.dirname(output_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
+  return tmp
+
+
+def _assign_splits(records: list[_Record], input_path: str, validation_fraction: float,
+                   eval_fraction: float) -> tuple[dict[int, str], list[str], dict[str, int]]:
+  """({line: split}, the splits asked for, records per split); a split asked for
+  that no record fell in is an error (its task would have nothing to read)."""
+  splits = {r.line: split_of(r.prompt, validation_fraction, eval_fraction) for r in records}
+  names = ["train"] + (["validation"] if validation_fraction else []) + (
+      ["eval"] if eval_fraction else [])
+  counts = {n: sum(v == n for v in splits.values()) for n in names}
+  empty = [n for n in names if not counts[n]]
+  if empty:
+    raise BadInput(f"{input_path}: no record fell in the {' and '.join(empty)} split (split "
+                   f"by a hash of the prompt; {len(records)} records): change the fractions")
+  return splits, names, counts
+
+
+def _example(record: _Record, prompt: list[int], chosen: list[int], rejected: list[int]) -> bytes:
+  """One record as a serialised tf.train.Example: token ids beside the texts they came from."""
+  from alignment.data.tf_setup import tf  # pylint: disable=g-import-not-at-top
+  feats = {
+      "id": tf.train.Feature(bytes_list=tf.train.BytesList(
+          value=[(record.id or "").encode()])),
+      "line": tf.train.Feature(int64_list=tf.train.Int64List(value=[record.line])),
+  }
+  for key, text, tokens in (("prompt", record.prompt, prompt), ("chosen", record.chosen, chosen),
+                            ("rejected", record.rejected, rejected)):
+    feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=tokens))
+    feats[key + "_text"] = tf.train.Feature(bytes_list=tf.train.BytesList(
+        value=[text.encode()]))
+  return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def _write_splits(tmp: str, records: list[_Record], ids: list, splits: dict[int, str],
+                  names: list[str], vocabulary, input_path: str, *, max_prompt_tokens: int,
+                  max_response_tokens: int, on_long: str) -> dict[str, int]:
+  """Each record, fitted to the limits, into its split's file; returns how many
+  of each field were cut (with --on_long=truncate; over a limit is an error otherwise)."""
+  from alignment.data.tf_setup import tf  # pylint: disable=g-import-not-at-top
+  truncated = {"prompt": 0, "chosen": 0, "rejected": 0}
+  writers = {n: tf.io.TFRecordWriter(os.path.join(tmp, split_file(n))) for n in names}
+  with contextlib.ExitStack() as stack:
+    for w in writers.values():
+      stack.enter_context(w)
+    for i, r in enumerate(records):
+      where = f"{input_path}:{r.line}"
+      p, c, j = ids[3 * i:3 * i + 3]
+      p = _fit(list(p), max_prompt_tokens, "prompt", where, on_long, "last", truncated)
+      c = _fit(list(c) + [vocabulary.eos_id], max_response_tokens, "chosen", where, on_long,
+               "first", truncated)
+      j = _fit(list(j) + [vocabulary.eos_id], max_response_tokens, "rejected", where, on_long,
+               "first", truncated)
+      writers[splits[r.line]].write(_example(r, p, c, j))
+  return truncated
+
+
+def _replace_dir(tmp: str, output_dir: str):
+  """Renames tmp to output_dir; an older output_dir is moved aside first and
+  removed only once the new one is in place."""
+  if os.path.exists(output_dir):
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-",
+                           dir=os.path.dirname(output_dir))
+    os.replace(output_dir, os.path.join(old, "d"))
+    os.replace(tmp, output_dir)
+    shutil.rmtree(old)
+  else:
+    os.replace(tmp, output_dir)
+
+
+def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byte",
+                max_prompt_tokens: int = 512, max_response_tokens: int = 128,
+                on_long: str = "error", name: str | None = None,
+                overwrite: bool = False, validation_fraction: float = 0.0,
+                eval_fraction: float = 0.0) -> dict:
+  """Imports a preference file into output_dir (atomically); returns its metadata."""
+  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  # TF through tf_setup first, so it hides the accelerators before the vocabulary loads TF.
+  # pylint: disable-next=g-import-not-at-top,unused-import
+  from alignment.data import tf_setup  # noqa: F401
+  _check_options(fmt, on_long, max_prompt_tokens, max_response_tokens, validation_fraction,
+                 eval_fraction)
   output_dir = os.path.abspath(output_dir)
   if os.path.exists(output_dir) and not overwrite:
     raise BadInput(f"{output_dir}: exists already (pass --overwrite to replace it)")
@@ -290,46 +378,13 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
   records = list(read_records(input_path, fmt))
   texts = [t for r in records for t in (r.prompt, r.chosen, r.rejected)]
   ids = vocab_lib.encode_batch(vocabulary, texts)
-  truncated = {"prompt": 0, "chosen": 0, "rejected": 0}
-  parent = os.path.dirname(output_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
-  splits = {r.line: split_of(r.prompt, validation_fraction, eval_fraction) for r in records}
-  names = ["train"] + (["validation"] if validation_fraction else []) + (
-      ["eval"] if eval_fraction else [])
-  counts = {n: sum(v == n for v in splits.values()) for n in names}
-  empty = [n for n in names if not counts[n]]
-  if empty:
-    raise BadInput(f"{input_path}: no record fell in the {' and '.join(empty)} split (split "
-                   f"by a hash of the prompt; {len(records)} records): change the fractions")
+  tmp = _temp_dir_beside(output_dir)
+  splits, names, counts = _assign_splits(records, input_path, validation_fraction,
+                                         eval_fraction)
   try:
-    writers = {n: tf.io.TFRecordWriter(os.path.join(tmp, split_file(n))) for n in names}
-    with contextlib.ExitStack() as stack:
-      for w in writers.values():
-        stack.enter_context(w)
-      for i, r in enumerate(records):
-        where = f"{input_path}:{r.line}"
-        p, c, j = ids[3 * i:3 * i + 3]
-        p = _fit(list(p), max_prompt_tokens, "prompt", where, on_long, "last", truncated)
-        c = _fit(list(c) + [vocabulary.eos_id], max_response_tokens, "chosen", where, on_long,
-                 "first", truncated)
-        j = _fit(list(j) + [vocabulary.eos_id], max_response_tokens, "rejected", where, on_long,
-                 "first", truncated)
-        feats = {
-            "id": tf.train.Feature(bytes_list=tf.train.BytesList(
-                value=[(r.id or "").encode()])),
-            "line": tf.train.Feature(int64_list=tf.train.Int64List(value=[r.line])),
-        }
-        for key, text, tokens in (("prompt", r.prompt, p), ("chosen", r.chosen, c),
-                                  ("rejected", r.rejected, j)):
-          feats[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=tokens))
-          feats[key + "_text"] = tf.train.Feature(bytes_list=tf.train.BytesList(
-              value=[text.encode()]))
-        writers[splits[r.line]].write(tf.train.Example(
-            features=tf.train.Features(feature=feats)).SerializeToString())
+    truncated = _write_splits(tmp, records, ids, splits, names, vocabulary, input_path,
+                              max_prompt_tokens=max_prompt_tokens,
+                              max_response_tokens=max_response_tokens, on_long=on_long)
     meta = {
         "format_version": 1, "source": os.path.abspath(input_path), "source_format": fmt,
         "num_records": len(records), "vocab": vocab_lib.vocabulary_name(vocabulary),
@@ -343,13 +398,7 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
       json.dump(meta, f, indent=1, sort_keys=True)
     files.write_checksums(tmp, [RECORDS, META])
     faults.hit("import", "", path=os.path.join(tmp, RECORDS))
-    if os.path.exists(output_dir):
-      old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=parent)
-      os.replace(output_dir, os.path.join(old, "d"))
-      os.replace(tmp, output_dir)
-      shutil.rmtree(old)
-    else:
-      os.replace(tmp, output_dir)
+    _replace_dir(tmp, output_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
