@@ -61,7 +61,8 @@ from typing import Optional
 import jax
 import numpy as np
 
-from alignment import algorithms, checkpoint, distributed, files, judges, sampling, scoring, sharding
+from alignment import algorithms, checkpoint, distributed, files, judges, layout, sampling
+from alignment import scoring, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
@@ -290,7 +291,7 @@ def load_arrays(path: str) -> dict:
 
 
 def arrays_path(workdir: str, step: int) -> str:
-  return os.path.join(workdir, "eval", f"step_{step:06d}.npz")
+  return layout.eval_arrays(workdir, step)
 
 
 # ---------------------------------------------------------------------------
@@ -343,7 +344,7 @@ def maybe_evaluate(run, evaluator, eval_cfg, num_steps: int, step: int, params):
   run.write(step, {f"eval/{k}": v for k, v in metrics.items()})
   path = arrays_path(run.log.workdir, step)
   if eval_cfg.get("save_params", False):
-    checkpoint.export_params(params, evaluator.model.cfg, path.removesuffix(".npz"),
+    checkpoint.export_params(params, evaluator.model.cfg, layout.eval_policy(run.log.workdir, step),
                              tokens=evaluator.tokens)
   if run.log.main:
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -378,12 +379,12 @@ def run(config, workdir: str) -> dict:
     metrics, arrays = evaluator.evaluate(params)
     results.append({"step": step, **metrics})
     if distributed.is_main():
-      os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+      os.makedirs(layout.eval_dir(workdir), exist_ok=True)
       save_arrays(arrays_path(workdir, step or 0), arrays)
     if distributed.is_main():
       print(f"[eval] step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
             flush=True)
   if distributed.is_main():
     os.makedirs(workdir, exist_ok=True)
-    files.write_json(os.path.join(workdir, "evaluation.json"), results)
+    files.write_json(layout.evaluation(workdir), results)
   return {"points": results}

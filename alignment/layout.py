@@ -3,6 +3,7 @@
 A RUN (`python -m alignment.main ... --workdir=RUN`, and every stage of a study):
 
     RUN/metrics.jsonl          one JSON record per logged step and per evaluation
+    RUN/tb/                    the same records as TensorBoard summaries
     RUN/checkpoints/           orbax checkpoints (state, data iterator, RNG)
     RUN/export/                the trained params and their model config (`checkpoint`)
     RUN/stream/                D_online: every judged pair of an online run (`data.stream`)
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 
 METRICS = "metrics.jsonl"
+TB = "tb"
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
 STREAM = "stream"
@@ -36,6 +38,10 @@ XLA_CACHE = ".xla_cache"
 
 def metrics(run: str) -> str:
   return os.path.join(run, METRICS)
+
+
+def tensorboard(run: str) -> str:
+  return os.path.join(run, TB)
 
 
 def checkpoints(run: str) -> str:

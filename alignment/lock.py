@@ -40,8 +40,9 @@ from typing import Iterator, Optional
 
 from etils import epath
 
+from alignment import layout
+
 log = logging.getLogger("alignment")
-NAME = "LOCK.json"
 
 
 class LockError(RuntimeError):
@@ -166,11 +167,11 @@ def _check_parents(directory: str) -> None:
   """Refuses a workdir inside one that another live process holds."""
   parent = os.path.dirname(directory)
   while parent and parent != directory:
-    holder = _read(os.path.join(parent, NAME))
+    holder = _read(os.path.join(parent, layout.LOCK))
     ours = isinstance(holder, dict) and {"host", "pid"} <= holder.keys()  # not some other tool's
     if ours and not _mine(holder) and (holder["host"] != socket.gethostname() or
                                        _alive(holder)):
-      raise _refuse(os.path.join(parent, NAME), holder, "the directory above is")
+      raise _refuse(os.path.join(parent, layout.LOCK), holder, "the directory above is")
     directory, parent = parent, os.path.dirname(parent)
 
 
@@ -181,7 +182,7 @@ def acquire(workdir: str) -> Optional[str]:
     return None  # the shared workdir is process 0's to lock
   url = "://" in str(workdir)
   directory = str(workdir) if url else os.path.abspath(workdir)
-  path = os.path.join(directory, NAME)
+  path = os.path.join(directory, layout.LOCK)
   if not url:
     _check_parents(directory)
   epath.Path(directory).mkdir(parents=True, exist_ok=True)

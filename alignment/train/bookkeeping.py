@@ -24,7 +24,7 @@ from typing import Mapping, Optional
 import jax
 from etils import epath
 
-from alignment import distributed, faults, files
+from alignment import distributed, faults, files, layout
 
 log = logging.getLogger("alignment")
 
@@ -83,7 +83,7 @@ class RunLog:
     self.every = max(1, every)
     self.name = name
     self.main = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")  # a local path or gs://...
+    self.path = layout.metrics(workdir)  # a local path or gs://...
     self._t0 = time.time()
     self._s0 = resume_step
     self._writer = None
@@ -92,7 +92,7 @@ class RunLog:
       self._truncate(resume_step)
       from clu import metric_writers  # pylint: disable=g-import-not-at-top
       self._writer = metric_writers.create_default_writer(
-          os.path.join(workdir, "tb"), just_logging=False, asynchronous=False)
+          layout.tensorboard(workdir), just_logging=False, asynchronous=False)
 
   def _truncate(self, step: int):
     """Keeps only records up to `step` (those of the checkpoint we resume from)."""
@@ -221,4 +221,4 @@ class Run:
 
 def read_metrics(workdir: str) -> list[dict]:
   """The records of <workdir>/metrics.jsonl, in order."""
-  return files.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  return files.read_jsonl(layout.metrics(workdir))

@@ -16,9 +16,7 @@ the end) against SFT: exact KL, golden win rate, classifier accuracy, ...
 """
 from __future__ import annotations
 
-import os
-
-from alignment import checkpoint, evaluation
+from alignment import checkpoint, evaluation, layout
 from alignment import config as config_lib
 from alignment.data import pipeline, stream, tasks
 from alignment.models import heads
@@ -91,6 +89,6 @@ def run(config, workdir: str) -> dict:
 
   # ---- export --------------------------------------------------------------
   if not run_.stopped_early:
-    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"),
+    checkpoint.export_params(state.params, model_cfg, layout.export(workdir),
                              tokens=program.tokens)
   return final

@@ -18,14 +18,13 @@ jitted function with the same static arguments (tests/test_aot.py shows it).
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from alignment import checkpoint, distributed, evaluation, sharding
+from alignment import checkpoint, distributed, evaluation, layout, sharding
 from alignment.data import batches as B
 from alignment.data import tasks
 from alignment.data import vocab as vocab_lib
@@ -73,7 +72,7 @@ class Program:
     from `init_params_from` when given (`state.restore_or_create`).
     """
     t = config.train
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), t.keep_checkpoints,
+    ckpt = checkpoint.Checkpointer(layout.checkpoints(workdir), t.keep_checkpoints,
                                    t.async_checkpoint)
     meta = {"experiment": self.name, "model": config.model.name,
             "vocab_size": self.model_config.vocab_size,
@@ -109,7 +108,7 @@ def run_supervised(program: Program, state, start: int, data, config, workdir: s
   if not run.stopped_early:
     final.update(evaluate(state.params))
     checkpoint.export_params(state.params, program.model_config,
-                             os.path.join(workdir, "export"), tokens=program.tokens)
+                             layout.export(workdir), tokens=program.tokens)
   return final
 
 

@@ -13,7 +13,7 @@ import jax
 import pytest
 
 from alignment import config as config_lib
-from alignment import lock, main, study
+from alignment import layout, lock, main, study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,7 +37,7 @@ def _plant(workdir, pid, host=None):
   os.makedirs(workdir, exist_ok=True)
   record = {"host": host or socket.gethostname(), "pid": pid, "started": "2026-11-30 09:00:00",
             "command": "python -m alignment.main --workdir=elsewhere"}
-  with open(os.path.join(workdir, lock.NAME), "w") as f:
+  with open(os.path.join(workdir, layout.LOCK), "w") as f:
     json.dump(record, f)
   return record
 
@@ -50,7 +50,7 @@ def test_a_second_holder_is_refused_naming_the_first(tmp_path, live_pid):
   assert "\n" not in msg and msg.startswith(f"{tmp_path}/LOCK.json: the workdir is held by")
   assert (f"host {socket.gethostname()}, pid {live_pid}, started 2026-11-30 09:00:00" in msg
           and "python -m alignment.main" in msg), msg
-  assert json.load(open(tmp_path / lock.NAME))["pid"] == live_pid  # left alone
+  assert json.load(open(tmp_path / layout.LOCK))["pid"] == live_pid  # left alone
 
 
 def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog, monkeypatch):
@@ -114,7 +114,7 @@ def test_main_run_holds_the_lock_and_releases_it(tmp_path, monkeypatch):
 
   def run(config, workdir):
     del config
-    seen.append(json.load(open(os.path.join(workdir, lock.NAME)))["pid"])
+    seen.append(json.load(open(os.path.join(workdir, layout.LOCK)))["pid"])
     raise RuntimeError("boom")
 
   _fake_runner(monkeypatch, run)
@@ -134,4 +134,4 @@ def test_main_and_study_refuse_before_building_anything(tmp_path, monkeypatch, l
   smoke = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
   with pytest.raises(lock.LockError, match=f"pid {live_pid}"):
     study.run(smoke, str(tmp_path))
-  assert os.listdir(tmp_path) == [lock.NAME]
+  assert os.listdir(tmp_path) == [layout.LOCK]
