@@ -282,9 +282,15 @@ def set_key(config: ConfigDict, dotted: str, value: Any, where: str):
 # ---------------------------------------------------------------------------
 
 
-def from_gin(path: str) -> ConfigDict:
-  """The typed config a gin experiment file describes (see the module docstring)."""
-  import gin  # pylint: disable=g-import-not-at-top
+class _GinMacro(str):
+  """Placeholder for %NAME; resolved once the whole file is read."""
+
+
+def _gin_statements(path: str) -> tuple[list[tuple[str, str, Any, int]], dict[str, Any]]:
+  """The gin file's bindings (selector, key, value, line) and macro definitions,
+  as written: values may still hold %NAME placeholders (a macro may be defined
+  after its use)."""
+  import gin  # pylint: disable=g-import-not-at-top,unused-import
   import tokenize  # pylint: disable=g-import-not-at-top  (gin's parser raises its TokenError)
   from gin import config_parser  # pylint: disable=g-import-not-at-top
   try:
@@ -297,16 +303,13 @@ def from_gin(path: str) -> ConfigDict:
   bindings: list[tuple[str, str, Any, int]] = []
   macros: dict[str, Any] = {}
 
-  class Macro(str):
-    """Placeholder for %NAME; resolved once the whole file is read."""
-
   class Delegate(config_parser.ParserDelegate):
     def configurable_reference(self, scoped_name, evaluate):
       raise ConfigError(f"{path}: '@{scoped_name}' - configurable references are not "
                         "supported; bind plain values")
 
     def macro(self, macro_name):
-      return Macro(macro_name)
+      return _GinMacro(macro_name)
 
   try:
     for statement in config_parser.ConfigParser(text, Delegate()):
@@ -328,21 +331,26 @@ def from_gin(path: str) -> ConfigDict:
     raise ConfigError(f"{path}: gin syntax error: nested too deeply") from None
   except tokenize.TokenError as e:  # an unterminated string or bracket: (message, (line, col))
     raise ConfigError(f"{path}:{e.args[1][0]}: gin syntax error: {e.args[0]}") from None
+  return bindings, macros
 
-  def resolve(value, line, seen=()):
-    if isinstance(value, Macro):
-      if value not in macros:
-        raise ConfigError(f"{path}:{line}: macro %{value} is not defined")
-      if value in seen:  # A = %B, B = %A
-        raise ConfigError(f"{path}:{line}: macro %{seen[0]} refers to itself")
-      return resolve(macros[value], line, seen + (value,))
-    if isinstance(value, (list, tuple)):
-      return type(value)(resolve(v, line, seen) for v in value)
-    if isinstance(value, dict):
-      return {k: resolve(v, line, seen) for k, v in value.items()}
-    return value
 
-  bindings = [(s, k, resolve(v, line), line) for s, k, v, line in bindings]
+def _resolve_macros(value, macros: dict[str, Any], path: str, line: int, seen=()):
+  """value with each %NAME replaced by its definition, inside lists, tuples and dicts too."""
+  if isinstance(value, _GinMacro):
+    if value not in macros:
+      raise ConfigError(f"{path}:{line}: macro %{value} is not defined")
+    if value in seen:  # A = %B, B = %A
+      raise ConfigError(f"{path}:{line}: macro %{seen[0]} refers to itself")
+    return _resolve_macros(macros[value], macros, path, line, seen + (value,))
+  if isinstance(value, (list, tuple)):
+    return type(value)(_resolve_macros(v, macros, path, line, seen) for v in value)
+  if isinstance(value, dict):
+    return {k: _resolve_macros(v, macros, path, line, seen) for k, v in value.items()}
+  return value
+
+
+def _gin_base(path: str, bindings: list[tuple[str, str, Any, int]]) -> ConfigDict:
+  """The Python config the gin file refines (its one `base.config`), loaded."""
   base = [(v, line) for s, k, v, line in bindings if (s, k) == ("base", "config")]
   if len(base) != 1:
     raise ConfigError(f"{path}: needs exactly one `base.config = 'configs/<exp>.py:<arg>'`")
@@ -351,9 +359,16 @@ def from_gin(path: str) -> ConfigDict:
     raise ConfigError(f"{path}:{line}: base.config = {repr(spec)[:60]}: expected "
                       "'configs/<exp>.py:<arg>'")
   try:
-    config = load(_resolve_relative(spec, path))
+    return load(_resolve_relative(spec, path))
   except ConfigError as e:  # the config file's error, said where the gin file named it
     raise ConfigError(f"{path}:{line}: base.config: {e}") from None
+
+
+def from_gin(path: str) -> ConfigDict:
+  """The typed config a gin experiment file describes (see the module docstring)."""
+  bindings, macros = _gin_statements(path)
+  bindings = [(s, k, _resolve_macros(v, macros, path, line), line) for s, k, v, line in bindings]
+  config = _gin_base(path, bindings)
   for selector, key, value, line in bindings:
     if selector == "base":
       if key != "config":
