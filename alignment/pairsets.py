@@ -228,3 +228,88 @@ def write(out_dir: str, pairs: Pairs, verdict: np.ndarray, batch_size: int, voca
               (np.where(verdict[:n] == 1, lengths(pairs.m1), lengths(pairs.m2)) >
                np.where(verdict[:n] == 1, lengths(pairs.m2), lengths(pairs.m1)))[
                    lengths(pairs.m1) != lengths(pairs.m2)]))}
+
+
+# ---------------------------------------------------------------------------
+# Making a study's pair sets: a policy's samples or the writer's pairs, labelled
+# by the golden judge and written as a pair-set directory
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """What a study's pair sets are made from and how.
+
+  config: an experiment config whose `mesh` and `data` sections (lengths) the
+  sampling uses; prompts_task / pairs_task: the prompts and the writer's pairs;
+  golden_export: "" for the environment's program, else a golden PM's export.
+  """
+  config: object
+  prompts_task: str
+  pairs_task: str
+  golden_export: str
+  labels: str
+  batch_size: int     # the written set's batch (the offline runs' batch size)
+  sample_batch: int   # prompts per sampling call
+  tie_redraws: int
+  tie_slack: float    # extra prompts sampled to make up for dropped ties
+
+
+class Maker:
+  """Samples, labels and writes pair sets for a study stage (one host set-up each)."""
+
+  def __init__(self, recipe: Recipe):
+    from alignment import distributed, sharding  # pylint: disable=g-import-not-at-top
+    from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+    self.r, c = recipe, recipe.config
+    distributed.setup_host()
+    self.mesh, self.rules = sharding.mesh_and_rules(c.mesh)
+    self.vocab = tasks.task_vocabulary(recipe.prompts_task)
+    self.golden = judges.load_golden_judge(recipe.golden_export, self.vocab, c.data, self.mesh,
+                                           self.rules)
+
+  def policy(self, export: str) -> PolicySampler:
+    from alignment.models import zoo  # pylint: disable=g-import-not-at-top
+    model, params = zoo.load_export(export, "lm", self.r.config.data, self.mesh, self.rules)
+    return PolicySampler(model, params, self.mesh, self.rules, self.r.config.data.response_len,
+                         self.vocab, self.r.sample_batch)
+
+  def prompts(self, split: str, num: int) -> B.PromptBatch:
+    """Enough prompts of `split` for `num` untied pairs, in whole sampling batches."""
+    b, d = self.r.sample_batch, self.r.config.data
+    count = -(-int(num * (1 + self.r.tie_slack)) // b) * b
+    return pipeline.fixed_batch(self.r.prompts_task, split, "prompts", count,
+                                prompt_length=d.prompt_len, response_length=d.response_len)
+
+  def sampled(self, policy: PolicySampler, split: str, num: int, seed: int, what: str) -> Pairs:
+    """`num` untied pairs of two samples of `policy` per prompt of `split`."""
+    pairs, tied = sample_pairs(policy, self.golden, self.prompts(split, num), seed,
+                               self.r.tie_redraws)
+    return keep_untied(pairs, tied, num, what)
+
+  def of_kind(self, kind: str, sft_export: str, num: int, seed: int) -> Pairs:
+    """`num` train pairs of a kind: sft, writer, mixed or gap (module docstring)."""
+    if kind == "sft":
+      return self.sampled(self.policy(sft_export), "train", num, seed, "D_golden")
+    count = 2 * num if kind == "gap" else num
+    d = self.r.config.data
+    writer, tied = writer_pairs(self.r.pairs_task, "train", int(count * (1 + self.r.tie_slack)),
+                                d.prompt_len, d.response_len)
+    if kind == "writer":
+      return keep_untied(writer, tied, num, "writer pairs")
+    if kind == "gap":
+      return widest_gap(keep_untied(writer, tied, count, "writer pairs"), num)
+    if kind == "mixed":
+      policy, b = self.policy(sft_export), self.r.sample_batch
+      n = -(-len(writer) // b) * b
+      writer = writer.take(np.arange(n) % len(writer))  # whole sampling batches
+      pairs, tied = mixed_pairs(policy, self.golden, writer, seed, self.r.tie_redraws)
+      return keep_untied(pairs, tied, num, "mixed pairs")
+    raise ValueError(f"pair-set kind {kind!r}: choose sft, writer, mixed or gap")
+
+  def write(self, out_dir: str, pairs: Pairs, seed: int) -> dict:
+    """Labels the pairs by the golden judge's scores and writes them; the summary names
+    the judge that labelled them."""
+    verdict = label(pairs, self.r.labels, self.golden.tau, seed)
+    return {**write(out_dir, pairs, verdict, self.r.batch_size, self.vocab),
+            "labelled_by": self.golden.kind, "golden_export": getattr(self.golden, "export", "")}

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from alignment import config as config_lib
-from alignment import report, stats, study
+from alignment import stats, study
+from alignment.study import arms as arms_lib
+from alignment.study import foundation
+from alignment.study.experiments import fig1, h1, h2, h4, h5, pair_sets, staleness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 P, Q = 300, 200  # prompts, classifier pairs
@@ -53,9 +56,8 @@ class Arms:
                                             d.chosen[:1])
     return self
 
-  def context(self, source=None, workdir=""):
-    return report.Context(self.runs, self.data, resamples=400, seed=1, source=source,
-                          workdir=workdir)
+  def context(self, workdir=""):
+    return arms_lib.Context(self.runs, self.data, resamples=400, seed=1, workdir=workdir)
 
 
 KL = [0.0, 1.0, 2.0, 4.0]
@@ -67,18 +69,18 @@ def _fig1(online, offline):
 
 
 def test_finding_1_holds_and_fails():
-  f = report.finding_1(_fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).context(), PASSED)
+  f = fig1.finding_1(_fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).context(), PASSED)
   assert f["verdict"] == "reproduced", f["parts"]
-  f = report.finding_1(_fig1([0.5, 0.55, 0.58, 0.52], [0.5, 0.62, 0.72, 0.6]).context(), PASSED)
+  f = fig1.finding_1(_fig1([0.5, 0.55, 0.58, 0.52], [0.5, 0.62, 0.72, 0.6]).context(), PASSED)
   assert f["verdict"] == "not reproduced", f["parts"]
   # Online better but never falling: the over-optimisation claim is contradicted... or unclear
-  f = report.finding_1(_fig1([0.5, 0.62, 0.70, 0.72], [0.5, 0.55, 0.58, 0.52]).context(), PASSED)
+  f = fig1.finding_1(_fig1([0.5, 0.62, 0.70, 0.72], [0.5, 0.55, 0.58, 0.52]).context(), PASSED)
   assert f["verdict"] in ("not reproduced", "inconclusive")
   assert f["parts"][2]["verdict"] != "supported"
 
 
 def test_a_failed_gate_makes_every_finding_inconclusive():
-  f = report.finding_1(_fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).context(),
+  f = fig1.finding_1(_fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).context(),
                        {"gate_passed": False})
   assert f["verdict"] == "inconclusive" and "cannot rank" in f["reason"]
   assert all(p["verdict"] == "supported" for p in f["parts"])  # the parts are still shown
@@ -90,14 +92,14 @@ def _h1(shuffled):
   a.add("replay_ordered", "offline", [0.5, 0.62, 0.72, 0.6], KL, group="h1", seeds=1)
   a.add("replay_shuffled", "offline", shuffled, KL, group="h1", seeds=1)
   a.add("replay_window4", "offline", [0.5, 0.6, 0.65, 0.6], KL, group="h1", seeds=1)
-  return a.context(source="online_ipo_s0")
+  return a.context()
 
 
 def test_finding_2_holds_and_fails(tmp_path):
-  f = report.finding_2(_h1([0.5, 0.54, 0.6, 0.55]), PASSED, str(tmp_path))
+  f = h1.finding_2(_h1([0.5, 0.54, 0.6, 0.55]), PASSED, "online_ipo_s0", str(tmp_path))
   assert f["verdict"] == "reproduced", f["parts"]
   assert set(f["numbers"]["window_peaks"]) == {"4"}
-  f = report.finding_2(_h1([0.5, 0.62, 0.76, 0.7]), PASSED, str(tmp_path))
+  f = h1.finding_2(_h1([0.5, 0.62, 0.76, 0.7]), PASSED, "online_ipo_s0", str(tmp_path))
   assert f["verdict"] == "not reproduced", f["parts"]
 
 
@@ -106,14 +108,14 @@ def _h2(peak_pairs):
                                                                       "online_ipo")
   a.add("offline_peak_pairs", "offline", peak_pairs, KL, group="h2", seeds=1)
   a.add("offline_final_pairs", "offline", [0.5, 0.51, 0.5, 0.49], KL, group="h2", seeds=1)
-  return a.context(source="online_ipo_s0")
+  return a.context()
 
 
 def test_finding_3_holds_and_fails():
-  f = report.finding_3(_h2([0.5, 0.51, 0.52, 0.5]), PASSED)
+  f = h2.finding_3(_h2([0.5, 0.51, 0.52, 0.5]), PASSED, "online_ipo_s0")
   assert f["verdict"] == "reproduced", f["parts"]
   assert f["parts"][1]["counts"] is False  # the final-policy row is shown, not voted
-  f = report.finding_3(_h2([0.5, 0.65, 0.72, 0.7]), PASSED)
+  f = h2.finding_3(_h2([0.5, 0.65, 0.72, 0.7]), PASSED, "online_ipo_s0")
   assert f["verdict"] == "not reproduced", f["parts"]
 
 
@@ -130,9 +132,9 @@ def _h3(online_cls, offline_cls, bo2_chosen=2.0):
 
 
 def test_finding_4_holds_and_fails():
-  f = report.finding_4(_h3(0.45, 0.7), PASSED)
+  f = fig1.finding_4(_h3(0.45, 0.7), PASSED)
   assert f["verdict"] == "reproduced", f["parts"]  # Best-of-2's rising log-probs ignored
-  f = report.finding_4(_h3(0.75, 0.5), PASSED)
+  f = fig1.finding_4(_h3(0.75, 0.5), PASSED)
   assert f["verdict"] == "not reproduced", f["parts"]
 
 
@@ -147,8 +149,8 @@ def _h4(offline):
 
 
 def test_finding_5_holds_and_fails():
-  assert report.finding_5(_h4([0.5, 0.52, 0.55, 0.53]), PASSED)["verdict"] == "reproduced"
-  assert report.finding_5(_h4([0.5, 0.7, 0.75, 0.7]), PASSED)["verdict"] == "not reproduced"
+  assert h4.finding_5(_h4([0.5, 0.52, 0.55, 0.53]), PASSED)["verdict"] == "reproduced"
+  assert h4.finding_5(_h4([0.5, 0.7, 0.75, 0.7]), PASSED)["verdict"] == "not reproduced"
 
 
 def _h5(peaks):
@@ -164,9 +166,9 @@ def _h5(peaks):
 
 def test_finding_6_holds_and_fails():
   sizes = ["t5-nano", "t5-tiny", "t5-mini"]
-  f = report.finding_6(_h5([0.58, 0.66, 0.74]), PASSED, sizes, "t5-tiny")
+  f = h5.finding_6(_h5([0.58, 0.66, 0.74]), PASSED, sizes, "t5-tiny")
   assert f["verdict"] == "reproduced", f["parts"]
-  f = report.finding_6(_h5([0.74, 0.66, 0.58]), PASSED, sizes, "t5-tiny")
+  f = h5.finding_6(_h5([0.74, 0.66, 0.58]), PASSED, sizes, "t5-tiny")
   assert f["verdict"] == "not reproduced", f["parts"]
 
 
@@ -179,9 +181,9 @@ def _sec6(gap):
 
 
 def test_finding_7_holds_and_fails():
-  assert report.finding_7(_sec6([0.5, 0.53, 0.55, 0.51]), PASSED, "sft")["verdict"] == \
+  assert pair_sets.finding_7(_sec6([0.5, 0.53, 0.55, 0.51]), PASSED, "sft")["verdict"] == \
       "reproduced"
-  assert report.finding_7(_sec6([0.5, 0.64, 0.7, 0.66]), PASSED, "sft")["verdict"] == \
+  assert pair_sets.finding_7(_sec6([0.5, 0.64, 0.7, 0.66]), PASSED, "sft")["verdict"] == \
       "not reproduced"
 
 
@@ -202,7 +204,7 @@ def _pm_metrics(workdir, accuracy, pairs):
 def test_the_gate_passes_only_when_the_interval_is_above_one_half(tmp_path, accuracy, pairs,
                                                                   passed):
   _pm_metrics(tmp_path, accuracy, pairs)
-  gate = report.setup_gate(str(tmp_path), [], [])
+  gate = foundation.gate(str(tmp_path), [], [])
   lo, hi = gate["proxy_agreement_interval"]
   assert lo < accuracy < hi
   assert gate["gate_passed"] is passed
@@ -210,7 +212,7 @@ def test_the_gate_passes_only_when_the_interval_is_above_one_half(tmp_path, accu
 
 
 def test_no_pm_evaluation_means_no_gate(tmp_path):
-  assert report.setup_gate(str(tmp_path), [], [])["gate_passed"] is False
+  assert foundation.gate(str(tmp_path), [], [])["gate_passed"] is False
 
 
 # ---------------------------------------------------------------------------
@@ -318,33 +320,39 @@ def test_a_stage_stopped_by_sigterm_is_not_marked_done(tmp_path, monkeypatch):
 
 
 def test_arms_are_listed_with_their_numbers_as_numbers():
-  from alignment import report  # pylint: disable=g-import-not-at-top
   names = ["online_ipo_stale16", "online_ipo_stale4", "online_ipo", "online_ipo_stale64",
            "online_ipo_stale1"]
-  assert report.arm_order(names) == ["online_ipo", "online_ipo_stale1", "online_ipo_stale4",
-                                     "online_ipo_stale16", "online_ipo_stale64"]
+  assert arms_lib.arm_order(names) == ["online_ipo", "online_ipo_stale1", "online_ipo_stale4",
+                                       "online_ipo_stale16", "online_ipo_stale64"]
 
 
 def test_comparisons_read_above_below_and_no_difference_from_their_intervals():
   """An arm well above online IPO, one well below and one on top of it: the reading
-  of each comparison (results.json and the report's sentence) follows its interval;
-  a failed gate makes the sentence inconclusive."""
+  of each comparison (results.json and the report's sentence, as the staleness
+  experiment's section gives them) follows its interval; a failed gate makes the
+  sentence inconclusive."""
   online = [0.5, 0.6, 0.65, 0.6]
   a = _fig1(online, [0.5, 0.55, 0.58, 0.52])
   a.add("online_ipo_stale1", "online", online, KL, group="staleness", seeds=1)
   a.add("online_ipo_stale4", "online", [0.5, 0.7, 0.78, 0.75], KL, group="staleness", seeds=1)
   a.add("online_ipo_stale64", "online", [0.5, 0.52, 0.54, 0.5], KL, group="staleness", seeds=1)
   ctx = a.context()
-  c = report.comparisons(ctx, "staleness")
+  smoke = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+  section = staleness.EXPERIMENT.section(ctx, PASSED, smoke)
+  c = section.results["comparisons"]["staleness"]
+  assert c == fig1.against_online_ipo(ctx, ctx.group_arms("staleness"))
   assert list(c) == ["online_ipo_stale1", "online_ipo_stale4", "online_ipo_stale64"]
   assert c["online_ipo_stale4"]["reading"] == {"peak": "above", "envelope": "above"}
   assert c["online_ipo_stale64"]["reading"] == {"peak": "below", "envelope": "below"}
   assert c["online_ipo_stale1"]["reading"]["peak"] == "no difference detected"
-  gap = ctx.value(lambda: ctx.peak("offline_ipo") - ctx.peak("online_ipo"))
-  text = report.comparison_reading("staleness", c, PASSED, gap)
+  text = section.results["comparison_readings"]["staleness"]
   assert ("peak: above online_ipo_stale4; below online_ipo_stale64; no difference detected "
           "for online_ipo_stale1.") in text, text
   assert "Offline IPO on the SFT pairs (the k = infinity end) - online IPO: peak -" in text
   assert text.endswith("(below).") and "\n" not in text
-  assert "inconclusive" in report.comparison_reading("staleness", c, {"gate_passed": False})
-  assert report.side({"estimate": None}) == "n/a"
+  assert text in section.lines  # the report says it under its differences
+  assert section.plot_arms == ["online_ipo", "online_ipo_stale1", "online_ipo_stale4",
+                               "online_ipo_stale64", "offline_ipo"]
+  failed = staleness.EXPERIMENT.section(ctx, {"gate_passed": False}, smoke)
+  assert "inconclusive" in failed.results["comparison_readings"]["staleness"]
+  assert arms_lib.side({"estimate": None}) == "n/a"

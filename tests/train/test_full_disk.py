@@ -18,7 +18,8 @@ import orbax.checkpoint as ocp
 import pytest
 from absl import flags
 
-from alignment import checkpoint, config as config_lib, main, report
+from alignment import checkpoint, config as config_lib, main
+from alignment.study import report
 from alignment.data import import_pairs as ip
 from alignment.data import stream
 from alignment.train import bookkeeping

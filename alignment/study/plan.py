@@ -1,0 +1,268 @@
+"""Planning a study: its stages from its config, the foundation first, then each
+listed experiment's.
+
+    Planner(study, workdir).build() -> [Stage, ...] in dependency order
+
+The Planner holds what every stage shares (model sizes, lengths, the evaluation,
+the foundation's exports and tasks) and has one method per kind of stage: `sft`,
+`sft_eval`, `pm`, `online`, `offline`, `pair_set`. The foundation
+(`alignment.study.foundation`: SFT, D_golden, the proxy PM, the SFT policy's own
+evaluation) plans first; then each experiment of `study.experiments`
+(`alignment.study.experiment`) adds its stages through those methods.
+
+Every alignment run starts from its SFT export and evaluates at log-spaced steps
+(the rise and fall of online runs happen early), writing the per-prompt values
+behind each point (<run>/eval/step_N.npz) from which the report draws its
+intervals.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+import numpy as np
+
+from alignment import config as config_lib
+from alignment import layout, pairsets
+from alignment.study import experiments as experiments_lib
+from alignment.study import foundation
+from alignment.study.stages import Stage
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def log_steps(total: int, points: int, first: int) -> list[int]:
+  """About `points` evaluation steps from `first` to `total`, evenly spaced in log(step)."""
+  if total <= first or points <= 1:
+    return [total]
+  raw = np.geomspace(first, total, points)
+  steps = sorted({int(round(x)) for x in raw} | {total})
+  return [s for s in steps if 1 <= s <= total]
+
+
+class Planner:
+  """The stages of one study: `build()` plans them; experiments add theirs through
+  the stage methods below."""
+
+  def __init__(self, study, workdir: str, experiments=None):
+    self.s = study
+    self.workdir = workdir
+    self.stages: dict[str, Stage] = {}
+    self.experiments = (experiments_lib.resolve(study.experiments) if experiments is None
+                        else experiments)
+    if study.import_dir:  # real data: register the import's tasks in this process
+      from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+      tasks.resolve(os.path.abspath(study.import_dir))
+
+  def build(self) -> list[Stage]:
+    """Checks the config, then plans the foundation and every listed experiment."""
+    foundation.check(self.s)
+    for e in self.experiments:
+      e.check(self.s)
+    foundation.plan(self)  # with no experiments, the study is its foundation and gate
+    for e in self.experiments:
+      e.plan(self)
+    return list(self.stages.values())
+
+  # -- helpers ---------------------------------------------------------------
+  def path(self, stage: str, *parts) -> str:
+    return os.path.join(layout.stage(self.workdir, stage), *parts)
+
+  def export(self, stage: str) -> str:
+    """A stage's params export (for "sft", the user's own SFT policy where given)."""
+    if stage == "sft" and self.s.sft_export:
+      return os.path.abspath(self.s.sft_export)
+    return layout.export(layout.stage(self.workdir, stage))
+
+  def stream(self, stage: str) -> str:
+    """An online stage's D_online stream."""
+    return layout.stream(layout.stage(self.workdir, stage))
+
+  def experiment(self, name: str, overrides: dict):
+    """configs/<name>.py at the study's base variant, with the stage's overrides."""
+    c = config_lib.load(os.path.join(ROOT, "configs", f"{name}.py:{self.s.base_variant}"))
+    for key, value in overrides.items():
+      config_lib.set_key(c, key, value, f"study stage ({name})")
+    return c
+
+  def add(self, stage: Stage):
+    """Plans a stage after the stages it depends on (each planned once)."""
+    stage.deps = tuple(dict.fromkeys(stage.deps))
+    if stage.name in self.stages:
+      raise ValueError(f"stage {stage.name!r} planned twice")
+    missing = [d for d in stage.deps if d not in self.stages]
+    if missing:
+      raise ValueError(f"stage {stage.name!r} depends on unplanned {missing}")
+    self.stages[stage.name] = stage
+
+  def tasks(self) -> dict[str, str]:
+    """The seqio tasks of the SFT data, the rater/writer pairs and the prompts."""
+    if self.s.import_dir:  # the import's rater pairs, its SFT view and its prompts
+      from alignment.data import import_pairs  # pylint: disable=g-import-not-at-top
+      try:
+        name = import_pairs.read_metadata(self.s.import_dir)["name"]
+      except import_pairs.BadInput as e:
+        raise config_lib.ConfigError(f"study.import_dir: {e}") from None
+      return {"sft": f"{name}_sft", "pairs": name, "prompts": f"{name}_prompts"}
+    p = self.s.prefix
+    return {"sft": f"{p}_sft", "pairs": f"{p}_pairs_golden", "prompts": f"{p}_prompts"}
+
+  def golden_export(self) -> str:
+    """The golden judge: "" for the environment's program, else the golden PM's export
+    (real data: trained on the raters' labels by the golden_pm stage)."""
+    return self.export("golden_pm") if self.s.import_dir else ""
+
+  def golden_deps(self) -> tuple[str, ...]:
+    return ("golden_pm",) if self.s.import_dir else ()
+
+  def common(self, model: str, seed: int = 0) -> dict:
+    """The overrides every stage of `model` shares (seed k of the study: seed + k)."""
+    s = self.s
+    return {"seed": s.seed + seed, "data.shuffle_seed": s.seed + seed, "model.name": model,
+            "data.batch_size": s.batch_size, "data.prompt_len": s.prompt_len,
+            "data.response_len": s.response_len}
+
+  def eval_overrides(self, sft: str, steps: int) -> dict:
+    """Evaluation at log-spaced steps against the study's reference and judges, with
+    KL against the SFT policy of stage `sft`."""
+    e, t = self.s.eval, self.tasks()
+    out = {"eval.every": 0, "eval.steps": log_steps(steps, e.points, e.first),
+           "eval.kl_prompts": e.kl_prompts, "eval.win_prompts": e.win_prompts,
+           "eval.proxy_prompts": e.proxy_prompts,
+           "eval.classifier_pairs": e.classifier_pairs, "eval.batch_size": e.batch_size,
+           "eval.prompts_task": t["prompts"], "eval.pairs_task": t["pairs"],
+           "eval.pairs_dir": self.path("pairs", "held_out"), "eval.sft": self.export(sft),
+           "eval.proxy": self.export("pm"), "eval.reference": self.reference(),
+           "eval.golden_checkpoint": self.golden_export()}
+    return out
+
+  def reference(self) -> str:
+    """The win-rate reference of every point: the golden policy, else the main SFT."""
+    return self.export("golden_policy") if self.s.golden_policy else self.export("sft")
+
+  def reference_deps(self) -> tuple[str, ...]:
+    return ("golden_policy",) if self.s.golden_policy else ()
+
+  # -- stages ------------------------------------------------------------------
+  def sft(self, model: str, name: str, group: str = "foundation"):
+    """Supervised fine-tuning of `model` on the SFT task (stage `name`)."""
+    s = self.s
+    self.add(Stage(name, "sft", self.experiment("sft", {
+        **self.common(model), "data.task": self.tasks()["sft"], "train.num_steps": s.sft.steps,
+        "optimizer.learning_rate": s.sft.learning_rate,
+        "optimizer.decay_steps": s.sft.steps, "eval.every": s.sft.steps,
+        "train.checkpoint_every": s.sft.steps}), group=group))
+
+  def pm_overrides(self) -> dict:
+    """A preference (or reward) model on D_golden from the SFT backbone: the proxy PM's
+    pairs, steps and rate, its held-out accuracy on the gate's pairs."""
+    s, t = self.s, self.tasks()
+    return {**self.common(s.model), "data.task": t["pairs"], "train.num_steps": s.pm.steps,
+            "optimizer.learning_rate": s.pm.learning_rate, "optimizer.decay_steps": s.pm.steps,
+            "data.replay_dir": self.path("pairs", "train"), "init.backbone": self.export("sft"),
+            "eval.pairs_dir": self.path("pairs", "held_out"),
+            "eval.num_batches": s.held_out_pairs // s.batch_size,
+            "eval.every": s.pm.steps, "train.checkpoint_every": s.pm.steps}
+
+  def pm(self, name: str, overrides: dict, deps: tuple[str, ...], group: str = "foundation"):
+    """A preference-model stage (configs/pm.py) with `overrides`."""
+    self.add(Stage(name, "pm", self.experiment("pm", overrides), deps=deps, group=group))
+
+  def sft_eval(self, name: str, model: str, sft: str):
+    """The SFT policy's own evaluation: the step-0 point of the runs that start from it."""
+    ev = self.experiment("eval", {**self.common(model), "data.task": self.tasks()["prompts"],
+                                  **self.eval_overrides(sft, 1), "eval.policy": self.export(sft)})
+    self.add(Stage(name, "eval", ev, deps=(sft, "pairs", "pm") + self.reference_deps(),
+                   group="foundation"))
+
+  # -- alignment runs ----------------------------------------------------------
+  def online(self, name: str, model: str, loss: str, beta: float, group: str, *,
+             judge: str = "proxy", data: str = "online", seed: int = 0, arm: str = "",
+             deps: tuple[str, ...] = (), sft: str = "sft", sft_eval: str = "sft_eval",
+             reference: str = "", save_params: bool = False, rl: Optional[dict] = None,
+             learning_rate: float = 0.0, judge_stage: str = "pm"):
+    """Online training from the SFT policy `sft`, judged by `judge` (proxy: the PM of
+    `judge_stage`; reward: the reward model of `judge_stage`; golden: the golden judge);
+    rl: rl.* overrides (RLOO, GRPO, staleness), recorded in the run's hparams."""
+    s, t = self.s, self.tasks()
+    steps = s.online.steps
+    lr = learning_rate or s.online.learning_rate
+    judge_export = "" if judge == "golden" else self.export(judge_stage)
+    overrides = {**self.common(model, seed), "data.task": t["prompts"],
+                 "train.num_steps": steps, "optimizer.learning_rate": lr,
+                 "loss.name": loss, "loss.beta": beta,
+                 "sampling.temperature": s.online.temperature, "init.policy": self.export(sft),
+                 "judge.kind": judge, "judge.checkpoint": judge_export,
+                 **({"judge.golden_checkpoint": self.golden_export()} if judge == "golden"
+                    else {}),
+                 **(rl or {}),
+                 "train.checkpoint_every": s.checkpoint_every,
+                 **self.eval_overrides(sft, steps), "eval.save_params": save_params}
+    if reference:  # the golden policy itself is measured against SFT
+      overrides["eval.reference"] = self.export(reference)
+      deps = (sft, "pairs", "pm") + deps
+    else:
+      deps = (sft, "pairs", "pm", sft_eval) + self.reference_deps() + deps
+    if judge != "golden":
+      deps = deps + (judge_stage,)
+    if judge == "golden":
+      deps = deps + self.golden_deps()
+    rl = rl or {}
+    method = rl.get("rl.method", "contrastive")
+    self.add(Stage(name, "online", self.experiment("online", overrides), deps=deps,
+                   run=dict(algorithm=loss if method == "contrastive" else method,
+                            mode="online", data=data,
+                            hparams=dict(learning_rate=lr, beta=beta, steps=steps,
+                                         model=model, seed=s.seed + seed,
+                                         staleness=rl.get("rl.staleness", 0),
+                                         temperature=s.online.temperature,
+                                         judge=judge, **{k[3:]: v for k, v in rl.items()
+                                                         if k.startswith("rl.") and
+                                                         k != "rl.staleness"})),
+                   group=group, sft_eval=sft_eval, arm=arm or name))
+
+  def offline(self, name: str, model: str, loss: str, beta: float, group: str, data: str, *,
+              pairs: str, order: str = "shuffled", window: int = 4, seed: int = 0,
+              arm: str = "", deps: tuple[str, ...] = (), steps: int = 0,
+              learning_rate: float = 0.0, sft: str = "sft", sft_eval: str = "sft_eval",
+              evaluate: bool = True):
+    """Offline training on a pair-set or stream directory `pairs` (evaluate=False: a
+    check of its training statistics, not a curve)."""
+    s, t = self.s, self.tasks()
+    steps = steps or s.offline.steps
+    lr = learning_rate or s.offline.learning_rate
+    overrides = {**self.common(model, seed), "data.task": t["pairs"],
+                 "train.num_steps": steps, "optimizer.learning_rate": lr,
+                 "loss.name": loss, "loss.beta": beta, "init.policy": self.export(sft),
+                 "data.replay_dir": pairs, "data.replay_order": order,
+                 "data.replay_window": window, "train.checkpoint_every": s.checkpoint_every,
+                 **self.eval_overrides(sft, steps)}
+    if not evaluate:
+      overrides["eval.steps"] = []
+    deps = (sft, "pairs", "pm", sft_eval) + self.reference_deps() + deps
+    run = dict(algorithm=loss, mode="offline", data=data,
+               hparams=dict(learning_rate=lr, beta=beta, steps=steps, model=model,
+                            seed=s.seed + seed, order=order))
+    self.add(Stage(name, "offline", self.experiment("offline", overrides), deps=deps,
+                   run=run if evaluate else None, group=group, sft_eval=sft_eval,
+                   arm=arm or name))
+
+  def pair_set(self, name: str, group: str, generate: Callable[[str], dict], params: dict,
+               deps: tuple[str, ...]):
+    """A pair-set stage: generate(stage_dir) writes it; `params` say what it is made from
+    (they are its hash)."""
+    self.add(Stage(name, "pairs", deps=deps, group=group, params=params, generate=generate))
+
+  def pair_maker(self) -> pairsets.Maker:
+    """Sets up this process to sample, label and write pair sets (call it in `generate`,
+    at the stage's run, not while planning)."""
+    s = self.s
+    c = self.experiment("offline", {**self.common(s.model), "data.task": self.tasks()["pairs"]})
+    return pairsets.Maker(pairsets.Recipe(
+        config=c, prompts_task=self.tasks()["prompts"], pairs_task=self.tasks()["pairs"],
+        golden_export=self.golden_export(), labels=s.labels, batch_size=s.batch_size,
+        sample_batch=s.sample_batch, tie_redraws=s.tie_redraws, tie_slack=s.tie_slack))
+
+
+def plan(study, workdir: str) -> list[Stage]:
+  return Planner(study, workdir).build()

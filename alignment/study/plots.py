@@ -1,0 +1,96 @@
+"""The study's plots (matplotlib, Agg): budget curves, the proxy where the policy
+samples, classification against generation. An online arm is drawn solid, an
+offline one dashed; error bars are the shared bootstrap's standard errors.
+"""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+
+from alignment import stats
+from alignment.study import arms as arms_lib
+
+
+def _plt():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _se(rep_rj: np.ndarray) -> np.ndarray:
+  """Bootstrap standard error per point (std over the resamples)."""
+  return np.nanstd(rep_rj[1:], axis=0) if rep_rj.shape[0] > 2 else np.zeros(rep_rj.shape[1])
+
+
+def _save(fig, ax, path: str, title: str, xlabel: str, ylabel: str, log_x: bool = True,
+          hline: float | None = 0.5, vline: float | None = None):
+  plt = _plt()
+  if log_x:
+    ax.set_xscale("log")
+  if hline is not None:
+    ax.axhline(hline, color="grey", lw=0.5)
+  if vline is not None:
+    ax.axvline(vline, color="grey", lw=0.5)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(textwrap.fill(title, 72), fontsize=10)  # long titles wrap, never cut
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _curves_plot(ctx: arms_lib.Context, arms: list[str], path: str, field: str, x: str,
+                 title: str, xlabel: str, ylabel: str, mark_peak: bool = False,
+                 hline: float = 0.5):
+  """One line per arm: its mean curve of `field` against KL or step, +- 1 s.e."""
+  fig, ax = _plt().subplots(figsize=(7, 4.5))
+  for arm in arms:
+    cv = ctx.cv(arm)
+    y = getattr(cv, field)
+    if y is None:
+      continue
+    xs = np.maximum(cv.kl[0], 1e-3) if x == "kl" else cv.steps
+    seeds = ctx.data[arm].seeds
+    label = arm + (f" ({seeds} seeds)" if seeds > 1 else "")
+    line = ax.errorbar(xs, y[0], yerr=_se(y), fmt="-o" if ctx.is_online(arm) else "--o", ms=3,
+                       capsize=2, label=label)
+    if mark_peak:
+      j = int(stats.peak_index(y)[0])
+      ax.plot([xs[j]], [y[0, j]], "*", ms=12, color=line[0].get_color())
+  _save(fig, ax, path, title, xlabel, ylabel, log_x=(x == "kl"), hline=hline)
+
+
+def plot_budget(ctx: arms_lib.Context, arms: list[str], path: str, title: str):
+  """Golden win rate against KL from SFT, one curve per arm (the paper's budget curves)."""
+  _curves_plot(ctx, arms, path, "win", "kl", title + "  (* = peak of the mean curve)",
+               "KL(pi || pi_sft)  (exact, per response; log scale; SFT point at 1e-3)",
+               "golden win rate vs reference (+- 1 s.e.)", mark_peak=True)
+
+
+def plot_agreement(ctx: arms_lib.Context, arms: list[str], path: str):
+  """The proxy's agreement with the golden judge on each policy's own samples."""
+  _curves_plot(ctx, arms, path, "agreement", "kl",
+               "The proxy where the policy samples (paper Figs. 6-7)",
+               "KL(pi || pi_sft)  (log scale)",
+               "proxy-golden agreement on pi's samples (+- 1 s.e.)")
+
+
+def plot_chosen_logprob(ctx: arms_lib.Context, arms: list[str], path: str):
+  _curves_plot(ctx, arms, path, "chosen", "step",
+               "H3: chosen log-prob against SFT over training", "step",
+               "log pi(y_w) - log pi_sft(y_w)  (+- 1 s.e.)", hline=0.0)
+
+
+def plot_classifier(runs: list[dict], path: str):
+  fig, ax = _plt().subplots(figsize=(6, 4.5))
+  for mode, marker in (("online", "o"), ("offline", "x")):
+    pts = [p for r in runs if r["mode"] == mode for p in r["points"] if p["step"] > 0
+           and p.get("classifier_accuracy") is not None]
+    ax.scatter([p["classifier_accuracy"] for p in pts], [p["golden_win_rate"] for p in pts],
+               marker=marker, label=mode, alpha=0.7)
+  _save(fig, ax, path, "H3: classification vs generation",
+        "policy-as-classifier accuracy on held-out D_golden pairs", "golden win rate",
+        log_x=False, hline=None, vline=0.5)
