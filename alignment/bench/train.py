@@ -132,20 +132,26 @@ def _bfloat16_accuracy(model32, model16, policy, reference, pairs, beta: float) 
           "grad_norm_ratio": float(jnp.linalg.norm(g16) / jnp.linalg.norm(g32))}
 
 
-def bench_train(args) -> Json:
-  import torch  # pylint: disable=g-import-not-at-top
+@dataclasses.dataclass(frozen=True)
+class _TrainSetup:
+  """The step every contender takes: the same weights in both frameworks, one batch."""
+  cfg: Any  # our model config, converted from the HF policy's
+  hf_policy: Any
+  hf_reference: Any
+  policy: Any  # our parameters: copies of the HF weights
+  reference: Any
+  n_params: int
+  pairs: Any
+  opt_cfg: Any
+  optimizer: Any
 
+
+def _train_setup(args) -> _TrainSetup:
+  """Policy and reference: two random HF T5s (the reference differs, so the
+  loss and its gradient are not trivial), converted to our parameters."""
   from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
-  from alignment import flops as flops_lib  # pylint: disable=g-import-not-at-top
-  from alignment.models import convert, heads, zoo  # pylint: disable=g-import-not-at-top
+  from alignment.models import convert, zoo  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from alignment.train import steps  # pylint: disable=g-import-not-at-top
-
-  bandwidth = memory_bandwidth()
-  peak = matmul_peak()
-  b, lp, lr, beta = args.batch, args.prompt_len, args.response_len, 0.1
-  # Policy and reference: two random HF T5s (the reference differs, so the
-  # loss and its gradient are not trivial), converted to our parameters.
   hf_policy = untied_hf_t5(zoo.get(args.model), seed=0).train()
   hf_reference = untied_hf_t5(zoo.get(args.model), seed=1).eval()
   cfg = convert.config_from_hf(hf_policy.config.to_dict())
@@ -156,30 +162,80 @@ def bench_train(args) -> Json:
   n_params = sum(v.size for v in jax.tree.leaves(policy))
   n_torch = sum(p.numel() for p in hf_policy.parameters())
   assert n_params == n_torch, (n_params, n_torch)
-  pairs = bench_pairs(cfg.vocab_size, b, lp, lr)
+  pairs = bench_pairs(cfg.vocab_size, args.batch, args.prompt_len, args.response_len)
   opt_cfg = config_lib.optimizer_section()
-  optimizer = state_lib.make_optimizer(opt_cfg)
+  return _TrainSetup(cfg, hf_policy, hf_reference, policy, reference, n_params, pairs, opt_cfg,
+                     state_lib.make_optimizer(opt_cfg))
 
-  # -- contenders ------------------------------------------------------------
-  calls: dict[str, Callable[[], Any]] = {}
-  first: dict[str, dict] = {}
-  model = heads.LanguageModel(cfg)
+
+@dataclasses.dataclass(frozen=True)
+class _OurSteps:
+  """Our step's variants, compiled, each a call that runs one step and blocks."""
+  model: Any  # float32 activations
+  model16: Any  # bfloat16 activations (float32 parameters and optimiser)
+  calls: dict[str, Callable[[], Any]]
+  compile_s: dict[str, float]
+  compiled: dict[str, Any]
+  first: dict[str, dict]  # each variant's first-step metrics
+
+
+def _our_steps(args, setup: _TrainSetup, beta: float) -> _OurSteps:
+  """The step, and as asked the step before the performance work and the bfloat16 one."""
+  from alignment.models import heads  # pylint: disable=g-import-not-at-top
+  from alignment.train import steps  # pylint: disable=g-import-not-at-top
+  model = heads.LanguageModel(setup.cfg)
   loss_fns = {"ours": steps.alignment_loss_fn(model, "ipo", beta, "sum")}
   if args.ablate:
     loss_fns["ours/plain"] = _plain_alignment_loss_fn(model, beta)
-  model16 = heads.LanguageModel(dataclasses.replace(cfg, dtype="bfloat16"))
+  model16 = heads.LanguageModel(dataclasses.replace(setup.cfg, dtype="bfloat16"))
   if args.bfloat16:  # float32 parameters and optimiser, bfloat16 activations and matmuls
     loss_fns["ours/bfloat16"] = steps.alignment_loss_fn(model16, "ipo", beta, "sum")
-  compiled, compile_s = {}, {}
+  calls, compile_s, compiled, first = {}, {}, {}, {}
   for name, loss_fn in loss_fns.items():
     calls[name], compile_s[name], compiled[name], first[name] = our_train_step(
-        model, policy, reference, pairs, optimizer, loss_fn)
-  torch_step, first["torch"] = torch_train_step(hf_policy, hf_reference, pairs, beta, opt_cfg)
+        model, setup.policy, setup.reference, setup.pairs, setup.optimizer, loss_fn)
+  return _OurSteps(model, model16, calls, compile_s, compiled, first)
+
+
+def _torch_calls(args, setup: _TrainSetup, beta: float) -> tuple[dict, dict]:
+  """The same step in PyTorch, one call per thread count tried; and its first metrics."""
+  import torch  # pylint: disable=g-import-not-at-top
+  torch_step, first = torch_train_step(setup.hf_policy, setup.hf_reference, setup.pairs, beta,
+                                       setup.opt_cfg)
+  calls = {}
   for threads in args.torch_threads:
     def theirs(k=threads):
       torch.set_num_threads(k)
       return torch_step()
     calls[f"torch/{threads}"] = theirs
+  return calls, first
+
+
+@dataclasses.dataclass(frozen=True)
+class _Timings:
+  """The interleaved runs' times, and the matmul peaks measured among them."""
+  times: dict[str, list]
+  tokens: int  # per step
+  peak_during: dict[str, float]  # float32 GFLOP/s per matmul shape
+  peak_gflops: float  # the float32 peak MFU is against: up front or during, the higher
+  peak16: dict[str, float]  # bfloat16 GFLOP/s per matmul shape
+
+  def summary(self, label: str, step_flops: float, peak: float | None = None) -> Json:
+    """Medians (the headline), the fastest run, and the MFU of both against `peak`."""
+    peak = self.peak_gflops if peak is None else peak
+    med, best = statistics.median(self.times[label]), min(self.times[label])
+    return {"median_s": med, "best_s": best, "times_s": self.times[label],
+            "tokens_per_s": self.tokens / med, "model_gflops_per_s": step_flops / med / 1e9,
+            "mfu": step_flops / med / 1e9 / peak,
+            "mfu_of_fastest_run": step_flops / best / 1e9 / peak,
+            "mfu_against": "float32 matmul peak" if peak == self.peak_gflops else
+                           "bfloat16 matmul peak"}
+
+
+def _timed_with_matmuls(calls: dict, args, peak: Json) -> _Timings:
+  """Times the contenders interleaved with matmuls, so the peak each MFU is
+  against is measured under the same load as the steps."""
+  calls = dict(calls)
   matmuls = matmul_calls()
   for shape, (_, fn) in matmuls.items():
     calls[f"matmul/{shape}"] = fn
@@ -187,61 +243,84 @@ def bench_train(args) -> Json:
   for shape, (_, fn) in matmuls16.items():
     calls[f"matmul_bf16/{shape}"] = fn
   times = timed_interleaved(calls, args.repeats)
-  peak_during = {shape: f / min(times[f"matmul/{shape}"]) / 1e9 for shape, (f, _) in matmuls.items()}
+  peak_during = {shape: f / min(times[f"matmul/{shape}"]) / 1e9
+                 for shape, (f, _) in matmuls.items()}
   peak_gflops = max(peak["gflops"], *peak_during.values())
   peak16 = {shape: f / min(times[f"matmul_bf16/{shape}"]) / 1e9
             for shape, (f, _) in matmuls16.items()}
+  tokens = args.batch * (args.prompt_len + 2 * args.response_len)  # a prompt, two responses
+  return _Timings(times, tokens, peak_during, peak_gflops, peak16)
 
-  # -- figures ---------------------------------------------------------------
-  model_flops = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=True)
-  tokens = b * (lp + 2 * lr)  # a prompt and its two responses per pair
 
-  def summary(label, step_flops, peak=peak_gflops):
-    med, best = statistics.median(times[label]), min(times[label])
-    return {"median_s": med, "best_s": best, "times_s": times[label],
-            "tokens_per_s": tokens / med, "model_gflops_per_s": step_flops / med / 1e9,
-            "mfu": step_flops / med / 1e9 / peak,
-            "mfu_of_fastest_run": step_flops / best / 1e9 / peak,
-            "mfu_against": "float32 matmul peak" if peak == peak_gflops else
-                           "bfloat16 matmul peak"}
-
+def _our_figures(args, ours_steps: _OurSteps, timed: _Timings, cfg, model_flops: Json) -> Json:
+  """Each variant's times and MFU, its compile seconds, and XLA's own FLOPs and
+  temporaries (with how XLA's FLOPs compare with ours counted)."""
+  from alignment import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  b, lp, lr = args.batch, args.prompt_len, args.response_len
   ours: Json = {}
-  for name in loss_fns:
-    c = compiled[name].cost_analysis()
+  for name, compiled in ours_steps.compiled.items():
+    c = compiled.cost_analysis()
     c = c[0] if isinstance(c, list) else c
-    memory = compiled[name].memory_analysis()
-    ours[name] = dict(summary(name, model_flops["total"],
-                              max(peak16.values()) if name == "ours/bfloat16" else peak_gflops),
-                      compile_s=compile_s[name],
+    memory = compiled.memory_analysis()
+    peak = max(timed.peak16.values()) if name == "ours/bfloat16" else timed.peak_gflops
+    ours[name] = dict(timed.summary(name, model_flops["total"], peak),
+                      compile_s=ours_steps.compile_s[name],
                       xla_flops=float(c.get("flops", 0.0)),
                       temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0)),
-                      first_step=first[name])
+                      first_step=ours_steps.first[name])
   executed = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=True)["total"]
   ours["ours"]["xla_flops_over_counted"] = ours["ours"]["xla_flops"] / executed
   if "ours/plain" in ours:
     plain = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=False)["total"]
     ours["ours/plain"]["counted_flops_executed"] = plain
     ours["ours/plain"]["xla_flops_over_counted"] = ours["ours/plain"]["xla_flops"] / plain
-  by_threads = {k: dict(summary(f"torch/{k}", model_flops["total"]), torch_threads=k)
+  return ours
+
+
+def _torch_figures(args, timed: _Timings, step_flops: float, first: dict) -> Json:
+  """Each thread count's times; the fastest (by median) is the baseline."""
+  import torch  # pylint: disable=g-import-not-at-top
+  by_threads = {k: dict(timed.summary(f"torch/{k}", step_flops), torch_threads=k)
                 for k in args.torch_threads}
   best = min(by_threads, key=lambda k: by_threads[k]["median_s"])
-  theirs = dict(by_threads[best], torch=torch.__version__, first_step=first["torch"],
-                all_thread_counts={str(k): v for k, v in by_threads.items()})
-  torch_fastest = min(v["best_s"] for v in by_threads.values())
+  return dict(by_threads[best], torch=torch.__version__, first_step=first,
+              all_thread_counts={str(k): v for k, v in by_threads.items()})
+
+
+def bench_train(args) -> Json:
+  # Loaded before anything is measured, as it always was (its native runtime with it).
+  import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+
+  from alignment import flops as flops_lib  # pylint: disable=g-import-not-at-top
+
+  bandwidth = memory_bandwidth()
+  peak = matmul_peak()
+  b, lp, lr, beta = args.batch, args.prompt_len, args.response_len, 0.1
+  setup = _train_setup(args)
+  ours_steps = _our_steps(args, setup, beta)
+  torch_calls, torch_first = _torch_calls(args, setup, beta)
+  first = dict(ours_steps.first, torch=torch_first)
+  timed = _timed_with_matmuls({**ours_steps.calls, **torch_calls}, args, peak)
+  model_flops = flops_lib.alignment_step(setup.cfg, b, lp, lr, shared_prompt=True)
+  ours = _our_figures(args, ours_steps, timed, setup.cfg, model_flops)
+  theirs = _torch_figures(args, timed, model_flops["total"], first["torch"])
+  torch_fastest = min(v["best_s"] for v in theirs["all_thread_counts"].values())
   if args.bfloat16:
     ours["ours/bfloat16"].update(
         speedup_over_float32=ours["ours"]["median_s"] / ours["ours/bfloat16"]["median_s"],
-        accuracy=_bfloat16_accuracy(model, model16, policy, reference, pairs, beta))
-  return {"settings": {"model": args.model, "params": int(n_params), "vocab": cfg.vocab_size,
+        accuracy=_bfloat16_accuracy(ours_steps.model, ours_steps.model16, setup.policy,
+                                    setup.reference, setup.pairs, beta))
+  return {"settings": {"model": args.model, "params": int(setup.n_params),
+                       "vocab": setup.cfg.vocab_size,
                        "pairs_per_batch": b, "prompt_len": lp, "response_len": lr,
                        "loss": "ipo", "beta": beta, "reduction": "sum",
-                       "optimizer": dict(opt_cfg), "dtype": "float32",
-                       "tokens_per_step": tokens, "repeats": args.repeats,
+                       "optimizer": dict(setup.opt_cfg), "dtype": "float32",
+                       "tokens_per_step": timed.tokens, "repeats": args.repeats,
                        "statistic": "median", "jax_devices": len(jax.devices()),
                        "torch_threads_tried": args.torch_threads},
           "memory_bandwidth": bandwidth, "matmul_peak": peak,
-          "matmul_peak_during_runs": peak_during, "peak_gflops_used": peak_gflops,
-          "bfloat16_matmul_peak_during_runs": peak16,
+          "matmul_peak_during_runs": timed.peak_during, "peak_gflops_used": timed.peak_gflops,
+          "bfloat16_matmul_peak_during_runs": timed.peak16,
           "model_flops": model_flops, "ours": ours, "torch": theirs,
           "speedup_over_torch": theirs["median_s"] / ours["ours"]["median_s"],
           "speedup_of_fastest_runs": torch_fastest / ours["ours"]["best_s"],
