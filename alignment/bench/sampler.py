@@ -12,6 +12,7 @@ the quietest moment it caught.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -65,29 +66,43 @@ def _t5_flops(cfg, batch: int, prompt_len: int, new_tokens: int) -> Json:
   return {"step": step, "prefill": encoder + step}
 
 
-def _sampler_one(name: str, args, peak_gflops: float) -> Json:
-  """Ours (per cache dtype) and HF (per torch thread count) on one model, interleaved."""
-  import torch  # pylint: disable=g-import-not-at-top
+@dataclasses.dataclass(frozen=True)
+class _SamplerSetup:
+  """One model in both frameworks with the same weights, and the prompts both sample from."""
+  cfg: Any  # our model config, converted from the HF model's
+  hf: Any
+  params: Any  # ours, converted from the HF weights
+  n_params: int
+  prompt: np.ndarray  # (batch, prompt_len) token ids
+  prompts: Any  # the same prompts as our PromptBatch
+  model: Any
 
-  from alignment import sampling  # pylint: disable=g-import-not-at-top
+
+def _sampler_setup(name: str, args) -> _SamplerSetup:
+  """A random HF T5 of the zoo model's shape, converted to our parameters."""
   from alignment.data.batches import PromptBatch  # pylint: disable=g-import-not-at-top
   from alignment.models import convert, heads, zoo  # pylint: disable=g-import-not-at-top
-
-  cfg = zoo.get(name)
-  hf = hf_t5(cfg, seed=0)
+  hf = hf_t5(zoo.get(name), seed=0)
   tensors = {k: v.detach().float().numpy() for k, v in hf.state_dict().items()}
   cfg = convert.config_from_hf(hf.config.to_dict())
   params = jax.device_put(convert.params_from_hf(tensors, cfg))
   n_params = sum(v.size for v in jax.tree.leaves(params))
-  b, lp, t = args.batch, args.prompt_len, args.new_tokens
   rng = np.random.default_rng(1)
-  prompt = rng.integers(2, cfg.vocab_size, size=(b, lp)).astype(np.int32)
-  prompts = PromptBatch(prompt, np.ones_like(prompt))
-  model = heads.LanguageModel(cfg)
+  prompt = rng.integers(2, cfg.vocab_size, size=(args.batch, args.prompt_len)).astype(np.int32)
+  return _SamplerSetup(cfg, hf, params, n_params, prompt,
+                       PromptBatch(prompt, np.ones_like(prompt)), heads.LanguageModel(cfg))
 
-  # -- contenders: (name, new tokens) -> a call that blocks until done -------
-  # Each runs with `t` new tokens and with 1 (prefill + first token), so the
-  # time splits into prefill and per-step.
+
+def _our_sampler_calls(args, setup: _SamplerSetup) -> tuple[dict, dict]:
+  """Our sampler per cache dtype, compiled: ((name, new tokens) -> a call that
+  blocks until done, compile seconds).
+
+  Each runs with `new_tokens` new tokens and with 1 (prefill + first token),
+  so the time splits into prefill and per-step.
+  """
+  from alignment import sampling  # pylint: disable=g-import-not-at-top
+  b, t = args.batch, args.new_tokens
+  model, params, prompts = setup.model, setup.params, setup.prompts
   calls: dict[tuple[str, int], Callable[[], Any]] = {}
   compile_s = {}
   keys = iter(jax.random.split(jax.random.key(0), 1000))
@@ -105,38 +120,37 @@ def _sampler_one(name: str, args, peak_gflops: float) -> Json:
         assert out.shape == (b, n)
 
       calls[(f"ours/{cache_dtype}", new_tokens)] = ours
+  return calls, compile_s
 
-  # The matmul peak is measured among the contenders too, under the same load.
-  matmuls = matmul_calls()
-  for shape, (_, fn) in matmuls.items():
-    calls[(f"matmul/{shape}", 0)] = fn
 
-  calls.update(hf_sample_calls(hf, prompt, args.hf_threads, (t, 1)))
+def _sampling_summary(times: dict, label: str, batch: int, new_tokens: int) -> Json:
+  """Medians (the headline), and the fastest run of each (the least contended)."""
+  b, t = batch, new_tokens
+  total, prefill = (statistics.median(times[(label, n)]) for n in (t, 1))
+  best, best_prefill = (min(times[(label, n)]) for n in (t, 1))
+  # Noise can swamp the difference at toy sizes: step metrics are None then.
+  per_step = lambda a, p: (a - p) / (t - 1) if t > 1 and a > p else None
+  return {"median_s": total, "times_s": times[(label, t)], "tokens_per_s": b * t / total,
+          "prefill_and_first_token_s": prefill, "prefill_times_s": times[(label, 1)],
+          "per_step_s": per_step(total, prefill),
+          "best": {"s": best, "tokens_per_s": b * t / best,
+                   "prefill_and_first_token_s": best_prefill,
+                   "per_step_s": per_step(best, best_prefill)}}
 
-  times = timed_interleaved(calls, args.repeats)
-  peak = {shape: flops / min(times[(f"matmul/{shape}", 0)]) / 1e9
-          for shape, (flops, _) in matmuls.items()}
-  peak_gflops = max(peak_gflops, *peak.values())
 
-  def summary(label):
-    """Medians (the headline), and the fastest run of each (the least contended)."""
-    total, prefill = (statistics.median(times[(label, n)]) for n in (t, 1))
-    best, best_prefill = (min(times[(label, n)]) for n in (t, 1))
-    # Noise can swamp the difference at toy sizes: step metrics are None then.
-    per_step = lambda a, p: (a - p) / (t - 1) if t > 1 and a > p else None
-    return {"median_s": total, "times_s": times[(label, t)], "tokens_per_s": b * t / total,
-            "prefill_and_first_token_s": prefill, "prefill_times_s": times[(label, 1)],
-            "per_step_s": per_step(total, prefill),
-            "best": {"s": best, "tokens_per_s": b * t / best,
-                     "prefill_and_first_token_s": best_prefill,
-                     "per_step_s": per_step(best, best_prefill)}}
-
+def _our_sampler_figures(args, setup: _SamplerSetup, times: dict, compile_s: dict,
+                         peak_gflops: float) -> Json:
+  """Per cache dtype: the times, the FLOP utilisation of a decode step and of
+  the prefill, and the bytes a decode step must read (for its bandwidth)."""
+  b, lp, t = args.batch, args.prompt_len, args.new_tokens
+  cfg = setup.cfg
   flops = _t5_flops(cfg, b, lp, t)
   ours_out: Json = {}
   for cache_dtype in args.cache_dtypes:
-    o = summary(f"ours/{cache_dtype}")
+    o = _sampling_summary(times, f"ours/{cache_dtype}", b, t)
     step = o["per_step_s"]
-    moved = _decode_bytes_per_step(cfg, params, b, lp, t, 2 if cache_dtype == "bfloat16" else 4)
+    moved = _decode_bytes_per_step(cfg, setup.params, b, lp, t,
+                                   2 if cache_dtype == "bfloat16" else 4)
     o.update(compile_s=compile_s[(cache_dtype, t)], flops=flops, bytes_per_step=moved,
              step_flop_utilisation=flops["step"] / step / 1e9 / peak_gflops if step else None,
              prefill_flop_utilisation=(flops["prefill"] / o["prefill_and_first_token_s"] / 1e9
@@ -150,14 +164,38 @@ def _sampler_one(name: str, args, peak_gflops: float) -> Json:
                                   / 1e9 / peak_gflops),
         achieved_gbs=moved["total"] / best_step / 1e9 if best_step else None)
     ours_out[cache_dtype] = o
-  # HF at each thread count; the fastest is the baseline (with another process
-  # on the cores, OpenMP barriers can cost torch 10x).
-  by_threads = {k: dict(summary(f"hf/{k}"), torch_threads=k) for k in args.hf_threads}
+  return ours_out
+
+
+def _hf_figures(args, times: dict) -> Json:
+  """HF at each thread count; the fastest is the baseline (with another process
+  on the cores, OpenMP barriers can cost torch 10x)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  by_threads = {k: dict(_sampling_summary(times, f"hf/{k}", args.batch, args.new_tokens),
+                        torch_threads=k) for k in args.hf_threads}
   best = min(by_threads, key=lambda k: by_threads[k]["median_s"])
-  theirs = dict(by_threads[best], torch=torch.__version__,
-                all_thread_counts={str(k): v for k, v in by_threads.items()})
-  hf_best = min(v["best"]["s"] for v in by_threads.values())
-  return {"model": name, "params": int(n_params), "vocab": cfg.vocab_size,
+  return dict(by_threads[best], torch=torch.__version__,
+              all_thread_counts={str(k): v for k, v in by_threads.items()})
+
+
+def _sampler_one(name: str, args, peak_gflops: float) -> Json:
+  """Ours (per cache dtype) and HF (per torch thread count) on one model, interleaved."""
+  setup = _sampler_setup(name, args)
+  cfg = setup.cfg
+  calls, compile_s = _our_sampler_calls(args, setup)
+  # The matmul peak is measured among the contenders too, under the same load.
+  matmuls = matmul_calls()
+  for shape, (_, fn) in matmuls.items():
+    calls[(f"matmul/{shape}", 0)] = fn
+  calls.update(hf_sample_calls(setup.hf, setup.prompt, args.hf_threads, (args.new_tokens, 1)))
+  times = timed_interleaved(calls, args.repeats)
+  peak = {shape: flops / min(times[(f"matmul/{shape}", 0)]) / 1e9
+          for shape, (flops, _) in matmuls.items()}
+  peak_gflops = max(peak_gflops, *peak.values())
+  ours_out = _our_sampler_figures(args, setup, times, compile_s, peak_gflops)
+  theirs = _hf_figures(args, times)
+  hf_best = min(v["best"]["s"] for v in theirs["all_thread_counts"].values())
+  return {"model": name, "params": int(setup.n_params), "vocab": cfg.vocab_size,
           "d_model": cfg.d_model, "layers": [cfg.num_encoder_layers, cfg.num_decoder_layers],
           "matmul_peak_during_runs": peak, "peak_gflops_used": peak_gflops,
           "ours": ours_out, "hf": theirs,
