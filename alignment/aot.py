@@ -176,38 +176,20 @@ def build_programs(config, mesh, rules):
   return builders[config.experiment](config, mesh, rules, vocab), None
 
 
-def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
-            with_sampler: bool = True, devices=None, with_judge: bool = True) -> dict:
-  """Compiles the loop's train step, and (online) its sampler and the judge, for
-  config's mesh; returns the figures.
-
-  devices: the devices to compile for (an abstract TPU topology's, or None
-  for jax.devices()).
-  """
+def _train_step_figures(config, program, devices, resolved_mesh: dict) -> dict:
+  """What every loop has: the train step compiled, and the bytes per device of
+  what stays resident (parameters, optimiser state, the reference)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from alignment import checkpoint, judges, sharding  # pylint: disable=g-import-not-at-top
-  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
-  from alignment.data import batches as B  # pylint: disable=g-import-not-at-top
-  from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
-
-  devices = list(jax.devices() if devices is None else devices)
-  if mesh_shape:
-    for k, v in mesh_shape.items():
-      config_lib.set_key(config, f"mesh.{k}", v, "--mesh")
-  resolved = config_lib.validate(config, len(devices))
-  mesh, rules = sharding.mesh_and_rules(config.mesh, devices)
   d = config.data
-  program, sampler = build_programs(config, mesh, rules)
   abstract_state = program.abstract_state
   train_compiled = program.lower().compile()
   mem = train_compiled.memory_analysis()
   aligns = config.experiment in ("online", "offline")
-  out = {
+  return {
       "config": f"{config.experiment} {config.model.name} batch={d.batch_size} "
                 f"lengths={d.prompt_len}+{d.response_len}",
-      "mesh": resolved, "devices": len(devices), "platform": devices[0].platform,
+      "mesh": resolved_mesh, "devices": len(devices), "platform": devices[0].platform,
       "device_kind": getattr(devices[0], "device_kind", devices[0].platform),
       "params_total": int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))),
       "per_device": {
@@ -221,41 +203,65 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
           "generated_code": int(mem.generated_code_size_in_bytes)},
       "cost": {"train_step": _cost(train_compiled)},
   }
-  if sampler is not None:  # online: the proxy PM is resident, the sampler and judge run
-    model_cfg = program.model_config
-    pm_cfg = zoo.get(pm_name or config.model.name, dtype=model_cfg.dtype,
-                     param_dtype=model_cfg.param_dtype, vocab_size=model_cfg.vocab_size)
-    pm_model = heads.PairwisePreferenceModel(pm_cfg)
-    pm_abstract = checkpoint.abstract_params(pm_model, d, mesh, rules)
-    out["pm"] = pm_name or config.model.name
-    out["per_device"]["proxy_pm"] = per_device_bytes(pm_abstract)
-    rows = sharding.batch_sharding(mesh, rules, 2)
-    prompt = jax.ShapeDtypeStruct((d.batch_size, d.prompt_len), jnp.int32, sharding=rows)
-    if with_sampler:
-      key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=sharding.replicated(mesh))
-      scompiled = sampler.lower(abstract_state.params, B.PromptBatch(prompt, prompt),
-                                key).compile()
-      smem = scompiled.memory_analysis()
-      out["cost"]["sampler"] = _cost(scompiled)  # its while loop counted once: see `estimate`
-      out["per_device"]["kv_cache"] = _kv_cache_per_device(
-          program.model, abstract_state.params, d, sampler.config, mesh, rules)
-      out["sampler_compiler"] = {"arguments": int(smem.argument_size_in_bytes),
-                                 "outputs": int(smem.output_size_in_bytes),
-                                 "temporaries": int(smem.temp_size_in_bytes)}
-      prefill, step = sampler.compile_phases(abstract_state.params, B.PromptBatch(prompt, prompt))
-      out["cost"]["prefill"] = _cost(prefill)
-      out["cost"]["decode_step"] = _cost(step)
-      out["cost"]["new_tokens"] = int(sampler.config.max_new_tokens)
-    if with_judge:
-      judge = judges.ModelJudge(pm_model, pm_abstract, mesh, rules)
-      resp = jax.ShapeDtypeStruct((d.batch_size, d.response_len), jnp.int32, sharding=rows)
-      with sharding.use(mesh, rules):
-        jcompiled = judge.compare_fn().lower(pm_abstract, prompt, prompt, resp, resp, resp,
-                                             resp).compile()
-      jmem = jcompiled.memory_analysis()
-      out["cost"]["judge"] = _cost(jcompiled)
-      out["judge_compiler"] = {"arguments": int(jmem.argument_size_in_bytes),
-                               "temporaries": int(jmem.temp_size_in_bytes)}
+
+
+def _proxy_pm(config, program, pm_name: str, mesh, rules):
+  """The online loop's proxy PM, (model, abstract parameters): the zoo model
+  named (the policy's by default) at the policy's dtypes and vocabulary."""
+  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
+  from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
+  model_cfg = program.model_config
+  pm_cfg = zoo.get(pm_name or config.model.name, dtype=model_cfg.dtype,
+                   param_dtype=model_cfg.param_dtype, vocab_size=model_cfg.vocab_size)
+  pm_model = heads.PairwisePreferenceModel(pm_cfg)
+  return pm_model, checkpoint.abstract_params(pm_model, config.data, mesh, rules)
+
+
+def _sampler_figures(program, sampler, prompt, data, mesh, rules) -> tuple[dict, int, dict]:
+  """The sampler compiled whole (for its memory), and its prefill and one decode
+  step compiled on their own (for the costs: the whole one's while loop is
+  counted once, see `estimate`): (costs, KV cache bytes per device, the
+  compiler's memory figures)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from alignment import sharding  # pylint: disable=g-import-not-at-top
+  from alignment.data import batches as B  # pylint: disable=g-import-not-at-top
+  params = program.abstract_state.params
+  key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=sharding.replicated(mesh))
+  scompiled = sampler.lower(params, B.PromptBatch(prompt, prompt), key).compile()
+  smem = scompiled.memory_analysis()
+  costs = {"sampler": _cost(scompiled)}
+  kv_cache = _kv_cache_per_device(program.model, params, data, sampler.config, mesh, rules)
+  compiler = {"arguments": int(smem.argument_size_in_bytes),
+              "outputs": int(smem.output_size_in_bytes),
+              "temporaries": int(smem.temp_size_in_bytes)}
+  prefill, step = sampler.compile_phases(params, B.PromptBatch(prompt, prompt))
+  costs["prefill"] = _cost(prefill)
+  costs["decode_step"] = _cost(step)
+  costs["new_tokens"] = int(sampler.config.max_new_tokens)
+  return costs, kv_cache, compiler
+
+
+def _judge_figures(pm_model, pm_abstract, prompt, rows, data, mesh, rules) -> tuple[dict, dict]:
+  """The proxy PM's judgement of the sampled pairs (both orders) compiled:
+  (its cost, the compiler's memory figures)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from alignment import judges, sharding  # pylint: disable=g-import-not-at-top
+  judge = judges.ModelJudge(pm_model, pm_abstract, mesh, rules)
+  resp = jax.ShapeDtypeStruct((data.batch_size, data.response_len), jnp.int32, sharding=rows)
+  with sharding.use(mesh, rules):
+    jcompiled = judge.compare_fn().lower(pm_abstract, prompt, prompt, resp, resp, resp,
+                                         resp).compile()
+  jmem = jcompiled.memory_analysis()
+  return _cost(jcompiled), {"arguments": int(jmem.argument_size_in_bytes),
+                            "temporaries": int(jmem.temp_size_in_bytes)}
+
+
+def _add_phase_totals(out: dict):
+  """Per-device totals of the two phases, which never overlap in the online loop:
+  training (the residents plus the train step's temporaries) and sampling/judging
+  (the residents plus the larger of the sampler's and the judge's temporaries)."""
   pd = out["per_device"]
   resident = pd["params"] + pd["optimizer"] + pd["reference"] + pd.get("proxy_pm", 0)
   out["per_device_resident"] = resident
@@ -264,6 +270,45 @@ def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
                      out.get("judge_compiler", {}).get("temporaries", 0))
   if "sampler_compiler" in out or "judge_compiler" in out:
     out["per_device_total_sampling"] = resident + sample_temps
+
+
+def analyse(config, mesh_shape: dict | None = None, pm_name: str = "",
+            with_sampler: bool = True, devices=None, with_judge: bool = True) -> dict:
+  """Compiles the loop's train step, and (online) its sampler and the judge, for
+  config's mesh; returns the figures.
+
+  devices: the devices to compile for (an abstract TPU topology's, or None
+  for jax.devices()).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from alignment import sharding  # pylint: disable=g-import-not-at-top
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  devices = list(jax.devices() if devices is None else devices)
+  if mesh_shape:
+    for k, v in mesh_shape.items():
+      config_lib.set_key(config, f"mesh.{k}", v, "--mesh")
+  resolved = config_lib.validate(config, len(devices))
+  mesh, rules = sharding.mesh_and_rules(config.mesh, devices)
+  d = config.data
+  program, sampler = build_programs(config, mesh, rules)
+  out = _train_step_figures(config, program, devices, resolved)
+  if sampler is not None:  # online: the proxy PM is resident, the sampler and judge run
+    pm_model, pm_abstract = _proxy_pm(config, program, pm_name, mesh, rules)
+    out["pm"] = pm_name or config.model.name
+    out["per_device"]["proxy_pm"] = per_device_bytes(pm_abstract)
+    rows = sharding.batch_sharding(mesh, rules, 2)
+    prompt = jax.ShapeDtypeStruct((d.batch_size, d.prompt_len), jnp.int32, sharding=rows)
+    if with_sampler:
+      costs, kv_cache, compiler = _sampler_figures(program, sampler, prompt, d, mesh, rules)
+      out["cost"].update(costs)
+      out["per_device"]["kv_cache"] = kv_cache
+      out["sampler_compiler"] = compiler
+    if with_judge:
+      out["cost"]["judge"], out["judge_compiler"] = _judge_figures(
+          pm_model, pm_abstract, prompt, rows, d, mesh, rules)
+  _add_phase_totals(out)
   return out
 
 
