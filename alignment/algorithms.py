@@ -17,7 +17,8 @@ Policy gradient, k samples per prompt (rewards [B, k]):
 - `rloo_advantages`, `grpo_advantages`, `pg_advantages`: leave-one-out and
   group-normalised, after the KL penalty when it is in the reward.
 - `kl_k1`, `kl_k3`, `kl_shaped_rewards`: KL estimators and KL as a reward penalty.
-- `sibling_win_rewards`: a pairwise judge's rewards, each sample against its siblings.
+- `sibling_win_matrix`, `sibling_win_rewards`: a pairwise judge's rewards, each
+  sample's mean probability of beating its siblings.
 - `reinforce_loss`, `clipped_surrogate_loss`, `masked_mean`: the surrogates.
 - `truncated_importance_weights`: the correction for stale samples.
 """
@@ -159,9 +160,21 @@ def kl_shaped_rewards(rewards: Array, seq_logp: Array, seq_ref_logp: Array,
   return rewards - beta * jax.lax.stop_gradient(kl_k1(seq_logp, seq_ref_logp))
 
 
+def sibling_win_matrix(pair_probs, k: int) -> Array:
+  """[B, k, k] P(i beats j) of each prompt's k samples from a pairwise judge's
+  verdicts on the k(k - 1)/2 sibling pairs, pair_probs = {(i, j): [B] P(i beats j)}
+  for i < j (each pair is judged once, in that order):
+      P_ij = pair_probs[i, j],  P_ji = 1 - P_ij,  P_ii = 0 (ignored below)."""
+  zero = jnp.zeros_like(pair_probs[0, 1])
+  entry = lambda i, j: (zero if i == j else pair_probs[i, j] if i < j
+                        else 1.0 - pair_probs[j, i])
+  return jnp.stack([jnp.stack([entry(i, j) for j in range(k)], -1) for i in range(k)], 1)
+
+
 def sibling_win_rewards(prob_bkk: Array) -> Array:
-  """[B, k]: each sample's mean probability of beating its k - 1 siblings, from a
-  pairwise judge's P(i beats j) [B, k, k] (the diagonal is ignored)."""
+  """[B, k] rewards of a pairwise judge: each sample's mean probability of beating its
+  k - 1 siblings, r_i = 1/(k - 1) sum_{j != i} P_ij, from P(i beats j) [B, k, k]
+  (`sibling_win_matrix`; the diagonal is ignored)."""
   k = prob_bkk.shape[-1]
   off = 1.0 - jnp.eye(k, dtype=prob_bkk.dtype)
   return jnp.sum(prob_bkk * off, -1) / (k - 1)

@@ -66,6 +66,27 @@ def test_shaped_rewards_and_sibling_wins():
                              [[(0.9 + 0.2) / 2, (0.1 + 0.6) / 2, (0.8 + 0.4) / 2]], rtol=1e-6)
 
 
+def test_sibling_rewards_from_the_pair_verdicts_follow_the_formula():
+  """A pairwise PM judges each of the k(k - 1)/2 sibling pairs once; each sample's
+  reward is its mean probability of beating the k - 1 others (written out in loops)."""
+  rng = np.random.default_rng(2)
+  b, k = 3, 4
+  pairs = {(i, j): rng.uniform(size=b).astype(np.float32)
+           for i in range(k) for j in range(i + 1, k)}
+  want = np.zeros((b, k))
+  for n in range(b):
+    for i in range(k):
+      wins = [pairs[i, j][n] if i < j else 1.0 - pairs[j, i][n] for j in range(k) if j != i]
+      want[n, i] = sum(wins) / (k - 1)
+  matrix = A.sibling_win_matrix({ij: jnp.asarray(p) for ij, p in pairs.items()}, k)
+  np.testing.assert_allclose(np.asarray(A.sibling_win_rewards(matrix)), want, rtol=1e-6)
+  m = np.asarray(matrix)
+  assert m.shape == (b, k, k) and np.all(np.diagonal(m, axis1=1, axis2=2) == 0)
+  np.testing.assert_allclose((m + m.transpose(0, 2, 1))[:, ~np.eye(k, dtype=bool)], 1.0)
+  # Every pair hands out one win in all: a prompt's rewards sum to k / 2.
+  np.testing.assert_allclose(want.sum(1), k / 2, rtol=1e-6)
+
+
 def test_surrogates_match_their_formulas():
   logp = jnp.asarray([[-1.0, -2.0, -0.5], [-0.3, -0.7, -9.0]])
   old = jnp.asarray([[-1.2, -1.0, -0.5], [-0.3, -1.7, -1.0]])
