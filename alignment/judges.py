@@ -26,6 +26,9 @@
 
 Model judges run jitted on the mesh and return device arrays (an online step
 never leaves the device for them); the golden judge returns numpy arrays.
+
+`build(judge_section, ...)` is the judge a config's `judge` section names (the
+online loop's); `load_model_judge` and `load_golden_judge` load one kind.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignment import algorithms, sharding
+from alignment import config as config_lib
 from alignment.data import batches as B
 from alignment.models import heads, zoo
 
@@ -180,6 +184,28 @@ class ModelGoldenJudge:
     prob = np.clip(self.compare(prompts, y1, m1, y2, m2).prob_first, 1e-12, 1 - 1e-12)
     logit = np.log(prob) - np.log1p(-prob)
     return (logit / 2).astype(np.float32), (-logit / 2).astype(np.float32)
+
+
+def build(judge_section, data_section, vocab, mesh, rules):
+  """The judge of a config's `judge` section: the proxy PM (kind "proxy", asked both
+  ways) or a reward model ("reward") from `judge.checkpoint`, or the golden judge
+  ("golden": the environment's program, or a golden PM's export with
+  `judge.golden_checkpoint`, asked both ways). A model judge runs on `mesh`, the
+  proxy PM's role mesh (the caller picks it: roles are the training runtime's).
+  """
+  kind = judge_section.kind
+  if kind in ("proxy", "reward"):
+    if not judge_section.checkpoint:
+      raise config_lib.ConfigError(f"config.judge.checkpoint: the {kind} model's export is "
+                                   f"required with judge.kind={kind!r}")
+    return load_model_judge(judge_section.checkpoint, data_section, mesh, rules,
+                            head="reward" if kind == "reward" else "pairwise")
+  if kind == "golden" and judge_section.get("golden_checkpoint", ""):
+    # A golden PM trained on rater labels (real data): a model judge asked both ways.
+    return load_model_judge(judge_section.golden_checkpoint, data_section, mesh, rules)
+  if kind == "golden":
+    return GoldenJudge(vocab)
+  raise config_lib.ConfigError(f"config.judge.kind={kind!r}: choose proxy, reward or golden")
 
 
 def load_golden_judge(export: str, vocab, data_section, mesh, rules):

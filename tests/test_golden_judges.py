@@ -61,17 +61,24 @@ def test_judge_golden_checkpoint_needs_the_golden_kind():
   config_lib.check_judge(c.judge)
 
 
-def test_online_golden_judge_is_the_golden_pm_when_given(monkeypatch):
-  from alignment.train import online, roles  # pylint: disable=g-import-not-at-top
+def test_the_judge_section_builds_the_golden_pm_when_given(monkeypatch):
   loaded = []
   monkeypatch.setattr(judges, "load_model_judge",
                       lambda path, *a, **k: loaded.append(path) or "golden-pm")
   c = config_lib.load("configs/online.py:tiny")
   config_lib.apply_overrides(c, ["judge.kind=golden", "judge.golden_checkpoint=GPM/export"],
                              where="test")
-  meshes = {roles.Role.PROXY_PM: None}
-  assert online.make_judge(c.judge, c.data, None, meshes, None) == "golden-pm"
+  assert judges.build(c.judge, c.data, None, None, None) == "golden-pm"
   assert loaded == ["GPM/export"]
   c.judge.golden_checkpoint = ""
   vocab = vocab_lib.get_vocabulary("sentencepiece")
-  assert isinstance(online.make_judge(c.judge, c.data, vocab, meshes, None), judges.GoldenJudge)
+  assert isinstance(judges.build(c.judge, c.data, vocab, None, None), judges.GoldenJudge)
+
+
+def test_the_judge_section_names_a_known_kind_and_a_model_judge_its_export():
+  c = config_lib.load("configs/online.py:tiny")
+  with pytest.raises(config_lib.ConfigError, match="judge.checkpoint"):
+    judges.build(c.judge, c.data, None, None, None)  # proxy, no export
+  c.judge.kind = "oracle"
+  with pytest.raises(config_lib.ConfigError, match="choose proxy, reward or golden"):
+    judges.build(c.judge, c.data, None, None, None)
