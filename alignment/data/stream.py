@@ -49,12 +49,18 @@ slice), into its own chunks (`-h<host>`). A run resumed on another number of
 hosts cuts back every old host's chunks (host h those of old hosts h' with
 h' mod P = h), so the stream stays whole and gap-free.
 
+The online loop writes through `OnlineWriter`: one `write` per step of the
+judged pairs (`SampledPairs` and the verdict), each process its own rows at their
+global positions, the step the samples were drawn at as the extra
+"sampling_step", flushed whenever the loop checkpoints.
+
 `register_stream(directory)` also exposes a stream as a seqio Task ({prompt,
 chosen, rejected} with the padding removed, plus step and position), in file
 order, for tools that speak seqio; exact order is the reader's job.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -64,7 +70,7 @@ from typing import Mapping
 
 import numpy as np
 
-from alignment import faults, files, sharding
+from alignment import distributed, faults, files, sharding
 from alignment.data import batches
 from alignment.data import pipeline
 from alignment.data.tf_setup import tf
@@ -247,6 +253,39 @@ class StreamWriter:
 
   def __exit__(self, *exc):
     self.close()
+
+
+class OnlineWriter:
+  """D_online as the online loop writes it: each step's judged pairs, one call a step.
+
+  Each process writes the rows of the global arrays it holds, at their positions in
+  the global batch; the extra "sampling_step" records the step whose parameters
+  drew the samples (`rl.staleness`). `write(..., flush=True)` where the loop saves a
+  checkpoint, so the stream never runs ahead of the checkpoint it resumes from
+  (and `resume_step` cuts it back to that checkpoint).
+  """
+
+  def __init__(self, directory: str, *, global_batch_size: int, prompt_length: int,
+               response_length: int, vocab: str, resume_step: int):
+    self.writer = StreamWriter(directory, global_batch_size=global_batch_size,
+                               prompt_length=prompt_length, response_length=response_length,
+                               vocab=vocab, extras=("sampling_step",), resume_step=resume_step)
+
+  def write(self, step: int, sampled: batches.SampledPairs, first_wins, prob_first,
+            sampling_step: int, flush: bool) -> None:
+    """Step `step`'s pairs and verdicts (global arrays [B, ...]), then a flush if asked."""
+    rows = {f.name: distributed.local_rows(getattr(sampled, f.name))
+            for f in dataclasses.fields(sampled)}
+    self.writer.write(step, **rows,
+                      verdict=np.asarray(distributed.local_rows(first_wins)).astype(np.int32),
+                      proxy_prob=np.asarray(distributed.local_rows(prob_first), np.float32),
+                      extras={"sampling_step": np.full(len(rows["prompt"]), sampling_step)},
+                      positions=distributed.local_row_indices(sampled.response_1))
+    if flush:
+      self.writer.flush()
+
+  def close(self) -> None:
+    self.writer.flush()
 
 
 def read_meta(directory: str) -> dict:
