@@ -208,13 +208,12 @@ def _train_step_figures(config, program, devices, resolved_mesh: dict) -> dict:
 def _proxy_pm(config, program, pm_name: str, mesh, rules):
   """The online loop's proxy PM, (model, abstract parameters): the zoo model
   named (the policy's by default) at the policy's dtypes and vocabulary."""
-  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
   from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
   model_cfg = program.model_config
   pm_cfg = zoo.get(pm_name or config.model.name, dtype=model_cfg.dtype,
                    param_dtype=model_cfg.param_dtype, vocab_size=model_cfg.vocab_size)
   pm_model = heads.PairwisePreferenceModel(pm_cfg)
-  return pm_model, checkpoint.abstract_params(pm_model, config.data, mesh, rules)
+  return pm_model, zoo.sharded_abstract_params(pm_model, config.data, mesh, rules)
 
 
 def _sampler_figures(program, sampler, prompt, data, mesh, rules) -> tuple[dict, int, dict]:
