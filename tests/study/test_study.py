@@ -177,3 +177,71 @@ def test_rl_and_staleness_experiments_write_their_plots_and_rows(smoke_study, tm
   assert all(set(c_["reading"]) == {"peak", "envelope"} for c_ in stale.values())
   assert ("(the k = infinity end)" if setup["gate_passed"] else "inconclusive") in \
       readings["staleness"]
+
+
+def test_an_experiment_of_your_own_is_found_by_module_name_or_file(tmp_path, monkeypatch):
+  """examples/beta_sweep.py, named as a module from the repository's root or as a
+  file, plans its stages after the built-in ones; a broken module is one line."""
+  monkeypatch.chdir(ROOT)
+  for name in ("examples.beta_sweep", "examples/beta_sweep.py"):
+    c = _smoke()
+    config_lib.apply_overrides(c, [f"experiments=['{name}', 'fig1']"])
+    stages = study.plan(c, str(tmp_path))
+    names = [st.name for st in stages]
+    assert names[-2:] == ["online_ipo_beta0.03", "online_ipo_beta0.3"], names
+    last = stages[-1]
+    assert last.group == "beta_sweep" and last.run["hparams"]["beta"] == 0.3
+    assert last.config.loss.beta == 0.3 and "pm" in last.deps
+  c = _smoke()
+  config_lib.apply_overrides(c, ["experiments=['examples/beta_sweep.py']"])
+  with pytest.raises(config_lib.ConfigError, match="beta_sweep is compared with Fig. 1's "
+                     "online IPO; list 'fig1' too"):
+    study.plan(c, str(tmp_path))
+  bad = {"none.py": "X = 1\n", "broken.py": "import no_such_module_here\n",
+         "clash.py": "from alignment.study.experiments import h4\nEXPERIMENT = h4.H4()\n"}
+  for file, text in bad.items():
+    (tmp_path / file).write_text(text)
+  for file, message in (("none.py", "defines no EXPERIMENT"),
+                        ("broken.py", "cannot import it: ModuleNotFoundError"),
+                        ("clash.py", "must be set and differ from the built-in"),
+                        ("missing.py", "no such file")):
+    c = _smoke()
+    path = str(tmp_path / file)
+    config_lib.apply_overrides(c, [f"experiments=['fig1', '{path}']"])
+    with pytest.raises(config_lib.ConfigError, match=message) as e:
+      study.plan(c, str(tmp_path))
+    assert f"study.experiments: '{path}'" in str(e.value)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_an_experiment_of_your_own_runs_from_the_command_line(smoke_study, tmp_path):
+  """The example experiment, named on the command line as a file, on the smoke study's
+  foundation and Fig. 1 (reused by hash): its two runs, its comparisons with Fig. 1's
+  online IPO in results.json, its section and plot in the report."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir, _ = smoke_study
+  shutil.copytree(workdir, tmp_path / "study")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  cmd = [sys.executable, "-m", "alignment.study", "--config=configs/study.py:smoke",
+         f"--workdir={tmp_path / 'study'}", "--config.seeds=[0]",
+         "--config.experiments=['fig1', 'examples/beta_sweep.py']"]
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "online_ipo_s0: done (cached)" in done.stdout  # Fig. 1 is reused, not rerun
+  with open(tmp_path / "study" / "results.json") as f:
+    results = json.load(f)
+  compared = results["comparisons"]["beta_sweep"]
+  assert set(compared) == {"online_ipo_beta0.03", "online_ipo_beta0.3"}
+  for c in compared.values():
+    lo, hi = c["peak_minus_online_ipo"]["interval"]
+    assert lo <= c["peak_minus_online_ipo"]["estimate"] <= hi
+  runs = {r["name"]: r for r in results["runs"]}
+  assert runs["online_ipo_beta0.03"]["hparams"]["beta"] == 0.03
+  assert [p["step"] for p in runs["online_ipo_beta0.3"]["points"]] == [0, 2, 4, 8]
+  report = (tmp_path / "study" / "report.md").read_text()
+  assert "## Example: online IPO at other betas" in report
+  assert "(budget_beta_sweep.png)" in report and results["comparison_readings"][
+      "beta_sweep"] in report
+  assert (tmp_path / "study" / "budget_beta_sweep.png").stat().st_size > 1000
