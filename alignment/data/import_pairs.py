@@ -378,9 +378,9 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
   records = list(read_records(input_path, fmt))
   texts = [t for r in records for t in (r.prompt, r.chosen, r.rejected)]
   ids = vocab_lib.encode_batch(vocabulary, texts)
-  tmp = _temp_dir_beside(output_dir)
   splits, names, counts = _assign_splits(records, input_path, validation_fraction,
                                          eval_fraction)
+  tmp = _temp_dir_beside(output_dir)  # after every check that needs no file written
   try:
     truncated = _write_splits(tmp, records, ids, splits, names, vocabulary, input_path,
                               max_prompt_tokens=max_prompt_tokens,

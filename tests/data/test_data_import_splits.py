@@ -54,6 +54,7 @@ def test_eval_split_defaults_to_validation_and_empty_split_is_an_error(tmp_path)
   with pytest.raises(ip.BadInput, match="no record fell"):
     ip.import_file(one, "jsonl", str(tmp_path / "b"), validation_fraction=0.5,
                    eval_fraction=0.4)
+  assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]  # nothing half-written left
 
 
 def test_hh_import_with_splits_and_its_sft_view(tmp_path):
