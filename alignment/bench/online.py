@@ -88,13 +88,13 @@ def bench_online(args) -> Json:
     t1 = time.perf_counter()
     judged = jax.block_until_ready(phases.judge(batch, out, i))
     t2 = time.perf_counter()
-    state, metrics, _ = phases.update(state, *judged)
+    state, metrics, _ = phases.update(state, judged)
     jax.block_until_ready(metrics)
     t3 = time.perf_counter()
     timed = [("sample", t1 - t0), ("judge", t2 - t1), ("update", t3 - t2), ("step", t3 - t0)]
     if contrastive:
       with sharding.use(mesh, rules):
-        pairs = to_pairs(judged[0], judged[1].first_wins)
+        pairs = to_pairs(judged.sampled, judged.verdict.first_wins)
         t4 = time.perf_counter()
         jax.block_until_ready(reference_scores(ref_params, pairs))
       timed.append(("reference_scoring", time.perf_counter() - t4))

@@ -6,12 +6,18 @@ asks the judge which is better, and applies the same registry loss as the
 offline loop to (winner, loser) against the frozen reference. The judge is
 the proxy PM (`judge.kind="proxy"`, `judge.checkpoint` = its export, asked
 both ways: `judges.ModelJudge`) or the golden judge (`judge.kind="golden"`:
-the "golden policy" of the paper's win rates).
+the "golden policy" of the paper's win rates); `judges.build` makes it.
+
+A step runs in three phases (`Phases`: sample, judge, update; `make_phases`),
+`contrastive_phases` or `policy_gradient_phases` by `rl.method`; the judge phase
+hands the update a typed judgement, `JudgedPairs` or `JudgedRewards`. `Rollouts`
+runs the phases in turn, or the next step's sampling and judging ahead with
+`rl.staleness`.
 
 Roles (`config.roles`): the policy (state, sampler, data), the reference and
 the proxy PM share the mesh by default, or each takes a sub-mesh; batches,
-verdicts and reference log-probs then cross by reshards (`roles.Reference`,
-`judge_compare` below), and the results equal the shared mesh's.
+verdicts and reference log-probs then cross by reshards (`roles.Reference`, the
+judge phases below), and the results equal the shared mesh's.
 
 `rl.method` picks what is optimised (`config.rl_section`): "contrastive" (the
 above: 2 samples, a verdict, the `loss` section's pairwise loss) or policy
@@ -30,7 +36,7 @@ policy with probability a and from the policy otherwise (a sequence-level
 mixture, after IPO-MD's mixture of the current and reference policies).
 
 With `train.write_stream`, every step's prompts, both responses and the
-verdict are written to DIR/stream (`alignment.data.stream`), so the offline
+verdict are written to DIR/stream (`stream.OnlineWriter`), so the offline
 loop can replay D_online in order, shuffled, or shuffled within windows.
 
     python -m alignment.main --config=configs/online.py:tiny --workdir=DIR \\
@@ -40,15 +46,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import algorithms, checkpoint, distributed, evaluation, faults, judges, sampling
+from alignment import algorithms, checkpoint, evaluation, faults, judges, layout, sampling
 from alignment import scoring, sharding
 from alignment import config as config_lib
 from alignment.data import batches as B
@@ -127,43 +133,41 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
   return OnlineProgram(train, sampler)
 
 
+@flax.struct.dataclass
+class JudgedPairs:
+  """What the contrastive judge phase hands the update: the two samples of each
+  prompt, typed (`SampledPairs` [B, ...]), and the judge's verdict on them."""
+  sampled: B.SampledPairs
+  verdict: algorithms.Comparison
+
+
+@flax.struct.dataclass
+class JudgedRewards:
+  """What the policy-gradient judge phase hands the update: the sampler's k samples
+  per prompt (rows i * k + j) and one reward each ([B x k] float32)."""
+  out: sampling.SampleOutput
+  rewards: jax.Array
+
+
+Judged = JudgedPairs | JudgedRewards
+
+
 @dataclasses.dataclass(frozen=True)
 class Phases:
   """One online step in its three phases; the loop runs them in turn and the
   benchmark (`python -m alignment.bench online`) times each.
 
-  sample(params, prompts, step) -> SampleOutput: 2 responses per prompt, rows 2i, 2i + 1.
-  judge(prompts, out, step) -> (SampledPairs, Comparison): the two samples of each
-    prompt, typed, and the judge's verdict on them (a model judge on its own mesh
-    is resharded to).
-  update(state, sampled, verdict) -> (state, metrics, judge statistics): ranked
-    pairs (winner, loser), then the train step (policy and frozen reference in one
-    program), vetoed when a verdict is not finite.
+  sample(params, prompts, step) -> SampleOutput: rl.samples responses per prompt.
+  judge(prompts, out, step) -> Judged: contrastive, `JudgedPairs` (the two samples
+    of each prompt and the verdict); rloo/grpo, `JudgedRewards` (a reward per
+    sample). A model judge on its own mesh is resharded to.
+  update(state, judged) -> (state, metrics, batch statistics): the train step(s)
+    (policy and frozen reference in one program), vetoed when a verdict or reward
+    is not finite.
   """
   sample: Callable[..., sampling.SampleOutput]
-  judge: Callable[..., Any]
-  update: Callable[..., Any]
-
-
-def make_judge(judge_cfg, data_cfg, vocab, meshes, rules):
-  """The `judge` section's judge: the proxy PM (asked both ways) or a reward model,
-  on the proxy's role mesh, or the golden judge (the program, or a golden PM's export
-  with `judge.golden_checkpoint`, on the proxy's mesh)."""
-  kind = judge_cfg.kind
-  if kind in ("proxy", "reward"):
-    if not judge_cfg.checkpoint:
-      raise config_lib.ConfigError(f"config.judge.checkpoint: the {kind} model's export is "
-                                   f"required with judge.kind={kind!r}")
-    return judges.load_model_judge(judge_cfg.checkpoint, data_cfg,
-                                   meshes[roles.Role.PROXY_PM], rules,
-                                   head="reward" if kind == "reward" else "pairwise")
-  if kind == "golden" and judge_cfg.get("golden_checkpoint", ""):
-    # A golden PM trained on rater labels (real data): a model judge asked both ways.
-    return judges.load_model_judge(judge_cfg.golden_checkpoint, data_cfg,
-                                   meshes[roles.Role.PROXY_PM], rules)
-  if kind == "golden":
-    return judges.GoldenJudge(vocab)
-  raise config_lib.ConfigError(f"config.judge.kind={kind!r}: choose proxy, reward or golden")
+  judge: Callable[..., Judged]
+  update: Callable[..., tuple]
 
 
 def lengths_of(sampled: B.SampledPairs):
@@ -177,6 +181,12 @@ def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
   (contrastive: judged pairs; rloo/grpo: rewards of k samples per prompt)."""
   if config.rl.method != "contrastive":
     return policy_gradient_phases(program, config, judge, reference)
+  return contrastive_phases(program, config, judge, reference)
+
+
+def contrastive_phases(program: OnlineProgram, config, judge, reference) -> Phases:
+  """Two samples per prompt (the reference's with probability `sampling.mixture`),
+  the judge's verdict on each pair, then one step on the (winner, loser) pairs."""
   train, sampler = program.train, program.sampler
   mesh, rules = train.mesh, train.rules
   s = config.sampling
@@ -199,7 +209,7 @@ def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
         out = mix(out, ref_out, jax.random.fold_in(key, 2), float(s.mixture))
     return out
 
-  def judge_samples(batch, out, step):
+  def judge_samples(batch, out, step) -> JudgedPairs:
     del batch  # the sampler's output carries its prompts
     with sharding.use(mesh, rules):
       sampled = split(out)
@@ -211,9 +221,10 @@ def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
       verdict = sharding.move_rows(verdict, mesh, rules)
     if faults.hit("judge", step + 1):  # fault injection (tests only)
       verdict = verdict.replace(prob_first=jnp.full_like(verdict.prob_first, jnp.nan))
-    return sampled, verdict.replace(first_wins=jnp.asarray(verdict.first_wins))
+    return JudgedPairs(sampled, verdict.replace(first_wins=jnp.asarray(verdict.first_wins)))
 
-  def update(state, sampled, verdict):
+  def update(state, judged: JudgedPairs):
+    sampled, verdict = judged.sampled, judged.verdict
     with sharding.use(mesh, rules):
       pairs = rank(sampled, verdict.first_wins)
       batch_stats = stats(sampled, verdict.prob_first, verdict.first_wins)
@@ -221,6 +232,137 @@ def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
     return state, metrics, batch_stats
 
   return Phases(sample, judge_samples, update)
+
+
+# ---------------------------------------------------------------------------
+# Policy gradient (RLOO, GRPO): k samples per prompt, a reward each
+# ---------------------------------------------------------------------------
+
+
+def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> Phases:
+  """RLOO/GRPO's phases: sample k responses per prompt; rewards from the judge
+  (`reward_fn`: a reward model's r, a pairwise PM's sibling wins, or golden scores);
+  the advantages over each prompt's k samples and `rl.updates` minibatch updates
+  (`pg_update_fn`)."""
+  sample_key = jax.random.PRNGKey(np.uint32(config.seed + 1))
+  rewards_of = reward_fn(program, config, judge)
+
+  def sample(params, batch, step):
+    return program.sampler(params, batch, jax.random.fold_in(sample_key, step))
+
+  def judge_samples(batch, out, step) -> JudgedRewards:
+    del batch  # the sampler's output carries its prompts
+    rewards = jnp.asarray(rewards_of(out), jnp.float32)
+    if faults.hit("judge", step + 1):  # fault injection (tests only)
+      rewards = jnp.full_like(rewards, jnp.nan)
+    return JudgedRewards(out, rewards)
+
+  return Phases(sample, judge_samples, pg_update_fn(program, config, reference))
+
+
+def reward_fn(program: OnlineProgram, config, judge) -> Callable:
+  """out -> [B x k] rewards of the sampler's output, on the policy's mesh: a reward
+  model's or the golden judge's r(x, y) per row, or a pairwise PM's sibling wins
+  (each pair of a prompt's k samples judged once: `algorithms.sibling_win_matrix`,
+  `sibling_win_rewards`). A model judge on its own mesh gets the rows resharded to
+  it, and its results back."""
+  train, k = program.train, config.rl.samples
+  mesh, rules = train.mesh, train.rules
+  rows = train.batch_spec.response.sharding
+  # The k samples of each prompt, one at a time (a pairwise judge compares them two by two).
+  nth = jax.jit(lambda out, i: (out.prompt[i::k], out.prompt_mask[i::k], out.tokens[i::k],
+                                out.mask[i::k]), static_argnums=1, out_shardings=(rows,) * 4)
+  siblings = jax.jit(algorithms.sibling_win_rewards, out_shardings=rows)
+  judge_mesh = getattr(judge, "mesh", None)  # a model judge on its own mesh: reshard
+  split_judge = judge_mesh is not None and not sharding.same_mesh(judge_mesh, mesh)
+  to_judge = lambda x: sharding.move_rows(x, judge_mesh, rules) if split_judge else x
+  from_judge = lambda x: sharding.move_rows(x, mesh, rules) if split_judge else x
+
+  def rewards_of(out):
+    prompts = B.PromptBatch(out.prompt, out.prompt_mask)
+    if hasattr(judge, "rewards"):  # a reward model or the golden judge: r(x, y) per row
+      return from_judge(judge.rewards(*to_judge((prompts, out.tokens, out.mask))))
+    with sharding.use(mesh, rules):  # a pairwise PM: P(i beats j) for each pair of siblings
+      parts = [to_judge(nth(out, i)) for i in range(k)]
+    pair_probs = {}
+    for i in range(k):
+      for j in range(i + 1, k):
+        c = judge.compare(B.PromptBatch(*parts[i][:2]), *parts[i][2:], *parts[j][2:])
+        pair_probs[i, j] = from_judge(c.prob_first)
+    matrix = algorithms.sibling_win_matrix(pair_probs, k)  # [B, k, k]
+    with sharding.use(mesh, rules):
+      return siblings(matrix).reshape(-1)
+
+  return rewards_of
+
+
+def rollout_fn(model, config) -> Callable:
+  """The pure (ref_params, params, out, rewards) -> (RolloutInput, batch statistics) of
+  one batch of k samples per prompt: the sequences' log-probs under the reference,
+  the advantages (`algorithms.pg_advantages`), weighted by min(pi / pi_behaviour,
+  rl.is_cap) when stale samples are corrected (params: the current policy's)."""
+  r, k = config.rl, config.rl.samples
+
+  def logps_of(params, out):
+    logits = model.apply({"params": params}, out.prompt, out.prompt_mask, out.tokens, out.mask)
+    return scoring.token_logprobs(logits, out.tokens, out.mask)
+
+  def prepare_fn(ref_params, params, out, rewards):
+    ref_t = logps_of(ref_params, out)
+    old_t = out.logprobs  # the sampling (behaviour) policy's, untempered
+    seq = lambda t: jnp.sum(t, -1).reshape(-1, k)
+    rewards_bk = rewards.astype(jnp.float32).reshape(-1, k)
+    adv = algorithms.pg_advantages(r.method, rewards_bk, seq(old_t), seq(ref_t), r.kl,
+                                   r.kl_coef, r.grpo_eps)
+    if r.is_cap > 0:  # stale samples: weight by min(pi / pi_behaviour, cap); the ratio
+      now_t = logps_of(params, out)  # then starts from the current policy
+      adv = adv * algorithms.truncated_importance_weights(seq(now_t), seq(old_t), r.is_cap)
+      old_t = now_t
+    rollout = steps.RolloutInput(out.prompt, out.prompt_mask, out.tokens, out.mask,
+                                 adv.reshape(-1), old_t, ref_t)
+    lengths = jnp.sum(out.mask, -1).astype(jnp.float32)
+    stats = {"reward_mean": jnp.mean(rewards_bk),
+             "reward_std_in_group": jnp.mean(jnp.std(rewards_bk, -1)),
+             "judge_ok": jnp.all(jnp.isfinite(rewards_bk)),
+             "response_length": jnp.mean(lengths), "tokens": jnp.sum(lengths)}
+    return rollout, stats
+
+  return prepare_fn
+
+
+def pg_update_fn(program: OnlineProgram, config, reference) -> Callable:
+  """(state, JudgedRewards) -> (state, metrics, batch statistics): the batch's
+  `rollout_fn` on the policy's mesh, cut into `rl.updates` minibatches of the step's
+  batch spec, one train step each (the exact KL's with the reference's parameters),
+  each vetoed unless every reward is finite."""
+  train, r = program.train, config.rl
+  mesh, rules, mb_spec = train.mesh, train.rules, train.batch_spec
+  rows, row = mb_spec.response.sharding, mb_spec.advantages.sharding
+  n_mb = mb_spec.response.shape[0]
+  full = steps.RolloutInput(rows, rows, rows, rows, row, rows, rows)
+  prepare = jax.jit(rollout_fn(train.model, config),
+                    out_shardings=(full, sharding.replicated(mesh)))
+  take = jax.jit(lambda ro, u: jax.tree.map(lambda x: x[u * n_mb:(u + 1) * n_mb], ro),
+                 static_argnums=1, out_shardings=full)
+
+  def update(state, judged: JudgedRewards):
+    ref = reference.on_policy_mesh()
+    with sharding.use(mesh, rules):
+      rollout, batch_stats = prepare(ref, state.params if r.is_cap > 0 else None, judged.out,
+                                     judged.rewards)
+      minibatches = [take(rollout, u) for u in range(r.updates)]
+    for mb in minibatches:
+      if r.kl == "exact":
+        mb = mb.replace(ref_params=ref)
+      state, metrics = train.step(state, mb, batch_stats["judge_ok"])
+    return state, metrics, batch_stats
+
+  return update
+
+
+# ---------------------------------------------------------------------------
+# Who runs the phases, and when: on policy, or with parameters k steps old
+# ---------------------------------------------------------------------------
 
 
 class StaleParams:
@@ -257,12 +399,13 @@ class StaleParams:
 
 @dataclasses.dataclass
 class Rollout:
-  """One step's prompts, samples and verdicts, and how long the loop waited for them."""
+  """One step's prompts, samples and judgement (None until judged), and how long the
+  loop waited for them."""
   step: int
-  batch: Any
-  out: Any
-  judged: Any
+  batch: B.PromptBatch
+  out: sampling.SampleOutput
   sampling_step: int
+  judged: Judged | None = None
   waited_sample: float = 0.0
   waited_judge: float = 0.0
 
@@ -302,7 +445,7 @@ class Rollouts:
     r = self._current(step, state.params)
     if self.overlap and step + 1 < num_steps:  # before this update
       self._ahead = self._draw(step + 1)
-    state, metrics, batch_stats = self.phases.update(state, *r.judged)
+    state, metrics, batch_stats = self.phases.update(state, r.judged)
     if self._ahead is not None:
       self._ahead.judged = self.phases.judge(self._ahead.batch, self._ahead.out,
                                              self._ahead.step)
@@ -315,8 +458,7 @@ class Rollouts:
     """The next batch, its sampling dispatched with step `step`'s parameters."""
     batch = next(self.prompts)
     sample_params, sampling_step = self.stale.at(step)
-    return Rollout(step, batch, self.phases.sample(sample_params, batch, step), None,
-                   sampling_step)
+    return Rollout(step, batch, self.phases.sample(sample_params, batch, step), sampling_step)
 
   def _current(self, step: int, params) -> Rollout:
     t0 = time.perf_counter()
@@ -327,111 +469,45 @@ class Rollouts:
     jax.block_until_ready(r.out.tokens)
     t1 = time.perf_counter()
     if r.judged is None:
-      r.judged = self.phases.judge(r.batch, r.out, step)  # (SampledPairs, Comparison) or (out, rewards)
+      r.judged = self.phases.judge(r.batch, r.out, step)
     jax.block_until_ready(r.judged)
     r.waited_sample, r.waited_judge = t1 - t0, time.perf_counter() - t1
     return r
 
 
-def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> Phases:
-  """RLOO/GRPO's phases: sample k responses per prompt; rewards from the judge (a
-  reward model's r, a pairwise PM's sibling wins, or golden scores); the
-  advantages over each prompt's k samples; `rl.updates` minibatch updates."""
-  train, sampler = program.train, program.sampler
-  mesh, rules, model = train.mesh, train.rules, train.model
-  r, k = config.rl, config.rl.samples
-  sample_key = jax.random.PRNGKey(np.uint32(config.seed + 1))
-  mb_spec = train.batch_spec
-  rows = mb_spec.response.sharding
-  row = mb_spec.advantages.sharding
-  n_mb = mb_spec.response.shape[0]
+def open_stream(config, workdir: str, vocab, start: int) -> stream.OnlineWriter | None:
+  """D_online's writer with `train.write_stream` (DIR/stream, cut back to `start`
+  when resuming), else None."""
+  if not config.train.write_stream:
+    return None
+  d = config.data
+  return stream.OnlineWriter(layout.stream(workdir), global_batch_size=d.batch_size,
+                             prompt_length=d.prompt_len, response_length=d.response_len,
+                             vocab=vocab_lib.vocabulary_name(vocab), resume_step=start)
 
-  def logps_of(params, out):
-    logits = model.apply({"params": params}, out.prompt, out.prompt_mask, out.tokens, out.mask)
-    return scoring.token_logprobs(logits, out.tokens, out.mask)
 
-  def prepare_fn(ref_params, params, out, rewards):
-    ref_t = logps_of(ref_params, out)
-    old_t = out.logprobs  # the sampling (behaviour) policy's, untempered
-    seq = lambda t: jnp.sum(t, -1).reshape(-1, k)
-    rewards_bk = rewards.astype(jnp.float32).reshape(-1, k)
-    adv = algorithms.pg_advantages(r.method, rewards_bk, seq(old_t), seq(ref_t), r.kl,
-                                   r.kl_coef, r.grpo_eps)
-    if r.is_cap > 0:  # stale samples: weight by min(pi / pi_behaviour, cap); the ratio
-      now_t = logps_of(params, out)  # then starts from the current policy
-      adv = adv * algorithms.truncated_importance_weights(seq(now_t), seq(old_t), r.is_cap)
-      old_t = now_t
-    rollout = steps.RolloutInput(out.prompt, out.prompt_mask, out.tokens, out.mask,
-                                 adv.reshape(-1), old_t, ref_t)
-    lengths = jnp.sum(out.mask, -1).astype(jnp.float32)
-    stats = {"reward_mean": jnp.mean(rewards_bk),
-             "reward_std_in_group": jnp.mean(jnp.std(rewards_bk, -1)),
-             "judge_ok": jnp.all(jnp.isfinite(rewards_bk)),
-             "response_length": jnp.mean(lengths), "tokens": jnp.sum(lengths)}
-    return rollout, stats
+def saves_checkpoint(run_: bookkeeping.Run, train_cfg, step: int) -> bool:
+  """Whether `run_.end_of_step(step)` saves a checkpoint (its rule: every
+  `train.checkpoint_every` steps, the last step, and on a preemption)."""
+  return (step % train_cfg.checkpoint_every == 0 or step == train_cfg.num_steps
+          or run_.preemption.requested)
 
-  full = steps.RolloutInput(rows, rows, rows, rows, row, rows, rows)
-  prepare = jax.jit(prepare_fn, out_shardings=(full, sharding.replicated(mesh)))
-  take = jax.jit(lambda ro, u: jax.tree.map(lambda x: x[u * n_mb:(u + 1) * n_mb], ro),
-                 static_argnums=1, out_shardings=full)
-  # The k samples of each prompt, one at a time (a pairwise judge compares them two by two).
-  nth = jax.jit(lambda out, i: (out.prompt[i::k], out.prompt_mask[i::k], out.tokens[i::k],
-                                out.mask[i::k]), static_argnums=1, out_shardings=(rows,) * 4)
-  siblings = jax.jit(algorithms.sibling_win_rewards, out_shardings=rows)
 
-  def sample(params, batch, step):
-    return sampler(params, batch, jax.random.fold_in(sample_key, step))
-
-  judge_mesh = getattr(judge, "mesh", None)  # a model judge on its own mesh: reshard
-  split_judge = judge_mesh is not None and not sharding.same_mesh(judge_mesh, mesh)
-  to_judge = lambda x: sharding.move_rows(x, judge_mesh, rules) if split_judge else x
-  from_judge = lambda x: sharding.move_rows(x, mesh, rules) if split_judge else x
-
-  def rewards_of(out):
-    """[B x k] rewards of `out` (on the policy's mesh, returned there)."""
-    prompts = B.PromptBatch(out.prompt, out.prompt_mask)
-    if hasattr(judge, "rewards"):  # a reward model or the golden judge: r(x, y) per row
-      return from_judge(judge.rewards(*to_judge((prompts, out.tokens, out.mask))))
-    with sharding.use(mesh, rules):  # a pairwise PM: P(i beats j) for each pair of siblings
-      parts = [to_judge(nth(out, i)) for i in range(k)]
-    probs = [[None] * k for _ in range(k)]
-    for i in range(k):
-      for j in range(i + 1, k):
-        c = judge.compare(B.PromptBatch(*parts[i][:2]), *parts[i][2:], *parts[j][2:])
-        p = from_judge(c.prob_first)
-        probs[i][j], probs[j][i] = p, 1.0 - p
-    zero = jnp.zeros_like(probs[0][1])
-    matrix = jnp.stack([jnp.stack([zero if p is None else p for p in line], -1)
-                        for line in probs], 1)  # [B, k, k]
-    with sharding.use(mesh, rules):
-      return siblings(matrix).reshape(-1)
-
-  def judge_samples(batch, out, step):
-    del batch
-    rewards = jnp.asarray(rewards_of(out), jnp.float32)
-    if faults.hit("judge", step + 1):  # fault injection (tests only)
-      rewards = jnp.full_like(rewards, jnp.nan)
-    return out, rewards
-
-  def update(state, out, rewards):
-    ref = reference.on_policy_mesh()
-    with sharding.use(mesh, rules):
-      rollout, batch_stats = prepare(ref, state.params if r.is_cap > 0 else None, out,
-                                     rewards)
-      minibatches = [take(rollout, u) for u in range(r.updates)]
-    for mb in minibatches:
-      if r.kl == "exact":
-        mb = mb.replace(ref_params=ref)
-      state, metrics = train.step(state, mb, batch_stats["judge_ok"])
-    return state, metrics, batch_stats
-
-  return Phases(sample, judge_samples, update)
+def step_extras(r: Rollout, batch_stats: dict, step: int) -> dict[str, float]:
+  """The step's logged values beside the train step's metrics: the batch statistics
+  (less the veto flag), and the time the loop waited for its samples and verdicts
+  (all of sampling and judging on policy, what the overlap did not hide with
+  staleness) and how many steps old the sampling parameters were."""
+  extra = {k: float(v) for k, v in jax.device_get(batch_stats).items() if k != "judge_ok"}
+  extra.update(sample_time=r.waited_sample, judge_time=r.waited_judge,
+               sampling_lag=step - r.sampling_step)
+  return extra
 
 
 def run(config, workdir: str) -> dict:
-  # ---- set-up --------------------------------------------------------------
-  meshes, mesh, rules, reference_shared = roles.policy_set_up(config)  # config.roles
-  d = config.data
+  # ---- set-up: meshes (config.roles), the program ------------------------------
+  meshes, mesh, rules, reference_shared = roles.policy_set_up(config)
+  d, t = config.data, config.train
   vocab = tasks.task_vocabulary(d.task)
   program = build(config, mesh, rules, vocab, reference_shared=reference_shared)
   model, model_cfg = program.train.model, program.train.model_config
@@ -442,62 +518,44 @@ def run(config, workdir: str) -> dict:
       response_length=d.response_len, mesh=mesh, rules=rules, seed=d.shuffle_seed,
       virtual_shards=d.virtual_shards or None)
 
-  # ---- state ---------------------------------------------------------------
+  # ---- state: the policy (resumed if a checkpoint is there), the reference ----
   ckpt, meta, state, start = program.train.start(workdir, config, vocab, prompts,
                                                   config.init.policy)
   reference = roles.Reference(model, mesh, meshes[roles.Role.REFERENCE], rules,
                               program.train.state_shardings.params, config.init, config.data,
                               config.seed, config.loss.reduction)
 
-  # ---- judge, evaluation, stream ----------------------------------------------
-  judge = make_judge(config.judge, config.data, vocab, meshes, rules)
+  # ---- judge, evaluation (None unless the config evaluates in-loop), stream ----
+  judge = judges.build(config.judge, d, vocab, meshes[roles.Role.PROXY_PM], rules)
   proxy = judge if config.judge.kind in ("proxy", "reward") else None  # not a golden PM
   evaluator = evaluation.make_evaluator(config.eval, config.data, model,
-                                        reference.on_policy_mesh(), mesh, rules, proxy=proxy)  # None unless the config evaluates in-loop
-  writer = None
-  if config.train.write_stream:
-    writer = stream.StreamWriter(
-        os.path.join(workdir, "stream"), global_batch_size=d.batch_size,
-        prompt_length=d.prompt_len, response_length=d.response_len,
-        vocab=vocab_lib.vocabulary_name(vocab), extras=("sampling_step",), resume_step=start)
+                                        reference.on_policy_mesh(), mesh, rules, proxy=proxy)
+  writer = open_stream(config, workdir, vocab, start)
 
   # ---- step: sample, judge, update ------------------------------------------
   phases = make_phases(program, config, judge, reference)
 
   # ---- loop ----------------------------------------------------------------
-  run_ = bookkeeping.Run(config.train, workdir, ckpt, start, "online", meta,
+  run_ = bookkeeping.Run(t, workdir, ckpt, start, "online", meta,
                          watch=("loss", "grad_norm", "judge_prob_chosen", "reward_mean"))
   rollouts = Rollouts(phases, prompts, config.rl.staleness, config.rl.overlap)
-  for step in range(start, config.train.num_steps):
-    r, state, metrics, batch_stats = rollouts.step(step, state, config.train.num_steps)
-    if writer is not None:  # each process writes the rows it holds, at their positions
-      sampled, verdict = r.judged
-      rows = {f.name: distributed.local_rows(getattr(sampled, f.name))
-              for f in dataclasses.fields(sampled)}
-      writer.write(step, **rows,
-                   verdict=np.asarray(distributed.local_rows(verdict.first_wins)).astype(np.int32),
-                   proxy_prob=np.asarray(distributed.local_rows(verdict.prob_first), np.float32),
-                   extras={"sampling_step": np.full(len(rows["prompt"]), r.sampling_step)},
-                   positions=distributed.local_row_indices(sampled.response_1))
-    extra = {k: float(v) for k, v in jax.device_get(batch_stats).items() if k != "judge_ok"}
-    # The time the loop waited for its samples and verdicts: all of sampling and
-    # judging on policy, what the overlap did not hide with staleness.
-    extra.update(sample_time=r.waited_sample, judge_time=r.waited_judge, sampling_lag=step - r.sampling_step)
-    evaluation.maybe_evaluate(run_, evaluator, config.eval, config.train.num_steps, step + 1,
-                              state.params)
-    if writer is not None and (
-        (step + 1) % config.train.checkpoint_every == 0 or step + 1 == config.train.num_steps
-        or run_.preemption.requested):
-      writer.flush()  # the stream never runs ahead of the checkpoint it resumes from
+  for step in range(start, t.num_steps):
+    r, state, metrics, batch_stats = rollouts.step(step, state, t.num_steps)
+    extra = step_extras(r, batch_stats, step)
+    evaluation.maybe_evaluate(run_, evaluator, config.eval, t.num_steps, step + 1, state.params)
+    if writer is not None:  # flushed with each checkpoint: never ahead of the one it resumes
+      writer.write(step, r.judged.sampled, r.judged.verdict.first_wins,
+                   r.judged.verdict.prob_first, r.sampling_step,
+                   flush=saves_checkpoint(run_, t, step + 1))
     if run_.end_of_step(step + 1, state, metrics, rollouts.data_state(), extra=extra):
       break
   final = dict(run_.last_metrics)
   if writer is not None:
-    writer.flush()
+    writer.close()
   run_.close()
 
   # ---- export --------------------------------------------------------------
   if not run_.stopped_early:
-    checkpoint.export_params(state.params, model_cfg, os.path.join(workdir, "export"),
+    checkpoint.export_params(state.params, model_cfg, layout.export(workdir),
                              tokens=program.train.tokens)
   return final

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from alignment import checkpoint
+from alignment import checkpoint, judges
 from alignment import config as config_lib
 from alignment import main as main_lib
 from alignment import sharding
@@ -127,9 +127,9 @@ def test_policy_gradient_rewards_from_a_judge_on_its_own_mesh(pm_export):
   out = program.sampler(state.params, prompts, jax.random.PRNGKey(0))
   rewards = {}
   for where, role_meshes in (("own", meshes), ("shared", {role: mesh for role in meshes})):
-    judge = online.make_judge(c.judge, c.data, vocab, role_meshes, rules)
+    judge = judges.build(c.judge, c.data, vocab, role_meshes[roles.Role.PROXY_PM], rules)
     assert sharding.same_mesh(judge.mesh, mesh) == (where == "shared")
-    _, rewards[where] = online.make_phases(program, c, judge, None).judge(None, out, 0)
+    rewards[where] = online.make_phases(program, c, judge, None).judge(None, out, 0).rewards
     assert rewards[where].sharding.mesh.devices.tolist() == mesh.devices.tolist()
   np.testing.assert_allclose(rewards["own"], rewards["shared"], rtol=1e-5, atol=1e-6)
   assert np.asarray(rewards["own"]).shape == (c.data.batch_size * 3,)
