@@ -326,6 +326,10 @@ def test_a_stream_of_two_hosts_resumes_on_one(tmp_path):
   np.testing.assert_array_equal(rec["prompt"][:B], _step_arrays(0)["prompt"])
 
 
+ARRAYS = ("prompt", "prompt_mask", "response_1", "response_1_mask", "response_2",
+          "response_2_mask")
+
+
 def test_the_online_writer_writes_one_step_a_call_and_flushes_when_told(tmp_path):
   """The online loop's writer: SampledPairs and the verdict of a step in one call, the
   sampling step as an extra, a chunk only where the loop checkpoints (flush=True)."""
@@ -334,7 +338,7 @@ def test_the_online_writer_writes_one_step_a_call_and_flushes_when_told(tmp_path
                           vocab="sentencepiece", resume_step=0)
   written = {s: _step_arrays(s) for s in range(4)}
   for s, a in written.items():
-    sampled = batches.SampledPairs(*(a[k] for k in stream._ARRAYS))  # pylint: disable=protected-access
+    sampled = batches.SampledPairs(**{k: a[k] for k in ARRAYS})
     w.write(s, sampled, a["verdict"].astype(bool), a["proxy_prob"], sampling_step=s - 1,
             flush=s == 1)
   assert len(stream.chunk_files(d)) == 1  # steps 0-1; steps 2-3 are pending
@@ -345,6 +349,6 @@ def test_the_online_writer_writes_one_step_a_call_and_flushes_when_told(tmp_path
   np.testing.assert_array_equal(rec["extra/sampling_step"], np.repeat(np.arange(4) - 1.0, B))
   for s, a in written.items():
     rows = rec["step"] == s
-    for k in stream._ARRAYS + ("verdict",):  # pylint: disable=protected-access
+    for k in ARRAYS + ("verdict",):
       np.testing.assert_array_equal(rec[k][rows], a[k])
     np.testing.assert_array_equal(rec["proxy_prob"][rows], a["proxy_prob"])
