@@ -366,7 +366,7 @@ def train_table(result: Json) -> str:
   rows.append(f"model FLOPs per step {mf['total'] / 1e9:.1f} G (policy fwd+bwd "
               f"{mf['policy'] / 1e9:.1f}, reference fwd {mf['reference'] / 1e9:.1f}); XLA cost "
               f"analysis {o['xla_flops'] / 1e9:.1f} G ({o['xla_flops_over_counted']:.3f}x)")
-  rows.append(f"first-step loss: " + ", ".join(f"{k} {v:.6f}" for k, v in
+  rows.append("first-step loss: " + ", ".join(f"{k} {v:.6f}" for k, v in
                                                result["first_step_loss"].items()))
   bf = result["ours"].get("ours/bfloat16")
   if bf:

@@ -204,30 +204,6 @@ def arm_order(names) -> list[str]:
                                          for t in re.split(r"(\d+)", name) if t])
 
 
-def _finding(fid: int, text: str, parts: list[dict], numbers: dict, gate: dict,
-             rule: str) -> dict:
-  counted = [p for p in parts if p.get("counts", True)]
-  verdict = stats.combine([p["verdict"] for p in counted])
-  reason = None
-  if not gate.get("gate_passed"):
-    reason = "inconclusive: the proxy cannot rank the policy's samples (set-up gate)"
-    verdict = "inconclusive"
-  main = counted[0] if counted else {}
-  return {"id": fid, "finding": text, "verdict": verdict, "reason": reason,
-          "estimate": r(main.get("estimate"), 4),
-          "interval": [r(x, 4) for x in main.get("interval", [None, None])],
-          "parts": [{**p, "estimate": r(p.get("estimate"), 4),
-                     "interval": [r(x, 4) for x in p.get("interval", [None, None])]}
-                    for p in parts],
-          "numbers": numbers, "rule": rule}
-
-
-def arm_order(names) -> list[str]:
-  """Arm names sorted with their numbers as numbers (stale4 before stale16)."""
-  return sorted(names, key=lambda name: [(0, int(t), "") if t.isdigit() else (1, 0, t)
-                                         for t in re.split(r"(\d+)", name) if t])
-
-
 def finding(fid: int, text: str, parts: list[dict], numbers: dict, gate: dict,
             rule: str) -> dict:
   """A finding's entry in results.json: its verdict from its counted claims (every

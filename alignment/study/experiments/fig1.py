@@ -16,7 +16,7 @@ import numpy as np
 
 from alignment import stats
 from alignment.study import arms as A
-from alignment.study.experiment import Experiment, Section
+from alignment.study.experiment import Experiment
 
 CONTRASTIVE = ("ipo", "dpo", "slic")
 
