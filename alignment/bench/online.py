@@ -11,9 +11,11 @@ sampling and judging the overlap hid.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -42,6 +44,32 @@ def bench_online(args) -> Json:
   timed here as its own jitted forward on the same pairs, to show its share,
   and not added to the step.
   """
+  config, pm_config = _load_config(args.config, args.set), _load_config(args.pm_config)
+  setup = _online_setup(config, pm_config)
+  times, lengths, state = _time_steps(args, config, setup)
+  result = _summary(args, config, pm_config, setup.vocab_size, times, lengths)
+  if args.staleness:
+    result["staleness"] = _bench_staleness(args, config, setup.phases, setup.prompts, state,
+                                           result["median_s"])
+  return result
+
+
+@dataclasses.dataclass
+class _OnlineSetup:
+  """What the timed steps run: the loop's own phases on a random policy and PM."""
+  phases: Any
+  prompts: Any
+  state: Any
+  mesh: Any
+  rules: Any
+  ref_params: Any
+  to_pairs: Any
+  reference_scores: Any
+  vocab_size: int
+
+
+def _online_setup(config, pm_config) -> _OnlineSetup:
+  """The online loop's program, state, reference and phases, with a random proxy PM."""
   from alignment import algorithms, judges, sharding  # pylint: disable=g-import-not-at-top
   from alignment.data import pipeline, tasks  # pylint: disable=g-import-not-at-top
   from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
@@ -49,8 +77,6 @@ def bench_online(args) -> Json:
   from alignment.train import online, roles, steps  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
 
-  config, pm_config = _load_config(args.config, args.set), _load_config(args.pm_config)
-  contrastive = config.rl.method == "contrastive"
   meshes, mesh, rules, reference_shared = roles.policy_set_up(config)  # config.roles
   d = config.data
   vocab = tasks.task_vocabulary(d.task)
@@ -73,16 +99,25 @@ def bench_online(args) -> Json:
                                          pm_mesh, rules, jax.random.PRNGKey(1))
   judge = judges.ModelJudge(pm, pm_params, pm_mesh, rules)
   phases = online.make_phases(program, config, judge, reference)
-  to_pairs = jax.jit(algorithms.ranked_pairs)
   reference_scores = jax.jit(lambda ref, pairs: steps.pair_logps(model, ref, pairs,
                                                                  config.loss.reduction))
+  return _OnlineSetup(phases=phases, prompts=prompts, state=state, mesh=mesh, rules=rules,
+                      ref_params=ref_params, to_pairs=jax.jit(algorithms.ranked_pairs),
+                      reference_scores=reference_scores, vocab_size=vocab_size)
 
+
+def _time_steps(args, config, setup: _OnlineSetup) -> tuple[dict, list, Any]:
+  """Times each phase of `warmup + repeats` steps (the warm-up ones are not kept);
+  contrastive steps also time scoring their pairs under the reference."""
+  from alignment import sharding  # pylint: disable=g-import-not-at-top
+  contrastive = config.rl.method == "contrastive"
+  phases, state = setup.phases, setup.state
   times: dict[str, list] = {k: [] for k in ("sample", "judge", "update", "step")}
   if contrastive:
     times["reference_scoring"] = []
   lengths = []
   for i in range(args.warmup + args.repeats):
-    batch = next(prompts)
+    batch = next(setup.prompts)
     t0 = time.perf_counter()
     out = jax.block_until_ready(phases.sample(state.params, batch, i))
     t1 = time.perf_counter()
@@ -93,15 +128,21 @@ def bench_online(args) -> Json:
     t3 = time.perf_counter()
     timed = [("sample", t1 - t0), ("judge", t2 - t1), ("update", t3 - t2), ("step", t3 - t0)]
     if contrastive:
-      with sharding.use(mesh, rules):
-        pairs = to_pairs(judged.sampled, judged.verdict.first_wins)
+      with sharding.use(setup.mesh, setup.rules):
+        pairs = setup.to_pairs(judged.sampled, judged.verdict.first_wins)
         t4 = time.perf_counter()
-        jax.block_until_ready(reference_scores(ref_params, pairs))
+        jax.block_until_ready(setup.reference_scores(setup.ref_params, pairs))
       timed.append(("reference_scoring", time.perf_counter() - t4))
     if i >= args.warmup:
       for k, v in timed:
         times[k].append(v)
       lengths.append(float(np.mean(np.asarray(out.lengths))))
+  return times, lengths, state
+
+
+def _summary(args, config, pm_config, vocab_size: int, times: dict, lengths: list) -> Json:
+  """The settings, the times, their medians and shares, the sampling throughput."""
+  d, contrastive = config.data, config.rl.method == "contrastive"
   med = {k: statistics.median(v) for k, v in times.items()}
   rows = config.rl.samples * d.batch_size
   result = {"settings": {"config": args.config, "set": list(args.set),
@@ -121,8 +162,6 @@ def bench_online(args) -> Json:
             "mean_response_length": statistics.mean(lengths)}
   if contrastive:
     result["reference_scoring_share_of_update"] = med["reference_scoring"] / med["update"]
-  if args.staleness:
-    result["staleness"] = _bench_staleness(args, config, phases, prompts, state, med)
   return result
 
 
