@@ -16,6 +16,7 @@ from alignment import config as config_lib
 from alignment import stats, study
 from alignment.study import arms as arms_lib
 from alignment.study import foundation
+from alignment.study import stages as stages_lib
 from alignment.study.experiments import fig1, h1, h2, h4, h5, pair_sets, staleness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -263,6 +264,113 @@ def test_stage_hashes_do_not_depend_on_where_the_study_lies(tmp_path):
   assert study.stage_hashes(stages)["pm"] != study.stage_hashes(
       study.plan(config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke")),
                  str(tmp_path / "elsewhere" / "b")))["pm"]
+
+
+def _tree(root, files_):
+  for rel, text in files_.items():
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(text)
+
+
+def test_the_code_digest_covers_what_stages_run_and_not_the_report(tmp_path, monkeypatch):
+  """A fixed loss or config reruns the study; an edited report, tool or gin file does not."""
+  covered = {"alignment/losses.py": "IPO = 1\n", "alignment/study/foundation.py": "A = 1\n",
+             "alignment/data/assets/env.model": "vocab", "configs/online.py": "STEPS = 1\n"}
+  excluded = {"alignment/study/report.py": "R = 1\n", "alignment/study/plots.py": "P = 1\n",
+              "alignment/study/runner.py": "X = 1\n", "alignment/bench/train.py": "B = 1\n",
+              "alignment/aot.py": "C = 1\n", "alignment/zoo.py": "Z = 1\n",
+              "alignment/models/export.py": "E = 1\n", "configs/gin/x.gin": "a.b = 1\n",
+              "alignment/__pycache__/losses.cpython-311.pyc": "bytecode",
+              "alignment/notes.txt": "not code"}
+  setup = 'setuptools.setup(name="alignment", version="0.1.0", install_requires=[])\n'
+  _tree(tmp_path, {**covered, **excluded, "setup.py": setup})
+  base = stages_lib.code_digest(str(tmp_path))
+  assert stages_lib.code_digest(tmp_path) == base and len(base) == 64  # deterministic
+  for rel in excluded:
+    (tmp_path / rel).write_text("edited\n")
+    assert stages_lib.code_digest(str(tmp_path)) == base, rel
+  (tmp_path / "setup.py").write_text(setup.replace("[]", "['numpy']"))  # of setup.py,
+  assert stages_lib.code_digest(str(tmp_path)) == base  # only the version counts
+  for rel, text in {**covered, "setup.py": setup.replace("0.1.0", "0.2.0"),
+                    "alignment/pairsets.py": "\n"}.items():  # a new module counts too
+    (tmp_path / rel).write_text(text + "#\n" * (rel in covered))
+    now = stages_lib.code_digest(str(tmp_path))
+    assert now != base, rel
+    base = now
+  with pytest.raises(ValueError, match="not a directory holding the alignment/ package"):
+    stages_lib.code_digest(str(tmp_path / "nowhere"))
+  # The digest is in every stage's hash, so a code change reaches every stage.
+  stages = [study.Stage("a", "pairs", params={"n": 1}),
+            study.Stage("b", "pairs", deps=("a",), params={"n": 1})]
+  before = study.stage_hashes(stages)
+  monkeypatch.setattr(stages_lib, "code_digest", lambda root=None: "f" * 64)
+  after = study.stage_hashes(stages)
+  assert all(before[k] != after[k] for k in before)
+
+
+def test_no_stage_runs_a_module_the_code_digest_leaves_out():
+  """The excluded modules (report, tools) are reached by no stage's code: not by
+  alignment.main's runners, nor the planner, the pair sets or the experiments whose
+  `generate` functions the pairs stages run."""
+  import test_imports  # pylint: disable=g-import-not-at-top  (tests/ is on the path)
+  from alignment import main as main_lib  # pylint: disable=g-import-not-at-top
+
+  graph = test_imports.import_graph()
+  seen, todo = set(), ["alignment.main", "alignment.study.plan", "alignment.study.stages",
+                       "alignment.pairsets", *main_lib.RUNNERS.values()]
+  while todo:
+    module = todo.pop()
+    if module not in seen:
+      seen.add(module)
+      todo.extend(graph.get(module, ()))
+  assert {"alignment.study.foundation", "alignment.study.experiments.h2",
+          "alignment.study.arms", "alignment.train.online"} <= seen  # arms: h2's peak step
+  for rel in stages_lib.CODE_EXCLUDED:
+    assert os.path.exists(os.path.join(ROOT, rel)), rel  # the list names what exists
+    module = rel.removesuffix(".py").rstrip("/").replace("/", ".")
+    assert not {m for m in seen if m == module or m.startswith(module + ".")}, rel
+
+
+def test_a_rerun_stage_says_whether_its_config_upstream_or_the_code_changed(
+    tmp_path, monkeypatch, capsys):
+  made = []
+
+  def stage(name, n, deps=()):
+    return study.Stage(name, "pairs", deps=deps, params={"n": n},
+                       generate=lambda d: made.append(name) or {"n": n})
+
+  def run(a, b):
+    """The runner's loop over two pair sets, b built from a; what it printed."""
+    stages = [stage("a", a), stage("b", b, deps=("a",))]
+    hashes = study.stage_hashes(stages, str(tmp_path))
+    for st in stages:
+      if not study.stage_done(str(tmp_path), st, hashes[st.name]):
+        study.run_stage(str(tmp_path), st, hashes[st.name])
+    return capsys.readouterr().out.splitlines()
+
+  monkeypatch.setattr(stages_lib, "code_digest", lambda root=None: "a" * 64)
+  assert run(1, 1) == [] and made == ["a", "b"]
+  info = stages_lib.read_marker(str(tmp_path), "b")
+  assert info["code"] == "a" * 64 and info["version"] == stages_lib.package_version()
+  assert info["dep_hashes"] == {"a": stages_lib.read_marker(str(tmp_path), "a")["config_hash"]}
+  assert run(1, 1) == [] and made == ["a", "b"]  # nothing changed: both cached
+  assert run(1, 2) == ["[study] stage b: running it again: its own config changed"]
+  assert run(2, 2) == ["[study] stage a: running it again: its own config changed",
+                       "[study] stage b: running it again: upstream stage a changed"]
+  monkeypatch.setattr(stages_lib, "code_digest", lambda root=None: "b" * 64)
+  assert run(2, 2) == [
+      f"[study] stage {s}: running it again: the code changed (digest aaaaaaaa -> bbbbbbbb)"
+      for s in "ab"]
+  assert made == ["a", "b", "b", "a", "b", "a", "b"]
+  # A STAGE.json written before stages recorded their code: the study reruns once.
+  marker = tmp_path / "b" / "STAGE.json"
+  old = json.loads(marker.read_text())
+  for key in ("code", "own_hash", "dep_hashes", "version"):
+    del old[key]
+  marker.write_text(json.dumps({**old, "config_hash": "0" * 16}))
+  assert run(2, 2) == ["[study] stage b: running it again: the code changed (its STAGE.json "
+                       "records no code digest; now bbbbbbbb)"]
+  assert stages_lib.read_marker(str(tmp_path), "b")["code"] == "b" * 64
 
 
 def test_log_steps():
