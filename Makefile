@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # test file goes to one process, so a module's shared fixture is built once.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: venv test test-fast test-e2e test-multiprocess test-hf study clean
+.PHONY: venv test test-fast test-e2e test-multiprocess test-hf study study-full clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ test-hf: $(VENV)/.installed
 
 study: $(VENV)/.installed
 	$(PY) -m alignment.study --config=configs/study.py:default --workdir=runs/study
+
+# The larger scale: every experiment over three seeds. It extends the default
+# study in place (its foundation, Fig. 1, attribution and H1 stages are reused by
+# hash) and its report replaces the default's in runs/study.
+study-full: $(VENV)/.installed
+	$(PY) -m alignment.study --config=configs/study.py:full --workdir=runs/study
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

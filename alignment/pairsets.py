@@ -15,6 +15,11 @@ and evaluation reads held-out pairs from it (`eval.pairs_dir`). Kinds:
   policy  two samples of another policy (H2: the online policy at its peak or end)
   gap     the half of a pair set whose two golden scores differ most (section 6)
 
+A written pair set can be read back (`read`) and RELABELLED by a preference
+model (`Maker.relabelled`: the attribution's offline arm, D_golden's SFT samples
+with the proxy PM's verdicts); its golden scores stay as they were, so the
+summary says how often the new labels agree with the golden judge.
+
 Labels (`labels`): "argmax" makes the response with the higher golden score the
 winner; "sample" draws the winner with the golden probability sigmoid((g1 -
 g2) / tau). A golden tie carries no preference and is never given to one side:
@@ -171,6 +176,18 @@ def writer_pairs(task: str, split: str, num: int, prompt_len: int,
   return pairs, r["golden_a"] == r["golden_b"]
 
 
+def read(directory: str) -> Pairs:
+  """A written pair-set directory back as Pairs (every row, in written order; the
+  golden scores from its extras)."""
+  rec = stream.read_stream(directory, process_index=0, process_count=1)
+  for k in ("extra/golden_1", "extra/golden_2"):
+    if k not in rec:
+      raise ValueError(f"{directory}: a pair set written without golden scores ({k})")
+  return Pairs(rec["prompt"], rec["prompt_mask"], rec["response_1"], rec["response_1_mask"],
+               rec["response_2"], rec["response_2_mask"],
+               rec["extra/golden_1"].astype(np.float32), rec["extra/golden_2"].astype(np.float32))
+
+
 def golden_passthrough():
   import seqio  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -306,6 +323,20 @@ class Maker:
       pairs, tied = mixed_pairs(policy, self.golden, writer, seed, self.r.tie_redraws)
       return keep_untied(pairs, tied, num, "mixed pairs")
     raise ValueError(f"pair-set kind {kind!r}: choose sft, writer, mixed or gap")
+
+  def relabelled(self, pairs_dir: str, judge_export: str, out_dir: str) -> dict:
+    """The pair set of `pairs_dir` with a pairwise preference model's verdicts (asked
+    both ways, `judges.ModelJudge`) in place of the golden labels, written to
+    `out_dir`; the summary's golden_winner_is_label is the new labels' agreement
+    with the golden judge on these pairs."""
+    pairs = read(pairs_dir)
+    judge = judges.ModelGoldenJudge(judges.load_model_judge(
+        judge_export, self.r.config.data, self.mesh, self.rules), judge_export,
+                                    batch_size=self.r.sample_batch)
+    verdict = np.asarray(judge.compare(B.PromptBatch(pairs.prompt, pairs.prompt_mask), pairs.y1,
+                                       pairs.m1, pairs.y2, pairs.m2).first_wins, np.int32)
+    return {**write(out_dir, pairs, verdict, self.r.batch_size, self.vocab),
+            "labelled_by": "model", "label_export": judge_export, "relabelled": pairs_dir}
 
   def write(self, out_dir: str, pairs: Pairs, seed: int) -> dict:
     """Labels the pairs by the golden judge's scores and writes them; the summary names

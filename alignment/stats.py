@@ -70,6 +70,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 Z95 = 1.959963984540054
+METHOD = ("t intervals with Welch-Satterthwaite degrees of freedom: the variance over "
+          "resampled win-rate prompts and held-out pairs plus a delete-one-seed jackknife "
+          "over each arm's seeds")
 
 
 def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:

@@ -6,14 +6,17 @@ Scales:
   smoke    t5-nano on the 512-pair env_tiny tasks, a few steps per stage, two seeds:
            checks the pipeline and the results schema in minutes (tests run it).
   default  the embedded study (`make study`): t5-tiny policy and proxy PM, three seeds
-           for the Fig. 1 arms; H1, H2, H3, H4 and offline on the writer's pairs (the
-           D_golden ablation); sized for at most 30 minutes on 2 CPU cores from a fresh
-           clone (README, "Choosing the default scale", has the measurements behind
-           the sizes and steps).
-  full     the default plus section 6 (pair sets), H5 (t5-nano and t5-mini policies
-           against the same proxy PM and reference), the DPO/SLiC rows, and beyond
-           the paper: `rl` (RLOO and GRPO with a scalar reward model and with the
-           pairwise PM) and `staleness` (online IPO sampling k steps behind).
+           per arm: Fig. 1 (with H3), the attribution (online IPO judged by the golden
+           judge, offline IPO on D_golden relabelled by the proxy) and H1; sized for at
+           most 30 minutes on 2 CPU cores from a fresh clone at the slow end (README,
+           "Choosing the default scale", has the measurements behind the sizes and
+           steps).
+  full     the larger scale (`make study-full`): the default plus H2, H4, offline on
+           the writer's pairs and section 6 (pair sets), H5 (t5-nano and t5-mini
+           policies against the same proxy PM and reference), the DPO/SLiC rows, and
+           beyond the paper: `rl` (RLOO and GRPO with a scalar reward model and with
+           the pairwise PM) and `staleness` (online IPO sampling k steps behind); every
+           arm over the three seeds.
   real     the study from your own rater-labelled pairs (--config.import_dir=DIR, an
            import_pairs directory with --validation_fraction): a golden PM trained on
            the raters' labels takes the golden judge's place (it labels D_golden, scores
@@ -38,8 +41,13 @@ def get_config(arg: str = "smoke"):
   c = C.ConfigDict()
   c.scale = arg
   c.seed = 0
-  c.seeds = [0, 1, 2]                # Fig. 1 arms: one run per seed; the seed sets the data
-                                     # order and (online) the sampling keys, nothing else
+  c.seeds = [0, 1, 2]                # Fig. 1 and attribution arms: one run per seed; the
+                                     # seed sets the data order and (online) the sampling
+                                     # keys, nothing else
+  c.ablation_seeds = []              # the other experiments' arms (H1-H5, pair sets, rl,
+                                     # staleness, losses): empty = `seeds`; a subset of
+                                     # `seeds` (H1 replays those seeds' online streams).
+                                     # An arm with fewer than 3 seeds is shown, not voted
   c.base_variant = "default"
   c.prefix = "env"                   # tasks: <prefix>_sft, _pairs_golden, _prompts
   c.import_dir = ""                  # real data: an import_pairs directory (its tasks
@@ -53,8 +61,7 @@ def get_config(arg: str = "smoke"):
   c.batch_size = 32
   c.prompt_len = 40
   c.response_len = 32
-  c.experiments = ["fig1", "h1", "h2", "h4", "writer"]  # H3 reads every run; full: + sec6,
-                                                         # h5, losses
+  c.experiments = ["fig1", "attribution", "h1"]  # H3 reads every run; full: the rest
   # D_golden: what the proxy PM and every offline run train on (the same records).
   c.pairs = "sft"                    # sft (two SFT samples per prompt) | writer | mixed
   c.labels = "argmax"                # golden labels: argmax | sample (from P_golden)
@@ -87,6 +94,7 @@ def get_config(arg: str = "smoke"):
     c.model = "t5-nano"
     c.sizes = ["t5-nano"]
     c.seeds = [0, 1]
+    c.ablation_seeds = [0]             # smoke checks the pipeline: one seed per ablation arm
     c.batch_size = 8
     c.num_pairs = 64
     c.held_out_pairs = 64
@@ -98,7 +106,7 @@ def get_config(arg: str = "smoke"):
     c.offline.update(steps=8)
     c.h1_windows = [2]
     c.checkpoint_every = 4
-    c.experiments = ["fig1", "h1", "h2", "h4", "sec6"]
+    c.experiments = ["fig1", "attribution", "h1", "h2", "h4", "sec6"]
     c.staleness = [2]
     c.eval.update(points=3, first=2, kl_prompts=16, win_prompts=32, proxy_prompts=16,
                   classifier_pairs=16, batch_size=16)
@@ -106,15 +114,16 @@ def get_config(arg: str = "smoke"):
   elif arg == "default":
     pass
   elif arg == "real":
-    c.experiments = ["fig1", "h1", "h2", "h4"]
+    c.experiments = ["fig1", "attribution", "h1", "h2", "h4"]
   elif arg == "full":
-    c.experiments = ["fig1", "h1", "h2", "h4", "sec6", "h5", "losses", "rl", "staleness"]
+    c.experiments = ["fig1", "attribution", "h1", "h2", "h4", "sec6", "h5", "losses", "rl",
+                     "staleness"]
     c.h1_windows = [4, 32]
   elif arg == "tpu":
     c.base_variant = "paper"
     c.model = "t5-large"
     c.sizes = ["t5-large", "t5-xl"]
-    c.experiments = ["fig1", "h1", "h2", "h4", "sec6", "h5"]
+    c.experiments = ["fig1", "attribution", "h1", "h2", "h4", "sec6", "h5"]
     c.prompt_len, c.response_len = 512, 64
     c.num_pairs = 92000
     c.sample_batch = 512

@@ -19,10 +19,12 @@ class BetaSweep(Experiment):
   needs = {"fig1": "is compared with Fig. 1's online IPO"}
 
   def plan(self, p):
-    """One online IPO run per beta: the study's model, steps, rate, seed and judge."""
+    """Online IPO per beta and seed: the study's model, steps, rate and judge."""
     s = p.s
     for beta in BETAS:
-      p.online(f"online_ipo_beta{beta:g}", s.model, "ipo", beta, self.group)
+      for k in p.ablation_seeds():  # an arm needs 3 seeds to be read
+        p.online(f"online_ipo_beta{beta:g}_s{k}", s.model, "ipo", beta, self.group, seed=k,
+                 arm=f"online_ipo_beta{beta:g}")
 
   def section(self, ctx, gate, study):
     """Each beta's peak and envelope against Fig. 1's online IPO, with intervals, the

@@ -9,11 +9,19 @@ an ARM; an arm's curve is the mean over its seeds. Every number a verdict rests
 on comes with a 95% interval from one shared bootstrap over seeds, win-rate
 prompts and held-out pairs (`alignment.stats`).
 
-Each finding is a list of claims "statistic > 0" (written out in the report);
-a finding is reproduced when every counted claim's interval lies above 0, not
-reproduced when one lies below 0, inconclusive otherwise (or when the set-up
-gate failed). Claims of "no better" or "matches" are contrasts against the
-effect they are set beside, never fixed margins (see `alignment.stats`).
+Each finding is a list of claims "statistic > 0" (written out in the report).
+A claim is VOTED unless it is shown only (`counts=False`: e.g. another finding's
+claim, never counted twice), reads an arm with fewer than MIN_SEEDS seeds (its
+seed variance cannot be estimated: shown, marked, not voted), or presupposes an
+online advantage that finding 1 does not show (H1-H4 explain that advantage:
+"not applicable: no online advantage to explain"). The voted claims' verdicts
+are corrected for their number with Holm's step-down procedure (family-wise
+error 5% per finding); the finding is reproduced when every voted claim is
+supported after the correction, not reproduced when one is contradicted,
+inconclusive otherwise (or when the set-up gate failed), and not applicable
+when every claim it would vote presupposes the missing advantage. Claims of
+"no better" or "matches" are contrasts against the effect they are set beside,
+never fixed margins (see `alignment.stats`).
 """
 from __future__ import annotations
 
@@ -30,6 +38,8 @@ from alignment import files, layout, stats
 POINT_KEYS = ("kl", "golden_win_rate", "golden_win_rate_se", "proxy_win_rate",
               "classifier_accuracy", "chosen_logprob_delta", "mean_response_length",
               "proxy_golden_agreement")
+MIN_SEEDS = 3  # an arm with fewer seeds is shown, never voted
+NOT_APPLICABLE = "not applicable: no online advantage to explain (finding 1 shows none)"
 EXTRA_KEYS = ("golden_win_rate_hard", "proxy_win_rate_hard", "golden_score",
               "reference_golden_score", "proxy_golden_agreement_vs_reference")
 
@@ -134,6 +144,7 @@ class Context:
     for r in runs:
       self.arm_runs.setdefault(r["arm"], []).append(r)
     self.boot = stats.Bootstrap(data, resamples=resamples, seed=seed) if data else None
+    self.memo: dict = {}  # what several experiments read once (finding 1's advantage)
 
   @classmethod
   def from_workdir(cls, workdir: str, runs: list[dict], resamples: int,
@@ -146,11 +157,6 @@ class Context:
       d = arm_data(workdir, rs)
       if d is not None:
         data[name] = d
-    for r in runs:  # a run of a several-seed arm is also an arm of its own (H1, H2)
-      if len(arm_runs[r["arm"]]) > 1:
-        d = arm_data(workdir, [r])
-        if d is not None:
-          data["run:" + r["name"]] = d
     return cls(runs, data, resamples, seed, workdir)
 
   def has(self, *arms) -> bool:
@@ -168,9 +174,14 @@ class Context:
   def final(self, arm):
     return self.cv(arm).win[:, -1]
 
-  def claim(self, text: str, fn: Callable[[], np.ndarray], counts: bool = True) -> dict:
+  def claim(self, text: str, fn: Callable[[], np.ndarray], counts: bool = True,
+            presupposes_advantage: bool = False) -> dict:
+    """A claim "fn() > 0" with its interval. counts=False: shown, never voted;
+    presupposes_advantage: it explains an online advantage (voted only where finding
+    1 shows one, `finding`)."""
     c = self.boot.claim(lambda _: fn())
-    return {"claim": text, **c, "counts": counts}
+    return {"claim": text, **c, "counts": counts,
+            "presupposes_advantage": presupposes_advantage}
 
   def value(self, fn) -> dict:
     """Estimate and interval of a quantity (no claim)."""
@@ -186,16 +197,8 @@ class Context:
     """The arms of `group` that have data, numbers sorted as numbers."""
     return arm_order({r["arm"] for r in self.runs if r["group"] == group and r["arm"] in self.data})
 
-  def run_arm(self, run_name: str) -> str:
-    """A run as an arm of its own where its arm has other seeds, else its arm."""
-    if "run:" + run_name in self.data:
-      return "run:" + run_name
-    return next(r["arm"] for r in self.runs if r["name"] == run_name)
-
   def is_online(self, arm: str) -> bool:
-    runs = ([r for r in self.runs if r["name"] == arm[len("run:"):]] if arm.startswith("run:")
-            else self.arm_runs.get(arm, []))
-    return any(r["mode"] == "online" for r in runs)
+    return any(r["mode"] == "online" for r in self.arm_runs.get(arm, []))
 
 
 def arm_order(names) -> list[str]:
@@ -204,24 +207,55 @@ def arm_order(names) -> list[str]:
                                          for t in re.split(r"(\d+)", name) if t])
 
 
+def holm_verdicts(claims: list[dict], alpha: float = 0.05) -> list[str]:
+  """Each claim's verdict after Holm's step-down correction over the list: supported
+  or contradicted (by its estimate's sign) where rejected, else unclear."""
+  ps = [c["p"] if c.get("p") is not None and c.get("estimate") is not None else 1.0
+        for c in claims]
+  return [("supported" if c["estimate"] > 0 else "contradicted") if rejected else "unclear"
+          for c, rejected in zip(claims, stats.holm(ps, alpha))]
+
+
+def claim_status(part: dict, advantage: Optional[bool]) -> str:
+  """voted | shown (not counted) | not applicable | few seeds."""
+  if not part.get("counts", True):
+    return "shown"
+  if part.get("presupposes_advantage") and not advantage:
+    return "not applicable"
+  if part.get("min_seeds") is not None and part["min_seeds"] < MIN_SEEDS:
+    return "few seeds"
+  return "voted"
+
+
 def finding(fid: int, text: str, parts: list[dict], numbers: dict, gate: dict,
-            rule: str) -> dict:
-  """A finding's entry in results.json: its verdict from its counted claims (every
-  one inconclusive when the set-up gate failed), the first counted claim's estimate."""
-  counted = [p for p in parts if p.get("counts", True)]
-  verdict = stats.combine([p["verdict"] for p in counted])
-  reason = None
+            rule: str, advantage: Optional[bool] = None) -> dict:
+  """A finding's entry in results.json (the module docstring has the rules): each
+  part's status and corrected verdict, the finding's verdict from its voted claims
+  (every one inconclusive when the set-up gate failed), the first voted claim's
+  estimate. advantage: whether finding 1 shows an online advantage (claims that
+  presuppose one are voted only then)."""
+  for p in parts:
+    p["status"] = claim_status(p, advantage)
+  voted = [p for p in parts if p["status"] == "voted"]
+  for p, v in zip(voted, holm_verdicts(voted)):
+    p["holm_verdict"] = v
+  verdict, reason = stats.combine([p["holm_verdict"] for p in voted]), None
+  if not voted and any(p["status"] == "not applicable" for p in parts):
+    verdict, reason = "not applicable", NOT_APPLICABLE
+  elif not voted and any(p["status"] == "few seeds" for p in parts):
+    reason = f"its arms have fewer than {MIN_SEEDS} seeds: shown, not voted"
   if not gate.get("gate_passed"):
     reason = "inconclusive: the proxy cannot rank the policy's samples (set-up gate)"
     verdict = "inconclusive"
-  main = counted[0] if counted else {}
+  main = (voted or parts or [{}])[0]
   return {"id": fid, "finding": text, "verdict": verdict, "reason": reason,
           "estimate": r(main.get("estimate"), 4),
           "interval": [r(x, 4) for x in main.get("interval", [None, None])],
           "parts": [{**p, "estimate": r(p.get("estimate"), 4),
-                     "interval": [r(x, 4) for x in p.get("interval", [None, None])]}
+                     "interval": [r(x, 4) for x in p.get("interval", [None, None])],
+                     **({"p": r(p["p"], 4)} if p.get("p") is not None else {})}
                     for p in parts],
-          "numbers": numbers, "rule": rule}
+          "numbers": numbers, "rule": rule + "; Holm's correction over the voted claims"}
 
 
 def pooled_peak(ctx: Context, arms: list[str]) -> np.ndarray:
@@ -234,19 +268,33 @@ def rise_and_fall(ctx: Context, arm: str) -> np.ndarray:
   return np.minimum(ctx.peak(arm) - ctx.start(arm), ctx.peak(arm) - ctx.final(arm))
 
 
+FEW_SEEDS = f"not read (fewer than {MIN_SEEDS} seeds)"
+
+
 def versus(ctx: Context, arms: list[str], base: str, name: str) -> dict:
-  """Each arm against `base` (seed-pooled): the peak difference and the envelope gap
-  from KL 0, with intervals (positive: the arm does better), and where it stands
-  ('reading': above, below or no difference detected). Keys name the base as `name`."""
-  out = {}
+  """Each arm against `base` (seed-pooled, seeds matched where the arms share them):
+  the peak difference and the envelope gap from KL 0, with intervals (positive: the
+  arm does better), and where it stands ('reading': above, below or no difference
+  detected, after Holm's correction over every comparison of the call; an arm with
+  fewer than MIN_SEEDS seeds is not read). Keys name the base as `name`."""
+  out, claims = {}, []
   for arm in arms:
-    out[arm] = {
-        f"peak_minus_{name}": ctx.value(lambda a=arm: ctx.peak(a) - ctx.peak(base)),
-        f"envelope_minus_{name}": ctx.value(lambda a=arm: stats.envelope_gap(
-            [ctx.cv(a)], [ctx.cv(base)])),
-        **arm_numbers(ctx, arm)}
-    out[arm]["reading"] = {k: side(out[arm][f"{k}_minus_{name}"]) for k in ("peak", "envelope")}
+    peak = ctx.claim(arm, lambda a=arm: ctx.peak(a) - ctx.peak(base))
+    env = ctx.claim(arm, lambda a=arm: stats.envelope_gap([ctx.cv(a)], [ctx.cv(base)]))
+    out[arm] = {f"peak_minus_{name}": _value(peak), f"envelope_minus_{name}": _value(env),
+                **arm_numbers(ctx, arm), "reading": {"peak": FEW_SEEDS, "envelope": FEW_SEEDS}}
+    claims += [(arm, "peak", peak), (arm, "envelope", env)]
+  voted = [(a, k, c) for a, k, c in claims
+           if c.get("min_seeds") is None or c["min_seeds"] >= MIN_SEEDS]
+  for (arm, k, c), v in zip(voted, holm_verdicts([c for _, _, c in voted])):
+    out[arm]["reading"][k] = {"supported": "above", "contradicted": "below"}.get(
+        v, "no difference detected") if c.get("estimate") is not None else "n/a"
   return out
+
+
+def _value(c: dict) -> dict:
+  return {"estimate": r(c["estimate"], 4), "interval": [r(x, 4) for x in c["interval"]],
+          **({"p": r(c["p"], 4)} if c.get("p") is not None else {})}
 
 
 def arm_numbers(ctx: "Context", arm: str) -> dict:
@@ -255,9 +303,23 @@ def arm_numbers(ctx: "Context", arm: str) -> dict:
   j = int(stats.peak_index(cv.win)[0])
   return {"peak": ctx.value(lambda: ctx.peak(arm)), "kl_at_peak": r(cv.kl[0, j]),
           "peak_step": int(cv.steps[j]), "final": r(cv.win[0, -1]),
-          "final_kl": r(cv.kl[0, -1]), "seeds": ctx.data[arm].seeds}
+          "final_kl": r(cv.kl[0, -1]), "seeds": ctx.data[arm].seeds,
+          "still_rising": bool(j == cv.win.shape[1] - 1)}  # peaks at its last point
 
 
+
+
+def rising_lines(ctx: "Context", arms: list[str]) -> list[str]:
+  """A line for each arm whose mean curve peaks at its last evaluation: cut off while
+  still rising, so its peak is a lower bound of what more steps would reach."""
+  out = []
+  for arm in arms:
+    n = arm_numbers(ctx, arm)
+    if n["still_rising"]:
+      out.append(f"- {arm} peaks at its last evaluation (step {n['peak_step']}, KL "
+                 f"{n['kl_at_peak']}): still rising at the step cap, so its peak is a lower "
+                 "bound.")
+  return out + [""] if out else []
 
 
 def side(value) -> str:
@@ -291,7 +353,8 @@ def arm_table(ctx: Context, arms: list[str]) -> list[str]:
     last = lambda k: r(np.mean([r["points"][-1].get(k) for r in runs
                                  if r["points"][-1].get(k) is not None]) if any(
                                      r["points"][-1].get(k) is not None for r in runs) else None)
-    lines.append(f"| {arm} | {runs[0]['mode']} | {runs[0]['data']} | {len(runs)} | "
+    seeds = f"{len(runs)}" + ("" if len(runs) >= MIN_SEEDS else " (not voted)")
+    lines.append(f"| {arm} | {runs[0]['mode']} | {runs[0]['data']} | {seeds} | "
                  f"{fmt(n['peak'])} | {n['peak_step']} / {n['kl_at_peak']} | "
                  f"{r(cv.win[0, -1])} | {r(cv.kl[0, -1])} | {last('classifier_accuracy')} | "
                  f"{last('chosen_logprob_delta')} | {last('mean_response_length')} | "

@@ -33,7 +33,8 @@ class Section:
   plot_arms: the arms of its budget plot (budget_<group>.png; none: no plot and no
   section); table_arms: its arm table's rows (default: plot_arms); lines: what it
   says between the plot and the table; results: its entries of results.json besides
-  the findings, merged by key ("ablations", "comparisons", "comparison_readings").
+  the findings, merged by key ("attribution", "ablations", "comparisons",
+  "comparison_readings").
   """
   plot_arms: list[str]
   table_arms: Optional[list[str]] = None
@@ -50,6 +51,7 @@ class Experiment:
   title: str = ""           # its report section's heading
   group: str = ""           # its stages' group and report section (default: name)
   needs: dict[str, str] = {}  # {experiment: what this one takes from it}: listed too
+  lead: bool = False        # its section comes before the findings (the attribution)
 
   def __init__(self):
     self.group = self.group or self.name

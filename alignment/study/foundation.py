@@ -46,6 +46,13 @@ def check(s) -> None:
     raise config_lib.ConfigError(NO_WRITER_SCORES)
   if not s.seeds:
     raise config_lib.ConfigError("study.seeds: at least one seed")
+  if len(set(s.seeds)) != len(s.seeds) or len(set(s.ablation_seeds)) != len(s.ablation_seeds):
+    raise config_lib.ConfigError(f"study.seeds={list(s.seeds)}, study.ablation_seeds="
+                                 f"{list(s.ablation_seeds)}: a seed is listed twice")
+  if not set(s.ablation_seeds) <= set(s.seeds):
+    raise config_lib.ConfigError(f"study.ablation_seeds={list(s.ablation_seeds)} must be a "
+                                 f"subset of study.seeds={list(s.seeds)} (H1 replays those "
+                                 "seeds' online runs)")
   if s.online.beta not in s.betas:
     raise config_lib.ConfigError(f"study.online.beta={s.online.beta} must be one of "
                                  "study.betas")

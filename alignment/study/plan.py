@@ -65,6 +65,11 @@ class Planner:
     return list(self.stages.values())
 
   # -- helpers ---------------------------------------------------------------
+  def ablation_seeds(self) -> list[int]:
+    """The seeds of every arm beyond Fig. 1 and the attribution (`ablation_seeds`, or
+    the study's seeds)."""
+    return list(self.s.ablation_seeds or self.s.seeds)
+
   def path(self, stage: str, *parts) -> str:
     return os.path.join(layout.stage(self.workdir, stage), *parts)
 

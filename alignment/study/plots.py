@@ -19,11 +19,6 @@ def _plt():
   return plt
 
 
-def _se(rep_rj: np.ndarray) -> np.ndarray:
-  """Bootstrap standard error per point (std over the resamples)."""
-  return np.nanstd(rep_rj[1:], axis=0) if rep_rj.shape[0] > 2 else np.zeros(rep_rj.shape[1])
-
-
 def _save(fig, ax, path: str, title: str, xlabel: str, ylabel: str, log_x: bool = True,
           hline: float | None = 0.5, vline: float | None = None):
   plt = _plt()
@@ -54,8 +49,10 @@ def _curves_plot(ctx: arms_lib.Context, arms: list[str], path: str, field: str, 
       continue
     xs = np.maximum(cv.kl[0], 1e-3) if x == "kl" else cv.steps
     seeds = ctx.data[arm].seeds
-    label = arm + (f" ({seeds} seeds)" if seeds > 1 else "")
-    line = ax.errorbar(xs, y[0], yerr=_se(y), fmt="-o" if ctx.is_online(arm) else "--o", ms=3,
+    label = arm + (f" ({seeds} seeds)" if seeds > 1 else "") + (
+        "" if seeds >= arms_lib.MIN_SEEDS else " (not voted)")
+    se = np.nan_to_num(ctx.boot.se(y))  # items and seeds, as every interval
+    line = ax.errorbar(xs, y[0], yerr=se, fmt="-o" if ctx.is_online(arm) else "--o", ms=3,
                        capsize=2, label=label)
     if mark_peak:
       j = int(stats.peak_index(y)[0])

@@ -3,8 +3,9 @@
 The report knows no experiment by name: it reads the runs (`alignment.study.arms`),
 opens with the SET-UP GATE (`alignment.study.foundation.gate`: the proxy PM's
 agreement with the golden judge on held-out pairs of SFT samples; where its
-interval includes 0.5, every finding is "inconclusive"), then asks each listed
-experiment (`alignment.study.experiment`) for its findings and its section, one
+interval includes 0.5, every finding is "inconclusive"), then the sections of the
+experiments that lead (`Experiment.lead`: the attribution), then the findings,
+then every other listed experiment's section (`alignment.study.experiment`), one
 section per group, in the registry's order, and closes with the study-wide plots
 (the proxy on the policy's samples; classification against generation) and the
 stages' times.
@@ -21,7 +22,7 @@ from alignment.study import foundation, plots
 from alignment.study import stages as stages_lib
 
 # results.json's entries that experiments add to (Section.results), in this order.
-SECTION_RESULTS = ("ablations", "comparisons", "comparison_readings")
+SECTION_RESULTS = ("attribution", "ablations", "comparisons", "comparison_readings")
 
 
 def write(study, workdir: str, stages, golden_judge: dict | None = None,
@@ -58,9 +59,9 @@ def _write(study, workdir: str, stages, out: str, golden_judge, experiments) -> 
                  key=lambda f: f["id"])
   sections = [(e, e.section(ctx, gate, study)) for e in reporting]
   sections = [(e, s) for e, s in sections if s.plot_arms]
-  results = {"study": study.scale, "setup": gate, "findings": found,
+  results = {"study": study.scale, "setup": gate, "attribution": {}, "findings": found,
              "golden_judge": golden_judge or {"kind": "program"},
-             **{k: {} for k in SECTION_RESULTS},
+             **{k: {} for k in SECTION_RESULTS[1:]},
              "arms": {a: A.arm_numbers(ctx, a) for a in sorted(ctx.arm_runs) if a in ctx.data},
              "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
                       for r in runs]}
@@ -95,22 +96,30 @@ def _study_plots(ctx: A.Context, runs, experiments, out: str) -> list[str]:
   return ["agreement.png", "classifier_vs_winrate.png", "chosen_logprob.png"]
 
 
+STATUS = {"voted": "", "shown": "(shown, not voted) ", "not applicable": "(not applicable) ",
+          "few seeds": "(fewer than 3 seeds: not voted) "}
+
+
 def _findings_lines(study, found: list[dict]) -> list[str]:
   md = ["## Findings", "",
         "Golden win rate: mean golden probability P(policy beats reference) over the eval "
         "prompts; the reference is " + ("the golden policy" if study.golden_policy else
                                         "the SFT policy") + "; KL: exact, against SFT. An arm's "
-        "curve is the mean over its seeds; a peak is the highest point of that mean curve. "
-        f"Intervals: 95%, percentile bootstrap ({study.bootstrap} resamples of seeds within "
-        "arms, win-rate prompts and held-out pairs, shared by every claim). A finding is "
-        "reproduced when every counted claim's interval lies above 0, not reproduced when one "
-        "lies below 0, inconclusive otherwise (or when the gate fails).", "",
-        "| # | finding | verdict | claims: estimate [95% CI] -> supported / contradicted / "
-        "unclear |", "|---|---|---|---|"]
+        "curve is the mean over its seeds; a peak is the highest point of that mean curve "
+        "(a maximum of noisy points, biased upwards: envelopes are the headline). "
+        f"Intervals: 95%, {stats.METHOD} ({study.bootstrap} resamples of win-rate prompts "
+        "and held-out pairs). A claim is voted unless it is shown only (another finding's "
+        f"claim), reads an arm with fewer than {A.MIN_SEEDS} seeds, or presupposes an online "
+        "advantage that finding 1 does not show (\"not applicable\"). Verdicts are corrected "
+        "with Holm's procedure over each finding's voted claims (family-wise 5%): a finding "
+        "is reproduced when every voted claim is supported, not reproduced when one is "
+        "contradicted, inconclusive otherwise (or when the gate fails).", "",
+        "| # | finding | verdict | claims: estimate [95% CI] (Holm-adjusted verdict) |",
+        "|---|---|---|---|"]
   for f in found:
     claims = "<br>".join(
-        f"{'' if p['counts'] else '(shown, not voted) '}{p['claim']}: "
-        f"{stats.interval_str(p)} -> {p['verdict']}" for p in f["parts"])
+        f"{STATUS[p.get('status', 'voted')]}{p['claim']}: {stats.interval_str(p)} -> "
+        f"{p.get('holm_verdict', p['verdict'])}" for p in f["parts"])
     md.append(f"| {f['id']} | {f['finding']} | **{f['verdict']}**"
               f"{' (' + f['reason'] + ')' if f['reason'] else ''} | {claims} |")
   md += ["", "Numbers behind each finding (results.json has them all):", ""]
@@ -118,13 +127,21 @@ def _findings_lines(study, found: list[dict]) -> list[str]:
   return md
 
 
-def _markdown(study, workdir: str, stages, gate: dict, found: list[dict], sections,
-              ctx: A.Context) -> list[str]:
-  md = [f"# Study report ({study.scale})", ""] + foundation.gate_lines(gate) + [""]
-  md += _findings_lines(study, found)
+def _section_lines(sections, ctx: A.Context) -> list[str]:
+  md = []
   for e, s in sections:
     md += ["", f"## {e.title}", "", f"![{e.group}](budget_{e.group}.png)", ""]
     md += s.lines + A.arm_table(ctx, s.plot_arms if s.table_arms is None else s.table_arms)
+  return md
+
+
+def _markdown(study, workdir: str, stages, gate: dict, found: list[dict], sections,
+              ctx: A.Context) -> list[str]:
+  md = [f"# Study report ({study.scale})", ""] + foundation.gate_lines(gate) + [""]
+  lead = [(e, s) for e, s in sections if e.lead]
+  md += _section_lines(lead, ctx) + [""] if lead else []
+  md += _findings_lines(study, found)
+  md += _section_lines([(e, s) for e, s in sections if not e.lead], ctx)
   if ctx.data:
     md += ["", "## The proxy on the policy's samples", "", "![agreement](agreement.png)", "",
            "## H3: classification vs generation", "",

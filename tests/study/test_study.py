@@ -36,13 +36,30 @@ def test_results_schema_report_and_plots(smoke_study):
   workdir, out = smoke_study
   with open(workdir / "results.json") as f:
     results = json.load(f)
-  assert list(results)[:3] == ["study", "setup", "findings"]  # the gate comes first
+  # The gate first, then the attribution, then the findings.
+  assert list(results)[:4] == ["study", "setup", "attribution", "findings"]
   names = {r["name"] for r in results["runs"]}
   assert "replay_ordered" not in names  # a determinism check of training statistics only
   assert {"online_ipo_s0", "online_ipo_s1", "offline_ipo_s0", "offline_ipo_s1",
-          "replay_shuffled", "offline_peak_pairs", "offline_final_pairs",
-          "online_best_of_2", "offline_best_of_2", "offline_best_of_2_replay",
-          "offline_writer_pairs", "offline_gap_pairs", "offline_mixed_pairs"} <= names
+          "online_ipo_golden_s0", "online_ipo_golden_s1", "offline_ipo_proxy_labels_s0",
+          "offline_ipo_proxy_labels_s1",
+          "replay_shuffled_s0", "offline_peak_pairs_s0", "offline_final_pairs_s0",
+          "online_best_of_2_s0", "offline_best_of_2_s0", "offline_best_of_2_replay_s0",
+          "offline_writer_pairs_s0", "offline_gap_pairs_s0", "offline_mixed_pairs_s0"} <= names
+  judges = {r["name"]: r["hparams"].get("judge") for r in results["runs"]}
+  assert judges["online_ipo_golden_s1"] == "golden" and judges["online_ipo_s1"] == "proxy"
+  attribution = results["attribution"]
+  assert set(attribution["envelope"]) == {
+      "sampling_at_proxy_labels", "sampling_at_golden_labels", "labels_online",
+      "labels_offline", "interaction", "fig1_gap"}
+  assert attribution["arms"] == {"on/proxy": "online_ipo", "on/golden": "online_ipo_golden",
+                                 "off/proxy": "offline_ipo_proxy_labels",
+                                 "off/golden": "offline_ipo"}
+  assert 0.0 <= attribution["proxy_labels_agree_with_golden"] <= 1.0
+  # Two seeds per arm at smoke scale: shown, never voted.
+  assert attribution["sentence"].startswith("Not read") or not results["setup"]["gate_passed"]
+  labelled = json.loads((workdir / "proxy_labels" / "STAGE.json").read_text())["summary"]
+  assert labelled["train"]["pairs"] == 64 and labelled["train"]["labelled_by"] == "model"
   for run in results["runs"]:
     assert run["algorithm"] in ("ipo", "dpo", "slic", "best_of_2")
     assert run["mode"] in ("online", "offline")
@@ -60,7 +77,8 @@ def test_results_schema_report_and_plots(smoke_study):
   found = {f["id"]: f for f in results["findings"]}
   assert {1, 2, 3, 4, 5, 7} <= set(found)
   for f in found.values():
-    assert f["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    assert f["verdict"] in ("reproduced", "not reproduced", "inconclusive", "not applicable")
+    assert not [p for p in f["parts"] if p["status"] == "voted"]  # fewer than 3 seeds
     assert f["parts"] and f["numbers"] and f["rule"]
     for part in f["parts"]:
       lo, hi = part["interval"]
@@ -75,7 +93,8 @@ def test_results_schema_report_and_plots(smoke_study):
   assert setup["d_golden"]["train"]["pairs"] == 64
   assert setup["d_golden"]["held_out"]["pairs"] == 64
   report = (workdir / "report.md").read_text()
-  assert report.index("## Set-up gate") < report.index("## Findings") < report.index("## Fig. 1")
+  assert (report.index("## Set-up gate") < report.index("## The attribution") <
+          report.index("## Findings") < report.index("## Fig. 1"))
   for png in out["plots"]:
     assert (workdir / png).stat().st_size > 1000, png
     assert f"({png})" in report
@@ -106,7 +125,7 @@ def test_killed_between_stages_resumes_to_the_same_results(smoke_study, tmp_path
   workdir, _ = smoke_study
   shutil.copytree(workdir, tmp_path, dirs_exist_ok=True)
   last = study.plan(_smoke(), str(workdir))[-2:]
-  assert [s.name for s in last] == ["mixed_pairs", "offline_mixed_pairs"]
+  assert [s.name for s in last] == ["mixed_pairs", "offline_mixed_pairs_s0"]
   for stage in last:
     shutil.rmtree(tmp_path / stage.name)
   os.remove(tmp_path / "results.json")
@@ -119,7 +138,7 @@ def test_killed_between_stages_resumes_to_the_same_results(smoke_study, tmp_path
   assert killed.returncode == -9, killed.stderr[-2000:]
   assert (tmp_path / "mixed_pairs").exists()  # its work was written ...
   assert not (tmp_path / "mixed_pairs" / "STAGE.json").exists()  # ... but not marked done
-  assert not (tmp_path / "offline_mixed_pairs").exists()
+  assert not (tmp_path / "offline_mixed_pairs_s0").exists()
   assert not (tmp_path / "results.json").exists()
   resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -162,9 +181,10 @@ def test_rl_and_staleness_experiments_write_their_plots_and_rows(smoke_study, tm
     lo, hi = c_["peak_minus_online_ipo"]["interval"]
     assert lo <= c_["peak_minus_online_ipo"]["estimate"] <= hi
   runs = {r["name"]: r for r in results["runs"]}
-  assert runs["online_grpo_pm"]["algorithm"] == "grpo"
-  assert runs["online_grpo_pm"]["hparams"]["judge"] == "proxy"
-  assert runs["online_ipo_stale2"]["hparams"]["staleness"] == 2
+  assert runs["online_grpo_pm_s0"]["algorithm"] == "grpo"
+  assert runs["online_grpo_pm_s0"]["hparams"]["judge"] == "proxy"
+  assert runs["online_ipo_stale2_s0"]["hparams"]["staleness"] == 2
+  assert all(c_["reading"]["peak"].startswith("not read") for c_ in stale.values())  # 1 seed
   setup = results["setup"]
   lo, hi = setup["rm_agreement_interval"]
   assert lo <= setup["rm_agreement"] <= hi and setup["rm_agreement_pairs"] == 64
@@ -188,7 +208,7 @@ def test_an_experiment_of_your_own_is_found_by_module_name_or_file(tmp_path, mon
     config_lib.apply_overrides(c, [f"experiments=['{name}', 'fig1']"])
     stages = study.plan(c, str(tmp_path))
     names = [st.name for st in stages]
-    assert names[-2:] == ["online_ipo_beta0.03", "online_ipo_beta0.3"], names
+    assert names[-2:] == ["online_ipo_beta0.03_s0", "online_ipo_beta0.3_s0"], names
     last = stages[-1]
     assert last.group == "beta_sweep" and last.run["hparams"]["beta"] == 0.3
     assert last.config.loss.beta == 0.3 and "pm" in last.deps
@@ -238,8 +258,8 @@ def test_an_experiment_of_your_own_runs_from_the_command_line(smoke_study, tmp_p
     lo, hi = c["peak_minus_online_ipo"]["interval"]
     assert lo <= c["peak_minus_online_ipo"]["estimate"] <= hi
   runs = {r["name"]: r for r in results["runs"]}
-  assert runs["online_ipo_beta0.03"]["hparams"]["beta"] == 0.03
-  assert [p["step"] for p in runs["online_ipo_beta0.3"]["points"]] == [0, 2, 4, 8]
+  assert runs["online_ipo_beta0.03_s0"]["hparams"]["beta"] == 0.03
+  assert [p["step"] for p in runs["online_ipo_beta0.3_s0"]["points"]] == [0, 2, 4, 8]
   report = (tmp_path / "study" / "report.md").read_text()
   assert "## Example: online IPO at other betas" in report
   assert "(budget_beta_sweep.png)" in report and results["comparison_readings"][

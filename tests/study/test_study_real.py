@@ -159,6 +159,15 @@ def test_real_plan_golden_pm_judges_and_a_given_sft(tmp_path):
       assert st.config.eval.golden_checkpoint == golden, st.name
       assert st.config.eval.sft == "/given/sft"
       assert st.config.data.task.startswith(meta["name"])
+  # The attribution's golden-judged online arm is judged by the golden PM.
+  stages = _plan(tmp_path, f"import_dir={tmp_path / 'imp'}", "sft_export=/given/sft",
+                 "experiments=['fig1', 'attribution']", "seeds=[0]")
+  judged = stages["online_ipo_golden_s0"]
+  assert judged.config.judge.kind == "golden" and judged.config.judge.golden_checkpoint == golden
+  assert "golden_pm" in judged.deps and "pm" not in judged.config.judge.checkpoint
+  assert stages["offline_ipo_proxy_labels_s0"].config.data.replay_dir == str(
+      tmp_path / "w" / "proxy_labels" / "train")
+  assert stages["proxy_labels"].deps == ("pairs", "pm")
 
 
 def test_real_plan_refuses_what_rater_pairs_cannot_feed(tmp_path):

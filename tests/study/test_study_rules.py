@@ -17,7 +17,7 @@ from alignment import stats, study
 from alignment.study import arms as arms_lib
 from alignment.study import foundation
 from alignment.study import stages as stages_lib
-from alignment.study.experiments import fig1, h1, h2, h4, h5, pair_sets, staleness
+from alignment.study.experiments import attribution, fig1, h1, h2, h4, h5, pair_sets, staleness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 P, Q = 300, 200  # prompts, classifier pairs
@@ -25,7 +25,7 @@ PASSED = {"gate_passed": True}
 
 
 class Arms:
-  """Builds runs and ArmData for a synthetic study."""
+  """Builds runs and ArmData for a synthetic study (three seeds per arm unless told)."""
 
   def __init__(self, seed=0):
     self.rng = np.random.default_rng(seed)
@@ -33,10 +33,12 @@ class Arms:
     self.runs, self.data = [], {}
 
   def add(self, arm, mode, curve, kl, group="fig1", algorithm="ipo", seeds=3, classifier=0.6,
-          chosen=-1.0, runs=None):
+          chosen=-1.0, offset=0.0):
+    """offset: the standard deviation of each run's own shift of its whole curve."""
     curve, kl = np.asarray(curve, float), np.asarray(kl, float)
     j = len(curve)
     win = (curve[None, :, None] + self.prompt_effect[None, None, :] +
+           offset * self.rng.standard_normal((seeds, 1, 1)) +
            0.08 * self.rng.standard_normal((seeds, j, P)))
     cls = self.rng.random((seeds, j, Q)) < np.broadcast_to(np.asarray(classifier, float), (j,))[
         None, :, None]
@@ -44,17 +46,9 @@ class Arms:
         self.rng.standard_normal((seeds, j, Q))
     self.data[arm] = stats.ArmData(np.arange(j) * 10, np.tile(kl, (seeds, 1)), win,
                                    classifier=cls.astype(float), chosen=ch)
-    names = runs or ([f"{arm}_s{k}" for k in range(seeds)] if seeds > 1 else [arm])
-    for name in names:
-      self.runs.append({"name": name, "arm": arm, "mode": mode, "group": group,
-                        "algorithm": algorithm, "data": "x", "points": []})
-    return self
-
-  def run_arm(self, run, like):
-    """A run of a several-seed arm as an arm of its own (its first seed)."""
-    d = self.data[like]
-    self.data["run:" + run] = stats.ArmData(d.steps, d.kl[:1], d.win[:1], d.classifier[:1],
-                                            d.chosen[:1])
+    for k in range(seeds):
+      self.runs.append({"name": f"{arm}_s{k}", "arm": arm, "mode": mode, "group": group,
+                        "algorithm": algorithm, "data": "x", "points": [{}]})
     return self
 
   def context(self, workdir=""):
@@ -62,6 +56,7 @@ class Arms:
 
 
 KL = [0.0, 1.0, 2.0, 4.0]
+AHEAD, BEHIND = [0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]  # online ahead of offline
 
 
 def _fig1(online, offline):
@@ -70,65 +65,76 @@ def _fig1(online, offline):
 
 
 def test_finding_1_holds_and_fails():
-  f = fig1.finding_1(_fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).context(), PASSED)
+  f = fig1.finding_1(_fig1(AHEAD, BEHIND).context(), PASSED)
   assert f["verdict"] == "reproduced", f["parts"]
-  f = fig1.finding_1(_fig1([0.5, 0.55, 0.58, 0.52], [0.5, 0.62, 0.72, 0.6]).context(), PASSED)
+  f = fig1.finding_1(_fig1(BEHIND, AHEAD).context(), PASSED)
   assert f["verdict"] == "not reproduced", f["parts"]
   # Online better but never falling: the over-optimisation claim is contradicted... or unclear
-  f = fig1.finding_1(_fig1([0.5, 0.62, 0.70, 0.72], [0.5, 0.55, 0.58, 0.52]).context(), PASSED)
+  f = fig1.finding_1(_fig1([0.5, 0.62, 0.70, 0.72], BEHIND).context(), PASSED)
   assert f["verdict"] in ("not reproduced", "inconclusive")
   assert f["parts"][2]["verdict"] != "supported"
 
 
 def test_a_failed_gate_makes_every_finding_inconclusive():
-  f = fig1.finding_1(_fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).context(),
-                       {"gate_passed": False})
+  f = fig1.finding_1(_fig1(AHEAD, BEHIND).context(), {"gate_passed": False})
   assert f["verdict"] == "inconclusive" and "cannot rank" in f["reason"]
   assert all(p["verdict"] == "supported" for p in f["parts"])  # the parts are still shown
 
 
-def _h1(shuffled):
-  a = _fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).run_arm("online_ipo_s0",
-                                                                      "online_ipo")
-  a.add("replay_ordered", "offline", [0.5, 0.62, 0.72, 0.6], KL, group="h1", seeds=1)
-  a.add("replay_shuffled", "offline", shuffled, KL, group="h1", seeds=1)
-  a.add("replay_window4", "offline", [0.5, 0.6, 0.65, 0.6], KL, group="h1", seeds=1)
+def _h1(shuffled, online=AHEAD, offline=BEHIND):
+  a = _fig1(online, offline)
+  a.add("replay_shuffled", "offline", shuffled, KL, group="h1")
+  a.add("replay_window4", "offline", [0.5, 0.6, 0.65, 0.6], KL, group="h1")
   return a.context()
 
 
 def test_finding_2_holds_and_fails(tmp_path):
-  f = h1.finding_2(_h1([0.5, 0.54, 0.6, 0.55]), PASSED, "online_ipo_s0", str(tmp_path))
+  f = h1.finding_2(_h1([0.5, 0.54, 0.6, 0.55]), PASSED, "online_ipo", str(tmp_path),
+                   "online_ipo_s0")
   assert f["verdict"] == "reproduced", f["parts"]
   assert set(f["numbers"]["window_peaks"]) == {"4"}
-  f = h1.finding_2(_h1([0.5, 0.62, 0.76, 0.7]), PASSED, "online_ipo_s0", str(tmp_path))
+  f = h1.finding_2(_h1([0.5, 0.62, 0.76, 0.7]), PASSED, "online_ipo", str(tmp_path),
+                   "online_ipo_s0")
   assert f["verdict"] == "not reproduced", f["parts"]
 
 
-def _h2(peak_pairs):
-  a = _fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.55, 0.58, 0.52]).run_arm("online_ipo_s0",
-                                                                      "online_ipo")
-  a.add("offline_peak_pairs", "offline", peak_pairs, KL, group="h2", seeds=1)
-  a.add("offline_final_pairs", "offline", [0.5, 0.51, 0.5, 0.49], KL, group="h2", seeds=1)
+def test_claims_that_explain_an_online_advantage_are_not_applicable_without_one(tmp_path):
+  """Offline ahead in Fig. 1: H1's claims presuppose the advantage they would explain,
+  so they are reported "not applicable", never voted, whatever the replay did."""
+  for shuffled in ([0.5, 0.54, 0.6, 0.55], [0.5, 0.62, 0.76, 0.7]):
+    ctx = _h1(shuffled, online=BEHIND, offline=AHEAD)
+    assert fig1.online_advantage(ctx, PASSED) is False
+    f = h1.finding_2(ctx, PASSED, "online_ipo", str(tmp_path), "online_ipo_s0")
+    assert f["verdict"] == "not applicable" and "no online advantage" in f["reason"]
+    assert {p["status"] for p in f["parts"]} == {"not applicable"}
+    assert all("holm_verdict" not in p for p in f["parts"])
+  assert fig1.online_advantage(_h1([0.5, 0.54, 0.6, 0.55]), PASSED) is True
+
+
+def _h2(peak_pairs, online=AHEAD):
+  a = _fig1(online, BEHIND)
+  a.add("offline_peak_pairs", "offline", peak_pairs, KL, group="h2")
+  a.add("offline_final_pairs", "offline", [0.5, 0.51, 0.5, 0.49], KL, group="h2")
   return a.context()
 
 
 def test_finding_3_holds_and_fails():
-  f = h2.finding_3(_h2([0.5, 0.51, 0.52, 0.5]), PASSED, "online_ipo_s0")
+  f = h2.finding_3(_h2([0.5, 0.51, 0.52, 0.5]), PASSED, "online_ipo")
   assert f["verdict"] == "reproduced", f["parts"]
   assert f["parts"][1]["counts"] is False  # the final-policy row is shown, not voted
-  f = h2.finding_3(_h2([0.5, 0.65, 0.72, 0.7]), PASSED, "online_ipo_s0")
+  assert f["parts"][1]["status"] == "shown"
+  f = h2.finding_3(_h2([0.5, 0.65, 0.72, 0.7]), PASSED, "online_ipo")
   assert f["verdict"] == "not reproduced", f["parts"]
 
 
 def _h3(online_cls, offline_cls, bo2_chosen=2.0):
   a = Arms()
-  a.add("online_ipo", "online", [0.5, 0.62, 0.72, 0.6], KL, classifier=[0.5, online_cls,
-                                                                           online_cls, online_cls],
+  a.add("online_ipo", "online", AHEAD, KL, classifier=[0.5, online_cls, online_cls, online_cls],
         chosen=[0.0, -0.5, -1.0, -1.0])
-  a.add("offline_ipo", "offline", [0.5, 0.55, 0.58, 0.52], KL,
+  a.add("offline_ipo", "offline", BEHIND, KL,
         classifier=[0.5, offline_cls, offline_cls, offline_cls], chosen=[0.0, -1, -2.0, -3.0])
   a.add("online_best_of_2", "online", [0.5, 0.6, 0.6, 0.6], KL, group="h4",
-        algorithm="best_of_2", seeds=1, chosen=bo2_chosen)
+        algorithm="best_of_2", chosen=bo2_chosen)
   return a.context()
 
 
@@ -139,13 +145,24 @@ def test_finding_4_holds_and_fails():
   assert f["verdict"] == "not reproduced", f["parts"]
 
 
+def test_no_claim_is_counted_in_two_findings():
+  """Finding 4 shows finding 1's peak claim beside its own, never votes it."""
+  ctx = _h3(0.45, 0.7)
+  f1, f4 = fig1.finding_1(ctx, PASSED), fig1.finding_4(ctx, PASSED)
+  peak = [p for p in f4["parts"] if "peak" in p["claim"]]
+  assert len(peak) == 1 and peak[0]["status"] == "shown" and "finding 1" in peak[0]["claim"]
+  assert peak[0]["estimate"] == f1["parts"][0]["estimate"]
+  voted = lambda f: {p["claim"] for p in f["parts"] if p["status"] == "voted"}
+  assert voted(f1) and voted(f4) and not voted(f1) & voted(f4)
+
+
 def _h4(offline):
-  a = Arms()
+  a = _fig1(AHEAD, BEHIND)
   a.add("online_best_of_2", "online", [0.5, 0.6, 0.66, 0.6], KL, group="h4",
-        algorithm="best_of_2", seeds=1)
-  a.add("offline_best_of_2", "offline", offline, KL, group="h4", algorithm="best_of_2", seeds=1)
+        algorithm="best_of_2")
+  a.add("offline_best_of_2", "offline", offline, KL, group="h4", algorithm="best_of_2")
   a.add("offline_best_of_2_replay", "offline", [0.5, 0.6, 0.65, 0.6], KL, group="h4",
-        algorithm="best_of_2", seeds=1)
+        algorithm="best_of_2")
   return a.context()
 
 
@@ -160,8 +177,8 @@ def _h5(peaks):
     on, off = (("online_ipo", "offline_ipo") if size == "t5-tiny" else
                (f"online_ipo_{size}", f"offline_ipo_{size}"))
     group = "fig1" if size == "t5-tiny" else "h5"
-    a.add(on, "online", [0.5, peak, peak - 0.05, peak - 0.1], KL, group=group, seeds=1)
-    a.add(off, "offline", [0.5, peak - 0.06, peak - 0.08, peak - 0.1], KL, group=group, seeds=1)
+    a.add(on, "online", [0.5, peak, peak - 0.05, peak - 0.1], KL, group=group)
+    a.add(off, "offline", [0.5, peak - 0.06, peak - 0.08, peak - 0.1], KL, group=group)
   return a.context()
 
 
@@ -174,10 +191,10 @@ def test_finding_6_holds_and_fails():
 
 
 def _sec6(gap):
-  a = _fig1([0.5, 0.62, 0.72, 0.6], [0.5, 0.6, 0.66, 0.6])
-  a.add("offline_writer_pairs", "offline", [0.5, 0.53, 0.55, 0.5], KL, group="sec6", seeds=1)
-  a.add("offline_gap_pairs", "offline", gap, KL, group="sec6", seeds=1)
-  a.add("offline_mixed_pairs", "offline", [0.5, 0.58, 0.63, 0.6], KL, group="sec6", seeds=1)
+  a = _fig1(AHEAD, [0.5, 0.6, 0.66, 0.6])
+  a.add("offline_writer_pairs", "offline", [0.5, 0.53, 0.55, 0.5], KL, group="sec6")
+  a.add("offline_gap_pairs", "offline", gap, KL, group="sec6")
+  a.add("offline_mixed_pairs", "offline", [0.5, 0.58, 0.63, 0.6], KL, group="sec6")
   return a.context()
 
 
@@ -186,6 +203,71 @@ def test_finding_7_holds_and_fails():
       "reproduced"
   assert pair_sets.finding_7(_sec6([0.5, 0.64, 0.7, 0.66]), PASSED, "sft")["verdict"] == \
       "not reproduced"
+
+
+def test_arms_with_fewer_than_three_seeds_are_shown_and_never_voted():
+  a = Arms().add("online_ipo", "online", AHEAD, KL, seeds=2).add(
+      "offline_ipo", "offline", BEHIND, KL, seeds=2)
+  f = fig1.finding_1(a.context(), PASSED)
+  assert all(p["status"] == "few seeds" for p in f["parts"]), f["parts"]
+  assert f["verdict"] == "inconclusive" and "fewer than 3 seeds" in f["reason"]
+  assert f["parts"][0]["estimate"] > 0.1  # shown with its number
+  assert "2 (not voted)" in "\n".join(arms_lib.arm_table(a.context(), ["online_ipo"]))
+
+
+def test_holm_corrects_a_findings_claims_for_their_number():
+  """Two claims at p = 0.03 each: each alone is below 0.05, the pair is not (Holm: the
+  smaller against 0.025); a claim at p = 0.001 survives. The finding votes the
+  corrected verdicts."""
+  claim = lambda p, est=0.1: {"claim": "x", "estimate": est, "interval": [0.01, 0.2],
+                              "verdict": "supported", "p": p, "min_seeds": 3, "counts": True}
+  assert arms_lib.holm_verdicts([claim(0.03), claim(0.03)]) == ["unclear", "unclear"]
+  assert arms_lib.holm_verdicts([claim(0.001), claim(0.03)]) == ["supported", "supported"]
+  assert arms_lib.holm_verdicts([claim(0.001, -0.1), claim(0.2)]) == ["contradicted", "unclear"]
+  f = arms_lib.finding(9, "x", [claim(0.03), claim(0.03)], {}, PASSED, "rule")
+  assert f["verdict"] == "inconclusive"
+  assert [p["verdict"] for p in f["parts"]] == ["supported"] * 2  # uncorrected, shown
+  assert [p["holm_verdict"] for p in f["parts"]] == ["unclear"] * 2
+  assert arms_lib.finding(9, "x", [claim(0.01), claim(0.03)], {}, PASSED, "r")["verdict"] == \
+      "reproduced"
+
+
+def _attribution(on_proxy, on_golden, off_proxy, off_golden):
+  """The 2 x 2 with every arm at the same KL per point: only the win rates differ."""
+  a = Arms().add("online_ipo", "online", on_proxy, KL).add("offline_ipo", "offline",
+                                                           off_golden, KL)
+  a.add("online_ipo_golden", "online", on_golden, KL, group="attribution")
+  a.add("offline_ipo_proxy_labels", "offline", off_proxy, KL, group="attribution")
+  ctx = a.context()
+  return attribution.effects(ctx, attribution.cells(ctx))
+
+
+LOW, HIGH = [0.5, 0.55, 0.58, 0.56], [0.5, 0.65, 0.72, 0.7]
+
+
+def test_the_attribution_says_which_effect_explains_the_gap():
+  # Offline ahead; the label source alone moves the curves: labels explain it.
+  eff = _attribution(LOW, HIGH, LOW, HIGH)
+  e = eff["envelope"]
+  assert e["fig1_gap"]["verdict"] == "contradicted"
+  assert e["labels_online"]["verdict"] == e["labels_offline"]["verdict"] == "supported"
+  assert e["sampling_at_proxy_labels"]["verdict"] == "unclear"
+  text = attribution.sentence(eff, PASSED)
+  assert "offline IPO ahead" in text and "explained by the label source" in text, text
+  assert "no effect of on-policy sampling" in text
+  # Online ahead, and only sampling moves the curves: sampling explains it.
+  text = attribution.sentence(_attribution(HIGH, HIGH, LOW, LOW), PASSED)
+  assert "online IPO ahead" in text and "explained by on-policy sampling:" in text, text
+  # Offline ahead because on-policy sampling hurts, not the labels.
+  text = attribution.sentence(_attribution(LOW, LOW, HIGH, HIGH), PASSED)
+  assert "explained by on-policy sampling" in text and "hurts" in text, text
+  # No gap in Fig. 1: nothing to explain, the effects are still said.
+  text = attribution.sentence(_attribution(LOW, HIGH, HIGH, LOW), PASSED)
+  assert text.startswith("Fig. 1 shows no gap"), text
+  assert "inconclusive" in attribution.sentence(eff, {"gate_passed": False}).lower()
+  # Interaction: sampling helps with golden labels only (on_golden high).
+  e = _attribution(LOW, HIGH, LOW, LOW)["envelope"]
+  assert e["interaction"]["estimate"] > 0.05 and e["interaction"]["verdict"] == "supported"
 
 
 # ---------------------------------------------------------------------------
@@ -243,11 +325,13 @@ def test_stage_hashes_propagate_downstream(tmp_path):
   assert changed == _downstream(stages, {"sft"}) == set(base)  # everything rests on SFT
   _, online = _hashes(tmp_path, "online.steps=9")
   changed = {k for k in base if base[k] != online[k]}
-  assert {"replay_ordered", "replay_shuffled", "peak_pairs", "final_pairs",
-          "offline_peak_pairs"} <= changed
-  assert not changed & {"sft", "pairs", "pm", "sft_eval", "offline_ipo_s0", "writer_pairs"}
+  assert {"replay_ordered", "replay_shuffled_s0", "peak_pairs", "final_pairs",
+          "offline_peak_pairs_s0"} <= changed
+  assert not changed & {"sft", "pairs", "pm", "sft_eval", "offline_ipo_s0", "writer_pairs",
+                        "proxy_labels", "offline_ipo_proxy_labels_s1"}
   assert changed == _downstream(stages, {k for k in base if k.startswith("online_")}) | {
-      "replay_ordered", "replay_window2", "replay_shuffled", "offline_best_of_2_replay"}
+      "replay_ordered", "replay_window2_s0", "replay_shuffled_s0",
+      "offline_best_of_2_replay_s0"}
   _, again = _hashes(tmp_path)
   assert again == base  # deterministic
 
@@ -384,16 +468,17 @@ def test_h5_measures_every_size_against_one_reference_and_proxy(tmp_path):
   stages = {st.name: st for st in study.plan(c, str(tmp_path))}
   main_sft, pm = str(tmp_path / "sft" / "export"), str(tmp_path / "pm" / "export")
   for size in ("t5-nano", "t5-mini"):
-    for name in (f"online_ipo_{size}", f"offline_ipo_{size}", f"sft_eval_{size}"):
+    for name in (f"online_ipo_{size}_s0", f"offline_ipo_{size}_s2", f"sft_eval_{size}"):
       e = stages[name].config.eval
       assert e.reference == main_sft and e.proxy == pm, name  # one reference, one proxy
       assert e.sft == str(tmp_path / f"sft_{size}" / "export"), name  # KL against its own SFT
       assert stages[name].config.model.name == size
-    assert stages[f"online_ipo_{size}"].config.judge.checkpoint == pm
-    assert stages[f"offline_ipo_{size}"].config.data.replay_dir == str(tmp_path / "pairs" /
-                                                                       "train")
-    assert stages[f"online_ipo_{size}"].sft_eval == f"sft_eval_{size}"
-  assert "online_ipo_t5-tiny" not in stages  # the main size is Fig. 1's arm
+    assert stages[f"online_ipo_{size}_s1"].config.judge.checkpoint == pm
+    assert stages[f"offline_ipo_{size}_s1"].config.data.replay_dir == str(tmp_path / "pairs" /
+                                                                          "train")
+    assert stages[f"online_ipo_{size}_s0"].sft_eval == f"sft_eval_{size}"
+    assert stages[f"online_ipo_{size}_s2"].arm == f"online_ipo_{size}"
+  assert not [n for n in stages if n.startswith("online_ipo_t5-tiny")]  # Fig. 1's arm
 
 
 def test_experiments_without_fig1_are_the_foundation_and_h1_needs_fig1(tmp_path):
@@ -441,26 +526,33 @@ def test_comparisons_read_above_below_and_no_difference_from_their_intervals():
   sentence inconclusive."""
   online = [0.5, 0.6, 0.65, 0.6]
   a = _fig1(online, [0.5, 0.55, 0.58, 0.52])
-  a.add("online_ipo_stale1", "online", online, KL, group="staleness", seeds=1)
-  a.add("online_ipo_stale4", "online", [0.5, 0.7, 0.78, 0.75], KL, group="staleness", seeds=1)
-  a.add("online_ipo_stale64", "online", [0.5, 0.52, 0.54, 0.5], KL, group="staleness", seeds=1)
+  a.add("online_ipo_stale1", "online", online, KL, group="staleness")
+  a.add("online_ipo_stale4", "online", [0.5, 0.7, 0.78, 0.75], KL, group="staleness")
+  a.add("online_ipo_stale64", "online", [0.5, 0.52, 0.54, 0.5], KL, group="staleness")
+  a.add("online_ipo_stale128", "online", [0.5, 0.52, 0.54, 0.5], KL, group="staleness",
+        seeds=1)
   ctx = a.context()
   smoke = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
   section = staleness.EXPERIMENT.section(ctx, PASSED, smoke)
   c = section.results["comparisons"]["staleness"]
   assert c == fig1.against_online_ipo(ctx, ctx.group_arms("staleness"))
-  assert list(c) == ["online_ipo_stale1", "online_ipo_stale4", "online_ipo_stale64"]
+  assert list(c) == ["online_ipo_stale1", "online_ipo_stale4", "online_ipo_stale64",
+                     "online_ipo_stale128"]
+  assert c["online_ipo_stale128"]["reading"] == {"peak": arms_lib.FEW_SEEDS,
+                                                 "envelope": arms_lib.FEW_SEEDS}
+  c = {k: v for k, v in c.items() if k != "online_ipo_stale128"}
   assert c["online_ipo_stale4"]["reading"] == {"peak": "above", "envelope": "above"}
   assert c["online_ipo_stale64"]["reading"] == {"peak": "below", "envelope": "below"}
   assert c["online_ipo_stale1"]["reading"]["peak"] == "no difference detected"
   text = section.results["comparison_readings"]["staleness"]
   assert ("peak: above online_ipo_stale4; below online_ipo_stale64; no difference detected "
-          "for online_ipo_stale1.") in text, text
+          "for online_ipo_stale1; not read (fewer than 3 seeds) for online_ipo_stale128.") \
+      in text, text
   assert "Offline IPO on the SFT pairs (the k = infinity end) - online IPO: peak -" in text
   assert text.endswith("(below).") and "\n" not in text
   assert text in section.lines  # the report says it under its differences
   assert section.plot_arms == ["online_ipo", "online_ipo_stale1", "online_ipo_stale4",
-                               "online_ipo_stale64", "offline_ipo"]
+                               "online_ipo_stale64", "online_ipo_stale128", "offline_ipo"]
   failed = staleness.EXPERIMENT.section(ctx, {"gate_passed": False}, smoke)
   assert "inconclusive" in failed.results["comparison_readings"]["staleness"]
   assert arms_lib.side({"estimate": None}) == "n/a"

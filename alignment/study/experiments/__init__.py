@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from alignment import config as config_lib
 from alignment.study import experiment as experiment_lib
-from alignment.study.experiments import fig1, h1, h2, h4, h5, losses, pair_sets, rl, staleness
+from alignment.study.experiments import (attribution, fig1, h1, h2, h4, h5, losses, pair_sets,
+                                         rl, staleness)
 
 BUILTIN = {e.name: e for e in (
-    fig1.EXPERIMENT, losses.EXPERIMENT, h1.EXPERIMENT, h2.EXPERIMENT, h4.EXPERIMENT,
+    fig1.EXPERIMENT, attribution.EXPERIMENT, losses.EXPERIMENT, h1.EXPERIMENT, h2.EXPERIMENT, h4.EXPERIMENT,
     pair_sets.WRITER, pair_sets.SEC6, rl.EXPERIMENT, staleness.EXPERIMENT, h5.EXPERIMENT)}
 
 

@@ -1,15 +1,18 @@
 """H1, coverage: Fig. 1's online stream D_online replayed offline.
 
-  replay_ordered      the stream in its online order: the online run itself, to the
-                      bit (a determinism check of its training statistics, the tandem
-                      effect; not evaluated)
-  replay_window<k>    shuffled within windows of k batches (`h1_windows`)
-  replay_shuffled     shuffled whole
+  replay_ordered      the first seed's stream in its online order: the online run
+                      itself, to the bit (a determinism check of its training
+                      statistics, the tandem effect; not evaluated)
+  replay_window<k>_s<seed>   shuffled within windows of k batches (`h1_windows`)
+  replay_shuffled_s<seed>    shuffled whole
 
-Same loss, learning rate, seed and steps as the source run: a replay differs from
-it only in where its pairs come from.
+Each of Fig. 1's online IPO seeds (at online.beta) is replayed with its own seed,
+loss, learning rate and steps: a replay differs from its source run only in
+where its pairs come from, and the arms compare on matching seeds.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -32,24 +35,25 @@ def tandem_check(workdir: str, source: str) -> dict:
           "passes": bool(rel < 1e-3 and shift > 1e-3)}
 
 
-def finding_2(ctx: A.Context, gate: dict, source: str, workdir: str):
-  if not ctx.has("replay_shuffled"):
+def finding_2(ctx: A.Context, gate: dict, source_arm: str, workdir: str, first_source: str):
+  if not ctx.has("replay_shuffled", source_arm):
     return None
-  src = ctx.run_arm(source)
   off = fig1.offline(ctx)
-  if not ctx.has(src) or not off:
+  if not off:
     return None
-  off = off[0]
+  src, off = source_arm, off[0]
   parts = [
-      ctx.claim(f"{source} peak - shuffled replay peak > 0 (the online order's coverage "
-                "is lost when shuffled)", lambda: ctx.peak(src) - ctx.peak("replay_shuffled")),
+      ctx.claim("online peak - shuffled replay peak > 0 (the online order's coverage is lost "
+                "when shuffled; matching seeds)", lambda: ctx.peak(src) -
+                ctx.peak("replay_shuffled"), presupposes_advantage=True),
       ctx.claim("online + offline - 2 x shuffled > 0 (the shuffled replay gains less than half "
                 "of online's gain over offline)",
-                lambda: ctx.peak(src) + ctx.peak(off) - 2 * ctx.peak("replay_shuffled")),
+                lambda: ctx.peak(src) + ctx.peak(off) - 2 * ctx.peak("replay_shuffled"),
+                presupposes_advantage=True),
   ]
   windows = sorted((int(a[len("replay_window"):]), a) for a in ctx.data
-                   if a.startswith("replay_window"))
-  numbers = {"tandem_check": tandem_check(workdir, source),
+                   if re.fullmatch(r"replay_window\d+", a))
+  numbers = {"tandem_check": tandem_check(workdir, first_source),
              "online_peak": ctx.value(lambda: ctx.peak(src)),
              "offline_peak": ctx.value(lambda: ctx.peak(off)),
              "shuffled_peak": ctx.value(lambda: ctx.peak("replay_shuffled")),
@@ -58,12 +62,18 @@ def finding_2(ctx: A.Context, gate: dict, source: str, workdir: str):
                    "order matters (ordered replay = online is a determinism check)", parts,
                    numbers, gate, "both claims' intervals above 0; the tandem check (ordered "
                    "replay's training statistics within 0.1% of the online run's, a one-batch "
-                   "shift breaking it) is reported, not voted")
+                   "shift breaking it) is reported, not voted",
+                   advantage=fig1.online_advantage(ctx, gate))
+
+
+def source_arm(study) -> str:
+  """The Fig. 1 online arm H1 replays and H2 samples (online.beta's)."""
+  return fig1.source_run(study).rsplit("_s", 1)[0]
 
 
 def beside_source(ctx: A.Context, study, arms: list[str]) -> list[str]:
-  """An H1 or H2 plot's arms: the source run and Fig. 1's offline IPO, then its own."""
-  return [ctx.run_arm(fig1.source_run(study))] + fig1.offline(ctx)[:1] + arms
+  """An H1 or H2 plot's arms: the source arm and Fig. 1's offline IPO, then its own."""
+  return [source_arm(study)] + fig1.offline(ctx)[:1] + arms
 
 
 class H1(Experiment):
@@ -72,20 +82,25 @@ class H1(Experiment):
   needs = {"fig1": "replays the Fig. 1 online run"}
 
   def plan(self, p):
-    s, source = p.s, fig1.source_run(p.s)
-    stream, beta = p.stream(source), s.online.beta
-    replay = dict(deps=(source,), steps=s.online.steps, learning_rate=s.online.learning_rate,
-                  seed=s.seeds[0])
-    p.offline("replay_ordered", s.model, "ipo", beta, self.group, data="online_ordered",
-              pairs=stream, order="ordered", evaluate=False, **replay)
-    for w in s.h1_windows:
-      p.offline(f"replay_window{w}", s.model, "ipo", beta, self.group,
-                data=f"online_window{w}", pairs=stream, order="window", window=w, **replay)
-    p.offline("replay_shuffled", s.model, "ipo", beta, self.group, data="online_shuffled",
-              pairs=stream, order="shuffled", **replay)
+    s, beta = p.s, p.s.online.beta
+    for i, k in enumerate(p.ablation_seeds()):
+      source = fig1.source_run(s, k)
+      stream = p.stream(source)
+      replay = dict(deps=(source,), steps=s.online.steps, learning_rate=s.online.learning_rate,
+                    seed=k)
+      if i == 0:
+        p.offline("replay_ordered", s.model, "ipo", beta, self.group, data="online_ordered",
+                  pairs=stream, order="ordered", evaluate=False, **replay)
+      for w in s.h1_windows:
+        p.offline(f"replay_window{w}_s{k}", s.model, "ipo", beta, self.group,
+                  data=f"online_window{w}", pairs=stream, order="window", window=w,
+                  arm=f"replay_window{w}", **replay)
+      p.offline(f"replay_shuffled_s{k}", s.model, "ipo", beta, self.group,
+                data="online_shuffled", pairs=stream, order="shuffled", arm="replay_shuffled",
+                **replay)
 
   def findings(self, ctx, gate, study):
-    f = finding_2(ctx, gate, fig1.source_run(study), ctx.workdir)
+    f = finding_2(ctx, gate, source_arm(study), ctx.workdir, fig1.source_run(study))
     return [f] if f else []
 
   def section(self, ctx, gate, study):

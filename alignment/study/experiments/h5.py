@@ -3,7 +3,8 @@ evaluation, then online and offline IPO. The proxy PM, D_golden and the win-rate
 reference (the main SFT policy) are the main size's; the main size's arms are
 Fig. 1's.
 
-  sft_<size>, sft_eval_<size>, online_ipo_<size>, offline_ipo_<size>
+  sft_<size>, sft_eval_<size>, online_ipo_<size>_s<k>, offline_ipo_<size>_s<k>
+  (over the ablation seeds; the arms drop the _s<k>)
 """
 from __future__ import annotations
 
@@ -29,14 +30,16 @@ def finding_6(ctx: A.Context, gate: dict, sizes: list[str], main_model: str):
                            lambda a=on2, b=on1: ctx.peak(a) - ctx.peak(b)))
   for size, on, off in rows:
     parts.append(ctx.claim(f"{size}: online peak - offline peak > 0",
-                           lambda a=on, b=off: ctx.peak(a) - ctx.peak(b)))
+                           lambda a=on, b=off: ctx.peak(a) - ctx.peak(b),
+                           presupposes_advantage=True))
   numbers = {size: {"online": ctx.value(lambda a=on: ctx.peak(a)),
                     "offline": ctx.value(lambda a=off: ctx.peak(a))} for size, on, off in rows}
   return A.finding(6, "Scaling (H5): peak win rate grows with policy size; the online/offline "
                    "gap persists", parts, numbers, gate,
                    "every claim's interval above 0; every size is measured against the same "
                    "reference policy (the main SFT) and trained against the same proxy PM on "
-                   "the same D_golden; KL is against each size's own SFT")
+                   "the same D_golden; KL is against each size's own SFT",
+                   advantage=fig1.online_advantage(ctx, gate))
 
 
 class H5(Experiment):
@@ -51,11 +54,12 @@ class H5(Experiment):
       sft, sft_eval = f"sft_{size}", f"sft_eval_{size}"
       p.sft(size, sft)
       p.sft_eval(sft_eval, size, sft)
-      p.online(f"online_ipo_{size}", size, "ipo", s.online.beta, self.group, sft=sft,
-               sft_eval=sft_eval, deps=(sft_eval,))
-      p.offline(f"offline_ipo_{size}", size, "ipo", s.online.beta, self.group,
-                data=s.pairs + "_pairs", pairs=p.path("pairs", "train"), sft=sft,
-                sft_eval=sft_eval, deps=(sft_eval,))
+      for k in p.ablation_seeds():
+        p.online(f"online_ipo_{size}_s{k}", size, "ipo", s.online.beta, self.group, sft=sft,
+                 sft_eval=sft_eval, deps=(sft_eval,), seed=k, arm=f"online_ipo_{size}")
+        p.offline(f"offline_ipo_{size}_s{k}", size, "ipo", s.online.beta, self.group,
+                  data=s.pairs + "_pairs", pairs=p.path("pairs", "train"), sft=sft,
+                  sft_eval=sft_eval, deps=(sft_eval,), seed=k, arm=f"offline_ipo_{size}")
 
   def findings(self, ctx, gate, study):
     f = finding_6(ctx, gate, list(study.sizes), study.model)

@@ -1,6 +1,7 @@
-"""Other losses: Fig. 1 with DPO and SLiC (`loss_variants`), one seed each.
+"""Other losses: Fig. 1 with DPO and SLiC (`loss_variants`), over the ablation seeds.
 
-  online_<loss>, offline_<loss>   against the proxy PM / on D_golden, at online.beta
+  online_<loss>_s<k>, offline_<loss>_s<k>   against the proxy PM / on D_golden, at
+                                            online.beta (the arms drop the _s<k>)
 """
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ class Losses(Experiment):
   def plan(self, p):
     s = p.s
     for loss in s.loss_variants:
-      p.online(f"online_{loss}", s.model, loss, s.online.beta, self.group)
-      p.offline(f"offline_{loss}", s.model, loss, s.online.beta, self.group,
-                data=s.pairs + "_pairs", pairs=p.path("pairs", "train"))
+      for k in p.ablation_seeds():
+        p.online(f"online_{loss}_s{k}", s.model, loss, s.online.beta, self.group, seed=k,
+                 arm=f"online_{loss}")
+        p.offline(f"offline_{loss}_s{k}", s.model, loss, s.online.beta, self.group,
+                  data=s.pairs + "_pairs", pairs=p.path("pairs", "train"), seed=k,
+                  arm=f"offline_{loss}")
 
 
 EXPERIMENT = Losses()

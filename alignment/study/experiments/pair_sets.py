@@ -1,10 +1,10 @@
 """The pair sets: offline IPO on pair sets other than D_golden.
 
-  writer   writer_pairs + offline_writer_pairs: the writer's pairs instead of D_golden
+  writer   writer_pairs + offline_writer_pairs_s<k>: the writer's pairs instead of D_golden
            (the ablation of D_golden's source)
   sec6     the paper's section 6: writer_pairs, gap_pairs (the widest-gap half of 2N
-           writer pairs), mixed_pairs (one SFT sample, one writer response), and an
-           offline run on each
+           writer pairs), mixed_pairs (one SFT sample, one writer response), and
+           offline runs on each over the ablation seeds (arms offline_<kind>_pairs)
 
 Both report in one section (group "sec6"); a pair set both list is planned once,
 and the kind that IS D_golden (study.pairs) is Fig. 1's offline arm, not planned.
@@ -88,8 +88,10 @@ class PairSets(Experiment):
       p.pair_set(name, self.group, lambda d, k=kind: generate(p, d, k),
                  dict(kind=kind, num=s.num_pairs, labels=s.labels, seed=s.seed,
                       redraws=s.tie_redraws), deps=("sft",))
-      p.offline(f"offline_{kind}_pairs", s.model, "ipo", s.online.beta, self.group,
-                data=f"{kind}_pairs", pairs=p.path(name, "train"), deps=(name,))
+      for k in p.ablation_seeds():
+        p.offline(f"offline_{kind}_pairs_s{k}", s.model, "ipo", s.online.beta, self.group,
+                  data=f"{kind}_pairs", pairs=p.path(name, "train"), deps=(name,), seed=k,
+                  arm=f"offline_{kind}_pairs")
 
   def findings(self, ctx, gate, study):
     f = finding_7(ctx, gate, study.pairs)

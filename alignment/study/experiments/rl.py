@@ -3,11 +3,13 @@ evaluation.
 
   rm                 a Bradley-Terry reward model on D_golden (the PM's pairs, steps
                      and rate; its held-out agreement sits in results.json's setup)
-  online_<arm>       for each of `rl.arms`: rloo_rm, grpo_rm (rewards of the RM),
-                     grpo_pm (the PM's sibling wins), rloo_golden (the golden score)
+  online_<arm>_s<k>  for each of `rl.arms`: rloo_rm, grpo_rm (rewards of the RM),
+                     grpo_pm (the PM's sibling wins), rloo_golden (the golden score),
+                     over the ablation seeds (the arms drop the _s<k>)
 
-Each arm is compared with Fig. 1's online IPO: peak and envelope differences with
-intervals, and one sentence on where each arm stands.
+Each arm is compared with Fig. 1's online IPO on matching seeds: peak and
+envelope differences with intervals (Holm over the section's comparisons), and
+one sentence on where each arm stands.
 """
 from __future__ import annotations
 
@@ -37,13 +39,14 @@ class RL(Experiment):
     p.pm("rm", {**p.pm_overrides(), "head": "reward"}, deps=("sft", "pairs"))
     for arm in s.rl.arms:
       method, judge = ARMS[arm]
-      p.online(f"online_{arm}", s.model, "ipo", s.online.beta, self.group, judge=judge,
-               judge_stage=JUDGE_STAGE[judge], data=f"online_{judge}",
-               learning_rate=s.rl.learning_rate, rl={
-                   "rl.method": method, "rl.samples": s.rl.samples, "rl.kl": s.rl.kl,
-                   "rl.kl_coef": s.rl.kl_coef,
-                   "rl.updates": s.rl.updates if method == "grpo" else 1,
-                   "train.write_stream": False})
+      for k in p.ablation_seeds():
+        p.online(f"online_{arm}_s{k}", s.model, "ipo", s.online.beta, self.group, judge=judge,
+                 judge_stage=JUDGE_STAGE[judge], data=f"online_{judge}", seed=k,
+                 arm=f"online_{arm}", learning_rate=s.rl.learning_rate, rl={
+                     "rl.method": method, "rl.samples": s.rl.samples, "rl.kl": s.rl.kl,
+                     "rl.kl_coef": s.rl.kl_coef,
+                     "rl.updates": s.rl.updates if method == "grpo" else 1,
+                     "train.write_stream": False})
 
   def setup(self, workdir):
     rm = foundation.held_out_accuracy(workdir, "rm")

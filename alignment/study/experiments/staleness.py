@@ -1,8 +1,9 @@
 """Beyond the paper: staleness, the road from online to offline.
 
-  online_ipo_stale<k>   online IPO sampling with parameters k steps old, for each k of
-                        `staleness` (k = 0 is Fig. 1's online IPO; offline IPO on the
-                        SFT pairs is the k = infinity end)
+  online_ipo_stale<k>_s<seed>   online IPO sampling with parameters k steps old, for
+                        each k of `staleness` (k = 0 is Fig. 1's online IPO; offline
+                        IPO on the SFT pairs is the k = infinity end), over the
+                        study's seeds (the arms drop the _s<seed>)
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ class Staleness(Experiment):
   def plan(self, p):
     s = p.s
     for k in s.staleness:
-      p.online(f"online_ipo_stale{k}", s.model, "ipo", s.online.beta, self.group,
-               data=f"online_stale{k}", rl={"rl.staleness": int(k)})
+      for seed in p.ablation_seeds():
+        p.online(f"online_ipo_stale{k}_s{seed}", s.model, "ipo", s.online.beta, self.group,
+                 data=f"online_stale{k}", rl={"rl.staleness": int(k)}, seed=seed,
+                 arm=f"online_ipo_stale{k}")
 
   def section(self, ctx, gate, study):
     arms = self.arms(ctx)
