@@ -11,6 +11,11 @@
   is per row, so the verdicts equal a single process's).
 - `RewardJudge`: a Bradley-Terry scalar reward model r(x, y):
   P = sigmoid(r1 - r2); its `rewards` feed policy-gradient RL.
+- `NoisyGoldenJudge`: the golden program with each verdict flipped independently
+  with probability `judge.flip_rate` (a judge of known quality whose errors are
+  noise, not exploitable: the judge-quality axis of the study). A pair's flip is
+  a hash of its content and `judge.flip_seed` (`pair_flips`), so a resumed run
+  flips the same pairs, and a swapped pair gets the same flip (antisymmetric).
 - `ModelGoldenJudge`: a golden PM (a `ModelJudge` trained on rater labels) in
   the golden judge's place, where a study starts from real data
   (`eval.golden_checkpoint`, `judge.golden_checkpoint`, configs/study.py:real).
@@ -31,6 +36,8 @@ never leaves the device for them); the golden judge returns numpy arrays.
 online loop's); `load_model_judge` and `load_golden_judge` load one kind.
 """
 from __future__ import annotations
+
+import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -147,6 +154,77 @@ class GoldenJudge:
             np.asarray(self.scores(prompts, y2), np.float32))
 
 
+def _content(tokens, mask, i: int) -> bytes:
+  """Row i's tokens where its mask is set (all of them without a mask), as int32 bytes:
+  what the row says, whatever its padding and integer width."""
+  row = np.asarray(tokens[i])
+  if mask is not None:
+    row = row[np.asarray(mask[i], bool)]
+  return np.ascontiguousarray(row, np.int32).tobytes()
+
+
+def pair_flips(prompt, prompt_mask, y1, m1, y2, m2, rate: float, seed: int) -> np.ndarray:
+  """[n] bool: the noisy golden judge flips row i's verdict where u_i < rate, u_i in
+  [0, 1) from a hash (blake2b) of `seed`, the prompt's tokens and the two responses'
+  tokens (each up to its mask). The two responses enter as an UNORDERED pair (their
+  digests sorted), so (y1, y2) and (y2, y1) get the same flip and the noisy judge stays
+  antisymmetric; the flips depend on nothing else (no call counter), so a resumed run
+  or a re-evaluation flips exactly the same pairs. Independent pairs flip
+  independently with probability `rate`."""
+  n = np.asarray(y1).shape[0]
+  if rate <= 0:
+    return np.zeros(n, bool)
+  digest = lambda b: hashlib.blake2b(b, digest_size=16).digest()
+  key = f"noisy-golden\0{int(seed)}\0".encode()
+  u = np.empty(n, np.float64)
+  for i in range(n):
+    a, b = sorted((digest(_content(y1, m1, i)), digest(_content(y2, m2, i))))
+    h = hashlib.blake2b(key + digest(_content(prompt, prompt_mask, i)) + a + b,
+                        digest_size=8).digest()
+    u[i] = int.from_bytes(h, "little") / 2.0**64
+  return u < rate
+
+
+class NoisyGoldenJudge:
+  """The golden program whose verdicts are flipped independently with probability
+  `flip_rate` (`pair_flips`): a flipped pair's prob_first is 1 - P and its verdict
+  the other response (an exact golden tie, P = 1/2, stays a tie: it goes to y2 both
+  ways, as the golden judge's). It has no `rewards` and no `pair_scores`: policy-
+  gradient RL asks it pair by pair (noisy), and pair sets are labelled by the
+  noiseless judge. Host numpy, like the golden judge; with several processes each
+  flips the rows it holds (the flips are per row, so they equal a single process's)."""
+
+  kind = "golden"
+
+  def __init__(self, vocab, flip_rate: float, flip_seed: int = 0,
+               golden: "GoldenJudge | None" = None):
+    self.golden = golden if golden is not None else GoldenJudge(vocab)
+    self.flip_rate, self.flip_seed = float(flip_rate), int(flip_seed)
+
+  @property
+  def tau(self) -> float:
+    return self.golden.tau
+
+  def flips(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> np.ndarray:
+    """[n] bool: which of these pairs' verdicts it flips (host rows)."""
+    return pair_flips(prompts.prompt, prompts.prompt_mask, y1, y1_mask, y2, y2_mask,
+                      self.flip_rate, self.flip_seed)
+
+  def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> algorithms.Comparison:
+    from alignment import distributed  # pylint: disable=g-import-not-at-top
+    rows = distributed.local_rows
+    local = [rows(x) if x is not None else None
+             for x in (prompts.prompt, prompts.prompt_mask, y1, y1_mask, y2, y2_mask)]
+    p = np.asarray(self.golden.program.preference(local[0], local[2], local[4], local[1]))
+    flip = pair_flips(*local, self.flip_rate, self.flip_seed)
+    p = np.where(flip, 1 - p, p).astype(p.dtype)
+    return algorithms.Comparison(prob_first=distributed.rows_to_global(p, y1),
+                                 first_wins=distributed.rows_to_global(p > 0.5, y1))
+
+  def compare_pairs(self, pairs: B.SampledPairs) -> algorithms.Comparison:
+    return self.compare(pairs.prompts, *pairs.responses)
+
+
 class ModelGoldenJudge:
   """A golden PM (a pairwise PM trained on rater labels) in the golden judge's place.
 
@@ -190,10 +268,15 @@ def build(judge_section, data_section, vocab, mesh, rules):
   """The judge of a config's `judge` section: the proxy PM (kind "proxy", asked both
   ways) or a reward model ("reward") from `judge.checkpoint`, or the golden judge
   ("golden": the environment's program, or a golden PM's export with
-  `judge.golden_checkpoint`, asked both ways). A model judge runs on `mesh`, the
-  proxy PM's role mesh (the caller picks it: roles are the training runtime's).
+  `judge.golden_checkpoint`, asked both ways; with `judge.flip_rate` > 0 the program
+  with that share of its verdicts flipped, `NoisyGoldenJudge`). A model judge runs on
+  `mesh`, the proxy PM's role mesh (the caller picks it: roles are the training
+  runtime's).
   """
   kind = judge_section.kind
+  flip = check_flip_rate(judge_section)
+  if flip:
+    return NoisyGoldenJudge(vocab, flip, judge_section.get("flip_seed", 0))
   if kind in ("proxy", "reward"):
     if not judge_section.checkpoint:
       raise config_lib.ConfigError(f"config.judge.checkpoint: the {kind} model's export is "
@@ -206,6 +289,23 @@ def build(judge_section, data_section, vocab, mesh, rules):
   if kind == "golden":
     return GoldenJudge(vocab)
   raise config_lib.ConfigError(f"config.judge.kind={kind!r}: choose proxy, reward or golden")
+
+
+def check_flip_rate(judge_section) -> float:
+  """`judge.flip_rate` (0.0 where the section has none): in [0, 0.5), and above 0 only
+  for the golden program (kind "golden", no golden_checkpoint). ConfigError naming
+  the key otherwise."""
+  rate = judge_section.get("flip_rate", 0.0)
+  if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 0.5:
+    raise config_lib.ConfigError(f"config.judge.flip_rate={rate!r}: a probability in [0, 0.5) "
+                                 "(0: the golden judge itself)")
+  if rate and (judge_section.kind != "golden" or judge_section.get("golden_checkpoint", "")):
+    raise config_lib.ConfigError(
+        f"config.judge.flip_rate={rate}: only the golden program's verdicts are flipped "
+        f"(judge.kind='golden' without judge.golden_checkpoint; not kind "
+        f"{judge_section.kind!r}" + (", a golden PM" if judge_section.get(
+            "golden_checkpoint", "") else "") + ")")
+  return float(rate)
 
 
 def load_golden_judge(export: str, vocab, data_section, mesh, rules):

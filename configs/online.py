@@ -5,8 +5,10 @@ golden judge (`judge.kind=golden`: training against it gives the "golden
 policy" the paper uses as the win-rate reference). `sampling.mixture` > 0
 draws each response from the reference with that probability (a sequence-level
 mixture, after IPO-MD). `train.write_stream` saves D_online for offline replay.
-`rl.method` = rloo or grpo trains by policy gradient on `rl.samples` samples per
-prompt instead (set train.write_stream=False), e.g.
+`judge.flip_rate` > 0 flips that share of the golden judge's verdicts (a noisy
+golden judge of known quality). `rl.method` = rloo or grpo trains by policy
+gradient on `rl.samples` samples per prompt instead (set train.write_stream=False),
+e.g.
     --config.rl.method=grpo --config.rl.samples=4 --config.rl.kl=k3
     --config.judge.kind=reward --config.judge.checkpoint=RM/export
 Variants: tiny, default, paper.
@@ -20,8 +22,12 @@ def get_config(arg: str = "tiny"):
   c.loss = C.loss_section("ipo", beta=0.1)
   c.sampling = C.sampling_section(mixture=0.0)
   c.rl = C.rl_section()  # contrastive (the paper's), or rloo / grpo
-  # golden_checkpoint: with kind=golden, a golden PM's export in the program's place
-  c.judge = C.ConfigDict(dict(kind="proxy", checkpoint="", golden_checkpoint=""))
+  # golden_checkpoint: with kind=golden, a golden PM's export in the program's place.
+  # flip_rate: with kind=golden (the program), each verdict flipped with this probability
+  # (a noisy golden judge, in [0, 0.5)); which pairs flip is a hash of the pair's content
+  # and flip_seed, the same on a resumed run and for the pair swapped (judges.pair_flips).
+  c.judge = C.ConfigDict(dict(kind="proxy", checkpoint="", golden_checkpoint="",
+                              flip_rate=0.0, flip_seed=0))
   c.init = C.ConfigDict(dict(policy="", reference=""))
   c.train.write_stream = True
   c.eval = C.eval_section()
