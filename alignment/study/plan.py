@@ -185,10 +185,14 @@ class Planner:
              judge: str = "proxy", data: str = "online", seed: int = 0, arm: str = "",
              deps: tuple[str, ...] = (), sft: str = "sft", sft_eval: str = "sft_eval",
              reference: str = "", save_params: bool = False, rl: Optional[dict] = None,
-             learning_rate: float = 0.0, judge_stage: str = "pm"):
+             learning_rate: float = 0.0, judge_stage: str = "pm", judge_flip: float = 0.0):
     """Online training from the SFT policy `sft`, judged by `judge` (proxy: the PM of
-    `judge_stage`; reward: the reward model of `judge_stage`; golden: the golden judge);
+    `judge_stage`; reward: the reward model of `judge_stage`; golden: the golden judge,
+    with judge_flip > 0 that share of its verdicts flipped, `judges.NoisyGoldenJudge`);
     rl: rl.* overrides (RLOO, GRPO, staleness), recorded in the run's hparams."""
+    if judge_flip and (judge != "golden" or self.golden_export()):
+      raise config_lib.ConfigError(f"stage {name}: judge_flip={judge_flip} flips the golden "
+                                   f"program's verdicts; not judge {judge!r} or a golden PM")
     s, t = self.s, self.tasks()
     steps = s.online.steps
     lr = learning_rate or s.online.learning_rate
@@ -200,6 +204,8 @@ class Planner:
                  "judge.kind": judge, "judge.checkpoint": judge_export,
                  **({"judge.golden_checkpoint": self.golden_export()} if judge == "golden"
                     else {}),
+                 **({"judge.flip_rate": float(judge_flip), "judge.flip_seed": s.seed}
+                    if judge_flip else {}),
                  **(rl or {}),
                  "train.checkpoint_every": s.checkpoint_every,
                  **self.eval_overrides(sft, steps), "eval.save_params": save_params}
@@ -214,14 +220,20 @@ class Planner:
       deps = deps + self.golden_deps()
     rl = rl or {}
     method = rl.get("rl.method", "contrastive")
-    self.add(Stage(name, "online", self.experiment("online", overrides), deps=deps,
+    config = self.experiment("online", overrides)
+    if not judge_flip:
+      _without_flip_keys(config)
+    self.add(Stage(name, "online", config, deps=deps,
                    run=dict(algorithm=loss if method == "contrastive" else method,
                             mode="online", data=data,
                             hparams=dict(learning_rate=lr, beta=beta, steps=steps,
                                          model=model, seed=s.seed + seed,
                                          staleness=rl.get("rl.staleness", 0),
                                          temperature=s.online.temperature,
-                                         judge=judge, **{k[3:]: v for k, v in rl.items()
+                                         judge=judge,
+                                         **({"judge_flip": float(judge_flip)}
+                                            if judge == "golden" else {}),
+                                         **{k[3:]: v for k, v in rl.items()
                                                          if k.startswith("rl.") and
                                                          k != "rl.staleness"})),
                    group=group, sft_eval=sft_eval, arm=arm or name))
@@ -267,6 +279,19 @@ class Planner:
         config=c, prompts_task=self.tasks()["prompts"], pairs_task=self.tasks()["pairs"],
         golden_export=self.golden_export(), labels=s.labels, batch_size=s.batch_size,
         sample_batch=s.sample_batch, tie_redraws=s.tie_redraws, tie_slack=s.tie_slack))
+
+
+FLIP_KEYS = ("flip_rate", "flip_seed")
+
+
+def _without_flip_keys(config) -> None:
+  """Leaves the noisy golden judge's keys out of an online stage's config where they
+  are at their defaults (no flips): the config, and so the hash, of every online stage
+  planned before the keys existed stays what it was."""
+  with config.unlocked():
+    for key in FLIP_KEYS:
+      if key in config.judge:
+        del config.judge[key]
 
 
 def plan(study, workdir: str) -> list[Stage]:
