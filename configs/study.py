@@ -16,7 +16,9 @@ Scales:
            policies against the same proxy PM and reference), the DPO/SLiC rows, and
            beyond the paper: `rl` (RLOO and GRPO with a scalar reward model and with
            the pairwise PM) and `staleness` (online IPO sampling k steps behind); every
-           arm over the three seeds.
+           arm over the three seeds; and `judge` (online IPO against judges of known
+           quality: the golden judge with flipped verdicts, PMs on 1/4 and 4x D_golden's
+           pairs and of the t5-mini and t5-small sizes, each against offline IPO).
   real     the study from your own rater-labelled pairs (--config.import_dir=DIR, an
            import_pairs directory with --validation_fraction): a golden PM trained on
            the raters' labels takes the golden judge's place (it labels D_golden, scores
@@ -88,6 +90,11 @@ def get_config(arg: str = "smoke"):
   c.rl = C.ConfigDict(dict(arms=["rloo_rm", "grpo_rm", "grpo_pm"], samples=4, kl="reward",
                            kl_coef=0.05, updates=2, learning_rate=3e-4))
   c.staleness = [1, 4, 16, 64]       # online IPO sampling k steps behind (k = 0: Fig. 1's)
+  # judge: online IPO against judges of known quality, each against Fig. 1's offline IPO:
+  # the golden judge with these shares of its verdicts flipped (noise), and proxy PMs on a
+  # quarter of D_golden, on D_golden (the study's pm: Fig. 1's online IPO), on 4x its
+  # pairs, and of these larger sizes (each on its own SFT backbone of that size).
+  c.judge_axis = C.ConfigDict(dict(flip_rates=[0.1, 0.2, 0.3], pm_sizes=["t5-mini", "t5-small"]))
   if arg == "smoke":
     c.base_variant = "tiny"
     c.prefix = "env_tiny"
@@ -108,6 +115,7 @@ def get_config(arg: str = "smoke"):
     c.checkpoint_every = 4
     c.experiments = ["fig1", "attribution", "h1", "h2", "h4", "sec6"]
     c.staleness = [2]
+    c.judge_axis.update(flip_rates=[0.2], pm_sizes=[])  # listed by hand: it runs in minutes
     c.eval.update(points=3, first=2, kl_prompts=16, win_prompts=32, proxy_prompts=16,
                   classifier_pairs=16, batch_size=16)
     c.bootstrap = 200
@@ -116,8 +124,8 @@ def get_config(arg: str = "smoke"):
   elif arg == "real":
     c.experiments = ["fig1", "attribution", "h1", "h2", "h4"]
   elif arg == "full":
-    c.experiments = ["fig1", "attribution", "h1", "h2", "h4", "sec6", "h5", "losses", "rl",
-                     "staleness"]
+    c.experiments = ["fig1", "attribution", "judge", "h1", "h2", "h4", "sec6", "h5", "losses",
+                     "rl", "staleness"]
     c.h1_windows = [4, 32]
   elif arg == "tpu":
     c.base_variant = "paper"

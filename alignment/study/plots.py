@@ -91,3 +91,41 @@ def plot_classifier(runs: list[dict], path: str):
   _save(fig, ax, path, "H3: classification vs generation",
         "policy-as-classifier accuracy on held-out D_golden pairs", "golden win rate",
         log_x=False, hline=None, vline=0.5)
+
+
+def plot_judge_axis(block: dict, path: str):
+  """The judge-quality axis (results.json's judge_axis block): online (each judge) -
+  offline IPO, envelope from KL 0, against the judge's held-out agreement with the
+  golden judge; one series each for the noisy golden judges and the learned proxies.
+  Error bars: the differences' 95% intervals (vertical) and the agreements' Wilson
+  intervals (horizontal); a dotted line at each series' interpolated crossover."""
+  fig, ax = _plt().subplots(figsize=(7, 4.5))
+  styles = {"noisy_golden": ("o", "-", "noisy golden judge (flipped verdicts)"),
+            "learned_proxy": ("s", "--", "learned proxy PM")}
+  for series, (marker, line, label) in styles.items():
+    named = sorted(((n, e) for n, e in block["judges"].items() if e["series"] == series and
+                    e.get("agreement") and
+                    e["envelope_minus_offline_ipo"]["estimate"] is not None),
+                   key=lambda ne: ne[1]["agreement"]["agreement"])
+    if not named:
+      continue
+    names, pts = [n for n, _ in named], [e for _, e in named]
+    x = np.array([e["agreement"]["agreement"] for e in pts])
+    y = np.array([e["envelope_minus_offline_ipo"]["estimate"] for e in pts])
+    lo = np.array([e["envelope_minus_offline_ipo"]["interval"][0] for e in pts])
+    hi = np.array([e["envelope_minus_offline_ipo"]["interval"][1] for e in pts])
+    xlo = np.array([e["agreement"]["interval"][0] for e in pts])
+    xhi = np.array([e["agreement"]["interval"][1] for e in pts])
+    drawn = ax.errorbar(x, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)],
+                        xerr=[np.nan_to_num(x - xlo), np.nan_to_num(xhi - x)],
+                        fmt=marker + line, ms=5, capsize=3, label=label)
+    for xi, yi, name in zip(x, y, names):
+      ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    cross = block["series"].get(series, {}).get("envelope", {}).get("crossover")
+    if cross is not None:
+      ax.axvline(cross, color=drawn[0].get_color(), ls=":", lw=1,
+                 label=f"{series.replace('_', ' ')} crossover {cross:.3f}")
+  _save(fig, ax, path, "The judge-quality axis: online (that judge) - offline IPO, envelope "
+        "from KL 0 (95% intervals)", "judge's agreement with the golden judge on held-out SFT "
+        "pairs (Wilson 95%)", "online - offline IPO golden win rate, envelope", log_x=False,
+        hline=0.0)

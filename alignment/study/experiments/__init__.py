@@ -1,5 +1,6 @@
 """The study's built-in experiments, in the order they are planned and reported
-(Fig. 1 first: the others build on it), and `resolve`, which turns the names of
+(Fig. 1 first: the others build on it; `judge` after H5, whose sft_<size> stages
+its larger PMs reuse), and `resolve`, which turns the names of
 `study.experiments` into Experiment objects, a user's modules included.
 
 Each module defines EXPERIMENT, as a user's module does (alignment.study.experiment);
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 from alignment import config as config_lib
 from alignment.study import experiment as experiment_lib
-from alignment.study.experiments import (attribution, fig1, h1, h2, h4, h5, losses, pair_sets,
-                                         rl, staleness)
+from alignment.study.experiments import (attribution, fig1, h1, h2, h4, h5, judge, losses,
+                                         pair_sets, rl, staleness)
 
 BUILTIN = {e.name: e for e in (
     fig1.EXPERIMENT, attribution.EXPERIMENT, losses.EXPERIMENT, h1.EXPERIMENT, h2.EXPERIMENT, h4.EXPERIMENT,
-    pair_sets.WRITER, pair_sets.SEC6, rl.EXPERIMENT, staleness.EXPERIMENT, h5.EXPERIMENT)}
+    pair_sets.WRITER, pair_sets.SEC6, rl.EXPERIMENT, staleness.EXPERIMENT, h5.EXPERIMENT,
+    judge.EXPERIMENT)}
 
 
 def resolve(names) -> list[experiment_lib.Experiment]:
