@@ -224,6 +224,8 @@ def crossover(points: list[dict]) -> dict:
                          "below_judge": below[-1]["judge"] if below else None,
                          "above_from": above[0]["agreement"] if above else None,
                          "above_judge": above[0]["judge"] if above else None}
+  out["unread"] = bool(pts) and all(str(q.get("reading", "")).startswith("not read")
+                                     for q in pts)
   out["sentence"] = crossover_sentence(out, bool(pts))
   return out
 
@@ -240,13 +242,15 @@ def crossover_sentence(c: dict, any_points: bool) -> str:
   elif c["bound"] and "below_up_to" in c["bound"]:
     said = f"online stays below offline up to agreement {c['bound']['below_up_to']}"
   elif c["bound"]:
-    said = (f"online is above offline from agreement {c['bound']['above_from']} (the least "
-            "accurate judge tested) on")
+    said = (f"online is above offline at every judge, from agreement "
+            f"{c['bound']['above_from']} (the least accurate tested) up")
   else:
     said = (f"online falls below offline above agreement {c['crossings'][0]['agreement']} "
             "(no upward crossing)")
   b = c["by_intervals"]
-  if b["below_up_to"] is not None and b["above_from"] is not None:
+  if c.get("unread"):
+    read = f"the intervals are not read (fewer than {A.MIN_SEEDS} seeds)"
+  elif b["below_up_to"] is not None and b["above_from"] is not None:
     read = (f"by the intervals, online is below offline at {b['below_up_to']} "
             f"({b['below_judge']}) and above from {b['above_from']} ({b['above_judge']}): the "
             "crossover lies between them")
