@@ -39,7 +39,7 @@ POINT_KEYS = ("kl", "golden_win_rate", "golden_win_rate_se", "proxy_win_rate",
               "classifier_accuracy", "chosen_logprob_delta", "mean_response_length",
               "proxy_golden_agreement")
 MIN_SEEDS = 3  # an arm with fewer seeds is shown, never voted
-NOT_APPLICABLE = "not applicable: no online advantage to explain (finding 1 shows none)"
+NOT_APPLICABLE = "no online advantage to explain: finding 1 shows none"
 EXTRA_KEYS = ("golden_win_rate_hard", "proxy_win_rate_hard", "golden_score",
               "reference_golden_score", "proxy_golden_agreement_vs_reference")
 

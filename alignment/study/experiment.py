@@ -34,12 +34,16 @@ class Section:
   section); table_arms: its arm table's rows (default: plot_arms); lines: what it
   says between the plot and the table; results: its entries of results.json besides
   the findings, merged by key ("attribution", "ablations", "comparisons",
-  "comparison_readings").
+  "comparison_readings", "judge_axis"); figures: more plots of its own, {file name:
+  (the name of a function of `alignment.study.plots`, the data it draws)}, drawn
+  as plots.<function>(data, path) and shown after its lines (experiments do not
+  import plots: no stage's code may reach it, see `stages.code_digest`).
   """
   plot_arms: list[str]
   table_arms: Optional[list[str]] = None
   lines: list[str] = dataclasses.field(default_factory=list)
   results: dict = dataclasses.field(default_factory=dict)
+  figures: dict = dataclasses.field(default_factory=dict)  # {file.png: (plots.<fn>, data)}
 
 
 class Experiment:

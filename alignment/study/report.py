@@ -77,6 +77,9 @@ def _write(study, workdir: str, stages, out: str, golden_judge, experiments) -> 
     name = f"budget_{e.group}.png"
     plots.plot_budget(ctx, s.plot_arms, os.path.join(out, name), e.title)
     written.append(name)
+    for figure, (function, data) in s.figures.items():
+      getattr(plots, function)(data, os.path.join(out, figure))
+      written.append(figure)
   if ctx.data:
     written += _study_plots(ctx, runs, experiments, out)
   md = _markdown(study, workdir, stages, gate, found, sections, ctx)
@@ -132,7 +135,8 @@ def _section_lines(sections, ctx: A.Context) -> list[str]:
   md = []
   for e, s in sections:
     md += ["", f"## {e.title}", "", f"![{e.group}](budget_{e.group}.png)", ""]
-    md += s.lines + A.arm_table(ctx, s.plot_arms if s.table_arms is None else s.table_arms)
+    md += s.lines + [f"![{f[:-4]}]({f})\n" for f in s.figures]
+    md += A.arm_table(ctx, s.plot_arms if s.table_arms is None else s.table_arms)
   return md
 
 

@@ -232,7 +232,7 @@ def test_the_judge_axis_runs_at_smoke_scale(tmp_path):
   """Fig. 1 and the judge axis at smoke scale (one seed): its stages run, its block and
   section are written, and the agreement of the noisy golden judge is exact."""
   c = _study("smoke", experiments=["fig1", "judge"], seeds=[0])
-  study.run(c, str(tmp_path))
+  out = study.run(c, str(tmp_path))
   with open(tmp_path / "results.json") as f:
     results = json.load(f)
   block = results["judge_axis"]
@@ -252,3 +252,5 @@ def test_the_judge_axis_runs_at_smoke_scale(tmp_path):
   assert runs["online_ipo_golden_flip0.2_s0"]["hparams"]["judge_flip"] == 0.2
   report = (tmp_path / "report.md").read_text()
   assert "## The judge-quality axis" in report and block["sentence"] in report
+  assert "judge_axis.png" in out["plots"] and "(judge_axis.png)" in report
+  assert (tmp_path / "judge_axis.png").stat().st_size > 1000

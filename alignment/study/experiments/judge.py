@@ -402,7 +402,8 @@ class JudgeAxis(Experiment):
     block = axis(ctx, study, judges, compared, base, gate)
     arms = list(dict.fromkeys([base] + [j["arm"] for j in judges]))
     return Section(arms, lines=lines(block) + A.rising_lines(ctx, own),
-                   results={"judge_axis": block})
+                   results={"judge_axis": block},
+                   figures={"judge_axis.png": ("plot_judge_axis", block)})
 
   def agreement_arms(self, ctx):
     return [a for a in self.arms(ctx) if not a.startswith("online_ipo_golden")]
