@@ -28,6 +28,36 @@ def _deterministic(records):
           for r in records]
 
 
+def test_tensorboard_events_are_those_tf_summary_writes(tmp_path):
+  """bookkeeping.ScalarEvents writes, value for value, the events of clu's TF summary
+  writer (tf.summary.scalar), without TensorFlow ops: only wall times and the file's
+  writer name differ."""
+  import glob  # pylint: disable=g-import-not-at-top
+  from clu.metric_writers.tf import summary_writer  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_file_loader  # pylint: disable=g-import-not-at-top
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  values = {"loss": 0.693, "eval/kl": 1e-45, "grad_norm": float("inf"), "x": float("nan"),
+            "step_time": 3.0e38, "skipped_batches": 0.0}
+  tf_writer = summary_writer.SummaryWriter(str(tmp_path / "tf"))
+  ours = bookkeeping.ScalarEvents(str(tmp_path / "ours"))
+  for step in (1, 2, 10):
+    tf_writer.write_scalars(step, values)
+    ours.write_scalars(step, values)
+  tf_writer.close()
+  ours.close()
+
+  def events(d):
+    [path] = glob.glob(os.path.join(d, "events.out.tfevents.*.v2"))
+    out = [event_pb2.Event.FromString(r)
+           for r in event_file_loader.RawEventFileLoader(path).Load()]
+    for e in out:
+      e.ClearField("wall_time")
+    return out
+  theirs, mine = events(str(tmp_path / "tf")), events(str(tmp_path / "ours"))
+  assert len(mine) == 1 + 3 * len(values) and mine[0].file_version == "brain.Event:2"
+  assert mine[1:] == theirs[1:]
+
+
 @pytest.fixture(scope="module")
 def sft_and_pm(tmp_path_factory):
   base = tmp_path_factory.mktemp("pulse")
