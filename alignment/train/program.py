@@ -79,7 +79,7 @@ class Program:
             "vocabulary": vocab_lib.vocabulary_name(vocab)}
     state, _, start = state_lib.restore_or_create(
         ckpt, self.init, self.optimizer, self.mesh, self.rules, config.seed, meta, data_iter,
-        init_params_from, init_keys)
+        init_params_from, init_keys, (self.abstract_state, self.state_shardings))
     return ckpt, meta, state, start
 
 

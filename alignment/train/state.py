@@ -171,7 +171,7 @@ def unboxed_params(boxed):
 
 def restore_or_create(ckpt, model_init, optimizer, mesh, rules, seed: int, meta: dict,
                       data_iter=None, init_params_from: str = "",
-                      init_keys: Optional[tuple[str, ...]] = None):
+                      init_keys: Optional[tuple[str, ...]] = None, abstract_state=None):
   """The train state to start from: the newest checkpoint, else fresh.
 
   Resume order: (1) the newest complete checkpoint in `ckpt` (state, data
@@ -179,10 +179,13 @@ def restore_or_create(ckpt, model_init, optimizer, mesh, rules, seed: int, meta:
   and vocabulary); (2) a fresh state whose parameters come from
   `init_params_from` (a params export or run directory), if given - only the
   top-level subtrees `init_keys` when given (a preference model takes the SFT
-  policy's "backbone"); (3) a fresh random state.
+  policy's "backbone"); all of them (the alignment loops) skip the random
+  initialisation (`with_params`); (3) a fresh random state.
+  abstract_state: `abstract(model_init, optimizer, mesh, rules, ...)` when the caller
+  has it already (a Program's), so the model's initialisation is not traced again.
   Returns (state, shardings, start_step).
   """
-  target, shardings = abstract(model_init, optimizer, mesh, rules, seed)
+  target, shardings = abstract_state or abstract(model_init, optimizer, mesh, rules, seed)
   if ckpt.latest_step() is not None:
     try:
       saved_meta = ckpt.read_meta()
@@ -198,10 +201,28 @@ def restore_or_create(ckpt, model_init, optimizer, mesh, rules, seed: int, meta:
       data_iter.set_state(data_state)
     log.info("resumed from %s at step %d", ckpt.directory, int(state.step))
     return state, shardings, int(state.step)
-  state, shardings = create(model_init, optimizer, mesh, rules, seed)
-  if init_params_from:
-    keys = init_keys or tuple(target.params)
-    loaded = checkpoint.load_params(init_params_from, {k: target.params[k] for k in keys})
-    state = state.replace(params={**state.params, **loaded})
+  keys = (init_keys or tuple(target.params)) if init_params_from else ()
+  if keys and set(keys) == set(target.params):  # every parameter from the export
+    loaded = checkpoint.load_params(init_params_from, target.params)
+    state = with_params(loaded, optimizer, mesh, rules, seed, shardings)
+  else:
+    state, shardings = create(model_init, optimizer, mesh, rules, seed)
+    if keys:
+      loaded = checkpoint.load_params(init_params_from, {k: target.params[k] for k in keys})
+      state = state.replace(params={**state.params, **loaded})
+  if keys:
     log.info("parameters %s initialised from %s", list(keys), init_params_from)
   return state, shardings, 0
+
+
+def with_params(params, optimizer, mesh, rules, seed: int, shardings) -> TrainState:
+  """The fresh TrainState `create` makes, its parameters replaced by `params`, without
+  drawing (nor compiling) the random initialisation they replace: step 0, the
+  optimiser's initial state (`make_optimizer`'s reads only the parameters' shapes:
+  zero moments and counts) and the train key `initializer` splits from `seed`."""
+  def init(params, seed_arr):
+    _, train_key = jax.random.split(jax.random.PRNGKey(seed_arr))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params), rng=train_key)
+  with sharding.use(mesh, rules):
+    return jax.jit(init, out_shardings=shardings)(params, jnp.asarray(seed, jnp.uint32))

@@ -97,3 +97,32 @@ def test_restore_without_checkpoint_is_a_clear_error(tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path / "empty"))
   with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
     ckpt.restore({})
+
+
+def test_a_state_from_an_export_is_the_random_one_with_its_parameters(tmp_path):
+  """restore_or_create from an export of every parameter (the alignment loops) skips
+  the random initialisation: its state is, bit for bit, the random one with the
+  export's parameters put in (optimiser moments, counts, step and key included)."""
+  cfg = zoo.get("t5-nano", vocab_size=V)
+  model = heads.LanguageModel(cfg)
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices())
+  rules = sharding.DEFAULT_RULES
+  opt = state_lib.make_optimizer(ml_collections.ConfigDict(dict(
+      learning_rate=1e-2, schedule="cosine", warmup_steps=2, decay_steps=10,
+      weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.99, eps=1e-8)))
+  init = heads.init_fn(model, LP, LR)
+  exported, _ = state_lib.create(init, opt, mesh, rules, seed=7)  # other parameters
+  checkpoint.export_params(exported.params, cfg, str(tmp_path / "export"))
+  random, _ = state_lib.create(init, opt, mesh, rules, seed=1)
+  want = random.replace(params=exported.params)
+  got, _, start = state_lib.restore_or_create(
+      checkpoint.Checkpointer(str(tmp_path / "ckpt")), init, opt, mesh, rules, 1,
+      {"model": "t5-nano"}, init_params_from=str(tmp_path / "export"))
+  assert start == 0
+  want_leaves = jax.tree_util.tree_leaves_with_path(want)
+  got_leaves = jax.tree.leaves(got)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for (path, w), g in zip(want_leaves, got_leaves):
+    assert g.sharding == w.sharding, jax.tree_util.keystr(path)
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w),
+                                  err_msg=jax.tree_util.keystr(path))
