@@ -55,6 +55,7 @@ DIR/evaluation.json.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional
 
@@ -69,6 +70,28 @@ from alignment.data import vocab as vocab_lib
 from alignment.models import zoo
 
 Array = jax.Array
+
+
+def _scorers(model, mesh, rules):
+  """(kl(p, q, batch), seq(p, batch)) jitted: exact KL to a reference per row, and a
+  response's summed log-prob. One pair per model, mesh and rules in a process
+  (`_shared_scorers`), so the evaluator of a study's next stage reuses them traced
+  and compiled; unhashable rules (lists) get their own."""
+  try:
+    return _shared_scorers(model, mesh, rules)
+  except TypeError:
+    return _make_scorers(model)
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_scorers(model, mesh, rules):
+  del mesh, rules  # they are the context the scorers are traced in (`Evaluator._run`)
+  return _make_scorers(model)
+
+
+def _make_scorers(model):
+  return (jax.jit(lambda p, q, b: scoring.kl_to_reference(model, p, q, b)),
+          jax.jit(lambda p, b: scoring.score(model, p, b)["sum"]))
 
 
 def _chunks(n: int, size: int):
@@ -127,9 +150,8 @@ class Evaluator:
         model, sampling.SamplingConfig(max_new_tokens=lr, temperature=float(cfg.temperature),
                                        vocab_size=vocab_size, **sampling_ids),
         mesh, rules)
-    self._kl = jax.jit(lambda p, q, b: scoring.kl_to_reference(model, p, q, b))
+    self._kl, self._seq = _scorers(model, mesh, rules)
     self._kl_fn = lambda p, b: self._kl(p, self.sft_params, b)
-    self._seq = jax.jit(lambda p, b: scoring.score(model, p, b)["sum"])
     ref = sft_params if reference_params is None else reference_params
     ref_sampler = None
     if reference_model is not None and reference_model.cfg != model.cfg:
@@ -299,16 +321,24 @@ def arrays_path(workdir: str, step: int) -> str:
 # ---------------------------------------------------------------------------
 
 
-def make_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=None):
+def make_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=None,
+                   sft_export: str = ""):
   """An `evaluation.Evaluator` when the `eval` section evaluates inside the loop, else None."""
   if not eval_cfg.get("every", 0) and not eval_cfg.get("steps", None):
     return None
-  return build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy)
+  return build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy,
+                         sft_export)
 
 
-def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=None):
+def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=None,
+                    sft_export: str = ""):
   """The `evaluation.Evaluator` of an `eval` section: golden judge, optional proxy PM,
-  and the win-rate reference `eval.reference` (SFT when empty), for every caller alike."""
+  and the win-rate reference `eval.reference` (SFT when empty), for every caller alike.
+
+  sft_export: the params export `sft_params` were loaded from (for `model`, on `mesh`):
+  an `eval.reference` naming that export (a study's runs: the SFT policy) is those
+  parameters, not loaded again.
+  """
   e = eval_cfg
   vocab = tasks.task_vocabulary(e.prompts_task)
   golden = judges.load_golden_judge(e.get("golden_checkpoint", ""), vocab, data_cfg, mesh,
@@ -316,13 +346,26 @@ def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=No
   if proxy is None and e.proxy:
     proxy = judges.load_model_judge(e.proxy, data_cfg, mesh, rules)
   reference = reference_model = None
-  if e.reference:
+  if e.reference and _same_export(e.reference, sft_export, model):
+    reference = sft_params
+  elif e.reference:
     reference_model, reference = zoo.load_export(e.reference, "lm", data_cfg, mesh, rules)
   return Evaluator(model, sft_params, mesh, rules, golden, e, data_cfg,
                    e.prompts_task, e.pairs_task, proxy=proxy,
                    reference_params=reference, vocab_size=vocab.vocab_size,
                    reference_model=reference_model, tokens=vocab_lib.token_record(vocab),
                    sampling_ids=vocab_lib.sampling_ids(vocab))
+
+
+def _same_export(path: str, loaded: str, model) -> bool:
+  """Whether the export at `path` is the one at `loaded`, recorded for `model` (whose
+  parameters were loaded from it as `zoo.load_export` would load them)."""
+  if not loaded or checkpoint.absolute(path) != checkpoint.absolute(loaded):
+    return False
+  try:
+    return zoo.load_model_config(os.path.join(path, checkpoint.MODEL_CONFIG_FILE)) == model.cfg
+  except checkpoint.CheckpointError:
+    return False  # not an export: load_export says why
 
 
 def is_eval_step(eval_cfg, num_steps: int, step: int) -> bool:
@@ -365,7 +408,7 @@ def run(config, workdir: str) -> dict:
   params_target = zoo.sharded_abstract_params(model, config.data, mesh, rules)
   # The same evaluator as the loops' (reference included), so a run's step-0 point
   # from this experiment is measured exactly as its later points are.
-  evaluator = build_evaluator(e, config.data, model, sft, mesh, rules)
+  evaluator = build_evaluator(e, config.data, model, sft, mesh, rules, sft_export=e.sft)
   results = []
   if os.path.isdir(os.path.join(e.policy, "params")):
     points = [(None, e.policy)]

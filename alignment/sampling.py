@@ -371,6 +371,53 @@ def gather_params(params: Any, shardings: Any, compute_dtype) -> Any:
   return jax.tree_util.tree_map_with_path(one, params, shardings)
 
 
+def _shared(make, *key):
+  """make(*key), made once per process for equal keys (`_cached`): a Sampler built
+  again with the same model, config, mesh, rules and parameter shardings (a study's
+  next stage, an evaluator per stage) reuses the jitted program, already traced and
+  compiled, where a new jax.jit would trace, lower and load it again (about a
+  second a sampler on a CPU). Unhashable keys (rules given as lists) are not shared."""
+  try:
+    hash(key)
+  except TypeError:
+    return make(*key)
+  return _cached(make, *key)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached(make, *key):
+  return make(*key)
+
+
+def _param_shardings(model, mesh: Mesh, rules):
+  with sharding.use(mesh, rules):
+    return param_shardings(model, mesh, rules)
+
+
+def _jitted_sample(model, config: SamplingConfig, mesh: Mesh, rules, shardings_def,
+                   shardings_leaves, gather: bool):
+  """(jitted `sample` with explicit shardings, the parameters' preparation `ready`,
+  the output's shardings) of a Sampler; the parameter shardings come flattened."""
+  params_sharding = jax.tree.unflatten(shardings_def, shardings_leaves)
+  rows = sharding.batch_sharding(mesh, rules, 2)
+  row = sharding.batch_sharding(mesh, rules, 1)
+  out_sharding = SampleOutput(prompt=rows, prompt_mask=rows, tokens=rows, mask=rows,
+                              lengths=row, finished=row, logprobs=rows,
+                              sampling_logprobs=rows)
+  gathered = gathered_shardings(params_sharding) if gather else None
+  compute_dtype = L.dtype_from_name(model.cfg.dtype)
+
+  def ready(params):
+    """The parameters the decode loop reads (gathered once when `gather`)."""
+    return gather_params(params, gathered, compute_dtype) if gather else params
+
+  jitted = jax.jit(
+      lambda params, prompts, key: sample(model, ready(params), prompts, key, config),
+      in_shardings=(params_sharding, PromptBatch(rows, rows), sharding.replicated(mesh)),
+      out_shardings=out_sharding)
+  return jitted, ready, out_sharding
+
+
 def param_shardings(model: heads.LanguageModel, mesh: Mesh, rules) -> Any:
   """NamedShardings of the model's parameters from their logical axis names."""
   p = jnp.zeros((1, 2), jnp.int32)
@@ -394,7 +441,9 @@ class Sampler:
       weights in its compute dtype, split only over `tensor`, per device while
       sampling (`alignment.aot` reports both ways).
   Calling it: sampler(params, prompts: PromptBatch, key) -> SampleOutput, all
-  rows split over the batch axes of the mesh.
+  rows split over the batch axes of the mesh. Samplers of equal models, configs,
+  meshes, rules and parameter shardings share one jitted program in a process
+  (`_shared`): built again, a sampler is not traced or compiled again.
   """
 
   def __init__(self, model: heads.LanguageModel, config: SamplingConfig,
@@ -403,27 +452,12 @@ class Sampler:
     self.model, self.config, self.rules, self.gather = model, config, rules, gather
     self.mesh = mesh or sharding.make_mesh({"data": 1}, jax.devices()[:1])
     if params_sharding is None:
-      with sharding.use(self.mesh, rules):
-        params_sharding = param_shardings(model, self.mesh, rules)
+      params_sharding = _shared(_param_shardings, model, self.mesh, rules)
     self.params_sharding = params_sharding  # where the params passed in must live
-    rows = sharding.batch_sharding(self.mesh, rules, 2)
-    row = sharding.batch_sharding(self.mesh, rules, 1)
-    out_sharding = SampleOutput(prompt=rows, prompt_mask=rows, tokens=rows, mask=rows,
-                                lengths=row, finished=row, logprobs=rows,
-                                sampling_logprobs=rows)
-    self.out_sharding = out_sharding
-    self._gathered = gathered_shardings(params_sharding) if gather else None
-    self._jitted = jax.jit(
-        lambda params, prompts, key: sample(model, self._ready(params), prompts, key, config),
-        in_shardings=(params_sharding, PromptBatch(rows, rows), sharding.replicated(self.mesh)),
-        out_shardings=out_sharding)
+    leaves, treedef = jax.tree.flatten(params_sharding)
+    self._jitted, self._ready, self.out_sharding = _shared(
+        _jitted_sample, model, config, self.mesh, rules, treedef, tuple(leaves), gather)
     self._batch_ways = sharding.data_parallel_size(dict(self.mesh.shape), rules)
-
-  def _ready(self, params):
-    """The parameters the decode loop reads (gathered once when `gather`)."""
-    if not self.gather:
-      return params
-    return gather_params(params, self._gathered, L.dtype_from_name(self.model.cfg.dtype))
 
   def _check(self, prompts: PromptBatch):
     b = prompts.prompt.shape[0]

@@ -22,6 +22,7 @@ and restores the parameters into `sharded_abstract_params`, its sharded target.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -116,8 +117,24 @@ def count_params(cfg, head: str = "lm") -> int:
 
 def sharded_abstract_params(model, data_section, mesh, rules):
   """The parameters' ShapeDtypeStructs with shardings: a restore target for
-  `checkpoint.load_params`, laid out as the train step lays them out."""
-  init = heads.init_fn(model, data_section.prompt_len, data_section.response_len)
+  `checkpoint.load_params`, laid out as the train step lays them out. Traced once
+  per model, lengths, mesh and rules in a process (a study loads the same exports
+  in every stage); each call gets its own containers."""
+  key = (model, data_section.prompt_len, data_section.response_len, mesh, rules)
+  try:
+    hash(key)
+  except TypeError:  # unhashable rules (lists): traced every time
+    return _sharded_abstract_params(*key)
+  return jax.tree.map(lambda x: x, _shared_abstract_params(*key))
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_abstract_params(model, prompt_len: int, response_len: int, mesh, rules):
+  return _sharded_abstract_params(model, prompt_len, response_len, mesh, rules)
+
+
+def _sharded_abstract_params(model, prompt_len: int, response_len: int, mesh, rules):
+  init = heads.init_fn(model, prompt_len, response_len)
   with sharding.use(mesh, rules):
     key = jax.ShapeDtypeStruct((2,), np.uint32)  # abstract: also for TPU topologies (aot)
     boxed = jax.eval_shape(init, key)

@@ -115,6 +115,33 @@ def test_the_online_sampler_takes_its_vocabulary_s_ids(tmp_path):
   assert program.train.tokens["vocabulary"] == os.path.abspath(tok)
 
 
+def test_programs_built_again_in_a_process_are_not_traced_again():
+  """A study builds the same samplers, evaluation scorers and restore targets in every
+  stage: built again they are the same jitted programs (traced and compiled once), and
+  anything that differs (here the number of samples) gets its own."""
+  from alignment import evaluation, sampling  # pylint: disable=g-import-not-at-top
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+  from alignment.models import zoo  # pylint: disable=g-import-not-at-top
+  from alignment.train import online  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(os.path.join(ROOT, "configs", "online.py:tiny"))
+  mesh, rules = sharding.mesh_and_rules(config.mesh)
+  vocab = tasks.task_vocabulary(config.data.task)
+  a, b = (online.build(config, mesh, rules, vocab) for _ in range(2))
+  assert a.sampler is not b.sampler and a.sampler._jitted is b.sampler._jitted
+  config_lib.apply_overrides(config, ["rl.method='rloo'", "rl.samples=4"])
+  assert online.build(config, mesh, rules, vocab).sampler._jitted is not a.sampler._jitted
+  model = a.train.model
+  plain = [sampling.Sampler(model, sampling.SamplingConfig(max_new_tokens=4), mesh, rules)
+           for _ in range(2)]
+  assert plain[0]._jitted is plain[1]._jitted is not a.sampler._jitted
+  assert evaluation._scorers(model, mesh, rules) == evaluation._scorers(model, mesh, rules)
+  targets = [zoo.sharded_abstract_params(model, config.data, mesh, rules) for _ in range(2)]
+  assert targets[0] == targets[1] and targets[0] is not targets[1]
+  unhashable = [list(r) for r in rules]  # rules as lists: built every time, as they were
+  assert (sampling.Sampler(model, plain[0].config, mesh, unhashable)._jitted
+          is not plain[0]._jitted)
+
+
 @pytest.mark.parametrize("override,message", [
     ("rl.samples=3", "the contrastive losses compare 2 samples"),
     ("rl.method='ppo'", "config.rl.method='ppo'"),
