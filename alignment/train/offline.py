@@ -70,7 +70,8 @@ def run(config, workdir: str) -> dict:
                               program.state_shardings.params, config.init, config.data,
                               config.seed, config.loss.reduction)
   evaluator = evaluation.make_evaluator(config.eval, config.data, model,
-                                        reference.on_policy_mesh(), mesh, rules)
+                                        reference.on_policy_mesh(), mesh, rules,
+                                        sft_export=reference.export)
 
   # ---- loop ----------------------------------------------------------------
   run_ = bookkeeping.Run(config.train, workdir, ckpt, start, "offline", meta)

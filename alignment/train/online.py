@@ -529,7 +529,8 @@ def run(config, workdir: str) -> dict:
   judge = judges.build(config.judge, d, vocab, meshes[roles.Role.PROXY_PM], rules)
   proxy = judge if config.judge.kind in ("proxy", "reward") else None  # not a golden PM
   evaluator = evaluation.make_evaluator(config.eval, config.data, model,
-                                        reference.on_policy_mesh(), mesh, rules, proxy=proxy)
+                                        reference.on_policy_mesh(), mesh, rules, proxy=proxy,
+                                        sft_export=reference.export)
   writer = open_stream(config, workdir, vocab, start)
 
   # ---- step: sample, judge, update ------------------------------------------

@@ -74,6 +74,7 @@ class Reference:
     self.shared = sharding.same_mesh(policy_mesh, mesh)
     self.policy_param_shardings = policy_param_shardings
     self.params = load_reference(init_cfg, data_cfg, seed, model, mesh, rules)
+    self.export = init_cfg.reference or init_cfg.policy  # "": the policy's own init
     self._copy = self.params if self.shared else None
     rows = sharding.batch_sharding(mesh, rules, 1)
     self._logps = jax.jit(lambda p, pairs: steps.pair_logps(model, p, pairs, reduction),

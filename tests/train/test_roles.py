@@ -135,3 +135,35 @@ def test_policy_gradient_rewards_from_a_judge_on_its_own_mesh(pm_export):
   assert np.asarray(rewards["own"]).shape == (c.data.batch_size * 3,)
   # Mean P(beating a sibling): 1/2 over each prompt's samples.
   np.testing.assert_allclose(np.asarray(rewards["own"]).reshape(-1, 3).mean(1), 0.5, atol=1e-5)
+
+
+def test_an_evaluator_takes_the_loaded_sft_policy_as_its_reference(tmp_path, monkeypatch):
+  """eval.reference naming the export the SFT parameters were loaded from (a study's
+  runs) is not loaded again; the evaluator measures exactly what it measures when it
+  loads it (another export path is loaded)."""
+  from alignment import evaluation  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(os.path.join(ROOT, "configs", "eval.py:tiny"))
+  vocab = tasks.task_vocabulary(config.data.task)
+  cfg = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
+  model = heads.LanguageModel(cfg)
+  mesh, rules = sharding.mesh_and_rules(config.mesh)
+  init = heads.init_fn(model, config.data.prompt_len, config.data.response_len)
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  sft = str(tmp_path / "sft")
+  checkpoint.export_params(nn.unbox(jax.jit(init)(jax.random.PRNGKey(2))), cfg, sft)
+  model, params = zoo.load_export(sft, "lm", config.data, mesh, rules)
+  config_lib.apply_overrides(config, [f"eval.reference={sft!r}"])
+  loaded = []
+  load_export = zoo.load_export
+  monkeypatch.setattr(zoo, "load_export",
+                      lambda path, *a: loaded.append(path) or load_export(path, *a))
+  shared = evaluation.build_evaluator(config.eval, config.data, model, params, mesh, rules,
+                                      sft_export=sft)
+  assert loaded == []
+  elsewhere = evaluation.build_evaluator(config.eval, config.data, model, params, mesh, rules,
+                                         sft_export=str(tmp_path / "other"))
+  assert loaded == [sft]
+  (m1, a1), (m2, a2) = shared.evaluate(params), elsewhere.evaluate(params)
+  assert m1 == m2 and a1.keys() == a2.keys()
+  for k in a1:
+    np.testing.assert_array_equal(a1[k], a2[k], err_msg=k)
