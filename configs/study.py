@@ -6,19 +6,21 @@ Scales:
   smoke    t5-nano on the 512-pair env_tiny tasks, a few steps per stage, two seeds:
            checks the pipeline and the results schema in minutes (tests run it).
   default  the embedded study (`make study`): t5-tiny policy and proxy PM, three seeds
-           per arm: Fig. 1 (with H3), the attribution (online IPO judged by the golden
-           judge, offline IPO on D_golden relabelled by the proxy) and H1; sized for at
+           per arm: Fig. 1 (with H3) and the attribution (online IPO judged by the golden
+           judge, offline IPO on D_golden relabelled by the proxy); sized for at
            most 30 minutes on 2 CPU cores from a fresh clone at the slow end (README,
            "Choosing the default scale", has the measurements behind the sizes and
            steps).
-  full     the larger scale (`make study-full`): the default plus H2, H4, offline on
-           the writer's pairs and section 6 (pair sets), H5 (t5-nano and t5-mini
-           policies against the same proxy PM and reference), the DPO/SLiC rows, and
-           beyond the paper: `rl` (RLOO and GRPO with a scalar reward model and with
+  full     the larger scale (`make study-full`): the default, with both modes of Fig. 1
+           over the same learning-rate x beta grid (pooled per mode) and Fig. 1 and
+           the attribution on a second, redrawn foundation, plus H1, H2, H4,
+           offline on the writer's pairs and section 6 (pair sets), H5 (t5-nano and
+           t5-mini policies against the same proxy PM and reference), the DPO/SLiC
+           rows, and beyond the paper: `rl` (RLOO and GRPO with a scalar reward model and with
            the pairwise PM) and `staleness` (online IPO sampling k steps behind); every
            arm over the three seeds; and `judge` (online IPO against judges of known
            quality: the golden judge with flipped verdicts, PMs on 1/4 and 4x D_golden's
-           pairs and of the t5-mini and t5-small sizes, each against offline IPO).
+           pairs and of the t5-mini and t5-midi sizes, each against offline IPO).
   real     the study from your own rater-labelled pairs (--config.import_dir=DIR, an
            import_pairs directory with --validation_fraction): a golden PM trained on
            the raters' labels takes the golden judge's place (it labels D_golden, scores
@@ -43,6 +45,12 @@ def get_config(arg: str = "smoke"):
   c = C.ConfigDict()
   c.scale = arg
   c.seed = 0
+  c.foundations = 1                  # foundation draws (SFT, D_golden, proxy PM): f >= 1
+                                     # is redrawn at study seed seed + 1000 f, in f<f>/
+  c.foundation_experiments = ["fig1", "attribution"]  # planned again on each redrawn
+                                     # foundation (their arms pool over foundations, and
+                                     # their intervals carry its variance); the rest run
+                                     # on the first foundation only
   c.seeds = [0, 1, 2]                # Fig. 1 and attribution arms: one run per seed; the
                                      # seed sets the data order and (online) the sampling
                                      # keys, nothing else
@@ -63,7 +71,7 @@ def get_config(arg: str = "smoke"):
   c.batch_size = 32
   c.prompt_len = 40
   c.response_len = 32
-  c.experiments = ["fig1", "attribution", "h1"]  # H3 reads every run; full: the rest
+  c.experiments = ["fig1", "attribution"]  # H3 reads every run; full: the rest
   # D_golden: what the proxy PM and every offline run train on (the same records).
   c.pairs = "sft"                    # sft (two SFT samples per prompt) | writer | mixed
   c.labels = "argmax"                # golden labels: argmax | sample (from P_golden)
@@ -77,6 +85,10 @@ def get_config(arg: str = "smoke"):
   c.online = C.ConfigDict(dict(steps=200, learning_rate=3e-4, beta=0.1, temperature=1.0))
   c.offline = C.ConfigDict(dict(steps=200, learning_rate=3e-4))
   c.betas = [0.1]                    # Fig. 1 sweep, applied to BOTH modes (one arm per beta)
+  c.learning_rates = []              # Fig. 1 sweep x betas, BOTH modes; empty = each mode's
+                                     # own learning_rate. The main arms (online_ipo,
+                                     # offline_ipo) are at each mode's own rate and
+                                     # online.beta, which the grid must contain
   c.h1_windows = [4]                 # partial shuffles (batches per window)
   c.checkpoint_every = 100
   c.eval = C.ConfigDict(dict(points=7, first=5, kl_prompts=256, win_prompts=512,
@@ -94,7 +106,7 @@ def get_config(arg: str = "smoke"):
   # the golden judge with these shares of its verdicts flipped (noise), and proxy PMs on a
   # quarter of D_golden, on D_golden (the study's pm: Fig. 1's online IPO), on 4x its
   # pairs, and of these larger sizes (each on its own SFT backbone of that size).
-  c.judge_axis = C.ConfigDict(dict(flip_rates=[0.1, 0.2, 0.3], pm_sizes=["t5-mini", "t5-small"]))
+  c.judge_axis = C.ConfigDict(dict(flip_rates=[0.1, 0.2, 0.3], pm_sizes=["t5-mini", "t5-midi"]))
   if arg == "smoke":
     c.base_variant = "tiny"
     c.prefix = "env_tiny"
@@ -127,6 +139,13 @@ def get_config(arg: str = "smoke"):
     c.experiments = ["fig1", "attribution", "judge", "h1", "h2", "h4", "sec6", "h5", "losses",
                      "rl", "staleness"]
     c.h1_windows = [4, 32]
+    # Both modes at their best: the same learning-rate x beta grid, pooled per mode
+    # (the main arms, lr 3e-4 and beta 0.1, are the default scale's).
+    c.learning_rates = [1e-4, 3e-4, 1e-3]
+    c.betas = [0.1, 0.5]
+    # The foundation drawn twice: Fig. 1's and the attribution's intervals carry its
+    # variance (f1/: SFT, D_golden, PM and runs at study seed + 1000).
+    c.foundations = 2
   elif arg == "tpu":
     c.base_variant = "paper"
     c.model = "t5-large"

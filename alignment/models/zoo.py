@@ -6,7 +6,7 @@ initialiser, next to the published count where one exists.
 
 Sizes:
 - T5.1.1 (`t5-small` ... `t5-xxl`) as released by Google (vocabulary 32128,
-  gated-GELU, untied embeddings); `t5-nano`/`t5-tiny`/`t5-mini` are ours, for
+  gated-GELU, untied embeddings); `t5-nano`/`t5-tiny`/`t5-mini`/`t5-midi` are ours, for
   tests and the embedded study on CPU.
 - Llama-style: `llama-1b` and `llama-3b` follow Llama 3.2 (tied embeddings,
   llama3 RoPE scaling by 32: what their config.json converts to),
@@ -44,6 +44,10 @@ T5_SIZES = {
                         num_encoder_layers=2, num_decoder_layers=2),
     "t5-mini": T5Config(vocab_size=512, d_model=128, num_heads=4, head_dim=32, d_ff=256,
                         num_encoder_layers=3, num_decoder_layers=3),
+    # Between t5-mini and t5-small (which carries T5's 32k vocabulary): the judge axis's
+    # PM two sizes above the study's t5-tiny policy, trainable on CPU in minutes.
+    "t5-midi": T5Config(vocab_size=512, d_model=256, num_heads=4, head_dim=64, d_ff=512,
+                        num_encoder_layers=4, num_decoder_layers=4),
     "t5-small": T5Config(d_model=512, num_heads=6, head_dim=64, d_ff=1024,
                          num_encoder_layers=8, num_decoder_layers=8),
     "t5-base": T5Config(d_model=768, num_heads=12, head_dim=64, d_ff=2048,

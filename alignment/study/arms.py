@@ -101,8 +101,9 @@ def run_arrays(workdir: str, run: dict) -> Optional[list[dict]]:
   return out
 
 
-def arm_data(workdir: str, runs: list[dict]) -> Optional[stats.ArmData]:
-  """Stack an arm's seeds; None when a run is missing points or arrays."""
+def arm_data(workdir: str, runs: list[dict], labelled: bool = False) -> Optional[stats.ArmData]:
+  """Stack an arm's seeds; None when a run is missing points or arrays. labelled: the
+  study has several foundations, and each run's is recorded (`ArmData.foundations`)."""
   per_run = [run_arrays(workdir, r) for r in runs]
   if any(a is None or not a for a in per_run):
     return None
@@ -112,9 +113,11 @@ def arm_data(workdir: str, runs: list[dict]) -> Optional[stats.ArmData]:
   stack = lambda key: (np.stack([np.stack([p[key] for p in a]) for a in per_run])
                        if all(key in p for a in per_run for p in a) else None)
   kl = np.array([[float(np.mean(p["kl"])) for p in a] for a in per_run])
+  # Runs on redrawn foundations (alignment.study.plan): their labels enter the intervals.
+  more = {"foundations": np.array([r.get("foundation", 0) for r in runs])} if labelled else {}
   return stats.ArmData(steps=np.array(steps[0]), kl=kl, win=stack("golden_win"),
                        classifier=stack("classifier"), chosen=stack("chosen_delta"),
-                       agreement=stack("agreement"))
+                       agreement=stack("agreement"), **more)
 
 
 def training_stats(workdir: str, name: str, keys=("loss", "margin", "policy_chosen_logps",
@@ -139,7 +142,7 @@ class Context:
 
   def __init__(self, runs: list[dict], data: dict, resamples: int, seed: int = 0,
                workdir: str = ""):
-    self.workdir, self.runs, self.data = workdir, runs, data
+    self.workdir, self.runs, self.data, self.seed = workdir, runs, data, seed
     self.arm_runs: dict[str, list[dict]] = {}
     for r in runs:
       self.arm_runs.setdefault(r["arm"], []).append(r)
@@ -153,11 +156,35 @@ class Context:
     for r in runs:
       arm_runs.setdefault(r["arm"], []).append(r)
     data = {}
+    labelled = len({r.get("foundation", 0) for r in runs}) > 1
     for name, rs in arm_runs.items():
-      d = arm_data(workdir, rs)
+      d = arm_data(workdir, rs, labelled)
       if d is not None:
         data[name] = d
     return cls(runs, data, resamples, seed, workdir)
+
+  def foundations(self) -> list[int]:
+    """The foundation draws the runs stand on (alignment.study.plan, FOUNDATIONS)."""
+    return sorted({r.get("foundation", 0) for r in self.runs})
+
+  def first_foundation(self) -> "Context":
+    """The runs on the first foundation only (this context where there is one): what an
+    experiment that ran there alone is compared with. The memo is shared (finding 1 is
+    the study's, over every foundation)."""
+    if self.foundations() == [0] or not self.runs:
+      return self
+    runs = [r for r in self.runs if r.get("foundation", 0) == 0]
+    data = {}
+    for arm, d in self.data.items():
+      keep = np.array([r.get("foundation", 0) == 0 for r in self.arm_runs[arm]])
+      if keep.any():
+        data[arm] = stats.ArmData(
+            steps=d.steps, kl=d.kl[keep], win=d.win[keep],
+            **{k: None if getattr(d, k) is None else getattr(d, k)[keep]
+               for k in ("classifier", "chosen", "agreement")})
+    out = Context(runs, data, self.boot.resamples if self.boot else 0, self.seed, self.workdir)
+    out.memo = self.memo
+    return out
 
   def has(self, *arms) -> bool:
     return self.boot is not None and all(a in self.data for a in arms)

@@ -19,6 +19,7 @@ policy's samples at all.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -56,6 +57,24 @@ def check(s) -> None:
   if s.online.beta not in s.betas:
     raise config_lib.ConfigError(f"study.online.beta={s.online.beta} must be one of "
                                  "study.betas")
+  if s.foundations < 1:
+    raise config_lib.ConfigError(f"study.foundations={s.foundations}: at least 1")
+  if s.foundations > 1 and (s.import_dir or s.sft_export or s.golden_policy):
+    raise config_lib.ConfigError(
+        f"study.foundations={s.foundations}: a redrawn foundation needs the environment's "
+        "golden judge and SFT of its own (not import_dir, sft_export or golden_policy)")
+  unlisted = [e for e in s.foundation_experiments if e not in s.experiments]
+  if s.foundations > 1 and unlisted:
+    raise config_lib.ConfigError(f"study.foundation_experiments: {unlisted} not in "
+                                 f"study.experiments={list(s.experiments)}")
+  rates = list(s.learning_rates)
+  if rates and (len(set(rates)) != len(rates) or min(rates) <= 0):
+    raise config_lib.ConfigError(f"study.learning_rates={rates}: positive and distinct")
+  for mode in ("online", "offline"):
+    if rates and s[mode].learning_rate not in rates:
+      raise config_lib.ConfigError(
+          f"study.{mode}.learning_rate={s[mode].learning_rate} must be one of "
+          f"study.learning_rates={rates} (the main {mode} arm is at it)")
 
 
 def plan(p) -> None:
@@ -166,6 +185,15 @@ def gate(workdir: str, stages, runs: list[dict]) -> dict:
     out["d_golden_kind"] = by["pairs"].params.get("kind")
   lo = (out.get("proxy_agreement_interval") or [None])[0]
   out["gate_passed"] = bool(lo is not None and lo > 0.5)
+  # Each redrawn foundation's proxy must pass too: every finding reads its runs.
+  for name in sorted(st.name for st in stages if re.fullmatch(r"f\d+/pm", st.name)):
+    acc = held_out_accuracy(workdir, name) or {}
+    ok = bool(acc.get("interval") and acc["interval"][0] is not None and acc["interval"][0] > 0.5)
+    out.setdefault("redrawn_foundations", []).append(
+        {"foundation": int(name[1:].split("/")[0]), "proxy_agreement": acc.get("agreement"),
+         "proxy_agreement_interval": acc.get("interval"),
+         "proxy_agreement_pairs": acc.get("pairs"), "gate_passed": ok})
+    out["gate_passed"] = out["gate_passed"] and ok
   for r in runs:
     if r["mode"] == "online" and len(r["points"]) > 1:
       out.setdefault("online_final_agreement", {})[r["name"]] = arms_lib.r(
@@ -189,9 +217,12 @@ def gate_lines(gate: dict) -> list[str]:
            f"{gate.get('sft_golden_score')} | {ci('sft_golden_score')} |",
            f"| proxy agreement on two SFT samples per win prompt "
            f"(n={gate.get('sft_self_agreement_pairs')}) | {gate.get('sft_self_agreement')} | "
-           f"{ci('sft_self_agreement')} |", "",
-           f"**Gate: {'passed' if gate.get('gate_passed') else 'FAILED'}** (D_golden: "
-           f"{gate.get('d_golden_kind')} pairs)."]
+           f"{ci('sft_self_agreement')} |"]
+  lines += [f"| foundation {g['foundation']} (redrawn): proxy agreement on its held-out SFT "
+            f"pairs (n={g['proxy_agreement_pairs']}) | {g['proxy_agreement']} | "
+            f"{g['proxy_agreement_interval']} |" for g in gate.get("redrawn_foundations", [])]
+  lines += ["", f"**Gate: {'passed' if gate.get('gate_passed') else 'FAILED'}** (D_golden: "
+                f"{gate.get('d_golden_kind')} pairs)."]
   return lines
 
 

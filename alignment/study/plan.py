@@ -10,6 +10,15 @@ the foundation's exports and tasks) and has one method per kind of stage: `sft`,
 evaluation) plans first; then each experiment of `study.experiments`
 (`alignment.study.experiment`) adds its stages through those methods.
 
+FOUNDATIONS. With `foundations` > 1 the foundation is redrawn: foundation f >= 1
+is the study's own foundation planned again with study seed `seed + FOUNDATION_SEED
+* f` (its SFT, D_golden, proxy PM and run seeds all redrawn), in the subdirectory
+f<f>/ of the workdir, with the experiments `foundation_experiments` planned on it
+through a view of the Planner whose stage names carry the prefix "f<f>/"
+(`Planner.name`). A redrawn run keeps its arm's name and records its foundation,
+so an arm pools its runs over the foundations and the intervals carry the
+foundation's variance (`alignment.stats`).
+
 Every alignment run starts from its SFT export and evaluates at log-spaced steps
 (the rise and fall of online runs happen early), writing the per-prompt values
 behind each point (<run>/eval/step_N.npz) from which the report draws its
@@ -40,14 +49,36 @@ def log_steps(total: int, points: int, first: int) -> list[int]:
   return [s for s in steps if 1 <= s <= total]
 
 
+FOUNDATION_SEED = 1000  # foundation f's study seed: seed + FOUNDATION_SEED * f
+
+
+def foundation_prefix(f: int) -> str:
+  """The stage-name prefix (and workdir subdirectory) of foundation f: "" for the first."""
+  return f"f{f}/" if f else ""
+
+
+def redrawn(study, f: int):
+  """The study as foundation f sees it: its seed moved by FOUNDATION_SEED * f."""
+  if not f:
+    return study
+  out = study.copy_and_resolve_references()
+  with out.unlocked():
+    out.seed = study.seed + FOUNDATION_SEED * f
+  return out
+
+
 class Planner:
   """The stages of one study: `build()` plans them; experiments add theirs through
-  the stage methods below."""
+  the stage methods below. A view for a redrawn foundation (`foundation` f >= 1)
+  shares the stage table; every stage name it is given or asked about is foundation
+  f's (`name`)."""
 
-  def __init__(self, study, workdir: str, experiments=None):
-    self.s = study
+  def __init__(self, study, workdir: str, experiments=None, foundation: int = 0,
+               stages: Optional[dict] = None):
+    self.s = redrawn(study, foundation)
     self.workdir = workdir
-    self.stages: dict[str, Stage] = {}
+    self.f = foundation
+    self.stages: dict[str, Stage] = {} if stages is None else stages
     self.experiments = (experiments_lib.resolve(study.experiments) if experiments is None
                         else experiments)
     if study.import_dir:  # real data: register the import's tasks in this process
@@ -55,14 +86,34 @@ class Planner:
       tasks.resolve(os.path.abspath(study.import_dir))
 
   def build(self) -> list[Stage]:
-    """Checks the config, then plans the foundation and every listed experiment."""
+    """Checks the config, then plans the foundation and every listed experiment, then
+    each redrawn foundation with the experiments `foundation_experiments` lists."""
     foundation.check(self.s)
     for e in self.experiments:
       e.check(self.s)
     foundation.plan(self)  # with no experiments, the study is its foundation and gate
     for e in self.experiments:
       e.plan(self)
+    again = [e for e in self.experiments if e.name in self.s.foundation_experiments]
+    for e in again if self.s.foundations > 1 else ():
+      missing = [n for n in e.needs if n not in self.s.foundation_experiments]
+      if missing:
+        raise config_lib.ConfigError(
+            f"study.foundation_experiments: {e.name} needs {missing} on every foundation; "
+            "list them too")
+    for f in range(1, self.s.foundations):
+      view = Planner(self.s, self.workdir, again, foundation=f, stages=self.stages)
+      foundation.plan(view)
+      for e in again:
+        e.plan(view)
     return list(self.stages.values())
+
+  def name(self, stage: str) -> str:
+    """Stage `stage` of this view's foundation (f<f>/<stage>; the first's: itself)."""
+    return foundation_prefix(self.f) + stage
+
+  def planned(self, stage: str) -> bool:
+    return self.name(stage) in self.stages
 
   # -- helpers ---------------------------------------------------------------
   def ablation_seeds(self) -> list[int]:
@@ -71,17 +122,17 @@ class Planner:
     return list(self.s.ablation_seeds or self.s.seeds)
 
   def path(self, stage: str, *parts) -> str:
-    return os.path.join(layout.stage(self.workdir, stage), *parts)
+    return os.path.join(layout.stage(self.workdir, self.name(stage)), *parts)
 
   def export(self, stage: str) -> str:
     """A stage's params export (for "sft", the user's own SFT policy where given)."""
     if stage == "sft" and self.s.sft_export:
       return os.path.abspath(self.s.sft_export)
-    return layout.export(layout.stage(self.workdir, stage))
+    return layout.export(layout.stage(self.workdir, self.name(stage)))
 
   def stream(self, stage: str) -> str:
     """An online stage's D_online stream."""
-    return layout.stream(layout.stage(self.workdir, stage))
+    return layout.stream(layout.stage(self.workdir, self.name(stage)))
 
   def experiment(self, name: str, overrides: dict):
     """configs/<name>.py at the study's base variant, with the stage's overrides."""
@@ -91,8 +142,13 @@ class Planner:
     return c
 
   def add(self, stage: Stage):
-    """Plans a stage after the stages it depends on (each planned once)."""
-    stage.deps = tuple(dict.fromkeys(stage.deps))
+    """Plans a stage after the stages it depends on (each planned once). Its name, deps
+    and step-0 stage are this view's foundation's; a run records its foundation and
+    keeps its arm's name, shared over the foundations."""
+    if stage.run is not None:
+      stage.run = {**stage.run, "foundation": self.f}
+    stage.name, stage.sft_eval = self.name(stage.name), self.name(stage.sft_eval)
+    stage.deps = tuple(dict.fromkeys(self.name(d) for d in stage.deps))
     if stage.name in self.stages:
       raise ValueError(f"stage {stage.name!r} planned twice")
     missing = [d for d in stage.deps if d not in self.stages]

@@ -55,27 +55,31 @@ def _write(study, workdir: str, stages, out: str, golden_judge, experiments) -> 
   for e in experiments:
     gate.update(e.setup(workdir))
   ctx = A.Context.from_workdir(workdir, runs, int(study.bootstrap), seed=int(study.seed))
+  # Experiments planned again on each redrawn foundation read every foundation's runs;
+  # the rest ran on the first foundation and are compared with its runs alone.
+  first = ctx.first_foundation()
+  pick = lambda e: ctx if e.name in study.foundation_experiments else first
   reporting = _by_group(experiments) if ctx.boot is not None else []
-  found = sorted((f for e in reporting for f in e.findings(ctx, gate, study)),
+  found = sorted((f for e in reporting for f in e.findings(pick(e), gate, study)),
                  key=lambda f: f["id"])
-  sections = [(e, e.section(ctx, gate, study)) for e in reporting]
-  sections = [(e, s) for e, s in sections if s.plot_arms]
+  sections = [(e, e.section(pick(e), gate, study), pick(e)) for e in reporting]
+  sections = [(e, s, c) for e, s, c in sections if s.plot_arms]
   results = {"study": study.scale, "setup": gate, "attribution": {}, "findings": found,
              "golden_judge": golden_judge or {"kind": "program"},
              **{k: {} for k in SECTION_RESULTS[1:]},
              "arms": {a: A.arm_numbers(ctx, a) for a in sorted(ctx.arm_runs) if a in ctx.data},
              "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
                       for r in runs]}
-  for _, s in sections:
+  for _, s, _ in sections:
     for key, value in s.results.items():
       results[key].update(value)
   # Keys in reading order: the gate before the findings, the findings before the runs.
   files.write_json(os.path.join(out, layout.RESULTS), results, sort_keys=False)
   faults.hit("report", "", path=os.path.join(workdir, layout.RESULTS))
   written = []
-  for e, s in sections:
+  for e, s, c in sections:
     name = f"budget_{e.group}.png"
-    plots.plot_budget(ctx, s.plot_arms, os.path.join(out, name), e.title)
+    plots.plot_budget(c, s.plot_arms, os.path.join(out, name), e.title)
     written.append(name)
     for figure, (function, data) in s.figures.items():
       getattr(plots, function)(data, os.path.join(out, figure))
@@ -117,7 +121,14 @@ def _findings_lines(study, found: list[dict]) -> list[str]:
         "advantage that finding 1 does not show (\"not applicable\"). Verdicts are corrected "
         "with Holm's procedure over each finding's voted claims (family-wise 5%): a finding "
         "is reproduced when every voted claim is supported, not reproduced when one is "
-        "contradicted, inconclusive otherwise (or when the gate fails).", "",
+        "contradicted, inconclusive otherwise (or when the gate fails)." + (
+            f" The foundation (SFT, D_golden, PM) is drawn {study.foundations} times: the "
+            f"arms of {', '.join(study.foundation_experiments)} pool every foundation's runs, "
+            "and their intervals add the foundation's variance beyond what the runs within "
+            "a foundation show (a delete-one-foundation jackknife, "
+            f"{study.foundations - 1} degree(s) of freedom); the other experiments ran on "
+            "the first foundation and are compared with its runs alone."
+            if study.foundations > 1 else ""), "",
         "| # | finding | verdict | claims: estimate [95% CI] (Holm-adjusted verdict) |",
         "|---|---|---|---|"]
   for f in found:
@@ -131,9 +142,9 @@ def _findings_lines(study, found: list[dict]) -> list[str]:
   return md
 
 
-def _section_lines(sections, ctx: A.Context) -> list[str]:
+def _section_lines(sections) -> list[str]:
   md = []
-  for e, s in sections:
+  for e, s, ctx in sections:
     md += ["", f"## {e.title}", "", f"![{e.group}](budget_{e.group}.png)", ""]
     md += s.lines + [f"![{f[:-4]}]({f})\n" for f in s.figures]
     md += A.arm_table(ctx, s.plot_arms if s.table_arms is None else s.table_arms)
@@ -143,10 +154,10 @@ def _section_lines(sections, ctx: A.Context) -> list[str]:
 def _markdown(study, workdir: str, stages, gate: dict, found: list[dict], sections,
               ctx: A.Context) -> list[str]:
   md = [f"# Study report ({study.scale})", ""] + foundation.gate_lines(gate) + [""]
-  lead = [(e, s) for e, s in sections if e.lead]
-  md += _section_lines(lead, ctx) + [""] if lead else []
+  lead = [x for x in sections if x[0].lead]
+  md += _section_lines(lead) + [""] if lead else []
   md += _findings_lines(study, found)
-  md += _section_lines([(e, s) for e, s in sections if not e.lead], ctx)
+  md += _section_lines([x for x in sections if not x[0].lead])
   if ctx.data:
     md += ["", "## The proxy on the policy's samples", "", "![agreement](agreement.png)", "",
            "## H3: classification vs generation", "",

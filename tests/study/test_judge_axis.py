@@ -151,7 +151,7 @@ def test_a_failed_gate_or_few_seeds_are_said(monkeypatch):
 
 def test_the_stages_it_plans_at_the_full_scale(tmp_path):
   s = _study()
-  assert "judge" in s.experiments and s.judge_axis.pm_sizes == ["t5-mini", "t5-small"]
+  assert "judge" in s.experiments and s.judge_axis.pm_sizes == ["t5-mini", "t5-midi"]
   stages = {st.name: st for st in Planner(s, str(tmp_path)).build()}
   order = list(stages)
   seeds = [0, 1, 2]
@@ -175,7 +175,7 @@ def test_the_stages_it_plans_at_the_full_scale(tmp_path):
   for pm, data, model, backbone in (("pm_quarter", "pairs_quarter", "t5-tiny", "sft"),
                                     ("pm_4x", "pairs_4x", "t5-tiny", "sft"),
                                     ("pm_t5-mini", "pairs", "t5-mini", "sft_t5-mini"),
-                                    ("pm_t5-small", "pairs", "t5-small", "sft_t5-small")):
+                                    ("pm_t5-midi", "pairs", "t5-midi", "sft_t5-midi")):
     c = stages[pm].config
     assert stages[pm].kind == "pm" and c.model.name == model
     assert c.data.replay_dir == os.path.join(str(tmp_path), data, "train")
@@ -197,13 +197,13 @@ def test_the_stages_it_plans_at_the_full_scale(tmp_path):
     for part in key.split("."):
       a, b = a[part], b[part]
     assert a == b, key
-  # H5 plans sft_t5-mini (reused here); t5-small's SFT is the experiment's own.
-  assert stages["sft_t5-mini"].deps == () and stages["sft_t5-small"].config.model.name == \
-      "t5-small"
+  # H5 plans sft_t5-mini (reused here); t5-midi's SFT is the experiment's own.
+  assert stages["sft_t5-mini"].deps == () and stages["sft_t5-midi"].config.model.name == \
+      "t5-midi"
   assert order.index("sft_t5-mini") < order.index("pm_t5-mini")
   # The study's pm is not retrained: its run is Fig. 1's online IPO.
   assert "online_ipo_pm_s0" not in stages and "pm_pm" not in stages
-  new = [n for n, st in stages.items() if st.group == "judge"] + ["sft_t5-small"]
+  new = [n for n, st in stages.items() if st.group == "judge"] + ["sft_t5-midi"]
   assert len(new) == 4 + 9 + 2 + 4 + 12 + 1
 
 

@@ -265,3 +265,38 @@ def test_an_experiment_of_your_own_runs_from_the_command_line(smoke_study, tmp_p
   assert "(budget_beta_sweep.png)" in report and results["comparison_readings"][
       "beta_sweep"] in report
   assert (tmp_path / "study" / "budget_beta_sweep.png").stat().st_size > 1000
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_redrawn_foundation_and_a_learning_rate_grid_enter_the_intervals(smoke_study, tmp_path):
+  """On the smoke study's finished stages (reused by hash): Fig. 1 over a learning-rate
+  grid, on its foundation and on a redrawn one (f1/: its own SFT, D_golden and PM);
+  H1 on the first foundation only. Fig. 1's arms pool both foundations' runs and its
+  claims carry both; H1's claims read the first foundation's runs alone."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir, _ = smoke_study
+  shutil.copytree(workdir, tmp_path / "study")
+  c = _smoke()
+  config_lib.apply_overrides(c, ["experiments=['fig1', 'h1']", "foundations=2",
+                                 "foundation_experiments=['fig1']",
+                                 "learning_rates=[0.0003, 0.001]"])
+  out = study.run(c, str(tmp_path / "study"))
+  with open(tmp_path / "study" / "results.json") as f:
+    results = json.load(f)
+  runs = {r["name"]: r for r in results["runs"]}
+  assert runs["f1/online_ipo_s0"]["foundation"] == 1 and runs["online_ipo_s0"]["foundation"] == 0
+  assert runs["f1/offline_ipo_lr0.001_s1"]["hparams"]["learning_rate"] == 0.001
+  assert runs["f1/online_ipo_s0"]["hparams"]["seed"] == c.seed + 1000
+  assert not [n for n in runs if n.startswith("f1/replay")]
+  arms = results["arms"]
+  for arm in ("online_ipo", "offline_ipo", "online_ipo_lr0.001", "offline_ipo_lr0.001"):
+    assert arms[arm]["seeds"] == 2 * len(c.seeds), arm
+  (redrawn,) = results["setup"]["redrawn_foundations"]
+  assert redrawn["foundation"] == 1 and redrawn["proxy_agreement_pairs"] == 64
+  found = {f["id"]: f for f in results["findings"]}
+  assert all(p["foundations"] == 2 for p in found[1]["parts"][:2])
+  assert all(p["foundations"] == 1 for p in found[2]["parts"])
+  assert "pooled over the same learning rates x betas" in found[1]["parts"][0]["claim"]
+  report = (tmp_path / "study" / "report.md").read_text()
+  assert "foundation 1 (redrawn)" in report and "budget_fig1.png" in out["plots"]

@@ -556,3 +556,81 @@ def test_comparisons_read_above_below_and_no_difference_from_their_intervals():
   failed = staleness.EXPERIMENT.section(ctx, {"gate_passed": False}, smoke)
   assert "inconclusive" in failed.results["comparison_readings"]["staleness"]
   assert arms_lib.side({"estimate": None}) == "n/a"
+
+
+def test_both_modes_run_the_same_learning_rate_by_beta_grid_with_the_main_arms_first(tmp_path):
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+  config_lib.apply_overrides(c, ["experiments=['fig1','h1']", "learning_rates=[1e-4,3e-4]",
+                                 "betas=[0.1,0.5]", "online.learning_rate=3e-4",
+                                 "offline.learning_rate=1e-4"])
+  stages = {st.name: st for st in study.plan(c, str(tmp_path))}
+  for mode, own in (("online", 3e-4), ("offline", 1e-4)):
+    arms = [a for _, _, a in fig1.grid(c, mode)]
+    assert arms[0] == f"{mode}_ipo"
+    assert sorted(arms) == sorted([f"{mode}_ipo"] + [
+        f"{mode}_ipo_lr{lr:g}_b{b:g}" for lr in (1e-4, 3e-4) for b in (0.1, 0.5)
+        if (lr, b) != (own, 0.1)])
+    for lr, b, arm in fig1.grid(c, mode):
+      for k in c.seeds:
+        cfg = stages[f"{arm}_s{k}"].config
+        assert cfg.optimizer.learning_rate == lr and cfg.loss.beta == b, arm
+        assert stages[f"{arm}_s{k}"].arm == arm
+  # H1 replays the main online arm; only its first seed keeps its policies.
+  assert "online_ipo_s0" in stages["replay_ordered"].deps
+  assert [n for n, st in stages.items() if st.group == "fig1" and st.kind == "online"
+          and st.config.eval.save_params] == ["online_ipo_s0"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["learning_rates=[1e-4,1e-3]"], r"study.online.learning_rate=0.0003 must be one of"),
+    (["learning_rates=[3e-4,3e-4]"], "positive and distinct"),
+    (["learning_rates=[3e-4]", "offline.learning_rate=1e-3"],
+     r"study.offline.learning_rate=0.001 must be one of"),
+])
+def test_a_grid_without_the_main_arms_is_refused(tmp_path, overrides, message):
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+  config_lib.apply_overrides(c, overrides)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    study.plan(c, str(tmp_path))
+
+
+def test_a_redrawn_foundation_plans_its_own_sft_pairs_pm_and_the_listed_experiments(tmp_path):
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+  config_lib.apply_overrides(c, ["experiments=['fig1','attribution','h1']", "foundations=2"])
+  stages = {st.name: st for st in study.plan(c, str(tmp_path))}
+  redrawn = sorted(n[3:] for n in stages if n.startswith("f1/"))
+  first = sorted(n for n in stages if not n.startswith("f1/") and stages[n].group != "h1")
+  assert redrawn == first  # the foundation, Fig. 1 and the attribution; H1 only on the first
+  f1 = lambda n: stages["f1/" + n]
+  assert f1("sft").config.seed == c.seed + 1000 and stages["sft"].config.seed == c.seed
+  assert f1("pairs").params["seed"] == c.seed + 1000
+  assert f1("pm").config.init.backbone == str(tmp_path / "f1" / "sft" / "export")
+  assert f1("pm").config.data.replay_dir == str(tmp_path / "f1" / "pairs" / "train")
+  on = f1(f"online_ipo_s{c.seeds[1]}")
+  assert on.arm == "online_ipo" and on.run["foundation"] == 1 and on.sft_eval == "f1/sft_eval"
+  assert stages[f"online_ipo_s{c.seeds[1]}"].run["foundation"] == 0
+  assert on.config.seed == c.seed + 1000 + c.seeds[1]
+  assert on.config.judge.checkpoint == str(tmp_path / "f1" / "pm" / "export")
+  assert on.config.eval.reference == str(tmp_path / "f1" / "sft" / "export")
+  assert set(on.deps) >= {"f1/sft", "f1/pairs", "f1/pm", "f1/sft_eval"}
+  assert all(d.startswith("f1/") for st in stages.values() if st.name.startswith("f1/")
+             for d in st.deps)
+  off = f1("offline_ipo_proxy_labels_s0")
+  assert off.config.data.replay_dir == str(tmp_path / "f1" / "proxy_labels" / "train")
+  # A redrawn foundation's hashes differ from the first's (its seed is in every config).
+  hashes = stages_lib.stage_hashes(list(stages.values()), str(tmp_path))
+  assert hashes["f1/sft"] != hashes["sft"] and hashes["f1/online_ipo_s0"] != hashes["online_ipo_s0"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["foundations=0"], "at least 1"),
+    (["foundations=2", "golden_policy=True"], "a redrawn foundation needs"),
+    (["foundations=2", "foundation_experiments=['fig1','h5']"], r"\['h5'\] not in"),
+    (["foundations=2", "experiments=['fig1','attribution']",
+      "foundation_experiments=['attribution']"], "attribution needs"),
+])
+def test_foundation_settings_that_cannot_run_are_refused(tmp_path, overrides, message):
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+  config_lib.apply_overrides(c, overrides)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    study.plan(c, str(tmp_path))

@@ -3,7 +3,13 @@ generation), which reads the Fig. 1 arms beside every contrastive run.
 
   online_ipo_s<k>    online IPO against the proxy PM, one run per seed
   offline_ipo_s<k>   offline IPO on D_golden (pairs/train), one run per seed
-  (with several `betas`, one arm per beta for each mode: online_ipo_b<beta>_s<k>)
+
+Both modes can be swept over the same grid of `learning_rates` x `betas` (the
+paper pooled each mode over its sweep). The main arm of each mode, at its own
+learning rate (online.learning_rate, offline.learning_rate) and online.beta, keeps
+the names above; every other point of the grid is an arm of its own,
+online_ipo_lr<lr>_b<beta>_s<k> (the part that does not vary is left out of the
+name). Finding 1 pools each mode's arms into one envelope and one peak.
 
 Fig. 1's online run of the first seed at `online.beta` is the SOURCE of H1 (its
 stream is replayed) and H2 (its policy is sampled); it keeps its evaluated
@@ -21,24 +27,38 @@ from alignment.study.experiment import Experiment, Section
 CONTRASTIVE = ("ipo", "dpo", "slic")
 
 
-def _tag(study, beta: float) -> str:
-  return "" if len(study.betas) == 1 else f"_b{beta:g}"
+def grid(study, mode: str) -> list[tuple[float, float, str]]:
+  """Fig. 1's arms of one mode: (learning rate, beta, arm name), the main arm first
+  (the mode's own learning rate at online.beta, named online_ipo / offline_ipo), then
+  the rest of the grid `learning_rates` x `betas` (empty `learning_rates`: the
+  mode's own only)."""
+  own = study[mode].learning_rate
+  rates = list(study.learning_rates) or [own]
+  main = (own, study.online.beta)
+  out = [(own, study.online.beta, f"{mode}_ipo")]
+  for lr in rates:
+    for b in study.betas:
+      if (lr, b) != main:
+        tag = (f"_lr{lr:g}" if len(rates) > 1 else "") + (f"_b{b:g}" if len(study.betas) > 1
+                                                          else "")
+        out.append((lr, b, f"{mode}_ipo{tag}"))
+  return out
 
 
 def source_run(study, seed=None) -> str:
-  """An online run at online.beta (default the first seed's): H1 replays each seed's,
+  """The main online arm's run (default the first seed's): H1 replays each seed's,
   H2 samples the first seed's policy."""
   seed = study.seeds[0] if seed is None else seed
-  return f"online_ipo{_tag(study, study.online.beta)}_s{seed}"
+  return f"online_ipo_s{seed}"
 
 
 def online(ctx: A.Context) -> list[str]:
-  """Fig. 1's online IPO arms (one per beta) that have data."""
+  """Fig. 1's online IPO arms that have data, the main arm first."""
   return ctx.arm_of("online", "fig1")
 
 
 def offline(ctx: A.Context) -> list[str]:
-  """Fig. 1's offline IPO arms (one per beta) that have data."""
+  """Fig. 1's offline IPO arms that have data, the main arm first."""
   return ctx.arm_of("offline", "fig1")
 
 
@@ -97,7 +117,8 @@ def _finding_1(ctx: A.Context, gate: dict):
   if not on or not off:
     return None
   parts = [
-      ctx.claim("online peak - offline peak > 0 (each mode pooled over the same betas)",
+      ctx.claim("online peak - offline peak > 0 (each mode pooled over the same learning rates "
+                "x betas)",
                 lambda: A.pooled_peak(ctx, on) - A.pooled_peak(ctx, off)),
       ctx.claim("online envelope - offline envelope > 0, averaged over KL in [0, K] (K: the "
                 "smaller of the two curves' largest KL; the SFT point starts both)",
@@ -153,14 +174,14 @@ class Fig1(Experiment):
 
   def plan(self, p):
     s = p.s
-    for b in s.betas:
-      tag = _tag(s, b)
+    # The same grid for both modes; each mode's own main point comes first.
+    for (lr_on, b_on, on), (lr_off, b_off, off) in zip(grid(s, "online"),
+                                                         grid(s, "offline")):
       for k in s.seeds:
-        p.online(f"online_ipo{tag}_s{k}", s.model, "ipo", b, self.group, seed=k,
-                 arm=f"online_ipo{tag}", save_params=(k == s.seeds[0] and b == s.online.beta))
-        p.offline(f"offline_ipo{tag}_s{k}", s.model, "ipo", b, self.group,
-                  data=s.pairs + "_pairs", pairs=p.path("pairs", "train"), seed=k,
-                  arm=f"offline_ipo{tag}")
+        p.online(f"{on}_s{k}", s.model, "ipo", b_on, self.group, seed=k, arm=on,
+                 learning_rate=lr_on, save_params=(k == s.seeds[0] and on == "online_ipo"))
+        p.offline(f"{off}_s{k}", s.model, "ipo", b_off, self.group, data=s.pairs + "_pairs",
+                  pairs=p.path("pairs", "train"), seed=k, arm=off, learning_rate=lr_off)
 
   def findings(self, ctx, gate, study):
     return [f for f in (finding_1(ctx, gate), finding_4(ctx, gate)) if f is not None]

@@ -67,8 +67,8 @@ def finding_2(ctx: A.Context, gate: dict, source_arm: str, workdir: str, first_s
 
 
 def source_arm(study) -> str:
-  """The Fig. 1 online arm H1 replays and H2 samples (online.beta's)."""
-  return fig1.source_run(study).rsplit("_s", 1)[0]
+  """The Fig. 1 online arm H1 replays and H2 samples (the main arm)."""
+  return fig1.grid(study, "online")[0][2]
 
 
 def beside_source(ctx: A.Context, study, arms: list[str]) -> list[str]:

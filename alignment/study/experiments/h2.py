@@ -25,9 +25,9 @@ def generate_policy_pairs(p, out_dir: str, source: str, which: str) -> dict:
   if which == "final":
     export, step = p.export(source), s.online.steps
   else:
-    points = A.run_points(p.workdir, source, None)
+    points = A.run_points(p.workdir, p.name(source), None)
     step = max(points, key=lambda q: q["golden_win_rate"])["step"]
-    export = layout.eval_policy(layout.stage(p.workdir, source), step)
+    export = layout.eval_policy(layout.stage(p.workdir, p.name(source)), step)
   pairs = maker.sampled(maker.policy(export), "train", s.num_pairs, s.seed + 5,
                         f"{which}-policy pairs")
   return {"policy_step": int(step),

@@ -73,9 +73,8 @@ def pm_arm(pm: str) -> str:
 
 
 def main_arm(study, mode: str) -> str:
-  """Fig. 1's arm of `mode` at online.beta (online_ipo, or online_ipo_b<beta> with
-  several betas)."""
-  return fig1.source_run(study).rsplit("_s", 1)[0].replace("online", mode, 1)
+  """Fig. 1's main arm of `mode` (online_ipo, offline_ipo: `fig1.grid`)."""
+  return fig1.grid(study, mode)[0][2]
 
 
 def axis_judges(study, listed) -> list[dict]:
@@ -381,7 +380,7 @@ class JudgeAxis(Experiment):
       pms.append(f"pm_{name}")
     for size in ax.pm_sizes:
       sft = f"sft_{size}"
-      if sft not in p.stages:  # H5 plans the same SFT when it lists the size
+      if not p.planned(sft):  # H5 plans the same SFT when it lists the size
         p.sft(size, sft)
       p.pm(f"pm_{size}", {**p.pm_overrides(), "model.name": size,
                           "init.backbone": p.export(sft)}, deps=(sft, "pairs"), group=self.group)

@@ -83,7 +83,7 @@ class PairSets(Experiment):
     s = p.s
     for kind in self.kinds:
       name = f"{kind}_pairs"
-      if kind == s.pairs or name in p.stages:  # D_golden itself, or planned by the other
+      if kind == s.pairs or p.planned(name):  # D_golden itself, or planned by the other
         continue
       p.pair_set(name, self.group, lambda d, k=kind: generate(p, d, k),
                  dict(kind=kind, num=s.num_pairs, labels=s.labels, seed=s.seed,
