@@ -41,7 +41,7 @@ study: $(VENV)/.installed
 	$(PY) -m alignment.study --config=configs/study.py:default --workdir=runs/study
 
 # The larger scale: every experiment over three seeds. It extends the default
-# study in place (its foundation, Fig. 1, attribution and H1 stages are reused by
+# study in place (its foundation, Fig. 1 and attribution stages are reused by
 # hash) and its report replaces the default's in runs/study.
 study-full: $(VENV)/.installed
 	$(PY) -m alignment.study --config=configs/study.py:full --workdir=runs/study
