@@ -58,6 +58,18 @@ def _enable_compilation_cache(workdir: str):
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def load_study(spec: str, overrides: list[str]):
+  """The study config `spec` (configs/study.py:<scale>) with its --config.* overrides; any
+  other argument is an error (`--plan` and `--peak` go to `alignment.study.cost`)."""
+  study = config_lib.load(spec)
+  config_lib.apply_overrides(study, [o[len("--config."):] for o in overrides
+                                     if o.startswith("--config.")], where="--config")
+  bad = [o for o in overrides if not o.startswith("--config.")]
+  if bad:
+    raise config_lib.ConfigError(f"unknown arguments {bad}")
+  return study
+
+
 def main(argv=None) -> int:
   import argparse  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -65,12 +77,7 @@ def main(argv=None) -> int:
   p.add_argument("--workdir", required=True)
   args, overrides = p.parse_known_args(argv)
   try:
-    study = config_lib.load(args.config)
-    config_lib.apply_overrides(study, [o[len("--config."):] for o in overrides
-                                       if o.startswith("--config.")], where="--config")
-    bad = [o for o in overrides if not o.startswith("--config.")]
-    if bad:
-      raise config_lib.ConfigError(f"unknown arguments {bad}")
+    study = load_study(args.config, overrides)
     results = run(study, args.workdir)
   except Preempted as e:
     print(e, file=sys.stderr)

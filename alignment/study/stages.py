@@ -55,12 +55,12 @@ _WORKDIR = "<workdir>"
 _PACKAGE, _CONFIGS, _ASSETS = "alignment/", "configs/", "alignment/data/assets/"
 # ... less the modules no stage runs: they read finished stages and write the report
 # (report, plots, the runner that drives the stages), or are tools (bench, aot, the zoo's
-# table, the Hugging Face export). tests/study/test_study_rules.py checks that no stage's
-# code imports one. arms.py stays in: the peak_pairs stage picks its policy step with
-# `arms.run_points`.
+# table, the Hugging Face export, the study's --plan cost). tests/study/test_study_rules.py
+# checks that no stage's code imports one. arms.py stays in: the peak_pairs stage picks its
+# policy step with `arms.run_points`.
 CODE_EXCLUDED = ("alignment/study/report.py", "alignment/study/plots.py",
-                 "alignment/study/runner.py", "alignment/bench/", "alignment/aot.py",
-                 "alignment/zoo.py", "alignment/models/export.py")
+                 "alignment/study/runner.py", "alignment/study/cost.py", "alignment/bench/",
+                 "alignment/aot.py", "alignment/zoo.py", "alignment/models/export.py")
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _DIGEST: dict[str, str] = {}  # the repository's digest, computed once per process
 
