@@ -184,7 +184,9 @@ class ArmData:
   rates; classifier [S, J, Q] and chosen [S, J, Q] per-pair classifier correctness
   (1, 0, or 1/2 for a tie) and chosen log-prob delta; length [S, J] mean response
   length; agreement [S, J, P] proxy-golden agreement per prompt (NaN where
-  golden tied); any of the per-item arrays may be None when not measured.
+  golden tied); score [S, J, P] the golden judge's score of the policy's sample per
+  prompt (what Gao et al.'s laws are fitted to, `alignment.laws`); any of the per-item
+  arrays may be None when not measured.
   foundations [S]: an integer label per run, the foundation draw (SFT policy, preference
   data, proxy PM) it stands on; None: every run on one foundation.
   """
@@ -195,6 +197,7 @@ class ArmData:
   chosen: np.ndarray | None = None
   agreement: np.ndarray | None = None
   foundations: np.ndarray | None = None
+  score: np.ndarray | None = None
 
   def __post_init__(self):
     if self.foundations is None:
@@ -224,6 +227,7 @@ class Curves:
   classifier: np.ndarray | None
   chosen: np.ndarray | None
   agreement: np.ndarray | None
+  score: np.ndarray | None = None
 
 
 def _weighted_mean(values_sjx: np.ndarray, seed_w_rs: np.ndarray,
@@ -388,7 +392,8 @@ class Bootstrap:
       self._curves[name] = Curves(
           steps=a.steps, kl=self._columns(name, kl_base, kl_own, kl_f),
           win=per_item(a.win, self.prompt_w), classifier=per_item(a.classifier, self.pair_w),
-          chosen=per_item(a.chosen, self.pair_w), agreement=per_item(a.agreement, self.prompt_w))
+          chosen=per_item(a.chosen, self.pair_w), agreement=per_item(a.agreement, self.prompt_w),
+          score=per_item(a.score, self.prompt_w))
     return self._curves[name]
 
   def seed_df(self, name: str) -> int:

@@ -33,7 +33,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from alignment import files, layout, stats
+from alignment import files, laws, layout, stats
 
 POINT_KEYS = ("kl", "golden_win_rate", "golden_win_rate_se", "proxy_win_rate",
               "classifier_accuracy", "chosen_logprob_delta", "mean_response_length",
@@ -117,7 +117,7 @@ def arm_data(workdir: str, runs: list[dict], labelled: bool = False) -> Optional
   more = {"foundations": np.array([r.get("foundation", 0) for r in runs])} if labelled else {}
   return stats.ArmData(steps=np.array(steps[0]), kl=kl, win=stack("golden_win"),
                        classifier=stack("classifier"), chosen=stack("chosen_delta"),
-                       agreement=stack("agreement"), **more)
+                       agreement=stack("agreement"), score=stack("golden_score"), **more)
 
 
 def training_stats(workdir: str, name: str, keys=("loss", "margin", "policy_chosen_logps",
@@ -181,7 +181,7 @@ class Context:
         data[arm] = stats.ArmData(
             steps=d.steps, kl=d.kl[keep], win=d.win[keep],
             **{k: None if getattr(d, k) is None else getattr(d, k)[keep]
-               for k in ("classifier", "chosen", "agreement")})
+               for k in ("classifier", "chosen", "agreement", "score")})
     out = Context(runs, data, self.boot.resamples if self.boot else 0, self.seed, self.workdir)
     out.memo = self.memo
     return out
@@ -325,13 +325,96 @@ def _value(c: dict) -> dict:
 
 
 def arm_numbers(ctx: "Context", arm: str) -> dict:
-  """An arm's peak (with its interval), where it peaks and where it ends."""
+  """An arm's peak (with its interval), where it peaks and where it ends, and its
+  fitted law (`law`)."""
   cv = ctx.cv(arm)
   j = int(stats.peak_index(cv.win)[0])
-  return {"peak": ctx.value(lambda: ctx.peak(arm)), "kl_at_peak": r(cv.kl[0, j]),
-          "peak_step": int(cv.steps[j]), "final": r(cv.win[0, -1]),
-          "final_kl": r(cv.kl[0, -1]), "seeds": ctx.data[arm].seeds,
-          "still_rising": bool(j == cv.win.shape[1] - 1)}  # peaks at its last point
+  out = {"peak": ctx.value(lambda: ctx.peak(arm)), "kl_at_peak": r(cv.kl[0, j]),
+         "peak_step": int(cv.steps[j]), "final": r(cv.win[0, -1]),
+         "final_kl": r(cv.kl[0, -1]), "seeds": ctx.data[arm].seeds,
+         "still_rising": bool(j == cv.win.shape[1] - 1)}  # peaks at its last point
+  fitted = law(ctx, arm)
+  if fitted:
+    out["law"] = fitted
+  return out
+
+
+LAW_PEAK_CAP = 1e3  # a fitted peak beyond d = sqrt(KL) = 1000 is no peak (`law`)
+
+
+def law_form(ctx: "Context", arm: str) -> str:
+  """Gao et al.'s form for an arm: best-of-n's for Best-of-2 (maximum likelihood on the
+  better of two samples), the RL form for every other algorithm."""
+  runs = ctx.arm_runs.get(arm) or [{}]
+  return "bon" if runs[0].get("algorithm") == "best_of_2" else "rl"
+
+
+def law_fit(ctx: "Context", arm: str):
+  """The arm's law fitted on every replicate column: golden score gained over the SFT
+  point against d = sqrt(KL) (`alignment.laws.fit_curve`); None without scores."""
+  cv = ctx.cv(arm)
+  if cv.score is None:
+    return None
+  return laws.fit_curve(law_form(ctx, arm), cv.kl, cv.score)
+
+
+def law_points(ctx: "Context", arms: list[str]) -> dict:
+  """What `plots.plot_laws` draws: each arm's mean points (d, gain) and its fit."""
+  out = {}
+  for arm in arms:
+    fit = law_fit(ctx, arm)
+    if fit is None or not np.isfinite(fit.alpha[0]):
+      continue
+    cv = ctx.cv(arm)
+    out[arm] = {"form": fit.form, "d": laws.distance(cv.kl[0]).tolist(),
+                "gain": (cv.score[0] - cv.score[0, 0]).tolist(), "alpha": float(fit.alpha[0]),
+                "beta": float(fit.beta[0]), "r2": float(fit.r2[0])}
+  return out
+
+
+def law_lines(ctx: "Context", arms: list[str]) -> list[str]:
+  """The report's lines on the arms' fitted laws."""
+  out = []
+  for arm in arms:
+    f = law(ctx, arm)
+    if f:
+      where = (f"fitted peak at KL {fmt(f['peak_kl'])}" if f["peak_kl"]["estimate"] is not None
+               else "the fitted curve does not turn down (beta <= 0)")
+      out.append(f"- {arm}: {f['form']} law, alpha {fmt(f['alpha'])}, beta {fmt(f['beta'])}, "
+                 f"{where}; R^2 {f['r2']} over {f['points']} points")
+  if not out:
+    return []
+  return (["Gao et al. 2022's laws, fitted to each arm's mean golden score gained over SFT "
+           "against d = sqrt(KL) (RL: d (alpha - beta ln d); best-of-n: d (alpha - beta d)); "
+           "95% intervals from the same replicate columns as every other number:", ""]
+          + out + [""])
+
+
+def law(ctx: "Context", arm: str) -> dict | None:
+  """Gao et al. 2022's law fitted to the arm's mean curve of golden score against d =
+  sqrt(KL): R(d) = d (alpha - beta ln d) (RL) or d (alpha - beta d) (best-of-n), with
+  intervals on alpha, beta and the KL where the fitted curve peaks (from the same
+  replicate columns as every other interval; None for the peak when the fitted curve
+  does not turn down), its R^2 and RMSE on the data."""
+  fit = law_fit(ctx, arm)
+  if fit is None or not np.isfinite(fit.alpha[0]):
+    return None
+  d_star, gain = fit.peak()
+  # Where the fitted curve does not turn down (beta <= 0) d* is inf: no peak; one beyond
+  # d = 1000 (KL 1e6, far past any run) counts as none too.
+  gain = np.where(np.isfinite(d_star) & (d_star <= LAW_PEAK_CAP), gain, np.inf)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    # The peak's KL is positive and skewed: its interval is taken on log(KL), then mapped
+    # back.
+    log_kl = np.where(np.isfinite(gain) & (d_star > 0), 2.0 * np.log(d_star), np.inf)
+  peak_kl = ctx.value(lambda: log_kl)
+  if peak_kl["estimate"] is not None:
+    peak_kl = {"estimate": r(np.exp(peak_kl["estimate"]), 4),
+               "interval": [r(np.exp(x), 4) for x in peak_kl["interval"]]}
+  return {"form": fit.form, "alpha": ctx.value(lambda: fit.alpha),
+          "beta": ctx.value(lambda: fit.beta), "peak_kl": peak_kl,
+          "peak_gain": ctx.value(lambda: gain),
+          "r2": r(fit.r2[0], 4), "rmse": r(fit.rmse[0], 4), "points": int(fit.n[0])}
 
 
 

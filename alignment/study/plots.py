@@ -129,3 +129,21 @@ def plot_judge_axis(block: dict, path: str):
         "from KL 0 (95% intervals)", "judge's agreement with the golden judge on held-out SFT "
         "pairs (Wilson 95%)", "online - offline IPO golden win rate, envelope", log_x=False,
         hline=0.0)
+
+
+def plot_laws(curves: dict, path: str):
+  """Gao et al.'s laws through the points: per arm, the golden score gained over SFT
+  against d = sqrt(KL) (its mean curve) and the fitted curve
+  (`arms.law_points`: {arm: {form, d, gain, alpha, beta, r2}})."""
+  from alignment import laws  # pylint: disable=g-import-not-at-top
+  fig, ax = _plt().subplots(figsize=(7, 4.5))
+  for arm, c in curves.items():
+    d = np.asarray(c["d"], float)
+    drawn = ax.plot(d, c["gain"], "o", ms=4)
+    dense = np.linspace(0.0, float(np.nanmax(d)) * 1.05, 200)
+    ax.plot(dense, laws.predict(c["form"], c["alpha"], c["beta"], dense), "-",
+            color=drawn[0].get_color(),
+            label=f"{arm}: {c['form']}, alpha {c['alpha']:.3f}, beta {c['beta']:.3f}, "
+                  f"R^2 {c['r2']:.2f}")
+  _save(fig, ax, path, "Gao et al.'s laws fitted: golden score gained over SFT against "
+        "d = sqrt(KL)", "d = sqrt(KL to SFT)", "golden score - SFT's", log_x=False, hline=0.0)

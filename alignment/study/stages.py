@@ -59,7 +59,8 @@ _PACKAGE, _CONFIGS, _ASSETS = "alignment/", "configs/", "alignment/data/assets/"
 # checks that no stage's code imports one. arms.py stays in: the peak_pairs stage picks its
 # policy step with `arms.run_points`.
 CODE_EXCLUDED = ("alignment/study/report.py", "alignment/study/plots.py",
-                 "alignment/study/runner.py", "alignment/study/cost.py", "alignment/bench/",
+                 "alignment/study/runner.py", "alignment/study/cost.py",
+                 "alignment/study/__main__.py", "alignment/bench/",
                  "alignment/aot.py", "alignment/zoo.py", "alignment/models/export.py")
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _DIGEST: dict[str, str] = {}  # the repository's digest, computed once per process

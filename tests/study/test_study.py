@@ -58,6 +58,11 @@ def test_results_schema_report_and_plots(smoke_study):
   assert 0.0 <= attribution["proxy_labels_agree_with_golden"] <= 1.0
   # Two seeds per arm at smoke scale: shown, never voted.
   assert attribution["sentence"].startswith("Not read") or not results["setup"]["gate_passed"]
+  # Gao et al.'s laws, fitted to every arm with golden scores; drawn for Fig. 1's.
+  law = results["arms"]["online_ipo"]["law"]
+  assert law["form"] == "rl" and law["points"] == len(results["runs"][0]["points"])
+  assert results["arms"]["online_best_of_2"]["law"]["form"] == "bon"
+  assert "laws_fig1.png" in out["plots"]
   labelled = json.loads((workdir / "proxy_labels" / "STAGE.json").read_text())["summary"]
   assert labelled["train"]["pairs"] == 64 and labelled["train"]["labelled_by"] == "model"
   for run in results["runs"]:

@@ -33,8 +33,9 @@ class Arms:
     self.runs, self.data = [], {}
 
   def add(self, arm, mode, curve, kl, group="fig1", algorithm="ipo", seeds=3, classifier=0.6,
-          chosen=-1.0, offset=0.0):
-    """offset: the standard deviation of each run's own shift of its whole curve."""
+          chosen=-1.0, offset=0.0, score=None):
+    """offset: the standard deviation of each run's own shift of its whole curve; score:
+    a mean golden-score curve (per-prompt noise added), else none recorded."""
     curve, kl = np.asarray(curve, float), np.asarray(kl, float)
     j = len(curve)
     win = (curve[None, :, None] + self.prompt_effect[None, None, :] +
@@ -44,8 +45,10 @@ class Arms:
         None, :, None]
     ch = np.broadcast_to(np.asarray(chosen, float), (j,))[None, :, None] + 0.5 * \
         self.rng.standard_normal((seeds, j, Q))
+    sc = None if score is None else (np.asarray(score, float)[None, :, None] +
+                                     0.3 * self.rng.standard_normal((seeds, j, P)))
     self.data[arm] = stats.ArmData(np.arange(j) * 10, np.tile(kl, (seeds, 1)), win,
-                                   classifier=cls.astype(float), chosen=ch)
+                                   classifier=cls.astype(float), chosen=ch, score=sc)
     for k in range(seeds):
       self.runs.append({"name": f"{arm}_s{k}", "arm": arm, "mode": mode, "group": group,
                         "algorithm": algorithm, "data": "x", "points": [{}]})
@@ -634,3 +637,36 @@ def test_foundation_settings_that_cannot_run_are_refused(tmp_path, overrides, me
   config_lib.apply_overrides(c, overrides)
   with pytest.raises(config_lib.ConfigError, match=message):
     study.plan(c, str(tmp_path))
+
+
+def test_each_arm_gets_gao_et_al_s_law_fitted_with_intervals():
+  """Curves drawn from the laws themselves (with per-prompt noise): the fits recover
+  alpha and beta within their intervals, place the RL curve's peak where the law says,
+  and say when a curve does not turn down."""
+  from alignment import laws  # pylint: disable=g-import-not-at-top
+  kl = np.array([0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 3.0, 4.5])
+  d = laws.distance(kl)
+  rl = 1.0 + laws.predict("rl", 0.4, 0.5, d)            # peaks at d = exp(0.8 - 1)
+  bon = 1.0 + laws.predict("bon", 0.6, 0.2, d)          # peaks at d = 1.5
+  rising = 1.0 + laws.predict("rl", 0.8, -0.1, d)       # never turns down
+  ctx = (Arms().add("online_ipo", "online", [0.5] * 8, kl, score=rl)
+         .add("online_best_of_2", "online", [0.5] * 8, kl, algorithm="best_of_2", score=bon)
+         .add("offline_ipo", "offline", [0.5] * 8, kl, score=rising)
+         .add("no_scores", "offline", [0.5] * 8, kl).context())
+  for arm, form, alpha, beta in (("online_ipo", "rl", 0.4, 0.5),
+                                 ("online_best_of_2", "bon", 0.6, 0.2),
+                                 ("offline_ipo", "rl", 0.8, -0.1)):
+    f = arms_lib.arm_numbers(ctx, arm)["law"]
+    assert f["form"] == form and f["points"] == 8 and f["r2"] > 0.9, arm
+    for key, truth in (("alpha", alpha), ("beta", beta)):
+      lo, hi = f[key]["interval"]
+      assert lo <= truth <= hi and hi - lo < 0.2, (arm, key, f[key])
+  peak = arms_lib.law(ctx, "online_ipo")["peak_kl"]
+  assert peak["interval"][0] <= np.exp(2 * (0.8 - 1)) <= peak["interval"][1]
+  assert arms_lib.law(ctx, "offline_ipo")["peak_kl"]["estimate"] is None
+  assert arms_lib.law(ctx, "no_scores") is None and "law" not in arms_lib.arm_numbers(
+      ctx, "no_scores")
+  lines = "\n".join(arms_lib.law_lines(ctx, ["online_ipo", "offline_ipo"]))
+  assert "online_ipo: rl law, alpha 0.4" in lines and "does not turn down" in lines
+  points = arms_lib.law_points(ctx, ["online_best_of_2"])["online_best_of_2"]
+  assert points["form"] == "bon" and points["gain"][0] == 0.0 and len(points["d"]) == 8

@@ -188,7 +188,10 @@ class Fig1(Experiment):
 
   def section(self, ctx, gate, study):
     arms = self.arms(ctx)
-    return Section(arms, lines=A.rising_lines(ctx, arms))
+    main = online(ctx)[:1] + offline(ctx)[:1]
+    points = A.law_points(ctx, main)
+    return Section(arms, lines=A.rising_lines(ctx, arms) + A.law_lines(ctx, main),
+                   figures={"laws_fig1.png": ("plot_laws", points)} if points else {})
 
   def agreement_arms(self, ctx):
     return online(ctx)[:1] + offline(ctx)[:1]
