@@ -79,7 +79,8 @@ def effects(ctx: A.Context, c: dict) -> dict:
 def _entry(claim: dict) -> dict:
   return {"estimate": A.r(claim["estimate"], 4),
           "interval": [A.r(x, 4) for x in claim["interval"]], "p": A.r(claim.get("p"), 4),
-          "min_seeds": claim.get("min_seeds"), "verdict": claim["holm_verdict"]}
+          "min_seeds": claim.get("min_seeds"), "df": A.r(claim.get("df"), 1),
+          "foundations": claim.get("foundations", 1), "verdict": claim["holm_verdict"]}
 
 
 def _direction(a: dict, b: dict) -> str:
