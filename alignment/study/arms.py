@@ -379,7 +379,8 @@ def law_lines(ctx: "Context", arms: list[str]) -> list[str]:
     f = law(ctx, arm)
     if f:
       where = (f"fitted peak at KL {fmt(f['peak_kl'])}" if f["peak_kl"]["estimate"] is not None
-               else "the fitted curve does not turn down (beta <= 0)")
+               else "the fitted curve does not turn down within reach" if not f["turns_down"]
+               else "fitted peak not read (too few finite resamples)")
       out.append(f"- {arm}: {f['form']} law, alpha {fmt(f['alpha'])}, beta {fmt(f['beta'])}, "
                  f"{where}; R^2 {f['r2']} over {f['points']} points")
   if not out:
@@ -401,19 +402,25 @@ def law(ctx: "Context", arm: str) -> dict | None:
     return None
   d_star, gain = fit.peak()
   # Where the fitted curve does not turn down (beta <= 0) d* is inf: no peak; one beyond
-  # d = 1000 (KL 1e6, far past any run) counts as none too.
-  gain = np.where(np.isfinite(d_star) & (d_star <= LAW_PEAK_CAP), gain, np.inf)
+  # d = 1000 (KL 1e6, far past any run) counts as none too. A peak before the first
+  # evaluated point (a curve that falls from the start) is placed at that point.
+  d = laws.distance(ctx.cv(arm).kl[0])
+  d_min = float(np.min(d[d > 0])) if np.any(d > 0) else 1.0
+  turns = np.isfinite(d_star) & (d_star <= LAW_PEAK_CAP)
+  gain = np.where(turns, gain, np.inf)
   with np.errstate(divide="ignore", invalid="ignore"):
     # The peak's KL is positive and skewed: its interval is taken on log(KL), then mapped
-    # back.
-    log_kl = np.where(np.isfinite(gain) & (d_star > 0), 2.0 * np.log(d_star), np.inf)
+    # back (bounded: the log's range is [log d_min^2, log 1e6]).
+    log_kl = np.where(turns, 2.0 * np.log(np.clip(d_star, d_min, LAW_PEAK_CAP)), np.inf)
   peak_kl = ctx.value(lambda: log_kl)
   if peak_kl["estimate"] is not None:
-    peak_kl = {"estimate": r(np.exp(peak_kl["estimate"]), 4),
-               "interval": [r(np.exp(x), 4) for x in peak_kl["interval"]]}
+    with np.errstate(over="ignore"):
+      peak_kl = {"estimate": r(np.exp(peak_kl["estimate"]), 4),
+                 "interval": [r(min(float(np.exp(x)), LAW_PEAK_CAP ** 2), 4)
+                              for x in peak_kl["interval"]]}
   return {"form": fit.form, "alpha": ctx.value(lambda: fit.alpha),
           "beta": ctx.value(lambda: fit.beta), "peak_kl": peak_kl,
-          "peak_gain": ctx.value(lambda: gain),
+          "peak_gain": ctx.value(lambda: gain), "turns_down": bool(turns[0]),
           "r2": r(fit.r2[0], 4), "rmse": r(fit.rmse[0], 4), "points": int(fit.n[0])}
 
 

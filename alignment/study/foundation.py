@@ -185,7 +185,10 @@ def gate(workdir: str, stages, runs: list[dict]) -> dict:
     out["d_golden_kind"] = by["pairs"].params.get("kind")
   lo = (out.get("proxy_agreement_interval") or [None])[0]
   out["gate_passed"] = bool(lo is not None and lo > 0.5)
-  # Each redrawn foundation's proxy must pass too: every finding reads its runs.
+  # A redrawn foundation's proxy gates the findings that pool its runs
+  # (all_foundations_passed); gate_passed is the first foundation's, which every
+  # experiment reads.
+  out["all_foundations_passed"] = out["gate_passed"]
   for name in sorted(st.name for st in stages if re.fullmatch(r"f\d+/pm", st.name)):
     acc = held_out_accuracy(workdir, name) or {}
     ok = bool(acc.get("interval") and acc["interval"][0] is not None and acc["interval"][0] > 0.5)
@@ -193,7 +196,7 @@ def gate(workdir: str, stages, runs: list[dict]) -> dict:
         {"foundation": int(name[1:].split("/")[0]), "proxy_agreement": acc.get("agreement"),
          "proxy_agreement_interval": acc.get("interval"),
          "proxy_agreement_pairs": acc.get("pairs"), "gate_passed": ok})
-    out["gate_passed"] = out["gate_passed"] and ok
+    out["all_foundations_passed"] = out["all_foundations_passed"] and ok
   for r in runs:
     if r["mode"] == "online" and len(r["points"]) > 1:
       out.setdefault("online_final_agreement", {})[r["name"]] = arms_lib.r(
@@ -221,8 +224,11 @@ def gate_lines(gate: dict) -> list[str]:
   lines += [f"| foundation {g['foundation']} (redrawn): proxy agreement on its held-out SFT "
             f"pairs (n={g['proxy_agreement_pairs']}) | {g['proxy_agreement']} | "
             f"{g['proxy_agreement_interval']} |" for g in gate.get("redrawn_foundations", [])]
+  every = ("" if not gate.get("redrawn_foundations") else
+           f" Every foundation (what the pooled experiments read): "
+           f"{'passed' if gate.get('all_foundations_passed') else 'FAILED'}.")
   lines += ["", f"**Gate: {'passed' if gate.get('gate_passed') else 'FAILED'}** (D_golden: "
-                f"{gate.get('d_golden_kind')} pairs)."]
+                f"{gate.get('d_golden_kind')} pairs).{every}"]
   return lines
 
 

@@ -95,6 +95,10 @@ class Planner:
     for e in self.experiments:
       e.plan(self)
     again = [e for e in self.experiments if e.name in self.s.foundation_experiments]
+    if self.s.foundations > 1 and not again:
+      raise config_lib.ConfigError(
+          f"study.foundations={self.s.foundations} with no study.foundation_experiments "
+          "listed in study.experiments: the redrawn foundations would train for nothing")
     for e in again if self.s.foundations > 1 else ():
       missing = [n for n in e.needs if n not in self.s.foundation_experiments]
       if missing:

@@ -58,11 +58,13 @@ def _write(study, workdir: str, stages, out: str, golden_judge, experiments) -> 
   # Experiments planned again on each redrawn foundation read every foundation's runs;
   # the rest ran on the first foundation and are compared with its runs alone.
   first = ctx.first_foundation()
+  pooled = {**gate, "gate_passed": gate.get("all_foundations_passed", gate["gate_passed"])}
   pick = lambda e: ctx if e.name in study.foundation_experiments else first
+  gated = lambda e: pooled if e.name in study.foundation_experiments else gate
   reporting = _by_group(experiments) if ctx.boot is not None else []
-  found = sorted((f for e in reporting for f in e.findings(pick(e), gate, study)),
+  found = sorted((f for e in reporting for f in e.findings(pick(e), gated(e), study)),
                  key=lambda f: f["id"])
-  sections = [(e, e.section(pick(e), gate, study), pick(e)) for e in reporting]
+  sections = [(e, e.section(pick(e), gated(e), study), pick(e)) for e in reporting]
   sections = [(e, s, c) for e, s, c in sections if s.plot_arms]
   results = {"study": study.scale, "setup": gate, "attribution": {}, "findings": found,
              "golden_judge": golden_judge or {"kind": "program"},

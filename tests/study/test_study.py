@@ -299,6 +299,8 @@ def test_a_redrawn_foundation_and_a_learning_rate_grid_enter_the_intervals(smoke
     assert arms[arm]["seeds"] == 2 * len(c.seeds), arm
   (redrawn,) = results["setup"]["redrawn_foundations"]
   assert redrawn["foundation"] == 1 and redrawn["proxy_agreement_pairs"] == 64
+  assert results["setup"]["all_foundations_passed"] == (results["setup"]["gate_passed"] and
+                                                        redrawn["gate_passed"])
   found = {f["id"]: f for f in results["findings"]}
   assert all(p["foundations"] == 2 for p in found[1]["parts"][:2])
   assert all(p["foundations"] == 1 for p in found[2]["parts"])

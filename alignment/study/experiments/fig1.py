@@ -107,9 +107,13 @@ def online_advantage(ctx: A.Context, gate: dict) -> bool:
 
 
 def finding_1(ctx: A.Context, gate: dict):
-  if "finding_1" not in ctx.memo:
-    ctx.memo["finding_1"] = _finding_1(ctx, gate)
-  return ctx.memo["finding_1"]
+  """Finding 1 on the context's runs, computed once per set of foundations: an
+  experiment that ran on the first foundation alone asks whether ITS runs show an
+  online advantage (`online_advantage`)."""
+  key = ("finding_1", tuple(ctx.foundations()))
+  if key not in ctx.memo:
+    ctx.memo[key] = _finding_1(ctx, gate)
+  return ctx.memo[key]
 
 
 def _finding_1(ctx: A.Context, gate: dict):
