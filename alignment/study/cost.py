@@ -742,12 +742,7 @@ def main(argv=None) -> int:
       peak, source = measure_peak(), "measured now"
     rows = estimate(study, args.workdir, peak)
   except Exception as e:  # pylint: disable=broad-except
-    from alignment import main as main_lib  # pylint: disable=g-import-not-at-top
-    line = main_lib.error_line(e)
-    if line is None:
-      raise
-    print(line, file=sys.stderr)
-    return 2
+    return runner.error_exit(e)
   header = f"[plan] {args.config} in {args.workdir}: nothing runs"
   print(render(rows, peak, source, tpu=is_tpu(study), header=header), flush=True)
   return 0

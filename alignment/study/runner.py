@@ -70,6 +70,17 @@ def load_study(spec: str, overrides: list[str]):
   return study
 
 
+def error_exit(e: Exception) -> int:
+  """A user's error (`alignment.main.error_line`) as one line on stderr, exit status 2;
+  anything else is raised again. The study's command and its --plan share it."""
+  from alignment import main as main_lib  # pylint: disable=g-import-not-at-top
+  line = main_lib.error_line(e)
+  if line is None:
+    raise e
+  print(line, file=sys.stderr)
+  return 2
+
+
 def main(argv=None) -> int:
   import argparse  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -83,11 +94,6 @@ def main(argv=None) -> int:
     print(e, file=sys.stderr)
     return 0
   except Exception as e:  # pylint: disable=broad-except
-    from alignment import main as main_lib  # pylint: disable=g-import-not-at-top
-    line = main_lib.error_line(e)
-    if line is None:
-      raise
-    print(line, file=sys.stderr)
-    return 2
+    return error_exit(e)
   print(f"[study] wrote {results['report']}", flush=True)
   return 0
