@@ -186,6 +186,15 @@ class Context:
     out.memo = self.memo
     return out
 
+  def over(self, arms) -> "Context":
+    """The context in which every one of `arms` has all its runs: this one where each
+    has runs on every foundation, else the first foundation's (`first_foundation`), so
+    that one claim never mixes pooled arms with arms that ran on the first alone."""
+    every = set(self.foundations())
+    if all({r.get("foundation", 0) for r in self.arm_runs.get(a, [])} == every for a in arms):
+      return self
+    return self.first_foundation()
+
   def has(self, *arms) -> bool:
     return self.boot is not None and all(a in self.data for a in arms)
 

@@ -36,6 +36,12 @@ NO_WRITER_SCORES = (
     "pairs do not have; use pairs='sft' without writer and sec6")
 
 
+def prefix(f: int) -> str:
+  """The stage-name prefix (and workdir subdirectory) of foundation f: "" for the first
+  (alignment.study.plan, FOUNDATIONS)."""
+  return f"f{f}/" if f else ""
+
+
 def check(s) -> None:
   """The foundation's config: one ConfigError naming the key."""
   if s.pairs not in PAIR_KINDS:
@@ -67,9 +73,12 @@ def check(s) -> None:
   if s.foundations > 1 and unlisted:
     raise config_lib.ConfigError(f"study.foundation_experiments: {unlisted} not in "
                                  f"study.experiments={list(s.experiments)}")
-  rates = list(s.learning_rates)
-  if rates and (len(set(rates)) != len(rates) or min(rates) <= 0):
-    raise config_lib.ConfigError(f"study.learning_rates={rates}: positive and distinct")
+  rates, betas = list(s.learning_rates), list(s.betas)
+  # Distinct as the arms name them (`fig1.grid`: lr{:g}, b{:g}), or two arms would merge.
+  for key, values in (("learning_rates", rates), ("betas", betas)):
+    if values and (len({f"{v:g}" for v in values}) != len(values) or min(values) <= 0):
+      raise config_lib.ConfigError(f"study.{key}={values}: positive and distinct to 6 "
+                                   "significant digits (the arms' names carry them so)")
   for mode in ("online", "offline"):
     if rates and s[mode].learning_rate not in rates:
       raise config_lib.ConfigError(

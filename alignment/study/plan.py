@@ -52,9 +52,7 @@ def log_steps(total: int, points: int, first: int) -> list[int]:
 FOUNDATION_SEED = 1000  # foundation f's study seed: seed + FOUNDATION_SEED * f
 
 
-def foundation_prefix(f: int) -> str:
-  """The stage-name prefix (and workdir subdirectory) of foundation f: "" for the first."""
-  return f"f{f}/" if f else ""
+foundation_prefix = foundation.prefix  # f<f>/ of foundation f's stages
 
 
 def redrawn(study, f: int):

@@ -693,3 +693,50 @@ def test_finding_1_is_computed_per_set_of_foundations():
   assert first.data["online_ipo"].seeds == 2 and first.memo is ctx.memo
   pooled, alone = fig1.finding_1(ctx, PASSED), fig1.finding_1(first, PASSED)
   assert pooled is not alone and fig1.finding_1(ctx, PASSED) is pooled
+
+
+def test_finding_4_reads_one_set_of_foundations():
+  """H3's chosen log-prob claim reads every contrastive arm: where some ran on the first
+  foundation alone (DPO, SLiC), every claim of finding 4 reads the first foundation's
+  runs, never pooled arms beside first-foundation ones."""
+  a = Arms()
+  a.add("online_ipo", "online", AHEAD, KL, classifier=[0.5, 0.45, 0.45, 0.45],
+        chosen=[0.0, -0.5, -1.0, -1.0])
+  a.add("offline_ipo", "offline", BEHIND, KL, classifier=[0.5, 0.7, 0.7, 0.7],
+        chosen=[0.0, -1, -2.0, -3.0])
+  a.add("online_dpo", "online", AHEAD, KL, group="losses", algorithm="dpo")
+  pooled = {"online_ipo", "offline_ipo"}
+  for run in a.runs:  # Fig. 1's third seeds on a redrawn foundation; DPO's all first
+    run["foundation"] = 1 if run["arm"] in pooled and run["name"].endswith("_s2") else 0
+  for arm, d in a.data.items():
+    d.foundations = np.array([0, 0, 1] if arm in pooled else [0, 0, 0])
+  ctx = a.context()
+  assert ctx.over(["online_ipo", "offline_ipo"]) is ctx
+  first = ctx.over(["online_ipo", "online_dpo"])
+  assert first.foundations() == [0] and first.data["online_ipo"].seeds == 2
+  f4 = fig1.finding_4(ctx, PASSED)
+  alone = fig1.finding_4(ctx.first_foundation(), PASSED)
+  assert [p["estimate"] for p in f4["parts"]] == [p["estimate"] for p in alone["parts"]]
+  assert f4["parts"][0]["estimate"] != ctx.claim(
+      "x", lambda: ctx.cv("offline_ipo").classifier[:, -1] -
+      ctx.cv("online_ipo").classifier[:, -1])["estimate"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["learning_rates=[1e-4,1.000001e-4,3e-4]"], "distinct to 6 significant digits"),
+    (["betas=[0.1,0.1000001]"], r"study.betas=.*distinct"),
+    (["betas=[0.1,-0.5]"], r"study.betas=.*positive"),
+])
+def test_grid_points_that_would_share_an_arm_name_are_refused(tmp_path, overrides, message):
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+  config_lib.apply_overrides(c, overrides)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    study.plan(c, str(tmp_path))
+
+
+@pytest.mark.parametrize("listed", ["h4", "h5", "sec6", "writer"])
+def test_experiments_that_read_fig1_need_it_listed(tmp_path, listed):
+  c = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
+  config_lib.apply_overrides(c, [f"experiments=['{listed}']"])
+  with pytest.raises(config_lib.ConfigError, match=f"{listed} .*list"):
+    study.plan(c, str(tmp_path))

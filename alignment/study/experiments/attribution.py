@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from alignment import stats
 from alignment.study import arms as A
+from alignment.study import foundation
 from alignment.study import stages as stages_lib
 from alignment.study.experiment import Experiment, Section
 from alignment.study.experiments import fig1
@@ -151,9 +154,14 @@ class Attribution(Experiment):
     if c is None:
       return Section(self.arms(ctx))
     eff = effects(ctx, c)
-    labels = stages_lib.stage_summary(ctx.workdir, "proxy_labels") or {}
-    agreement = (labels.get("train") or {}).get("golden_winner_is_label")
-    eff["proxy_labels_agree_with_golden"] = A.r(agreement, 4)
+    # Each foundation's proxy relabelled its own D_golden (f<f>/proxy_labels).
+    agree = [((stages_lib.stage_summary(ctx.workdir, foundation.prefix(f) + "proxy_labels")
+               or {}).get("train") or {}).get("golden_winner_is_label")
+             for f in ctx.foundations()]
+    agree = [a for a in agree if a is not None]
+    eff["proxy_labels_agree_with_golden"] = A.r(np.mean(agree), 4) if agree else None
+    if len(agree) > 1:
+      eff["proxy_labels_agree_with_golden_by_foundation"] = [A.r(a, 4) for a in agree]
     eff["sentence"] = sentence(eff, gate)
     eff["arms"] = {f"{a}/{b}": arm for (a, b), arm in c.items()}
     arms = [c[k] for k in sorted(c)]
@@ -177,8 +185,11 @@ def lines(eff: dict) -> list[str]:
     out.append(f"| {what} | {stats.interval_str(e[n])} | {e[n]['p']} | {e[n]['verdict']} | "
                f"{A.fmt(pk[n]) if n in pk else ''} |")
   agree = eff.get("proxy_labels_agree_with_golden")
+  each = eff.get("proxy_labels_agree_with_golden_by_foundation")
   out += ["", f"The proxy's labels on D_golden agree with the golden judge's on {agree} of its "
-          "train pairs (the PM was trained on them; on held-out SFT pairs see the gate).",
+          "train pairs" + (f" (mean over the foundations: {', '.join(map(str, each))})"
+                           if each else "") +
+          " (the PM was trained on them; on held-out SFT pairs see the gate).",
           "Peaks are maxima of noisy points (biased upwards): the envelope is the headline.",
           "", f"**{eff['sentence']}**", ""]
   return out

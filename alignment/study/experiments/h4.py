@@ -33,6 +33,7 @@ def finding_5(ctx: A.Context, gate: dict):
 class H4(Experiment):
   name = "h4"
   title = "H4 Best-of-2"
+  needs = {"fig1": "votes only where Fig. 1 shows an online advantage"}
 
   def plan(self, p):
     s, beta = p.s, p.s.online.beta

@@ -45,6 +45,7 @@ def finding_6(ctx: A.Context, gate: dict, sizes: list[str], main_model: str):
 class H5(Experiment):
   name = "h5"
   title = "H5 policy size"
+  needs = {"fig1": "takes the main size's arms from Fig. 1"}
 
   def plan(self, p):
     s = p.s

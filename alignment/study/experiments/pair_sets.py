@@ -70,6 +70,7 @@ def ablation(ctx: A.Context, pairs_kind: str) -> dict:
 class PairSets(Experiment):
   title = "Pair sets: the writer ablation and section 6"
   group = "sec6"
+  needs = {"fig1": "compares each pair set with Fig. 1's offline IPO on D_golden"}
 
   def __init__(self, name: str, kinds: tuple[str, ...]):
     self.name, self.kinds = name, kinds
