@@ -519,9 +519,20 @@ def check_eval(e: ConfigDict):
            f"eval.batch_size={e.batch_size} up to eval.win_prompts={e.win_prompts}")
 
 
+def check_criterion(c: ConfigDict):
+  """SFT trained to a criterion (configs/sft.py): `patience` evaluations without an
+  improvement of the held-out loss by more than `tol` (relative) stop the run."""
+  p, tol = c.patience, c.tol
+  _check(isinstance(p, int) and not isinstance(p, bool) and p >= 0,
+         f"config.criterion.patience={p!r}: a number of evaluations >= 0 (0: off)")
+  _check(isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 <= tol < 1,
+         f"config.criterion.tol={tol!r}: a relative improvement in [0, 1)")
+
+
 SECTION_CHECKS = {"model": check_model, "data": check_data, "train": check_train,
                   "optimizer": check_optimizer, "loss": check_loss, "sampling": check_sampling,
-                  "judge": check_judge, "eval": check_eval, "rl": check_rl}
+                  "judge": check_judge, "eval": check_eval, "rl": check_rl,
+                  "criterion": check_criterion}
 
 
 def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
@@ -592,4 +603,13 @@ def validate(config: ConfigDict, num_devices: int) -> dict[str, int]:
     _check(all(x <= config.train.num_steps for x in steps),
            f"config.eval.steps={steps}: must be integers in [1, train.num_steps="
            f"{config.train.num_steps}]")
+  if "criterion" in config:  # SFT's alone (alignment.train.program.run_supervised says why)
+    _check(config.experiment == "sft",
+           f"config.criterion: only SFT trains to a criterion (its held-out loss); "
+           f"experiment {config.experiment!r} has none (remove the section)")
+    e = config.get("eval", None) or {}
+    _check(config.criterion.patience == 0 or e.get("every", 0) > 0 or
+           bool(list(e.get("steps", None) or [])),
+           f"config.criterion.patience={config.criterion.patience}: the criterion watches the "
+           "held-out loss of the evaluations: set eval.every > 0 or list eval.steps")
   return mesh_shape

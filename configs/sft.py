@@ -2,6 +2,17 @@
 
 Variants: tiny (CPU tests, seconds), default (the embedded study's SFT),
 paper (T5.1.1-Large on a user preference task, for TPU).
+
+`criterion` (every variant; off by default): train until the held-out loss levels
+off instead of for a fixed number of steps. With patience > 0 the loss `eval/loss`
+of the evaluations at `eval.every` / `eval.steps` is watched, and the run stops at
+the first evaluation where none of the last `patience` losses is below the best
+loss before them by more than `tol` relative (min(last patience) >=
+best_before * (1 - tol)); `train.num_steps` is then the cap. It saves the stop's
+checkpoint, records `criterion/stopped_at` in metrics.jsonl, evaluates and
+exports as at the end of a full run, and resumes to the same stop
+(alignment/train/program.py, `Criterion`). patience > 0 needs evaluations
+(eval.every > 0 or eval.steps); patience 0 is a fixed train.num_steps, as before.
 """
 from alignment import config as C
 
@@ -11,6 +22,8 @@ def get_config(arg: str = "tiny"):
   c.data.task = "env_sft"
   c.init = C.ConfigDict(dict(policy=""))  # optional params export / run dir to start from
   c.eval = C.ConfigDict(dict(num_batches=4, every=0, steps=[]))  # held-out loss: when
+  # Stop once the held-out loss levels off (docstring): 0 evaluations = off.
+  c.criterion = C.ConfigDict(dict(patience=0, tol=0.01))
   if arg == "tiny":
     c.data.task = "env_tiny_sft"
     c.model.name = "t5-nano"

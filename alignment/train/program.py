@@ -18,10 +18,14 @@ jitted function with the same static arguments (tests/test_aot.py shows it).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+import json
+import logging
+import math
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from alignment import checkpoint, distributed, evaluation, layout, sharding
@@ -31,6 +35,8 @@ from alignment.data import vocab as vocab_lib
 from alignment.models import heads, zoo
 from alignment.train import bookkeeping
 from alignment.train import state as state_lib
+
+log = logging.getLogger("alignment")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,25 +97,183 @@ def set_up(config):
 
 
 def run_supervised(program: Program, state, start: int, data, config, workdir: str, ckpt,
-                   meta: dict, evaluate: Callable[[Any], dict], extra=None) -> dict:
+                   meta: dict, evaluate: Callable[[Any], dict], extra=None,
+                   criterion: Optional["Criterion"] = None) -> dict:
   """The loop of a step without sampling (SFT, the preference model): step,
   bookkeeping (`Run`), held-out `evaluate(params) -> {eval/...}` at the
   `eval.every`/`eval.steps` steps and at the end, then the export.
-  Returns the last step's metrics and the final evaluation."""
-  run = bookkeeping.Run(config.train, workdir, ckpt, start, program.name, meta)
-  for step in range(start, config.train.num_steps):
+  Returns the last step's metrics and the final evaluation.
+
+  criterion: SFT's stopping rule (`Criterion`), watched at those evaluations; with
+  it, the summary also holds `steps_trained` (the step the run ended at) and
+  `criterion_fired`. When it fires at step S, the loop saves the checkpoint of S,
+  writes one `criterion/*` record at S into metrics.jsonl and ends as a full run
+  does (final evaluation, export). A resumed run rebuilds the losses from the
+  evaluation records up to its checkpoint (`criterion_history`; a checkpoint of an
+  evaluation step whose evaluation was never written, killed between the two, is
+  evaluated first), so it stops where an uninterrupted run stops; a run that
+  stopped there already finishes without a step. The stopping lives here, in the one loop that owns the order of step,
+  evaluation, checkpoint and export (a copy of the loop in sft.py would drift from
+  it); the rule is SFT's alone: the preference model's held-out figures are an
+  accuracy, not a loss to level off, so it passes none, configs/pm.py has no
+  `criterion` section (an override of one is the locked config's error) and
+  `config.validate` refuses the section in any experiment but SFT.
+  """
+  t = config.train
+  run = bookkeeping.Run(t, workdir, ckpt, start, program.name, meta)
+  watching = criterion is not None and criterion.on
+  evals: list[tuple[int, float]] = []  # (step, held-out loss) of every evaluation so far
+  stopped_at = None
+
+  def stop_here(step: int, state):
+    """The rule fired at `step`: its checkpoint (unless saved already) and its record."""
+    if ckpt.latest_step() != step:  # in flight counts: the step's save was started
+      ckpt.save(step, state, data.get_state(), meta)
+    record = criterion.record(step, evals)
+    run.write(step, record)
+    log.warning("stopping at step %d: the last %d evaluations' %s improved by no more than %g "
+                "(relative) on the best before them, %.6g; checkpoint saved", step,
+                criterion.patience, criterion.metric, criterion.tol,
+                record["criterion/best_before"])
+
+  if watching:
+    # After Run: on resume its RunLog has cut metrics.jsonl to the records up to `start`.
+    history = criterion_history(workdir, start, criterion.metric)
+    evals = history["evals"]
+    if (start and evaluation.is_eval_step(config.eval, t.num_steps, start) and
+        start not in [s for s, _ in evals]):  # killed after the step's checkpoint, before
+      held_out = evaluate(state.params)     # its evaluation was written: evaluate it now
+      run.write(start, held_out)
+      evals.append((start, held_out[criterion.metric]))
+    if criterion.first_stop([l for _, l in evals]) is not None:  # it stopped here already
+      stopped_at = start
+      if start not in history["stopped"]:  # killed before the record was written
+        stop_here(start, state)
+      log.warning("step %d: the run has met its criterion already; finishing it there",
+                  start)
+  reached = start  # the step the run ends at
+  for step in range(start, t.num_steps if stopped_at is None else start):  # none if stopped
     state, metrics = program.step(state, next(data))
+    reached = step + 1
     if run.end_of_step(step + 1, state, metrics, data.get_state(), extra=extra):
       break
-    if evaluation.is_eval_step(config.eval, config.train.num_steps, step + 1):
-      run.write(step + 1, evaluate(state.params))
+    if evaluation.is_eval_step(config.eval, t.num_steps, step + 1):
+      held_out = evaluate(state.params)
+      run.write(step + 1, held_out)
+      if watching:
+        evals.append((step + 1, held_out[criterion.metric]))
+        if criterion.fires([l for _, l in evals]):
+          stopped_at = step + 1
+          stop_here(stopped_at, state)
+          break
   final = dict(run.last_metrics)
   run.close()
   if not run.stopped_early:
     final.update(evaluate(state.params))
     checkpoint.export_params(state.params, program.model_config,
                              layout.export(workdir), tokens=program.tokens)
+  if criterion is not None:
+    final.update(steps_trained=reached, criterion_fired=stopped_at is not None)
   return final
+
+
+# ---------------------------------------------------------------------------
+# Trained to a criterion (SFT's `criterion` section)
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+  """Stop when the held-out loss levels off (configs/sft.py, `criterion`).
+
+  At each evaluation, with the held-out losses l_1 .. l_n so far in order: the
+  run stops when n > patience and none of the last `patience` losses improves
+  on the best before them, b = min(l_1 .. l_{n-patience}), by more than `tol`
+  relative, i.e. min(l_{n-patience+1} .. l_n) >= b - tol * |b| (b * (1 - tol) for
+  a loss >= 0). An equal loss is no improvement, so a loss that stays exactly
+  flat stops the run, also with tol = 0; a NaN improves on nothing. patience 0:
+  never (the criterion is off). A pure function of the losses: every process,
+  and a resumed run, decides the same.
+  """
+  patience: int = 0
+  tol: float = 0.0
+  metric: str = "eval/loss"
+
+  @classmethod
+  def of(cls, section) -> "Criterion":
+    """The config's `criterion` section (None, as in a config without one: off)."""
+    if section is None:
+      return cls()
+    return cls(int(section.patience), float(section.tol))
+
+  @property
+  def on(self) -> bool:
+    return self.patience > 0
+
+  def fires(self, losses: Sequence[float]) -> bool:
+    """Whether the rule stops the run at the newest of `losses` (class docstring)."""
+    p = self.patience
+    if p <= 0 or len(losses) <= p:
+      return False
+    before = [x for x in losses[:-p] if math.isfinite(x)]
+    if not before:  # nothing to improve on
+      return False
+    best = min(before)
+    bar = best - self.tol * abs(best)
+    return not any(x < bar for x in losses[-p:])
+
+  def first_stop(self, losses: Sequence[float]) -> Optional[int]:
+    """The index of the first loss at which the rule fires, else None."""
+    return next((n - 1 for n in range(1, len(losses) + 1) if self.fires(losses[:n])), None)
+
+  def best(self, evals: Sequence[tuple[int, float]]) -> tuple[int, float]:
+    """(step, loss) of the lowest finite held-out loss (the first such)."""
+    finite = [(s, l) for s, l in evals if math.isfinite(l)]
+    return min(finite, key=lambda e: e[1]) if finite else (0, float("nan"))
+
+  def record(self, step: int, evals: Sequence[tuple[int, float]]) -> dict:
+    """The metrics.jsonl record of a stop at `step`: where, why (the best loss before
+    the last `patience` evaluations, which none of them beat by more than `tol`), and
+    the best loss of all with its step."""
+    best_step, best_loss = self.best(evals)
+    return {"criterion/stopped_at": step, "criterion/best_loss": best_loss,
+            "criterion/best_step": best_step,
+            "criterion/best_before": self.best(evals[:-self.patience])[1],
+            "criterion/patience": self.patience, "criterion/tol": self.tol,
+            "criterion/evaluations": len(evals)}
+
+
+def criterion_history(workdir: str, start: int, metric: str = "eval/loss") -> dict:
+  """What a resumed run's criterion needs from <workdir>/metrics.jsonl: `evals`, the
+  (step, `metric`) of its evaluation records, and `stopped`, the steps of its
+  `criterion/stopped_at` records, all at steps <= `start`.
+
+  Process 0 alone writes the file (and cuts it to `start` on resume): it reads it
+  and sends what it found to every process (`_from_process_0`, a collective, so
+  no process reads the file early or on a disk that is not process 0's)."""
+  text = json.dumps({"evals": [], "stopped": []})
+  if distributed.is_main() and start > 0:
+    records = [r for r in bookkeeping.read_metrics(workdir) if r.get("step", 0) <= start]
+    text = json.dumps({"evals": [[r["step"], r[metric]] for r in records if metric in r],
+                       "stopped": [r["step"] for r in records
+                                   if "criterion/stopped_at" in r]})
+  got = json.loads(_from_process_0(text))
+  return {"evals": [(int(s), float(l)) for s, l in got["evals"]],
+          "stopped": set(int(s) for s in got["stopped"])}
+
+
+def _from_process_0(text: str) -> str:
+  """Process 0's `text` on every process (`text` itself in a single process). JSON
+  text, not float arrays: the losses arrive bit for bit (no float32 on the way)."""
+  if jax.process_count() == 1:
+    return text
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  data = np.frombuffer(text.encode(), np.uint8).astype(np.int32)
+  n = int(multihost_utils.broadcast_one_to_all(np.int32(data.size)))
+  buf = np.zeros(n, np.int32)
+  buf[:min(n, data.size)] = data[:n]  # only process 0's counts
+  got = np.asarray(multihost_utils.broadcast_one_to_all(buf))
+  return got.astype(np.uint8).tobytes().decode()
 
 
 def batch_spec(batch_cls, batch_size: int, lengths: tuple[int, ...], mesh, rules):

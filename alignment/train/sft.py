@@ -9,6 +9,17 @@ head-room. Mean next-token cross-entropy over response tokens.
 
 Writes DIR/checkpoints (resumable), DIR/metrics.jsonl, DIR/tb, and on
 completion DIR/export (the parameters, for the stages that follow).
+
+Trained to a criterion: with `criterion.patience` > 0 the run stops at the first
+evaluation (`eval.every` / `eval.steps`) where the held-out loss has not improved
+by more than `criterion.tol` (relative) on its best before the last `patience`
+evaluations (`program.Criterion`); `train.num_steps` is then the cap. A scaling
+study trains every size so, and none is an undertrained one. The stop saves the
+checkpoint of its step, records `criterion/stopped_at` (and the best loss) in
+metrics.jsonl, then evaluates and exports as a full run does; the returned
+summary says `steps_trained` and `criterion_fired` either way. The loop is
+`program.run_supervised`'s (the preference model's too: see there why the rule is
+SFT's alone). patience 0 (the default) is a fixed `train.num_steps`.
 """
 from __future__ import annotations
 
@@ -68,4 +79,5 @@ def run(config, workdir: str) -> dict:
   return program_lib.run_supervised(program, state, start, train_data, config, workdir, ckpt,
                                     meta, evaluate,
                                     extra={"tokens": d.batch_size * (d.prompt_len +
-                                                                     d.response_len)})
+                                                                     d.response_len)},
+                                    criterion=program_lib.Criterion.of(config.get("criterion")))
