@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # test file goes to one process, so a module's shared fixture is built once.
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: venv test test-fast test-e2e test-multiprocess test-hf study study-full clean
+.PHONY: venv test test-fast test-e2e test-multiprocess test-hf study study-full study-scaling clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ study: $(VENV)/.installed
 # hash) and its report replaces the default's in runs/study.
 study-full: $(VENV)/.installed
 	$(PY) -m alignment.study --config=configs/study.py:full --workdir=runs/study
+
+# H5's two axes on a workstation (policy and proxy sizes t5-nano to t5-midi, each SFT
+# trained to the criterion): a study of its own, in runs/scaling.
+study-scaling: $(VENV)/.installed
+	$(PY) -m alignment.study --config=configs/study.py:scaling --workdir=runs/scaling
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache

@@ -30,6 +30,11 @@ Scales:
            "Your own data", has the commands.
   Any scale takes --config.experiments="['fig1','rl','staleness']" (rl and staleness
   compare against Fig. 1's arms, so list fig1 too).
+  scaling  H5's two axes on a workstation (`make study-scaling`): policy sizes t5-nano to
+           t5-midi (each its own SFT, trained until its held-out loss levels off, rates
+           scaled by width) and proxy PMs of t5-nano, t5-mini and t5-midi at the t5-tiny
+           policy, online and offline IPO over three seeds; Gao et al.'s laws fitted per
+           arm decide H5. scaling_smoke: the same experiment at toy sizes (tests run it).
   tpu      the paper's set-up on a pod slice: T5-Large policy and proxy PM, the paper's
            hyper-parameters and step counts (lr 1e-5, beta 0.1, 4k steps, batch 32),
            both modes swept over beta; point `prefix` at tasks of real data.
@@ -67,7 +72,11 @@ def get_config(arg: str = "smoke"):
   c.golden_pm = C.ConfigDict(dict(steps=1000, learning_rate=1e-3,  # real data only
                                   eval_batches=8))  # held-out batches of the validation split
   c.model = "t5-tiny"
-  c.sizes = ["t5-nano", "t5-tiny", "t5-mini"]  # H5: policy sizes
+  c.sizes = ["t5-nano", "t5-tiny", "t5-mini"]  # H5's policy axis: each size its own SFT
+  c.scaling = C.ConfigDict(dict(pm_sizes=[]))  # H5's proxy axis: PMs of these sizes (on
+                                     # D_golden, each from its size's SFT) at `model`
+  c.size_lr = "width"                # learning rates of sizes other than `model`: width
+                                     # (x d_model(model) / d_model(size)) | same
   c.batch_size = 32
   c.prompt_len = 40
   c.response_len = 32
@@ -80,7 +89,11 @@ def get_config(arg: str = "smoke"):
   c.tie_redraws = 4                  # a tied sample is redrawn this often, then dropped
   c.tie_slack = 0.05                 # extra prompts sampled to make up for dropped ties
   c.sample_batch = 256               # prompts per sampling call when building pair sets
-  c.sft = C.ConfigDict(dict(steps=3000, learning_rate=3e-3))
+  # SFT: `steps` steps, or with criterion.every > 0 until its held-out loss (every
+  # `every` steps) improves by less than `tol` (relative) over `patience` evaluations,
+  # `steps` the cap, at a constant rate after warm-up.
+  c.sft = C.ConfigDict(dict(steps=3000, learning_rate=3e-3,
+                            criterion=dict(every=0, patience=3, tol=0.01)))
   c.pm = C.ConfigDict(dict(steps=1000, learning_rate=1e-3))
   c.online = C.ConfigDict(dict(steps=200, learning_rate=3e-4, beta=0.1, temperature=1.0))
   c.offline = C.ConfigDict(dict(steps=200, learning_rate=3e-4))
@@ -146,15 +159,46 @@ def get_config(arg: str = "smoke"):
     # The foundation drawn twice: Fig. 1's and the attribution's intervals carry its
     # variance (f1/: SFT, D_golden, PM and runs at study seed + 1000).
     c.foundations = 2
+  elif arg in ("scaling", "scaling_smoke"):
+    # H5's two axes with Fig. 1 (the study's size), every SFT trained to the criterion.
+    c.experiments = ["fig1", "h5"]
+    c.sizes = ["t5-nano", "t5-tiny", "t5-mini", "t5-midi"]
+    c.scaling.pm_sizes = ["t5-nano", "t5-mini", "t5-midi"]
+    c.sft.update(steps=4000)
+    c.sft.criterion.update(every=250, patience=3, tol=0.01)
+    if arg == "scaling_smoke":  # the same experiment at toy sizes (tests run it)
+      c.base_variant = "tiny"
+      c.prefix = "env_tiny"
+      c.model = "t5-nano"
+      c.sizes = ["t5-nano", "t5-tiny"]
+      c.scaling.pm_sizes = ["llama-nano"]  # the decoder family's path through the axis
+      c.seeds = [0, 1]
+      c.ablation_seeds = [0]
+      c.batch_size = 8
+      c.num_pairs = 64
+      c.held_out_pairs = 64
+      c.tie_slack = 0.5
+      c.sample_batch = 32
+      c.sft.update(steps=20, learning_rate=5e-3)
+      c.sft.criterion.update(every=5, patience=2, tol=0.01)
+      c.pm.update(steps=10)
+      c.online.update(steps=8)
+      c.offline.update(steps=8)
+      c.checkpoint_every = 4
+      c.eval.update(points=3, first=2, kl_prompts=16, win_prompts=32, proxy_prompts=16,
+                    classifier_pairs=16, batch_size=16)
+      c.bootstrap = 200
   elif arg == "tpu":
     c.base_variant = "paper"
     c.model = "t5-large"
-    c.sizes = ["t5-large", "t5-xl"]
+    c.sizes = ["t5-base", "t5-large", "t5-xl"]
+    c.scaling.pm_sizes = ["t5-base", "t5-xl"]
     c.experiments = ["fig1", "attribution", "h1", "h2", "h4", "sec6", "h5"]
     c.prompt_len, c.response_len = 512, 64
     c.num_pairs = 92000
     c.sample_batch = 512
-    c.sft.update(steps=20000, learning_rate=1e-4)
+    c.sft.update(steps=20000, learning_rate=1e-4)  # the cap: trained to the criterion
+    c.sft.criterion.update(every=1000, patience=3, tol=0.005)
     c.pm.update(steps=10000, learning_rate=1e-5)
     c.online.update(steps=4000, learning_rate=1e-5, beta=0.1)
     c.offline.update(steps=4000, learning_rate=1e-5)
@@ -166,5 +210,5 @@ def get_config(arg: str = "smoke"):
     c.golden_policy = True
   else:
     raise ValueError(f"configs/study.py: unknown scale {arg!r}; choose smoke, default, full, "
-                     "real, tpu")
+                     "real, scaling, scaling_smoke, tpu")
   return C.lock(c)

@@ -367,6 +367,24 @@ def law_fit(ctx: "Context", arm: str):
   return laws.fit_curve(law_form(ctx, arm), cv.kl, cv.score)
 
 
+def law_best(ctx: "Context", arm: str) -> Optional[np.ndarray]:
+  """The arm's FITTED BEST per replicate column: the golden score at the highest point
+  of its fitted law within its reach, its start score plus R(min(d*, d_max)) (d*: the
+  fitted peak, `laws.peak`; d_max: the largest d = sqrt(KL) it was evaluated at, where
+  the fitted curve does not turn down before it). A smoothed peak: the law through
+  every point rather than the highest of noisy points. None without scores."""
+  fit = law_fit(ctx, arm)
+  if fit is None:
+    return None
+  cv = ctx.cv(arm)
+  dist = laws.distance(cv.kl)  # NaN in a jackknife column that leaves out an arm's only seed
+  d_max = np.max(np.where(np.isnan(dist), -np.inf, dist), axis=-1)
+  d_max = np.where(np.isfinite(d_max), d_max, np.nan)
+  d_star, _ = fit.peak()
+  at = np.where(np.isfinite(d_star), np.minimum(d_star, d_max), d_max)
+  return cv.score[:, 0] + laws.predict(fit.form, fit.alpha, fit.beta, np.maximum(at, 0.0))
+
+
 def law_points(ctx: "Context", arms: list[str]) -> dict:
   """What `plots.plot_laws` draws: each arm's mean points (d, gain) and its fit."""
   out = {}

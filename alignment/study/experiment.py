@@ -34,7 +34,7 @@ class Section:
   section); table_arms: its arm table's rows (default: plot_arms); lines: what it
   says between the plot and the table; results: its entries of results.json besides
   the findings, merged by key ("attribution", "ablations", "comparisons",
-  "comparison_readings", "judge_axis"); figures: more plots of its own, {file name:
+  "comparison_readings", "judge_axis", "scaling"); figures: more plots of its own, {file name:
   (the name of a function of `alignment.study.plots`, the data it draws)}, drawn
   as plots.<function>(data, path) and shown after its lines (experiments do not
   import plots: no stage's code may reach it, see `stages.code_digest`).

@@ -63,6 +63,13 @@ def check(s) -> None:
   if s.online.beta not in s.betas:
     raise config_lib.ConfigError(f"study.online.beta={s.online.beta} must be one of "
                                  "study.betas")
+  if s.size_lr not in ("width", "same"):
+    raise config_lib.ConfigError(f"study.size_lr={s.size_lr!r}: choose width or same")
+  c = s.sft.criterion
+  if c.every < 0 or (c.every and (c.patience < 1 or not 0 <= c.tol < 1)):
+    raise config_lib.ConfigError(
+        f"study.sft.criterion={c.to_dict()}: every >= 0 (0: a fixed number of steps); with "
+        "every > 0, patience >= 1 and 0 <= tol < 1")
   if s.foundations < 1:
     raise config_lib.ConfigError(f"study.foundations={s.foundations}: at least 1")
   if s.foundations > 1 and (s.import_dir or s.sft_export or s.golden_policy):

@@ -206,15 +206,73 @@ class Planner:
   def reference_deps(self) -> tuple[str, ...]:
     return ("golden_policy",) if self.s.golden_policy else ()
 
+  # -- sizes -------------------------------------------------------------------
+  def lr_scale(self, model: str) -> float:
+    """The factor on every learning rate of a stage of `model` (`size_lr`): "width",
+    d_model(study.model) / d_model(model), the rate falling as the width grows (Adam's
+    update size does not shrink with the width, so a rate tuned for one width is too
+    large for a wider model: t5-mini's SFT at t5-tiny's rate had gradient norms of
+    10-15 and ended with a worse held-out loss than t5-tiny's); "same": 1. The study's
+    own model always has factor 1."""
+    if model == self.s.model or self.s.size_lr == "same":
+      return 1.0
+    from alignment.models import zoo  # pylint: disable=g-import-not-at-top
+    return zoo.get(self.s.model).d_model / zoo.get(model).d_model
+
+  def sized(self, size: str) -> tuple[str, str]:
+    """(SFT stage, its evaluation stage) of a policy of `size`: the foundation's for the
+    study's model, else sft_<size> and sft_eval_<size>, planned once whoever asks
+    first (H5's policy axis, the proxy axis's and the judge axis's PMs share them)."""
+    if size == self.s.model:
+      return "sft", "sft_eval"
+    sft, sft_eval = self.sft_of(size), f"sft_eval_{size}"
+    if not self.planned(sft_eval):
+      self.sft_eval(sft_eval, size, sft)
+    return sft, sft_eval
+
+  def sft_of(self, size: str) -> str:
+    """The SFT stage of `size` (`sized`, without the evaluation a PM's backbone does
+    not need)."""
+    if size == self.s.model:
+      return "sft"
+    if not self.planned(f"sft_{size}"):
+      self.sft(size, f"sft_{size}")
+    return f"sft_{size}"
+
+  def pm_of(self, size: str, group: str) -> str:
+    """The proxy PM of `size` on D_golden (the proxy PM's pairs and steps, its rate by
+    `lr_scale`) from that size's own SFT backbone: pm_<size> (the study's model: pm),
+    planned once whoever asks first."""
+    if size == self.s.model:
+      return "pm"
+    name, sft = f"pm_{size}", self.sft_of(size)
+    if not self.planned(name):
+      self.pm(name, {**self.pm_overrides(), "model.name": size, "init.backbone": self.export(sft),
+                     "optimizer.learning_rate": self.s.pm.learning_rate * self.lr_scale(size)},
+              deps=(sft, "pairs"), group=group)
+    return name
+
   # -- stages ------------------------------------------------------------------
   def sft(self, model: str, name: str, group: str = "foundation"):
-    """Supervised fine-tuning of `model` on the SFT task (stage `name`)."""
-    s = self.s
-    self.add(Stage(name, "sft", self.experiment("sft", {
-        **self.common(model), "data.task": self.tasks()["sft"], "train.num_steps": s.sft.steps,
-        "optimizer.learning_rate": s.sft.learning_rate,
-        "optimizer.decay_steps": s.sft.steps, "eval.every": s.sft.steps,
-        "train.checkpoint_every": s.sft.steps}), group=group))
+    """Supervised fine-tuning of `model` on the SFT task (stage `name`), at the study's
+    SFT rate times `lr_scale`. With `sft.criterion.every` > 0 it is trained to a
+    criterion rather than for a fixed number of steps: the held-out loss, evaluated every
+    `criterion.every` steps, has improved by less than `criterion.tol` (relative) over
+    `criterion.patience` evaluations, or `sft.steps` (the cap) is reached; the rate is
+    then constant after warm-up, so where it stops is not set by a decay planned for the
+    cap."""
+    s, c = self.s, self.s.sft.criterion
+    overrides = {**self.common(model), "data.task": self.tasks()["sft"],
+                 "train.num_steps": s.sft.steps,
+                 "optimizer.learning_rate": s.sft.learning_rate * self.lr_scale(model),
+                 "optimizer.decay_steps": s.sft.steps, "eval.every": s.sft.steps,
+                 "train.checkpoint_every": s.sft.steps}
+    if c.every:
+      overrides.update({"optimizer.schedule": "constant", "optimizer.decay_steps": 0,
+                        "eval.every": c.every, "criterion.patience": c.patience,
+                        "criterion.tol": c.tol,
+                        "train.checkpoint_every": min(s.sft.steps, 4 * c.every)})
+    self.add(Stage(name, "sft", self.experiment("sft", overrides), group=group))
 
   def pm_overrides(self) -> dict:
     """A preference (or reward) model on D_golden from the SFT backbone: the proxy PM's

@@ -131,6 +131,54 @@ def plot_judge_axis(block: dict, path: str):
         hline=0.0)
 
 
+def plot_scaling(block: dict, path: str):
+  """H5's two axes (results.json's scaling block): per axis (rows: policy size, proxy
+  size) alpha, beta, the fitted best and online - offline against the parameter count
+  (log axis), online and offline arms as two series, 95% intervals as error bars."""
+  plt = _plt()
+  axes_drawn = [a for a in ("policy", "proxy") if block.get(a)]
+  panels = (("alpha", "law", "alpha"), ("beta", "law", "beta"),
+            ("fitted best (golden score)", "fitted_best", None),
+            ("online - offline, fitted best", "online_minus_offline", None))
+  fig, axes = plt.subplots(len(axes_drawn), len(panels), figsize=(13, 3.4 * len(axes_drawn)),
+                           squeeze=False)
+  for row, axis in zip(axes, axes_drawn):
+    rows = block[axis]
+    x = np.array([r["params"] for r in rows], float)
+    for ax, (title, key, sub) in zip(row, panels):
+      modes = (None,) if key == "online_minus_offline" else ("online", "offline")
+      for mode in modes:
+        if axis == "proxy" and mode == "offline" and key == "law":
+          continue  # one offline arm (Fig. 1's) for every PM: nothing varies
+        field = key if mode is None else f"{mode}_{key}"
+        got = [(xi, r[field][sub] if sub else r[field]) for xi, r in zip(x, rows)
+               if field in r]
+        got = [(xi, v) for xi, v in got if v.get("estimate") is not None]
+        if not got:
+          continue
+        xs = np.array([g[0] for g in got])
+        y = np.array([g[1]["estimate"] for g in got], float)
+        lo = np.array([np.nan if g[1]["interval"][0] is None else g[1]["interval"][0]
+                       for g in got], float)
+        hi = np.array([np.nan if g[1]["interval"][1] is None else g[1]["interval"][1]
+                       for g in got], float)
+        ax.errorbar(xs, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], fmt="o-",
+                    ms=4, capsize=3, label=mode or "online - offline")
+      ax.set_xscale("log")
+      ax.xaxis.set_minor_formatter(plt.NullFormatter())  # decades only: no crowded labels
+      if key == "online_minus_offline":
+        ax.axhline(0.0, color="grey", lw=0.5)
+      ax.set_title(f"{axis} axis: {title}", fontsize=9)
+      ax.set_xlabel(("policy" if axis == "policy" else "proxy PM") + " parameters")
+      if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+  fig.suptitle("H5 scaling: Gao et al.'s law fitted per arm, against model size "
+               "(95% intervals)", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def plot_laws(curves: dict, path: str):
   """Gao et al.'s laws through the points: per arm, the golden score gained over SFT
   against d = sqrt(KL) (its mean curve) and the fitted curve

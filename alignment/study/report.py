@@ -23,7 +23,7 @@ from alignment.study import stages as stages_lib
 
 # results.json's entries that experiments add to (Section.results), in this order.
 SECTION_RESULTS = ("attribution", "ablations", "comparisons", "comparison_readings",
-                   "judge_axis")
+                   "judge_axis", "scaling")
 
 
 def write(study, workdir: str, stages, golden_judge: dict | None = None,

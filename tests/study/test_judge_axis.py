@@ -172,16 +172,19 @@ def test_the_stages_it_plans_at_the_full_scale(tmp_path):
   assert stages["pairs_quarter"].params["num"] == s.num_pairs // 4
   assert stages["pairs_4x"].params["num"] == 4 * s.num_pairs
   assert stages["pairs_4x"].params["seed"] != stages["pairs"].params["seed"]
-  for pm, data, model, backbone in (("pm_quarter", "pairs_quarter", "t5-tiny", "sft"),
-                                    ("pm_4x", "pairs_4x", "t5-tiny", "sft"),
-                                    ("pm_t5-mini", "pairs", "t5-mini", "sft_t5-mini"),
-                                    ("pm_t5-midi", "pairs", "t5-midi", "sft_t5-midi")):
+  # (a larger PM's rate scaled by width from the t5-tiny policy's d_model 64: size_lr)
+  for pm, data, model, backbone, width in (
+      ("pm_quarter", "pairs_quarter", "t5-tiny", "sft", 64),
+      ("pm_4x", "pairs_4x", "t5-tiny", "sft", 64),
+      ("pm_t5-mini", "pairs", "t5-mini", "sft_t5-mini", 128),
+      ("pm_t5-midi", "pairs", "t5-midi", "sft_t5-midi", 256)):
     c = stages[pm].config
     assert stages[pm].kind == "pm" and c.model.name == model
     assert c.data.replay_dir == os.path.join(str(tmp_path), data, "train")
     assert c.init.backbone == os.path.join(str(tmp_path), backbone, "export")
     assert c.eval.pairs_dir == os.path.join(str(tmp_path), "pairs", "held_out")
-    assert (c.train.num_steps, c.optimizer.learning_rate) == (s.pm.steps, s.pm.learning_rate)
+    assert c.train.num_steps == s.pm.steps
+    assert c.optimizer.learning_rate == pytest.approx(s.pm.learning_rate * 64 / width)
     assert backbone in stages[pm].deps and "pairs" in stages[pm].deps
     for k in seeds:
       st = stages[f"online_ipo_{pm}_s{k}"]

@@ -17,7 +17,7 @@ from alignment import stats, study
 from alignment.study import arms as arms_lib
 from alignment.study import foundation
 from alignment.study import stages as stages_lib
-from alignment.study.experiments import attribution, fig1, h1, h2, h4, h5, pair_sets, staleness
+from alignment.study.experiments import attribution, fig1, h1, h2, h4, pair_sets, staleness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 P, Q = 300, 200  # prompts, classifier pairs
@@ -172,25 +172,6 @@ def _h4(offline):
 def test_finding_5_holds_and_fails():
   assert h4.finding_5(_h4([0.5, 0.52, 0.55, 0.53]), PASSED)["verdict"] == "reproduced"
   assert h4.finding_5(_h4([0.5, 0.7, 0.75, 0.7]), PASSED)["verdict"] == "not reproduced"
-
-
-def _h5(peaks):
-  a = Arms()
-  for (size, peak) in zip(("t5-nano", "t5-tiny", "t5-mini"), peaks):
-    on, off = (("online_ipo", "offline_ipo") if size == "t5-tiny" else
-               (f"online_ipo_{size}", f"offline_ipo_{size}"))
-    group = "fig1" if size == "t5-tiny" else "h5"
-    a.add(on, "online", [0.5, peak, peak - 0.05, peak - 0.1], KL, group=group)
-    a.add(off, "offline", [0.5, peak - 0.06, peak - 0.08, peak - 0.1], KL, group=group)
-  return a.context()
-
-
-def test_finding_6_holds_and_fails():
-  sizes = ["t5-nano", "t5-tiny", "t5-mini"]
-  f = h5.finding_6(_h5([0.58, 0.66, 0.74]), PASSED, sizes, "t5-tiny")
-  assert f["verdict"] == "reproduced", f["parts"]
-  f = h5.finding_6(_h5([0.74, 0.66, 0.58]), PASSED, sizes, "t5-tiny")
-  assert f["verdict"] == "not reproduced", f["parts"]
 
 
 def _sec6(gap):

@@ -23,7 +23,8 @@ Stages:
   pairs_quarter, pm_quarter     the first quarter of pairs/train (golden labels kept),
                                 the PM on it
   pairs_4x, pm_4x               4 x num_pairs pairs of D_golden's kind (own seed), the PM
-  sft_<size>, pm_<size>         (sft_<size> only where H5 has not planned it)
+  sft_<size>, pm_<size>         the size's SFT and PM (`Planner.pm_of`: shared with
+                                H5, rates by `size_lr`)
   online_ipo_pm_<set>_s<k>      online IPO against each of those PMs
 
 Every judge's agreement with the golden judge is on the same held-out pairs, with a
@@ -378,14 +379,11 @@ class JudgeAxis(Experiment):
       p.pm(f"pm_{name}", {**p.pm_overrides(), "data.replay_dir": p.path(f"pairs_{name}", "train")},
            deps=("sft", "pairs", f"pairs_{name}"), group=self.group)
       pms.append(f"pm_{name}")
-    for size in ax.pm_sizes:
-      sft = f"sft_{size}"
-      if not p.planned(sft):  # H5 plans the same SFT when it lists the size
-        p.sft(size, sft)
-      p.pm(f"pm_{size}", {**p.pm_overrides(), "model.name": size,
-                          "init.backbone": p.export(sft)}, deps=(sft, "pairs"), group=self.group)
-      pms.append(f"pm_{size}")
+    for size in ax.pm_sizes:  # shared with H5's proxy axis where it lists the size
+      pms.append(p.pm_of(size, self.group))
     for pm in pms:
+      if p.planned(f"{pm_arm(pm)}_s{p.ablation_seeds()[0]}"):  # H5's proxy axis has them
+        continue
       for k in p.ablation_seeds():
         p.online(f"{pm_arm(pm)}_s{k}", s.model, "ipo", s.online.beta, self.group,
                  judge="proxy", judge_stage=pm, data=f"online_{pm}", seed=k, arm=pm_arm(pm))
