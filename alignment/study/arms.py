@@ -148,6 +148,7 @@ class Context:
       self.arm_runs.setdefault(r["arm"], []).append(r)
     self.boot = stats.Bootstrap(data, resamples=resamples, seed=seed) if data else None
     self.memo: dict = {}  # what several experiments read once (finding 1's advantage)
+    self._first: Optional["Context"] = None  # first_foundation(), built once
 
   @classmethod
   def from_workdir(cls, workdir: str, runs: list[dict], resamples: int,
@@ -173,7 +174,17 @@ class Context:
     the study's, over every foundation)."""
     if self.foundations() == [0] or not self.runs:
       return self
+    if self._first is None:
+      self._first = self._first_foundation()
+    return self._first
+
+  def _first_foundation(self) -> "Context":
     runs = [r for r in self.runs if r.get("foundation", 0) == 0]
+    resamples = self.boot.resamples if self.boot else 0
+    if self.workdir:  # read again: an arm whose foundations' runs do not stack is here too
+      out = Context.from_workdir(self.workdir, runs, resamples, self.seed)
+      out.memo = self.memo
+      return out
     data = {}
     for arm, d in self.data.items():
       keep = np.array([r.get("foundation", 0) == 0 for r in self.arm_runs[arm]])
@@ -182,7 +193,7 @@ class Context:
             steps=d.steps, kl=d.kl[keep], win=d.win[keep],
             **{k: None if getattr(d, k) is None else getattr(d, k)[keep]
                for k in ("classifier", "chosen", "agreement", "score")})
-    out = Context(runs, data, self.boot.resamples if self.boot else 0, self.seed, self.workdir)
+    out = Context(runs, data, resamples, self.seed, self.workdir)
     out.memo = self.memo
     return out
 
