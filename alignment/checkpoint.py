@@ -202,7 +202,7 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
     step = steps[-1] if step is None else step
     item_dir, prefix, target = os.path.join(path, str(step), "state"), "['params']", {
         "params": abstract_params}
-  ckpt = ocp.PyTreeCheckpointer()
+  ckpt = _restorer(abstract_params)
   try:
     saved = ckpt.metadata(item_dir).item_metadata.tree
   except Exception as e:  # pylint: disable=broad-except
@@ -217,6 +217,21 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
     raise CheckpointError(f"{item_dir}: cannot restore parameters: {type(e).__name__}: "
                           f"{str(e)[:500]}") from None
   return out if prefix == "" else out["params"]
+
+
+def _restorer(abstract_params) -> ocp.Checkpointer:
+  """orbax's checkpointer for a restore into `abstract_params`. Its restore ends in a
+  barrier of every process, unless told that this process restores alone: so it is,
+  in a multi-process run, when the target lives on this process's devices only (a
+  study's pair set, sampled by process 0 while the others wait)."""
+  leaves = jax.tree.leaves(abstract_params)
+  if jax.process_count() == 1 or not leaves or not all(
+      x.sharding.is_fully_addressable for x in leaves):
+    return ocp.PyTreeCheckpointer()
+  alone = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                             active_processes={jax.process_index()})
+  return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=alone),
+                          multiprocessing_options=alone)
 
 
 MODEL_CONFIG_FILE = "model_config.json"

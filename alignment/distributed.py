@@ -26,6 +26,7 @@ are written cooperatively by all processes.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import signal
@@ -273,15 +274,26 @@ def finished():
   """This process ended its work normally: its watchdog stops, its peers stop
   watching its beats, and it leaves the job with the others (JAX's shutdown
   barrier: the coordinator, process 0, stays up until every process is done)."""
-  if jax.process_count() > 1:
-    from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
-    _stop_watchdogs()
+  if jax.process_count() > 1 and leave():
     try:
-      jax_distributed.global_state.client.key_value_set(
-          f"{_BEATS}{jax.process_index()}", _DONE, allow_overwrite=True)
       jax.distributed.shutdown()
     except Exception:  # pylint: disable=broad-except  (the coordinator has gone already)
       pass
+
+
+def leave():
+  """This process ends now, its peers knowing why (e.g. `MainFailed`: process 0's
+  error): its watchdog stops and its peers stop watching its beats, so that none
+  names it as lost while it is still reporting its own error. No shutdown barrier:
+  the others may not come to one. False when the coordinator no longer answers."""
+  if jax.process_count() == 1:
+    return True
+  _stop_watchdogs()
+  try:
+    _client().key_value_set(f"{_BEATS}{jax.process_index()}", _DONE, allow_overwrite=True)
+  except Exception:  # pylint: disable=broad-except  (the coordinator has gone already)
+    return False
+  return True
 
 
 _abort_handler = []  # keeps the ctypes callback alive
@@ -337,6 +349,91 @@ def barrier(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
+
+
+# -- process 0 decides, the others follow ------------------------------------
+# A study's stages are decided from files (is this stage done? rerun it?) and some
+# are made by process 0 alone (pair sets). Every process must take the same
+# decisions, or one would skip a stage another runs and their collectives would
+# deadlock. So process 0 decides and posts the decision, JSON, through the
+# coordination service's key-value store; the others read it. No device
+# collective is involved: a process may wait there as long as process 0 works
+# (a pair set of a large study samples for an hour), while its watchdog beats on
+# and names process 0 if it dies. Every process must make the same calls in the
+# same order: a key is the call's sequence number and its name.
+
+_SHARED = "alignment/shared/"
+_POLL_S = 0.1
+_calls = [0]
+
+
+class MainFailed(DistributedError):
+  """Process 0 failed in work it did alone; the others stop with its error."""
+
+
+def _key(name: str) -> str:
+  _calls[0] += 1
+  return f"{_SHARED}{_calls[0]}/{name}"
+
+
+def _read_key(client, key: str) -> str:
+  """The value at `key` once it is set (polled: the watchdog thread runs meanwhile)."""
+  while True:
+    try:
+      return client.key_value_try_get(key)
+    except Exception:  # pylint: disable=broad-except  (NOT_FOUND; a lost peer is the watchdog's)
+      time.sleep(_POLL_S)
+
+
+def _client():
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  return jax_distributed.global_state.client
+
+
+def broadcast(name: str, value=None):
+  """Process 0's `value` (JSON-able) on every process; the others' `value` is ignored
+  and they wait for process 0's. In a single process: `value`."""
+  if jax.process_count() == 1:
+    return value
+  key = _key(name)
+  if is_main():
+    _client().key_value_set(key, json.dumps(value))
+    return value
+  return json.loads(_read_key(_client(), key))
+
+
+def gather(name: str, value) -> list:
+  """Every process's `value` (JSON-able), in process order, on every process; a
+  barrier too: it returns once every process has called it."""
+  if jax.process_count() == 1:
+    return [value]
+  key, client = _key(name), _client()
+  client.key_value_set(f"{key}/{jax.process_index()}", json.dumps(value))
+  return [json.loads(_read_key(client, f"{key}/{i}")) for i in range(jax.process_count())]
+
+
+def on_main(name: str, fn: Callable[[], object]):
+  """Runs `fn()` on process 0 alone while the others wait (for as long as it takes);
+  returns its result on process 0 and None on the others, once it has returned. If
+  it raises, process 0 raises that and the others MainFailed naming `name` and the
+  error, so that no process goes on alone. In a single process: `fn()`."""
+  if jax.process_count() == 1:
+    return fn()
+  if is_main():
+    try:
+      out = fn()
+    except BaseException as e:
+      broadcast(name, f"{type(e).__name__}: {e}"[:1000])
+      gather(f"{name} (failed)", None)  # every process has the error before this one ends
+      raise
+    broadcast(name, None)
+    return out
+  error = broadcast(name)
+  if error is not None:
+    gather(f"{name} (failed)", None)
+    raise MainFailed(f"process 0 of {jax.process_count()} failed in {name} (its log has "
+                     f"the details): {error}")
+  return None
 
 
 # -- rows of batch-sharded global arrays ------------------------------------

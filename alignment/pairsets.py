@@ -29,6 +29,7 @@ and a pair still tied is dropped; tied writer pairs are dropped.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 
@@ -79,8 +80,10 @@ class PolicySampler:
     n = prompt.shape[0]
     for i, start in enumerate(range(0, n, self.batch)):
       rows = slice(start, min(start + self.batch, n))
-      out = self.sampler(self.params, B.PromptBatch(prompt[rows], prompt_mask[rows]),
-                         jax.random.fold_in(key, i))
+      batch = B.PromptBatch(prompt[rows], prompt_mask[rows])
+      if jax.process_count() > 1:  # JAX refuses numpy for a sharded input there, even
+        batch = jax.device_put(batch, self.sampler.out_sharding.prompt)  # on own devices
+      out = self.sampler(self.params, batch, jax.random.fold_in(key, i))
       t, m = jax.device_get((out.tokens, out.mask))
       tokens.append(np.asarray(t))
       masks.append(np.asarray(m))
@@ -226,7 +229,8 @@ def write(out_dir: str, pairs: Pairs, verdict: np.ndarray, batch_size: int, voca
                                prompt_length=pairs.prompt.shape[1],
                                response_length=pairs.y1.shape[1],
                                vocab=vocab_lib.vocabulary_name(vocab),
-                               extras=tuple(sorted(extras)), resume_step=0)
+                               extras=tuple(sorted(extras)), resume_step=0,
+                               process_index=0, process_count=1)  # all rows: one writer
   for step, start in enumerate(range(0, n, batch_size)):
     rows = slice(start, start + batch_size)
     writer.write(step, pairs.prompt[rows], pairs.prompt_mask[rows], pairs.y1[rows],
@@ -272,6 +276,23 @@ class Recipe:
   tie_slack: float    # extra prompts sampled to make up for dropped ties
 
 
+def local_mesh_shape(shape: dict, devices: int) -> dict:
+  """A config's mesh shape for the `devices` of one process: the shape itself where
+  it fits them (always in a single process); else tensor, then fsdp, cut to the
+  largest number dividing both its size and the devices left to it, the rest
+  data-parallel (a 16-chip slice's fsdp=8 on a host of 4 chips: fsdp=4)."""
+  from alignment import sharding  # pylint: disable=g-import-not-at-top
+  try:
+    sharding.resolve_mesh_shape(shape, devices)
+    return dict(shape)
+  except sharding.MeshError:
+    pass
+  size = lambda a: devices if shape.get(a, 1) == -1 else max(int(shape.get(a, 1)), 1)
+  tensor = math.gcd(size("tensor"), devices)
+  fsdp = math.gcd(size("fsdp"), devices // tensor)
+  return {"data": -1, "fsdp": fsdp, "tensor": tensor}
+
+
 class Maker:
   """Samples, labels and writes pair sets for a study stage (one host set-up each)."""
 
@@ -280,7 +301,12 @@ class Maker:
     from alignment.data import tasks  # pylint: disable=g-import-not-at-top
     self.r, c = recipe, recipe.config
     distributed.setup_host()
-    self.mesh, self.rules = sharding.mesh_and_rules(c.mesh)
+    # One process samples a pair set (in a multi-process study, process 0 while the
+    # others wait): its own devices, never the other processes'.
+    self.rules = sharding.rules_from_config(c.mesh.rules)
+    self.mesh = sharding.make_mesh(local_mesh_shape(
+        {a: c.mesh[a] for a in sharding.MESH_AXES}, jax.local_device_count()),
+                                   jax.local_devices())
     self.vocab = tasks.task_vocabulary(recipe.prompts_task)
     self.golden = judges.load_golden_judge(recipe.golden_export, self.vocab, c.data, self.mesh,
                                            self.rules)

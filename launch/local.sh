@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs one experiment as N local processes with D CPU devices each, joined by
+# Runs one experiment (or study) as N local processes with D CPU devices each, joined by
 # JAX's multi-controller runtime (gloo collectives, coordinator on localhost):
 # the same code path as a multi-host TPU slice, on one machine.
 #
@@ -15,10 +15,15 @@
 # default 8, must be a multiple of N), so a run or its checkpoint can move
 # between `local.sh 2 2` and a single 4-device process.
 # PORT=... picks the coordinator's port (default: random); PYTHON=... the
-# interpreter (default: .venv/bin/python of this checkout).
+# interpreter (default: .venv/bin/python of this checkout); MODULE=... the module
+# every process runs (default alignment.main; alignment.study runs a whole study
+# across the processes, README.md "Multi-process runs"):
+#
+#   MODULE=alignment.study launch/local.sh 2 2 --config=configs/study.py:smoke --workdir=runs/s
 set -uo pipefail
+module=${MODULE:-alignment.main}
 if [ $# -lt 3 ]; then
-  echo "usage: $0 NUM_PROCESSES DEVICES_PER_PROCESS <alignment.main flags>" >&2
+  echo "usage: [MODULE=alignment.study] $0 NUM_PROCESSES DEVICES_PER_PROCESS <$module flags>" >&2
   exit 2
 fi
 n=$1; d=$2; shift 2
@@ -36,7 +41,7 @@ for ((i = 0; i < n; i++)); do
   XLA_FLAGS="--xla_force_host_platform_device_count=$d" JAX_PLATFORMS=cpu \
   ALIGNMENT_COORDINATOR="localhost:$port" ALIGNMENT_NUM_PROCESSES="$n" \
   ALIGNMENT_PROCESS_ID="$i" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" \
-    "$python" -m alignment.main "$@" > "$workdir/process_$i.log" 2>&1 &
+    "$python" -m "$module" "$@" > "$workdir/process_$i.log" 2>&1 &
   pids+=($!)
 done
 # Waits for the processes as they end. The first to fail is named first (with its

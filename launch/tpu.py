@@ -17,9 +17,11 @@ Every subcommand takes --dry_run: it prints the exact gcloud commands, one per
 line, and runs nothing (the tests check these lines). Without it, each command
 runs in turn and the launcher stops at the first that fails. `run` starts the
 same command on every worker (`--worker=all`): JAX's multi-controller runtime
-finds the slice's hosts by itself (`alignment.distributed.initialize`). Its
-output streams to this terminal; the command survives a dropped SSH session
-only with --detach (then use `logs`). `all` always deletes the slice at the
+finds the slice's hosts by itself (`alignment.distributed.initialize`). `study`
+does the same with `alignment.study`: every worker is one process of the study,
+which runs each alignment stage across all of them and its pair sets and report
+on worker 0 (`alignment.study.runner`). The output streams to this terminal;
+the command survives a dropped SSH session only with --detach (then use `logs`). `all` always deletes the slice at the
 end, also when the run fails.
 
 A queued resource is granted some time after `create` returns: `wait` (part

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from alignment import faults, files, layout
+from alignment import distributed, faults, files, layout
 from alignment.train import bookkeeping
 
 KINDS = ("sft", "pm", "online", "offline", "eval", "pairs", "given")
@@ -194,10 +194,46 @@ def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
 
   STAGE.json records, beside the hash, what went into it (own_hash, code, dep_hashes:
   the dependencies' hashes as their STAGE.json have them) so that a rerun can say
-  which changed (`rerun_reason`), in one `[study]` line."""
+  which changed (`rerun_reason`), in one `[study]` line.
+
+  In a multi-process study every process calls this for the same stage: process 0
+  alone reads and writes the study's own files (STAGE.json, the clean-up of a stage
+  that changed) and makes a pair set or given stage (`generate`, on its own devices)
+  while the others wait; an alignment run runs on every process (`alignment.main.run`,
+  the loops' sharded programs), and is marked once it returned on every process."""
   from alignment import main as main_lib  # pylint: disable=g-import-not-at-top
   stage_dir = layout.stage(workdir, stage.name)
   marker = layout.stage_marker(workdir, stage.name)
+  now = distributed.on_main(f"stage {stage.name} (start)",
+                            lambda: _start(workdir, stage, stage_dir))
+  start = time.time()
+  if stage.kind in ("pairs", "given"):
+    summary = distributed.on_main(f"stage {stage.name}", lambda: stage.generate(stage_dir))
+    faults.hit("after_stage", stage.name)
+  else:
+    summary = main_lib.run(stage.config, stage_dir) or {}
+    faults.hit("after_stage", stage.name)
+    # Every process has returned from the run here: a process whose loop stopped
+    # after SIGTERM stops every process's study.
+    if any(distributed.gather(f"stage {stage.name} (end)", bookkeeping.preempted())):
+      raise Preempted(f"[study] stopped after SIGTERM in stage {stage.name} (its checkpoint "
+                      "is saved); rerun the same command to continue")
+    if stage.kind == "eval":
+      summary = {"points": summary.get("points", [])}
+  info = {"stage": stage.name, "kind": stage.kind, "config_hash": stage_hash, **(now or {}),
+          "version": package_version(), "deps": list(stage.deps),
+          "seconds": round(time.time() - start, 1), "summary": _jsonable(summary)}
+  if stage.config is not None:
+    info["config"] = json.loads(stage.config.to_json_best_effort())
+  if stage.params is not None:
+    info["params"] = stage.params
+  distributed.on_main(f"stage {stage.name} (mark)", lambda: files.write_json(marker, info))
+  return info
+
+
+def _start(workdir: str, stage: Stage, stage_dir: str) -> dict:
+  """Readies a stage's directory (cleared when it finished with another config,
+  upstream or code); returns what STAGE.json will record of its inputs."""
   now = {"own_hash": own_hash(stage, workdir), "code": code_digest(),
          "dep_hashes": {d: (read_marker(workdir, d) or {}).get("config_hash")
                         for d in stage.deps}}
@@ -207,26 +243,7 @@ def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
           flush=True)
     shutil.rmtree(stage_dir)
   os.makedirs(stage_dir, exist_ok=True)
-  start = time.time()
-  if stage.kind in ("pairs", "given"):
-    summary = stage.generate(stage_dir)
-  else:
-    summary = main_lib.run(stage.config, stage_dir) or {}
-    if bookkeeping.preempted():  # stopped early: its checkpoint is saved, it is not done
-      raise Preempted(f"[study] stopped after SIGTERM in stage {stage.name} (its checkpoint "
-                      "is saved); rerun the same command to continue")
-    if stage.kind == "eval":
-      summary = {"points": summary.get("points", [])}
-  faults.hit("after_stage", stage.name)
-  info = {"stage": stage.name, "kind": stage.kind, "config_hash": stage_hash, **now,
-          "version": package_version(), "deps": list(stage.deps),
-          "seconds": round(time.time() - start, 1), "summary": _jsonable(summary)}
-  if stage.config is not None:
-    info["config"] = json.loads(stage.config.to_json_best_effort())
-  if stage.params is not None:
-    info["params"] = stage.params
-  files.write_json(marker, info)
-  return info
+  return now
 
 
 def rerun_reason(old: dict, now: dict) -> str:

@@ -98,3 +98,21 @@ def test_local_workdir_warns_and_all_cannot_detach():
   out = subprocess.run([sys.executable, TPU, "all", *COMMON, "--detach", "--dry_run", "--",
                         "--workdir=gs://b/x"], capture_output=True, text=True, cwd=ROOT)
   assert out.returncode == 2 and "cannot --detach" in out.stderr
+
+
+def test_a_study_runs_on_every_worker_of_the_slice():
+  """`study` starts the study's command on every worker, as `run` does an experiment's:
+  each worker is one process of the study (alignment.study.runner), which runs each
+  alignment stage across all of them; --detach leaves it running, logging to
+  ~/run.log."""
+  assert _dry("study", *COMMON, "--", "--config=configs/study.py:tpu",
+              "--config.seeds=[0,1]", "--workdir=gs://b/study") == [
+      "gcloud compute tpus tpu-vm ssh al-1 --worker=all --zone=us-central2-b --project=proj "
+      "'--command=cd alignment && ~/venv/bin/python -m alignment.study "
+      "--config=configs/study.py:tpu '\"'\"'--config.seeds=[0,1]'\"'\"' "
+      "--workdir=gs://b/study'"]
+  detached = _dry("study", *COMMON, "--detach", "--", "--config=configs/study.py:tpu",
+                  "--workdir=gs://b/study")[0]
+  assert "--worker=all" in detached and "nohup bash -c" in detached
+  assert "-m alignment.study --config=configs/study.py:tpu --workdir=gs://b/study" in detached
+  assert detached.endswith("> ~/run.log 2>&1 &'")
