@@ -31,10 +31,10 @@ chosen_logprob_delta of 4.3e-4, 1.6e-3 relative); as here: 7e-5 relative at most
 (a chosen_logprob_delta, 4e-6 absolute), the laws' fitted coefficients 3e-4
 absolute (2e-5 relative).
 
-Time (2026-12-07, on 2 cores that other jobs kept busy, load average 3 to 5):
-5 min 28 s for the file, of which the 1-process study took 82 s, the killed
-2-process launch 148 s and the launch again 71 s; each run prints its wall time
-(`-s` shows it).
+Time (2026-12-07, 2 cores that another job kept busy, load average 2.5 to 3.3):
+3 min for the file, of which the 1-process study took 54 s, the killed 2-process
+launch 82 s and the launch again 37 s; 5 1/2 minutes when more jobs pushed the
+load to 3 to 5. Each run prints its wall time (`-s` shows it).
 """
 import json
 import os
