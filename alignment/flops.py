@@ -1,4 +1,5 @@
-"""Model FLOPs of T5 forwards and alignment train steps, counted from the config.
+"""Model FLOPs of T5 and decoder-only forwards and alignment train steps, counted
+from the config.
 
 Only matrix multiplications are counted (2 FLOPs per multiply-add), as model
 FLOPs utilisation conventionally does: the projections, the MLPs, the
@@ -12,8 +13,15 @@ A backward pass costs twice its forward: every matmul has two input
 gradients (activations and weights, or both operands of an attention
 matmul), each as large as the forward product.
 
+A decoder-only model reads [prompt | response] as one causal sequence: in
+training each response row carries its own copy of the prompt (a causal pass
+cannot share it), while the sampler prefills each prompt once and decodes its
+samples from copies of that cache (`forward(..., sampling=True)`). A T5
+encodes each prompt once either way.
+
 A foundation: the config is read for its numbers only (`T5Shape`, which
-`models.t5.T5Config` satisfies), so counting FLOPs needs nothing of the models.
+`models.t5.T5Config` satisfies, and `DecoderShape`, `models.decoder.DecoderConfig`'s),
+so counting FLOPs needs nothing of the models.
 """
 from __future__ import annotations
 
@@ -30,6 +38,17 @@ class T5Shape(Protocol):
   num_encoder_layers: int
   num_decoder_layers: int
   feed_forward: str
+
+
+class DecoderShape(Protocol):
+  """The fields of a decoder-only config its FLOPs depend on (`DecoderConfig` has them)."""
+  d_model: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  d_ff: int
+  vocab_size: int
+  num_layers: int
 
 
 def t5_forward(cfg: T5Shape, prompts: int, prompt_len: int, responses: int,
@@ -62,15 +81,57 @@ def t5_forward(cfg: T5Shape, prompts: int, prompt_len: int, responses: int,
   return out
 
 
+def decoder_forward(cfg: DecoderShape, prompts: int, prompt_len: int, responses: int,
+                    response_len: int, shared_prompt: bool = False) -> dict[str, int]:
+  """FLOPs of one forward of a decoder-only model: `responses` rows of
+  [prompt | response] over `prompts` prompts, the LM head on the response positions.
+
+  Every position attends over the whole Lp + Lr (the dense score matrix of a
+  training pass, or the sampler's cache of Lp + Lr slots); the projections of k
+  and v are G = num_kv_heads heads wide (grouped-query attention); the MLP is
+  SwiGLU (3 matrices).
+  shared_prompt: the prompt runs once per prompt (the sampler's prefill) rather
+    than once per response row (a training forward, `DecoderBackbone.shared_prompt`).
+  Returns the parts and their "total".
+  """
+  d, hk, v = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.vocab_size
+  gk = cfg.num_kv_heads * cfg.head_dim
+  lp, lr = prompt_len, response_len
+  per_token = cfg.num_layers * (2 * d * hk + 2 * d * gk + 2 * (lp + lr) * hk + 3 * d * cfg.d_ff)
+  mac = {
+      "prompt": (prompts if shared_prompt else responses) * lp * per_token,
+      "response": responses * lr * per_token,
+      "lm_head": responses * lr * d * v,
+  }
+  out = {k: 2 * n for k, n in mac.items()}
+  out["total"] = sum(out.values())
+  return out
+
+
+def forward(cfg, prompts: int, prompt_len: int, responses: int, response_len: int,
+            sampling: bool = False) -> dict[str, int]:
+  """`t5_forward` or `decoder_forward`, by the config's architecture: a training
+  forward, or with `sampling` the sampler's work for the same tokens (a decoder
+  prefills each prompt once; a T5's is the same either way)."""
+  if getattr(cfg, "architecture", "t5") == "t5":
+    return t5_forward(cfg, prompts, prompt_len, responses, response_len)
+  return decoder_forward(cfg, prompts, prompt_len, responses, response_len,
+                         shared_prompt=sampling)
+
+
 def alignment_step(cfg: T5Shape, pairs: int, prompt_len: int, response_len: int,
                    shared_prompt: bool = True) -> dict[str, int]:
   """FLOPs of one preference step: policy forward + backward on chosen and rejected,
   and the frozen reference's forward on both.
 
   shared_prompt: each prompt encoded once for its two responses (as
-  `steps.pair_logps` does); False counts the encoder on every response row.
+  `steps.pair_logps` does); False counts the encoder on every response row. A
+  decoder-only model runs its prompt on every row either way.
   """
-  rows = None if shared_prompt else 2 * pairs
-  fwd = t5_forward(cfg, pairs, prompt_len, 2 * pairs, response_len, encoder_rows=rows)
+  if getattr(cfg, "architecture", "t5") != "t5":
+    fwd = decoder_forward(cfg, pairs, prompt_len, 2 * pairs, response_len)
+  else:
+    rows = None if shared_prompt else 2 * pairs
+    fwd = t5_forward(cfg, pairs, prompt_len, 2 * pairs, response_len, encoder_rows=rows)
   return {"forward": fwd["total"], "policy": 3 * fwd["total"], "reference": fwd["total"],
           "total": 4 * fwd["total"], "forward_parts": fwd}

@@ -6,11 +6,18 @@ initialiser, next to the published count where one exists.
 
 Sizes:
 - T5.1.1 (`t5-small` ... `t5-xxl`) as released by Google (vocabulary 32128,
-  gated-GELU, untied embeddings); `t5-nano`/`t5-tiny`/`t5-mini`/`t5-midi` are ours, for
-  tests and the embedded study on CPU.
+  gated-GELU, untied embeddings); `t5-nano`/`t5-tiny`/`t5-mini`/`t5-midi`/`t5-maxi`
+  are ours, for tests and the embedded study on CPU.
 - Llama-style: `llama-1b` and `llama-3b` follow Llama 3.2 (tied embeddings,
   llama3 RoPE scaling by 32: what their config.json converts to),
-  `llama-8b` follows Llama 3 8B; `llama-nano`/`llama-tiny`/`llama-mini` are ours.
+  `llama-8b` follows Llama 3 8B; `llama-nano`/`llama-tiny`/`llama-mini`/`llama-midi`/
+  `llama-maxi` are ours.
+
+Ours (vocabulary 512) are a log-spaced ladder for scaling sweeps on a workstation,
+about x5 in parameters per rung (57.7K, 263K, 1.31M, 6.56M, 32.0M in T5): each rung
+doubles d_model and adds a layer to each T5 stack (two to the Llama stack), with
+d_ff = 2 d_model in T5 and 3 d_model (SwiGLU) in Llama, so that each Llama rung has
+within 11% of its T5 namesake's parameters (tests/study/test_cost.py checks both).
 
 Any field can be overridden: `get("t5-tiny", vocab_size=512, dtype="bfloat16")`.
 
@@ -48,6 +55,11 @@ T5_SIZES = {
     # PM two sizes above the study's t5-tiny policy, trainable on CPU in minutes.
     "t5-midi": T5Config(vocab_size=512, d_model=256, num_heads=4, head_dim=64, d_ff=512,
                         num_encoder_layers=4, num_decoder_layers=4),
+    # The ladder's top rung, x4.9 above t5-midi: the largest policy or PM a 2-hour CPU
+    # scaling sweep can afford (--plan: 2.1 s per SFT step at the study's shapes on 2 quiet
+    # cores); t5-small's width, but 5+5 layers and vocabulary 512.
+    "t5-maxi": T5Config(vocab_size=512, d_model=512, num_heads=8, head_dim=64, d_ff=1024,
+                        num_encoder_layers=5, num_decoder_layers=5),
     "t5-small": T5Config(d_model=512, num_heads=6, head_dim=64, d_ff=1024,
                          num_encoder_layers=8, num_decoder_layers=8),
     "t5-base": T5Config(d_model=768, num_heads=12, head_dim=64, d_ff=2048,
@@ -67,6 +79,12 @@ DECODER_SIZES = {
                                 head_dim=16, d_ff=192, num_layers=4, rope_theta=10000.0),
     "llama-mini": DecoderConfig(vocab_size=512, d_model=128, num_heads=4, num_kv_heads=2,
                                 head_dim=32, d_ff=384, num_layers=6, rope_theta=10000.0),
+    # t5-midi's decoder-only mirror (6.56M): the Llama family's rung of a scaling sweep.
+    "llama-midi": DecoderConfig(vocab_size=512, d_model=256, num_heads=4, num_kv_heads=2,
+                                head_dim=64, d_ff=768, num_layers=8, rope_theta=10000.0),
+    # t5-maxi's decoder-only mirror (32.0M): the Llama family's top rung on CPU.
+    "llama-maxi": DecoderConfig(vocab_size=512, d_model=512, num_heads=8, num_kv_heads=4,
+                                head_dim=64, d_ff=1536, num_layers=10, rope_theta=10000.0),
     "llama-1b": DecoderConfig(vocab_size=128256, d_model=2048, num_heads=32, num_kv_heads=8,
                               head_dim=64, d_ff=8192, num_layers=16, tie_embeddings=True,
                               rope_type="llama3", rope_factor=32.0),

@@ -11,13 +11,14 @@ totals, and runs nothing. The estimate is per stage:
   seconds = [fixed + compile + steps x overhead + points x eval overhead] x (213 / peak)
             + model FLOPs of the stage / (peak x EFFICIENCY)
 
-- model FLOPs: `alignment.flops` for the stage's model and shapes: SFT a forward and
-  backward; the PM its pairwise forward (prompt and both responses encoded) and
-  backward; an offline step `flops.alignment_step`; an online step that, its sampling
-  (k responses per prompt) and its judge (the judge stage's model, k (k - 1) pairwise
-  passes or k reward passes; the golden program none); an evaluation point its samples
-  (win, KL and the proxy's second sample), the KL and classifier forwards and the
-  proxy's four passes per prompt; pair sets their samples (or the PM's relabelling).
+- model FLOPs: `alignment.flops` for the stage's model (T5 or decoder-only) and
+  shapes: SFT a forward and backward; the PM its pairwise forward (prompt and both
+  responses encoded) and backward; an offline step `flops.alignment_step`; an online
+  step that, its sampling (k responses per prompt) and its judge (the judge stage's
+  model, k (k - 1) pairwise passes or k reward passes; the golden program none); an
+  evaluation point its samples (win, KL and the proxy's second sample), the KL and
+  classifier forwards and the proxy's four passes per prompt; pair sets their samples
+  (or the PM's relabelling).
 - EFFICIENCY = 0.5: the share of the float32 matmul peak the model's matmuls reach
   once they are large; the train benchmark's IPO step at t5-small reached 48-50% of
   the peak measured beside it (BENCHMARKS.md). One efficiency for every kind, and an
@@ -57,7 +58,16 @@ them per machine, which the plan cannot see.
 Not modelled: other work on the machine beyond what the measured peak shows; a
 stage resumed halfway (priced whole); compilation's growth with depth; the
 study's start-up (importing JAX, building TFDS data on a fresh machine) and the
-report (about 5 s at the default scale); non-T5 models (no FLOP count: "?").
+report (about 5 s at the default scale); a decoder-only (Llama-style) model's
+own overheads. It is priced as a T5 is, by its FLOPs (`flops.decoder_forward`:
+its prompt repeated on every training row, prefilled once per prompt when
+sampling) plus t5-tiny's overheads per token. No decoder stage was measured;
+its steps were, beside T5's of equal parameters (`python -m alignment.bench
+families`, BUILD_NOTES.md "Model families for the scaling sweep"): from
+llama-midi up the time ratios are near the FLOP ratios (2 for SFT and
+sampling, 2.8 for an IPO update), but at llama-nano and llama-tiny a decoder's
+non-FLOP work is about twice a T5's, so the plan, at 1.0-1.4 times the T5's
+there, prices them low.
 
 The tpu scale adds, per stage, chip-hours on a TPU slice (`TPU_CHIP`, `TPU_CHIPS`:
 the paper configs' 16-chip v4 slice, data 2 x fsdp 8) and memory per chip. Chip-hours
@@ -159,17 +169,43 @@ DECODE_WEIGHT_READS = 2.1
 
 # -- FLOPs -----------------------------------------------------------------------
 def _fwd(cfg, prompts: int, lp: int, responses: int, lr: int) -> float:
-  """A policy's teacher-forced forward (as much as sampling the same tokens)."""
-  return float(flops.t5_forward(cfg, prompts, lp, responses, lr)["total"])
+  """A policy's teacher-forced forward (as much as sampling the same tokens, but for a
+  decoder-only model's prompt: `_sample`)."""
+  return float(flops.forward(cfg, prompts, lp, responses, lr)["total"])
+
+
+def _sample(cfg, prompts: int, lp: int, responses: int, lr: int) -> float:
+  """Sampling `responses` rows from `prompts` prompts: a T5's forward; a decoder-only
+  model prefills each prompt once."""
+  return float(flops.forward(cfg, prompts, lp, responses, lr, sampling=True)["total"])
 
 
 def scorer_forward(cfg, rows: int, lp: int, lr: int, pairwise: bool = True) -> float:
-  """A preference model's forward on `rows` pairs (pairwise: prompt and both responses
-  encoded, one decoder position read) or a reward model's on `rows` responses; a scalar
+  """A preference model's forward on `rows` pairs (pairwise, T5: prompt and both
+  responses encoded, one decoder position read; decoder-only: [x | y1 | y2] and the
+  read-out column as one sequence) or a reward model's on `rows` responses; a scalar
   head reads it, so without the LM head."""
-  f = (flops.t5_forward(cfg, rows, lp + 2 * lr, rows, 1) if pairwise
-       else flops.t5_forward(cfg, rows, lp, rows, lr + 1))
+  if cfg.architecture == "t5":
+    f = (flops.t5_forward(cfg, rows, lp + 2 * lr, rows, 1) if pairwise
+         else flops.t5_forward(cfg, rows, lp, rows, lr + 1))
+  else:
+    f = flops.decoder_forward(cfg, rows, lp, rows, (2 * lr if pairwise else lr) + 1)
   return float(f["total"] - f["lm_head"])
+
+
+def params(cfg) -> int:
+  """Parameters of a zoo model of either family (`t5_params`, `decoder_params`)."""
+  return t5_params(cfg) if cfg.architecture == "t5" else decoder_params(cfg)
+
+
+def decoder_params(cfg) -> int:
+  """Parameters of a zoo decoder-only model (embeddings, LM head unless tied, layers with
+  grouped-query attention and SwiGLU, their norms and biases, the final norm)."""
+  d, hk, gk = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+  embed = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
+  attention = 2 * d * hk + 2 * d * gk + (hk + 2 * gk if cfg.qkv_bias else 0) + \
+      (d if cfg.out_bias else 0)
+  return embed + cfg.num_layers * (attention + 3 * d * cfg.d_ff + 2 * d) + d
 
 
 def t5_params(cfg) -> int:
@@ -229,7 +265,7 @@ class Work:
 
 
 class Unpriced(ValueError):
-  """A stage whose model has no FLOP count here (not a zoo T5)."""
+  """A stage whose model has no FLOP count here (not in the zoo)."""
 
 
 def model_config(section):
@@ -240,8 +276,6 @@ def model_config(section):
                                    if section.get("vocab_size", 0) else {}))
   except ValueError as e:
     raise Unpriced(str(e)) from None
-  if cfg.architecture != "t5":
-    raise Unpriced(f"{section.name}: FLOPs are counted for T5 models only")
   return cfg
 
 
@@ -311,8 +345,10 @@ def _eval_point(s: _Shapes) -> tuple[float, float, float, int]:
 
 
 def _kv_bytes(m, rows: float, lp: int, lr: int, dtype_bytes: int) -> float:
-  """The sampler's KV cache: self-attention over the response, cross over the prompt."""
-  return rows * m.num_decoder_layers * (lp + lr) * 2 * m.num_heads * m.head_dim * dtype_bytes
+  """The sampler's KV cache: T5's self-attention over the response and cross over the
+  prompt; a decoder-only model's num_kv_heads over both."""
+  layers = m.num_decoder_layers if m.architecture == "t5" else m.num_layers
+  return rows * layers * (lp + lr) * 2 * m.num_kv_heads * m.head_dim * dtype_bytes
 
 
 def _dtype_bytes(name: str) -> int:
@@ -322,9 +358,13 @@ def _dtype_bytes(name: str) -> int:
 def _activations(m, rows_enc: float, lp: int, rows_dec: float, lr: int, act: int) -> float:
   """Bytes the backward pass keeps of one forward (no rematerialisation): per token
   and layer about ten d-vectors, two d_ff ones and the float32 attention scores and
-  probabilities; the logits in float32, three times (logits, softmax, gradient)."""
+  probabilities; the logits in float32, three times (logits, softmax, gradient). A
+  decoder-only model: its `rows_dec` rows of lp + lr tokens, one stack."""
   hk = m.num_heads
   per = lambda keys: act * (10 * m.d_model + 2 * m.d_ff) + 4 * 2 * hk * keys
+  if m.architecture != "t5":
+    return (rows_dec * (lp + lr) * m.num_layers * per(lp + lr) +
+            3 * 4 * rows_dec * lr * m.vocab_size)
   enc = rows_enc * lp * m.num_encoder_layers * per(lp)
   dec = rows_dec * lr * m.num_decoder_layers * per(lr + lp)  # self and cross attention
   return enc + dec + 3 * 4 * rows_dec * lr * m.vocab_size
@@ -335,7 +375,7 @@ def _memory(kind: str, s: _Shapes, judge=None, samples: int = 2) -> float:
   c, m = s.c, s.m
   fsdp = max(1, int(c.mesh.get("fsdp", 1) or 1)) * max(1, int(c.mesh.get("tensor", 1) or 1))
   pb, act = _dtype_bytes(c.model.get("param_dtype", "float32")), _dtype_bytes(c.model.dtype)
-  n = t5_params(m)
+  n = params(m)
   per_chip = lambda rows: math.ceil(rows / TPU_CHIPS)  # the batch over data x fsdp
   resident = n * pb / fsdp
   if kind in ("sft", "pm", "online", "offline"):
@@ -343,7 +383,7 @@ def _memory(kind: str, s: _Shapes, judge=None, samples: int = 2) -> float:
   if kind in ("online", "offline"):
     resident += n * pb / fsdp                  # the frozen reference
   if judge is not None:
-    resident += t5_params(judge) * pb / fsdp
+    resident += params(judge) * pb / fsdp
   if kind == "sft":
     temps = _activations(m, per_chip(s.b), s.lp, per_chip(s.b), s.lr, act)
   elif kind == "pm":
@@ -351,7 +391,7 @@ def _memory(kind: str, s: _Shapes, judge=None, samples: int = 2) -> float:
   elif kind in ("online", "offline"):
     temps = _activations(m, per_chip(s.b), s.lp, per_chip(samples * s.b), s.lr, act)
   else:  # eval: the policy, pi_sft, the reference and the proxy resident; sampling only
-    resident += 2 * n * pb / fsdp + (t5_params(judge) * pb / fsdp if judge is not None else 0)
+    resident += 2 * n * pb / fsdp + (params(judge) * pb / fsdp if judge is not None else 0)
     temps = 0.0
   if kind in ("online", "eval"):
     rows = per_chip(samples * s.b if kind == "online" else c.eval.batch_size)
@@ -365,7 +405,7 @@ def _decode_bytes(m, rows: float, lp: int, lr: int) -> float:
   """What one decode step moves per chip: the gathered weights (DECODE_WEIGHT_READS
   times the float32 weights' bytes: BUILD_NOTES' compiled figure) and the bfloat16 KV
   cache of its `rows` rows."""
-  return DECODE_WEIGHT_READS * t5_params(m) * 4 + _kv_bytes(m, rows, lp, lr, 2)
+  return DECODE_WEIGHT_READS * params(m) * 4 + _kv_bytes(m, rows, lp, lr, 2)
 
 
 def work_sft(stage: Stage, ctx: _Context) -> Work:
@@ -429,7 +469,7 @@ def online_step(s: _Shapes) -> tuple[float, float]:
   c, m, b, lp, lr = s.c, s.m, s.b, s.lp, s.lr
   rl = c.get("rl", {})
   method, k = rl.get("method", "contrastive"), int(rl.get("samples", 2))
-  sample = _fwd(m, b, lp, k * b, lr)
+  sample = _sample(m, b, lp, k * b, lr)
   if method == "contrastive":
     update = float(flops.alignment_step(m, b, lp, lr)["total"])
   else:
@@ -522,7 +562,7 @@ def work_pairs(stage: Stage, ctx: _Context) -> Work:
   w.decode_bytes = _decode_bytes(m, rows=batch / TPU_CHIPS, lp=lp, lr=lr)
   # on the slice: the sampling policy (or the relabelling PM) over fsdp and its KV cache
   rows = math.ceil(batch / TPU_CHIPS)
-  w.memory = t5_params(m) * 4 / TPU_FSDP + _kv_bytes(m, rows, lp, lr, 2) + \
+  w.memory = params(m) * 4 / TPU_FSDP + _kv_bytes(m, rows, lp, lr, 2) + \
       4 * rows * m.vocab_size
   return w
 

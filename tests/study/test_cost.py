@@ -1,6 +1,7 @@
 """The cost before the run (`--plan`, alignment.study.cost): the estimate against stage
 times measured on this machine, and the command: it prints every stage, marks the done
-ones, runs nothing.
+ones, runs nothing. What it counts with: the parameters of every zoo size, our sizes'
+log-spaced ladder in both families, and the FLOPs against the matmuls XLA compiles.
 
 The measured numbers are copied here (their studies' workdirs are not in the
 repository): STAGE.json "seconds" of studies run on this 2-core machine on 2026-12-06 at
@@ -8,15 +9,21 @@ a float32 matmul peak of 213 GFLOP/s. `pytest -s` prints the estimate against th
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import re
 import statistics
 
+import flax.linen as nn
+import jax
+import numpy as np
 import pytest
 
 from alignment import config as config_lib
-from alignment import files, layout
-from alignment.models import zoo
+from alignment import files, flops, layout, sampling
+from alignment.bench import profile
+from alignment.models import heads, zoo
 from alignment.study import cost
 from alignment.study.plan import Planner
 from alignment.study.stages import code_digest, stage_hashes
@@ -172,9 +179,9 @@ def _priced(stage, study, **overrides) -> float:
 def test_the_estimate_grows_with_model_steps_batch_and_lengths(estimates, name):
   study = config_lib.load(os.path.join(ROOT, "configs", "study.py:full"))
   st = _stage(estimates, name)
-  sizes = [_priced(st, study, **{"model.name": n})
-           for n in ("t5-nano", "t5-tiny", "t5-mini", "t5-midi")]
-  assert sizes == sorted(sizes) and len(set(sizes)) == 4, sizes
+  for family in ("t5", "llama"):  # decoder-only models are priced too, by their FLOPs
+    sizes = [_priced(st, study, **{"model.name": n}) for n in _ours(family)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(RUNGS), (family, sizes)
   base = _priced(st, study)
   if st.kind != "eval":
     assert _priced(st, study, **{"train.num_steps": 2 * st.config.train.num_steps}) > base
@@ -185,9 +192,101 @@ def test_the_estimate_grows_with_model_steps_batch_and_lengths(estimates, name):
   assert w.seconds(PEAK / 2, True) == pytest.approx(2 * w.seconds(PEAK, True))
 
 
-def test_t5_params_counts_what_the_zoo_builds():
-  for name in ("t5-nano", "t5-tiny", "t5-mini"):
-    assert cost.t5_params(zoo.get(name)) == zoo.count_params(zoo.get(name)), name
+# The zoo's own sizes (vocabulary 512), a rung of each family per name.
+RUNGS = ["nano", "tiny", "mini", "midi", "maxi"]
+
+
+def _ours(family: str) -> list[str]:
+  """The zoo's own sizes of a family (vocabulary 512), in the zoo's order."""
+  return [n for n in zoo.names() if n.startswith(f"{family}-") and zoo.get(n).vocab_size == 512]
+
+
+@functools.cache
+def _count(name: str) -> int:
+  return zoo.count_params(zoo.get(name))
+
+
+def test_params_count_what_the_zoo_builds():
+  """cost.params (what --plan's memory and decode figures use) is the count of the
+  initialiser's parameters: every size of both families and the options an import sets."""
+  for name in zoo.names():
+    assert cost.params(zoo.get(name)) == _count(name), name
+  for cfg in (zoo.get("llama-nano", qkv_bias=True), zoo.get("llama-nano", tie_embeddings=True),
+              zoo.get("llama-nano", qkv_bias=True, out_bias=True),
+              zoo.get("t5-nano", tie_embeddings=True, feed_forward="relu")):
+    assert cost.params(cfg) == zoo.count_params(cfg), cfg
+
+
+def test_our_ladders_are_log_spaced_and_the_families_mirror_each_other():
+  """A scaling sweep's sizes: in each family every rung about x5 the one below
+  (3x..6x), and the two families' rungs of a name within 15% of each other."""
+  for family in ("t5", "llama"):
+    names = _ours(family)
+    assert [n.split("-", 1)[1] for n in names] == RUNGS, names
+    counts = [_count(n) for n in names]
+    ratios = [b / a for a, b in zip(counts, counts[1:])]
+    assert all(3 <= r <= 6 for r in ratios), (family, counts, ratios)
+  for t5, llama in zip(_ours("t5"), _ours("llama")):
+    assert 0.85 <= _count(llama) / _count(t5) <= 1.15, (t5, llama)
+
+
+def test_the_zoo_table_lists_every_size(capsys):
+  assert zoo.main([]) == 0  # python -m alignment.zoo
+  lines = capsys.readouterr().out.splitlines()
+  for name in zoo.names():
+    row = [line for line in lines if line.startswith(f"| {name} |")]
+    assert len(row) == 1, name
+    assert f"| {zoo._human(_count(name))} |" in row[0], row  # pylint: disable=protected-access
+  new = {"t5-maxi": "32.00M", "llama-midi": "6.56M", "llama-maxi": "31.99M"}
+  for name, params in new.items():
+    assert any(line.startswith(f"| {name} |") and f"| {params} |" in line for line in lines)
+
+
+def _matmul_flops(compiled) -> int:
+  """The FLOPs of every dot in a compiled program's optimised HLO (each computation's
+  dots read their operands' shapes within it)."""
+  # pylint: disable=protected-access
+  computations, line, dot = profile._HLO_COMPUTATION, profile._HLO_LINE, profile._dot_flops
+  total = 0
+  for _, body in computations.findall(compiled.as_text()):
+    lines = dict(line.findall(body))
+    total += sum(dot(rhs, lines) for rhs in lines.values() if re.match(r"\S+ dot\(", rhs))
+  return total
+
+
+@pytest.mark.parametrize("name", ["t5-tiny", "llama-tiny"])
+def test_counted_flops_are_the_matmuls_xla_compiles(name):
+  """The FLOPs --plan prices (`flops.forward`, `cost.scorer_forward`) are those of the
+  dots in the compiled forward of each head: the LM exactly, the scalar heads within 1%
+  (XLA reduces a dot of one row or column to other ops)."""
+  cfg, b, lp, lr = zoo.get(name), 2, 8, 6
+  for head, expected in (("lm", flops.forward(cfg, b, lp, b, lr)["total"]),
+                         ("pairwise", cost.scorer_forward(cfg, b, lp, lr)),
+                         ("reward", cost.scorer_forward(cfg, b, lp, lr, pairwise=False))):
+    model = heads.make_model(cfg, head)
+    args = [np.zeros((b,) + x.shape[1:], np.int32) for x in heads.dummy_inputs(model, lp, lr)]
+    params = nn.unbox(jax.eval_shape(heads.init_fn(model, lp, lr), jax.random.key(0)))
+    compiled = jax.jit(lambda p, *a, m=model: m.apply({"params": p}, *a)).lower(
+        params, *args).compile()
+    counted = _matmul_flops(compiled)
+    assert counted == pytest.approx(expected, rel=1e-6 if head == "lm" else 1e-2), head
+
+
+def test_a_decoder_samples_with_its_prompt_prefilled_once():
+  """Sampling k responses per prompt from a decoder-only model: the prefill once per
+  prompt and Lr - 1 decode steps of k rows each (the last token is drawn, never fed),
+  against `flops.forward(sampling=True)`, which counts Lr steps; a training forward
+  repeats the prompt on every row."""
+  cfg, b, lp, lr, k = zoo.get("llama-tiny"), 2, 8, 6, 2
+  model = heads.make_model(cfg, "lm")
+  sampler = sampling.Sampler(model, sampling.SamplingConfig(max_new_tokens=lr, num_samples=k))
+  params = nn.unbox(jax.eval_shape(heads.init_fn(model, lp, lr), jax.random.key(0)))
+  prompt = jax.ShapeDtypeStruct((b, lp), np.int32)
+  prefill, step = sampler.compile_phases(params, sampling.PromptBatch(prompt, prompt))
+  counted = _matmul_flops(prefill) + (lr - 1) * _matmul_flops(step)
+  counted_steps = flops.forward(cfg, b, lp, k * b, lr, sampling=True)["total"]
+  assert (lr - 1) / lr * counted_steps <= counted <= counted_steps
+  assert flops.forward(cfg, b, lp, k * b, lr)["total"] > counted_steps  # prompt on every row
 
 
 def _main():
