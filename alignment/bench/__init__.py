@@ -16,6 +16,8 @@ tests do not time.
   train            our IPO step (policy and reference in one program) against
                    the same step in PyTorch on Hugging Face T5
   online           one online step, phase by phase
+  families         T5 against Llama-style, rung by rung of the zoo's CPU ladder:
+                   SFT step, IPO update and sampling, interleaved
   profile          where `train`'s step spends its time, per HLO op category,
                    from a `jax.profiler` trace
   torch_reference  the PyTorch / Hugging Face side: random HF T5 models, the
@@ -37,15 +39,16 @@ import jax
 from alignment import files
 from alignment.bench.measure import (MATMUL_SHAPES, Json, machine_info, matmul_calls, matmul_peak,
                                      memory_bandwidth, timed, timed_interleaved)
+from alignment.bench.families import bench_families, families_args, families_table
 from alignment.bench.online import bench_online, online_args, online_table
 from alignment.bench.profile import (bench_profile, hlo_op_kinds, op_profile, profile_args,
                                      profile_table)
 from alignment.bench.sampler import bench_sampler, sampler_args, sampler_table
 from alignment.bench.train import bench_train, train_args, train_table
 
-__all__ = ["BENCHMARKS", "MATMUL_SHAPES", "Json", "bench_online", "bench_profile",
-           "bench_sampler", "bench_train", "hlo_op_kinds", "machine_info", "main",
-           "matmul_calls", "matmul_peak", "memory_bandwidth", "op_profile", "timed",
+__all__ = ["BENCHMARKS", "MATMUL_SHAPES", "Json", "bench_families", "bench_online",
+           "bench_profile", "bench_sampler", "bench_train", "hlo_op_kinds", "machine_info",
+           "main", "matmul_calls", "matmul_peak", "memory_bandwidth", "op_profile", "timed",
            "timed_interleaved"]
 
 
@@ -55,6 +58,7 @@ BENCHMARKS: dict[str, tuple[Callable, Callable, Callable]] = {
     "train": (train_args, bench_train, train_table),
     "online": (online_args, bench_online, online_table),
     "profile": (profile_args, bench_profile, profile_table),
+    "families": (families_args, bench_families, families_table),
 }
 
 

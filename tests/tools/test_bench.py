@@ -1,5 +1,5 @@
-"""The benchmarks (`python -m alignment.bench sampler|train|online`) run end to end at a toy
-size and write their JSON."""
+"""The benchmarks (`python -m alignment.bench sampler|train|online|profile|families`) run
+end to end at a toy size and write their JSON."""
 import json
 
 import pytest
@@ -87,6 +87,27 @@ def test_online_bench_times_k_samples_per_prompt(tmp_path):
   assert result["settings"]["samples_per_prompt"] == 4 and result["settings"]["method"] == "rloo"
   assert "reference_scoring" not in result["median_s"]  # fused into RLOO's preparation
   assert sum(result["share"].values()) == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.slow  # about 40-90 s: two matmul peaks, two models' SFT, IPO and sampler programs
+def test_families_bench_times_both_families_side_by_side(tmp_path, capsys):
+  out = tmp_path / "families.json"
+  assert bench.main(["families", f"--json={out}", "--rungs=nano", "--batch=2",
+                     "--prompt_len=6", "--response_len=4", "--repeats=2",
+                     "--online_repeats=1"]) == 0
+  result = json.loads(out.read_text())
+  t5, llama = result["models"]
+  assert (t5["model"], llama["model"]) == ("t5-nano", "llama-nano")
+  for m in (t5, llama):
+    assert [len(m["times_s"][p]) for p in ("sft", "update", "sample")] == [2, 1, 1]
+    assert m["median_s"]["online_less_judge"] == pytest.approx(
+        m["median_s"]["update"] + m["median_s"]["sample"])
+    assert m["params"] > 0 and all(f > 0 for f in m["flops"].values())
+  (ratio,) = result["ratios"]
+  assert ratio["params"] == pytest.approx(llama["params"] / t5["params"])
+  assert ratio["time"]["sft"] == pytest.approx(llama["median_s"]["sft"] / t5["median_s"]["sft"])
+  assert ratio["flops"]["sft"] > 1  # the decoder runs the prompt through every layer
+  assert "| llama-nano / t5-nano |" in capsys.readouterr().out
 
 
 @pytest.mark.slow  # about 20-40 s: HF T5, a compile and a trace
