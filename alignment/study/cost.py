@@ -676,6 +676,13 @@ def estimate(study, workdir: str, peak: float, stages=None) -> list[Row]:
   return rows
 
 
+def _to_criterion(stage: Stage) -> bool:
+  """An SFT stage that stops when its held-out loss levels off (its steps are a cap)."""
+  c = stage.config
+  return c is not None and stage.kind == "sft" and int(
+      c.get("criterion", {}).get("patience", 0) or 0) > 0
+
+
 def _fmt_s(x: Optional[float]) -> str:
   return "?" if x is None else f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
 
@@ -694,7 +701,8 @@ def render(rows: list[Row], peak: float, peak_source: str, tpu: bool = False,
   hbm = aot.HBM_GIB[TPU_CHIP]
   for i, r in enumerate(rows, 1):
     w = r.work
-    steps = "" if w is None or not w.steps else str(w.steps)
+    steps = "" if w is None or not w.steps else (
+        f"<={w.steps}" if _to_criterion(r.stage) else str(w.steps))
     line = (f"{i:>4}  {r.stage.name:<{width}}  {r.stage.kind:<7} "
             f"{(w.model if w else '?'):<8} {steps:>6} {_fmt_s(r.seconds):>9}")
     if tpu:
@@ -712,6 +720,9 @@ def render(rows: list[Row], peak: float, peak_source: str, tpu: bool = False,
       status += f": {r.why}"
     lines.append(line + "  " + status)
   priced = [r for r in rows if r.seconds is not None]
+  if any(_to_criterion(r.stage) for r in rows):
+    lines.append("<=: trained until its held-out loss levels off (sft.criterion), priced at "
+                 "its cap: an upper bound")
   total = sum(r.seconds for r in priced)
   left = sum(r.seconds for r in priced if r.status != "done")
   done = sum(r.status == "done" for r in rows)

@@ -370,3 +370,16 @@ def test_without_plan_the_study_runs(monkeypatch):
   monkeypatch.setattr(importlib.import_module("alignment.study.runner"), "main",
                       lambda argv: seen.append(argv) or 0)
   assert _main()(["--config=c", "--workdir=w"]) == 0 and seen == [["--config=c", "--workdir=w"]]
+
+
+def test_an_sft_trained_to_its_criterion_is_priced_at_its_cap_and_says_so(tmp_path, capsys):
+  workdir = str(tmp_path / "study")
+  spec = os.path.join(ROOT, "configs", "study.py:scaling_smoke")
+  assert _main()([f"--config={spec}", f"--workdir={workdir}", "--plan", "--peak=213"]) == 0
+  out = capsys.readouterr().out
+  sft = [line for line in out.splitlines() if " sft " in line and "todo" in line]
+  assert len(sft) == 3 and all(" <=20 " in line for line in sft)  # study.sft.steps: the cap
+  assert "priced at its cap: an upper bound" in out
+  assert _main()([f"--config={os.path.join(ROOT, 'configs', 'study.py:smoke')}",
+                  f"--workdir={workdir}", "--plan", "--peak=213"]) == 0
+  assert "<=" not in capsys.readouterr().out  # a fixed number of steps
