@@ -46,6 +46,29 @@ rerun by hand with the same flags (each STAGE.json records its config).
 from alignment import config as C
 
 
+def _toy(c):
+  """The toy sizes of the smoke scales: t5-nano on the 512-pair env_tiny tasks, a few
+  steps per stage, two seeds (one per ablation arm): they check the pipeline."""
+  c.base_variant = "tiny"
+  c.prefix = "env_tiny"
+  c.model = "t5-nano"
+  c.seeds = [0, 1]
+  c.ablation_seeds = [0]
+  c.batch_size = 8
+  c.num_pairs = 64
+  c.held_out_pairs = 64
+  c.tie_slack = 0.5
+  c.sample_batch = 32
+  c.sft.update(steps=20, learning_rate=5e-3)
+  c.pm.update(steps=10)
+  c.online.update(steps=8)
+  c.offline.update(steps=8)
+  c.checkpoint_every = 4
+  c.eval.update(points=3, first=2, kl_prompts=16, win_prompts=32, proxy_prompts=16,
+                classifier_pairs=16, batch_size=16)
+  c.bootstrap = 200
+
+
 def get_config(arg: str = "smoke"):
   c = C.ConfigDict()
   c.scale = arg
@@ -121,29 +144,12 @@ def get_config(arg: str = "smoke"):
   # pairs, and of these larger sizes (each on its own SFT backbone of that size).
   c.judge_axis = C.ConfigDict(dict(flip_rates=[0.1, 0.2, 0.3], pm_sizes=["t5-mini", "t5-midi"]))
   if arg == "smoke":
-    c.base_variant = "tiny"
-    c.prefix = "env_tiny"
-    c.model = "t5-nano"
+    _toy(c)
     c.sizes = ["t5-nano"]
-    c.seeds = [0, 1]
-    c.ablation_seeds = [0]             # smoke checks the pipeline: one seed per ablation arm
-    c.batch_size = 8
-    c.num_pairs = 64
-    c.held_out_pairs = 64
-    c.tie_slack = 0.5
-    c.sample_batch = 32
-    c.sft.update(steps=20, learning_rate=5e-3)
-    c.pm.update(steps=10)
-    c.online.update(steps=8)
-    c.offline.update(steps=8)
     c.h1_windows = [2]
-    c.checkpoint_every = 4
     c.experiments = ["fig1", "attribution", "h1", "h2", "h4", "sec6"]
     c.staleness = [2]
     c.judge_axis.update(flip_rates=[0.2], pm_sizes=[])  # listed by hand: it runs in minutes
-    c.eval.update(points=3, first=2, kl_prompts=16, win_prompts=32, proxy_prompts=16,
-                  classifier_pairs=16, batch_size=16)
-    c.bootstrap = 200
   elif arg == "default":
     pass
   elif arg == "real":
@@ -167,27 +173,10 @@ def get_config(arg: str = "smoke"):
     c.sft.update(steps=4000)
     c.sft.criterion.update(every=250, patience=3, tol=0.01)
     if arg == "scaling_smoke":  # the same experiment at toy sizes (tests run it)
-      c.base_variant = "tiny"
-      c.prefix = "env_tiny"
-      c.model = "t5-nano"
+      _toy(c)
       c.sizes = ["t5-nano", "t5-tiny"]
       c.scaling.pm_sizes = ["llama-nano"]  # the decoder family's path through the axis
-      c.seeds = [0, 1]
-      c.ablation_seeds = [0]
-      c.batch_size = 8
-      c.num_pairs = 64
-      c.held_out_pairs = 64
-      c.tie_slack = 0.5
-      c.sample_batch = 32
-      c.sft.update(steps=20, learning_rate=5e-3)
       c.sft.criterion.update(every=5, patience=2, tol=0.01)
-      c.pm.update(steps=10)
-      c.online.update(steps=8)
-      c.offline.update(steps=8)
-      c.checkpoint_every = 4
-      c.eval.update(points=3, first=2, kl_prompts=16, win_prompts=32, proxy_prompts=16,
-                    classifier_pairs=16, batch_size=16)
-      c.bootstrap = 200
   elif arg == "tpu":
     c.base_variant = "paper"
     c.model = "t5-large"
