@@ -8,7 +8,12 @@ A checkpoint of step N holds three items:
   data   the input iterator's JSON state: the next batch after a restore is
          the one an uninterrupted run would have seen;
   meta   JSON: model name and architecture, the experiment config, anything
-         the loop wants to check on restore (e.g. a config mismatch).
+         the loop wants to check on restore (e.g. a config mismatch);
+and, for a loop that samples with older parameters (online with
+`rl.staleness` = k), a fourth:
+  history  those older parameter sets (a list of params pytrees; their steps in
+         meta's `history_steps`), so a resumed run samples with the parameters
+         an uninterrupted one would (`Checkpointer.restore_history`).
 
 Order of resume sources (first that exists wins): the newest complete
 checkpoint in <workdir>/checkpoints; else the experiment's `init.*`
@@ -55,7 +60,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "data", "meta"))
+        self.directory, options=options, item_names=("state", "data", "meta", "history"))
 
   # -- queries ---------------------------------------------------------------
   def latest_step(self) -> Optional[int]:
@@ -73,14 +78,22 @@ class Checkpointer:
 
   # -- save ------------------------------------------------------------------
   def save(self, step: int, state: Any, data_state: dict | None = None,
-           meta: dict | None = None, force: bool = True) -> bool:
+           meta: dict | None = None, force: bool = True,
+           history: tuple[list[int], list[Any]] | None = None) -> bool:
     """Saves asynchronously (if enabled); the state's checksum goes into meta. A save
-    that fails leaves nothing of its step behind."""
+    that fails leaves nothing of its step behind.
+
+    history: (steps, params trees) of older parameters the run still needs after a
+    resume (`alignment.train.online.StaleParams`), saved as the `history` item with
+    their steps and checksum in meta; None saves no such item.
+    """
     meta = dict(meta or {}, checksum=tree_checksum(state))
-    args = ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state or {}),
-        meta=ocp.args.JsonSave(meta))
+    items = dict(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state or {}))
+    if history is not None:
+      steps, trees = history
+      meta.update(history_steps=[int(s) for s in steps], history_checksum=tree_checksum(trees))
+      items["history"] = ocp.args.StandardSave(list(trees))
+    args = ocp.args.Composite(meta=ocp.args.JsonSave(meta), **items)
     try:
       saved = self._manager.save(int(step), args=args, force=force)
       faults.hit("during_checkpoint", int(step))
@@ -168,6 +181,29 @@ class Checkpointer:
       raise CheckpointError(f"{self.directory}: no checkpoint")
     out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(out.meta or {})
+
+  def restore_history(self, step: int, abstract_params: Any) -> list[tuple[int, Any]] | None:
+    """[(step, params)] of the `history` item saved with checkpoint `step`, each
+    restored into `abstract_params` (ShapeDtypeStructs with shardings); None when
+    that checkpoint holds no history (saved without one). A history that cannot be
+    read or fails its checksum is a CheckpointError naming the step."""
+    steps = self.read_meta(step).get("history_steps")
+    if steps is None:
+      return None
+    if not steps:
+      return []
+    where = f"{self.directory}/{step}/history"
+    try:
+      out = self._manager.restore(step, args=ocp.args.Composite(
+          history=ocp.args.StandardRestore([abstract_params] * len(steps))))
+    except Exception as e:  # orbax raises many types for shape/structure mismatch
+      raise CheckpointError(f"{where}: cannot restore: {type(e).__name__}: "
+                            f"{str(e)[:300]}") from None
+    trees = list(out.history)
+    if tree_checksum(trees) != self.read_meta(step).get("history_checksum"):
+      raise CheckpointError(f"{where}: contents do not match the checksum saved with them: "
+                            "the checkpoint is corrupt or was tampered with")
+    return list(zip(steps, trees))
 
 
 def _check_shapes(saved_tree: Any, target: Any, where: str, prefix: str = ""):

@@ -20,7 +20,7 @@ import signal
 import struct
 import sys
 import time
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import jax
 from etils import epath
@@ -213,7 +213,11 @@ class Run:
     distributed.note_progress(start_step, ckpt.newest_complete_step)
 
   def end_of_step(self, step: int, state, metrics, data_state: dict,
-                  extra: Optional[Mapping[str, float]] = None) -> bool:
+                  extra: Optional[Mapping[str, float]] = None,
+                  history: Optional[Callable[[], tuple]] = None) -> bool:
+    """Logs step `step`, checks it, saves its checkpoint when due (with `history()`,
+    the older parameters a stale online run needs on resume, when given) and
+    returns True when the loop must stop (a preemption)."""
     distributed.note_progress(step)  # named if a peer process is lost
     faults.hit("after_step", step)
     m = {k: float(v) for k, v in distributed.to_host(dict(metrics)).items()}
@@ -241,7 +245,8 @@ class Run:
     every = self.train_cfg.checkpoint_every
     stop = self.preemption.requested
     if step % every == 0 or step == self.total or stop:
-      self.ckpt.save(step, state, data_state, self.meta)
+      self.ckpt.save(step, state, data_state, self.meta,
+                     history=history() if history is not None else None)
     if stop:
       self.stopped_early = True
       log.warning("stopping at step %d after SIGTERM; checkpoint saved", step)

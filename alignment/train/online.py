@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import logging
 import time
 from typing import Callable
 
@@ -63,6 +65,8 @@ from alignment.data import vocab as vocab_lib
 from alignment.models import heads
 from alignment.train import bookkeeping, roles, steps
 from alignment.train import program as program_lib
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,9 +376,9 @@ class StaleParams:
   donates its state, so they are copied) and `at(t)` hands out those of step
   max(t - k, first recorded step); the last k + 1 are kept. k = 0 keeps no copy:
   `at` hands back the recorded parameters themselves, the on-policy loop
-  unchanged. A resumed run refills its history from the parameters it resumed
-  with, so its first k steps sample with fresher parameters than an
-  uninterrupted run's.
+  unchanged. `needed(t)` is what a run resumed at step t still needs of them (the
+  sets of steps t - k to t - 1; a checkpoint of t saves it) and `restore` puts it
+  back, so a resumed stale run samples with the parameters of an uninterrupted one.
   """
 
   def __init__(self, k: int):
@@ -395,6 +399,16 @@ class StaleParams:
       if s >= step - self.k:
         return params, s
     raise ValueError(f"step {step}: parameters of step >= {step - self.k} were not recorded")
+
+  def needed(self, step: int) -> tuple[list[int], list]:
+    """(steps, parameter sets) recorded before `step` that sampling from `step` on
+    still reads: those of steps >= step - k."""
+    kept = [(s, p) for s, p in self.history if step - self.k <= s < step]
+    return [s for s, _ in kept], [p for _, p in kept]
+
+  def restore(self, entries: list[tuple[int, object]]):
+    """The history of a resumed run: `needed`'s entries, as a checkpoint kept them."""
+    self.history = collections.deque(entries)
 
 
 @dataclasses.dataclass
@@ -475,6 +489,20 @@ class Rollouts:
     return r
 
 
+def restore_stale_params(stale: StaleParams, ckpt, start: int, params) -> None:
+  """The parameter history of the checkpoint a stale run resumes from (step `start`),
+  restored into the sharding of `params`. A checkpoint saved without one (by an
+  earlier version) resumes as before, with a warning: its first k steps sample with
+  the resumed, fresher parameters."""
+  entries = ckpt.restore_history(start, checkpoint.abstract_like(params))
+  if entries is None:
+    log.warning("%s/%d holds no parameter history (saved before stale runs kept one): "
+                "steps %d to %d sample with fresher parameters than an uninterrupted run",
+                ckpt.directory, start, start, start + stale.k - 1)
+    return
+  stale.restore(entries)
+
+
 def open_stream(config, workdir: str, vocab, start: int) -> stream.OnlineWriter | None:
   """D_online's writer with `train.write_stream` (DIR/stream, cut back to `start`
   when resuming), else None."""
@@ -540,6 +568,9 @@ def run(config, workdir: str) -> dict:
   run_ = bookkeeping.Run(t, workdir, ckpt, start, "online", meta,
                          watch=("loss", "grad_norm", "judge_prob_chosen", "reward_mean"))
   rollouts = Rollouts(phases, prompts, config.rl.staleness, config.rl.overlap)
+  stale = config.rl.staleness > 0  # older parameters go into each checkpoint, and come back
+  if stale and start > 0:
+    restore_stale_params(rollouts.stale, ckpt, start, state.params)
   for step in range(start, t.num_steps):
     r, state, metrics, batch_stats = rollouts.step(step, state, t.num_steps)
     extra = step_extras(r, batch_stats, step)
@@ -548,7 +579,9 @@ def run(config, workdir: str) -> dict:
       writer.write(step, r.judged.sampled, r.judged.verdict.first_wins,
                    r.judged.verdict.prob_first, r.sampling_step,
                    flush=saves_checkpoint(run_, t, step + 1))
-    if run_.end_of_step(step + 1, state, metrics, rollouts.data_state(), extra=extra):
+    if run_.end_of_step(step + 1, state, metrics, rollouts.data_state(), extra=extra,
+                        history=functools.partial(rollouts.stale.needed, step + 1)
+                        if stale else None):
       break
   final = dict(run_.last_metrics)
   if writer is not None:
