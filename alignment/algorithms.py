@@ -17,8 +17,10 @@ Policy gradient, k samples per prompt (rewards [B, k]):
 - `rloo_advantages`, `grpo_advantages`, `pg_advantages`: leave-one-out and
   group-normalised, after the KL penalty when it is in the reward.
 - `kl_k1`, `kl_k3`, `kl_shaped_rewards`: KL estimators and KL as a reward penalty.
-- `sibling_win_matrix`, `sibling_win_rewards`: a pairwise judge's rewards, each
-  sample's mean probability of beating its siblings.
+- `sibling_pairs`, `compared_matrix`, `sibling_win_matrix`, `sibling_win_rewards`:
+  a pairwise judge's rewards, each sample's mean probability of beating the
+  siblings it is compared with: all k - 1 (k(k - 1)/2 pairs a prompt), or m in a
+  balanced design (k m / 2 pairs; `rl.siblings`).
 - `reinforce_loss`, `clipped_surrogate_loss`, `masked_mean`: the surrogates.
 - `truncated_importance_weights`: the correction for stale samples.
 """
@@ -160,24 +162,59 @@ def kl_shaped_rewards(rewards: Array, seq_logp: Array, seq_ref_logp: Array,
   return rewards - beta * jax.lax.stop_gradient(kl_k1(seq_logp, seq_ref_logp))
 
 
+def sibling_pairs(k: int, siblings: int = 0) -> tuple[tuple[int, int], ...]:
+  """The pairs (i, j), i < j, of a prompt's k samples that a pairwise judge is asked
+  about, each once (both orders in the judge's one call).
+
+  siblings = 0 or k - 1: all k(k - 1)/2 pairs, in the order (0, 1), (0, 2), ...,
+  (k - 2, k - 1). siblings = m in [1, k - 2], k m even: a circulant design in which
+  every sample meets m siblings, k m / 2 pairs: i with i +- d (mod k) for
+  d = 1 .. m // 2 and, for odd m, with i + k/2. The samples of a prompt are
+  independent draws, so a fixed design is as good as a random one; being regular,
+  each reward averages m verdicts and a prompt's rewards still sum to k / 2."""
+  if siblings in (0, k - 1):
+    return tuple((i, j) for i in range(k) for j in range(i + 1, k))
+  if not 1 <= siblings <= k - 2 or (k * siblings) % 2:
+    raise ValueError(f"siblings={siblings} with k={k} samples: 0 or k - 1 (all), or m in "
+                     "[1, k - 2] with k m even")
+  offsets = list(range(1, siblings // 2 + 1)) + ([k // 2] if siblings % 2 else [])
+  return tuple(sorted({tuple(sorted((i, (i + d) % k))) for d in offsets for i in range(k)}))
+
+
+def compared_matrix(pairs, k: int) -> np.ndarray:
+  """[k, k] float32, C_ij = 1 where samples i and j are compared (`sibling_pairs`),
+  0 elsewhere and on the diagonal (symmetric)."""
+  c = np.zeros((k, k), np.float32)
+  for i, j in pairs:
+    c[i, j] = c[j, i] = 1.0
+  return c
+
+
 def sibling_win_matrix(pair_probs, k: int) -> Array:
   """[B, k, k] P(i beats j) of each prompt's k samples from a pairwise judge's
-  verdicts on the k(k - 1)/2 sibling pairs, pair_probs = {(i, j): [B] P(i beats j)}
-  for i < j (each pair is judged once, in that order):
-      P_ij = pair_probs[i, j],  P_ji = 1 - P_ij,  P_ii = 0 (ignored below)."""
-  zero = jnp.zeros_like(pair_probs[0, 1])
-  entry = lambda i, j: (zero if i == j else pair_probs[i, j] if i < j
-                        else 1.0 - pair_probs[j, i])
+  verdicts on the judged sibling pairs, pair_probs = {(i, j): [B] P(i beats j)}
+  for i < j (each pair is judged once, in that order; all k(k - 1)/2 of them or
+  a `sibling_pairs` design):
+      P_ij = pair_probs[i, j],  P_ji = 1 - P_ij,  P_ii = 0 and 0 for pairs not
+      judged (ignored below)."""
+  zero = jnp.zeros_like(next(iter(pair_probs.values())))
+  entry = lambda i, j: (zero if i == j else pair_probs[i, j] if (i, j) in pair_probs
+                        else 1.0 - pair_probs[j, i] if (j, i) in pair_probs else zero)
   return jnp.stack([jnp.stack([entry(i, j) for j in range(k)], -1) for i in range(k)], 1)
 
 
-def sibling_win_rewards(prob_bkk: Array) -> Array:
-  """[B, k] rewards of a pairwise judge: each sample's mean probability of beating its
-  k - 1 siblings, r_i = 1/(k - 1) sum_{j != i} P_ij, from P(i beats j) [B, k, k]
-  (`sibling_win_matrix`; the diagonal is ignored)."""
+def sibling_win_rewards(prob_bkk: Array, compared=None) -> Array:
+  """[B, k] rewards of a pairwise judge: each sample's mean probability of beating
+  the siblings it was compared with, from P(i beats j) [B, k, k]
+  (`sibling_win_matrix`; the diagonal is ignored). compared = None: all k - 1,
+  r_i = 1/(k - 1) sum_{j != i} P_ij; compared = C [k, k] (`compared_matrix`):
+  r_i = sum_j C_ij P_ij / sum_j C_ij."""
   k = prob_bkk.shape[-1]
-  off = 1.0 - jnp.eye(k, dtype=prob_bkk.dtype)
-  return jnp.sum(prob_bkk * off, -1) / (k - 1)
+  if compared is None:
+    off = 1.0 - jnp.eye(k, dtype=prob_bkk.dtype)
+    return jnp.sum(prob_bkk * off, -1) / (k - 1)
+  c = np.asarray(compared, np.float32)
+  return jnp.sum(prob_bkk * c.astype(prob_bkk.dtype), -1) / c.sum(-1).astype(prob_bkk.dtype)
 
 
 def masked_mean(x_bt: Array, mask_bt: Array) -> Array:

@@ -4,6 +4,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from alignment import algorithms as A
 from alignment import sampling
@@ -90,3 +91,78 @@ def test_classifier_outcome():
 def test_agreement_leaves_golden_ties_out():
   a = A.agreement([True, True, False, False], [2.0, 1.0, 1.0, 0.0], [1.0, 3.0, 0.0, 0.0])
   assert a[:3].tolist() == [1.0, 0.0, 0.0] and math.isnan(a[3])
+
+
+# ---------------------------------------------------------------------------
+# Sibling designs: which pairs of a prompt's k samples a pairwise judge is asked
+# ---------------------------------------------------------------------------
+
+
+def test_sibling_pairs_zero_and_k_minus_1_are_every_pair_in_the_old_order():
+  for k in (2, 3, 4, 8):
+    every = tuple((i, j) for i in range(k) for j in range(i + 1, k))  # the loop's old order
+    assert A.sibling_pairs(k, 0) == every == A.sibling_pairs(k, k - 1)
+
+
+def test_sibling_pairs_are_a_balanced_circulant_design():
+  for k in range(2, 11):
+    for m in range(1, k - 1):
+      if (k * m) % 2:
+        with pytest.raises(ValueError, match="k m even"):
+          A.sibling_pairs(k, m)
+        continue
+      pairs = A.sibling_pairs(k, m)
+      assert all(0 <= i < j < k for i, j in pairs) and len(set(pairs)) == len(pairs)
+      assert len(pairs) == k * m // 2  # each pair judged once: O(k m), not O(k^2)
+      c = A.compared_matrix(pairs, k)
+      np.testing.assert_array_equal(c, c.T)
+      np.testing.assert_array_equal(c.sum(1), m)  # every sample meets m siblings
+      # Written out: i meets i +- 1, ..., i +- m // 2 (mod k), and i + k / 2 for odd m.
+      want = {frozenset((i, (i + s * d) % k)) for i in range(k) for s in (1, -1)
+              for d in range(1, m // 2 + 1)}
+      want |= {frozenset((i, (i + k // 2) % k)) for i in range(k)} if m % 2 else set()
+      assert {frozenset(p) for p in pairs} == want
+  assert A.sibling_pairs(4, 1) == ((0, 2), (1, 3))
+  assert A.sibling_pairs(4, 2) == ((0, 1), (0, 3), (1, 2), (2, 3))
+  assert A.sibling_pairs(8, 1) == ((0, 4), (1, 5), (2, 6), (3, 7))
+  for bad in (-1, 4, 9):
+    with pytest.raises(ValueError, match="siblings="):
+      A.sibling_pairs(4, bad)
+
+
+def test_sibling_rewards_of_a_design_by_hand():
+  # k = 4, m = 2: pairs (0, 1), (0, 3), (1, 2), (2, 3) with P = .8, .6, .3, .5:
+  # r0 = (.8 + .6) / 2, r1 = (.2 + .3) / 2, r2 = (.7 + .5) / 2, r3 = (.4 + .5) / 2.
+  pairs = A.sibling_pairs(4, 2)
+  probs = {p: jnp.asarray([v]) for p, v in zip(pairs, (0.8, 0.6, 0.3, 0.5))}
+  matrix = A.sibling_win_matrix(probs, 4)
+  r = np.asarray(A.sibling_win_rewards(matrix, A.compared_matrix(pairs, 4)))
+  np.testing.assert_allclose(r, [[0.7, 0.25, 0.6, 0.45]], rtol=1e-6)
+  # k = 4, m = 1: (0, 2) and (1, 3) only: r = (P02, P13, 1 - P02, 1 - P13).
+  pairs = A.sibling_pairs(4, 1)
+  probs = {(0, 2): jnp.asarray([0.9]), (1, 3): jnp.asarray([0.3])}
+  matrix = A.sibling_win_matrix(probs, 4)
+  np.testing.assert_allclose(np.asarray(matrix)[0, 0], [0, 0, 0.9, 0], rtol=1e-6)  # unjudged: 0
+  r = np.asarray(A.sibling_win_rewards(matrix, A.compared_matrix(pairs, 4)))
+  np.testing.assert_allclose(r, [[0.9, 0.3, 0.1, 0.7]], rtol=1e-6)
+
+
+def test_sibling_rewards_of_a_design_follow_the_formula():
+  """r_i = mean over the m siblings i was compared with of P(i beats j), written out
+  in loops; a prompt's rewards sum to k / 2 as with every pair."""
+  rng = np.random.default_rng(5)
+  b = 3
+  for k, m in ((4, 1), (4, 2), (6, 3), (8, 2), (7, 4)):
+    pairs = A.sibling_pairs(k, m)
+    probs = {p: rng.uniform(size=b).astype(np.float32) for p in pairs}
+    want = np.zeros((b, k))
+    for n in range(b):
+      for i in range(k):
+        wins = [probs[i, j][n] if (i, j) in probs else 1.0 - probs[j, i][n]
+                for j in range(k) if (min(i, j), max(i, j)) in probs]
+        assert len(wins) == m
+        want[n, i] = sum(wins) / m
+    matrix = A.sibling_win_matrix({p: jnp.asarray(v) for p, v in probs.items()}, k)
+    got = np.asarray(A.sibling_win_rewards(matrix, A.compared_matrix(pairs, k)))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(got.sum(1), k / 2, rtol=1e-6)
