@@ -22,6 +22,8 @@ CORE = [
     "tensorboard==2.21.0",
     "matplotlib==3.11.2",
     "numpy==2.4.6",
+    "pyarrow==26.0.1",
+    "jinja2==3.1.6",
 ]
 
 EXTRAS = {

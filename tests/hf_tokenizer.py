@@ -30,3 +30,47 @@ def build_tokenizer(path: str, specials=(EOS,)) -> str:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tok.save(path)
   return path
+
+
+# Chat models: the tiny tokenizer with a chat template in its tokenizer_config.json.
+# LLAMA3 is Llama 3 Instruct's template (BOS before the first message, headers, every
+# message trimmed and closed by <|eot_id|>); GEMMA is Gemma's (no system role: it raises,
+# "model" for the assistant, turns closed by <end_of_turn> and a newline).
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}")
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}"
+    "{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
+CHAT_MODELS = {
+    "llama3": {"specials": (BOS, EOS, "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+               "config": {"bos_token": BOS, "eos_token": "<|eot_id|>",
+                          "chat_template": LLAMA3_TEMPLATE}},
+    "gemma": {"specials": ("<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"),
+              "config": {"bos_token": "<bos>", "eos_token": "<eos>",
+                         "chat_template": GEMMA_TEMPLATE}},
+}
+
+
+def build_chat_model(directory: str, style: str = "llama3", **config) -> str:
+  """directory/tokenizer.json and a tokenizer_config.json with style's chat template
+  (config's keys replace or, given None, remove its entries); returns directory."""
+  import json  # pylint: disable=g-import-not-at-top
+  model = CHAT_MODELS[style]
+  build_tokenizer(os.path.join(directory, "tokenizer.json"), specials=model["specials"])
+  settings = {**model["config"], **config}
+  with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+    json.dump({k: v for k, v in settings.items() if v is not None}, f)
+  return directory
