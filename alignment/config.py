@@ -127,9 +127,14 @@ def rl_section(**kw) -> ConfigDict:
   Rewards come from the judge: a reward model's r(x, y) (judge.kind="reward"),
   a pairwise PM's mean P(beating each sibling) (judge.kind="proxy"), or the
   golden judge's score (judge.kind="golden").
+  siblings: with a pairwise judge, how many siblings each sample is compared
+    with: 0 (or samples - 1) all of them, k(k - 1)/2 pairs a prompt; m in
+    [1, samples - 2], samples x m even, m fixed ones in a balanced design,
+    k m / 2 pairs (`algorithms.sibling_pairs`). The expected RLOO gradient is the
+    same; its variance grows as m shrinks (README, "Policy-gradient RL").
   """
   base = dict(method="contrastive", samples=2, kl="reward", kl_coef=0.05, clip_eps=0.2,
-              updates=1, grpo_eps=1e-4, staleness=0, is_cap=0.0, overlap=True)
+              updates=1, grpo_eps=1e-4, staleness=0, is_cap=0.0, overlap=True, siblings=0)
   base.update(kw)
   return ConfigDict(base)
 
@@ -498,6 +503,18 @@ def check_rl(r: ConfigDict):
   _check(r.is_cap == 0 or r.method != "contrastive",
          f"config.rl.is_cap={r.is_cap}: the importance correction is for rloo/grpo; the "
          "contrastive losses take stale pairs as they are")
+  m = r.get("siblings", 0)
+  _check(isinstance(m, int) and not isinstance(m, bool) and m >= 0,
+         f"config.rl.siblings={m!r}: a number of siblings >= 0 (0: all)")
+  _check(m == 0 or r.method != "contrastive",
+         f"config.rl.siblings={m}: siblings are for rloo/grpo; the contrastive losses judge "
+         "their one pair")
+  _check(m <= r.samples - 1,
+         f"config.rl.siblings={m}: each sample has rl.samples - 1 = {r.samples - 1} siblings "
+         "(0: all)")
+  _check((m * r.samples) % 2 == 0,
+         f"config.rl.siblings={m}: with rl.samples={r.samples} every sample meets as many "
+         "siblings only if samples x siblings is even")
 
 
 def check_eval(e: ConfigDict):

@@ -25,9 +25,9 @@ gradient with k = `rl.samples` samples per prompt: "rloo" (REINFORCE with a
 leave-one-out baseline) or "grpo" (group-normalised advantages, the clipped
 ratio, `rl.updates` minibatch updates per batch). Their rewards come from the
 judge: a reward model's r(x, y) (`judge.kind="reward"`), a pairwise PM's mean
-probability of beating each sibling (`"proxy"`), or the golden score
-(`"golden"`); the KL to the reference enters as a k1 reward penalty, a k3 loss
-or the exact per-token KL as a loss (`rl.kl`, weight `rl.kl_coef`). The maths
+probability of beating each sibling, or `rl.siblings` of them (`"proxy"`), or the
+golden score (`"golden"`); the KL to the reference enters as a k1 reward penalty,
+a k3 loss or the exact per-token KL as a loss (`rl.kl`, weight `rl.kl_coef`). The maths
 is in `alignment.algorithms` (tests/test_policy_gradient.py: formulas and a
 bandit whose optimum is known).
 
@@ -267,16 +267,24 @@ def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> 
 def reward_fn(program: OnlineProgram, config, judge) -> Callable:
   """out -> [B x k] rewards of the sampler's output, on the policy's mesh: a reward
   model's or the golden judge's r(x, y) per row, or a pairwise PM's sibling wins
-  (each pair of a prompt's k samples judged once: `algorithms.sibling_win_matrix`,
-  `sibling_win_rewards`). A model judge on its own mesh gets the rows resharded to
-  it, and its results back."""
+  (each pair of `algorithms.sibling_pairs(k, rl.siblings)` judged once, both orders
+  in the judge's one call: all k(k - 1)/2, or k m / 2 with m = rl.siblings;
+  `algorithms.sibling_win_matrix`, `sibling_win_rewards`). A model judge on its own
+  mesh gets the rows resharded to it, and its results back."""
   train, k = program.train, config.rl.samples
   mesh, rules = train.mesh, train.rules
   rows = train.batch_spec.response.sharding
+  m = config.rl.get("siblings", 0)
+  pairs = algorithms.sibling_pairs(k, m)
+  if len(pairs) < k * (k - 1) // 2 and hasattr(judge, "rewards"):
+    raise config_lib.ConfigError(f"config.rl.siblings={m}: this judge scores each sample "
+                                 "alone (a reward model or the golden program); siblings "
+                                 "are for a pairwise judge (set 0)")
+  compared = None if len(pairs) == k * (k - 1) // 2 else algorithms.compared_matrix(pairs, k)
   # The k samples of each prompt, one at a time (a pairwise judge compares them two by two).
   nth = jax.jit(lambda out, i: (out.prompt[i::k], out.prompt_mask[i::k], out.tokens[i::k],
                                 out.mask[i::k]), static_argnums=1, out_shardings=(rows,) * 4)
-  siblings = jax.jit(algorithms.sibling_win_rewards, out_shardings=rows)
+  siblings = jax.jit(lambda p: algorithms.sibling_win_rewards(p, compared), out_shardings=rows)
   judge_mesh = getattr(judge, "mesh", None)  # a model judge on its own mesh: reshard
   split_judge = judge_mesh is not None and not sharding.same_mesh(judge_mesh, mesh)
   to_judge = lambda x: sharding.move_rows(x, judge_mesh, rules) if split_judge else x
@@ -289,10 +297,9 @@ def reward_fn(program: OnlineProgram, config, judge) -> Callable:
     with sharding.use(mesh, rules):  # a pairwise PM: P(i beats j) for each pair of siblings
       parts = [to_judge(nth(out, i)) for i in range(k)]
     pair_probs = {}
-    for i in range(k):
-      for j in range(i + 1, k):
-        c = judge.compare(B.PromptBatch(*parts[i][:2]), *parts[i][2:], *parts[j][2:])
-        pair_probs[i, j] = from_judge(c.prob_first)
+    for i, j in pairs:
+      c = judge.compare(B.PromptBatch(*parts[i][:2]), *parts[i][2:], *parts[j][2:])
+      pair_probs[i, j] = from_judge(c.prob_first)
     matrix = algorithms.sibling_win_matrix(pair_probs, k)  # [B, k, k]
     with sharding.use(mesh, rules):
       return siblings(matrix).reshape(-1)
