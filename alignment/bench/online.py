@@ -3,10 +3,13 @@
 Sampling, judging and the update timed apart over several steps, and the
 reference's scoring of the same pairs beside them (contrastive methods). Any
 config key can be set (`--set rl.method=rloo --set rl.samples=4`: k samples per
-prompt); `--staleness=K` also runs the loop's own `online.Rollouts` with
-parameters K steps old, with and without the overlap of the next batch's
-sampling and judging with this step's update, and reports how much of
-sampling and judging the overlap hid.
+prompt; `--set rl.siblings=M`: each compared with M siblings, not all k - 1).
+The pairs the judge is asked about per step are reported beside its time: one
+PM call per pair of sample indices, each pair read in both orders in that call.
+`--staleness=K` also runs the loop's own `online.Rollouts` with parameters K
+steps old, with and without the overlap of the next batch's sampling and
+judging with this step's update, and reports how much of sampling and judging
+the overlap hid.
 """
 from __future__ import annotations
 
@@ -140,16 +143,30 @@ def _time_steps(args, config, setup: _OnlineSetup) -> tuple[dict, list, Any]:
   return times, lengths, state
 
 
+def judged_pairs_per_prompt(config) -> int:
+  """The pairs of a prompt's samples the (pairwise) judge is asked about in one step:
+  contrastive, its one pair; rloo/grpo, `algorithms.sibling_pairs(k, rl.siblings)`."""
+  from alignment import algorithms  # pylint: disable=g-import-not-at-top
+  r = config.rl
+  if r.method == "contrastive":
+    return 1
+  return len(algorithms.sibling_pairs(r.samples, r.get("siblings", 0)))
+
+
 def _summary(args, config, pm_config, vocab_size: int, times: dict, lengths: list) -> Json:
-  """The settings, the times, their medians and shares, the sampling throughput."""
+  """The settings, the times, their medians and shares, the sampling throughput, and
+  the pairs judged per step."""
   d, contrastive = config.data, config.rl.method == "contrastive"
   med = {k: statistics.median(v) for k, v in times.items()}
   rows = config.rl.samples * d.batch_size
+  calls = judged_pairs_per_prompt(config)  # one PM call of 2 x batch_size rows each
+  pairs = calls * d.batch_size
   result = {"settings": {"config": args.config, "set": list(args.set),
                          "pm_config": args.pm_config, "policy": config.model.name,
                          "proxy_pm": pm_config.model.name, "vocab": vocab_size,
                          "method": config.rl.method, "judge": "proxy PM (random)",
                          "prompts_per_step": d.batch_size, "samples_per_prompt": config.rl.samples,
+                         "siblings": config.rl.get("siblings", 0),
                          "prompt_len": d.prompt_len, "response_len": d.response_len,
                          "loss": config.loss.name if contrastive else config.rl.method,
                          "cache_dtype": config.sampling.cache_dtype,
@@ -158,6 +175,9 @@ def _summary(args, config, pm_config, vocab_size: int, times: dict, lengths: lis
                          "roles": {r: config.roles[r].devices or "shared" for r in config.roles}},
             "times_s": times, "median_s": med,
             "share": {k: med[k] / med["step"] for k in ("sample", "judge", "update")},
+            "judged_pairs_per_step": pairs, "judge_calls_per_step": calls,
+            "judge_rows_per_step": 2 * pairs,
+            "judge_ms_per_pair": med["judge"] * 1e3 / pairs,
             "sampled_tokens_per_s": rows * statistics.mean(lengths) / med["sample"],
             "mean_response_length": statistics.mean(lengths)}
   if contrastive:
@@ -222,6 +242,13 @@ def online_table(result: Json) -> str:
   if "reference_scoring" in med:
     rows.append(f"| (reference scoring, inside update) | {med['reference_scoring'] * 1e3:.1f} | "
                 f"{result['reference_scoring_share_of_update'] * 100:.0f}% of update if alone |")
+  if "judged_pairs_per_step" in result:
+    siblings = s.get("siblings", 0)
+    rows.append(f"\njudged {result['judged_pairs_per_step']} pairs per step in "
+                f"{result['judge_calls_per_step']} PM calls ({result['judge_rows_per_step']} "
+                f"rows: both orders of a pair in one call), "
+                f"{result['judge_ms_per_pair']:.2f} ms per pair"
+                + (f" (rl.siblings={siblings})" if siblings else ""))
   if "staleness" in result:
     st = result["staleness"]
     rows.append(f"\nstaleness {st['k']}: step {st['median_step_s']['sequential'] * 1e3:.1f} ms "
