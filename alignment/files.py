@@ -84,6 +84,38 @@ def read_jsonl(path: str) -> list[dict]:
   return records
 
 
+class BadName(ValueError):
+  """A name given where one entry of a directory is meant, that could lead out of it."""
+
+
+def check_name(name, what: str) -> str:
+  """`name` if it names one entry inside a directory and nothing else: a non-empty
+  string without a path separator (/ or \\: so neither an absolute path nor a
+  nested one), not "." or "..", without NUL or other control characters, at most
+  255 bytes in UTF-8. Else `BadName`, one line: `<what>: <name>: <why>`.
+
+  For names the user gives that become files or directories under one we chose
+  (an import's `--name`, a shard named by an index file, a task name)."""
+  if not isinstance(name, str):
+    raise BadName(f"{what}: {name!r}: not a string")
+  shown = repr(name) if len(name) <= 80 else repr(name[:80]) + "..."
+  if not name.strip():
+    raise BadName(f"{what}: {shown}: empty; give a plain name")
+  if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
+    raise BadName(f"{what}: {shown}: has a path separator; give a plain name, not a path")
+  if name in (".", ".."):
+    raise BadName(f"{what}: {shown}: names a directory itself; give a plain name")
+  if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    raise BadName(f"{what}: {shown}: has a control character; give a plain name")
+  try:
+    size = len(name.encode("utf-8"))
+  except UnicodeEncodeError:
+    raise BadName(f"{what}: {shown}: not text (an unpaired surrogate)") from None
+  if size > 255:
+    raise BadName(f"{what}: {shown}: {size} bytes, more than a file name may have (255)")
+  return name
+
+
 CHECKSUMS = "SHA256SUMS"
 
 
