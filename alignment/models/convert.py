@@ -14,7 +14,15 @@ model.safetensors.index.json) and writes an orbax checkpoint of the parameters
 to OUT/params and the model config to OUT/model_config.json. Anything this
 module cannot represent exactly (another activation, another RoPE type,
 sliding windows, MLP biases) stops the conversion with a message naming the
-config key.
+config key. So does a directory that cannot be what it says
+(`alignment.models.validate`): a size that is not a positive integer under its
+ceiling, heads that do not divide the width, a safetensors header whose
+offsets lie outside the file or overlap, a tensor of another shape or dtype
+than config.json implies, a missing or an unexpected tensor; all of it is
+checked from config.json and the headers before any tensor is read. Each
+refusal is one line, `error: <file>: <field>: <what is wrong>`, and exit
+status 2; from Python, a `validate.ModelFileError` (a ValueError;
+`ConversionError` is one).
 
 One table (`t5_rows`, `decoder_rows`) names every tensor with its zoo path
 and the reshapes of both directions; `alignment.models.export` writes it
@@ -30,18 +38,29 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
+from alignment.models import validate
 from alignment.models.decoder import DecoderConfig
 from alignment.models.t5 import T5Config
 
 
-class ConversionError(ValueError):
-  pass
+class ConversionError(validate.ModelFileError):
+  """What this module cannot represent, or a directory that is not what it says."""
 
 
-def _need(hf: Mapping[str, Any], key: str, where: str):
-  if key not in hf:
-    raise ConversionError(f"{where}: config.json has no {key!r}")
-  return hf[key]
+def _size(hf: Mapping[str, Any], key: str, kind: str, where: str,
+          default: Any = validate.REQUIRED, low: int = 1) -> int:
+  """config.json's `key`: an integer in [low, validate.CEILINGS[kind]]; `default`
+  where it is absent or null (as transformers reads it)."""
+  return validate.integer(validate.get(hf, key, where, default), where, key, kind, low)
+
+
+def _flag(hf: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+  return validate.flag(validate.get(hf, key, where, default), where, key)
+
+
+def _eps(hf: Mapping[str, Any], key: str, where: str, default: float) -> float:
+  return validate.number(validate.get(hf, key, where, default), where, key, 0.0, 1.0,
+                         low_open=False)
 
 
 # feed_forward_proj -> (dense_act_fn, is_gated_act) as transformers derives them.
@@ -49,7 +68,8 @@ T5_FEED_FORWARD = {"gated-gelu": ("gelu_new", True), "relu": ("relu", False)}
 
 
 def t5_config_from_hf(hf: Mapping[str, Any], where: str = "config.json") -> T5Config:
-  proj = hf.get("feed_forward_proj", "relu")
+  proj = validate.text(validate.get(hf, "feed_forward_proj", where, "relu"), where,
+                       "feed_forward_proj")
   if proj not in T5_FEED_FORWARD:
     raise ConversionError(f"{where}: feed_forward_proj={proj!r}; only 'gated-gelu' (T5 v1.1, "
                           "FLAN-T5) and 'relu' (original T5) are supported")
@@ -60,27 +80,32 @@ def t5_config_from_hf(hf: Mapping[str, Any], where: str = "config.json") -> T5Co
     if hf.get(key, ok) != ok:
       raise ConversionError(f"{where}: {key}={hf[key]!r}; with feed_forward_proj={proj!r} "
                             f"only {ok!r} is supported")
+  layers = _size(hf, "num_layers", "layers", where)
   return T5Config(
-      vocab_size=_need(hf, "vocab_size", where), d_model=_need(hf, "d_model", where),
-      num_heads=_need(hf, "num_heads", where), head_dim=_need(hf, "d_kv", where),
-      d_ff=_need(hf, "d_ff", where), num_encoder_layers=_need(hf, "num_layers", where),
-      num_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
-      relative_buckets=hf.get("relative_attention_num_buckets", 32),
-      relative_max_distance=hf.get("relative_attention_max_distance", 128),
-      norm_eps=hf.get("layer_norm_epsilon", 1e-6),
-      tie_embeddings=_t5_scales_logits(hf), feed_forward=proj)
+      vocab_size=_size(hf, "vocab_size", "vocab_size", where),
+      d_model=_size(hf, "d_model", "d_model", where),
+      num_heads=_size(hf, "num_heads", "heads", where),
+      head_dim=_size(hf, "d_kv", "head_dim", where), d_ff=_size(hf, "d_ff", "d_ff", where),
+      num_encoder_layers=layers,
+      num_decoder_layers=_size(hf, "num_decoder_layers", "layers", where, layers),
+      relative_buckets=_size(hf, "relative_attention_num_buckets", "relative_buckets", where,
+                             32, low=2),
+      relative_max_distance=_size(hf, "relative_attention_max_distance", "positions", where,
+                                  128),
+      norm_eps=_eps(hf, "layer_norm_epsilon", where, 1e-6),
+      tie_embeddings=_t5_scales_logits(hf, where), feed_forward=proj)
 
 
-def _t5_scales_logits(hf: Mapping[str, Any]) -> bool:
+def _t5_scales_logits(hf: Mapping[str, Any], where: str = "config.json") -> bool:
   """T5 v1.0 ties the output projection and rescales by d_model**-0.5; v1.1 does not.
 
   transformers < 5 wrote v1.1 as `tie_word_embeddings: false`; transformers 5
   writes `scale_decoder_outputs: false` and ties the lm_head of freshly built
   models to `shared` (so its tensor may be absent or equal to `shared`).
   """
-  if "scale_decoder_outputs" in hf:
-    return bool(hf["scale_decoder_outputs"])
-  return hf.get("tie_word_embeddings", True) is not False
+  if hf.get("scale_decoder_outputs") is not None:
+    return _flag(hf, "scale_decoder_outputs", where, True)
+  return _flag(hf, "tie_word_embeddings", where, True)
 
 
 # Keys of a RoPE dictionary (`rope_parameters` in transformers 5, `rope_scaling`
@@ -124,19 +149,28 @@ def _rope_from_hf(hf: Mapping[str, Any], where: str) -> dict[str, Any]:
   if len(set(kinds.values())) > 1:
     raise ConversionError(f"{where}: rope_scaling and rope_parameters disagree on the RoPE "
                           f"type ({kinds})")
+  theta_key = next((f"{k}.rope_theta" for k in ("rope_parameters", "rope_scaling")
+                    if "rope_theta" in (hf.get(k) or {})), "rope_theta")
   theta = rope.get("rope_theta", hf.get("rope_theta")) or 10000.0
-  out: dict[str, Any] = {"rope_theta": float(theta)}
+  out: dict[str, Any] = {"rope_theta": validate.number(theta, where, theta_key)}
   if "llama3" in kinds.values():
     key = "rope_parameters" if "rope_parameters" in kinds else "rope_scaling"
     for name, field in _LLAMA3_FIELDS.items():
       if name not in rope:
         raise ConversionError(f"{where}: {key} of rope_type 'llama3' has no {name!r}")
-      out[field] = float(rope[name])
+      out[field] = validate.number(rope[name], where, f"{key}.{name}")
+    if not out["rope_high_freq_factor"] > out["rope_low_freq_factor"]:
+      raise validate.refuse(where, f"{key}.high_freq_factor", f"{out['rope_high_freq_factor']}"
+                            f" is not above low_freq_factor {out['rope_low_freq_factor']}")
     # As transformers: a top-level original_max_position_embeddings comes first.
-    original = (hf.get("original_max_position_embeddings")
-                or rope.get("original_max_position_embeddings")
-                or _need(hf, "max_position_embeddings", where))
-    out.update(rope_type="llama3", rope_original_max_positions=int(original))
+    name, original = "original_max_position_embeddings", hf.get("original_max_position_embeddings")
+    if not original:
+      name, original = f"{key}.{name}", rope.get(name)
+    if not original:
+      name = "max_position_embeddings"
+      original = validate.get(hf, name, where)
+    out.update(rope_type="llama3", rope_original_max_positions=validate.integer(
+        original, where, name, "positions"))
   return out
 
 
@@ -145,32 +179,53 @@ def decoder_config_from_hf(hf: Mapping[str, Any], where: str = "config.json") ->
   for key, ok in (("hidden_act", "silu"),):
     if hf.get(key, ok) != ok:
       raise ConversionError(f"{where}: {key}={hf[key]!r}; only {ok!r} is supported")
-  if hf.get("mlp_bias"):
+  if _flag(hf, "mlp_bias", where, False):
     raise ConversionError(f"{where}: mlp_bias=true is not supported (zoo MLPs have no biases)")
-  if hf.get("use_sliding_window"):
+  if _flag(hf, "use_sliding_window", where, False):
     raise ConversionError(f"{where}: use_sliding_window=true is not supported (full "
                           "attention only)")
-  layer_types = set(hf.get("layer_types") or ()) - {"full_attention"}
+  layer_types = validate.get(hf, "layer_types", where, [])
+  if not isinstance(layer_types, list) or not all(isinstance(t, str) for t in layer_types):
+    raise validate.refuse(where, "layer_types", f"{validate.show(layer_types)} is not a list "
+                          "of strings")
+  layer_types = set(layer_types) - {"full_attention"}
   if layer_types:
     raise ConversionError(f"{where}: layer_types has {sorted(layer_types)}; only "
                           "'full_attention' is supported")
   qwen2 = hf.get("model_type") == "qwen2" or "Qwen2ForCausalLM" in (hf.get("architectures") or [])
-  llama_bias = bool(hf.get("attention_bias")) and not qwen2
-  d = _need(hf, "hidden_size", where)
-  heads = _need(hf, "num_attention_heads", where)
+  llama_bias = _flag(hf, "attention_bias", where, False) and not qwen2
+  vocab = _size(hf, "vocab_size", "vocab_size", where)
+  d = _size(hf, "hidden_size", "d_model", where)
+  heads = _size(hf, "num_attention_heads", "heads", where)
+  kv_heads = _size(hf, "num_key_value_heads", "heads", where, heads)
+  if heads % kv_heads:
+    raise validate.refuse(where, "num_key_value_heads", f"{kv_heads} does not divide "
+                          f"num_attention_heads {heads}")
+  if hf.get("head_dim") is None and d % heads:
+    raise validate.refuse(where, "num_attention_heads", f"{heads} does not divide hidden_size "
+                          f"{d} (and there is no head_dim to say the heads' width)")
   return DecoderConfig(
-      vocab_size=_need(hf, "vocab_size", where), d_model=d, num_heads=heads,
-      num_kv_heads=hf.get("num_key_value_heads") or heads,
-      head_dim=hf.get("head_dim") or d // heads,
-      d_ff=_need(hf, "intermediate_size", where), num_layers=_need(hf, "num_hidden_layers", where),
-      norm_eps=hf.get("rms_norm_eps", 1e-6),
-      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      vocab_size=vocab, d_model=d, num_heads=heads, num_kv_heads=kv_heads,
+      head_dim=_size(hf, "head_dim", "head_dim", where, d // heads),
+      d_ff=_size(hf, "intermediate_size", "d_ff", where),
+      num_layers=_size(hf, "num_hidden_layers", "layers", where),
+      norm_eps=_eps(hf, "rms_norm_eps", where, 1e-6),
+      tie_embeddings=_flag(hf, "tie_word_embeddings", where, False),
       qkv_bias=qwen2 or llama_bias, out_bias=llama_bias, **_rope_from_hf(hf, where))
 
 
 def config_from_hf(hf: Mapping[str, Any], where: str = "config.json"):
-  archs = hf.get("architectures") or []
+  """The zoo config of a Hugging Face config.json (a dictionary), every size checked
+  (module docstring); ConversionError naming the key otherwise."""
+  if not isinstance(hf, Mapping):
+    raise ConversionError(f"{where}: not a JSON object (a {type(hf).__name__})")
+  archs = validate.get(hf, "architectures", where, [])
+  if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+    raise validate.refuse(where, "architectures", f"{validate.show(archs)} is not a list of "
+                          "strings")
   model_type = hf.get("model_type")
+  if model_type is not None:
+    validate.text(model_type, where, "model_type")
   if model_type == "t5" or "T5ForConditionalGeneration" in archs:
     return t5_config_from_hf(hf, where)
   if (model_type in ("llama", "qwen2") or "LlamaForCausalLM" in archs
@@ -189,114 +244,124 @@ def config_from_hf(hf: Mapping[str, Any], where: str = "config.json"):
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-  """One Hugging Face tensor `hf` <-> the zoo parameter at path `zoo`."""
+  """One Hugging Face tensor `hf`, of shape `shape`, <-> the zoo parameter at path `zoo`."""
   hf: str
   zoo: tuple[str, ...]
   to_zoo: Callable[[np.ndarray], np.ndarray]
   to_hf: Callable[[np.ndarray], np.ndarray]
+  shape: tuple[int, ...]
   fallback: Optional[str] = None  # read this tensor when `hf` is absent
 
 
-def _same(hf, zoo, **kw):
-  return Row(hf, zoo, lambda x: x, lambda x: x, **kw)
+def _same(hf, zoo, shape, **kw):
+  return Row(hf, zoo, lambda x: x, lambda x: x, tuple(shape), **kw)
 
 
-def _linear(hf, zoo, **kw):
+def _linear(hf, zoo, out, inp, **kw):
   """torch Linear [out, in] <-> zoo kernel [in, out]."""
-  return Row(hf, zoo, lambda x: x.T, lambda x: x.T, **kw)
+  return Row(hf, zoo, lambda x: x.T, lambda x: x.T, (out, inp), **kw)
 
 
-def _heads_in(hf, zoo, heads, head_dim):
+def _heads_in(hf, zoo, d, heads, head_dim):
   """[H * K, D] <-> [D, H, K] (q, k, v projections)."""
   return Row(hf, zoo, lambda x: x.T.reshape(x.shape[1], heads, head_dim),
-             lambda x: x.reshape(x.shape[0], heads * head_dim).T)
+             lambda x: x.reshape(x.shape[0], heads * head_dim).T, (heads * head_dim, d))
 
 
-def _heads_out(hf, zoo, heads, head_dim):
+def _heads_out(hf, zoo, d, heads, head_dim):
   """[D, H * K] <-> [H, K, D] (output projection)."""
   return Row(hf, zoo, lambda x: x.T.reshape(heads, head_dim, x.shape[0]),
-             lambda x: x.reshape(heads * head_dim, x.shape[2]).T)
+             lambda x: x.reshape(heads * head_dim, x.shape[2]).T, (d, heads * head_dim))
 
 
 def _head_bias(hf, zoo, heads, head_dim):
   """[H * K] <-> [H, K]."""
-  return Row(hf, zoo, lambda x: x.reshape(heads, head_dim), lambda x: x.reshape(-1))
+  return Row(hf, zoo, lambda x: x.reshape(heads, head_dim), lambda x: x.reshape(-1),
+             (heads * head_dim,))
 
 
-def _attention_rows(hf, zoo, names, heads, kv_heads, head_dim, qkv_bias=False,
+def _attention_rows(hf, zoo, names, d, heads, kv_heads, head_dim, qkv_bias=False,
                     out_bias=False):
   q, k, v, o = (f"{hf}.{n}" for n in names)
-  rows = [_heads_in(f"{q}.weight", zoo + ("query",), heads, head_dim),
-          _heads_in(f"{k}.weight", zoo + ("key",), kv_heads, head_dim),
-          _heads_in(f"{v}.weight", zoo + ("value",), kv_heads, head_dim),
-          _heads_out(f"{o}.weight", zoo + ("out",), heads, head_dim)]
+  rows = [_heads_in(f"{q}.weight", zoo + ("query",), d, heads, head_dim),
+          _heads_in(f"{k}.weight", zoo + ("key",), d, kv_heads, head_dim),
+          _heads_in(f"{v}.weight", zoo + ("value",), d, kv_heads, head_dim),
+          _heads_out(f"{o}.weight", zoo + ("out",), d, heads, head_dim)]
   if qkv_bias:
     rows += [_head_bias(f"{q}.bias", zoo + ("query_bias",), heads, head_dim),
              _head_bias(f"{k}.bias", zoo + ("key_bias",), kv_heads, head_dim),
              _head_bias(f"{v}.bias", zoo + ("value_bias",), kv_heads, head_dim)]
   if out_bias:
-    rows.append(_same(f"{o}.bias", zoo + ("out_bias",)))
+    rows.append(_same(f"{o}.bias", zoo + ("out_bias",), (d,)))
   return rows
 
 
-def _mlp_rows(hf, zoo, names=("wi_0", "wi_1", "wo"), zoo_names=("wi_0", "wi_1", "wo")):
-  return [_linear(f"{hf}.{n}.weight", zoo + (z,)) for n, z in zip(names, zoo_names)]
+def _mlp_rows(hf, zoo, d, d_ff, names=("wi_0", "wi_1", "wo"), zoo_names=("wi_0", "wi_1", "wo")):
+  """Every projection [F, D] but the last, [D, F]."""
+  return [_linear(f"{hf}.{n}.weight", zoo + (z,), *((d, d_ff) if n == names[-1] else (d_ff, d)))
+          for n, z in zip(names, zoo_names)]
 
 
 def _t5_mlp_rows(cfg: T5Config, hf, zoo):
   names = ("wi", "wo") if cfg.feed_forward == "relu" else ("wi_0", "wi_1", "wo")
-  return _mlp_rows(f"{hf}.DenseReluDense", zoo + ("mlp",), names, names)
+  return _mlp_rows(f"{hf}.DenseReluDense", zoo + ("mlp",), cfg.d_model, cfg.d_ff, names, names)
 
 
-def _norm(hf, zoo):
-  return _same(hf, zoo + ("scale",))
+def _norm(hf, zoo, d):
+  return _same(hf, zoo + ("scale",), (d,))
 
 
 def t5_rows(cfg: T5Config) -> list[Row]:
-  h, k = cfg.num_heads, cfg.head_dim
+  d, h, k = cfg.d_model, cfg.num_heads, cfg.head_dim
   bb = ("backbone",)
-  rows = [_same("shared.weight", bb + ("token_embed", "embedding")),
+  relpos = (cfg.relative_buckets, h)
+  rows = [_same("shared.weight", bb + ("token_embed", "embedding"), (cfg.vocab_size, d)),
           _same("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                bb + ("encoder_relpos", "rel_embedding")),
+                bb + ("encoder_relpos", "rel_embedding"), relpos),
           _same("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                bb + ("decoder_relpos", "rel_embedding")),
-          _norm("encoder.final_layer_norm.weight", bb + ("encoder_norm",)),
-          _norm("decoder.final_layer_norm.weight", bb + ("decoder_norm",))]
+                bb + ("decoder_relpos", "rel_embedding"), relpos),
+          _norm("encoder.final_layer_norm.weight", bb + ("encoder_norm",), d),
+          _norm("decoder.final_layer_norm.weight", bb + ("decoder_norm",), d)]
   for i in range(cfg.num_encoder_layers):
     p, z = f"encoder.block.{i}.layer", bb + (f"encoder_layer_{i}",)
-    rows += [_norm(f"{p}.0.layer_norm.weight", z + ("pre_attention_norm",)),
-             *_attention_rows(f"{p}.0.SelfAttention", z + ("attention",), "qkvo", h, h, k),
-             _norm(f"{p}.1.layer_norm.weight", z + ("pre_mlp_norm",)),
+    rows += [_norm(f"{p}.0.layer_norm.weight", z + ("pre_attention_norm",), d),
+             *_attention_rows(f"{p}.0.SelfAttention", z + ("attention",), "qkvo", d, h, h, k),
+             _norm(f"{p}.1.layer_norm.weight", z + ("pre_mlp_norm",), d),
              *_t5_mlp_rows(cfg, f"{p}.1", z)]
   for i in range(cfg.num_decoder_layers):
     p, z = f"decoder.block.{i}.layer", bb + (f"decoder_layer_{i}",)
-    rows += [_norm(f"{p}.0.layer_norm.weight", z + ("pre_self_attention_norm",)),
-             *_attention_rows(f"{p}.0.SelfAttention", z + ("self_attention",), "qkvo", h, h, k),
-             _norm(f"{p}.1.layer_norm.weight", z + ("pre_cross_attention_norm",)),
+    rows += [_norm(f"{p}.0.layer_norm.weight", z + ("pre_self_attention_norm",), d),
+             *_attention_rows(f"{p}.0.SelfAttention", z + ("self_attention",), "qkvo", d, h,
+                              h, k),
+             _norm(f"{p}.1.layer_norm.weight", z + ("pre_cross_attention_norm",), d),
              *_attention_rows(f"{p}.1.EncDecAttention", z + ("encoder_decoder_attention",),
-                              "qkvo", h, h, k),
-             _norm(f"{p}.2.layer_norm.weight", z + ("pre_mlp_norm",)),
+                              "qkvo", d, h, h, k),
+             _norm(f"{p}.2.layer_norm.weight", z + ("pre_mlp_norm",), d),
              *_t5_mlp_rows(cfg, f"{p}.2", z)]
   if not cfg.tie_embeddings:
     # transformers 5 may leave out an lm_head equal to `shared`.
-    rows.append(_linear("lm_head.weight", ("lm_head", "kernel"), fallback="shared.weight"))
+    rows.append(_linear("lm_head.weight", ("lm_head", "kernel"), cfg.vocab_size, d,
+                        fallback="shared.weight"))
   return rows
 
 
 def decoder_rows(cfg: DecoderConfig) -> list[Row]:
+  d = cfg.d_model
   bb = ("backbone",)
-  rows = [_same("model.embed_tokens.weight", bb + ("token_embed", "embedding")),
-          _norm("model.norm.weight", bb + ("final_norm",))]
+  rows = [_same("model.embed_tokens.weight", bb + ("token_embed", "embedding"),
+                (cfg.vocab_size, d)),
+          _norm("model.norm.weight", bb + ("final_norm",), d)]
   for i in range(cfg.num_layers):
     p, z = f"model.layers.{i}", bb + (f"layer_{i}",)
-    rows += [_norm(f"{p}.input_layernorm.weight", z + ("pre_attention_norm",)),
+    rows += [_norm(f"{p}.input_layernorm.weight", z + ("pre_attention_norm",), d),
              *_attention_rows(f"{p}.self_attn", z + ("attention",),
-                              ("q_proj", "k_proj", "v_proj", "o_proj"), cfg.num_heads,
+                              ("q_proj", "k_proj", "v_proj", "o_proj"), d, cfg.num_heads,
                               cfg.num_kv_heads, cfg.head_dim, cfg.qkv_bias, cfg.out_bias),
-             _norm(f"{p}.post_attention_layernorm.weight", z + ("pre_mlp_norm",)),
-             *_mlp_rows(f"{p}.mlp", z + ("mlp",), ("gate_proj", "up_proj", "down_proj"))]
+             _norm(f"{p}.post_attention_layernorm.weight", z + ("pre_mlp_norm",), d),
+             *_mlp_rows(f"{p}.mlp", z + ("mlp",), d, cfg.d_ff,
+                        ("gate_proj", "up_proj", "down_proj"))]
   if not cfg.tie_embeddings:
-    rows.append(_linear("lm_head.weight", ("lm_head", "kernel")))
+    rows.append(_linear("lm_head.weight", ("lm_head", "kernel"), cfg.vocab_size, d))
   return rows
 
 
@@ -304,29 +369,37 @@ def rows_of(cfg) -> list[Row]:
   return t5_rows(cfg) if isinstance(cfg, T5Config) else decoder_rows(cfg)
 
 
-def _copies(cfg) -> set[str]:
-  """Tensors Hugging Face may store as copies of another (tied embeddings)."""
-  tied = {"lm_head.weight"} if cfg.tie_embeddings else set()
+def _copies(cfg) -> dict[str, tuple[int, ...]]:
+  """Tensors Hugging Face may store as copies of another (tied embeddings): their shapes."""
+  embedding = (cfg.vocab_size, cfg.d_model)
+  tied = {"lm_head.weight": embedding} if cfg.tie_embeddings else {}
   if isinstance(cfg, T5Config):
-    tied |= {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+    tied.update({"encoder.embed_tokens.weight": embedding,
+                 "decoder.embed_tokens.weight": embedding})
   return tied
 
 
 class _Weights:
-  """Reads named tensors, remembering which were used, so leftovers are reported."""
+  """Reads named tensors, checking each one's shape against its row and remembering
+  which were used, so leftovers are reported."""
 
   def __init__(self, tensors: Mapping[str, np.ndarray], where: str):
     self.tensors = dict(tensors)
     self.used: set[str] = set()
     self.where = where
 
-  def __call__(self, name: str, fallback: Optional[str] = None) -> np.ndarray:
-    if name not in self.tensors and fallback in self.tensors:
-      name = fallback
+  def __call__(self, row: Row) -> np.ndarray:
+    name = row.hf
+    if name not in self.tensors and row.fallback in self.tensors:
+      name = row.fallback
     if name not in self.tensors:
       raise ConversionError(f"{self.where}: missing tensor {name!r}")
     self.used.add(name)
-    return np.asarray(self.tensors[name], dtype=np.float32)
+    x = np.asarray(self.tensors[name], dtype=np.float32)
+    if x.shape != row.shape:
+      raise validate.refuse(self.where, name, f"shape {list(x.shape)}, but the config "
+                            f"implies {list(row.shape)}")
+    return x
 
   def check_all_used(self, ignore=()):
     left = sorted(k for k in self.tensors if k not in self.used and k not in ignore)
@@ -336,7 +409,8 @@ class _Weights:
 
 
 def params_from_hf(tensors: Mapping[str, np.ndarray], cfg, where="weights"):
-  """LanguageModel params (nested dicts of float32 numpy) from HF tensors."""
+  """LanguageModel params (nested dicts of float32 numpy) from HF tensors, each of
+  the shape the config implies (`validate.ModelFileError` naming the tensor)."""
   w = _Weights(tensors, where)
   params: dict[str, Any] = {}
   for row in rows_of(cfg):
@@ -344,7 +418,7 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], cfg, where="weights"):
     node = params
     for name in parents:
       node = node.setdefault(name, {})
-    node[leaf] = row.to_zoo(w(row.hf, row.fallback))
+    node[leaf] = row.to_zoo(w(row))
   w.check_all_used(ignore=_copies(cfg))
   return params
 
@@ -371,46 +445,64 @@ def params_to_hf(params: Mapping[str, Any], cfg, where="params") -> dict[str, np
   return tensors
 
 
-def load_safetensors_dir(hf_dir: str) -> dict[str, np.ndarray]:
-  """All tensors of a Hugging Face model directory (single file or shards)."""
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+def safetensors_files(hf_dir: str) -> list[str]:
+  """The safetensors files of a Hugging Face directory: model.safetensors, or the
+  shards model.safetensors.index.json names (plain names inside the directory)."""
+  from alignment import files as files_lib  # pylint: disable=g-import-not-at-top
   single = os.path.join(hf_dir, "model.safetensors")
   index = os.path.join(hf_dir, "model.safetensors.index.json")
   if os.path.exists(single):
-    files = [single]
-  elif os.path.exists(index):
-    with open(index) as f:
-      files = sorted({os.path.join(hf_dir, v) for v in json.load(f)["weight_map"].values()})
-  else:
+    return [single]
+  if not os.path.exists(index):
     raise ConversionError(f"{hf_dir}: neither model.safetensors nor "
                           "model.safetensors.index.json")
-  tensors: dict[str, np.ndarray] = {}
-  for path in files:
-    try:
-      tensors.update(_load_any_dtype(path, load_file))
-    except Exception as e:  # safetensors raises several types for corrupt files
-      raise ConversionError(f"{path}: cannot read safetensors: {e}") from None
-  return tensors
+  weight_map = validate.read_json(index).get("weight_map")
+  if not isinstance(weight_map, dict) or not weight_map:
+    raise validate.refuse(index, "weight_map", f"{validate.show(weight_map)} is not an object "
+                          "naming each tensor's file")
+  shards = set()
+  for name, shard in weight_map.items():
+    try:  # a shard is a file beside the index, never ../ or /elsewhere
+      shards.add(files_lib.check_name(shard, f"weight_map.{name}"))
+    except files_lib.BadName as e:
+      raise validate.ModelFileError(f"{index}: {e}") from None
+  return sorted(os.path.join(hf_dir, shard) for shard in shards)
 
 
-def _load_any_dtype(path, load_file):
-  try:
-    return load_file(path)
-  except TypeError:  # bfloat16 has no numpy dtype in safetensors.numpy: go through torch
-    from safetensors.torch import load_file as load_torch  # pylint: disable=g-import-not-at-top
-    return {k: v.float().numpy() for k, v in load_torch(path).items()}
+def safetensors_headers(hf_dir: str) -> dict[str, validate.Tensor]:
+  """Every tensor the directory's safetensors files declare, their headers checked
+  (`validate.safetensors_header`); a tensor in two shards is refused."""
+  found: dict[str, validate.Tensor] = {}
+  for path in safetensors_files(hf_dir):
+    if not os.path.isfile(path):
+      raise ConversionError(f"{path}: missing (named by model.safetensors.index.json)")
+    for name, t in validate.safetensors_header(path).items():
+      if name in found:
+        raise validate.refuse(path, name, f"also in {found[name].path}")
+      found[name] = t
+  return found
+
+
+def load_safetensors_dir(hf_dir: str, cfg=None) -> dict[str, np.ndarray]:
+  """All tensors of a Hugging Face directory (single file or shards), as float32.
+
+  Every header is checked first; with `cfg`, so are the tensors' names, shapes and
+  dtypes against what the config implies (`validate.check_tensors`), before any
+  tensor's bytes are read."""
+  found = safetensors_headers(hf_dir)
+  if cfg is not None:
+    rows = rows_of(cfg)
+    validate.check_tensors(found, {r.hf: r.shape for r in rows}, _copies(cfg),
+                           {r.hf: r.fallback for r in rows if r.fallback}, "config.json",
+                           hf_dir)
+  return {name: validate.read_tensor(t) for name, t in found.items()}
 
 
 def convert_dir(hf_dir: str):
   """(zoo config, LanguageModel params as numpy) of a Hugging Face directory."""
   config_path = os.path.join(hf_dir, "config.json")
-  try:
-    with open(config_path) as f:
-      hf = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise ConversionError(f"{config_path}: {e}") from None
-  cfg = config_from_hf(hf, config_path)
-  return cfg, params_from_hf(load_safetensors_dir(hf_dir), cfg, hf_dir)
+  cfg = config_from_hf(validate.read_json(config_path), config_path)
+  return cfg, params_from_hf(load_safetensors_dir(hf_dir, cfg), cfg, hf_dir)
 
 
 def is_token_ids(value) -> bool:
@@ -472,7 +564,7 @@ def main(argv=None) -> int:
   try:
     cfg, params = convert_dir(args.hf_dir)
     save(params, cfg, args.output, args.dtype, tokens=hf_tokens(args.hf_dir))
-  except ConversionError as e:
+  except validate.ModelFileError as e:  # ConversionError is one
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"wrote {args.output}: {cfg.architecture} d_model={cfg.d_model} "
