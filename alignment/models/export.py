@@ -30,6 +30,10 @@ starts every response with it), and the tokenizer is written beside the
 weights so that `AutoTokenizer.from_pretrained(DIR)` reads it: a
 tokenizer.json with its tokenizer_config.json; a SentencePiece model as
 spiece.model for `T5Tokenizer`; the byte vocabulary as `ByT5Tokenizer`.
+An export that cannot be what it says is refused in one line before any
+parameter is read: a model_config.json with sizes that are not positive
+integers under `validate.CEILINGS` (or other fields of the wrong type), or
+one whose shapes disagree with the parameters beside it.
 Training checkpoints (<workdir>/checkpoints) are not accepted:
 they do not record the model config, only its name; use the run's export.
 Only language models export: a preference or reward model's head has no
@@ -46,7 +50,7 @@ from typing import Any, Optional
 import numpy as np
 
 from alignment.data.batches import EOS_ID, PAD_ID
-from alignment.models import convert
+from alignment.models import convert, validate
 from alignment.models.decoder import DecoderConfig
 from alignment.models.t5 import T5Config
 
@@ -233,18 +237,29 @@ def read_lm_as_numpy(path: str):
     raise ExportError(f"{path}: not a params export (no model_config.json); pass a run's "
                       "<workdir>/export, not its checkpoints")
   try:
-    cfg = zoo.load_model_config(config_path)
+    cfg = zoo.load_model_config(config_path)  # its sizes checked: validate.check_model_config
+  except checkpoint.CheckpointError as e:
+    raise ExportError(str(e)) from None
+  try:
     saved = ocp.PyTreeCheckpointer().metadata(
         os.path.join(path, "params")).item_metadata.tree
   except Exception as e:  # pylint: disable=broad-except  (orbax raises many types)
-    raise ExportError(f"{path}: unreadable export: {e}") from None
+    raise ExportError(f"{path}: unreadable export: {_one_line(e)}") from None
   abstract = sharding.strip_boxes(zoo.abstract_params(cfg, "lm"))
-  extra = sorted({jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(saved)}
-                 - {jax.tree_util.keystr(p)
-                    for p, _ in jax.tree_util.tree_leaves_with_path(abstract)})
+  saved_shapes = {jax.tree_util.keystr(p): getattr(m, "shape", None)
+                  for p, m in jax.tree_util.tree_leaves_with_path(saved)}
+  extra = sorted(set(saved_shapes) - {jax.tree_util.keystr(p)
+                                      for p, _ in jax.tree_util.tree_leaves_with_path(abstract)})
   if extra:
     raise ExportError(f"{path}: parameters a language model does not have: {extra[:4]} "
                       "(a preference or reward model? only language models export)")
+  for p, x in jax.tree_util.tree_leaves_with_path(abstract):
+    shape = saved_shapes.get(jax.tree_util.keystr(p))
+    if shape is not None and tuple(shape) != tuple(x.shape):  # before anything is read
+      name = "/".join(str(getattr(k, "key", k)) for k in p)
+      raise ExportError(f"{config_path}: {name}: the config implies shape {list(x.shape)}, "
+                        f"{os.path.join(path, 'params')} holds {list(shape)}: model_config.json "
+                        "does not describe these parameters")
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32, sharding=device),
                         abstract)
@@ -317,7 +332,7 @@ def main(argv=None) -> int:
     tokens, vocab = resolve_tokens(args.params, args.tokenizer)
     cfg, params = read_lm_as_numpy(args.params)
     tokenizer = write_hf_dir(cfg, params, args.output, args.dtype, tokens, vocab)
-  except ExportError as e:
+  except (ExportError, validate.ModelFileError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   ids = ", ".join(f"{k.split('_')[0].upper()} {tokens[k]}" for k in TOKEN_KEYS

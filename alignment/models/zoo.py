@@ -40,7 +40,7 @@ import numpy as np
 from etils import epath
 
 from alignment import checkpoint, sharding
-from alignment.models import heads
+from alignment.models import heads, validate
 from alignment.models.decoder import DecoderConfig
 from alignment.models.t5 import T5Config
 
@@ -165,15 +165,22 @@ def _sharded_abstract_params(model, prompt_len: int, response_len: int, mesh, ru
 
 
 def load_model_config(path: str):
-  """The zoo config written beside an export's parameters (model_config.json)."""
+  """The zoo config written beside an export's parameters (model_config.json), its
+  sizes, flags and dtypes checked before any model is built from it
+  (`validate.check_model_config`); CheckpointError, one line, otherwise."""
   try:
     with epath.Path(path).open() as f:
       d = json.load(f)
     arch = d.pop("architecture")
     cls = {"t5": T5Config, "decoder": DecoderConfig}[arch]
-    return cls(**d)
-  except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    cfg = cls(**d)
+  except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
+          RecursionError) as e:
     raise checkpoint.CheckpointError(f"{path}: not a model config: {e}") from None
+  try:
+    return validate.check_model_config(cfg, path)
+  except validate.ModelFileError as e:
+    raise checkpoint.CheckpointError(str(e)) from None
 
 
 def load_export(path: str, head: str, data_section, mesh, rules):
