@@ -23,10 +23,21 @@ and the tokenizer out (`vocab.token_record`, `alignment.models.export`).
 
 seqio's tf paths (`encode_tf` on a scalar string, `decode_tf` on [L] or
 [B, L] ids) run the same Python tokenizer through `tf.py_function`.
+
+A file that is not a tokenizer.json is refused before `tokenizers` reads it
+(`check_tokenizer_json`), in one line naming the file and field (a ValueError,
+`validate.ModelFileError`): over `MAX_TOKENIZER_BYTES`, not JSON, not an object,
+no `model` object, a model type `tokenizers` does not know, a vocabulary or
+added token whose id is not an integer in [0, `validate.CEILINGS["vocab_size"]`),
+merges that are not pairs of strings, a section of the wrong type; so is a
+tokenizer_config.json beside it that is not a JSON object. What `tokenizers`
+still refuses (or panics on) is one line too, and so is a tokenizer that cannot
+encode `PROBE` (no piece for a character and no unk token). Ids need not be dense: the
+vocabulary's size is one past its largest id, so the model's embedding holds
+every id the tokenizer can give.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
@@ -35,9 +46,19 @@ import seqio
 
 from alignment.data.tf_setup import tf
 
+# The largest tokenizer.json read (checked before reading): Gemma 3's, among the largest
+# released, is 33 MB.
+MAX_TOKENIZER_BYTES = 128 * 2 ** 20
+MODEL_TYPES = ("BPE", "WordPiece", "WordLevel", "Unigram")
+_SECTIONS = ("normalizer", "pre_tokenizer", "post_processor", "decoder", "truncation",
+             "padding")
+
 EOS_NAMES = ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "<|eot_id|>", "<|im_end|>")
 PAD_NAMES = ("<pad>", "[PAD]", "<|pad|>", "<|padding|>")
 CONFIG = "tokenizer_config.json"
+# Encoded once on loading: letters, digits, accents, CJK, an emoji and a control
+# character, which any usable tokenizer encodes (with its unk token if need be).
+PROBE = "Aa 09 é 中 🙂 \x00"
 
 
 def _token_name(value) -> str | None:
@@ -47,22 +68,96 @@ def _token_name(value) -> str | None:
   return value if isinstance(value, str) and value else None
 
 
+def _token_id(value, where: str, field: str) -> int:
+  from alignment.models import validate  # pylint: disable=g-import-not-at-top
+  top = validate.CEILINGS["vocab_size"]
+  if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < top:
+    raise validate.refuse(where, field, f"id {validate.show(value)} is not an integer in "
+                          f"[0, {top}) (alignment.models.validate.CEILINGS['vocab_size'])")
+  return value
+
+
+def check_tokenizer_json(path: str) -> dict:
+  """The parsed tokenizer.json at `path` if it has the shape `tokenizers` reads (module
+  docstring), else `validate.ModelFileError` (a ValueError): `<file>: <field>: <why>`."""
+  from alignment.models import validate  # pylint: disable=g-import-not-at-top
+  tok = validate.read_json(path, MAX_TOKENIZER_BYTES,
+                           "alignment.data.hf_vocab.MAX_TOKENIZER_BYTES")
+  for section in _SECTIONS:
+    if tok.get(section) is not None and not isinstance(tok[section], dict):
+      raise validate.refuse(path, section, f"{validate.show(tok[section])} is not an object")
+  model = tok.get("model")
+  if not isinstance(model, dict):
+    raise validate.refuse(path, "model", "missing" if model is None else
+                          f"{validate.show(model)} is not an object")
+  kind = model.get("type")
+  if kind is not None and kind not in MODEL_TYPES:
+    raise validate.refuse(path, "model.type", f"{validate.show(kind)} is not one of "
+                          f"{', '.join(MODEL_TYPES)}")
+  vocab = model.get("vocab")
+  top = validate.CEILINGS["vocab_size"]
+  if isinstance(vocab, list) and kind in (None, "Unigram"):
+    if len(vocab) > top:
+      raise validate.refuse(path, "model.vocab", f"{len(vocab)} pieces, more than {top}")
+    for i, piece in enumerate(vocab):
+      if (not isinstance(piece, list) or len(piece) != 2 or not isinstance(piece[0], str)
+          or isinstance(piece[1], bool) or not isinstance(piece[1], (int, float))):
+        raise validate.refuse(path, f"model.vocab[{i}]", f"{validate.show(piece)} is not a "
+                              "[piece, score] pair")
+  elif isinstance(vocab, dict):
+    for token, token_id in vocab.items():
+      _token_id(token_id, path, f"model.vocab[{validate.show(token, 40)}]")
+  else:
+    raise validate.refuse(path, "model.vocab", "missing" if vocab is None else
+                          f"{validate.show(vocab)} is not a vocabulary of model type "
+                          f"{validate.show(kind)}")
+  merges = model.get("merges")
+  if merges is not None and (not isinstance(merges, list) or not all(
+      isinstance(m, str) or (isinstance(m, list) and len(m) == 2
+                             and all(isinstance(x, str) for x in m)) for m in merges)):
+    raise validate.refuse(path, "model.merges", "not a list of merges (strings \"a b\" or "
+                          "pairs [\"a\", \"b\"])")
+  added = tok.get("added_tokens")
+  if added is not None and not isinstance(added, list):
+    raise validate.refuse(path, "added_tokens", f"{validate.show(added)} is not a list")
+  for i, token in enumerate(added or ()):
+    if not isinstance(token, dict) or not isinstance(token.get("content"), str):
+      raise validate.refuse(path, f"added_tokens[{i}]", f"{validate.show(token)} is not a "
+                            "token (an object with a string content)")
+    _token_id(token.get("id"), path, f"added_tokens[{i}]")
+  return tok
+
+
+def _from_file(path: str):
+  """`tokenizers.Tokenizer.from_file`, its errors (a Rust panic too) as one line."""
+  from tokenizers import Tokenizer  # pylint: disable=g-import-not-at-top
+  from alignment.models import validate  # pylint: disable=g-import-not-at-top
+  try:
+    return Tokenizer.from_file(path)
+  except (KeyboardInterrupt, SystemExit):
+    raise
+  except BaseException as e:  # pylint: disable=broad-except  (a pyo3 PanicException too)
+    raise validate.ModelFileError(f"{path}: not a Hugging Face tokenizer.json "
+                                  f"({validate.one_line(e)})") from None
+
+
 class HuggingFaceVocabulary(seqio.Vocabulary):
   """seqio.Vocabulary over `tokenizers.Tokenizer.from_file(path)` (module docstring)."""
 
   def __init__(self, path: str):
-    from tokenizers import Tokenizer  # pylint: disable=g-import-not-at-top
+    from alignment.models import validate  # pylint: disable=g-import-not-at-top
     super().__init__(extra_ids=0)
     self.path = os.path.abspath(path)
-    try:
-      self.tokenizer = Tokenizer.from_file(self.path)
-    except Exception as e:  # pylint: disable=broad-except  (tokenizers raises its own)
-      raise ValueError(f"{self.path}: not a Hugging Face tokenizer.json ({e})") from None
+    check_tokenizer_json(self.path)
+    self.tokenizer = _from_file(self.path)
+    self.encode_batch([PROBE])  # a Unigram without unk_id, a WordLevel without [UNK]: refused
+    # One past the largest id: ids need not be dense (module docstring).
+    self._size = max([self.tokenizer.get_vocab_size(with_added_tokens=True) - 1,
+                      *self.tokenizer.get_vocab(with_added_tokens=True).values()]) + 1
     config = {}
     config_path = os.path.join(os.path.dirname(self.path), CONFIG)
     if os.path.exists(config_path):
-      with open(config_path) as f:
-        config = json.load(f)
+      config = validate.read_json(config_path)
     self.config = config  # the tokenizer_config.json beside it ({} if none)
     self._eos_id = self._special(config.get("eos_token"), EOS_NAMES, "eos_token")
     if self._eos_id is None:
@@ -71,6 +166,9 @@ class HuggingFaceVocabulary(seqio.Vocabulary):
     pad = self._special(config.get("pad_token"), (), "pad_token")
     if pad is None and self.tokenizer.padding:
       pad = self.tokenizer.padding.get("pad_id")
+      if pad is not None and not 0 <= pad < self._size:
+        raise validate.refuse(self.path, "padding.pad_id", f"{pad} is past the tokenizer's "
+                              f"{self._size} ids")
     if pad is None:
       pad = self._special(None, PAD_NAMES, "pad_token")
     self.has_pad = pad is not None
@@ -85,8 +183,8 @@ class HuggingFaceVocabulary(seqio.Vocabulary):
     if name is not None:
       token_id = self.tokenizer.token_to_id(name)
       if token_id is None:
-        raise ValueError(f"{self.path}: {CONFIG} names {key} {name!r}, which is not a token "
-                         "of the tokenizer")
+        raise ValueError(f"{self.path}: {CONFIG} names {key} {name[:80]!r}, which is not a "
+                         "token of the tokenizer")
       return token_id
     for candidate in names:
       token_id = self.tokenizer.token_to_id(candidate)
@@ -112,12 +210,22 @@ class HuggingFaceVocabulary(seqio.Vocabulary):
 
   @property
   def _base_vocab_size(self) -> int:
-    return self.tokenizer.get_vocab_size(with_added_tokens=True)
+    return self._size
 
   # -- Python ------------------------------------------------------------------
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-    return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+    """Token ids of texts; a tokenizer that cannot encode one (a character it has no
+    piece for and no unk token) is a ValueError naming the file."""
+    try:
+      encoded = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    except (KeyboardInterrupt, SystemExit):
+      raise
+    except BaseException as e:  # pylint: disable=broad-except  (a pyo3 PanicException too)
+      from alignment.models import validate  # pylint: disable=g-import-not-at-top
+      raise validate.ModelFileError(f"{self.path}: cannot encode text "
+                                    f"({validate.one_line(e)})") from None
+    return [e.ids for e in encoded]
 
   def decode_batch(self, rows: Sequence[Sequence[int]]) -> list[str]:
     """Texts of id rows; special tokens are dropped, ids outside the vocabulary too
