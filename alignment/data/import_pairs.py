@@ -404,8 +404,15 @@ def _parquet_batches(shard: str, columns: Sequence[str]) -> Iterator[list[dict]]
   try:
     reader = pq.ParquetFile(shard)
     names = [n for n in reader.schema_arrow.names if n in columns]
+    start = 0
     for batch in reader.iter_batches(batch_size=PARQUET_BATCH, columns=names):
-      yield batch.to_pylist()
+      try:
+        rows = batch.to_pylist()
+      except UnicodeDecodeError:  # a damaged string page: arrow does not check every one
+        raise BadInput(f"{shard}: not a readable Parquet file (invalid UTF-8 in a text "
+                       f"column, rows {start} to {start + batch.num_rows - 1})") from None
+      start += len(rows)
+      yield rows
   except (pyarrow.ArrowException, OSError) as e:
     reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
     raise BadInput(f"{shard}: not a readable Parquet file ({reason[:160]})") from None

@@ -367,6 +367,11 @@ def test_bad_parquet_rows_and_files_are_named_by_shard_and_row(tmp_path, capsys,
   ]
   garbage = tmp_path / "garbage.parquet"
   garbage.write_bytes(b"PAR1 not really")
+  damaged = tmp_path / "damaged.parquet"  # invalid UTF-8 in a string page (the fuzzer's find)
+  pq.write_table(pa.Table.from_pylist(records[5:8]), damaged, compression="NONE")
+  damaged.write_bytes(damaged.read_bytes().replace(b"Red and blue.", b"Red \xffnd blue.", 1))
+  cases.append((damaged, f"{damaged}: not a readable Parquet file (invalid UTF-8 in a text "
+                "column, rows 0 to 2)"))
   empty = tmp_path / "empty"
   empty.mkdir()
   cases += [(garbage, f"{garbage}: not a readable Parquet file ("),

@@ -11,6 +11,12 @@ nested lists or objects), odd numbers (NaN, 1e400, a 5000-digit integer, 1.0)
 and odd escapes (lone surrogates, NUL). Half the cases write over an earlier
 import with --overwrite. A duplicated key is JSON's: the last one counts.
 
+The chat format gets the same mutations of its seed (tests/fixtures/chat.jsonl,
+every layout) and is imported with a tiny Llama-3-style model
+(tests/hf_tokenizer.py); its mutations also reach the messages' roles and
+contents. Parquet input (chat and jsonl) gets the record mutations that still
+make a Parquet table, or truncation and byte flips and insertions of the file.
+
 The property: exit status 0, and the output directory is complete and its
 records read back as the file's texts and tokens; or exit status 2, one line
 on stderr naming the file (and the line, for a record's error), the output
@@ -30,6 +36,7 @@ import shutil
 import pytest
 
 from alignment.data import import_pairs as ip
+from hf_tokenizer import build_chat_model  # noqa: E402
 
 _TLDR = b'{"info": {"post": "p"}, "summaries": [{"text": "a"}, {"text": "b"}], "choice": '
 _PAIR = b'"prompt": "p", "chosen": "c", "rejected": "r"'
@@ -80,12 +87,14 @@ def test_a_duplicated_long_id_is_named_in_a_short_line(tmp_path, capsys):
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
-SEEDS = {"jsonl": "pairs.jsonl", "tldr": "tldr.jsonl", "hh": "hh.jsonl"}
+SEEDS = {"jsonl": "pairs.jsonl", "tldr": "tldr.jsonl", "hh": "hh.jsonl", "chat": "chat.jsonl"}
+PARQUET_CASES = 150  # per format, of PARQUET_FORMATS
+PARQUET_FORMATS = ("chat", "jsonl")
 CASES = 500  # per format
 MAX_PROMPT, MAX_RESPONSE = 512, 128
 # The fields the importer reads (and list items): most mutations go there.
 READ = {"id", "prompt", "chosen", "rejected", "info", "post", "article", "title", "subreddit",
-        "summaries", "text", "choice"}
+        "summaries", "text", "choice", "role", "content"}
 _HOLE = "\x00HOLE\x00"  # a string value replaced by raw bytes after json.dumps
 
 
@@ -241,12 +250,13 @@ def _snapshot(directory: str) -> dict[str, bytes]:
   return out
 
 
-def _check_case(tmp, fmt: str, index: int, earlier: str) -> tuple[str | None, int]:
+def _check_case(tmp, fmt: str, index: int, earlier: str, model: str,
+                parquet: bool = False) -> tuple[str | None, int]:
   """Runs one case; returns what went wrong (or None) and the exit status."""
-  _, data = _case(fmt, index)
+  data = (_parquet_case if parquet else _case)(fmt, index)[1]
   work = os.path.join(tmp, f"{fmt}{index}")
   os.makedirs(work)
-  src = os.path.join(work, "in.jsonl")
+  src = os.path.join(work, "in.parquet" if parquet else "in.jsonl")
   with open(src, "wb") as f:
     f.write(data)
   out = os.path.join(work, "out")
@@ -257,29 +267,31 @@ def _check_case(tmp, fmt: str, index: int, earlier: str) -> tuple[str | None, in
     before = _snapshot(out)
   err, stdout = io.StringIO(), io.StringIO()
   argv = [f"--input={src}", f"--format={fmt}", f"--output={out}"] + (
-      ["--overwrite"] if overwrite else [])
+      ["--overwrite"] if overwrite else []) + ([f"--vocab={model}"] if fmt == "chat" else [])
   try:
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(stdout):
       rc = ip.main(argv)
   except BaseException as e:  # pylint: disable=broad-except  (the property under test)
     return f"raised {type(e).__name__}: {str(e)[:200]}", -1
-  problem = _check_outcome(src, fmt, out, rc, err.getvalue(), before)
+  problem = _check_outcome(src, fmt, out, rc, err.getvalue(), before, model)
   shutil.rmtree(work)
   return problem, rc
 
 
-def _check_outcome(src, fmt, out, rc, message, before) -> str | None:
+def _check_outcome(src, fmt, out, rc, message, before, model) -> str | None:
   work = os.path.dirname(out)
-  left = sorted(set(os.listdir(work)) - {"in.jsonl", "out"})
+  left = sorted(set(os.listdir(work)) - {os.path.basename(src), "out"})
   if left:
     return f"left beside the output: {left}"
   if rc == 0:
     if message:
       return f"exit 0 with stderr {message[:200]!r}"
-    return _check_imported(src, fmt, out)
+    return _check_imported(src, fmt, out, model)
   if rc != 2 or message.count("\n") != 1:
     return f"exit {rc}, stderr {message[:300]!r}"
-  pattern = rf"import_pairs: error: {re.escape(src)}(:\d+: .+|: no records)\n"
+  where = (r"(: row \d+: .+|: not a readable Parquet file \(.+\)|: no records)"
+           if src.endswith(".parquet") else r"(:\d+: .+|: no records)")
+  pattern = rf"import_pairs: error: {re.escape(src)}{where}\n"
   if not re.fullmatch(pattern, message) or len(message) > len(src) + 400:
     return f"not one clear line naming the file and line: {message[:300]!r}"
   if before is not None and _snapshot(out) != before:
@@ -289,7 +301,20 @@ def _check_outcome(src, fmt, out, rc, message, before) -> str | None:
   return None
 
 
-def _check_imported(src: str, fmt: str, out: str) -> str | None:
+def _expected_ids(fmt: str, r, model: str) -> tuple[list[int], list[int], list[int]]:
+  """What the record's ids must be: the byte vocabulary's (+ its EOS, 1), or for chat
+  the model's template's (tests/data/test_data_chat.py holds those to transformers')."""
+  if fmt != "chat":
+    tokens = ([b + 3 for b in t.encode()] for t in (r.prompt, r.chosen, r.rejected))
+    return next(tokens), next(tokens) + [1], next(tokens) + [1]
+  from alignment.data import chat  # pylint: disable=g-import-not-at-top
+  from alignment.data import vocab as V  # pylint: disable=g-import-not-at-top
+  pair = chat.load_template(V.get_vocabulary(model)).pair_ids(*r.messages, MAX_PROMPT,
+                                                               "error")
+  return pair.prompt, pair.chosen, pair.rejected
+
+
+def _check_imported(src: str, fmt: str, out: str, model: str) -> str | None:
   if not {ip.META, ip.RECORDS} <= set(os.listdir(out)):
     return f"output holds {sorted(os.listdir(out))}"
   meta = ip.read_metadata(out)
@@ -297,33 +322,39 @@ def _check_imported(src: str, fmt: str, out: str) -> str | None:
   rows = _read_back(out)
   if meta["num_records"] != len(rows) or len(rows) != len(expected):
     return f"{len(rows)} records read back, {meta['num_records']} in metadata, {len(expected)} in"
-  eos = 1  # the byte vocabulary's
   for row, r in zip(rows, expected):
     texts = (r.prompt, r.chosen, r.rejected)
     if (row["prompt_text"], row["chosen_text"], row["rejected_text"]) != texts:
-      return f"line {r.line}: texts read back differ"
-    tokens = ([b + 3 for b in t.encode()] for t in texts)
-    p, c, j = next(tokens), next(tokens) + [eos], next(tokens) + [eos]
+      return f"{r.where}: texts read back differ"
+    p, c, j = _expected_ids(fmt, r, model)
     if (row["prompt"], row["chosen"], row["rejected"], row["line"]) != (p, c, j, [r.line]):
-      return f"line {r.line}: tokens read back differ"
+      return f"{r.where}: tokens read back differ"
   return None
 
 
 @pytest.fixture(scope="module")
-def earlier_imports(tmp_path_factory):
+def chat_model(tmp_path_factory):
+  return build_chat_model(str(tmp_path_factory.mktemp("llama3")), "llama3")
+
+
+@pytest.fixture(scope="module")
+def earlier_imports(tmp_path_factory, chat_model):
   """An import of each format's seed file, copied where a case writes over it."""
   root = tmp_path_factory.mktemp("earlier")
   for fmt, seed in SEEDS.items():
     assert ip.main([f"--input={os.path.join(FIXTURES, seed)}", f"--format={fmt}",
-                    f"--output={root / fmt}"]) == 0
+                    f"--output={root / fmt}"] + (
+                        [f"--vocab={chat_model}"] if fmt == "chat" else [])) == 0
   return root
 
 
 @pytest.mark.parametrize("fmt", sorted(SEEDS))
-def test_fuzzed_files_import_whole_or_end_with_one_line(tmp_path, earlier_imports, fmt):
+def test_fuzzed_files_import_whole_or_end_with_one_line(tmp_path, earlier_imports, chat_model,
+                                                        fmt):
   failures, outcomes = [], {0: 0, 2: 0}
   for index in range(CASES):
-    problem, rc = _check_case(str(tmp_path), fmt, index, str(earlier_imports / fmt))
+    problem, rc = _check_case(str(tmp_path), fmt, index, str(earlier_imports / fmt),
+                              chat_model)
     if problem:
       failures.append(f"_case({fmt!r}, {index}) [{_case(fmt, index)[0]}]: {problem}")
     else:
@@ -331,3 +362,68 @@ def test_fuzzed_files_import_whole_or_end_with_one_line(tmp_path, earlier_import
   assert not failures, f"{len(failures)} of {CASES} cases failed:\n" + "\n".join(failures[:40])
   # The mutations are not all fatal, nor all harmless.
   assert outcomes[0] > CASES // 20 and outcomes[2] > CASES // 2, outcomes
+
+
+def _parquet_bytes(records: list) -> bytes | None:
+  """records as a Parquet file, or None where no Parquet table holds them (a column of
+  mixed types)."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  try:
+    table = pa.Table.from_pylist(records)
+  except (pa.ArrowException, TypeError, ValueError, OverflowError):
+    return None
+  sink = io.BytesIO()
+  pq.write_table(table, sink, row_group_size=2)
+  return sink.getvalue()
+
+
+def _parquet_case(fmt: str, index: int) -> tuple[str, bytes]:
+  """The index-th mutated Parquet file of fmt's seed records: a record mutation that a
+  Parquet table can hold, else truncation or byte flips or insertions of the file."""
+  rng = random.Random(f"parquet-{fmt}-{index}")
+  with open(os.path.join(FIXTURES, SEEDS[fmt]), "rb") as f:
+    lines = [l for l in f.read().split(b"\n") if l.strip()]
+  # A Parquet column has one type: the chat records whose fields are all messages, and
+  # ids as text.
+  lines = [json.dumps({k: str(v) if k == "id" else v for k, v in json.loads(l).items()}).encode()
+           for l in lines if not any(isinstance(v, str) for k, v in json.loads(l).items()
+                                     if k != "id" and fmt == "chat")]
+  if rng.random() < 0.6:
+    i = rng.randrange(len(lines))
+    what, line = _mutate_record(rng, lines[i])
+    try:
+      data = _parquet_bytes([json.loads(l) for l in lines[:i] + [line] + lines[i + 1:]])
+    except (ValueError, RecursionError):
+      data = None
+    if data is not None:
+      return f"record {i}: {what}", data
+  data = bytearray(_parquet_bytes([json.loads(l) for l in lines]))
+  kind = rng.choice(["truncate", "flip", "insert"])
+  if kind == "truncate":
+    at = rng.randrange(len(data) + 1)
+    return f"truncated at byte {at}", bytes(data[:at])
+  for _ in range(rng.randint(1, 4)):
+    at = rng.randrange(len(data))
+    if kind == "flip":
+      data[at] = rng.randrange(256)
+    else:
+      data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 3)))
+  return f"bytes {'flipped' if kind == 'flip' else 'inserted'}", bytes(data)
+
+
+@pytest.mark.parametrize("fmt", PARQUET_FORMATS)
+def test_fuzzed_parquet_files_import_whole_or_end_with_one_line(tmp_path, earlier_imports,
+                                                                chat_model, fmt):
+  failures, outcomes = [], {0: 0, 2: 0}
+  for index in range(PARQUET_CASES):
+    problem, rc = _check_case(str(tmp_path), fmt, index, str(earlier_imports / fmt),
+                              chat_model, parquet=True)
+    if problem:
+      failures.append(f"_parquet_case({fmt!r}, {index}) [{_parquet_case(fmt, index)[0]}]: "
+                      f"{problem}")
+    else:
+      outcomes[rc] += 1
+  assert not failures, (f"{len(failures)} of {PARQUET_CASES} cases failed:\n" +
+                        "\n".join(failures[:40]))
+  assert outcomes[0] > PARQUET_CASES // 20 and outcomes[2] > PARQUET_CASES // 4, outcomes
