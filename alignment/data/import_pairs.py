@@ -664,7 +664,7 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
                                "end_of_turn": sorted(counts["end_of_turn"])}
     with open(os.path.join(tmp, META), "w") as f:
       json.dump(meta, f, indent=1, sort_keys=True)
-    files.write_checksums(tmp, [RECORDS, META])
+    files.write_checksums(tmp, [split_file(n) for n in names] + [META])
     faults.hit("import", "", path=os.path.join(tmp, RECORDS))
     _replace_dir(tmp, output_dir)
   except BaseException:
@@ -695,7 +695,7 @@ def read_metadata(directory: str) -> dict:
         "to have it checked)", directory)
   elif bad:
     from alignment.data import tfrecords  # pylint: disable=g-import-not-at-top
-    where = tfrecords.damaged_record(bad[0]) if bad[0].endswith(RECORDS) else ""
+    where = tfrecords.damaged_record(bad[0]) if bad[0].endswith(".tfrecord") else ""
     raise BadInput(f"{bad[0]}: missing or contents do not match {files.CHECKSUMS}{where}: "
                    "the file was truncated or altered; import the pairs again")
   try:

@@ -186,3 +186,23 @@ def test_an_import_without_checksums_is_read_with_a_warning(tmp_path, caplog, mo
   os.remove(os.path.join(out, "SHA256SUMS"))  # as imported before checksums
   assert ip.read_metadata(out)["source_format"] == "hh"
   assert "imported before imports carried checksums: read unverified" in caplog.text
+
+
+def test_held_out_split_files_are_checksummed_too(tmp_path):
+  """SHA256SUMS once listed only pairs.tfrecord and metadata.json: a damaged
+  validation or eval file was read unchecked."""
+  src = tmp_path / "in.jsonl"
+  src.write_text("".join(f'{{"prompt": "p{i}", "chosen": "c", "rejected": "r"}}\n'
+                         for i in range(40)))
+  out = str(tmp_path / "o")
+  ip.import_file(str(src), "jsonl", out, validation_fraction=0.3, eval_fraction=0.3)
+  with open(os.path.join(out, "SHA256SUMS")) as f:
+    listed = sorted(line.split()[1] for line in f)
+  assert listed == ["metadata.json", "pairs-eval.tfrecord", "pairs-validation.tfrecord",
+                    "pairs.tfrecord"]
+  victim = os.path.join(out, "pairs-eval.tfrecord")
+  with open(victim, "r+b") as f:
+    f.truncate(os.path.getsize(victim) - 5)
+  with pytest.raises(ip.BadInput, match=f"^{victim}: missing or contents do not match "
+                     "SHA256SUMS.*\\(truncated;"):
+    ip.read_metadata(out)
