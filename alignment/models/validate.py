@@ -23,7 +23,8 @@ What is refused:
   before any tensor's bytes are read, so a file can cost no more memory than
   its own size;
 - JSON files (config.json, model_config.json, an index of shards) larger than
-  `MAX_JSON_BYTES`, not JSON, or not a JSON object.
+  `MAX_JSON_BYTES`, a safetensors header larger than `MAX_HEADER_BYTES` (both
+  checked before parsing), not JSON, or not a JSON object.
 
 Why these ceilings: each is at least four times the largest released model we
 know of (a 262,144-token vocabulary; width 16,384 and 126 layers in Llama 3.1
@@ -51,8 +52,12 @@ CEILINGS = {
     "relative_buckets": 2 ** 12,  # T5's relative-position buckets
     "positions": 2 ** 24,         # a maximum distance or context length
 }
-MAX_JSON_BYTES = 64 * 2 ** 20      # config.json, model_config.json, index.json
-MAX_HEADER_BYTES = 100_000_000     # the safetensors library's own limit
+# JSON parsed into Python objects can take 20 times its size (a list of distinct
+# integers), so the files read here are bounded before they are parsed: real
+# config.json and model_config.json files are a few KB, an index of shards or a
+# safetensors header of a thousand-layer model (some 15,000 tensors) under 2 MB.
+MAX_JSON_BYTES = 16 * 2 ** 20      # config.json, model_config.json, index.json
+MAX_HEADER_BYTES = 16 * 2 ** 20    # a safetensors header (the format allows 100 MB)
 
 # safetensors dtypes and their sizes in bytes; only the floats are weights.
 SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
@@ -259,9 +264,12 @@ def safetensors_header(path: str) -> dict[str, Tensor]:
         raise refuse(path, "header", f"the file has {size} bytes, fewer than the 8 of the "
                      "header's length")
       n = int.from_bytes(head, "little")
-      if n > MAX_HEADER_BYTES or 8 + n > size:
+      if 8 + n > size:
         raise refuse(path, "header", f"its length says {n} bytes; the file has {size - 8} "
                      "after it")
+      if n > MAX_HEADER_BYTES:
+        raise refuse(path, "header", f"{n} bytes, more than the {MAX_HEADER_BYTES} a header "
+                     "may have here (alignment.models.validate.MAX_HEADER_BYTES)")
       raw = f.read(n)
   except OSError as e:
     raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None

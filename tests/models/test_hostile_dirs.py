@@ -272,6 +272,36 @@ def test_the_loops_loaders_refuse_a_lying_model_config(tmp_path):
     zoo.load_model_config(str(path))
 
 
+def test_a_judge_with_a_lying_export_is_one_line_from_main(tmp_path):
+  """The proxy PM's loader refuses before it builds a model, mesh or data, and
+  `alignment.main` prints the refusal as one line."""
+  from alignment import judges, main  # pylint: disable=g-import-not-at-top
+  hf_dir = write_hf_dir(tmp_path / "hf", LLAMA)
+  assert _convert(hf_dir, tmp_path / "pm")[0] == 0
+  config_path = tmp_path / "pm" / "model_config.json"
+  config_path.write_text(json.dumps(dict(json.loads(config_path.read_text()),
+                                         d_model=1_000_000)))
+  with pytest.raises(Exception) as e:
+    judges.load_model_judge(str(tmp_path / "pm"), None, None, None)
+  line = main.error_line(e.value)
+  assert line == (f"error: {config_path}: d_model: 1000000 is above the ceiling 65536 "
+                  "(alignment.models.validate.CEILINGS['d_model']: raise it there for a "
+                  "larger real model)"), line
+
+
+def test_a_header_past_its_ceiling_is_refused_before_parsing(tmp_path, monkeypatch):
+  hf_dir = write_hf_dir(tmp_path / "hf", T5)
+  monkeypatch.setattr(validate, "MAX_HEADER_BYTES", 100)
+  rc, _, err = _convert(hf_dir, tmp_path / "out")
+  assert rc == 2 and one_line(err, os.path.join(hf_dir, "model.safetensors")), err
+  assert re.search(r"header: \d+ bytes, more than the 100 a header may have here "
+                   r"\(alignment.models.validate.MAX_HEADER_BYTES\)", err), err
+  monkeypatch.setattr(validate, "MAX_JSON_BYTES", 100)
+  rc, _, err = _convert(hf_dir, tmp_path / "out")
+  assert rc == 2 and re.search(r"config.json: \d+ bytes, more than the 100 this file may "
+                               r"have \(alignment.models.validate.MAX_JSON_BYTES\)", err), err
+
+
 def test_shards_stay_in_their_directory(tmp_path):
   hf_dir = write_hf_dir(tmp_path / "hf", LLAMA)
   os.rename(os.path.join(hf_dir, "model.safetensors"), os.path.join(hf_dir, "a.safetensors"))
