@@ -9,7 +9,8 @@ command-line tools print it as `error: ...` and exit with status 2.
 
 What is refused:
 - a size that is not an integer (a float, a string, a bool, null), is below 1
-  (0 or negative) or above its ceiling in `CEILINGS`; a norm epsilon, RoPE
+  (0 or negative; 2 for T5's relative buckets) or above its ceiling in
+  `CEILINGS`; a norm epsilon, RoPE
   theta or factor that is not a finite number in its range;
 - attention that cannot be laid out: a width that the head count does not
   divide (a Llama config.json without head_dim), key/value heads that do not
@@ -20,18 +21,19 @@ What is refused:
   the file, overlap another tensor's or do not hold the declared shape; a
   tensor the config does not imply, a missing one, one of another shape or of
   a dtype that is not a float (F32, BF16, F16, F64): all from the header,
-  before any tensor's bytes are read, so a file can cost no more memory than
-  its own size;
+  before any tensor's bytes are read, so what is then read is bounded by the
+  file's own size (twice it at most, a BF16 file held as float32);
 - JSON files (config.json, model_config.json, an index of shards) larger than
   `MAX_JSON_BYTES`, a safetensors header larger than `MAX_HEADER_BYTES` (both
   checked before parsing), not JSON, or not a JSON object.
 
 Why these ceilings: each is at least four times the largest released model we
 know of (a 262,144-token vocabulary; width 16,384 and 126 layers in Llama 3.1
-405B; d_ff 65,536 in T5 11B; head width 256), so no real model is refused,
-while a config.json that claims a million-wide model over a tiny model's
-tensors stops here instead of in a traceback from a jitted call. A larger
-model raises the ceiling in `CEILINGS`; the refusal says where.
+405B; d_ff 65,536 and 128 heads in T5 11B; head width 256; a 10M-token context
+in Llama 4 Scout), so no real model is refused, while a config.json that
+claims a million-wide model over a tiny model's tensors stops here instead of
+in a traceback from a jitted call. A larger model raises the ceiling in
+`CEILINGS`; the refusal says where.
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ CEILINGS = {
     "heads": 2 ** 12,             # 4,096 (query or key/value heads)
     "head_dim": 2 ** 12,
     "relative_buckets": 2 ** 12,  # T5's relative-position buckets
-    "positions": 2 ** 24,         # a maximum distance or context length
+    "positions": 2 ** 26,         # a maximum distance or context length
 }
 # JSON parsed into Python objects can take 20 times its size (a list of distinct
 # integers), so the files read here are bounded before they are parsed: real
