@@ -8,9 +8,10 @@
 Input: JSON Lines (one JSON object per line; blank lines are skipped), or
 Parquet: a FILE ending in .parquet or a DIR of *.parquet shards (read in
 sorted order; not its subdirectories), read PARQUET_BATCH rows at a time and
-only the columns the format reads, so memory stays bounded; a row is the JSON
-object its columns make, a null field an absent one. Records are read,
-tokenized and written CHUNK at a time.
+only the columns the format reads (pyarrow holds at most a row group of
+those), so memory stays bounded however many rows the files hold; a row is
+the JSON object its columns make, a null field an absent one. Records are
+read, tokenized and written CHUNK at a time.
 
 Formats:
   jsonl  {"prompt": str, "chosen": str, "rejected": str, "id"?: str|int}
@@ -122,7 +123,7 @@ FORMATS = ("jsonl", "tldr", "hh", "chat")
 COLUMNS = {"jsonl": ("id", "prompt", "chosen", "rejected"), "tldr": ("info", "summaries", "choice"),
            "hh": ("id", "chosen", "rejected"), "chat": ("id", "prompt", "chosen", "rejected")}
 CHAT_ROLES = ("system", "user", "assistant")
-PARQUET_BATCH = 256  # rows read at a time: memory stays bounded by the largest batch
+PARQUET_BATCH = 256  # rows turned into Python objects at a time
 CHUNK = 512  # records tokenized together (batched encoding), then written
 HH_MARKER = "\n\nAssistant:"
 META = "metadata.json"
@@ -402,17 +403,17 @@ def _parquet_batches(shard: str, columns: Sequence[str]) -> Iterator[list[dict]]
   import pyarrow  # pylint: disable=g-import-not-at-top
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
   try:
-    reader = pq.ParquetFile(shard)
-    names = [n for n in reader.schema_arrow.names if n in columns]
-    start = 0
-    for batch in reader.iter_batches(batch_size=PARQUET_BATCH, columns=names):
-      try:
-        rows = batch.to_pylist()
-      except UnicodeDecodeError:  # a damaged string page: arrow does not check every one
-        raise BadInput(f"{shard}: not a readable Parquet file (invalid UTF-8 in a text "
-                       f"column, rows {start} to {start + batch.num_rows - 1})") from None
-      start += len(rows)
-      yield rows
+    with pq.ParquetFile(shard) as reader:
+      names = [n for n in reader.schema_arrow.names if n in columns]
+      start = 0
+      for batch in reader.iter_batches(batch_size=PARQUET_BATCH, columns=names):
+        try:
+          rows = batch.to_pylist()
+        except UnicodeDecodeError:  # a damaged string page: arrow does not check every one
+          raise BadInput(f"{shard}: not a readable Parquet file (invalid UTF-8 in a text "
+                         f"column, rows {start} to {start + batch.num_rows - 1})") from None
+        start += len(rows)
+        yield rows
   except (pyarrow.ArrowException, OSError) as e:
     reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
     raise BadInput(f"{shard}: not a readable Parquet file ({reason[:160]})") from None

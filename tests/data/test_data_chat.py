@@ -235,6 +235,24 @@ def test_parquet_is_read_in_batches_of_the_read_columns_only(tmp_path, monkeypat
                    (ip.PARQUET_BATCH, ["chosen", "prompt", "rejected"])]
 
 
+def test_a_chat_import_is_a_task_like_any_other(tmp_path, llama):
+  from alignment.data import pipeline  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / "out")
+  assert _import(CHAT, out, llama, "--validation_fraction=0.4") == 0
+  name = ip.register_imported(out)
+  assert ip.read_metadata(out)["splits"] == {"train": 4, "validation": 1}
+  for split in ("train", "validation"):
+    rec = pipeline.load_records(name, split, "pairs", 512, 128, process_index=0,
+                                process_count=1)
+    sft = pipeline.load_records(name + "_sft", split, "sft", 512, 128, process_index=0,
+                                process_count=1)
+    real = lambda key: sorted(list(row[mask == 1]) for row, mask in zip(rec[key],
+                                                                      rec[key + "_mask"]))
+    for key in ("prompt", "chosen", "rejected"):
+      assert real(key) == sorted(r[key] for r in _rows(out, split)), (split, key)
+    assert (sft["response"] == rec["chosen"]).all()
+
+
 # ---------------------------------------------------------------------------
 # Lengths
 # ---------------------------------------------------------------------------
