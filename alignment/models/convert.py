@@ -31,7 +31,6 @@ back out with `params_to_hf`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from typing import Any, Callable, Mapping, Optional
@@ -521,19 +520,15 @@ def hf_tokens(hf_dir: str) -> dict:
     path = os.path.join(hf_dir, name)
     if not os.path.exists(path):
       continue
-    try:
-      with open(path) as f:
-        hf = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-      raise ConversionError(f"{path}: {e}") from None
+    hf = validate.read_json(path)  # bounded, one line if not a JSON object
     for key in ("eos_token_id", "pad_token_id", "bos_token_id"):
-      value = hf.get(key) if isinstance(hf, dict) else None
+      value = hf.get(key)
       if isinstance(value, int) and not isinstance(value, bool) and value < 0:
         value = None
       if value is not None:
         if not is_token_ids(value):
           raise ConversionError(f"{path}: {key} must be a token id or a list of them, "
-                                f"not {value!r}")
+                                f"not {validate.show(value)}")
         record[key] = value
   tokenizer = os.path.join(hf_dir, "tokenizer.json")
   record["vocabulary"] = os.path.abspath(tokenizer) if os.path.exists(tokenizer) else None

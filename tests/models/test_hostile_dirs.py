@@ -10,8 +10,9 @@ hold), not JSON or not an object; the file truncated; tensors whose shapes
 are swapped or transposed, missing, extra or duplicated; a tensor rewritten
 in another float dtype (harmless); shards with an index naming files outside
 the directory, missing, or the same tensor twice; the vocabulary resized
-consistently (harmless). `MODEL_CASES` of each (400 in all) go through the
-command, `convert.main([...])`, in this process.
+consistently (harmless); a generation_config.json with odd special ids.
+`MODEL_CASES` of each (400 in all) go through the command,
+`convert.main([...])`, in this process.
 
 The property: exit status 0, nothing on stderr and a complete export; or exit
 status 2, one line `error: <a path in the case's directory>: ...` of at most
@@ -511,6 +512,13 @@ def _mutate_dir(rng, hf_dir, first=True):
     with open(config_path, "w") as f:
       json.dump(config, f)
     return what
+  if kind == "config file" and rng.random() < 0.3:  # read for the special ids
+    raw = rng.choice([b"[]", b"{", b'{"eos_token_id": "x"}', b'{"eos_token_id": [1, -2]}',
+                      b'{"pad_token_id": 1e30}', b'{"eos_token_id": [' + b"1, " * 10_000 + b'1]}',
+                      b'{"eos_token_id": [1, 2], "pad_token_id": -1}'])
+    with open(os.path.join(hf_dir, "generation_config.json"), "wb") as f:
+      f.write(raw)
+    return f"generation_config.json {raw[:24]!r}"
   if kind == "config file":
     raw = rng.choice([b"", b"[]", b"null", b"{", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000,
                       b'{"model_type": "t5", "d_model": ' + b"1" * 5000 + b"}"])
