@@ -19,10 +19,11 @@ make a Parquet table, or truncation and byte flips and insertions of the file.
 
 The property: exit status 0, and the output directory is complete and its
 records read back as the file's texts and tokens; or exit status 2, one line
-on stderr naming the file (and the line, for a record's error), the output
-directory absent or the earlier import byte for byte intact, nothing left
-beside it. Cases are seeded by (format, index): a failure names its
-mutations, and `_case(fmt, index)` rebuilds it. The inputs that broke the
+on stderr naming the file (and the line, or the Parquet row, for a record's
+error), the output directory absent or the earlier import byte for byte
+intact, nothing left beside it. Cases are seeded by (format, index): a
+failure names its mutations, and `_case(fmt, index)` (`_parquet_case` for
+Parquet) rebuilds it. The inputs that broke the
 importer once are kept as named cases first.
 """
 import contextlib
