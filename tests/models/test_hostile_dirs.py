@@ -273,6 +273,13 @@ def test_the_loops_loaders_refuse_a_lying_model_config(tmp_path):
     zoo.load_model_config(str(path))
 
 
+def test_no_zoo_model_is_past_a_ceiling():
+  from alignment.models import zoo  # pylint: disable=g-import-not-at-top
+  for name in zoo.names():
+    validate.check_model_config(zoo.get(name), name)
+    validate.check_model_config(zoo.get(name, dtype="bfloat16", remat=True), name)
+
+
 def test_a_judge_with_a_lying_export_is_one_line_from_main(tmp_path):
   """The proxy PM's loader refuses before it builds a model, mesh or data, and
   `alignment.main` prints the refusal as one line."""
