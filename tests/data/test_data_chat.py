@@ -213,6 +213,9 @@ def test_ultrafeedback_style_parquet_shards_import_to_apply_chat_template_ids(
   first = json.loads(rows[0]["prompt_text"])
   assert first == records[0]["chosen"][:-1]  # the shared prefix: system .. last user turn
   assert ip.read_metadata(out)["num_records"] == 10
+  one = str(tmp_path / "one")  # a single Parquet file reads as its shard did
+  assert _import(tmp_path / "data" / "train-00000-of-00003.parquet", one, llama) == 0
+  assert _rows(one) == rows[:5]
 
 
 def test_parquet_is_read_in_batches_of_the_read_columns_only(tmp_path, monkeypatch):
