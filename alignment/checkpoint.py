@@ -242,7 +242,8 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
   try:
     saved = ckpt.metadata(item_dir).item_metadata.tree
   except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f"{item_dir}: unreadable checkpoint metadata: {e}") from None
+    raise CheckpointError(f"{item_dir}: unreadable checkpoint metadata: "
+                          f"{_one_line(e, 500)}") from None
   _check_shapes(saved, abstract_params, item_dir, prefix)
   restore_args = jax.tree.map(
       lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding, dtype=x.dtype), target)
@@ -251,8 +252,14 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
         item=target, restore_args=restore_args, partial_restore=True))
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f"{item_dir}: cannot restore parameters: {type(e).__name__}: "
-                          f"{str(e)[:500]}") from None
+                          f"{_one_line(e, 500)}") from None
   return out if prefix == "" else out["params"]
+
+
+def _one_line(e: BaseException, limit: int) -> str:
+  """An error's text on one line (orbax's span several), cut to `limit` characters."""
+  text = " ".join(str(e).split())
+  return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _restorer(abstract_params) -> ocp.Checkpointer:
