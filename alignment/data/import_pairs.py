@@ -117,6 +117,7 @@ import tempfile
 from typing import Any, Iterator, Sequence
 
 from alignment import faults, files
+from alignment import files as files_lib  # register_imported has a local `files`
 
 FORMATS = ("jsonl", "tldr", "hh", "chat")
 # The fields each format reads: the Parquet columns read (the others are never loaded).
@@ -628,6 +629,11 @@ def import_file(input_path: str, fmt: str, output_dir: str, *, vocab: str = "byt
   from alignment.data import tf_setup  # noqa: F401
   _check_options(fmt, on_long, max_prompt_tokens, max_response_tokens, validation_fraction,
                  eval_fraction)
+  if name is not None:  # a task name (seqio's registry, caches): one plain name, never a path
+    try:
+      files.check_name(name, "--name")
+    except files.BadName as e:
+      raise BadInput(str(e)) from None
   output_dir = os.path.abspath(output_dir)
   if os.path.exists(output_dir) and not overwrite:
     raise BadInput(f"{output_dir}: exists already (pass --overwrite to replace it)")
@@ -718,7 +724,12 @@ def register_imported(directory: str, name: str | None = None) -> str:
   from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   from alignment.data.tf_setup import tf  # pylint: disable=g-import-not-at-top
   meta = read_metadata(directory)
+  what = "name" if name else f"{directory}/metadata.json: name"
   name = name or meta["name"]
+  try:  # a metadata.json from elsewhere names the task too
+    files_lib.check_name(name, what)
+  except files_lib.BadName as e:
+    raise BadInput(str(e)) from None
   spec = {k: tf.io.RaggedFeature(tf.int64) for k in ("prompt", "chosen", "rejected")}
   spec.update({"id": tf.io.FixedLenFeature([], tf.string),
                "line": tf.io.FixedLenFeature([], tf.int64)})

@@ -229,3 +229,21 @@ def test_each_format_reads_the_same_from_parquet(tmp_path, fmt, file):
   assert got == want and [r.line for r in ip.read_records(src, fmt)] == list(range(len(want)))
   meta = ip.import_file(src, fmt, str(tmp_path / "out"))
   assert meta["num_records"] == len(want) and meta["source"] == src
+
+
+@pytest.mark.parametrize("name", ["../escape", "/tmp/abs", "a/b", "..", "x\n"])
+def test_a_name_that_is_a_path_is_refused_before_anything_is_written(tmp_path, capsys, name):
+  out = tmp_path / "o"
+  assert ip.main([f"--input={os.path.join(FIXTURES, 'pairs.jsonl')}", "--format=jsonl",
+                  f"--output={out}", f"--name={name}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "--name" in err[0] and "Traceback" not in err[0], err
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_task_name_that_is_a_path_is_refused(tmp_path):
+  out = str(tmp_path / "o")
+  ip.import_file(os.path.join(FIXTURES, "pairs.jsonl"), "jsonl", out, name="fine")
+  assert ip.register_imported(out) == "fine"
+  with pytest.raises(ip.BadInput, match=r"^name: '\.\./x': has a path separator"):
+    ip.register_imported(out, name="../x")
