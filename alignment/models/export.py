@@ -240,9 +240,9 @@ def read_lm_as_numpy(path: str):
     cfg = zoo.load_model_config(config_path)  # its sizes checked: validate.check_model_config
   except checkpoint.CheckpointError as e:
     raise ExportError(str(e)) from None
-  try:
+  try:  # orbax reads absolute paths only (a relative one ends in "'NoneType' ... 'tree'")
     saved = ocp.PyTreeCheckpointer().metadata(
-        os.path.join(path, "params")).item_metadata.tree
+        os.path.join(checkpoint.absolute(path), "params")).item_metadata.tree
   except Exception as e:  # pylint: disable=broad-except  (orbax raises many types)
     raise ExportError(f"{path}: unreadable export: {_one_line(e)}") from None
   abstract = sharding.strip_boxes(zoo.abstract_params(cfg, "lm"))

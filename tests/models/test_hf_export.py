@@ -272,3 +272,13 @@ def test_export_errors_are_one_line(tmp_path, capsys):
   assert sorted(os.listdir(tmp_path)) == ["bad", "pm"]  # nothing half-written
   with pytest.raises(export.ExportError, match="out_bias without qkv_bias"):
     export.config_to_hf(zoo.get("llama-nano", out_bias=True))
+
+
+def test_a_relative_params_path_exports(tmp_path, monkeypatch):
+  """README's `--params=runs/online/export` as written, from the directory holding
+  it: orbax wants absolute paths, so export makes them (issue 26.6)."""
+  cfg = zoo.get("llama-nano", vocab_size=16)
+  checkpoint.export_params(_random_params(cfg, 1), cfg, str(tmp_path / "runs/online/export"))
+  monkeypatch.chdir(tmp_path)
+  assert export.main(["--params=runs/online/export", "--output=hf_policy"]) == 0
+  assert os.path.exists(tmp_path / "hf_policy" / "model.safetensors")
