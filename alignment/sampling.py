@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import functools
 from typing import Any, Optional
 
 import flax.struct
@@ -74,6 +75,10 @@ class SamplingConfig:
   cache_dtype: key/value cache dtype, "float32" or "bfloat16".
   eos_id: a row stops after emitting it; None never stops (benchmarks). The
     vocabulary's (`vocab.sampling_ids`): 1 for the package's, 128001 for Llama 3.
+    Several ids (a list or tuple, as Llama 3.1 Instruct's generation_config.json
+    ships [128001, 128008, 128009]): a row stops at the first of any of them.
+    A list is kept as a tuple (the config is hashable); one id in a list is
+    that id.
   pad_id: never drawn (a response holds real tokens only); None when the
     vocabulary has no padding token (Llama 3's id 0 is "!", a real token).
   vocab_size: ids >= vocab_size are never drawn (the rows of a padded output
@@ -89,7 +94,7 @@ class SamplingConfig:
   greedy: bool = False
   num_samples: int = 1
   cache_dtype: str = "float32"
-  eos_id: Optional[int] = EOS_ID
+  eos_id: Optional[int | tuple[int, ...]] = EOS_ID
   pad_id: Optional[int] = PAD_ID
   vocab_size: Optional[int] = None
 
@@ -115,9 +120,14 @@ class SamplingConfig:
       fail("cache_dtype", "must be 'float32' or 'bfloat16'")
     if self.pad_id is not None and (not is_int(self.pad_id) or self.pad_id < 0):
       fail("pad_id", "must be None or a token id >= 0")
-    if self.eos_id is not None and (not is_int(self.eos_id) or self.eos_id < 0
-                                    or self.eos_id == self.pad_id):
-      fail("eos_id", f"must be None or a token id >= 0 other than pad_id={self.pad_id}")
+    if isinstance(self.eos_id, (list, tuple)):
+      ids = tuple(self.eos_id)
+      object.__setattr__(self, "eos_id", ids[0] if len(ids) == 1 else ids)
+    ids = self.eos_id if isinstance(self.eos_id, tuple) else (self.eos_id,)
+    if self.eos_id is not None and (not ids or any(
+        not is_int(i) or i < 0 or i == self.pad_id for i in ids)):
+      fail("eos_id", "must be None, a token id >= 0 or a non-empty list of them, none "
+           f"equal to pad_id={self.pad_id}")
     if self.vocab_size is not None and (not is_int(self.vocab_size) or self.vocab_size < 2):
       fail("vocab_size", "must be None or an integer >= 2 (PAD and at least one token)")
 
@@ -270,7 +280,9 @@ def _write(carry: _Carry, key: Array, config: SamplingConfig) -> _Carry:
   put = lambda buf, col: jax.lax.dynamic_update_slice_in_dim(
       buf, col[:, None].astype(buf.dtype), carry.t, axis=1)
   done = carry.done
-  if config.eos_id is not None:
+  if isinstance(config.eos_id, tuple):
+    done = done | functools.reduce(jnp.logical_or, [token == i for i in config.eos_id])
+  elif config.eos_id is not None:
     done = done | (token == config.eos_id)
   return carry.replace(
       tokens=put(carry.tokens, token), mask=put(carry.mask, alive),

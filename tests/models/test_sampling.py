@@ -253,6 +253,29 @@ def test_eos_stops_each_row_and_pads_after(eos_id, pad_id):
   assert ((out.tokens == PAD_ID) & (out.mask == 1)).any() == (pad_id is None)
 
 
+def test_any_of_several_eos_ids_stops_a_row():
+  """eos_id as a list (Llama 3.1 Instruct's generation_config): a row ends at the
+  first of any of them; with one of them alone, the rows it does not end run on
+  exactly as before (the same key, the same tokens up to the stop)."""
+  model, params = _init(zoo.get("llama-nano", vocab_size=16))
+  prompt, pmask = hf_models.ragged(np.random.default_rng(2), 8, 5, 16, left=True)
+  run = lambda eos: jax.device_get(sampling.Sampler(model, sampling.SamplingConfig(
+      max_new_tokens=12, num_samples=4, eos_id=eos))(params, PromptBatch(prompt, pmask),
+                                                     jax.random.key(0)))
+  assert sampling.SamplingConfig(eos_id=[3]).eos_id == 3
+  with pytest.raises(sampling.SamplingConfigError, match="eos_id"):
+    sampling.SamplingConfig(eos_id=[3, PAD_ID])
+  one, both = run(3), run([3, 7])
+  assert sampling.SamplingConfig(eos_id=[3, 7]).eos_id == (3, 7)
+  stopped_by_7 = 0
+  for a, b, la, lb in zip(one.tokens, both.tokens, one.lengths, both.lengths):
+    stop = np.flatnonzero(np.isin(a[:la], [3, 7]))
+    end = stop[0] + 1 if stop.size else la
+    assert lb == end and (b[:lb] == a[:lb]).all() and (b[lb:] == PAD_ID).all()
+    stopped_by_7 += lb < la and b[lb - 1] == 7
+  assert stopped_by_7 > 0  # the second id did stop rows the first alone did not
+
+
 @pytest.mark.parametrize("greedy", [False, True])
 def test_never_draws_padding_or_ids_past_the_vocabulary(greedy):
   """A model whose output layer is wider than its vocabulary (the rounded-up size
