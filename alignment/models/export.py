@@ -28,7 +28,11 @@ no BOS), said on the output line. The ids go into
 config.json and generation_config.json (T5's decoder start stays 0: the model
 starts every response with it), and the tokenizer is written beside the
 weights so that `AutoTokenizer.from_pretrained(DIR)` reads it: a
-tokenizer.json with its tokenizer_config.json; a SentencePiece model as
+tokenizer.json with its tokenizer_config.json and the chat template
+(chat_template.jinja beside the source's tokenizer.json, or the
+"chat_template" of its tokenizer_config.json), and every EOS id of the
+record (a list stays a list) in generation_config.json, so that
+`apply_chat_template` + `generate` stop where our sampler does; a SentencePiece model as
 spiece.model for `T5Tokenizer`; the byte vocabulary as `ByT5Tokenizer`.
 An export that cannot be what it says is refused in one line before any
 parameter is read: a model_config.json with sizes that are not positive
@@ -209,7 +213,13 @@ def write_tokenizer(vocab, out) -> str:
     config = dict(own, **{k: v for k, v in config.items() if v is not None})
     files.write_json(os.path.join(out, hf_vocab.CONFIG),
                      {k: v for k, v in config.items() if v is not None})
-    return "tokenizer.json"
+    # The chat template travels too: transformers 5 keeps it in chat_template.jinja
+    # beside tokenizer.json (tokenizer_config.json's "chat_template" came with `own`).
+    template = os.path.join(os.path.dirname(vocab.path), "chat_template.jinja")
+    if os.path.exists(template):
+      shutil.copyfile(template, os.path.join(out, "chat_template.jinja"))
+      return "tokenizer.json, chat_template.jinja"
+    return "tokenizer.json" + (", its chat template" if own.get("chat_template") else "")
   if isinstance(vocab, seqio.ByteVocabulary):
     files.write_json(os.path.join(out, hf_vocab.CONFIG),
                      {"tokenizer_class": "ByT5Tokenizer", "extra_ids": 0})

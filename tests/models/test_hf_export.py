@@ -282,3 +282,46 @@ def test_a_relative_params_path_exports(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert export.main(["--params=runs/online/export", "--output=hf_policy"]) == 0
   assert os.path.exists(tmp_path / "hf_policy" / "model.safetensors")
+
+
+def test_chat_template_and_eos_list_travel_so_generate_stops_where_we_do(tmp_path):
+  """A tiny Llama chat model (its template in chat_template.jinja, two EOS ids in
+  generation_config.json, as Llama 3.1 Instruct) -> convert -> export ->
+  from_pretrained: apply_chat_template + greedy generate gives our greedy
+  sampler's tokens and stops at the same EOS (issue 26.3)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from alignment import generate, sampling  # pylint: disable=g-import-not-at-top
+  from hf_tokenizer import LLAMA3_TEMPLATE, build_chat_model  # pylint: disable=g-import-not-at-top
+  src = tmp_path / "src"
+  build_chat_model(str(src), chat_template=None)
+  (src / "chat_template.jinja").write_text(LLAMA3_TEMPLATE)
+  tok = transformers.AutoTokenizer.from_pretrained(src)
+  eot = tok.convert_tokens_to_ids("<|eot_id|>")
+  hf = hf_models.tiny_hf_llama(seed=3, vocab=len(tok), pad_token_id=None, eos_token_id=eot)
+  hf.save_pretrained(src)
+  messages = [{"role": "user", "content": "ana rome . ben cat ."}]
+  prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True,
+                                        return_dict=True)["input_ids"])
+  cfg, params = convert.convert_dir(str(src))
+  free = generate.generate(cfg, params, [prompt], sampling.SamplingConfig(
+      max_new_tokens=8, greedy=True, eos_id=eot, pad_id=None))
+  second = int(free.tokens[0, 2])  # greedy decoding's third token: the second EOS id
+  hf.generation_config.eos_token_id = [eot, second]
+  hf.generation_config.save_pretrained(src)
+  assert convert.main(["--hf_dir", str(src), "--output", str(tmp_path / "zoo")]) == 0
+  assert _export_cli(tmp_path / "zoo", tmp_path / "hf") == 0
+  assert (tmp_path / "hf" / "chat_template.jinja").read_text() == LLAMA3_TEMPLATE
+  cfg, params, tokens = generate.load_policy(str(tmp_path / "zoo"))
+  vocab = generate.load_vocabulary(str(tmp_path / "zoo"), tokens)
+  ours = generate.generate(cfg, params, [prompt], sampling.SamplingConfig(
+      max_new_tokens=8, greedy=True, **generate.stop_ids(tokens, vocab)))
+  length = int(ours.lengths[0])
+  assert ours.finished[0] and int(ours.tokens[0, length - 1]) == second and length <= 3
+  back_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+  back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+  ids = back_tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
+                                     return_tensors="pt")["input_ids"]
+  assert ids[0].tolist() == prompt
+  with torch.no_grad():
+    theirs = back.generate(ids, max_new_tokens=8, do_sample=False)[0, len(prompt):].tolist()
+  assert theirs == ours.tokens[0, :length].tolist()
