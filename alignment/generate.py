@@ -9,8 +9,9 @@ DIR is a params export (a run's <workdir>/export, or `alignment.models.convert`'
 output) or a Hugging Face model directory (config.json + safetensors), converted
 in memory (`convert.convert_dir`). The tokenizer and the stop ids are the
 model's: an export's vocabulary.json (`checkpoint.load_tokens`), a Hugging Face
-directory's tokenizer.json and config.json / generation_config.json
-(`convert.hf_tokens`). Every EOS id of the record stops a response (a list, as
+directory's tokenizer.json (or the spiece.model / ByT5Tokenizer that
+`alignment.models.export` writes for the package's vocabularies) and
+config.json / generation_config.json (`convert.hf_tokens`). Every EOS id of the record stops a response (a list, as
 Llama 3.1 Instruct's, stops at the first of any); its PAD is never drawn.
 
 The prompts: `--prompt` one text; `--input` a text file, one prompt per
@@ -59,6 +60,8 @@ def load_policy(path: str):
     elif os.path.exists(os.path.join(path, "config.json")):
       cfg, params = convert.convert_dir(path)
       tokens = convert.hf_tokens(path)
+      if not tokens.get("vocabulary"):
+        tokens["vocabulary"] = _exported_vocabulary(path)
     else:
       raise GenerateError(f"{path}: neither a params export (model_config.json) nor a "
                           "Hugging Face model directory (config.json)")
@@ -66,6 +69,20 @@ def load_policy(path: str):
           checkpoint.CheckpointError) as e:
     raise GenerateError(str(e)) from None
   return cfg, params, tokens
+
+
+def _exported_vocabulary(path: str) -> Optional[str]:
+  """The package's vocabularies as `alignment.models.export` writes them: the
+  SentencePiece model as spiece.model, the byte vocabulary as ByT5Tokenizer."""
+  if os.path.exists(os.path.join(path, "spiece.model")):
+    return os.path.abspath(os.path.join(path, "spiece.model"))
+  config = os.path.join(path, "tokenizer_config.json")
+  try:
+    with open(config, encoding="utf-8") as f:
+      byte = json.load(f).get("tokenizer_class") == "ByT5Tokenizer"
+  except (OSError, ValueError, AttributeError):
+    return None
+  return "byte" if byte else None
 
 
 def load_vocabulary(path: str, tokens: dict):

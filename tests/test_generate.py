@@ -109,3 +109,20 @@ def test_messages_on_a_hugging_face_directory(tmp_path, capsys):
   head = _headers(capsys.readouterr().out)[0]
   first = list(free.tokens[0]).index(second) + 1
   assert f": {first} tokens, ended at EOS" in head, head
+
+
+def test_an_export_and_its_hugging_face_directory_write_the_same(byte_export, tmp_path,
+                                                                  capsys):
+  """The Hugging Face directory `alignment.models.export` writes (the byte vocabulary
+  as ByT5Tokenizer) generates what the params export does, from a relative path."""
+  from alignment.models import export  # pylint: disable=g-import-not-at-top
+  assert export.main([f"--params={byte_export}", f"--output={tmp_path / 'hf'}"]) == 0
+  outputs = []
+  for params in (byte_export, "hf"):
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as m:
+      m.chdir(tmp_path)
+      assert generate.main([f"--params={params}", "--prompt=ana rome .", "--greedy",
+                            "--max_new_tokens=5"]) == 0
+    outputs.append(capsys.readouterr().out)
+  assert outputs[0] == outputs[1] and _headers(outputs[0])
