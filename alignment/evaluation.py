@@ -354,7 +354,8 @@ def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=No
                    e.prompts_task, e.pairs_task, proxy=proxy,
                    reference_params=reference, vocab_size=vocab.vocab_size,
                    reference_model=reference_model, tokens=vocab_lib.token_record(vocab),
-                   sampling_ids=vocab_lib.sampling_ids(vocab))
+                   sampling_ids=sampling.with_model_eos(vocab_lib.sampling_ids(vocab),
+                                                        sft_export))
 
 
 def _same_export(path: str, loaded: str, model) -> bool:

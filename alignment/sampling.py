@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import functools
 from typing import Any, Optional
 
 import flax.struct
@@ -134,6 +133,25 @@ class SamplingConfig:
   @property
   def is_greedy(self) -> bool:
     return self.greedy or self.temperature == 0
+
+
+def with_model_eos(ids: dict, export: str = "") -> dict:
+  """`ids` (`vocab.sampling_ids`: the data vocabulary's eos_id and pad_id) with every
+  EOS id the model's params export records in its vocabulary.json (`convert`
+  keeps a Hugging Face model's list, as Llama 3.1 Instruct's [128001, 128008,
+  128009]): a response ends at the first of any. No export, or one without a
+  list, leaves `ids` as they are; a PAD that is also an EOS is not a PAD."""
+  if not export or "://" in export or not ids.get("eos_id"):
+    return ids
+  from alignment import checkpoint  # pylint: disable=g-import-not-at-top  (no cycle)
+  record = checkpoint.load_tokens(export) or {}
+  recorded = record.get("eos_token_id")
+  if not isinstance(recorded, list):
+    return ids
+  own = ids["eos_id"] if isinstance(ids["eos_id"], tuple) else (ids["eos_id"],)
+  eos = own + tuple(int(i) for i in recorded if i not in own)
+  pad = None if ids.get("pad_id") in eos else ids.get("pad_id")
+  return dict(ids, eos_id=eos[0] if len(eos) == 1 else eos, pad_id=pad)
 
 
 @flax.struct.dataclass

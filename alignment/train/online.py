@@ -131,7 +131,9 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
       train.model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
                                            top_k=s.top_k, top_p=s.top_p, num_samples=r.samples,
                                            cache_dtype=s.cache_dtype, vocab_size=vocab.vocab_size,
-                                           **vocab_lib.sampling_ids(vocab)),
+                                           **sampling.with_model_eos(
+                                               vocab_lib.sampling_ids(vocab),
+                                               config.init.get("policy", ""))),
       mesh, rules, params_sharding=train.state_shardings.params,
       gather=bool(s.get("gather_params", False)))
   return OnlineProgram(train, sampler)

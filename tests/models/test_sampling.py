@@ -276,6 +276,23 @@ def test_any_of_several_eos_ids_stops_a_row():
   assert stopped_by_7 > 0  # the second id did stop rows the first alone did not
 
 
+def test_the_loops_stop_at_every_eos_id_the_policy_export_records(tmp_path):
+  """online and evaluation build their SamplingConfig with `with_model_eos`: the
+  data vocabulary's EOS plus the list a converted model's vocabulary.json keeps."""
+  import json  # pylint: disable=g-import-not-at-top
+  ids = {"eos_id": 9, "pad_id": None}
+  assert sampling.with_model_eos(ids, "") == ids
+  assert sampling.with_model_eos(ids, str(tmp_path)) == ids  # no vocabulary.json
+  (tmp_path / "vocabulary.json").write_text(json.dumps({"eos_token_id": 9}))
+  assert sampling.with_model_eos(ids, str(tmp_path)) == ids
+  (tmp_path / "vocabulary.json").write_text(json.dumps({"eos_token_id": [7, 9, 11]}))
+  got = sampling.with_model_eos(ids, str(tmp_path))
+  assert got == {"eos_id": (9, 7, 11), "pad_id": None}
+  assert sampling.SamplingConfig(**got).eos_id == (9, 7, 11)
+  assert sampling.with_model_eos({"eos_id": 1, "pad_id": 7}, str(tmp_path)) == {
+      "eos_id": (1, 7, 9, 11), "pad_id": None}
+
+
 @pytest.mark.parametrize("greedy", [False, True])
 def test_never_draws_padding_or_ids_past_the_vocabulary(greedy):
   """A model whose output layer is wider than its vocabulary (the rounded-up size
