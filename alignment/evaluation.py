@@ -118,7 +118,8 @@ class Evaluator:
     reference_model: the reference's model when it is not the policy's (another size:
       a study's H5 measures every size against one reference policy).
     tokens: the vocabulary's record (`vocab.token_record`) for `eval.save_params` exports.
-    sampling_ids: the vocabulary's EOS and PAD for the sampler (`vocab.sampling_ids`;
+    sampling_ids: the vocabulary's EOS and PAD for the sampler (`vocab.sampling_ids`,
+      with the EOS ids the reference export records: `sampling.with_model_eos`;
       default the package's 1 and 0).
   """
 
