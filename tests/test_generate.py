@@ -96,9 +96,9 @@ def test_messages_on_a_hugging_face_directory(tmp_path, capsys):
   (tmp_path / "m.json").write_text(json.dumps(messages))
   cfg, params, tokens = generate.load_policy(str(tmp_path / "hf"))
   vocab = generate.load_vocabulary(str(tmp_path / "hf"), tokens)
-  prompt = tok.apply_chat_template(messages, add_generation_prompt=True)
-  prompt = prompt["input_ids"] if isinstance(prompt, dict) or hasattr(prompt, "keys") else prompt
-  assert generate._chat_prompt(str(tmp_path / "m.json"), vocab) == list(prompt)
+  prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True,
+                                        return_dict=True)["input_ids"])
+  assert generate._chat_prompt(str(tmp_path / "m.json"), vocab) == prompt
   free = generate.generate(cfg, params, [prompt], sampling.SamplingConfig(
       max_new_tokens=8, greedy=True, eos_id=eot, pad_id=None))
   second = int(free.tokens[0, 2])  # a token greedy decoding emits third
