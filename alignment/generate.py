@@ -11,8 +11,9 @@ in memory (`convert.convert_dir`). The tokenizer and the stop ids are the
 model's: an export's vocabulary.json (`checkpoint.load_tokens`), a Hugging Face
 directory's tokenizer.json (or the spiece.model / ByT5Tokenizer that
 `alignment.models.export` writes for the package's vocabularies) and
-config.json / generation_config.json (`convert.hf_tokens`). Every EOS id of the record stops a response (a list, as
-Llama 3.1 Instruct's, stops at the first of any); its PAD is never drawn.
+config.json / generation_config.json (`convert.hf_tokens`). Every EOS id of
+the record stops a response (a list, as Llama 3.1 Instruct's, stops at the
+first of any); its PAD is never drawn.
 
 The prompts: `--prompt` one text; `--input` a text file, one prompt per
 non-empty line; `--messages` a JSON file holding a list of {"role", "content"}
