@@ -367,32 +367,3 @@ def test_the_reward_function_judges_the_designs_pairs_only():
       raise AssertionError("never called")
   with pytest.raises(config_lib.ConfigError, match="config.rl.siblings=2: this judge scores"):
     online.reward_fn(program, c, Scores())
-
-
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_online_rloo_with_one_sibling_each_runs_end_to_end(tmp_path):
-  """The online loop, RLOO with k = 4 and a pairwise proxy PM (randomly initialised,
-  exported as a trained one is) asked about rl.siblings=1 sibling per sample: finite
-  losses, and each batch's rewards average 1/2 as with all pairs."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from alignment import checkpoint  # pylint: disable=g-import-not-at-top
-  from alignment import main as main_lib  # pylint: disable=g-import-not-at-top
-  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
-  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
-  from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
-  from alignment.train import bookkeeping  # pylint: disable=g-import-not-at-top
-  c = _online_config("rl.method='rloo'", "rl.samples=4", "rl.siblings=1",
-                     "judge.kind='proxy'", "train.num_steps=3", "train.log_every=1",
-                     "eval.every=0")
-  cfg = zoo.from_section(c.model, vocab_lib.model_vocab_size(tasks.task_vocabulary(c.data.task)))
-  pm = heads.PairwisePreferenceModel(cfg)
-  p, r = np.zeros((1, c.data.prompt_len), np.int32), np.zeros((1, c.data.response_len), np.int32)
-  params = jax.jit(lambda key: pm.init(key, p, p, r, r, r, r)["params"])(jax.random.PRNGKey(3))
-  export = str(tmp_path / "pm" / "export")
-  checkpoint.export_params(nn.unbox(params), cfg, export)
-  c.judge.checkpoint = export
-  main_lib.run(c, str(tmp_path / "rloo"))
-  records = [x for x in bookkeeping.read_metrics(str(tmp_path / "rloo")) if "loss" in x]
-  assert len(records) == 3 and all(np.isfinite(x["loss"]) for x in records)
-  assert all(abs(x["reward_mean"] - 0.5) < 1e-5 for x in records)
