@@ -482,7 +482,9 @@ def online_step(s: _Shapes) -> tuple[float, float]:
     export = golden_pm or ckpt
     jm = s.model_at(export)
     pairwise = s.head_at(export) == "pairwise"
-    passes = k * (k - 1) if pairwise else k
+    m = int(rl.get("siblings", 0))  # rl.siblings: k m / 2 pairs (algorithms.sibling_pairs)
+    pairs = k * (k - 1) // 2 if m in (0, k - 1) else k * m // 2
+    passes = 2 * pairs if pairwise else k  # a pair: both orders in one call
     judge_f = scorer_forward(jm, passes * b, lp, lr, pairwise=pairwise)
     judge_s = OVERHEAD["judge"] * passes / 2 * s.tok
   overhead = (OVERHEAD["sample"] * k / 2 + OVERHEAD["update"] * k / 2) * s.tok + judge_s

@@ -192,6 +192,18 @@ def test_the_estimate_grows_with_model_steps_batch_and_lengths(estimates, name):
   assert w.seconds(PEAK / 2, True) == pytest.approx(2 * w.seconds(PEAK, True))
 
 
+def test_a_pairwise_judge_is_priced_by_the_pairs_rl_siblings_asks(estimates):
+  """RLOO with k samples asks a pairwise PM k(k - 1)/2 pairs, or k m / 2 with
+  rl.siblings = m (algorithms.sibling_pairs): fewer pairs, a cheaper step."""
+  study = config_lib.load(os.path.join(ROOT, "configs", "study.py:full"))
+  st = _stage(estimates, "online_ipo_s0")
+  rloo = {"rl.method": "rloo", "rl.samples": 8}
+  every = _priced(st, study, **rloo)
+  assert _priced(st, study, **rloo, **{"rl.siblings": 7}) == every  # k - 1: every pair
+  one, two = (_priced(st, study, **rloo, **{"rl.siblings": m}) for m in (1, 2))
+  assert one < two < every
+
+
 # The zoo's own sizes (vocabulary 512), a rung of each family per name.
 RUNGS = ["nano", "tiny", "mini", "midi", "maxi"]
 
