@@ -38,6 +38,7 @@ import pytest
 
 from alignment.data import import_pairs as ip
 from hf_tokenizer import build_chat_model  # noqa: E402
+import fuzz_bytes  # tests/fuzz_bytes.py
 
 _TLDR = b'{"info": {"post": "p"}, "summaries": [{"text": "a"}, {"text": "b"}], "choice": '
 _PAIR = b'"prompt": "p", "chosen": "c", "rejected": "r"'
@@ -188,14 +189,7 @@ def _mutate(rng: random.Random, data: bytes) -> tuple[str, bytes]:
     at = rng.randrange(len(data) + 1)
     return f"truncated at byte {at}", data[:at]
   if kind in ("flip", "insert") and data:
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-      at = rng.randrange(len(out))
-      if kind == "flip":
-        out[at] = rng.randrange(256)
-      else:
-        out[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 3)))
-    return f"bytes {'flipped' if kind == 'flip' else 'inserted'}", bytes(out)
+    return fuzz_bytes.flip_or_insert(rng, data, kind)
   if kind == "bom":
     return "BOM", b"\xef\xbb\xbf" + data
   if kind == "crlf":
@@ -404,13 +398,7 @@ def _parquet_case(fmt: str, index: int) -> tuple[str, bytes]:
   if kind == "truncate":
     at = rng.randrange(len(data) + 1)
     return f"truncated at byte {at}", bytes(data[:at])
-  for _ in range(rng.randint(1, 4)):
-    at = rng.randrange(len(data))
-    if kind == "flip":
-      data[at] = rng.randrange(256)
-    else:
-      data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 3)))
-  return f"bytes {'flipped' if kind == 'flip' else 'inserted'}", bytes(data)
+  return fuzz_bytes.flip_or_insert(rng, bytes(data), kind)
 
 
 @pytest.mark.parametrize("fmt", PARQUET_FORMATS)

@@ -52,6 +52,7 @@ from safetensors.numpy import save_file
 from alignment import files
 from alignment.data import hf_vocab
 from alignment.models import convert, export, validate
+import fuzz_bytes  # tests/fuzz_bytes.py
 
 MODEL_CASES = 200      # per architecture
 TOKENIZER_CASES = 320
@@ -855,14 +856,7 @@ def _mutate_raw(rng, data):
     at = rng.randrange(len(data))
     return f"truncated at byte {at}", data[:at]
   if kind in ("flip", "insert"):
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-      at = rng.randrange(len(out))
-      if kind == "flip":
-        out[at] = rng.randrange(256)
-      else:
-        out[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 3)))
-    return f"bytes {kind}ed", bytes(out)
+    return fuzz_bytes.flip_or_insert(rng, data, kind)
   if kind == "empty":
     return "empty", rng.choice([b"", b" ", b"\n"])
   if kind == "bom":
