@@ -9,11 +9,11 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from alignment import checkpoint
 from alignment.train import bookkeeping
+import same_run  # tests/same_run.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 12
@@ -35,25 +35,7 @@ def _main(workdir, args, fault=None, timeout=600):
                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
-def _deterministic(workdir):
-  return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k}
-          for r in bookkeeping.read_metrics(str(workdir))]
-
-
-def _final_params(workdir):
-  import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  tree = ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "export", "params"))
-  return {jax.tree_util.keystr(p): np.asarray(x)
-          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _assert_same_run(a, b):
-  assert _deterministic(a) == _deterministic(b)
-  pa, pb = _final_params(a), _final_params(b)
-  assert pa.keys() == pb.keys()
-  for k in pa:
-    np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+_assert_same_run = same_run.assert_same_run
 
 
 # One baseline per kind, built once: `make test` sends a whole file to one worker

@@ -25,6 +25,7 @@ from alignment import config as config_lib
 from alignment import main as main_lib
 from alignment.train import bookkeeping
 from alignment.train import program as program_lib
+import same_run  # tests/same_run.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAP = 40
@@ -92,25 +93,7 @@ def _config(**overrides):
   return c
 
 
-def _deterministic(workdir):
-  return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k}
-          for r in bookkeeping.read_metrics(str(workdir))]
-
-
-def _export(workdir):
-  import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  tree = ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "export", "params"))
-  return {jax.tree_util.keystr(p): np.asarray(x)
-          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _assert_same_run(a, b):
-  assert _deterministic(a) == _deterministic(b)
-  pa, pb = _export(a), _export(b)
-  assert pa.keys() == pb.keys()
-  for k in pa:
-    np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+_deterministic, _assert_same_run = same_run.deterministic, same_run.assert_same_run
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from alignment import checkpoint
 from alignment import config as config_lib
 from alignment import main as main_lib
 from alignment.data import stream
-from alignment.train import bookkeeping
+import same_run  # tests/same_run.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 8
@@ -36,19 +36,6 @@ def _config(k: int, overlap: bool):
       f"train.num_steps={STEPS}", "train.checkpoint_every=100", "train.log_every=1",
       "train.async_checkpoint=False", f"eval.every={STEPS}", "optimizer.learning_rate=0.003"])
   return c
-
-
-def _metrics(workdir):
-  return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k}
-          for r in bookkeeping.read_metrics(str(workdir))]
-
-
-def _params(workdir):
-  import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  tree = ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "export", "params"))
-  return {jax.tree_util.keystr(p): np.asarray(x)
-          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +62,10 @@ def test_a_stale_run_stopped_and_resumed_ends_as_an_uninterrupted_one(
   main_lib.run(_config(k, overlap), str(workdir))
 
   want = baselines / f"k{k}"
-  assert _metrics(workdir) == _metrics(want)
-  lags = [r["sampling_lag"] for r in _metrics(workdir) if "sampling_lag" in r]
+  same_run.assert_same_run(want, workdir)  # metrics and exported parameters, exactly
+  lags = [r["sampling_lag"] for r in same_run.deterministic(workdir) if "sampling_lag" in r]
   assert lags == [min(s, k) for s in range(STEPS)]
   got, expected = stream.read_stream(str(workdir / "stream")), stream.read_stream(str(want / "stream"))
   assert set(got) == set(expected)
   for key in expected:
     np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(expected[key]), err_msg=key)
-  pa, pb = _params(workdir), _params(want)
-  assert pa.keys() == pb.keys()
-  for name in pa:
-    np.testing.assert_array_equal(pa[name], pb[name], err_msg=name)
