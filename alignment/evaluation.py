@@ -63,7 +63,7 @@ import jax
 import numpy as np
 
 from alignment import algorithms, checkpoint, distributed, files, judges, layout, sampling
-from alignment import scoring, sharding
+from alignment import faults, scoring, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
@@ -219,6 +219,7 @@ class Evaluator:
   def kl_per_prompt(self, params) -> np.ndarray:
     """Exact KL(pi || pi_sft) of one sample per KL prompt, [kl_prompts]."""
     samples = self._sample(params, self.kl_prompts, salt=2)
+    faults.hit("evaluation")  # fault injection (tests only): mid-evaluation
     kls = []
     for rows in _chunks(samples["tokens"].shape[0], self.batch):
       batch = B.SFTBatch(self.kl_prompts.prompt[rows], self.kl_prompts.prompt_mask[rows],

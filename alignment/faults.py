@@ -9,6 +9,12 @@ Off unless the environment variable ALIGNMENT_FAULT is set, as
   kill@after_stage:online_ipo  SIGKILL when the study finishes that stage, before
                                it records it as done
   term@after_step:5            SIGTERM to itself (a preemption notice)
+  kill@pairs:held_out          SIGKILL while a pair set is made: before its split
+                               `held_out` is written (`train` already is)
+  term@evaluation              SIGTERM in the middle of an evaluation (after its
+                               samples are drawn); no ":<where>": the first one
+  kill@report                  SIGKILL after results.json, before the plots and
+                               report.md (as enospc@report, a kill)
   nan@loss:4                   the loss of step 4 becomes NaN (inside the step)
   nan@grad:5                   the gradients of step 5 become Inf/NaN (the loss stays finite)
   nan@judge:3                  the judge's verdict probabilities of step 3 become NaN

@@ -36,7 +36,7 @@ import shutil
 import jax
 import numpy as np
 
-from alignment import judges, sampling
+from alignment import faults, judges, sampling
 from alignment.data import batches as B
 from alignment.data import pipeline, stream
 from alignment.data import environment as env_lib
@@ -218,6 +218,7 @@ def write(out_dir: str, pairs: Pairs, verdict: np.ndarray, batch_size: int, voca
           extras: dict | None = None) -> dict:
   """Writes the pairs as a pair-set directory (whole batches; under a temporary name,
   renamed when complete). Returns a summary."""
+  faults.hit("pairs", os.path.basename(out_dir))  # fault injection (tests only)
   n = len(pairs) // batch_size * batch_size
   if n == 0:
     raise ValueError(f"{out_dir}: {len(pairs)} pairs make no batch of {batch_size}")
