@@ -5,6 +5,10 @@ from `alignment.data.environment` (TFDS writes to a temporary directory and
 renames it, so a killed preparation leaves nothing that reads as complete) and
 returns the builder; calling it again only reads the dataset info. The
 default data dir is $ALIGNMENT_DATA_DIR, else ~/.cache/alignment/tfds.
+Processes that prepare one config in one local data dir at once (studies started
+side by side) take turns on a lock file, <data_dir>/.digest_env-<config>.lock
+(flock: released when its process ends, even killed): the first builds, the
+others then find its build and read it. Without the lock the later renames fail.
 
 Configs (sizes in pairs; each example holds one prompt and two responses):
   default    sentencepiece scale, train 50000 / validation 2000 / eval 4096
@@ -20,7 +24,9 @@ such a change cannot pass silently.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 
 from alignment.data.tf_setup import tf  # noqa: F401  (TF without accelerators, first)
@@ -105,7 +111,25 @@ def prepare(config: str | DigestEnvConfig = "default", data_dir: str | None = No
   """Generates the dataset locally if it is not there yet; returns the builder."""
   data_dir = data_dir or default_data_dir()
   tfds.disable_progress_bar()
-  builder = DigestEnv(config=config, data_dir=data_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  name = config if isinstance(config, str) else config.name
+  with _one_builder(data_dir, name):
+    builder = DigestEnv(config=config, data_dir=data_dir)  # after the wait: sees a build
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder
+
+
+@contextlib.contextmanager
+def _one_builder(data_dir: str, config: str):
+  """Holds <data_dir>/.digest_env-<config>.lock (an exclusive flock) for the block; a
+  URL data dir (gs://...) has no such lock and is not guarded."""
+  if "://" in data_dir:
+    yield
+    return
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, f".{NAME}-{config}.lock"), "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
