@@ -41,7 +41,12 @@ given), the golden judge and optionally the proxy PM:
 
 `Evaluator.evaluate` also returns the per-prompt and per-pair values behind
 each mean (`save_arrays` writes them beside a run's metrics), from which the
-study computes its intervals (`alignment.stats`).
+study computes its intervals (`alignment.stats`). `evaluate_with_samples` adds
+what the policy wrote for the first `eval.samples` win prompts (3 in the shipped
+configs; 0: none): the prompt's text, the response's (the very sample the win
+rate scored, read up to its EOS, which is left out) and its golden score g
+(`save_samples` writes them as <workdir>/eval/step_N_samples.json; a study's
+report shows them, docs/study.md).
 
 Everything fixed across evaluations (prompts, pairs, the reference policy's
 samples and their golden scores) is built once by `Evaluator`, so a loop can
@@ -56,6 +61,7 @@ DIR/evaluation.json.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Optional
 
@@ -63,6 +69,7 @@ import jax
 import numpy as np
 
 from alignment import algorithms, checkpoint, distributed, files, judges, layout, sampling
+from alignment import config as config_lib
 from alignment import faults, scoring, sharding
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
@@ -121,13 +128,15 @@ class Evaluator:
     sampling_ids: the vocabulary's EOS and PAD for the sampler (`vocab.sampling_ids`,
       with the EOS ids the reference export records: `sampling.with_model_eos`;
       default the package's 1 and 0).
+    vocab: the prompts' vocabulary, which decodes the shown samples (`eval.samples`;
+      default the prompts task's).
   """
 
   def __init__(self, model, sft_params, mesh, rules, golden, cfg, data, prompts_task: str,
                pairs_task: str, proxy: Optional[judges.ModelJudge] = None,
                reference_params=None, vocab_size: Optional[int] = None,
                reference_model=None, tokens: Optional[dict] = None,
-               sampling_ids: Optional[dict] = None):
+               sampling_ids: Optional[dict] = None, vocab=None):
     self.tokens = tokens  # the vocabulary's record, kept with `eval.save_params` exports
     sampling_ids = sampling_ids or {}
     self.model, self.sft_params, self.mesh, self.rules = model, sft_params, mesh, rules
@@ -163,6 +172,14 @@ class Evaluator:
     self.ref_golden = (self._golden_scores(self.win_prompts, self.ref_samples)
                        if hasattr(self.golden, "scores") else None)
     self._sft_pair_logps = self._pair_logps(sft_params)
+    # What the policy writes for the first `eval.samples` win prompts: their texts now,
+    # each evaluation's responses to them and golden scores with its numbers.
+    shown = _num_shown(cfg)
+    if shown and vocab is None:
+      vocab = tasks.task_vocabulary(prompts_task)
+    self.vocab = vocab
+    self.shown_prompts = vocab_lib.decode_batch(vocab, vocab_lib.strip_left_padding(
+        self.win_prompts.prompt[:shown], self.win_prompts.prompt_mask[:shown])) if shown else []
 
   # -- pieces ----------------------------------------------------------------
   def _key(self, salt: int):
@@ -243,6 +260,17 @@ class Evaluator:
       wins.append(distributed.to_host(c.first_wins))
     return np.concatenate(probs), np.concatenate(wins).astype(bool)
 
+  def _shown(self, samples: dict, g: np.ndarray) -> list[dict]:
+    """What the policy wrote for the shown prompts: each one's text, the response's
+    text (up to its EOS, left out), its golden score g and whether it ended at an EOS
+    (else the length limit cut it)."""
+    n = len(self.shown_prompts)
+    rows, ended = _response_ids(samples["tokens"][:n], samples["mask"][:n],
+                                self.sampler.config.eos_id)
+    texts = vocab_lib.decode_batch(self.vocab, rows)
+    return [{"prompt": p, "response": t, "golden_score": float(s), "ended_at_eos": e}
+            for p, t, s, e in zip(self.shown_prompts, texts, g[:n], ended)]
+
   def __call__(self, params) -> dict:
     return self.evaluate(params)[0]
 
@@ -254,8 +282,16 @@ class Evaluator:
       samples of pi, NaN where golden ties (with a proxy); classifier [Q] 1, 0 or
       1/2; chosen_delta [Q] log pi(y_w) - log pi_sft(y_w).
     """
+    metrics, arrays, _ = self.evaluate_with_samples(params)
+    return metrics, arrays
+
+  def evaluate_with_samples(self, params) -> tuple[dict, dict, list[dict]]:
+    """(metrics, arrays, shown): `evaluate`'s, and what the policy wrote for the first
+    `eval.samples` win prompts ({prompt, response, golden_score, ended_at_eos} each):
+    the samples the win rate scored, decoded; nothing more is sampled."""
     samples = self._sample(params, self.win_prompts, salt=3)
     g, g_ref = self._golden_vs(self.win_prompts, samples)
+    shown = self._shown(samples, g)
     tau = self.golden.tau
     win_soft = algorithms.soft_win(g, g_ref, tau)
     win_hard = algorithms.hard_win(g, g_ref)
@@ -295,7 +331,28 @@ class Evaluator:
     arrays["chosen_delta"] = (pc - sc).astype(np.float64)
     out["classifier_accuracy"] = float(np.mean(arrays["classifier"]))
     out["chosen_logprob_delta"] = float(np.mean(arrays["chosen_delta"]))
-    return out, arrays
+    return out, arrays, shown
+
+
+def _num_shown(cfg) -> int:
+  """How many win prompts' samples an evaluation keeps (`eval.samples`, at most all)."""
+  n = cfg.get("samples", 0)
+  if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+    raise config_lib.ConfigError(f"config.eval.samples={n!r}: a count of win prompts whose "
+                                 "samples each evaluation keeps (0: none)")
+  return min(n, int(cfg.win_prompts))
+
+
+def _response_ids(tokens_bt, mask_bt, eos_id) -> tuple[list[list[int]], list[bool]]:
+  """Each sampled response's ids without its EOS, as `alignment.generate` prints them
+  (the mask's tokens, less the last one where it is an EOS), and whether it ended so."""
+  eos = set(eos_id) if isinstance(eos_id, tuple) else {eos_id}
+  rows, ended = [], []
+  for ids, mask in zip(np.asarray(tokens_bt), np.asarray(mask_bt)):
+    ids = [int(i) for i in ids[mask.astype(bool)]]
+    ended.append(bool(ids) and ids[-1] in eos)
+    rows.append(ids[:-1] if ended[-1] else ids)
+  return rows, ended
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -316,6 +373,34 @@ def load_arrays(path: str) -> dict:
 
 def arrays_path(workdir: str, step: int) -> str:
   return layout.eval_arrays(workdir, step)
+
+
+def samples_path(workdir: str, step: int) -> str:
+  """What the policy wrote at the evaluation at `step` (eval/step_N_samples.json)."""
+  return os.path.splitext(layout.eval_arrays(workdir, step))[0] + "_samples.json"
+
+
+def save_samples(path: str, shown: list[dict]) -> None:
+  """One evaluation's shown samples (`Evaluator.evaluate_with_samples`) as JSON."""
+  files.write_json(path, shown)
+
+
+def load_samples(path: str) -> Optional[list[dict]]:
+  """The shown samples saved at `path`; None where there are none (runs recorded before
+  evaluations kept them, or with eval.samples 0). A file that is not such a list is an
+  error naming it."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      shown = json.load(f)
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    raise ValueError(f"{path}: unreadable recorded samples ({e})") from None
+  keys = ("prompt", "response", "golden_score")
+  if not (isinstance(shown, list) and all(isinstance(s, dict) and all(k in s for k in keys)
+                                          for s in shown)):
+    raise ValueError(f"{path}: not a list of recorded samples (each with {', '.join(keys)})")
+  return shown
 
 
 # ---------------------------------------------------------------------------
@@ -357,7 +442,7 @@ def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=No
                    reference_params=reference, vocab_size=vocab.vocab_size,
                    reference_model=reference_model, tokens=vocab_lib.token_record(vocab),
                    sampling_ids=sampling.with_model_eos(vocab_lib.sampling_ids(vocab),
-                                                        sft_export))
+                                                        sft_export), vocab=vocab)
 
 
 def _same_export(path: str, loaded: str, model) -> bool:
@@ -386,7 +471,7 @@ def maybe_evaluate(run, evaluator, eval_cfg, num_steps: int, step: int, params):
   (<workdir>/eval/step_<N>/, a params export: e.g. the peak policy of a curve)."""
   if evaluator is None or not is_eval_step(eval_cfg, num_steps, step):
     return
-  metrics, arrays = evaluator.evaluate(params)
+  metrics, arrays, shown = evaluator.evaluate_with_samples(params)
   run.write(step, {f"eval/{k}": v for k, v in metrics.items()})
   path = arrays_path(run.log.workdir, step)
   if eval_cfg.get("save_params", False):
@@ -395,6 +480,8 @@ def maybe_evaluate(run, evaluator, eval_cfg, num_steps: int, step: int, params):
   if run.log.main:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     save_arrays(path, arrays)
+    if shown:
+      save_samples(samples_path(run.log.workdir, step), shown)
 
 
 # ---------------------------------------------------------------------------
@@ -422,11 +509,13 @@ def run(config, workdir: str) -> dict:
     points = [(s, e.policy) for s in steps]
   for step, path in points:
     params = checkpoint.load_params(path, params_target, step=step)
-    metrics, arrays = evaluator.evaluate(params)
+    metrics, arrays, shown = evaluator.evaluate_with_samples(params)
     results.append({"step": step, **metrics})
     if distributed.is_main():
       os.makedirs(layout.eval_dir(workdir), exist_ok=True)
       save_arrays(arrays_path(workdir, step or 0), arrays)
+      if shown:
+        save_samples(samples_path(workdir, step or 0), shown)
     if distributed.is_main():
       print(f"[eval] step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()),
             flush=True)
