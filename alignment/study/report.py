@@ -7,13 +7,14 @@ interval includes 0.5, every finding is "inconclusive"), then the sections of th
 experiments that lead (`Experiment.lead`: the attribution), then the findings,
 then every other listed experiment's section (`alignment.study.experiment`), one
 section per group, in the registry's order, and closes with the study-wide plots
-(the proxy on the policy's samples; classification against generation) and the
-stages' times.
+(the proxy on the policy's samples; classification against generation), what the
+policies write (`policy_samples`) and the stages' times.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 
 from alignment import faults, files, layout, stats
 from alignment.study import arms as A
@@ -66,10 +67,12 @@ def _write(study, workdir: str, stages, out: str, golden_judge, experiments) -> 
                  key=lambda f: f["id"])
   sections = [(e, e.section(pick(e), gated(e), study), pick(e)) for e in reporting]
   sections = [(e, s, c) for e, s, c in sections if s.plot_arms]
+  arms = {a: A.arm_numbers(ctx, a) for a in sorted(ctx.arm_runs) if a in ctx.data}
+  shown = shown_points(runs, arms)
+  samples = policy_samples(workdir, shown)
   results = {"study": study.scale, "setup": gate, "attribution": {}, "findings": found,
              "golden_judge": golden_judge or {"kind": "program"},
-             **{k: {} for k in SECTION_RESULTS[1:]},
-             "arms": {a: A.arm_numbers(ctx, a) for a in sorted(ctx.arm_runs) if a in ctx.data},
+             **{k: {} for k in SECTION_RESULTS[1:]}, "arms": arms, "samples": samples,
              "runs": [{k: v for k, v in r.items() if k not in ("group", "sft_eval")}
                       for r in runs]}
   for _, s, _ in sections:
@@ -89,6 +92,9 @@ def _write(study, workdir: str, stages, out: str, golden_judge, experiments) -> 
   if ctx.data:
     written += _study_plots(ctx, runs, experiments, out)
   md = _markdown(study, workdir, stages, gate, found, sections, ctx)
+  if shown:  # before the stages' times
+    at = md.index("## Stages")
+    md[at:at] = samples_lines(samples)
   files.write_text(os.path.join(out, layout.REPORT), "\n".join(md) + "\n")
   return {"report": os.path.join(workdir, layout.REPORT),
           "results": os.path.join(workdir, layout.RESULTS), "plots": written,
@@ -171,4 +177,82 @@ def _markdown(study, workdir: str, stages, gate: dict, found: list[dict], sectio
   md += [f"| {s['stage']} | {s['kind']} | {s['seconds']} |" for s in stage_info]
   total = sum(s["seconds"] for s in stage_info)
   md += ["", f"Total stage time: {total:.0f} s."]
+  return md
+
+
+# ---------------------------------------------------------------------------
+# What the policies write
+# ---------------------------------------------------------------------------
+
+# (policy, arm, where): the SFT policy is the arm's seed-0 run at step 0; a peak, that
+# run at the step where the arm's mean golden win rate peaks (results.json's arms).
+SHOWN = (("SFT", "online_ipo", "start"), ("online peak", "online_ipo", "peak"),
+         ("offline peak", "offline_ipo", "peak"))
+TEXT_LIMIT = 300  # characters of a prompt or response the report shows (results.json: all)
+
+
+def _seed0_run(runs: list[dict], arm: str) -> dict | None:
+  """The arm's run with the first seed on the first foundation (online_ipo_s0)."""
+  rs = [r for r in runs if r["arm"] == arm and r.get("foundation", 0) == 0]
+  return min(rs, key=lambda r: r.get("hparams", {}).get("seed", 0)) if rs else None
+
+
+def shown_points(runs: list[dict], arms: dict) -> list[tuple[str, dict, int]]:
+  """(policy, run, step) of each policy the report shows (SHOWN), where the study has
+  its run (and, for a peak, the arm's numbers); [] for a study without them."""
+  out = []
+  for policy, arm, where in SHOWN:
+    run = _seed0_run(runs, arm)
+    if run is not None and (where == "start" or arm in arms):
+      out.append((policy, run, 0 if where == "start" else int(arms[arm]["peak_step"])))
+  return out
+
+
+def policy_samples(workdir: str, shown: list[tuple[str, dict, int]]) -> list[dict]:
+  """What each shown policy wrote for the first win-rate prompts, as its evaluation
+  recorded it (`evaluation.save_samples`; step 0 in the run's sft_eval stage): one
+  record per prompt and policy, {prompt_index, prompt, policy, run, step, response,
+  golden_score}. Points recorded without samples (earlier code, eval.samples 0) give
+  none."""
+  from alignment import evaluation  # pylint: disable=g-import-not-at-top
+  out = []
+  for policy, run, step in shown:
+    stage = run["sft_eval"] if step == 0 else run["name"]
+    recorded = evaluation.load_samples(
+        evaluation.samples_path(layout.stage(workdir, stage), step)) or []
+    out += [{"prompt_index": i, "prompt": s["prompt"], "policy": policy, "run": run["name"],
+             "step": step, "response": s["response"], "golden_score": s["golden_score"]}
+            for i, s in enumerate(recorded)]
+  return out
+
+
+def md_text(text: str, limit: int = TEXT_LIMIT) -> str:
+  """`text` as one line of Markdown (a table cell): cut to `limit` characters with an
+  ellipsis, Markdown's punctuation and HTML escaped, line breaks as <br>."""
+  if len(text) > limit:
+    text = text[:limit].rstrip() + "..."
+  text = re.sub(r"[\\`*_{}\[\]<>|~#&!]", lambda m: "\\" + m.group(), text)
+  text = re.sub(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]", " ", text)
+  return re.sub(r"\r\n|\r|\n", "<br>", text)
+
+
+def samples_lines(samples: list[dict]) -> list[str]:
+  """The report's section "What the policies write"."""
+  md = ["## What the policies write", ""]
+  if not samples:
+    return md + ["No samples recorded: these runs were evaluated by code that kept none "
+                 "(or with eval.samples 0).", ""]
+  md += ["For the first win-rate prompts, the response each policy sampled (the very "
+         "sample its golden win rate scored) and its golden score: the SFT policy (online_ipo's "
+         "seed-0 run at step 0), the online peak (that run at the step where online_ipo's "
+         "mean golden win rate peaks) and the offline peak (offline_ipo's, likewise). Texts "
+         f"longer than {TEXT_LIMIT} characters are cut (...); results.json's `samples` holds "
+         "them whole.", ""]
+  for i in sorted({s["prompt_index"] for s in samples}):
+    rows = [s for s in samples if s["prompt_index"] == i]
+    md += [f"**Prompt {i + 1}:** {md_text(rows[0]['prompt'])}", "",
+           "| policy | run | step | golden score | response |", "|---|---|---|---|---|"]
+    md += [f"| {s['policy']} | {s['run']} | {s['step']} | {A.r(s['golden_score'])} | "
+           f"{md_text(s['response']) or '*(empty)*'} |" for s in rows]
+    md.append("")
   return md
