@@ -174,12 +174,12 @@ class Evaluator:
     self._sft_pair_logps = self._pair_logps(sft_params)
     # What the policy writes for the first `eval.samples` win prompts: their texts now,
     # each evaluation's responses to them and golden scores with its numbers.
-    shown = _num_shown(cfg)
-    if shown and vocab is None:
-      vocab = tasks.task_vocabulary(prompts_task)
-    self.vocab = vocab
-    self.shown_prompts = vocab_lib.decode_batch(vocab, vocab_lib.strip_left_padding(
-        self.win_prompts.prompt[:shown], self.win_prompts.prompt_mask[:shown])) if shown else []
+    n_shown = _num_shown(cfg)
+    self.vocab, self.shown_prompts = vocab, []
+    if n_shown:
+      self.vocab = vocab if vocab is not None else tasks.task_vocabulary(prompts_task)
+      self.shown_prompts = vocab_lib.decode_batch(self.vocab, vocab_lib.strip_left_padding(
+          self.win_prompts.prompt[:n_shown], self.win_prompts.prompt_mask[:n_shown]))
 
   # -- pieces ----------------------------------------------------------------
   def _key(self, salt: int):
