@@ -22,12 +22,14 @@ Scales:
            quality: the golden judge with flipped verdicts, PMs on 1/4 and 4x D_golden's
            pairs and of the t5-mini and t5-midi sizes, each against offline IPO).
   real     the study from your own rater-labelled pairs (--config.import_dir=DIR, an
-           import_pairs directory with --validation_fraction): a golden PM trained on
+           import_pairs directory with --validation_fraction; chat pairs rendered with
+           a model's chat template too, whose end-of-turn token must be its
+           tokenizer's EOS, where every sampler stops): a golden PM trained on
            the raters' labels takes the golden judge's place (it labels D_golden, scores
            every golden win rate and is the online judge.kind="golden"); SFT is on the
-           import's chosen responses. Sizes as default; experiments fig1, h1, h2, h4
-           (writer and sec6 need golden scores of the writer's responses). README,
-           "Your own data", has the commands.
+           import's chosen responses. Sizes as default; experiments fig1, attribution,
+           h1, h2, h4 (writer and sec6 need golden scores of the writer's responses).
+           README, "The study from your own data", has the commands.
   Any scale takes --config.experiments="['fig1','rl','staleness']" (rl and staleness
   compare against Fig. 1's arms, so list fig1 too).
   scaling  H5's two axes on a workstation (`make study-scaling`): policy sizes t5-nano to
