@@ -46,12 +46,16 @@ SKIPPED = {
     "from a placeholder SFT/export",
     "python -m alignment.data.import_pairs --input=ultrafeedback/data": "needs "
     "UltraFeedback and Llama-3.2-1B-Instruct, downloads",
-    "python -m alignment.data.import_pairs --input=comparisons.jsonl --format=tldr "
-    "--output=data/tldr --max_prompt_tokens=40": "the study recipe's import; its study "
-    "runs at full size (tests/study/test_study_real.py runs it tiny)",
+    "python -m alignment.data.import_pairs --input=chat_pairs.parquet": "the study "
+    "recipe's import: a user's Parquet file with Llama-3.2-1B-Instruct's tokenizer, "
+    "downloads (tests/study/test_study_real.py runs the recipe tiny)",
     "python -m alignment.study": "a study (minutes to hours; tests/study runs the smoke "
-    "scale in-process)",
+    "scale in-process and the real-data recipe tiny in a fresh process)",
     "cat runs/real/report.md": "reads the study's report",
+    "python -m alignment.models.export --params=runs/real/": "exports the study's "
+    "aligned policy (tests/study/test_study_real.py exports its tiny one)",
+    "python -m alignment.generate --params=hf_real": "samples from that export "
+    "(tests/study/test_study_real.py, with --messages)",
     "MODULE=alignment.study launch/local.sh": "a 2-process study "
     "(tests/distributed/test_multiprocess_study.py)",
     "error: process 1 of 2": "an error message, not a command",
