@@ -307,3 +307,40 @@ def test_a_redrawn_foundation_and_a_learning_rate_grid_enter_the_intervals(smoke
   assert "pooled over the same learning rates x betas" in found[1]["parts"][0]["claim"]
   report = (tmp_path / "study" / "report.md").read_text()
   assert "foundation 1 (redrawn)" in report and "budget_fig1.png" in out["plots"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_report_shows_what_the_policies_write(smoke_study):
+  """For the first eval.samples (3) win prompts: the SFT policy's response, the online
+  and offline peaks' (seed 0, at their arm's peak step), each the very sample the win
+  rate scored (its golden score is the point's, and the golden program gives it again
+  from the recorded texts)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from alignment import evaluation, layout  # pylint: disable=g-import-not-at-top
+  from alignment.data import golden, tasks  # pylint: disable=g-import-not-at-top
+  from alignment.study import arms, report  # pylint: disable=g-import-not-at-top
+  workdir, _ = smoke_study
+  results = json.loads((workdir / "results.json").read_text())
+  peak = {a: results["arms"][a]["peak_step"] for a in ("online_ipo", "offline_ipo")}
+  want = [("SFT", "online_ipo_s0", 0), ("online peak", "online_ipo_s0", peak["online_ipo"]),
+          ("offline peak", "offline_ipo_s0", peak["offline_ipo"])]
+  samples = results["samples"]
+  assert [(s["policy"], s["run"], s["step"], s["prompt_index"]) for s in samples] == [
+      w + (i,) for w in want for i in range(3)]
+  judge = golden.GoldenJudge(tasks.task_vocabulary("env_tiny_prompts"))
+  report_md = (workdir / "report.md").read_text()
+  assert "## What the policies write" in report_md
+  for s in samples:
+    stage = layout.stage(str(workdir), "sft_eval" if s["step"] == 0 else s["run"])
+    scores = evaluation.load_arrays(evaluation.arrays_path(stage, s["step"]))["golden_score"]
+    assert s["golden_score"] == scores[s["prompt_index"]], s
+    recorded = evaluation.load_samples(evaluation.samples_path(stage, s["step"]))
+    ended = recorded[s["prompt_index"]]["ended_at_eos"]
+    again = judge.score_texts([s["prompt"]], [s["response"]], np.array([not ended]))
+    assert float(again[0]) == s["golden_score"], s
+    assert s["prompt"] == samples[s["prompt_index"]]["prompt"]  # one prompt, three policies
+    assert (f"| {s['policy']} | {s['run']} | {s['step']} | {arms.r(s['golden_score'])} | "
+            f"{report.md_text(s['response']) or '*(empty)*'} |") in report_md, s
+  for i in range(3):
+    assert f"**Prompt {i + 1}:** {report.md_text(samples[i]['prompt'])}" in report_md
