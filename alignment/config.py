@@ -161,6 +161,9 @@ def eval_section(**kw) -> ConfigDict:
       proxy="",                # proxy PM export ("" = no proxy win rate)
       golden_checkpoint="",    # a golden PM's export as the golden judge ("" = the
                                # environment's program; real data: configs/study.py:real)
+      samples=3,               # the first N win prompts whose samples each evaluation
+                               # keeps with their texts and golden scores
+                               # (eval/step_N_samples.json; a study's report shows them)
   )
   base.update(kw)
   return ConfigDict(base)
@@ -523,6 +526,11 @@ def check_eval(e: ConfigDict):
   steps = list(e.get("steps", None) or [])
   _check(all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in steps),
          f"config.eval.steps={steps}: must be positive integers")
+  if "samples" in e:
+    n = e.samples
+    _check(isinstance(n, int) and not isinstance(n, bool) and n >= 0,
+           f"config.eval.samples={n!r}: a count of win prompts whose samples each "
+           "evaluation keeps (0: none)")
   if "win_prompts" in e:
     _check(isinstance(e.batch_size, int) and e.batch_size > 0,
            f"config.eval.batch_size={e.batch_size!r}: must be a positive integer")

@@ -25,7 +25,7 @@ def write_atomic(path: str, write: Callable[[Any], None], mode: str = "w") -> No
   root, ext = os.path.splitext(str(path))
   tmp = epath.Path(f"{root}.tmp{os.getpid()}{ext}")
   try:
-    with tmp.open(mode) as f:
+    with tmp.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
       write(f)
     tmp.replace(path)
   except BaseException:

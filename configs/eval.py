@@ -15,9 +15,7 @@ from alignment import config as C
 def get_config(arg: str = "tiny"):
   c = C.base_config("eval")
   c.data.task = "env_prompts"
-  # samples: the first N win prompts whose samples each evaluation keeps, with their
-  # texts and golden scores (eval/step_N_samples.json; a study's report shows them).
-  c.eval = C.eval_section(samples=3)
+  c.eval = C.eval_section()
   if arg == "tiny":
     c.data.task = "env_tiny_prompts"
     c.eval.update(prompts_task="env_tiny_prompts", pairs_task="env_tiny_pairs_golden",

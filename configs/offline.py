@@ -18,9 +18,7 @@ def get_config(arg: str = "tiny"):
   c.data.replay_skip = 0        # start this many batches into the stream (shift test)
   c.loss = C.loss_section("ipo", beta=0.1)
   c.init = C.ConfigDict(dict(policy="", reference=""))  # SFT export(s); reference "" = policy
-  # samples: the first N win prompts whose samples each evaluation keeps, with their
-  # texts and golden scores (eval/step_N_samples.json; a study's report shows them).
-  c.eval = C.eval_section(samples=3)
+  c.eval = C.eval_section()
   if arg == "tiny":
     c.data.task = "env_tiny_pairs_golden"
     c.eval.update(prompts_task="env_tiny_prompts", pairs_task="env_tiny_pairs_golden",
