@@ -179,7 +179,8 @@ def _check_labels_are_the_golden_pms(workdir, export):
 
 def _check_replies_end_at(directory, eot: int, limit: int):
   """Each reply of a stream of pairs holds `eot` only as its last token, and ends with
-  it unless it fills `limit`; most of them end with it (the SFT policy learnt to)."""
+  it unless it fills `limit`; at least half end with it (the SFT policy learnt to end its
+  turn: a sampler that ran past `eot` would fail the first check, not pass vacuously)."""
   from alignment.data import stream  # pylint: disable=g-import-not-at-top
   rec = stream.read_stream(str(directory), process_index=0, process_count=1)
   ended = 0
