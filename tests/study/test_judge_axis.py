@@ -1,5 +1,6 @@
 """The judge-quality axis (alignment.study.experiments.judge): its crossover rules on
-synthetic arms, the stages it plans at the full scale, and a smoke run."""
+synthetic arms and the stages it plans at the full scale (its smoke run is in
+test_study.py, on the smoke study's stages)."""
 import json
 import os
 
@@ -7,10 +8,9 @@ import numpy as np
 import pytest
 
 from alignment import config as config_lib
-from alignment import stats, study
+from alignment import stats
 from alignment.study import arms as arms_lib
 from alignment.study import plots
-from alignment.study import stages as stages_lib
 from alignment.study.experiments import judge as J
 from alignment.study.plan import Planner
 
@@ -229,31 +229,5 @@ def test_its_config_is_checked(tmp_path):
                    "online_ipo_pm_4x_s0"]
 
 
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_the_judge_axis_runs_at_smoke_scale(tmp_path):
-  """Fig. 1 and the judge axis at smoke scale (one seed): its stages run, its block and
-  section are written, and the agreement of the noisy golden judge is exact."""
-  c = _study("smoke", experiments=["fig1", "judge"], seeds=[0])
-  out = study.run(c, str(tmp_path))
-  with open(tmp_path / "results.json") as f:
-    results = json.load(f)
-  block = results["judge_axis"]
-  assert set(block["judges"]) == {"golden_flip0.2", "pm_quarter", "pm", "pm_4x"}
-  noisy = block["judges"]["golden_flip0.2"]["agreement"]
-  summary = stages_lib.stage_summary(str(tmp_path), "noisy_golden_flip0.2")
-  assert noisy["agreement"] == pytest.approx(1 - summary["flipped"], abs=1e-4)  # argmax labels
-  assert noisy["pairs"] == 64 and noisy["interval"][0] <= noisy["agreement"]
-  quarter = stages_lib.stage_summary(str(tmp_path), "pairs_quarter")["train"]
-  assert quarter["pairs"] == 16 and quarter["golden_winner_is_label"] == 1.0
-  assert stages_lib.stage_summary(str(tmp_path), "pairs_4x")["train"]["pairs"] == 256
-  for name, e in block["judges"].items():
-    assert e["agreement"]["pairs"] == 64, name
-    assert e["reading"]["envelope"].startswith("not read")  # one seed
-  assert set(block["series"]) == {J.NOISY, J.LEARNED}
-  runs = {r["name"]: r for r in results["runs"]}
-  assert runs["online_ipo_golden_flip0.2_s0"]["hparams"]["judge_flip"] == 0.2
-  report = (tmp_path / "report.md").read_text()
-  assert "## The judge-quality axis" in report and block["sentence"] in report
-  assert "judge_axis.png" in out["plots"] and "(judge_axis.png)" in report
-  assert (tmp_path / "judge_axis.png").stat().st_size > 1000
+# The judge axis at smoke scale runs in tests/study/test_study.py, on the smoke study's
+# finished stages (test_the_judge_axis_runs_at_smoke_scale).

@@ -163,22 +163,60 @@ def test_unknown_experiment_is_named(tmp_path):
     study.plan(c, str(tmp_path))
 
 
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_rl_and_staleness_experiments_write_their_plots_and_rows(smoke_study, tmp_path):
-  """Beyond the paper, on the smoke study's foundation (its finished stages are reused
-  by hash): a reward model, RLOO with it and GRPO with the pairwise PM (the third arm,
-  GRPO with the RM, is the same two paths combined), and online IPO sampling 2 steps
-  behind, each compared with Fig. 1's online IPO."""
+# ---------------------------------------------------------------------------
+# Beyond the smoke study: one command extends a copy of it
+# ---------------------------------------------------------------------------
+
+# Everything the smoke study's own experiments leave out, planned on its finished
+# stages (reused by hash) and run by ONE command (one process, one report) instead
+# of one study per experiment: RLOO and GRPO (a reward model, RLOO with it, GRPO with
+# the pairwise PM; GRPO with the RM is the same two paths combined), online IPO 2
+# steps stale, the judge axis, an experiment of your own named as a file, and Fig. 1
+# over a learning-rate grid on its foundation and on a redrawn one (f1/: its own SFT,
+# D_golden and PM), with H1 on the first foundation only. One seed: every check
+# below is of the machinery (stages, rows, sections, plots), not of a reading.
+EXTENDED = ["--config.seeds=[0]",
+            "--config.experiments=['fig1', 'h1', 'rl', 'staleness', 'judge', "
+            "'examples/beta_sweep.py']",
+            "--config.rl.arms=['rloo_rm', 'grpo_pm']",
+            "--config.foundations=2", "--config.foundation_experiments=['fig1']",
+            "--config.learning_rates=[0.0003, 0.001]"]
+
+
+@pytest.fixture(scope="module")
+def extended(smoke_study, tmp_path_factory):
+  """(workdir, results.json, the command's stdout) of EXTENDED on a copy of the smoke
+  study, run from the command line as a user would."""
   import shutil  # pylint: disable=g-import-not-at-top
   workdir, _ = smoke_study
-  shutil.copytree(workdir, tmp_path / "study")
+  out = tmp_path_factory.mktemp("extended") / "study"
+  shutil.copytree(workdir, out)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  cmd = [sys.executable, "-m", "alignment.study", "--config=configs/study.py:smoke",
+         f"--workdir={out}", *EXTENDED]
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+  assert done.returncode == 0, done.stderr[-3000:]
+  with open(out / "results.json") as f:
+    return out, json.load(f), done.stdout
+
+
+def _extended_config():
   c = _smoke()
-  config_lib.apply_overrides(c, ["experiments=['fig1', 'rl', 'staleness']", "seeds=[0]",
-                               "rl.arms=['rloo_rm', 'grpo_pm']"])
-  out = study.run(c, str(tmp_path / "study"))
-  with open(tmp_path / "study" / "results.json") as f:
-    results = json.load(f)
+  config_lib.apply_overrides(c, [o[len("--config."):] for o in EXTENDED])
+  return c
+
+
+def _plotted(workdir, png: str, report: str) -> bool:
+  return (workdir / png).stat().st_size > 1000 and f"({png})" in report
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_rl_and_staleness_experiments_write_their_plots_and_rows(extended):
+  """RLOO with the reward model, GRPO with the pairwise PM and online IPO sampling 2
+  steps behind, each compared with Fig. 1's online IPO."""
+  workdir, results, _ = extended
   rl, stale = results["comparisons"]["rl"], results["comparisons"]["staleness"]
   assert set(rl) == {"online_rloo_rm", "online_grpo_pm"}
   assert set(stale) == {"online_ipo_stale2"}
@@ -188,17 +226,20 @@ def test_rl_and_staleness_experiments_write_their_plots_and_rows(smoke_study, tm
   runs = {r["name"]: r for r in results["runs"]}
   assert runs["online_grpo_pm_s0"]["algorithm"] == "grpo"
   assert runs["online_grpo_pm_s0"]["hparams"]["judge"] == "proxy"
+  assert runs["online_rloo_rm_s0"]["algorithm"] == "rloo"
   assert runs["online_ipo_stale2_s0"]["hparams"]["staleness"] == 2
   assert all(c_["reading"]["peak"].startswith("not read") for c_ in stale.values())  # 1 seed
   setup = results["setup"]
   lo, hi = setup["rm_agreement_interval"]
   assert lo <= setup["rm_agreement"] <= hi and setup["rm_agreement_pairs"] == 64
-  assert {"budget_rl.png", "budget_staleness.png"} <= set(out["plots"])
-  report = (tmp_path / "study" / "report.md").read_text()
+  report = (workdir / "report.md").read_text()
+  assert _plotted(workdir, "budget_rl.png", report)
+  assert _plotted(workdir, "budget_staleness.png", report)
   assert "## Beyond the paper: RLOO and GRPO" in report and "online_grpo_pm - online IPO" in report
   assert "## Beyond the paper: staleness" in report
   readings = results["comparison_readings"]
-  assert set(readings) == {"rl", "staleness"} and all(r in report for r in readings.values())
+  assert set(readings) == {"rl", "staleness", "beta_sweep"}
+  assert all(r in report for r in readings.values())
   assert all(set(c_["reading"]) == {"peak", "envelope"} for c_ in stale.values())
   assert ("(the k = infinity end)" if setup["gate_passed"] else "inconclusive") in \
       readings["staleness"]
@@ -240,23 +281,13 @@ def test_an_experiment_of_your_own_is_found_by_module_name_or_file(tmp_path, mon
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_an_experiment_of_your_own_runs_from_the_command_line(smoke_study, tmp_path):
+def test_an_experiment_of_your_own_runs_from_the_command_line(extended):
   """The example experiment, named on the command line as a file, on the smoke study's
   foundation and Fig. 1 (reused by hash): its two runs, its comparisons with Fig. 1's
   online IPO in results.json, its section and plot in the report."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  workdir, _ = smoke_study
-  shutil.copytree(workdir, tmp_path / "study")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  cmd = [sys.executable, "-m", "alignment.study", "--config=configs/study.py:smoke",
-         f"--workdir={tmp_path / 'study'}", "--config.seeds=[0]",
-         "--config.experiments=['fig1', 'examples/beta_sweep.py']"]
-  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
-  assert done.returncode == 0, done.stderr[-3000:]
-  assert "online_ipo_s0: done (cached)" in done.stdout  # Fig. 1 is reused, not rerun
-  with open(tmp_path / "study" / "results.json") as f:
-    results = json.load(f)
+  workdir, results, stdout = extended
+  assert "online_ipo_s0: done (cached)" in stdout  # Fig. 1 is reused, not rerun
+  assert " sft: done (cached)" in stdout
   compared = results["comparisons"]["beta_sweep"]
   assert set(compared) == {"online_ipo_beta0.03", "online_ipo_beta0.3"}
   for c in compared.values():
@@ -265,35 +296,25 @@ def test_an_experiment_of_your_own_runs_from_the_command_line(smoke_study, tmp_p
   runs = {r["name"]: r for r in results["runs"]}
   assert runs["online_ipo_beta0.03_s0"]["hparams"]["beta"] == 0.03
   assert [p["step"] for p in runs["online_ipo_beta0.3_s0"]["points"]] == [0, 2, 4, 8]
-  report = (tmp_path / "study" / "report.md").read_text()
+  report = (workdir / "report.md").read_text()
   assert "## Example: online IPO at other betas" in report
-  assert "(budget_beta_sweep.png)" in report and results["comparison_readings"][
-      "beta_sweep"] in report
-  assert (tmp_path / "study" / "budget_beta_sweep.png").stat().st_size > 1000
+  assert results["comparison_readings"]["beta_sweep"] in report
+  assert _plotted(workdir, "budget_beta_sweep.png", report)
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_a_redrawn_foundation_and_a_learning_rate_grid_enter_the_intervals(smoke_study, tmp_path):
-  """On the smoke study's finished stages (reused by hash): Fig. 1 over a learning-rate
-  grid, on its foundation and on a redrawn one (f1/: its own SFT, D_golden and PM);
-  H1 on the first foundation only. Fig. 1's arms pool both foundations' runs and its
-  claims carry both; H1's claims read the first foundation's runs alone."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  workdir, _ = smoke_study
-  shutil.copytree(workdir, tmp_path / "study")
-  c = _smoke()
-  config_lib.apply_overrides(c, ["experiments=['fig1', 'h1']", "foundations=2",
-                                 "foundation_experiments=['fig1']",
-                                 "learning_rates=[0.0003, 0.001]"])
-  out = study.run(c, str(tmp_path / "study"))
-  with open(tmp_path / "study" / "results.json") as f:
-    results = json.load(f)
+def test_a_redrawn_foundation_and_a_learning_rate_grid_enter_the_intervals(extended):
+  """Fig. 1's arms pool both foundations' runs and its claims carry both; H1's claims
+  read the first foundation's runs alone."""
+  workdir, results, _ = extended
+  c = _extended_config()
   runs = {r["name"]: r for r in results["runs"]}
   assert runs["f1/online_ipo_s0"]["foundation"] == 1 and runs["online_ipo_s0"]["foundation"] == 0
-  assert runs["f1/offline_ipo_lr0.001_s1"]["hparams"]["learning_rate"] == 0.001
+  assert runs["f1/offline_ipo_lr0.001_s0"]["hparams"]["learning_rate"] == 0.001
   assert runs["f1/online_ipo_s0"]["hparams"]["seed"] == c.seed + 1000
   assert not [n for n in runs if n.startswith("f1/replay")]
+  assert not [n for n in runs if n.startswith("f1/") and "stale" in n]  # fig1's alone
   arms = results["arms"]
   for arm in ("online_ipo", "offline_ipo", "online_ipo_lr0.001", "offline_ipo_lr0.001"):
     assert arms[arm]["seeds"] == 2 * len(c.seeds), arm
@@ -305,8 +326,36 @@ def test_a_redrawn_foundation_and_a_learning_rate_grid_enter_the_intervals(smoke
   assert all(p["foundations"] == 2 for p in found[1]["parts"][:2])
   assert all(p["foundations"] == 1 for p in found[2]["parts"])
   assert "pooled over the same learning rates x betas" in found[1]["parts"][0]["claim"]
-  report = (tmp_path / "study" / "report.md").read_text()
-  assert "foundation 1 (redrawn)" in report and "budget_fig1.png" in out["plots"]
+  report = (workdir / "report.md").read_text()
+  assert "foundation 1 (redrawn)" in report and _plotted(workdir, "budget_fig1.png", report)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_judge_axis_runs_at_smoke_scale(extended):
+  """The judge axis (one seed): its stages run, its block and section are written, and
+  the agreement of the noisy golden judge is exact."""
+  from alignment.study import stages as stages_lib  # pylint: disable=g-import-not-at-top
+  from alignment.study.experiments import judge as J  # pylint: disable=g-import-not-at-top
+  workdir, results, _ = extended
+  block = results["judge_axis"]
+  assert set(block["judges"]) == {"golden_flip0.2", "pm_quarter", "pm", "pm_4x"}
+  noisy = block["judges"]["golden_flip0.2"]["agreement"]
+  summary = stages_lib.stage_summary(str(workdir), "noisy_golden_flip0.2")
+  assert noisy["agreement"] == pytest.approx(1 - summary["flipped"], abs=1e-4)  # argmax labels
+  assert noisy["pairs"] == 64 and noisy["interval"][0] <= noisy["agreement"]
+  quarter = stages_lib.stage_summary(str(workdir), "pairs_quarter")["train"]
+  assert quarter["pairs"] == 16 and quarter["golden_winner_is_label"] == 1.0
+  assert stages_lib.stage_summary(str(workdir), "pairs_4x")["train"]["pairs"] == 256
+  for name, e in block["judges"].items():
+    assert e["agreement"]["pairs"] == 64, name
+    assert e["reading"]["envelope"].startswith("not read")  # one seed
+  assert set(block["series"]) == {J.NOISY, J.LEARNED}
+  runs = {r["name"]: r for r in results["runs"]}
+  assert runs["online_ipo_golden_flip0.2_s0"]["hparams"]["judge_flip"] == 0.2
+  report = (workdir / "report.md").read_text()
+  assert "## The judge-quality axis" in report and block["sentence"] in report
+  assert _plotted(workdir, "judge_axis.png", report)
 
 
 @pytest.mark.e2e
