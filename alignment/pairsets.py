@@ -66,14 +66,18 @@ class Pairs:
 
 
 class PolicySampler:
-  """Samples responses of a params export in fixed-size batches (host numpy out)."""
+  """Samples responses of a params export in fixed-size batches (host numpy out).
+
+  A response ends at the vocabulary's stop ids (`vocab.sampling_ids`: its EOS and a
+  chat template's end-of-turn token) and at every EOS id `export` records
+  (`sampling.with_model_eos`), as the online loop's and the evaluation's do."""
 
   def __init__(self, model, params, mesh, rules, response_len: int, vocab,
-               batch_size: int, temperature: float = 1.0):
+               batch_size: int, temperature: float = 1.0, export: str = ""):
     self.params, self.batch = params, batch_size
     self.sampler = sampling.Sampler(model, sampling.SamplingConfig(
         max_new_tokens=response_len, temperature=temperature, vocab_size=vocab.vocab_size,
-        **vocab_lib.sampling_ids(vocab)), mesh, rules)
+        **sampling.with_model_eos(vocab_lib.sampling_ids(vocab), export)), mesh, rules)
 
   def __call__(self, prompt: np.ndarray, prompt_mask: np.ndarray, key) -> tuple:
     tokens, masks = [], []
@@ -316,7 +320,7 @@ class Maker:
     from alignment.models import zoo  # pylint: disable=g-import-not-at-top
     model, params = zoo.load_export(export, "lm", self.r.config.data, self.mesh, self.rules)
     return PolicySampler(model, params, self.mesh, self.rules, self.r.config.data.response_len,
-                         self.vocab, self.r.sample_batch)
+                         self.vocab, self.r.sample_batch, export=export)
 
   def prompts(self, split: str, num: int) -> B.PromptBatch:
     """Enough prompts of `split` for `num` untied pairs, in whole sampling batches."""

@@ -300,3 +300,30 @@ def load_template(vocabulary) -> ChatTemplate:
     if text is not None:
       variables[name] = text
   return ChatTemplate(source, origin, variables, vocabulary)
+
+
+# A conversation every template renders: what `end_of_turn_ids` splits.
+_PROBE = ([{"role": "user", "content": "Hello"}], [{"role": "assistant", "content": "Hi"}])
+
+
+def end_of_turn_ids(vocabulary) -> tuple[int, ...]:
+  """The end-of-turn id of a Hugging Face vocabulary's chat template (Llama 3's
+  <|eot_id|>, Gemma's <end_of_turn>): the last id of a one-turn reply split off as
+  `pair_ids` splits an import's (module docstring), so it is the id a chat import of
+  this vocabulary records in metadata.json's chat_template.end_of_turn. () for any
+  other vocabulary, one without a template, or a template that refuses the probe."""
+  from alignment.data import hf_vocab  # pylint: disable=g-import-not-at-top  (loads TF)
+  if not isinstance(vocabulary, hf_vocab.HuggingFaceVocabulary):
+    return ()
+  return _end_of_turn_ids(vocabulary)
+
+
+@functools.lru_cache(maxsize=None)
+def _end_of_turn_ids(vocabulary) -> tuple[int, ...]:
+  try:
+    template = load_template(vocabulary)
+    pair = template.pair_ids(_PROBE[0], _PROBE[1], _PROBE[1], max_prompt_tokens=1 << 20,
+                             on_long="error")
+  except ValueError:  # no template (ValueError), or one that refuses the probe (ChatError)
+    return ()
+  return (int(pair.chosen[-1]),)

@@ -129,13 +129,27 @@ def vocabulary_name(vocab) -> str:
   return "sentencepiece" if path == os.path.abspath(SP_MODEL_PATH) else path
 
 
+def stop_ids(vocab) -> tuple[int, ...]:
+  """Where a response of this vocabulary ends: its EOS, then its chat template's
+  end-of-turn id where that is another token (`chat.end_of_turn_ids`: Gemma's
+  <end_of_turn> beside <eos>; Llama 3 Instruct's <|eot_id|> is its EOS)."""
+  eos = int(vocab.eos_id)
+  if not _is_hf(vocab):
+    return (eos,)
+  from alignment.data import chat  # pylint: disable=g-import-not-at-top
+  return (eos,) + tuple(i for i in chat.end_of_turn_ids(vocab) if i != eos)
+
+
 def token_record(vocab) -> dict:
   """What an export keeps of its data's vocabulary (written as vocabulary.json beside
   the parameters; `alignment.models.export` puts the ids in the Hugging Face config
-  and copies the tokenizer): its name and special ids, None where it has none."""
+  and copies the tokenizer): its name and special ids, None where it has none. The
+  EOS is a list where the vocabulary's responses end at more than one id (`stop_ids`:
+  [EOS, end-of-turn]), so the export's generation_config.json stops there too."""
   hf = _is_hf(vocab)
+  stops = stop_ids(vocab)
   return {"vocabulary": vocabulary_name(vocab), "vocab_size": int(vocab.vocab_size),
-          "eos_token_id": int(vocab.eos_id),
+          "eos_token_id": stops[0] if len(stops) == 1 else list(stops),
           "pad_token_id": int(vocab.pad_id) if not hf or vocab.has_pad else None,
           "bos_token_id": vocab.bos_id if hf else None}
 
@@ -163,21 +177,23 @@ def decode_batch(vocab, rows: Sequence[Sequence[int]]) -> list[str]:
   return vocab.tokenizer.decode(clean)
 
 
-def cut_at_eos(ids_bl: np.ndarray, eos_id: int = batches.EOS_ID,
+def cut_at_eos(ids_bl: np.ndarray, eos_id: int | tuple[int, ...] = batches.EOS_ID,
                pad_id: int | None = batches.PAD_ID) -> tuple[list[list[int]], np.ndarray]:
   """Rows up to (not incl.) the first EOS or PAD; and whether each row had an EOS there.
 
   A response that reaches its end, or a PAD, without an EOS is truncated. The ids
-  are the vocabulary's (`sampling_ids`); pad_id None: the vocabulary has no PAD.
+  are the vocabulary's (`sampling_ids`: eos_id a tuple where several ids end a
+  response); pad_id None: the vocabulary has no PAD.
   """
   ids_bl = np.asarray(ids_bl)
-  stop = ids_bl == eos_id
+  eos = np.asarray(eos_id if isinstance(eos_id, tuple) else (eos_id,))
+  is_eos = np.isin(ids_bl, eos)
+  stop = is_eos.copy()
   if pad_id is not None:
     stop |= ids_bl == pad_id
   has_stop = stop.any(axis=1)
   first = np.where(has_stop, stop.argmax(axis=1), ids_bl.shape[1])
-  ended = has_stop & (ids_bl[np.arange(len(ids_bl)), np.minimum(first, ids_bl.shape[1] - 1)]
-                      == eos_id)
+  ended = has_stop & is_eos[np.arange(len(ids_bl)), np.minimum(first, ids_bl.shape[1] - 1)]
   return [r[:n].tolist() for r, n in zip(ids_bl, first)], ended
 
 
@@ -230,8 +246,11 @@ def check_model_vocab(model_ids: int, vocab, where: str) -> None:
 
 def sampling_ids(vocab) -> dict:
   """The sampler's stop and never-drawn ids of a vocabulary (`SamplingConfig`'s
-  eos_id, pad_id): its EOS, and its padding token unless it has none (Llama 3)
-  or it is the EOS itself (tokenizers that pad with EOS)."""
+  eos_id, pad_id): its EOS (a tuple with its chat template's end-of-turn id where
+  that is another token: `stop_ids`), and its padding token unless it has none
+  (Llama 3) or it is a stop id itself (tokenizers that pad with EOS)."""
   record = token_record(vocab)
   eos, pad = record["eos_token_id"], record["pad_token_id"]
-  return {"eos_id": eos, "pad_id": None if pad == eos else pad}
+  stops = tuple(eos) if isinstance(eos, list) else (eos,)
+  return {"eos_id": stops if len(stops) > 1 else eos,
+          "pad_id": None if pad in stops else pad}

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from alignment import checkpoint, distributed, evaluation, layout, sharding
+from alignment import checkpoint, distributed, evaluation, layout, sampling, sharding
 from alignment.data import batches as B
 from alignment.data import tasks
 from alignment.data import vocab as vocab_lib
@@ -54,7 +54,7 @@ class Program:
   batch_spec: Any
   step: Callable[..., Any]
   accepts_veto: bool = False  # step(state, batch, accept): accept=False refuses the update
-  tokens: Any = None  # the data vocabulary's record, kept with the export (vocab.token_record)
+  tokens: Any = None  # the vocabulary record kept with the export (`export_tokens`)
 
   @property
   def batch_shardings(self):
@@ -322,4 +322,21 @@ def build(name: str, head, config, mesh, rules, vocab,
                              jax.tree.map(lambda x: x.sharding, spec), mesh, rules,
                              watch=watch, accepts_veto=accepts_veto)
   return Program(name, model, model_config, optimizer, init, mesh, rules, state_shardings,
-                 abstract_state, spec, step, accepts_veto, vocab_lib.token_record(vocab))
+                 abstract_state, spec, step, accepts_veto, export_tokens(vocab, config))
+
+
+def export_tokens(vocab, config) -> dict:
+  """The vocabulary record every export of the run carries (vocabulary.json): its data
+  vocabulary's (`vocab.token_record`: tokenizer, which brings the chat template along,
+  EOS and a template's end-of-turn id), with every EOS id the export it starts from
+  records (`config.init.policy` or `.backbone`; a converted Llama 3.1 Instruct's
+  [128001, 128008, 128009]) appended: the ids its samplers stop at
+  (`sampling.with_model_eos`), so the list survives SFT -> PM -> online or offline, and
+  the Hugging Face export writes it to generation_config.json."""
+  record = vocab_lib.token_record(vocab)
+  init = config.get("init") or {}
+  start = init.get("policy") or init.get("backbone") or ""
+  eos = record["eos_token_id"]
+  ids = sampling.with_model_eos({"eos_id": tuple(eos) if isinstance(eos, list) else eos},
+                                start)["eos_id"]
+  return dict(record, eos_token_id=list(ids) if isinstance(ids, tuple) else ids)
