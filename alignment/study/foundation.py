@@ -6,7 +6,7 @@ policy's samples at all.
              the user's own SFT policy, recorded as a "given" stage)
   golden_pm  real data only (study.import_dir): a pairwise PM trained on the raters'
              labels; it labels D_golden and scores every golden win rate (a chat
-             import whose end-of-turn token is not the tokenizer's EOS is refused)
+             import whose replies end at an id the samplers do not stop at is refused)
   pairs      D_golden: `num_pairs` pairs of the kind `pairs` (sft: two samples of the
              SFT policy per train prompt, golden-labelled; writer; mixed) in
              pairs/train, and `held_out_pairs` pairs of SFT samples on validation
@@ -134,24 +134,28 @@ def golden_pm(p) -> None:
 
 def check_end_of_turn(p) -> None:
   """A chat import's replies end with its template's end-of-turn token; the study's
-  samplers (D_golden's, online, evaluation) stop at the tokenizer's EOS. Where the two
-  differ (Gemma's <end_of_turn> and <eos>), every sampled reply would run on past the
+  samplers (D_golden's, online, evaluation) stop at the vocabulary's stop ids, its EOS
+  and its template's end-of-turn token (`vocab.sampling_ids`; Gemma's <end_of_turn>
+  beside <eos>). An import whose replies end at an id none of them stops at (a
+  template changed since the import) would have every sampled reply run on past the
   end of its turn: refused in one line, before anything trains."""
   from alignment.data import import_pairs, tasks  # pylint: disable=g-import-not-at-top
+  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   directory = os.path.abspath(p.s.import_dir)
   ends = (import_pairs.read_metadata(directory).get("chat_template") or {}).get(
       "end_of_turn") or []
   if not ends:  # not a chat import
     return
   vocab = tasks.task_vocabulary(p.tasks()["prompts"])
-  if set(ends) != {vocab.eos_id}:
+  stops = vocab_lib.stop_ids(vocab)
+  if not set(ends) <= set(stops):
     name = lambda i: repr(vocab.tokenizer.id_to_token(i))
     raise config_lib.ConfigError(
         f"study.import_dir: {os.path.join(directory, import_pairs.META)}: the chat template "
         f"ends replies with {', '.join(f'{name(i)} ({i})' for i in ends)}, but the study's "
-        f"samplers stop at the tokenizer's EOS {name(vocab.eos_id)} ({vocab.eos_id}); set "
-        f"eos_token to the end-of-turn token in the tokenizer_config.json beside "
-        f"{vocab.path}")
+        f"samplers stop at {', '.join(f'{name(i)} ({i})' for i in stops)} (the EOS and "
+        f"the end-of-turn token of the chat template beside {vocab.path}); import the "
+        "pairs again with that model directory")
 
 
 def pair_seed(s, kind: str) -> int:

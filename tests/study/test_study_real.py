@@ -260,11 +260,15 @@ def test_real_plan_refuses_what_rater_pairs_cannot_feed(tmp_path):
     _plan(tmp_path, f"import_dir={tmp_path / 'imp'}", "experiments=['fig1','writer']")
 
 
-def test_real_plan_refuses_a_chat_import_whose_replies_end_past_the_eos(tmp_path):
-  """The samplers stop at the tokenizer's EOS: a template whose end-of-turn token is
-  another (here <|eot_id|> with eos_token <|end_of_text|>, as Gemma's <end_of_turn> and
-  <eos>) is refused in one line before anything trains; the README's
-  Llama 3 Instruct set-up (eos_token <|eot_id|>) plans."""
+def test_real_plan_takes_a_chat_import_whose_end_of_turn_is_not_the_eos(tmp_path,
+                                                                          monkeypatch):
+  """The samplers stop at the tokenizer's EOS and at its template's end-of-turn token
+  (`vocab.sampling_ids`): a template whose end-of-turn token is another (here
+  <|eot_id|> with eos_token <|end_of_text|>, as Gemma's <end_of_turn> and <eos>)
+  plans as the README's Llama 3 Instruct set-up (eos_token <|eot_id|>) does; an
+  import whose replies end at an id no sampler stops at (a template the probe cannot
+  read) is refused in one line before anything trains."""
+  from alignment.data import chat  # pylint: disable=g-import-not-at-top
   src = _chat_parquet(tmp_path / "chat.parquet", 32)
   for eos, name in (("<|eot_id|>", "same"), ("<|end_of_text|>", "other")):
     model = build_chat_model(str(tmp_path / name), "llama3", eos_token=eos)
@@ -272,13 +276,15 @@ def test_real_plan_refuses_a_chat_import_whose_replies_end_past_the_eos(tmp_path
                              max_prompt_tokens=96, max_response_tokens=24,
                              on_long="truncate", validation_fraction=0.3,
                              name=f"chat_{name}_{tmp_path.name}")
-  stages = _plan(tmp_path, f"import_dir={tmp_path / 'imp_same'}", "experiments=['fig1']")
-  assert "golden_pm" in stages and "online_ipo_s0" in stages
+  for name in ("same", "other"):
+    stages = _plan(tmp_path, f"import_dir={tmp_path / f'imp_{name}'}", "experiments=['fig1']")
+    assert "golden_pm" in stages and "online_ipo_s0" in stages
+  monkeypatch.setattr(chat, "end_of_turn_ids", lambda vocabulary: ())
   with pytest.raises(config_lib.ConfigError) as e:
     _plan(tmp_path, f"import_dir={tmp_path / 'imp_other'}", "experiments=['fig1']")
   message = str(e.value)
   assert "\n" not in message and os.path.join(str(tmp_path / "imp_other"), "metadata.json") in message
-  assert "ends replies with '<|eot_id|>'" in message and "EOS '<|end_of_text|>'" in message
+  assert "ends replies with '<|eot_id|>'" in message and "stop at '<|end_of_text|>'" in message
 
 
 def test_embedded_plan_keeps_the_program(tmp_path):
