@@ -43,7 +43,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from alignment import distributed, faults, files
+from alignment import distributed, faults, files, timing
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class Checkpointer:
     return max(steps) if steps else None
 
   # -- save ------------------------------------------------------------------
+  @timing.timed("checkpoint")
   def save(self, step: int, state: Any, data_state: dict | None = None,
            meta: dict | None = None, force: bool = True,
            history: tuple[list[int], list[Any]] | None = None) -> bool:
@@ -118,6 +119,7 @@ class Checkpointer:
         d.rmtree(missing_ok=True)
     self._manager.reload()
 
+  @timing.timed("checkpoint")
   def wait(self):
     try:
       self._manager.wait_until_finished()
@@ -125,6 +127,7 @@ class Checkpointer:
       self._discard_unfinished()
       raise
 
+  @timing.timed("checkpoint")
   def close(self):
     self.wait()
     self._manager.close()
@@ -281,6 +284,7 @@ MODEL_CONFIG_FILE = "model_config.json"
 TOKENS_FILE = "vocabulary.json"
 
 
+@timing.timed("export")
 def export_params(params: Any, model_cfg: Any, output: str, tokens: dict | None = None):
   """Writes <output>/params and <output>/model_config.json atomically: built in
   <output>.tmp and renamed; if writing fails (a full disk), the temporary

@@ -70,7 +70,7 @@ import numpy as np
 
 from alignment import algorithms, checkpoint, distributed, files, judges, layout, sampling
 from alignment import config as config_lib
-from alignment import faults, scoring, sharding
+from alignment import faults, scoring, sharding, timing
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
@@ -285,6 +285,7 @@ class Evaluator:
     metrics, arrays, _ = self.evaluate_with_samples(params)
     return metrics, arrays
 
+  @timing.timed("evaluation")
   def evaluate_with_samples(self, params) -> tuple[dict, dict, list[dict]]:
     """(metrics, arrays, shown): `evaluate`'s, and what the policy wrote for the first
     `eval.samples` win prompts ({prompt, response, golden_score, ended_at_eos} each):
@@ -417,6 +418,7 @@ def make_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=Non
                          sft_export)
 
 
+@timing.timed("evaluation")
 def build_evaluator(eval_cfg, data_cfg, model, sft_params, mesh, rules, proxy=None,
                     sft_export: str = ""):
   """The `evaluation.Evaluator` of an `eval` section: golden judge, optional proxy PM,

@@ -33,6 +33,7 @@ LOCK = "LOCK.json"
 STAGE = "STAGE.json"
 RESULTS = "results.json"
 REPORT = "report.md"
+STAGE_SECONDS = "stage_seconds.json"  # where the stage time went (report.stage_seconds)
 XLA_CACHE = ".xla_cache"
 
 

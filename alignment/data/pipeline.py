@@ -62,7 +62,7 @@ import jax
 import numpy as np
 import seqio
 
-from alignment import files, sharding
+from alignment import files, sharding, timing
 from alignment.data import converters
 from alignment.data.tf_setup import tf
 
@@ -406,6 +406,7 @@ class BatchIterator:
         for f in self.fields})
 
 
+@timing.timed("data")
 def make_iterator(provider: str, split: str, kind: str, global_batch_size: int, *,
                   prompt_length: int = 64, response_length: int = 32, mesh=None,
                   rules=sharding.DEFAULT_RULES, seed: int = 0, order: str = "uniform",

@@ -95,6 +95,9 @@ def _write(study, workdir: str, stages, out: str, golden_judge, experiments) -> 
   if shown:  # before the stages' times
     at = md.index("## Stages")
     md[at:at] = samples_lines(samples)
+  # Timings stay out of results.json, which two runs of one study write bit for bit alike.
+  files.write_json(os.path.join(out, layout.STAGE_SECONDS), stage_seconds(workdir, stages),
+                   sort_keys=False)
   files.write_text(os.path.join(out, layout.REPORT), "\n".join(md) + "\n")
   return {"report": os.path.join(workdir, layout.REPORT),
           "results": os.path.join(workdir, layout.RESULTS), "plots": written,
@@ -176,8 +179,45 @@ def _markdown(study, workdir: str, stages, gate: dict, found: list[dict], sectio
   md += ["", "## Stages", "", "| stage | kind | seconds |", "|---|---|---|"]
   md += [f"| {s['stage']} | {s['kind']} | {s['seconds']} |" for s in stage_info]
   total = sum(s["seconds"] for s in stage_info)
-  md += ["", f"Total stage time: {total:.0f} s."]
+  md += ["", f"Total stage time: {total:.0f} s.{split_sentence(stage_seconds(workdir, stages))}"]
   return md
+
+
+# Where the stage time went (alignment.timing), in the order the sentence names them.
+PHASE_WORDS = (("steps", "training steps"), ("first_step", "first steps (compilation "
+               "included)"), ("evaluation", "evaluation"), ("checkpoint", "checkpoints"),
+               ("export", "exports"), ("data", "data"),
+               ("other", "the rest (start-up, models, restores, pair sets)"))
+
+
+def stage_seconds(workdir: str, stages) -> dict:
+  """{kind: {phase: seconds, "total": seconds, "stages": n}} and the same over every
+  kind ("all"), from the stages' markers that recorded a split (`seconds_by_phase`:
+  process 0's, alignment.timing); {} when none did."""
+  out: dict = {}
+  for st in stages:
+    info = stages_lib.read_marker(workdir, st.name)
+    split = (info or {}).get("seconds_by_phase")
+    if not split:
+      continue
+    for key in (info["kind"], "all"):
+      row = out.setdefault(key, {"stages": 0, "total": 0.0})
+      row["stages"] += 1
+      row["total"] = round(row["total"] + float(info["seconds"]), 1)
+      for phase, sec in split.items():
+        row[phase] = round(row.get(phase, 0.0) + float(sec), 1)
+  return out
+
+
+def split_sentence(by_kind: dict) -> str:
+  """' Of the N stages that recorded it: training steps 41%, ...' ('' without a split)."""
+  row = by_kind.get("all")
+  if not row or row["total"] <= 0:
+    return ""
+  parts = [f"{words} {100 * row.get(phase, 0.0) / row['total']:.0f}%"
+           for phase, words in PHASE_WORDS]
+  return (f" Where it went, over the {row['stages']} stages that recorded it "
+          f"(by kind: stage_seconds.json): {', '.join(parts)}.")
 
 
 # ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from alignment import distributed, faults, files, layout
+from alignment import distributed, faults, files, layout, timing
 from alignment.train import bookkeeping
 
 KINDS = ("sft", "pm", "online", "offline", "eval", "pairs", "given")
@@ -207,6 +207,7 @@ def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
   now = distributed.on_main(f"stage {stage.name} (start)",
                             lambda: _start(workdir, stage, stage_dir))
   start = time.time()
+  timing.reset()
   if stage.kind in ("pairs", "given"):
     summary = distributed.on_main(f"stage {stage.name}", lambda: stage.generate(stage_dir))
     faults.hit("after_stage", stage.name)
@@ -223,6 +224,7 @@ def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
   info = {"stage": stage.name, "kind": stage.kind, "config_hash": stage_hash, **(now or {}),
           "version": package_version(), "deps": list(stage.deps),
           "seconds": round(time.time() - start, 1), "summary": _jsonable(summary)}
+  info["seconds_by_phase"] = timing.split(time.time() - start)  # process 0's (alignment.timing)
   if stage.config is not None:
     info["config"] = json.loads(stage.config.to_json_best_effort())
   if stage.params is not None:

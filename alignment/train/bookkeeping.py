@@ -25,7 +25,7 @@ from typing import Callable, Mapping, Optional
 import jax
 from etils import epath
 
-from alignment import distributed, faults, files, layout
+from alignment import distributed, faults, files, layout, timing
 
 log = logging.getLogger("alignment")
 
@@ -208,6 +208,7 @@ class Run:
     self.preemption = Preemption()
     self.skipped = 0
     self._last = time.perf_counter()
+    self._clock = timing.StepClock()  # the study's split of a stage's time
     self.last_metrics: dict[str, float] = {}
     self.stopped_early = False
     distributed.note_progress(start_step, ckpt.newest_complete_step)
@@ -235,6 +236,7 @@ class Run:
       log.warning("step %d: non-finite %s; batch skipped (%d so far)", step,
                   [k for k, v in m.items() if not math.isfinite(v)], self.skipped)
     now = time.perf_counter()
+    self._clock.tick()
     m["step_time"] = now - self._last
     self._last = now
     if "tokens" in m:

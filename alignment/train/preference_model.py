@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from alignment import distributed, judges, sharding
+from alignment import distributed, judges, sharding, timing
 from alignment.data import batches as B
 from alignment.data import pipeline, stream
 from alignment.models import heads
@@ -36,6 +36,7 @@ from alignment.train import program as program_lib
 HEADS = {"pairwise": heads.PairwisePreferenceModel, "reward": heads.RewardModel}
 
 
+@timing.timed("evaluation")
 def held_out_metrics(model, mesh, rules, params, pairs, batch_size: int) -> dict:
   """Debiased accuracy, raw accuracy and position bias on fixed pairs (a reward
   model is antisymmetric: its raw accuracy is its accuracy, its bias 1/2)."""

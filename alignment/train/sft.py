@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import jax
 
-from alignment import distributed, sharding
+from alignment import distributed, sharding, timing
 from alignment.data import pipeline
 from alignment.models import heads
 from alignment.train import steps
@@ -64,6 +64,7 @@ def run(config, workdir: str) -> dict:
   eval_loss = jax.jit(lambda p, b: loss_fn(p, b, None),
                       in_shardings=(program.state_shardings.params, batch_shardings))
 
+  @timing.timed("evaluation")
   def evaluate(params) -> dict:
     totals: dict[str, float] = {}
     for i in range(config.eval.num_batches):

@@ -107,6 +107,21 @@ def test_results_schema_report_and_plots(smoke_study):
   assert (workdir / "online_ipo_s0" / "eval" / "step_000002.npz").exists()
   assert (workdir / "online_ipo_s0" / "eval" / "step_000008" / "model_config.json").exists()
   assert (workdir / "sft_eval" / "eval" / "step_000000.npz").exists()
+  # Where the stage time went (alignment.timing): every stage's split adds up to its
+  # seconds; a training stage spent some in steps, an online one in evaluation too.
+  from alignment import timing  # pylint: disable=g-import-not-at-top
+  for st in study.plan(_smoke(), str(workdir)):
+    info = json.loads((workdir / st.name / "STAGE.json").read_text())
+    split = info["seconds_by_phase"]
+    assert set(split) == set(timing.PHASES) | {"other"}, st.name
+    assert sum(split.values()) == pytest.approx(info["seconds"], abs=1.0), (st.name, split)
+    if st.kind in ("sft", "pm", "online", "offline"):
+      assert split["first_step"] > 0 and split["steps"] > 0 and split["export"] > 0, st.name
+    if st.kind == "online":
+      assert split["evaluation"] > 0 and split["checkpoint"] > 0, st.name
+  by_kind = json.loads((workdir / "stage_seconds.json").read_text())
+  assert by_kind["all"]["stages"] == len(study.plan(_smoke(), str(workdir)))
+  assert "Where it went, over the" in report and "training steps" in report
 
 
 @pytest.mark.e2e
