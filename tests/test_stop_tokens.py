@@ -112,6 +112,8 @@ def _pm_export(directory: str, vocab) -> str:
   return directory
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_an_online_run_on_a_gemma_import_from_a_converted_model_stops_and_exports(
     gemma_import, tmp_path):
   """A converted decoder with an EOS list -> an online run of 1 step on the Gemma
