@@ -22,6 +22,8 @@ tests do not time.
                    from a `jax.profiler` trace
   torch_reference  the PyTorch / Hugging Face side: random HF T5 models, the
                    `generate` contenders, the train step in PyTorch
+  peaks            vendor peak FLOP/s and HBM bandwidth by JAX device kind
+  suite            `all`: every benchmark in one process, one table of MFU/MBU
 
 torch and transformers are imported inside the functions that use them, so
 importing this package needs neither.
@@ -31,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 from typing import Callable
 
 import jax
@@ -44,6 +45,7 @@ from alignment.bench.online import bench_online, online_args, online_table
 from alignment.bench.profile import (bench_profile, hlo_op_kinds, op_profile, profile_args,
                                      profile_table)
 from alignment.bench.sampler import bench_sampler, sampler_args, sampler_table
+from alignment.bench import suite
 from alignment.bench.train import bench_train, train_args, train_table
 
 __all__ = ["BENCHMARKS", "MATMUL_SHAPES", "Json", "bench_families", "bench_online",
@@ -62,6 +64,17 @@ BENCHMARKS: dict[str, tuple[Callable, Callable, Callable]] = {
 }
 
 
+def _run_one(name: str, args: argparse.Namespace, argv: list) -> Json:
+  """One benchmark's result, with the date, the machine and the load around it."""
+  result = {"benchmark": name,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(), "argv": list(argv),
+            "load_average_before": os.getloadavg()}
+  result.update(BENCHMARKS[name][1](args))
+  result["load_average_after"] = os.getloadavg()
+  return result
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m alignment.bench",
                                    description=__doc__.split("\n\n")[0])
@@ -70,16 +83,13 @@ def main(argv=None) -> int:
     p = sub.add_parser(name)
     p.add_argument("--json", required=True, help="where to write the result")
     add_args(p)
+  suite.add_args(sub.add_parser("all", help="every benchmark, one table (alignment.bench.suite)"))
   args = parser.parse_args(argv)
   jax.config.update("jax_threefry_partitionable", True)
-  _, run, table = BENCHMARKS[args.benchmark]
-  result = {"benchmark": args.benchmark,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_info(), "argv": sys.argv[1:] if argv is None else list(argv),
-            "load_average_before": os.getloadavg()}
-  result.update(run(args))
-  result["load_average_after"] = os.getloadavg()
+  if args.benchmark == "all":
+    return suite.run_all(args, BENCHMARKS, _run_one, suite.argv_of(argv))
+  result = _run_one(args.benchmark, args, suite.argv_of(argv))
   files.write_json(args.json, result, sort_keys=False)
-  print(table(result))
+  print(BENCHMARKS[args.benchmark][2](result))
   print(f"wrote {args.json}")
   return 0

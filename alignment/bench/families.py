@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 import jax
 
-from alignment.bench.measure import Json, fmt, matmul_peak, timed_interleaved
+from alignment.bench.measure import Json, fmt, matmul_peak, timed_interleaved, up_front
 
 RUNGS = ("nano", "tiny", "mini", "midi", "maxi")
 FAMILIES = ("t5", "llama")
@@ -147,7 +147,7 @@ def bench_families(args) -> Json:
   """Both families rung by rung (module docstring), the matmul peak before and after."""
   rungs = [r for r in args.rungs.split(",") if r]
   families = [f for f in args.families.split(",") if f]
-  peak_before = matmul_peak()["gflops"]
+  peak_before = up_front(args, "matmul_peak", matmul_peak)["gflops"]
   models = []
   for rung in rungs:
     models += _rung([f"{f}-{rung}" for f in families], args)

@@ -112,6 +112,13 @@ def matmul_peak(repeats: int = 10) -> Json:
   return out
 
 
+def up_front(args, key: str, measure_fn: Callable[[], Json]) -> Json:
+  """What `bench all` measured once for every benchmark (`args.measured[key]`:
+  "matmul_peak", "memory_bandwidth"), or `measure_fn()` when run alone."""
+  measured = getattr(args, "measured", None)
+  return measured[key] if measured else measure_fn()
+
+
 def fmt(x, scale=1.0, spec=".2f", unit=""):
   """`x * scale` as `spec` followed by `unit` (for the tables), or "n/a" for None."""
   return "n/a" if x is None else f"{x * scale:{spec}}{unit}"

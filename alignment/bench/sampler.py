@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from alignment.bench.measure import (Json, fmt, matmul_calls, matmul_peak, memory_bandwidth,
-                                     timed_interleaved)
+                                     timed_interleaved, up_front)
 from alignment.bench.torch_reference import hf_sample_calls, hf_t5
 
 
@@ -204,8 +204,8 @@ def _sampler_one(name: str, args, peak_gflops: float) -> Json:
 
 
 def bench_sampler(args) -> Json:
-  bandwidth = memory_bandwidth()
-  peak = matmul_peak()
+  bandwidth = up_front(args, "memory_bandwidth", memory_bandwidth)
+  peak = up_front(args, "matmul_peak", matmul_peak)
   results = [_sampler_one(name, args, peak["gflops"]) for name in args.models]
   for r in results:
     for v in r["ours"].values():

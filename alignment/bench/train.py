@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignment.bench.measure import (Json, fmt, matmul_calls, matmul_peak, memory_bandwidth,
-                                     timed_interleaved)
+                                     timed_interleaved, up_front)
 from alignment.bench.torch_reference import torch_train_step, untied_hf_t5
 
 
@@ -266,6 +266,7 @@ def _our_figures(args, ours_steps: _OurSteps, timed: _Timings, cfg, model_flops:
     ours[name] = dict(timed.summary(name, model_flops["total"], peak),
                       compile_s=ours_steps.compile_s[name],
                       xla_flops=float(c.get("flops", 0.0)),
+                      xla_bytes_accessed=float(c.get("bytes accessed", 0.0)),
                       temp_bytes=int(getattr(memory, "temp_size_in_bytes", 0)),
                       first_step=ours_steps.first[name])
   executed = flops_lib.alignment_step(cfg, b, lp, lr, shared_prompt=True)["total"]
@@ -293,8 +294,8 @@ def bench_train(args) -> Json:
 
   from alignment import flops as flops_lib  # pylint: disable=g-import-not-at-top
 
-  bandwidth = memory_bandwidth()
-  peak = matmul_peak()
+  bandwidth = up_front(args, "memory_bandwidth", memory_bandwidth)
+  peak = up_front(args, "matmul_peak", matmul_peak)
   b, lp, lr, beta = args.batch, args.prompt_len, args.response_len, 0.1
   setup = _train_setup(args)
   ours_steps = _our_steps(args, setup, beta)

@@ -1,5 +1,13 @@
-"""The benchmarks (`python -m alignment.bench sampler|train|online|profile|families`) run
-end to end at a toy size and write their JSON."""
+"""The benchmarks (`python -m alignment.bench sampler|train|online|profile|families|all`)
+run end to end at a toy size and write their JSON.
+
+One `bench all --quick` run (toy sizes on CPU) serves every benchmark's checks: each
+reads its benchmark's result from that run's JSON, and its table as
+`python -m alignment.bench <name>` prints it. Only the online benchmark's RLOO
+variant, which needs other flags, runs on its own.
+"""
+import contextlib
+import io
 import json
 
 import pytest
@@ -12,12 +20,84 @@ from alignment import bench
 pytestmark = [pytest.mark.hf]
 
 
-def test_sampler_bench_writes_json(tmp_path, capsys):
-  out = tmp_path / "sampler.json"
-  assert bench.main(["sampler", f"--json={out}", "--models=t5-nano", "--batch=4",
-                     "--prompt_len=5", "--new_tokens=3", "--repeats=1", "--hf_threads=1",
-                     "--cache_dtypes=float32"]) == 0
+@pytest.fixture(scope="module")
+def quick_all(tmp_path_factory):
+  """(the JSON `bench all --quick` wrote, what it printed): every benchmark at toy size."""
+  out = tmp_path_factory.mktemp("bench_all")
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    rc = bench.main(["all", f"--json={out}", "--quick"])
+  return rc, json.loads((out / "all.json").read_text()), printed.getvalue()
+
+
+def _result(quick_all, name):
+  """One benchmark's result from the `all` run, and its own table as printed alone."""
+  rc, out, _ = quick_all
+  result = out["results"][name]
+  assert rc == 0 and result["status"] == "ok", result.get("reason")
+  return result, bench.BENCHMARKS[name][2](result)
+
+
+@pytest.mark.slow  # the `bench all --quick` fixture: about 100-150 s for every benchmark
+def test_all_quick_runs_every_benchmark_and_prints_one_table(quick_all):
+  rc, out, printed = quick_all
+  assert rc == 0 and list(out["results"]) == list(bench.BENCHMARKS)
+  assert all(r["status"] == "ok" and r["seconds"] > 0 for r in out["results"].values())
+  assert out["device_kind"] and out["platform"] == "cpu"
+  p = out["peaks"]  # CPU: measured peaks, the table's never
+  assert p["float32"]["source"] == p["bandwidth"]["source"] == "measured on this device"
+  assert p["float32"]["flops"] == pytest.approx(out["measured"]["float32_gflops"] * 1e9)
+  for name in bench.BENCHMARKS:  # progress lines, one table, a row per thing timed
+    assert f"{name}: ok in" in printed
+    assert any(r["benchmark"] == name and r["median_s"] > 0 for r in out["rows"])
+  assert printed.count("| benchmark | timed |") == 1 and "wrote " in printed
+  rows = {(r["benchmark"], r["timed"]): r for r in out["rows"]}
+  step = rows[("train", "t5-nano: IPO step, 2 pairs (ours)")]
+  train = out["results"]["train"]
+  assert step["mfu"] == pytest.approx(train["model_flops"]["total"] / step["median_s"]
+                                      / p["float32"]["flops"])
+  assert step["mbu"] == pytest.approx(train["ours"]["ours"]["xla_bytes_accessed"]
+                                      / step["median_s"] / p["bandwidth"]["bytes_per_s"])
+  bf16 = rows[("train", "t5-nano: IPO step, 2 pairs (ours/bfloat16)")]
+  assert bf16["peak_flops"] == p["bfloat16"]["flops"] and bf16["dtype"] == "bfloat16"
+  sample = rows[("sampler", "t5-nano: sample 4 x 3 tokens (float32 cache)")]
+  assert sample["mbu"] > 0 and sample["mfu"] > 0
+  assert rows[("online", "t5-nano contrastive: online step")]["mfu"] is None  # not counted
+  assert f"| {step['mfu'] * 100:.2f}% |" in printed
+
+
+def test_all_records_a_failing_benchmark_and_runs_the_others(tmp_path, monkeypatch, capsys):
+  def broken(args):
+    raise RuntimeError("no baseline here\nsecond line")
+  monkeypatch.setitem(bench.BENCHMARKS, "broken", (lambda p: None, broken, None))
+  monkeypatch.setattr(bench.suite, "QUICK_CPU", {**bench.suite.QUICK_CPU, "broken": []})
+  monkeypatch.setattr(bench.suite.peaks_lib, "measure_peaks", lambda platform, copy_mib: {
+      "bfloat16_gflops": 1.0, "float32_gflops": 2.0, "bandwidth_gbs": 3.0})
+  monkeypatch.setitem(bench.BENCHMARKS, "profile", (
+      bench.BENCHMARKS["profile"][0], lambda args: {"settings": {"model": "m"},
+                                                    "model_flops": 4e9,
+                                                    "profiles": {"float32": {"step_s": 2.0}}},
+      None))
+  out = tmp_path / "a.json"
+  assert bench.main(["all", f"--json={out}", "--quick", "--only=broken,profile"]) == 1
   result = json.loads(out.read_text())
+  assert result["results"]["broken"]["reason"] == "RuntimeError: no baseline here"
+  assert result["results"]["profile"]["status"] == "ok"
+  (failed, ok) = result["rows"]
+  assert failed["timed"].startswith("FAILED: RuntimeError") and failed["mfu"] is None
+  assert ok["mfu"] == pytest.approx(4e9 / 2.0 / 2e9)  # FLOPs / median / measured fp32 peak
+  printed = capsys.readouterr().out
+  assert "broken: failed in" in printed and "| profile | m: IPO step traced" in printed
+
+
+def test_all_only_names_an_unknown_benchmark():
+  with pytest.raises(SystemExit, match="unknown benchmark 'nope'"):
+    bench.main(["all", "--json=x.json", "--only=nope"])
+
+
+@pytest.mark.slow  # reads the `bench all --quick` fixture
+def test_sampler_bench_writes_json(quick_all):
+  result, table = _result(quick_all, "sampler")
   assert result["benchmark"] == "sampler" and result["machine"]["cpu_count"] >= 1
   (r,) = result["results"]
   ours, hf = r["ours"]["float32"], r["hf"]
@@ -26,7 +106,7 @@ def test_sampler_bench_writes_json(tmp_path, capsys):
   assert r["ratio_of_fastest_runs"]["float32"] >= 0.5 * r["ratio"]["float32"] > 0
   assert ours["best"]["s"] <= ours["median_s"]
   assert ours["bytes_per_step"]["total"] > ours["bytes_per_step"]["lm_head"] > 0
-  assert "| t5-nano |" in capsys.readouterr().out
+  assert "| t5-nano |" in table
 
 
 def test_unknown_benchmark_is_an_error():
@@ -34,12 +114,9 @@ def test_unknown_benchmark_is_an_error():
     bench.main(["nonsense", "--json=x"])
 
 
-@pytest.mark.slow  # about 25-50 s: three step variants, HF T5 and an accuracy check
-def test_train_bench_writes_json(tmp_path, capsys):
-  out = tmp_path / "train.json"
-  assert bench.main(["train", f"--json={out}", "--model=t5-nano", "--batch=2", "--prompt_len=6",
-                     "--response_len=4", "--repeats=1", "--torch_threads=1"]) == 0
-  result = json.loads(out.read_text())
+@pytest.mark.slow  # reads the `bench all --quick` fixture
+def test_train_bench_writes_json(quick_all):
+  result, table = _result(quick_all, "train")
   ours, plain, torch_ = (result["ours"]["ours"], result["ours"]["ours/plain"],
                          result["torch"])
   assert ours["median_s"] > 0 and torch_["median_s"] > 0 and 0 < ours["mfu"]
@@ -55,16 +132,12 @@ def test_train_bench_writes_json(tmp_path, capsys):
   assert bf16["accuracy"]["loss_float32"] == pytest.approx(loss["ours"], rel=1e-5)  # same weights
   assert bf16["accuracy"]["grad_cosine"] > 0.9
   assert bf16["accuracy"]["logp_max_rel_diff"] < 0.05
-  assert "PyTorch" in capsys.readouterr().out
+  assert "PyTorch" in table
 
 
-@pytest.mark.slow  # about 30 s: a data set, three models, four compiles
-def test_online_bench_writes_json(tmp_path, capsys):
-  out = tmp_path / "online.json"
-  assert bench.main(["online", f"--json={out}", "--config=configs/online.py:tiny",
-                     "--pm_config=configs/pm.py:tiny", "--warmup=1", "--repeats=1",
-                     "--staleness=1", "--blocks=1"]) == 0
-  result = json.loads(out.read_text())
+@pytest.mark.slow  # reads the `bench all --quick` fixture
+def test_online_bench_writes_json(quick_all):
+  result, table = _result(quick_all, "online")
   share = result["share"]
   assert set(share) == {"sample", "judge", "update"}
   assert sum(share.values()) == pytest.approx(1.0, rel=0.05)
@@ -73,11 +146,10 @@ def test_online_bench_writes_json(tmp_path, capsys):
   stale = result["staleness"]  # the loop's rollouts 1 step behind, overlapped and not
   assert stale["k"] == 1 and all(len(v) == 1 for v in stale["step_times_s"].values())
   assert stale["median_step_s"]["overlap"] > 0 and stale["median_step_s"]["sequential"] > 0
-  printed = capsys.readouterr().out
-  assert "| sample |" in printed and "staleness 1: step" in printed
+  assert "| sample |" in table and "staleness 1: step" in table
 
 
-@pytest.mark.slow  # about 30 s: RLOO's programs
+@pytest.mark.slow  # about 30 s: RLOO's programs (flags `bench all` does not run)
 def test_online_bench_times_k_samples_per_prompt(tmp_path):
   out = tmp_path / "online.json"
   assert bench.main(["online", f"--json={out}", "--config=configs/online.py:tiny",
@@ -89,13 +161,9 @@ def test_online_bench_times_k_samples_per_prompt(tmp_path):
   assert sum(result["share"].values()) == pytest.approx(1.0, rel=0.05)
 
 
-@pytest.mark.slow  # about 40-90 s: two matmul peaks, two models' SFT, IPO and sampler programs
-def test_families_bench_times_both_families_side_by_side(tmp_path, capsys):
-  out = tmp_path / "families.json"
-  assert bench.main(["families", f"--json={out}", "--rungs=nano", "--batch=2",
-                     "--prompt_len=6", "--response_len=4", "--repeats=2",
-                     "--online_repeats=1"]) == 0
-  result = json.loads(out.read_text())
+@pytest.mark.slow  # reads the `bench all --quick` fixture
+def test_families_bench_times_both_families_side_by_side(quick_all):
+  result, table = _result(quick_all, "families")
   t5, llama = result["models"]
   assert (t5["model"], llama["model"]) == ("t5-nano", "llama-nano")
   for m in (t5, llama):
@@ -107,21 +175,16 @@ def test_families_bench_times_both_families_side_by_side(tmp_path, capsys):
   assert ratio["params"] == pytest.approx(llama["params"] / t5["params"])
   assert ratio["time"]["sft"] == pytest.approx(llama["median_s"]["sft"] / t5["median_s"]["sft"])
   assert ratio["flops"]["sft"] > 1  # the decoder runs the prompt through every layer
-  assert "| llama-nano / t5-nano |" in capsys.readouterr().out
+  assert "| llama-nano / t5-nano |" in table
 
 
-@pytest.mark.slow  # about 20-40 s: HF T5, a compile and a trace
-def test_profile_bench_splits_the_step_by_op_category(tmp_path, capsys):
-  out = tmp_path / "profile.json"
-  assert bench.main(["profile", f"--json={out}", "--model=t5-nano", "--batch=2",
-                     "--prompt_len=6", "--response_len=4", "--steps=1", "--dtypes=float32",
-                     f"--trace_dir={tmp_path / 'trace'}"]) == 0
-  p = json.loads(out.read_text())["profiles"]["float32"]
+@pytest.mark.slow  # reads the `bench all --quick` fixture
+def test_profile_bench_splits_the_step_by_op_category(quick_all):
+  result, table = _result(quick_all, "profile")
+  p = result["profiles"]["float32"]
   assert p["categories"]["matmul"]["gflop"] > 0 and p["op_ms"] > 0
   assert sum(c["share"] for c in p["categories"].values()) == pytest.approx(1.0)
-  assert "| matmul |" in capsys.readouterr().out
-
-
+  assert "| matmul |" in table
 def test_hlo_op_kinds_counts_dot_flops():
   hlo = """HloModule m
 
