@@ -23,8 +23,8 @@ Scales:
            pairs and of the t5-mini and t5-midi sizes, each against offline IPO).
   real     the study from your own rater-labelled pairs (--config.import_dir=DIR, an
            import_pairs directory with --validation_fraction; chat pairs rendered with
-           a model's chat template too, whose end-of-turn token must be its
-           tokenizer's EOS, where every sampler stops): a golden PM trained on
+           a model's chat template too: every sampler stops at the tokenizer's EOS
+           and at the template's end-of-turn token): a golden PM trained on
            the raters' labels takes the golden judge's place (it labels D_golden, scores
            every golden win rate and is the online judge.kind="golden"); SFT is on the
            import's chosen responses. Sizes as default; experiments fig1, attribution,
