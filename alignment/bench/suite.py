@@ -52,17 +52,18 @@ QUICK_CPU = {
 def _quick_accelerator(cpus: int) -> dict[str, list[str]]:
   """Sizes for one GPU or TPU chip (module docstring); unmeasured on one so far."""
   return {
-      # 128 rows x 64 new tokens of t5-small: a decode step reads ~0.3 GB of weights
-      # and caches, enough to show MBU; HF generate on the host's cores is the slow part.
+      # 128 rows x 64 new tokens of t5-small: a decode step reads ~0.6 GB of weights
+      # and caches (float32), enough to show MBU; HF generate on the host's cores is the slow part.
       "sampler": ["--models=t5-small", "--batch=128", "--prompt_len=64", "--new_tokens=64",
                   "--repeats=3", f"--hf_threads={cpus}", "--cache_dtypes=float32,bfloat16"],
-      # 32 pairs x 128 tokens of t5-small: ~4 TFLOP a step, PyTorch's on the host CPU.
+      # 32 pairs x 128 tokens of t5-small: ~1 model TFLOP a step; PyTorch's on the host CPU.
       "train": ["--model=t5-small", "--batch=32", "--prompt_len=64", "--response_len=32",
                 "--repeats=5", f"--torch_threads={cpus}"],
-      "online": ["--config=configs/online.py:default", "--pm_config=configs/pm.py:default",
+      # The tests' tiny task (quick to build on a bare machine), a t5-small policy.
+      "online": ["--config=configs/online.py:tiny", "--pm_config=configs/pm.py:default",
                  "--set", "model.name='t5-small'", "--set", "data.batch_size=64",
                  "--warmup=2", "--repeats=5", "--staleness=1", "--blocks=1"],
-      # No PyTorch step here: t5-base, 32 pairs x 256 tokens, both dtypes.
+      # No PyTorch step here: t5-base, 32 pairs x 256 tokens (~7.5 model TFLOP), both dtypes.
       "profile": ["--model=t5-base", "--batch=32", "--prompt_len=128", "--response_len=64",
                   "--steps=3", "--dtypes=float32,bfloat16"],
       "families": ["--batch=32", "--repeats=10", "--online_repeats=3"],
