@@ -1,4 +1,7 @@
-"""Benchmarks: `python -m alignment.bench <name> --json=FILE`.
+"""Benchmarks: `python -m alignment.bench <name> --json=FILE`, or all of them.
+
+`python -m alignment.bench all --json=DIR [--quick]` runs every benchmark in one
+process and prints one table of MFU and MBU against the device's peaks (`suite`).
 
 Each benchmark is one function `bench_<name>(args) -> dict` in its own module,
 registered in `BENCHMARKS` with a function that adds its flags and one that
@@ -38,6 +41,7 @@ from typing import Callable
 import jax
 
 from alignment import files
+from alignment.bench import suite
 from alignment.bench.measure import (MATMUL_SHAPES, Json, machine_info, matmul_calls, matmul_peak,
                                      memory_bandwidth, timed, timed_interleaved)
 from alignment.bench.families import bench_families, families_args, families_table
@@ -45,7 +49,6 @@ from alignment.bench.online import bench_online, online_args, online_table
 from alignment.bench.profile import (bench_profile, hlo_op_kinds, op_profile, profile_args,
                                      profile_table)
 from alignment.bench.sampler import bench_sampler, sampler_args, sampler_table
-from alignment.bench import suite
 from alignment.bench.train import bench_train, train_args, train_table
 
 __all__ = ["BENCHMARKS", "MATMUL_SHAPES", "Json", "bench_families", "bench_online",
