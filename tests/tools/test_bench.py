@@ -71,7 +71,7 @@ def test_all_records_a_failing_benchmark_and_runs_the_others(tmp_path, monkeypat
     raise RuntimeError("no baseline here\nsecond line")
   monkeypatch.setitem(bench.BENCHMARKS, "broken", (lambda p: None, broken, None))
   monkeypatch.setattr(bench.suite, "QUICK_CPU", {**bench.suite.QUICK_CPU, "broken": []})
-  monkeypatch.setattr(bench.suite.peaks_lib, "measure_peaks", lambda platform, copy_mib: {
+  monkeypatch.setattr(bench.suite.peaks_lib, "measure_peaks", lambda platform, copy_mib, repeats: {
       "bfloat16_gflops": 1.0, "float32_gflops": 2.0, "bandwidth_gbs": 3.0})
   monkeypatch.setitem(bench.BENCHMARKS, "profile", (
       bench.BENCHMARKS["profile"][0], lambda args: {"settings": {"model": "m"},
