@@ -100,7 +100,7 @@ def test_report_files_are_replaced_together_or_not_at_all(tmp_path, monkeypatch)
   study = config_lib.load(os.path.join(ROOT, "configs", "study.py:smoke"))
   report.write(study, str(tmp_path), [])
   before = {}
-  for n in ("results.json", "report.md"):  # marked, so that a rewrite would show
+  for n in ("results.json", "report.md", "stage_seconds.json"):  # marked: a rewrite shows
     with open(tmp_path / n, "a") as f:
       f.write("\n")
     before[n] = open(tmp_path / n).read()
@@ -108,7 +108,7 @@ def test_report_files_are_replaced_together_or_not_at_all(tmp_path, monkeypatch)
   with pytest.raises(OSError) as e:
     report.write(study, str(tmp_path), [])
   assert _is_enospc(e)
-  assert sorted(os.listdir(tmp_path)) == ["report.md", "results.json"]
+  assert sorted(os.listdir(tmp_path)) == ["report.md", "results.json", "stage_seconds.json"]
   assert {n: open(tmp_path / n).read() for n in before} == before
 
 
