@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Tests run in 2 processes (one per core), each with 8 fake CPU devices; a whole
 # test file goes to one process, so a module's shared fixture is built once.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: venv test test-fast test-e2e test-multiprocess test-hf study study-full study-scaling clean
 

@@ -45,3 +45,29 @@ import jax  # noqa: E402  (must follow the flags above)
 jax.config.update("jax_threefry_partitionable", True)
 
 assert len(jax.devices()) == 8, "conftest must run before anything imports jax"
+
+
+# The whole-experiment files, longest first (their measured times in a clean-clone
+# `make test`, 2026-12-06): `make test` runs them before everything else
+# (Makefile: --no-loadscope-reorder keeps this order), so that the two workers share
+# the long files from the start and the many short ones fill in after; xdist's own
+# order (files with the most tests first) left these few-test files for last, one
+# worker busy minutes after the other had finished.
+# The two multi-process files are kept apart from the storm's parallel studies and
+# from each other, so that their heartbeats never meet the heaviest load.
+LONGEST_FIRST = (
+    "study/test_storm.py", "study/test_study.py", "distributed/test_multiprocess_study.py",
+    "train/test_reliability.py", "distributed/test_multiprocess.py", "study/test_scaling.py",
+    "tools/test_bench.py", "train/test_train.py", "study/test_study_real.py",
+    "distributed/test_sharding.py", "train/test_roles.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+  """Moves LONGEST_FIRST's files to the front, in that order; every file keeps its
+  own tests' order, the rest their collected order."""
+  rank = {f"tests/{name}": i for i, name in enumerate(LONGEST_FIRST)}
+  def key(item):
+    path = item.nodeid.split("::", 1)[0]
+    return rank.get(path, len(rank))
+  items.sort(key=key)  # stable
