@@ -91,12 +91,13 @@ def _write(study, workdir: str, stages, out: str, golden_judge, experiments) -> 
       written.append(figure)
   if ctx.data:
     written += _study_plots(ctx, runs, experiments, out)
-  md = _markdown(study, workdir, stages, gate, found, sections, ctx)
+  by_kind = stage_seconds(workdir, stages)
+  md = _markdown(study, workdir, stages, gate, found, sections, ctx, by_kind)
   if shown:  # before the stages' times
     at = md.index("## Stages")
     md[at:at] = samples_lines(samples)
   # Timings stay out of results.json, which two runs of one study write bit for bit alike.
-  files.write_json(os.path.join(out, layout.STAGE_SECONDS), stage_seconds(workdir, stages),
+  files.write_json(os.path.join(out, layout.STAGE_SECONDS), by_kind,
                    sort_keys=False)
   files.write_text(os.path.join(out, layout.REPORT), "\n".join(md) + "\n")
   return {"report": os.path.join(workdir, layout.REPORT),
@@ -163,7 +164,7 @@ def _section_lines(sections) -> list[str]:
 
 
 def _markdown(study, workdir: str, stages, gate: dict, found: list[dict], sections,
-              ctx: A.Context) -> list[str]:
+              ctx: A.Context, by_kind: dict) -> list[str]:
   md = [f"# Study report ({study.scale})", ""] + foundation.gate_lines(gate) + [""]
   lead = [x for x in sections if x[0].lead]
   md += _section_lines(lead) + [""] if lead else []
@@ -179,7 +180,7 @@ def _markdown(study, workdir: str, stages, gate: dict, found: list[dict], sectio
   md += ["", "## Stages", "", "| stage | kind | seconds |", "|---|---|---|"]
   md += [f"| {s['stage']} | {s['kind']} | {s['seconds']} |" for s in stage_info]
   total = sum(s["seconds"] for s in stage_info)
-  md += ["", f"Total stage time: {total:.0f} s.{split_sentence(stage_seconds(workdir, stages))}"]
+  md += ["", f"Total stage time: {total:.0f} s.{split_sentence(by_kind)}"]
   return md
 
 
