@@ -135,3 +135,46 @@ def alignment_step(cfg: T5Shape, pairs: int, prompt_len: int, response_len: int,
     fwd = t5_forward(cfg, pairs, prompt_len, 2 * pairs, response_len, encoder_rows=rows)
   return {"forward": fwd["total"], "policy": 3 * fwd["total"], "reference": fwd["total"],
           "total": 4 * fwd["total"], "forward_parts": fwd}
+
+
+def scorer_forward(cfg, rows: int, lp: int, lr: int, pairwise: bool = True) -> float:
+  """A preference model's forward on `rows` pairs (pairwise, T5: prompt and both
+  responses encoded, one decoder position read; decoder-only: [x | y1 | y2] and the
+  read-out column as one sequence) or a reward model's on `rows` responses; a scalar
+  head reads it, so without the LM head."""
+  if getattr(cfg, "architecture", "t5") == "t5":
+    f = (t5_forward(cfg, rows, lp + 2 * lr, rows, 1) if pairwise
+         else t5_forward(cfg, rows, lp, rows, lr + 1))
+  else:
+    f = decoder_forward(cfg, rows, lp, rows, (2 * lr if pairwise else lr) + 1)
+  return float(f["total"] - f["lm_head"])
+
+
+def judged_pairs(samples: int, siblings: int = 0) -> int:
+  """Pairs of a prompt's k samples a pairwise judge is asked about: all k (k - 1) / 2,
+  or k m / 2 with `rl.siblings=m` (`algorithms.sibling_pairs`)."""
+  k, m = samples, siblings
+  return k * (k - 1) // 2 if m in (0, k - 1) else k * m // 2
+
+
+def online_step(cfg, batch: int, prompt_len: int, response_len: int,
+                method: str = "contrastive", samples: int = 2, siblings: int = 0,
+                judge_cfg=None, pairwise: bool = True) -> dict[str, float]:
+  """Model FLOPs of one online step, by phase: sampling k = `samples` responses of
+  `response_len` tokens per prompt (counted at the full length), the judge (a pairwise
+  PM asked each judged pair in both orders, or a reward model once per sample; None:
+  a program, no model FLOPs) and the update (contrastive: the preference step on one
+  pair per prompt; rloo/grpo: the policy's forward and backward and the reference's
+  forward on k responses per prompt, grpo with the behaviour log-probs' forward too)."""
+  b, lp, lr, k = batch, prompt_len, response_len, samples
+  sample = float(forward(cfg, b, lp, k * b, lr, sampling=True)["total"])
+  if method == "contrastive":
+    update = float(alignment_step(cfg, b, lp, lr)["total"])
+  else:
+    update = float(forward(cfg, b, lp, k * b, lr)["total"]) * (4 + (method == "grpo"))
+  judge = 0.0
+  if judge_cfg is not None:
+    passes = 2 * judged_pairs(k, siblings) if pairwise else k
+    judge = scorer_forward(judge_cfg, passes * b, lp, lr, pairwise=pairwise)
+  return {"sample": sample, "judge": judge, "update": update,
+          "total": sample + judge + update}

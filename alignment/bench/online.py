@@ -47,10 +47,13 @@ def bench_online(args) -> Json:
   timed here as its own jitted forward on the same pairs, to show its share,
   and not added to the step.
   """
+  from alignment.bench.measure import matmul_peak, up_front  # pylint: disable=g-import-not-at-top
+  peak = up_front(args, "matmul_peak", matmul_peak)
   config, pm_config = _load_config(args.config, args.set), _load_config(args.pm_config)
   setup = _online_setup(config, pm_config)
   times, lengths, state = _time_steps(args, config, setup)
   result = _summary(args, config, pm_config, setup.vocab_size, times, lengths)
+  result.update(_utilisation(config, setup, result["median_s"], peak))
   if args.staleness:
     result["staleness"] = _bench_staleness(args, config, setup.phases, setup.prompts, state,
                                            result["median_s"])
@@ -69,6 +72,8 @@ class _OnlineSetup:
   to_pairs: Any
   reference_scores: Any
   vocab_size: int
+  policy_cfg: Any  # the models' configs, for their FLOPs
+  pm_cfg: Any
 
 
 def _online_setup(config, pm_config) -> _OnlineSetup:
@@ -97,7 +102,8 @@ def _online_setup(config, pm_config) -> _OnlineSetup:
                               config.loss.reduction)
   ref_params = reference.on_policy_mesh()
   pm_mesh = meshes[roles.Role.PROXY_PM]
-  pm = heads.PairwisePreferenceModel(zoo.from_section(pm_config.model, vocab_size))
+  pm_cfg = zoo.from_section(pm_config.model, vocab_size)
+  pm = heads.PairwisePreferenceModel(pm_cfg)
   pm_params, _ = sharding.create_sharded(heads.init_fn(pm, d.prompt_len, d.response_len),
                                          pm_mesh, rules, jax.random.PRNGKey(1))
   judge = judges.ModelJudge(pm, pm_params, pm_mesh, rules)
@@ -106,7 +112,8 @@ def _online_setup(config, pm_config) -> _OnlineSetup:
                                                                  config.loss.reduction))
   return _OnlineSetup(phases=phases, prompts=prompts, state=state, mesh=mesh, rules=rules,
                       ref_params=ref_params, to_pairs=jax.jit(algorithms.ranked_pairs),
-                      reference_scores=reference_scores, vocab_size=vocab_size)
+                      reference_scores=reference_scores, vocab_size=vocab_size,
+                      policy_cfg=model.cfg, pm_cfg=pm_cfg)
 
 
 def _time_steps(args, config, setup: _OnlineSetup) -> tuple[dict, list, Any]:
@@ -185,6 +192,20 @@ def _summary(args, config, pm_config, vocab_size: int, times: dict, lengths: lis
   return result
 
 
+def _utilisation(config, setup: _OnlineSetup, med: dict, peak: Json) -> Json:
+  """Model FLOPs of each phase (`flops.online_step`: sampling counted at the full
+  response length, the PM asked each judged pair both ways, the update with the
+  reference's forward) and their MFU against the float32 matmul peak measured up front."""
+  from alignment import flops  # pylint: disable=g-import-not-at-top
+  d, r = config.data, config.rl
+  f = flops.online_step(setup.policy_cfg, d.batch_size, d.prompt_len, d.response_len,
+                        r.method, r.samples, r.get("siblings", 0), setup.pm_cfg)
+  f["step"] = f.pop("total")
+  gflops = peak["gflops"]
+  return {"model_flops": f, "matmul_peak": peak, "peak_gflops_used": gflops,
+          "mfu": {k: f[k] / med[k] / 1e9 / gflops for k in ("sample", "judge", "update", "step")}}
+
+
 def _bench_staleness(args, config, phases, prompts, state, med) -> Json:
   """The loop's own rollouts with parameters `args.staleness` steps old, overlapped
   and not, in alternating blocks of `repeats` steps: median step times and the share
@@ -235,10 +256,11 @@ def online_table(result: Json) -> str:
           f"{s['proxy_pm']} proxy PM, {s['prompts_per_step']} prompts x "
           f"{s['samples_per_prompt']} samples, {s['prompt_len']} + {s['response_len']} tokens; "
           f"medians over {s['steps']} steps\n",
-          "| phase | ms (median) | share of the step |", "|---|---|---|"]
-  for k in ("sample", "judge", "update"):
-    rows.append(f"| {k} | {med[k] * 1e3:.1f} | {share[k] * 100:.1f}% |")
-  rows.append(f"| step | {med['step'] * 1e3:.1f} | 100% |")
+          "| phase | ms (median) | share of the step | model GFLOP | MFU |", "|---|---|---|---|---|"]
+  f, mfu = result["model_flops"], result["mfu"]
+  for k in ("sample", "judge", "update", "step"):
+    rows.append(f"| {k} | {med[k] * 1e3:.1f} | {share.get(k, 1.0) * 100:.1f}% | "
+                f"{f[k] / 1e9:.3g} | {mfu[k] * 100:.1f}% |")
   if "reference_scoring" in med:
     rows.append(f"| (reference scoring, inside update) | {med['reference_scoring'] * 1e3:.1f} | "
                 f"{result['reference_scoring_share_of_update'] * 100:.0f}% of update if alone |")
@@ -256,6 +278,8 @@ def online_table(result: Json) -> str:
                 f"(medians, {st['blocks']} alternating blocks each): it hid "
                 f"{st['hidden_share_of_sample_and_judge'] * 100:.0f}% of sampling + judging")
   rows.append(f"\nsampled {result['sampled_tokens_per_s']:.0f} tokens/s (mean response "
-              f"length {result['mean_response_length']:.1f}); load average before/after: "
+              f"length {result['mean_response_length']:.1f}); MFU against the float32 matmul peak "
+              f"of {result['peak_gflops_used']:.0f} GFLOP/s measured up front, sampling's FLOPs "
+              f"counted at the full response length; load average before/after: "
               f"{result['load_average_before']} / {result['load_average_after']}")
   return "\n".join(rows)

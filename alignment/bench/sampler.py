@@ -2,8 +2,10 @@
 
 Both sample at temperature 1 with EOS disabled from the same architecture and
 weights (converted from one random HF model), so both produce exactly
-`new_tokens` tokens per row; plus a memory-bandwidth-utilisation estimate of
-our decode step and its FLOP rate. On a machine shared with other jobs every
+`new_tokens` tokens per row. HF runs in two modes, interleaved with ours: its
+default (a dynamic cache, eager) and its fastest CPU path (a static cache, the
+forward under `torch.compile`; `--no-hf_compile` leaves it out). Also a
+memory-bandwidth-utilisation estimate of our decode step, and its FLOP rate. On a machine shared with other jobs every
 figure moves with their load: contenders are interleaved, medians are the
 headline, and the fastest runs are reported beside them; FLOP utilisations
 are against the fastest matmul observed in the run, itself only as good as
@@ -23,7 +25,7 @@ import numpy as np
 
 from alignment.bench.measure import (Json, fmt, matmul_calls, matmul_peak, memory_bandwidth,
                                      timed_interleaved, up_front)
-from alignment.bench.torch_reference import hf_sample_calls, hf_t5
+from alignment.bench.torch_reference import hf_compiled_sample_calls, hf_sample_calls, hf_t5
 
 
 def _decode_bytes_per_step(cfg, params, batch: int, prompt_len: int, new_tokens: int,
@@ -178,6 +180,16 @@ def _hf_figures(args, times: dict) -> Json:
               all_thread_counts={str(k): v for k, v in by_threads.items()})
 
 
+def _hf_compiled_figures(args, times: dict, compile_s: dict) -> Json:
+  """HF `generate` with a static cache under `torch.compile`, at the most threads tried."""
+  threads = max(args.hf_threads)
+  return dict(_sampling_summary(times, f"hf-compiled/{threads}", args.batch, args.new_tokens),
+              torch_threads=threads, mode="static cache, forward under torch.compile",
+              backend=args.compile_backend,
+              compile_s=compile_s[args.new_tokens],
+              compile_s_prefill_only=compile_s[1])
+
+
 def _sampler_one(name: str, args, peak_gflops: float) -> Json:
   """Ours (per cache dtype) and HF (per torch thread count) on one model, interleaved."""
   setup = _sampler_setup(name, args)
@@ -188,6 +200,11 @@ def _sampler_one(name: str, args, peak_gflops: float) -> Json:
   for shape, (_, fn) in matmuls.items():
     calls[(f"matmul/{shape}", 0)] = fn
   calls.update(hf_sample_calls(setup.hf, setup.prompt, args.hf_threads, (args.new_tokens, 1)))
+  if args.hf_compile:
+    compiled_calls, hf_compile_s = hf_compiled_sample_calls(
+        setup.hf, setup.prompt, max(args.hf_threads), (args.new_tokens, 1),
+        backend=args.compile_backend)
+    calls.update(compiled_calls)
   times = timed_interleaved(calls, args.repeats)
   peak = {shape: flops / min(times[(f"matmul/{shape}", 0)]) / 1e9
           for shape, (flops, _) in matmuls.items()}
@@ -195,12 +212,20 @@ def _sampler_one(name: str, args, peak_gflops: float) -> Json:
   ours_out = _our_sampler_figures(args, setup, times, compile_s, peak_gflops)
   theirs = _hf_figures(args, times)
   hf_best = min(v["best"]["s"] for v in theirs["all_thread_counts"].values())
-  return {"model": name, "params": int(setup.n_params), "vocab": cfg.vocab_size,
-          "d_model": cfg.d_model, "layers": [cfg.num_encoder_layers, cfg.num_decoder_layers],
-          "matmul_peak_during_runs": peak, "peak_gflops_used": peak_gflops,
-          "ours": ours_out, "hf": theirs,
-          "ratio": {k: v["tokens_per_s"] / theirs["tokens_per_s"] for k, v in ours_out.items()},
-          "ratio_of_fastest_runs": {k: hf_best / v["best"]["s"] for k, v in ours_out.items()}}
+  out = {"model": name, "params": int(setup.n_params), "vocab": cfg.vocab_size,
+         "d_model": cfg.d_model, "layers": [cfg.num_encoder_layers, cfg.num_decoder_layers],
+         "matmul_peak_during_runs": peak, "peak_gflops_used": peak_gflops,
+         "ours": ours_out, "hf": theirs,
+         "ratio": {k: v["tokens_per_s"] / theirs["tokens_per_s"] for k, v in ours_out.items()},
+         "ratio_of_fastest_runs": {k: hf_best / v["best"]["s"] for k, v in ours_out.items()}}
+  if args.hf_compile:
+    compiled = _hf_compiled_figures(args, times, hf_compile_s)
+    out["hf_compiled"] = compiled
+    out["ratio_vs_compiled"] = {k: v["tokens_per_s"] / compiled["tokens_per_s"]
+                                for k, v in ours_out.items()}
+    out["ratio_vs_compiled_of_fastest_runs"] = {k: compiled["best"]["s"] / v["best"]["s"]
+                                                for k, v in ours_out.items()}
+  return out
 
 
 def bench_sampler(args) -> Json:
@@ -228,6 +253,11 @@ def sampler_args(p: argparse.ArgumentParser):
   p.add_argument("--hf_threads", default=f"1,{os.cpu_count() or 1}",
                  type=lambda s: sorted({int(x) for x in s.split(",")}),
                  help="torch thread counts to try; the fastest is the baseline")
+  p.add_argument("--hf_compile", action=argparse.BooleanOptionalAction, default=True,
+                 help="also time HF generate with a static cache and its forward under "
+                      "torch.compile, at the most threads of --hf_threads")
+  p.add_argument("--compile_backend", default="inductor",
+                 help="torch.compile's backend for it (the tests' toy run: eager)")
 
 
 def sampler_table(result: Json) -> str:
@@ -248,6 +278,22 @@ def sampler_table(result: Json) -> str:
           f"{fmt(o['best']['mbu'], 100, '.1f', '%')} | "
           f"{fmt(o['best']['step_flop_utilisation'], r['peak_gflops_used'], '.0f')} / "
           f"{fmt(o['best']['prefill_flop_utilisation'], r['peak_gflops_used'], '.0f')} |")
+  compiled = [r for r in result["results"] if "hf_compiled" in r]
+  if compiled:
+    rows += ["\nAgainst HF `generate` with a static cache and its forward under torch.compile "
+             "(medians of the same interleaved runs):\n",
+             "| model | HF compiled tok/s (threads) | ours tok/s (cache) | ratio | fastest | "
+             "HF compiled ms/step | HF compile s | HF default tok/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in compiled:
+      c = r["hf_compiled"]
+      for dtype, o in r["ours"].items():
+        rows.append(
+            f"| {r['model']} | {c['tokens_per_s']:.0f} ({c['torch_threads']}) | "
+            f"{o['tokens_per_s']:.0f} ({dtype}) | {r['ratio_vs_compiled'][dtype]:.2f}x | "
+            f"{r['ratio_vs_compiled_of_fastest_runs'][dtype]:.2f}x | "
+            f"{fmt(c['per_step_s'], 1e3)} | {c['compile_s']:.0f} | "
+            f"{r['hf']['tokens_per_s']:.0f} |")
   rows.append(f"\nload average before/after: {result['load_average_before']} / "
               f"{result['load_average_after']}")
   bw = result["memory_bandwidth"]

@@ -12,11 +12,13 @@ benchmark's full result (what `python -m alignment.bench <name>` writes) and the
 table's rows. Exit status 1 if any benchmark failed.
 
 Sizes. On CPU, `--quick` runs the toy sizes tests/tools/test_bench.py runs
-(seconds per benchmark). On an accelerator, `--quick` runs t5-small (sampler,
-train, online) and t5-base (profile) at batches of 32 to 128 rows, chosen so
-that the device's matmuls are large enough for MFU to mean something while the
-PyTorch / Hugging Face baselines, which run on the host's CPU, stay within about a
-minute each; the whole call is meant to fit 8 minutes, an estimate not yet
+(seconds per benchmark; the compiled PyTorch and HF baselines with torch.compile's
+"eager" backend, which captures the graphs without inductor's minutes of code
+generation). On an accelerator, `--quick` runs t5-small (sampler, train, online)
+and t5-base (profile) at batches of 32 to 128 rows, chosen so that the device's
+matmuls are large enough for MFU to mean something while the PyTorch / Hugging
+Face baselines, which run on the host's CPU, stay within about a minute each
+(eager only: compiling them takes minutes); the whole call is meant to fit 8 minutes, an estimate not yet
 measured on a real accelerator. Without `--quick`: each benchmark's defaults.
 """
 from __future__ import annotations
@@ -37,9 +39,10 @@ from alignment.bench.measure import Json, fmt, machine_info
 # The toy sizes the tests run (tests/tools/test_bench.py reads `bench all --quick`).
 QUICK_CPU = {
     "sampler": ["--models=t5-nano", "--batch=4", "--prompt_len=5", "--new_tokens=3",
-                "--repeats=1", "--hf_threads=1", "--cache_dtypes=float32"],
+                "--repeats=1", "--hf_threads=1", "--cache_dtypes=float32",
+                "--compile_backend=eager"],
     "train": ["--model=t5-nano", "--batch=2", "--prompt_len=6", "--response_len=4",
-              "--repeats=1", "--torch_threads=1"],
+              "--repeats=1", "--torch_threads=1", "--compile_backend=eager"],
     "online": ["--config=configs/online.py:tiny", "--pm_config=configs/pm.py:tiny",
                "--warmup=1", "--repeats=1", "--staleness=1", "--blocks=1"],
     "profile": ["--model=t5-nano", "--batch=2", "--prompt_len=6", "--response_len=4",
@@ -55,10 +58,11 @@ def _quick_accelerator(cpus: int) -> dict[str, list[str]]:
       # 128 rows x 64 new tokens of t5-small: a decode step reads ~0.6 GB of weights
       # and caches (float32), enough to show MBU; HF generate on the host's cores is the slow part.
       "sampler": ["--models=t5-small", "--batch=128", "--prompt_len=64", "--new_tokens=64",
-                  "--repeats=3", f"--hf_threads={cpus}", "--cache_dtypes=float32,bfloat16"],
+                  "--repeats=3", f"--hf_threads={cpus}", "--cache_dtypes=float32,bfloat16",
+                  "--no-hf_compile"],
       # 32 pairs x 128 tokens of t5-small: ~1 model TFLOP a step; PyTorch's on the host CPU.
       "train": ["--model=t5-small", "--batch=32", "--prompt_len=64", "--response_len=32",
-                "--repeats=5", f"--torch_threads={cpus}"],
+                "--repeats=5", f"--torch_threads={cpus}", "--no-torch_compile"],
       # The tests' tiny task (quick to build on a bare machine), a t5-small policy.
       "online": ["--config=configs/online.py:tiny", "--pm_config=configs/pm.py:default",
                  "--set", "model.name='t5-small'", "--set", "data.batch_size=64",
@@ -163,7 +167,7 @@ def _timed_parts(name: str, r: Json) -> list[tuple[str, float, float | None, flo
     s = r["settings"]
     for phase in ("sample", "judge", "update", "step"):
       parts.append((f"{s['policy']} {s['method']}: online {phase}", r["median_s"][phase],
-                    None, None, "float32"))
+                    r["model_flops"][phase] or None, None, "float32"))
   elif name == "profile":
     s = r["settings"]
     for dtype, p in r["profiles"].items():

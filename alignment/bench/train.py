@@ -1,7 +1,8 @@
 """The train benchmark: our IPO step against the same step in PyTorch on Hugging Face T5.
 
-Policy and reference in one program, against PyTorch doing the same work;
-also, by default, the step as it was before the performance work (an
+Policy and reference in one program, against PyTorch doing the same work,
+eager and under `torch.compile` (`--no-torch_compile` leaves that out); also,
+by default, the step as it was before the performance work (an
 ablation) and the step with bfloat16 activations, with its distance from the
 float32 step. The random preference pairs and the step's harness are shared
 with the profile benchmark.
@@ -9,6 +10,7 @@ with the profile benchmark.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import os
 import statistics
@@ -197,18 +199,35 @@ def _our_steps(args, setup: _TrainSetup, beta: float) -> _OurSteps:
   return _OurSteps(model, model16, calls, compile_s, compiled, first)
 
 
-def _torch_calls(args, setup: _TrainSetup, beta: float) -> tuple[dict, dict]:
-  """The same step in PyTorch, one call per thread count tried; and its first metrics."""
+def _torch_calls(args, setup: _TrainSetup, beta: float) -> tuple[dict, dict, dict]:
+  """The same step in PyTorch, one call per thread count tried, and as asked
+  the step under `torch.compile` at the most threads tried (inductor writes the
+  thread count into its kernels), on its own copy of the starting policy;
+  (calls, first metrics of each, compile seconds of the compiled one)."""
   import torch  # pylint: disable=g-import-not-at-top
+  start_policy = copy.deepcopy(setup.hf_policy) if args.torch_compile else None  # fresh weights
   torch_step, first = torch_train_step(setup.hf_policy, setup.hf_reference, setup.pairs, beta,
                                        setup.opt_cfg)
-  calls = {}
+  calls, firsts, compile_s = {}, {"torch": first}, {}
   for threads in args.torch_threads:
     def theirs(k=threads):
       torch.set_num_threads(k)
       return torch_step()
     calls[f"torch/{threads}"] = theirs
-  return calls, first
+  if args.torch_compile:
+    threads = max(args.torch_threads)
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    compiled_step, firsts["torch/compiled"] = torch_train_step(
+        start_policy, setup.hf_reference, setup.pairs, beta, setup.opt_cfg,
+        compile_backend=args.compile_backend)
+    compile_s["torch/compiled"] = time.perf_counter() - start
+
+    def theirs_compiled(k=threads):
+      torch.set_num_threads(k)
+      return compiled_step()
+    calls[f"torch-compiled/{threads}"] = theirs_compiled
+  return calls, firsts, compile_s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +307,18 @@ def _torch_figures(args, timed: _Timings, step_flops: float, first: dict) -> Jso
               all_thread_counts={str(k): v for k, v in by_threads.items()})
 
 
+def _torch_compiled_figures(args, timed: _Timings, step_flops: float, first: dict,
+                            compile_s: float) -> Json:
+  """The `torch.compile`d step's times, at the thread count it was compiled at."""
+  import torch  # pylint: disable=g-import-not-at-top
+  threads = max(args.torch_threads)
+  return dict(timed.summary(f"torch-compiled/{threads}", step_flops), torch_threads=threads,
+              torch=torch.__version__, first_step=first, compile_s=compile_s,
+              backend=args.compile_backend,
+              mode="loss (forwards, backward by AOTAutograd) and clip + AdamW, each under "
+                   "torch.compile")
+
+
 def bench_train(args) -> Json:
   # Loaded before anything is measured, as it always was (its native runtime with it).
   import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
@@ -299,13 +330,21 @@ def bench_train(args) -> Json:
   b, lp, lr, beta = args.batch, args.prompt_len, args.response_len, 0.1
   setup = _train_setup(args)
   ours_steps = _our_steps(args, setup, beta)
-  torch_calls, torch_first = _torch_calls(args, setup, beta)
-  first = dict(ours_steps.first, torch=torch_first)
+  torch_calls, torch_first, torch_compile_s = _torch_calls(args, setup, beta)
+  first = dict(ours_steps.first, **torch_first)
   timed = _timed_with_matmuls({**ours_steps.calls, **torch_calls}, args, peak)
   model_flops = flops_lib.alignment_step(setup.cfg, b, lp, lr, shared_prompt=True)
   ours = _our_figures(args, ours_steps, timed, setup.cfg, model_flops)
   theirs = _torch_figures(args, timed, model_flops["total"], first["torch"])
   torch_fastest = min(v["best_s"] for v in theirs["all_thread_counts"].values())
+  compared = {}
+  if args.torch_compile:
+    compiled = _torch_compiled_figures(args, timed, model_flops["total"],
+                                       first["torch/compiled"], torch_compile_s["torch/compiled"])
+    compared = {"torch_compiled": compiled,
+                "speedup_over_torch_compiled": compiled["median_s"] / ours["ours"]["median_s"],
+                "speedup_over_torch_compiled_of_fastest_runs":
+                    compiled["best_s"] / ours["ours"]["best_s"]}
   if args.bfloat16:
     ours["ours/bfloat16"].update(
         speedup_over_float32=ours["ours"]["median_s"] / ours["ours/bfloat16"]["median_s"],
@@ -322,7 +361,7 @@ def bench_train(args) -> Json:
           "memory_bandwidth": bandwidth, "matmul_peak": peak,
           "matmul_peak_during_runs": timed.peak_during, "peak_gflops_used": timed.peak_gflops,
           "bfloat16_matmul_peak_during_runs": timed.peak16,
-          "model_flops": model_flops, "ours": ours, "torch": theirs,
+          "model_flops": model_flops, "ours": ours, "torch": theirs, **compared,
           "speedup_over_torch": theirs["median_s"] / ours["ours"]["median_s"],
           "speedup_of_fastest_runs": torch_fastest / ours["ours"]["best_s"],
           "first_step_loss": {k: v["loss"] for k, v in first.items()},
@@ -343,6 +382,11 @@ def train_args(p: argparse.ArgumentParser):
   p.add_argument("--torch_threads", default=f"1,{os.cpu_count() or 1}",
                  type=lambda s: sorted({int(x) for x in s.split(",")}),
                  help="torch thread counts to try; the fastest is the baseline")
+  p.add_argument("--torch_compile", action=argparse.BooleanOptionalAction, default=True,
+                 help="also time the PyTorch step under torch.compile, at the most threads of "
+                      "--torch_threads")
+  p.add_argument("--compile_backend", default="inductor",
+                 help="torch.compile's backend for that step (the tests' toy run: eager)")
 
 
 def train_table(result: Json) -> str:
@@ -356,6 +400,9 @@ def train_table(result: Json) -> str:
   entries = list(result["ours"].items()) + [
       (f"PyTorch {result['torch']['torch']} ({result['torch']['torch_threads']} threads)",
        result["torch"])]
+  tc = result.get("torch_compiled")
+  if tc:
+    entries.append((f"PyTorch {tc['torch']}, torch.compile ({tc['torch_threads']} threads)", tc))
   for name, o in entries:
     rows.append(f"| {name} | {o['median_s']:.3f} | {o['best_s']:.3f} | {o['tokens_per_s']:.0f} | "
                 f"{o['model_gflops_per_s']:.0f} | {o['mfu'] * 100:.1f}% | "
@@ -364,6 +411,10 @@ def train_table(result: Json) -> str:
   o = result["ours"]["ours"]
   rows.append(f"\nspeed-up over PyTorch: {result['speedup_over_torch']:.2f}x (medians), "
               f"{result['speedup_of_fastest_runs']:.2f}x (fastest runs)")
+  if tc:
+    rows.append(f"speed-up over PyTorch under torch.compile: "
+                f"{result['speedup_over_torch_compiled']:.2f}x (medians), "
+                f"{result['speedup_over_torch_compiled_of_fastest_runs']:.2f}x (fastest runs)")
   rows.append(f"model FLOPs per step {mf['total'] / 1e9:.1f} G (policy fwd+bwd "
               f"{mf['policy'] / 1e9:.1f}, reference fwd {mf['reference'] / 1e9:.1f}); XLA cost "
               f"analysis {o['xla_flops'] / 1e9:.1f} G ({o['xla_flops_over_counted']:.3f}x)")

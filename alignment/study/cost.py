@@ -170,27 +170,8 @@ DECODE_WEIGHT_READS = 2.1
 # -- FLOPs -----------------------------------------------------------------------
 def _fwd(cfg, prompts: int, lp: int, responses: int, lr: int) -> float:
   """A policy's teacher-forced forward (as much as sampling the same tokens, but for a
-  decoder-only model's prompt: `_sample`)."""
+  decoder-only model's prompt: `flops.online_step` counts sampling)."""
   return float(flops.forward(cfg, prompts, lp, responses, lr)["total"])
-
-
-def _sample(cfg, prompts: int, lp: int, responses: int, lr: int) -> float:
-  """Sampling `responses` rows from `prompts` prompts: a T5's forward; a decoder-only
-  model prefills each prompt once."""
-  return float(flops.forward(cfg, prompts, lp, responses, lr, sampling=True)["total"])
-
-
-def scorer_forward(cfg, rows: int, lp: int, lr: int, pairwise: bool = True) -> float:
-  """A preference model's forward on `rows` pairs (pairwise, T5: prompt and both
-  responses encoded, one decoder position read; decoder-only: [x | y1 | y2] and the
-  read-out column as one sequence) or a reward model's on `rows` responses; a scalar
-  head reads it, so without the LM head."""
-  if cfg.architecture == "t5":
-    f = (flops.t5_forward(cfg, rows, lp + 2 * lr, rows, 1) if pairwise
-         else flops.t5_forward(cfg, rows, lp, rows, lr + 1))
-  else:
-    f = flops.decoder_forward(cfg, rows, lp, rows, (2 * lr if pairwise else lr) + 1)
-  return float(f["total"] - f["lm_head"])
 
 
 def params(cfg) -> int:
@@ -331,9 +312,9 @@ def _eval_point(s: _Shapes) -> tuple[float, float, float, int]:
   sampled = e.win_prompts + e.kl_prompts + n_proxy   # the proxy's metrics: a 2nd sample
   f = row * (sampled + 2 * e.kl_prompts + 2 * e.classifier_pairs)  # KL: pi and pi_sft
   if proxy is not None:  # (pi, reference) and (pi, pi): asked both ways
-    f += scorer_forward(proxy, 4 * n_proxy, lp, lr)
+    f += flops.scorer_forward(proxy, 4 * n_proxy, lp, lr)
   if e.get("golden_checkpoint", ""):  # a golden PM scores each pair (real data)
-    f += scorer_forward(s.model_at(e.golden_checkpoint), 2 * (e.win_prompts + n_proxy), lp, lr)
+    f += flops.scorer_forward(s.model_at(e.golden_checkpoint), 2 * (e.win_prompts + n_proxy), lp, lr)
   rows = e.win_prompts + e.kl_prompts + n_proxy + e.classifier_pairs
   cal = sum(CAL_EVAL.values())
   overhead = POINT_OVERHEAD * rows / cal * (lp + lr) / (CAL_PROMPT + CAL_RESPONSE)
@@ -421,16 +402,16 @@ def work_sft(stage: Stage, ctx: _Context) -> Work:
 def _held_out(s: _Shapes, pairwise: bool) -> tuple[float, float]:
   """A PM stage's held-out evaluations (at its eval steps and at the end): (FLOPs, s)."""
   n = (_eval_count(s.c.eval, s.steps) + 1) * int(s.c.eval.num_batches)
-  f = n * (scorer_forward(s.m, 2 * s.b, s.lp, s.lr) if pairwise
-           else scorer_forward(s.m, 2 * s.b, s.lp, s.lr, pairwise=False))
+  f = n * (flops.scorer_forward(s.m, 2 * s.b, s.lp, s.lr) if pairwise
+           else flops.scorer_forward(s.m, 2 * s.b, s.lp, s.lr, pairwise=False))
   return f, n * OVERHEAD["judge"] * s.tok
 
 
 def work_pm(stage: Stage, ctx: _Context) -> Work:
   s = _Shapes(stage, ctx)
   pairwise = s.c.get("head", "pairwise") == "pairwise"
-  step = (scorer_forward(s.m, s.b, s.lp, s.lr) if pairwise  # one order per pair
-          else scorer_forward(s.m, 2 * s.b, s.lp, s.lr, pairwise=False))
+  step = (flops.scorer_forward(s.m, s.b, s.lp, s.lr) if pairwise  # one order per pair
+          else flops.scorer_forward(s.m, 2 * s.b, s.lp, s.lr, pairwise=False))
   held_f, held_s = _held_out(s, pairwise)
   return Work(model=s.c.model.name, steps=s.steps, step_flops=3 * step,
               step_overhead=OVERHEAD["pm"] * s.tok, once_flops=held_f,
@@ -469,26 +450,19 @@ def online_step(s: _Shapes) -> tuple[float, float]:
   c, m, b, lp, lr = s.c, s.m, s.b, s.lp, s.lr
   rl = c.get("rl", {})
   method, k = rl.get("method", "contrastive"), int(rl.get("samples", 2))
-  sample = _sample(m, b, lp, k * b, lr)
-  if method == "contrastive":
-    update = float(flops.alignment_step(m, b, lp, lr)["total"])
-  else:
-    update = _fwd(m, b, lp, k * b, lr) * (4 + (method == "grpo"))  # + behaviour log-probs
+  siblings = int(rl.get("siblings", 0))
   kind, ckpt = c.judge.kind, c.judge.get("checkpoint", "")
   golden_pm = c.judge.get("golden_checkpoint", "") if kind == "golden" else ""
   if kind == "golden" and not golden_pm:
-    judge_f, judge_s = 0.0, CAL["golden_judge"] * k / 2
+    judge_cfg, pairwise, judge_s = None, True, CAL["golden_judge"] * k / 2
   else:
     export = golden_pm or ckpt
-    jm = s.model_at(export)
-    pairwise = s.head_at(export) == "pairwise"
-    m = int(rl.get("siblings", 0))  # rl.siblings: k m / 2 pairs (algorithms.sibling_pairs)
-    pairs = k * (k - 1) // 2 if m in (0, k - 1) else k * m // 2
-    passes = 2 * pairs if pairwise else k  # a pair: both orders in one call
-    judge_f = scorer_forward(jm, passes * b, lp, lr, pairwise=pairwise)
+    judge_cfg, pairwise = s.model_at(export), s.head_at(export) == "pairwise"
+    passes = 2 * flops.judged_pairs(k, siblings) if pairwise else k  # both orders in one call
     judge_s = OVERHEAD["judge"] * passes / 2 * s.tok
+  f = flops.online_step(m, b, lp, lr, method, k, siblings, judge_cfg, pairwise)
   overhead = (OVERHEAD["sample"] * k / 2 + OVERHEAD["update"] * k / 2) * s.tok + judge_s
-  return sample + judge_f + update, overhead
+  return f["total"], overhead
 
 
 def work_online(stage: Stage, ctx: _Context) -> Work:
@@ -555,9 +529,9 @@ def work_pairs(stage: Stage, ctx: _Context) -> Work:
   w.fixed = CAL["pairs_fixed"]
   golden_f = 0.0
   if p.get("golden", ""):  # a golden PM labels each pair, both ways (real data)
-    golden_f = scorer_forward(m, 2, lp, lr) * (sampled / 2)
+    golden_f = flops.scorer_forward(m, 2, lp, lr) * (sampled / 2)
   w.once_flops = sampled * _fwd(m, 1, lp, 1, lr) + golden_f
-  w.once_flops += relabelled * scorer_forward(m, 2, lp, lr)
+  w.once_flops += relabelled * flops.scorer_forward(m, 2, lp, lr)
   w.fixed += (sampled * SAMPLE_ROW_S + relabelled * RELABEL_PAIR_S) * tok
   batch = max(1, int(s.sample_batch))
   w.decode_steps = math.ceil(sampled / batch) * lr
@@ -587,26 +561,26 @@ def _calibrate():
   t = _seconds
   over = {
       "sft": CAL["sft_step"] - t(3 * _fwd(m, b, lp, b, lr)),
-      "pm": CAL["pm_step"] - t(3 * scorer_forward(m, b, lp, lr)),
+      "pm": CAL["pm_step"] - t(3 * flops.scorer_forward(m, b, lp, lr)),
       "update": CAL["update_step"] - t(flops.alignment_step(m, b, lp, lr)["total"]),
       "sample": CAL["sample"] - t(_fwd(m, b, lp, 2 * b, lr)),
-      "judge": CAL["judge"] - t(scorer_forward(m, 2 * b, lp, lr)),
+      "judge": CAL["judge"] - t(flops.scorer_forward(m, 2 * b, lp, lr)),
   }
   row = _fwd(m, 1, lp, 1, lr)
   e = CAL_EVAL
   point_f = (row * (e["win"] + 3 * e["kl"] + e["proxy"] + 2 * e["classifier"]) +
-             scorer_forward(m, 4 * e["proxy"], lp, lr))
+             flops.scorer_forward(m, 4 * e["proxy"], lp, lr))
   point = CAL["eval_point"] - t(point_f)
   setup = t(row * (e["win"] + 2 * e["classifier"]))
   run_fixed = CAL["run_fixed"] - setup
   eval_fixed = CAL["eval_stage"] - CAL["eval_point"] - setup
   held = 2 * (1024 // b)  # the default PM's two held-out evaluations of 1024 pairs
-  pm_fixed = CAL["pm_fixed"] - held * (over["judge"] + t(scorer_forward(m, 2 * b, lp, lr)))
+  pm_fixed = CAL["pm_fixed"] - held * (over["judge"] + t(flops.scorer_forward(m, 2 * b, lp, lr)))
   cp = CAL_PAIRS
   rows = 2 * (cp["num"] + cp["held_out"]) * (1 + cp["tie_slack"])
   sample_row = (CAL["pairs_sampled"] - CAL["pairs_fixed"] - t(rows * row)) / rows
   relabel = (CAL["pairs_relabelled"] - CAL["pairs_fixed"] -
-             t(cp["relabelled"] * scorer_forward(m, 2, lp, lr))) / cp["relabelled"]
+             t(cp["relabelled"] * flops.scorer_forward(m, 2, lp, lr))) / cp["relabelled"]
   return over, point, run_fixed, eval_fixed, pm_fixed, sample_row, relabel
 
 

@@ -266,15 +266,38 @@ def _matmul_flops(compiled) -> int:
   return total
 
 
+def test_online_step_flops_by_phase_written_out():
+  """`flops.online_step` (what --plan prices and the online benchmark's MFU divides)
+  is sampling + the judge + the update, each written out here from the pieces."""
+  pol, pm, b, lp, lr = zoo.get("t5-tiny"), zoo.get("t5-nano"), 4, 8, 6
+  sample = lambda k: flops.forward(pol, b, lp, k * b, lr, sampling=True)["total"]
+  f = flops.online_step(pol, b, lp, lr, "contrastive", 2, 0, pm)
+  assert f["sample"] == sample(2)
+  assert f["judge"] == flops.scorer_forward(pm, 2 * b, lp, lr)  # one pair, both orders
+  assert f["update"] == flops.alignment_step(pol, b, lp, lr)["total"]
+  assert f["total"] == f["sample"] + f["judge"] + f["update"]
+  # RLOO, k = 4: all 6 pairs both ways, or 2 with one sibling each; the update is the
+  # policy's forward and backward (3 forwards) and the reference's forward on 4 b rows.
+  fwd = flops.forward(pol, b, lp, 4 * b, lr)["total"]
+  for siblings, pairs in ((0, 6), (3, 6), (1, 2), (2, 4)):
+    f = flops.online_step(pol, b, lp, lr, "rloo", 4, siblings, pm)
+    assert f["judge"] == flops.scorer_forward(pm, 2 * pairs * b, lp, lr), siblings
+    assert f["update"] == 4 * fwd and f["sample"] == sample(4)
+  assert flops.online_step(pol, b, lp, lr, "grpo", 4)["update"] == 5 * fwd  # + behaviour
+  reward = flops.online_step(pol, b, lp, lr, "rloo", 4, 0, pm, pairwise=False)["judge"]
+  assert reward == flops.scorer_forward(pm, 4 * b, lp, lr, pairwise=False)  # once per sample
+  assert flops.online_step(pol, b, lp, lr)["judge"] == 0.0  # a program: no model FLOPs
+
+
 @pytest.mark.parametrize("name", ["t5-tiny", "llama-tiny"])
 def test_counted_flops_are_the_matmuls_xla_compiles(name):
-  """The FLOPs --plan prices (`flops.forward`, `cost.scorer_forward`) are those of the
+  """The FLOPs --plan prices (`flops.forward`, `flops.scorer_forward`) are those of the
   dots in the compiled forward of each head: the LM exactly, the scalar heads within 1%
   (XLA reduces a dot of one row or column to other ops)."""
   cfg, b, lp, lr = zoo.get(name), 2, 8, 6
   for head, expected in (("lm", flops.forward(cfg, b, lp, b, lr)["total"]),
-                         ("pairwise", cost.scorer_forward(cfg, b, lp, lr)),
-                         ("reward", cost.scorer_forward(cfg, b, lp, lr, pairwise=False))):
+                         ("pairwise", flops.scorer_forward(cfg, b, lp, lr)),
+                         ("reward", flops.scorer_forward(cfg, b, lp, lr, pairwise=False))):
     model = heads.make_model(cfg, head)
     args = [np.zeros((b,) + x.shape[1:], np.int32) for x in heads.dummy_inputs(model, lp, lr)]
     params = nn.unbox(jax.eval_shape(heads.init_fn(model, lp, lr), jax.random.key(0)))

@@ -62,7 +62,11 @@ def test_all_quick_runs_every_benchmark_and_prints_one_table(quick_all):
   assert bf16["peak_flops"] == p["bfloat16"]["flops"] and bf16["dtype"] == "bfloat16"
   sample = rows[("sampler", "t5-nano: sample 4 x 3 tokens (float32 cache)")]
   assert sample["mbu"] > 0 and sample["mfu"] > 0
-  assert rows[("online", "t5-nano contrastive: online step")]["mfu"] is None  # not counted
+  online_step = rows[("online", "t5-nano contrastive: online step")]
+  online = out["results"]["online"]
+  assert online_step["mfu"] == pytest.approx(online["model_flops"]["step"]
+                                             / online_step["median_s"] / p["float32"]["flops"])
+  assert online_step["mbu"] is None  # not counted
   assert f"| {step['mfu'] * 100:.2f}% |" in printed
 
 
@@ -107,6 +111,14 @@ def test_sampler_bench_writes_json(quick_all):
   assert ours["best"]["s"] <= ours["median_s"]
   assert ours["bytes_per_step"]["total"] > ours["bytes_per_step"]["lm_head"] > 0
   assert "| t5-nano |" in table
+  # HF's static-cache path under torch.compile, interleaved with the rest (toy runs:
+  # the eager backend; the figures use inductor).
+  compiled = r["hf_compiled"]
+  assert compiled["backend"] == "eager" and compiled["torch_threads"] == 1
+  assert compiled["tokens_per_s"] > 0 and compiled["compile_s"] > 0
+  assert r["ratio_vs_compiled"]["float32"] == pytest.approx(
+      ours["tokens_per_s"] / compiled["tokens_per_s"])
+  assert "HF compiled tok/s" in table
 
 
 def test_unknown_benchmark_is_an_error():
@@ -125,6 +137,13 @@ def test_train_bench_writes_json(quick_all):
   loss = result["first_step_loss"]
   assert loss["ours"] == pytest.approx(loss["torch"], rel=1e-3, abs=1e-4)
   assert loss["ours/plain"] == pytest.approx(loss["ours"], rel=1e-4, abs=1e-5)
+  # The torch.compile'd step starts from its own copy of the same weights.
+  assert loss["torch/compiled"] == pytest.approx(loss["torch"], rel=1e-5)
+  compiled = result["torch_compiled"]
+  assert compiled["backend"] == "eager" and compiled["median_s"] > 0
+  assert result["speedup_over_torch_compiled"] == pytest.approx(
+      compiled["median_s"] / ours["median_s"])
+  assert "torch.compile" in table
   assert ours["xla_flops"] > 0 and plain["counted_flops_executed"] > result["model_flops"]["total"]
   bf16 = result["ours"]["ours/bfloat16"]
   assert bf16["mfu_against"] == "bfloat16 matmul peak" and bf16["speedup_over_float32"] > 0
@@ -147,6 +166,10 @@ def test_online_bench_writes_json(quick_all):
   assert stale["k"] == 1 and all(len(v) == 1 for v in stale["step_times_s"].values())
   assert stale["median_step_s"]["overlap"] > 0 and stale["median_step_s"]["sequential"] > 0
   assert "| sample |" in table and "staleness 1: step" in table
+  f = result["model_flops"]  # flops.online_step at the quick run's shapes
+  assert f["step"] == pytest.approx(f["sample"] + f["judge"] + f["update"]) and f["judge"] > 0
+  assert result["mfu"]["update"] == pytest.approx(
+      f["update"] / result["median_s"]["update"] / 1e9 / result["peak_gflops_used"])
 
 
 @pytest.mark.slow  # about 30 s: RLOO's programs (flags `bench all` does not run)
