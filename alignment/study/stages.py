@@ -61,7 +61,8 @@ _PACKAGE, _CONFIGS, _ASSETS = "alignment/", "configs/", "alignment/data/assets/"
 CODE_EXCLUDED = ("alignment/study/report.py", "alignment/study/plots.py",
                  "alignment/study/runner.py", "alignment/study/cost.py",
                  "alignment/study/__main__.py", "alignment/bench/",
-                 "alignment/aot.py", "alignment/zoo.py", "alignment/models/export.py")
+                 "alignment/aot.py", "alignment/zoo.py", "alignment/models/export.py",
+                 "alignment/flops.py")  # FLOP counts: read by --plan and the benchmarks only
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _DIGEST: dict[str, str] = {}  # the repository's digest, computed once per process
 
