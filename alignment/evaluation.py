@@ -467,10 +467,14 @@ def is_eval_step(eval_cfg, num_steps: int, step: int) -> bool:
   return bool(e.get("every", 0)) and (step % e.every == 0 or step == num_steps)
 
 
-def maybe_evaluate(run, evaluator, eval_cfg, num_steps: int, step: int, params):
+def maybe_evaluate(run, evaluator, eval_cfg, num_steps: int, step: int, params,
+                   tokens: Optional[dict] = None):
   """At an evaluation step: logs eval/* and writes the per-item arrays behind them to
   <workdir>/eval/step_<N>.npz; with `eval.save_params`, the parameters too
-  (<workdir>/eval/step_<N>/, a params export: e.g. the peak policy of a curve)."""
+  (<workdir>/eval/step_<N>/, a params export: e.g. the peak policy of a curve), with
+  the vocabulary record `tokens` (the run's `program.export_tokens`, which keeps the
+  EOS list of the export it started from, as its final export does; default the
+  evaluator's vocabulary's)."""
   if evaluator is None or not is_eval_step(eval_cfg, num_steps, step):
     return
   metrics, arrays, shown = evaluator.evaluate_with_samples(params)
@@ -478,7 +482,7 @@ def maybe_evaluate(run, evaluator, eval_cfg, num_steps: int, step: int, params):
   path = arrays_path(run.log.workdir, step)
   if eval_cfg.get("save_params", False):
     checkpoint.export_params(params, evaluator.model.cfg, layout.eval_policy(run.log.workdir, step),
-                             tokens=evaluator.tokens)
+                             tokens=tokens or evaluator.tokens)
   if run.log.main:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     save_arrays(path, arrays)

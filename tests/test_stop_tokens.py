@@ -31,7 +31,7 @@ def _m(role, content):
   return {"role": role, "content": content}
 
 
-def _chat_file(path, n: int = 24) -> str:
+def _chat_file(path, n: int = 40) -> str:
   """n systemless chat pairs (Gemma has no system role), each prompt its own."""
   with open(path, "w") as f:
     for i in range(n):
@@ -119,7 +119,7 @@ def test_an_online_run_on_a_gemma_import_from_a_converted_model_stops_and_export
   """A converted decoder with an EOS list -> an online run of 1 step on the Gemma
   import: every sampled response ends at its first stop id (EOS, <end_of_turn>, the
   list's other id) or at the length limit, most at <end_of_turn>; the run's export
-  records [EOS, <end_of_turn>, other], and its Hugging Face export carries that list
+  (and the policy its evaluation keeps) records [EOS, <end_of_turn>, other], and its Hugging Face export carries that list
   in generation_config.json (as transformers reads it) and Gemma's chat template."""
   transformers = pytest.importorskip("transformers")
   _, out, vocab, eos, eot = gemma_import
@@ -135,7 +135,8 @@ def test_an_online_run_on_a_gemma_import_from_a_converted_model_stops_and_export
       "train.num_steps": 1, "train.checkpoint_every": 1, "train.log_every": 1,
       "eval.prompts_task": f"{name}_prompts", "eval.pairs_task": name,
       "eval.golden_checkpoint": pm, "eval.kl_prompts": 8, "eval.win_prompts": 8,
-      "eval.classifier_pairs": 8, "eval.batch_size": 8}.items()])
+      "eval.classifier_pairs": 8, "eval.batch_size": 8, "eval.steps": [1],
+      "eval.save_params": True}.items()])
   workdir = str(tmp_path / "online")
   main_lib.run(c, workdir)
 
@@ -155,6 +156,8 @@ def test_an_online_run_on_a_gemma_import_from_a_converted_model_stops_and_export
   record = checkpoint.load_tokens(layout.export(workdir))
   assert record["eos_token_id"] == [eos, eot, extra]
   assert record["vocabulary"] == vocab.path
+  # So does the policy an evaluation keeps (eval.save_params): e.g. a curve's peak.
+  assert checkpoint.load_tokens(layout.eval_policy(workdir, 1)) == record
   assert export.main(["--params", layout.export(workdir),
                       "--output", str(tmp_path / "hf")]) == 0
   assert transformers.GenerationConfig.from_pretrained(

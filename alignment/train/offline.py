@@ -81,7 +81,7 @@ def run(config, workdir: str) -> dict:
     state, metrics = program.step(state, reference.step_inputs(pairs))
     # Evaluate before the checkpoint of this step, so a resumed log keeps the record.
     evaluation.maybe_evaluate(run_, evaluator, config.eval, config.train.num_steps, step + 1,
-                              state.params)
+                              state.params, tokens=program.tokens)
     if run_.end_of_step(step + 1, state, metrics, train_data.get_state(),
                         extra={"tokens": tokens}):
       break

@@ -583,7 +583,8 @@ def run(config, workdir: str) -> dict:
   for step in range(start, t.num_steps):
     r, state, metrics, batch_stats = rollouts.step(step, state, t.num_steps)
     extra = step_extras(r, batch_stats, step)
-    evaluation.maybe_evaluate(run_, evaluator, config.eval, t.num_steps, step + 1, state.params)
+    evaluation.maybe_evaluate(run_, evaluator, config.eval, t.num_steps, step + 1, state.params,
+                              tokens=program.train.tokens)
     if writer is not None:  # flushed with each checkpoint: never ahead of the one it resumes
       writer.write(step, r.judged.sampled, r.judged.verdict.first_wins,
                    r.judged.verdict.prob_first, r.sampling_step,
