@@ -157,6 +157,12 @@ def judged_pairs(samples: int, siblings: int = 0) -> int:
   return k * (k - 1) // 2 if m in (0, k - 1) else k * m // 2
 
 
+def judge_passes(samples: int, siblings: int = 0, pairwise: bool = True) -> int:
+  """Scorer rows per prompt in one online step: a pairwise PM reads each judged pair
+  in both orders (one call), a reward model each sample once."""
+  return 2 * judged_pairs(samples, siblings) if pairwise else samples
+
+
 def online_step(cfg, batch: int, prompt_len: int, response_len: int,
                 method: str = "contrastive", samples: int = 2, siblings: int = 0,
                 judge_cfg=None, pairwise: bool = True) -> dict[str, float]:
@@ -174,7 +180,7 @@ def online_step(cfg, batch: int, prompt_len: int, response_len: int,
     update = float(forward(cfg, b, lp, k * b, lr)["total"]) * (4 + (method == "grpo"))
   judge = 0.0
   if judge_cfg is not None:
-    passes = 2 * judged_pairs(k, siblings) if pairwise else k
-    judge = scorer_forward(judge_cfg, passes * b, lp, lr, pairwise=pairwise)
+    judge = scorer_forward(judge_cfg, judge_passes(k, siblings, pairwise) * b, lp, lr,
+                           pairwise=pairwise)
   return {"sample": sample, "judge": judge, "update": update,
           "total": sample + judge + update}

@@ -256,7 +256,8 @@ def online_table(result: Json) -> str:
           f"{s['proxy_pm']} proxy PM, {s['prompts_per_step']} prompts x "
           f"{s['samples_per_prompt']} samples, {s['prompt_len']} + {s['response_len']} tokens; "
           f"medians over {s['steps']} steps\n",
-          "| phase | ms (median) | share of the step | model GFLOP | MFU |", "|---|---|---|---|---|"]
+          "| phase | ms (median) | share of the step | model GFLOP | MFU |",
+          "|---|---|---|---|---|"]
   f, mfu = result["model_flops"], result["mfu"]
   for k in ("sample", "judge", "update", "step"):
     rows.append(f"| {k} | {med[k] * 1e3:.1f} | {share.get(k, 1.0) * 100:.1f}% | "

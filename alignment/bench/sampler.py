@@ -5,11 +5,11 @@ weights (converted from one random HF model), so both produce exactly
 `new_tokens` tokens per row. HF runs in two modes, interleaved with ours: its
 default (a dynamic cache, eager) and its fastest CPU path (a static cache, the
 forward under `torch.compile`; `--no-hf_compile` leaves it out). Also a
-memory-bandwidth-utilisation estimate of our decode step, and its FLOP rate. On a machine shared with other jobs every
-figure moves with their load: contenders are interleaved, medians are the
-headline, and the fastest runs are reported beside them; FLOP utilisations
-are against the fastest matmul observed in the run, itself only as good as
-the quietest moment it caught.
+memory-bandwidth-utilisation estimate of our decode step, and its FLOP rate.
+On a machine shared with other jobs every figure moves with their load:
+contenders are interleaved, medians are the headline, and the fastest runs
+are reported beside them; FLOP utilisations are against the fastest matmul
+observed in the run, itself only as good as the quietest moment it caught.
 """
 from __future__ import annotations
 

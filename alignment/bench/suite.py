@@ -18,8 +18,9 @@ generation). On an accelerator, `--quick` runs t5-small (sampler, train, online)
 and t5-base (profile) at batches of 32 to 128 rows, chosen so that the device's
 matmuls are large enough for MFU to mean something while the PyTorch / Hugging
 Face baselines, which run on the host's CPU, stay within about a minute each
-(eager only: compiling them takes minutes); the whole call is meant to fit 8 minutes, an estimate not yet
-measured on a real accelerator. Without `--quick`: each benchmark's defaults.
+(eager only: compiling them takes minutes); the whole call is meant to fit 8
+minutes, an estimate not yet measured on a real accelerator. Without `--quick`:
+each benchmark's defaults.
 """
 from __future__ import annotations
 

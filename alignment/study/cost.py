@@ -314,7 +314,8 @@ def _eval_point(s: _Shapes) -> tuple[float, float, float, int]:
   if proxy is not None:  # (pi, reference) and (pi, pi): asked both ways
     f += flops.scorer_forward(proxy, 4 * n_proxy, lp, lr)
   if e.get("golden_checkpoint", ""):  # a golden PM scores each pair (real data)
-    f += flops.scorer_forward(s.model_at(e.golden_checkpoint), 2 * (e.win_prompts + n_proxy), lp, lr)
+    golden = s.model_at(e.golden_checkpoint)
+    f += flops.scorer_forward(golden, 2 * (e.win_prompts + n_proxy), lp, lr)
   rows = e.win_prompts + e.kl_prompts + n_proxy + e.classifier_pairs
   cal = sum(CAL_EVAL.values())
   overhead = POINT_OVERHEAD * rows / cal * (lp + lr) / (CAL_PROMPT + CAL_RESPONSE)
@@ -458,8 +459,7 @@ def online_step(s: _Shapes) -> tuple[float, float]:
   else:
     export = golden_pm or ckpt
     judge_cfg, pairwise = s.model_at(export), s.head_at(export) == "pairwise"
-    passes = 2 * flops.judged_pairs(k, siblings) if pairwise else k  # both orders in one call
-    judge_s = OVERHEAD["judge"] * passes / 2 * s.tok
+    judge_s = OVERHEAD["judge"] * flops.judge_passes(k, siblings, pairwise) / 2 * s.tok
   f = flops.online_step(m, b, lp, lr, method, k, siblings, judge_cfg, pairwise)
   overhead = (OVERHEAD["sample"] * k / 2 + OVERHEAD["update"] * k / 2) * s.tok + judge_s
   return f["total"], overhead
