@@ -33,8 +33,9 @@ Scales:
   Any scale takes --config.experiments="['fig1','rl','staleness']" (rl and staleness
   compare against Fig. 1's arms, so list fig1 too).
   scaling  H5's two axes on a workstation (`make study-scaling`): policy sizes t5-nano to
-           t5-midi (each its own SFT, trained until its held-out loss levels off, rates
-           scaled by width) and proxy PMs of t5-nano, t5-mini and t5-midi at the t5-tiny
+           t5-midi (each its own SFT, trained until its held-out loss levels off, its
+           rate scaled by width and then chosen from a grid of three by the held-out
+           loss of 500-step pilots) and proxy PMs of t5-nano, t5-mini and t5-midi at the t5-tiny
            policy, online and offline IPO over three seeds; Gao et al.'s laws fitted per
            arm decide H5. scaling_smoke: the same experiment at toy sizes (tests run it).
   tpu      the paper's set-up on a pod slice: T5-Large policy and proxy PM, the paper's
@@ -116,8 +117,11 @@ def get_config(arg: str = "smoke"):
   c.sample_batch = 256               # prompts per sampling call when building pair sets
   # SFT: `steps` steps, or with criterion.every > 0 until its held-out loss (every
   # `every` steps) improves by less than `tol` (relative) over `patience` evaluations,
-  # `steps` the cap, at a constant rate after warm-up.
-  c.sft = C.ConfigDict(dict(steps=3000, learning_rate=3e-3,
+  # `steps` the cap, at a constant rate after warm-up. rates: factors on each SFT's rate;
+  # given (empty: off), each SFT runs at the factor whose pilot (its first pilot_steps steps at that
+  # rate) ends lowest in held-out SFT loss, and the PMs from its backbone take that factor
+  # (alignment.study.rate_search; needs criterion.every > 0).
+  c.sft = C.ConfigDict(dict(steps=3000, learning_rate=3e-3, rates=[], pilot_steps=0,
                             criterion=dict(every=0, patience=3, tol=0.01)))
   c.pm = C.ConfigDict(dict(steps=1000, learning_rate=1e-3))
   c.online = C.ConfigDict(dict(steps=200, learning_rate=3e-4, beta=0.1, temperature=1.0))
@@ -174,11 +178,15 @@ def get_config(arg: str = "smoke"):
     c.scaling.pm_sizes = ["t5-nano", "t5-mini", "t5-midi"]
     c.sft.update(steps=4000)
     c.sft.criterion.update(every=250, patience=3, tol=0.01)
+    # Each size's SFT rate from this grid on its width-scaled rate, chosen on held-out SFT
+    # loss after 500 steps (t5-midi's SFT at the width-scaled rate alone stalled).
+    c.sft.update(rates=[1.0, 0.3, 0.1], pilot_steps=500)
     if arg == "scaling_smoke":  # the same experiment at toy sizes (tests run it)
       _toy(c)
       c.sizes = ["t5-nano", "t5-tiny"]
       c.scaling.pm_sizes = ["llama-nano"]  # the decoder family's path through the axis
       c.sft.criterion.update(every=5, patience=2, tol=0.01)
+      c.sft.update(rates=[2.0, 0.5], pilot_steps=5)  # neither 1: the factor shows
   elif arg == "tpu":
     c.base_variant = "paper"
     c.model = "t5-large"
@@ -190,6 +198,7 @@ def get_config(arg: str = "smoke"):
     c.sample_batch = 512
     c.sft.update(steps=20000, learning_rate=1e-4)  # the cap: trained to the criterion
     c.sft.criterion.update(every=1000, patience=3, tol=0.005)
+    c.sft.update(rates=[1.0, 0.3, 0.1], pilot_steps=2000)
     c.pm.update(steps=10000, learning_rate=1e-5)
     c.online.update(steps=4000, learning_rate=1e-5, beta=0.1)
     c.offline.update(steps=4000, learning_rate=1e-5)

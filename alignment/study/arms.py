@@ -275,12 +275,14 @@ def claim_status(part: dict, advantage: Optional[bool]) -> str:
 
 
 def finding(fid: int, text: str, parts: list[dict], numbers: dict, gate: dict,
-            rule: str, advantage: Optional[bool] = None) -> dict:
+            rule: str, advantage: Optional[bool] = None,
+            setup: Optional[str] = None) -> dict:
   """A finding's entry in results.json (the module docstring has the rules): each
   part's status and corrected verdict, the finding's verdict from its voted claims
   (every one inconclusive when the set-up gate failed), the first voted claim's
   estimate. advantage: whether finding 1 shows an online advantage (claims that
-  presuppose one are voted only then)."""
+  presuppose one are voted only then). setup: why the finding's own set-up check
+  failed (every claim inconclusive, as for the gate), None when it held."""
   for p in parts:
     p["status"] = claim_status(p, advantage)
   voted = [p for p in parts if p["status"] == "voted"]
@@ -291,6 +293,8 @@ def finding(fid: int, text: str, parts: list[dict], numbers: dict, gate: dict,
     verdict, reason = "not applicable", NOT_APPLICABLE
   elif not voted and any(p["status"] == "few seeds" for p in parts):
     reason = f"its arms have fewer than {MIN_SEEDS} seeds: shown, not voted"
+  if setup:
+    verdict, reason = "inconclusive", f"inconclusive: {setup} (set-up check)"
   if not gate.get("gate_passed"):
     reason = "inconclusive: the proxy cannot rank the policy's samples (set-up gate)"
     verdict = "inconclusive"

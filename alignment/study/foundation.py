@@ -67,6 +67,14 @@ def check(s) -> None:
   if s.size_lr not in ("width", "same"):
     raise config_lib.ConfigError(f"study.size_lr={s.size_lr!r}: choose width or same")
   c = s.sft.criterion
+  rates = list(s.sft.rates)
+  if rates and (min(rates) <= 0 or len(set(rates)) != len(rates) or not c.every or
+                not 0 < s.sft.pilot_steps < s.sft.steps):
+    raise config_lib.ConfigError(
+        f"study.sft.rates={rates}, pilot_steps={s.sft.pilot_steps}: distinct positive "
+        f"factors on each SFT's rate, pilots of 0 < pilot_steps < sft.steps={s.sft.steps} "
+        "steps, and sft.criterion.every > 0 (a constant rate, so that a pilot is the first "
+        "steps of the run at its rate)")
   if c.every < 0 or (c.every and (c.patience < 1 or not 0 <= c.tol < 1)):
     raise config_lib.ConfigError(
         f"study.sft.criterion={c.to_dict()}: every >= 0 (0: a fixed number of steps); with "
@@ -110,7 +118,7 @@ def plan(p) -> None:
                           labels=s.labels, seed=s.seed, redraws=s.tie_redraws,
                           golden=p.golden_export()),
               generate=lambda out_dir: generate_dgolden(p, out_dir)))
-  p.pm("pm", p.pm_overrides(), deps=("sft", "pairs"))
+  p.pm("pm", p.pm_overrides(), deps=("sft", "pairs"), sft="sft")
   if s.golden_policy:
     p.online("golden_policy", s.model, "ipo", s.online.beta, "foundation", judge="golden",
              data="golden_judge", deps=("sft",), reference="sft")

@@ -35,6 +35,7 @@ from alignment import config as config_lib
 from alignment import layout, pairsets
 from alignment.study import experiments as experiments_lib
 from alignment.study import foundation
+from alignment.study import rate_search
 from alignment.study.stages import Stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -249,7 +250,7 @@ class Planner:
     if not self.planned(name):
       self.pm(name, {**self.pm_overrides(), "model.name": size, "init.backbone": self.export(sft),
                      "optimizer.learning_rate": self.s.pm.learning_rate * self.lr_scale(size)},
-              deps=(sft, "pairs"), group=group)
+              deps=(sft, "pairs"), group=group, sft=sft)
     return name
 
   # -- stages ------------------------------------------------------------------
@@ -260,11 +261,13 @@ class Planner:
     `criterion.every` steps, has improved by less than `criterion.tol` (relative) over
     `criterion.patience` evaluations, or `sft.steps` (the cap) is reached; the rate is
     then constant after warm-up, so where it stops is not set by a decay planned for the
-    cap."""
+    cap. With `sft.rates` its rate is that rate times the factor whose pilot stage
+    (<name>_lr<i>, `sft.pilot_steps` steps) ended lowest in held-out SFT loss
+    (`alignment.study.rate_search`)."""
     s, c = self.s, self.s.sft.criterion
+    rate = s.sft.learning_rate * self.lr_scale(model)
     overrides = {**self.common(model), "data.task": self.tasks()["sft"],
-                 "train.num_steps": s.sft.steps,
-                 "optimizer.learning_rate": s.sft.learning_rate * self.lr_scale(model),
+                 "train.num_steps": s.sft.steps, "optimizer.learning_rate": rate,
                  "optimizer.decay_steps": s.sft.steps, "eval.every": s.sft.steps,
                  "train.checkpoint_every": s.sft.steps}
     if c.every:
@@ -272,7 +275,25 @@ class Planner:
                         "eval.every": c.every, "criterion.patience": c.patience,
                         "criterion.tol": c.tol,
                         "train.checkpoint_every": min(s.sft.steps, 4 * c.every)})
-    self.add(Stage(name, "sft", self.experiment("sft", overrides), group=group))
+    if not s.sft.rates:
+      self.add(Stage(name, "sft", self.experiment("sft", overrides), group=group))
+      return
+    pilots = []
+    for i, factor in enumerate(s.sft.rates):  # the run's first pilot_steps at each rate
+      pilots.append(f"{name}_lr{i}")
+      self.add(Stage(pilots[-1], "sft", self.experiment("sft", {
+          **overrides, "train.num_steps": s.sft.pilot_steps, "criterion.patience": 0,
+          "optimizer.learning_rate": rate * factor, "eval.every": s.sft.pilot_steps,
+          "train.checkpoint_every": s.sft.pilot_steps}), group=group))
+    factors = tuple(float(m) for m in s.sft.rates)
+    self.add(Stage(name, "sft", self.experiment("sft", overrides), deps=tuple(pilots),
+                   group=group, params={"rates": list(factors), "rule": rate_search.RULE},
+                   resolve=rate_search.SftRate(tuple(self.name(p) for p in pilots),
+                                               factors, rate)))
+
+  def searched(self, sft: str) -> bool:
+    """Whether SFT stage `sft` chose its rate (`sft.rates`; not a given SFT export)."""
+    return bool(self.s.sft.rates) and not (sft == "sft" and self.s.sft_export)
 
   def pm_overrides(self) -> dict:
     """A preference (or reward) model on D_golden from the SFT backbone: the proxy PM's
@@ -285,9 +306,17 @@ class Planner:
             "eval.num_batches": s.held_out_pairs // s.batch_size,
             "eval.every": s.pm.steps, "train.checkpoint_every": s.pm.steps}
 
-  def pm(self, name: str, overrides: dict, deps: tuple[str, ...], group: str = "foundation"):
-    """A preference-model stage (configs/pm.py) with `overrides`."""
-    self.add(Stage(name, "pm", self.experiment("pm", overrides), deps=deps, group=group))
+  def pm(self, name: str, overrides: dict, deps: tuple[str, ...], group: str = "foundation",
+         sft: str = ""):
+    """A preference-model stage (configs/pm.py) with `overrides`; `sft`: the SFT stage of
+    its backbone, whose chosen rate factor (`sft.rates`) multiplies its rate."""
+    resolve = params = None
+    if sft and self.searched(sft):
+      rate = overrides["optimizer.learning_rate"]
+      resolve = rate_search.BackboneRate(self.name(sft), rate)
+      params = {"rate_factor_of": sft}
+    self.add(Stage(name, "pm", self.experiment("pm", overrides), deps=deps, group=group,
+                   resolve=resolve, params=params))
 
   def sft_eval(self, name: str, model: str, sft: str):
     """The SFT policy's own evaluation: the step-0 point of the runs that start from it."""

@@ -46,6 +46,11 @@ class Stage:
   group: str = ""                 # the report section it belongs to (an experiment's)
   sft_eval: str = "sft_eval"      # the stage whose evaluation is this run's step-0 point
   arm: str = ""                   # runs of one arm differ only in their seed
+  # Alignment-run stages: fn(workdir) -> {"overrides": {key: value}, ...}, what the config
+  # takes from finished upstream stages (a rate search's choice, alignment.study.rate_search),
+  # applied when the stage runs and recorded in STAGE.json as "resolved". Its inputs are
+  # `params` (hashed) and the dependencies' hashes.
+  resolve: Optional[Callable[[str], dict]] = None
 
 
 _WORKDIR = "<workdir>"
@@ -136,6 +141,8 @@ def _own(stage: Stage, workdir: str) -> str:
   """A stage's own config (or pair-set parameters) as JSON, its workdir's paths relative."""
   own = stage.config.to_json_best_effort(sort_keys=True) if stage.config is not None \
       else json.dumps({"kind": stage.kind, "params": stage.params}, sort_keys=True)
+  if stage.config is not None and stage.params is not None:  # what its `resolve` reads
+    own = json.dumps({"config": own, "params": stage.params}, sort_keys=True)
   if workdir:
     for prefix in sorted({workdir.rstrip("/"), _abspath(workdir)}, key=len, reverse=True):
       own = own.replace(prefix + "/", _WORKDIR + "/")
@@ -213,7 +220,8 @@ def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
     summary = distributed.on_main(f"stage {stage.name}", lambda: stage.generate(stage_dir))
     faults.hit("after_stage", stage.name)
   else:
-    summary = main_lib.run(stage.config, stage_dir) or {}
+    config, resolved = _resolved(workdir, stage)
+    summary = main_lib.run(config, stage_dir) or {}
     faults.hit("after_stage", stage.name)
     # Every process has returned from the run here: a process whose loop stopped
     # after SIGTERM stops every process's study.
@@ -227,11 +235,32 @@ def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
           "seconds": round(time.time() - start, 1), "summary": _jsonable(summary)}
   info["seconds_by_phase"] = timing.split(time.time() - start)  # process 0's (alignment.timing)
   if stage.config is not None:
-    info["config"] = json.loads(stage.config.to_json_best_effort())
+    info["config"] = json.loads(config.to_json_best_effort())
+  if stage.resolve is not None:
+    info["resolved"] = resolved
   if stage.params is not None:
     info["params"] = stage.params
   distributed.on_main(f"stage {stage.name} (mark)", lambda: files.write_json(marker, info))
   return info
+
+
+def _resolved(workdir: str, stage: Stage):
+  """(the config a stage runs, what its `resolve` chose or None): process 0 resolves
+  from the finished upstream stages, every process applies its answer."""
+  if stage.resolve is None:
+    return stage.config, None
+  from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
+  chosen = distributed.broadcast(f"stage {stage.name} (resolve)",
+                                 stage.resolve(workdir) if distributed.is_main() else None)
+  config = stage.config.copy_and_resolve_references()
+  for key, value in chosen["overrides"].items():
+    config_lib.set_key(config, key, value, f"study stage {stage.name} (resolved)")
+  detail = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in chosen["overrides"].items())
+  if distributed.is_main():
+    why = {k: v for k, v in chosen.items() if k not in ("overrides", "rule")}
+    print(f"[study] {stage.name}: {detail} ({json.dumps(why)})", flush=True)
+  return config, chosen
 
 
 def _start(workdir: str, stage: Stage, stage_dir: str) -> dict:

@@ -413,7 +413,10 @@ def test_an_sft_trained_to_its_criterion_is_priced_at_its_cap_and_says_so(tmp_pa
   assert _main()([f"--config={spec}", f"--workdir={workdir}", "--plan", "--peak=213"]) == 0
   out = capsys.readouterr().out
   sft = [line for line in out.splitlines() if " sft " in line and "todo" in line]
-  assert len(sft) == 3 and all(" <=20 " in line for line in sft)  # study.sft.steps: the cap
+  final = [line for line in sft if "_lr" not in line]
+  assert len(final) == 3 and all(" <=20 " in line for line in final)  # sft.steps: the cap
+  pilots = [line for line in sft if "_lr" in line]  # each SFT's rate pilots: fixed steps
+  assert len(pilots) == 6 and all(" 5 " in line for line in pilots)
   assert "priced at its cap: an upper bound" in out
   assert _main()([f"--config={os.path.join(ROOT, 'configs', 'study.py:smoke')}",
                   f"--workdir={workdir}", "--plan", "--peak=213"]) == 0

@@ -10,7 +10,8 @@ import pytest
 from alignment import config as config_lib
 from alignment import laws, stats, study
 from alignment.study import arms as arms_lib
-from alignment.study import plots
+from alignment.study import plots, rate_search
+from alignment.study import stages as stages_lib
 from alignment.study.experiments import h5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,6 +55,100 @@ def test_the_scaling_preset_plans_both_axes_with_shared_sizes(tmp_path):
       assert on.config.judge.checkpoint.endswith(f"pm_{size}/export")
 
 
+def test_each_sft_chooses_its_rate_from_pilots_and_its_pms_take_the_factor(tmp_path):
+  c = _study("scaling")
+  stages = {s.name: s for s in study.plan(c, str(tmp_path))}
+  grid = list(c.sft.rates)
+  assert grid == [1.0, 0.3, 0.1] and c.sft.pilot_steps == 500
+  for size in ("t5-nano", "t5-tiny", "t5-mini", "t5-midi"):
+    sft = "sft" if size == "t5-tiny" else f"sft_{size}"
+    final = stages[sft]
+    planned = final.config.optimizer.learning_rate
+    pilots = [f"{sft}_lr{i}" for i in range(len(grid))]
+    assert final.deps == tuple(pilots) and final.params["rates"] == grid
+    assert final.resolve == rate_search.SftRate(tuple(pilots), tuple(grid), planned)
+    for name, factor in zip(pilots, grid):  # the run's first 500 steps at each rate
+      pc = stages[name].config
+      assert stages[name].kind == "sft" and not stages[name].deps
+      assert pc.optimizer.learning_rate == pytest.approx(planned * factor)
+      assert pc.train.num_steps == 500 and pc.eval.every == 500
+      assert pc.criterion.patience == 0 and pc.optimizer.schedule == "constant"
+      assert pc.optimizer.warmup_steps == final.config.optimizer.warmup_steps
+      assert pc.seed == final.config.seed and pc.data.task == final.config.data.task
+  for pm, sft in (("pm", "sft"), ("pm_t5-midi", "sft_t5-midi")):
+    st = stages[pm]
+    assert st.resolve == rate_search.BackboneRate(sft, st.config.optimizer.learning_rate)
+  # Another grid is another SFT, and another PM downstream of it.
+  other = {s.name: s for s in study.plan(_study("scaling", "sft.rates=[1.0, 0.5]"),
+                                           str(tmp_path))}
+  assert stages_lib.own_hash(other["sft"]) != stages_lib.own_hash(stages["sft"])
+  before = stages_lib.stage_hashes(list(stages.values()))
+  after = stages_lib.stage_hashes(list(other.values()))
+  assert before["sft_lr0"] == after["sft_lr0"] and before["pm"] != after["pm"]
+  # Without a grid the plan is as before: no pilots, nothing resolved at run time.
+  plain = {s.name: s for s in study.plan(_study("default"), str(tmp_path / "d"))}
+  assert not [n for n in plain if "_lr" in n]
+  assert all(s.resolve is None for s in plain.values())
+
+
+def _finished(workdir, name, summary=None, resolved=None, metrics=()):
+  d = workdir / name
+  d.mkdir(parents=True, exist_ok=True)
+  (d / "STAGE.json").write_text(json.dumps({"summary": summary or {},
+                                            **({"resolved": resolved} if resolved else {})}))
+  if metrics:
+    (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+
+
+def test_the_rate_search_chooses_the_lowest_finite_pilot_loss(tmp_path):
+  assert rate_search.choose([1.3, 1.1, 1.2]) == 1
+  assert rate_search.choose([1.1, 1.1, 1.0 + 0.1]) == 0  # a tie: the first listed
+  assert rate_search.choose([float("nan"), 1.5, float("inf")]) == 1
+  with pytest.raises(rate_search.RateSearchError, match="no pilot ended"):
+    rate_search.choose([float("nan"), None])
+  for i, loss in enumerate((1.40, 1.25, 1.31)):
+    _finished(tmp_path, f"sft_x_lr{i}", {"eval/loss": loss})
+  search = rate_search.SftRate(("sft_x_lr0", "sft_x_lr1", "sft_x_lr2"), (1.0, 0.3, 0.1), 2e-3)
+  got = search(str(tmp_path))
+  assert got["overrides"] == {"optimizer.learning_rate": pytest.approx(6e-4)}
+  assert got["factor"] == 0.3 and got["pilot"] == "sft_x_lr1"
+  _finished(tmp_path, "sft_x", resolved=got)
+  pm = rate_search.BackboneRate("sft_x", 1e-3)(str(tmp_path))
+  assert pm["overrides"]["optimizer.learning_rate"] == pytest.approx(3e-4)
+  with pytest.raises(rate_search.RateSearchError, match="'sft_y' has not finished"):
+    rate_search.BackboneRate("sft_y", 1e-3)(str(tmp_path))
+  with pytest.raises(rate_search.RateSearchError, match="'sft_x_lr3' has not finished"):
+    rate_search.SftRate(("sft_x_lr0", "sft_x_lr3"), (1.0, 0.5), 1e-3)(str(tmp_path))
+
+
+def test_the_axes_set_up_checks_make_their_findings_inconclusive(tmp_path):
+  c = _scaling_study()
+  a = _policy_axis(online_alpha=(0.4, 0.5, 0.6), offline_alpha=(0.2, 0.3, 0.4))
+  a.add("online_ipo_pm_t5-mini", "online", "h5", 0.3, 0.5, 0.25)
+  a.runs = [dict(r, points=[{}]) for r in a.runs]
+  for sft, loss in (("sft_t5-nano", 1.2), ("sft", 1.0), ("sft_t5-mini", 0.9)):
+    _finished(tmp_path, sft, {"eval/loss": loss})
+  for pm, acc in (("pm", 0.65), ("pm_t5-mini", 0.66)):
+    _finished(tmp_path, pm, metrics=[{"eval/accuracy": acc, "eval/pairs": 1000}])
+  ctx = arms_lib.Context(a.runs, a.data, resamples=300, seed=1, workdir=str(tmp_path))
+  rows = h5.policy_rows(ctx, c)
+  assert h5.policy_setup(str(tmp_path), rows) is None
+  assert h5.finding_6(ctx, PASSED, c)["verdict"] == "reproduced"
+  assert h5.finding_8(ctx, PASSED, c)["verdict"] == "reproduced"
+  # t5-mini's SFT ends above t5-tiny's: the policy axis cannot say what size does.
+  _finished(tmp_path, "sft_t5-mini", {"eval/loss": 1.05})
+  f = h5.finding_6(ctx, PASSED, c)
+  assert f["verdict"] == "inconclusive" and "set-up check" in f["reason"]
+  assert "the t5-mini SFT's held-out loss 1.05 is above the t5-tiny SFT's 1" in f["reason"]
+  # A larger PM agreeing below the smaller one's interval ([0.620, 0.679]): likewise.
+  _finished(tmp_path, "pm_t5-mini", metrics=[{"eval/accuracy": 0.60, "eval/pairs": 1000}])
+  f = h5.finding_8(ctx, PASSED, c)
+  assert f["verdict"] == "inconclusive" and "the t5-mini PM agrees 0.600" in f["reason"]
+  # Within it: the check holds (the claims decide).
+  _finished(tmp_path, "pm_t5-mini", metrics=[{"eval/accuracy": 0.63, "eval/pairs": 1000}])
+  assert h5.finding_8(ctx, PASSED, c)["verdict"] == "reproduced"
+
+
 def test_a_pm_only_size_trains_no_policy_evaluation(tmp_path):
   c = _study("scaling", "sizes=['t5-tiny','t5-mini']", "scaling.pm_sizes=['t5-nano']")
   names = {s.name for s in study.plan(c, str(tmp_path))}
@@ -78,6 +173,9 @@ def test_h5_and_the_judge_axis_share_their_sizes_stages(tmp_path):
     (["scaling.pm_sizes=['t5-mini','t5-mini']"], r"study.scaling.pm_sizes=.*once"),
     (["size_lr='muP'"], "choose width or same"),
     (["sft.criterion.every=10", "sft.criterion.patience=0"], r"study.sft.criterion"),
+    (["sft.criterion.every=0"], r"study.sft.rates=.*criterion.every > 0"),
+    (["sft.pilot_steps=40"], r"pilot_steps=40: .*0 < pilot_steps < sft.steps=20"),
+    (["sft.rates=[1.0, 1.0]"], r"study.sft.rates=\[1.0, 1.0\].*distinct positive"),
 ])
 def test_scaling_settings_that_cannot_run_are_refused(tmp_path, overrides, message):
   c = _study("scaling_smoke", *overrides)
@@ -218,6 +316,24 @@ def test_scaling_smoke_runs_both_axes_and_reports_them(tmp_path):
   for r in block["policy"]:
     assert 0 < r["sft"]["steps_trained"] <= c.sft.steps
     assert "online_law" in r and "offline_law" in r
+  # Each SFT ran at the factor of its pilot with the lowest held-out loss (read here from
+  # the pilots' own records), and the PM from its backbone at the same factor.
+  for sft, pm in (("sft", "pm"), ("sft_t5-tiny", ""), ("sft_llama-nano", "pm_llama-nano")):
+    info = json.loads((tmp_path / sft / "STAGE.json").read_text())
+    losses = [json.loads((tmp_path / f"{sft}_lr{i}" / "STAGE.json").read_text())[
+        "summary"]["eval/loss"] for i in range(len(c.sft.rates))]
+    factor = c.sft.rates[int(np.argmin(losses))]
+    assert info["resolved"]["factor"] == factor
+    lr = info["config"]["optimizer"]["learning_rate"]
+    pilot = json.loads((tmp_path / f"{sft}_lr{int(np.argmin(losses))}" / "STAGE.json")
+                       .read_text())
+    assert lr == pilot["config"]["optimizer"]["learning_rate"]  # the chosen pilot's rate
+    if pm:
+      got = json.loads((tmp_path / pm / "STAGE.json").read_text())
+      planned = {s.name: s for s in study.plan(c, str(tmp_path))}[pm].config
+      assert got["config"]["optimizer"]["learning_rate"] == pytest.approx(
+          planned.optimizer.learning_rate * factor)
+  assert any(r["sft"]["rate_factor"] is not None for r in block["policy"])
   found = {f["id"]: f for f in results["findings"]}
   assert {6, 8} <= set(found)
   for f in (found[6], found[8]):  # one or two seeds: shown, never voted

@@ -31,7 +31,15 @@ peak: less biased upwards than the highest of noisy points.
   finding 8 (proxy size)   with each larger PM the online fitted best rises, and
                            beta falls (it over-optimises later: Gao et al.)
 
-The section tables each axis (parameters, the SFT's criterion and golden score or the
+Each axis has a SET-UP CHECK, like the proxy gate: a finding whose check fails is
+inconclusive and says why. Policy axis: no larger size's SFT ends at a higher held-out
+SFT loss than the next smaller size's (else a larger policy is an undertrained one and
+the axis measures the SFT recipe). Proxy axis: no larger PM's agreement with the golden
+judge on the gate's held-out pairs lies below the next smaller PM's 95% interval (else
+the axis does not vary the proxy's quality). Both read set-up figures alone, never an
+alignment outcome.
+
+The section tables each axis (parameters, the SFT's rate, criterion and golden score or the
 PM's agreement, alpha, beta, the fitted peak's KL, the fitted best, online - offline),
 fits alpha and beta log-linearly in the parameter count (`laws.loglinear`, per
 decade), and draws scaling.png (`plots.plot_scaling`) and laws_h5.png.
@@ -99,6 +107,38 @@ def _has_laws(ctx: A.Context, rows: list[dict]) -> bool:
   return all(A.law_fit(ctx, r[k]) is not None for r in rows for k in ("online", "offline"))
 
 
+def sft_loss(workdir: str, sft: str):
+  """An SFT stage's held-out loss where it stopped (its summary's eval/loss), or None."""
+  got = (stages_lib.stage_summary(workdir, sft) or {}).get("eval/loss")
+  return None if got is None else float(got)
+
+
+def policy_setup(workdir: str, rows: list[dict]):
+  """The policy axis's set-up check: each larger size's SFT reached a held-out SFT
+  loss no higher than the next smaller size's, so that no larger policy is an
+  undertrained one. The reason it fails (None when it holds, or no loss is known)."""
+  losses = [sft_loss(workdir, r["sft"]) for r in rows]
+  bad = [f"the {b['size']} SFT's held-out loss {lb:.4g} is above the {a['size']} SFT's "
+         f"{la:.4g}" for a, b, la, lb in zip(rows, rows[1:], losses, losses[1:])
+         if la is not None and lb is not None and lb > la]
+  return ("; ".join(bad) + ": a larger policy is undertrained, so the axis measures the "
+          "SFT recipe, not size") if bad else None
+
+
+def proxy_setup(workdir: str, rows: list[dict]):
+  """The proxy axis's set-up check: each larger PM agrees with the golden judge on the
+  gate's held-out pairs no less than the next smaller PM, to within that one's 95%
+  interval (its agreement is not below the smaller's lower bound), so that the axis
+  varies the proxy's quality. The reason it fails (None when it holds)."""
+  acc = [foundation.held_out_accuracy(workdir, r["pm"]) for r in rows]
+  bad = [f"the {b['size']} PM agrees {y['agreement']:.3f}, below the {a['size']} PM's "
+         f"{x['agreement']:.3f} [{x['interval'][0]:.3f}, {x['interval'][1]:.3f}]"
+         for a, b, x, y in zip(rows, rows[1:], acc, acc[1:])
+         if x and y and y["agreement"] < x["interval"][0]]
+  return ("; ".join(bad) + ": a larger proxy is a worse one, so the axis does not measure "
+          "a better proxy") if bad else None
+
+
 def finding_6(ctx: A.Context, gate: dict, study):
   rows = policy_rows(ctx, study)
   if len(rows) < 2 or not _has_laws(ctx, rows):
@@ -124,8 +164,10 @@ def finding_6(ctx: A.Context, gate: dict, study):
                    "law through each arm's golden-score curve, at its highest point within "
                    "reach); every size is judged by the same golden judge against the same "
                    "reference policy and trained against the same proxy PM on the same "
-                   "D_golden; KL is against each size's own SFT",
-                   advantage=fig1.online_advantage(ctx, gate))
+                   "D_golden; KL is against each size's own SFT; set-up check: no larger "
+                   "size's SFT ends at a higher held-out SFT loss than a smaller one's",
+                   advantage=fig1.online_advantage(ctx, gate),
+                   setup=policy_setup(ctx.workdir, rows))
 
 
 def finding_8(ctx: A.Context, gate: dict, study):
@@ -149,7 +191,9 @@ def finding_8(ctx: A.Context, gate: dict, study):
                    "peaks higher and over-optimises later", parts, numbers, gate,
                    "every claim's interval above 0; one policy (the study's), each PM on the "
                    "same D_golden from its own size's SFT; fitted bests and beta from Gao "
-                   "et al.'s RL law through each arm's golden-score curve")
+                   "et al.'s RL law through each arm's golden-score curve; set-up check: "
+                   "no larger PM agrees with the golden judge on the held-out pairs below "
+                   "a smaller PM's 95% interval", setup=proxy_setup(ctx.workdir, rows))
 
 
 def axis_numbers(ctx: A.Context, workdir: str, rows: list[dict], axis: str) -> list[dict]:
@@ -170,7 +214,11 @@ def axis_numbers(ctx: A.Context, workdir: str, rows: list[dict], axis: str) -> l
                                               best(r["offline"]))
     if axis == "policy":
       got = stages_lib.stage_summary(workdir, r["sft"]) or {}
-      row["sft"] = {"steps_trained": got.get("steps_trained"),
+      marker = stages_lib.read_marker(workdir, r["sft"]) or {}
+      row["sft"] = {"learning_rate": (marker.get("config") or {}).get(
+                        "optimizer", {}).get("learning_rate"),
+                    "rate_factor": (marker.get("resolved") or {}).get("factor"),
+                    "steps_trained": got.get("steps_trained"),
                     "criterion_fired": got.get("criterion_fired"),
                     "held_out_loss": A.r(got.get("eval/loss"), 4),
                     "golden_score": ctx.value(lambda r=r: ctx.cv(r["online"]).score[:, 0])}
@@ -201,7 +249,11 @@ def _row_line(r: dict, axis: str) -> str:
   law = lambda m, k: A.fmt(r[m + "_law"][k]) if m + "_law" in r else "-"
   if axis == "policy":
     s = r["sft"]
-    what = (f"{s['steps_trained'] or '-'}{' (criterion)' if s['criterion_fired'] else ''} | "
+    rate = "-" if s.get("learning_rate") is None else f"{s['learning_rate']:.3g}"
+    if s.get("rate_factor") is not None:
+      rate += f" (x{s['rate_factor']:g})"
+    what = (f"{rate} | "
+            f"{s['steps_trained'] or '-'}{' (criterion)' if s['criterion_fired'] else ''} | "
             f"{'-' if s['held_out_loss'] is None else s['held_out_loss']} | "
             f"{A.fmt(s['golden_score'])}")
   else:
@@ -223,8 +275,9 @@ def lines(block: dict) -> list[str]:
   if block["policy"]:
     out += ["Policy axis (each size its own SFT; the study's proxy PM; the main SFT as "
             "reference):", "",
-            "| policy | parameters | SFT steps | SFT held-out loss | SFT golden score " + cols,
-            "|---|---|---|---|---" + "|---" * 6 + "|"]
+            "| policy | parameters | SFT rate (grid factor) | SFT steps | SFT held-out loss | "
+            "SFT golden score " + cols,
+            "|---|---|---|---|---|---" + "|---" * 6 + "|"]
     out += [_row_line(r, "policy") for r in block["policy"]] + [""]
   if block["proxy"]:
     out += ["Proxy axis (the study's policy; each PM on D_golden from its own size's SFT; "

@@ -377,7 +377,7 @@ class JudgeAxis(Experiment):
     pms = []
     for name in PAIR_SETS:
       p.pm(f"pm_{name}", {**p.pm_overrides(), "data.replay_dir": p.path(f"pairs_{name}", "train")},
-           deps=("sft", "pairs", f"pairs_{name}"), group=self.group)
+           deps=("sft", "pairs", f"pairs_{name}"), group=self.group, sft="sft")
       pms.append(f"pm_{name}")
     for size in ax.pm_sizes:  # shared with H5's proxy axis where it lists the size
       pms.append(p.pm_of(size, self.group))

@@ -36,7 +36,7 @@ class RL(Experiment):
 
   def plan(self, p):
     s = p.s
-    p.pm("rm", {**p.pm_overrides(), "head": "reward"}, deps=("sft", "pairs"))
+    p.pm("rm", {**p.pm_overrides(), "head": "reward"}, deps=("sft", "pairs"), sft="sft")
     for arm in s.rl.arms:
       method, judge = ARMS[arm]
       for k in p.ablation_seeds():
