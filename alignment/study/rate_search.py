@@ -46,12 +46,11 @@ def choose(losses: list[float]) -> int:
 
 def pilot_loss(workdir: str, pilot: str) -> float:
   """A finished pilot's final held-out SFT loss (its summary's eval/loss)."""
-  got = stages_lib.stage_summary(workdir, pilot)
-  if got is None:
+  if stages_lib.read_marker(workdir, pilot) is None:
     raise RateSearchError(f"pilot stage {pilot!r} has not finished (no STAGE.json in "
                           f"{workdir})")
-  loss = got.get("eval/loss")
-  return float("nan") if loss is None else float(loss)
+  loss = stages_lib.held_out_loss(workdir, pilot)
+  return float("nan") if loss is None else loss
 
 
 @dataclasses.dataclass(frozen=True)

@@ -197,6 +197,13 @@ def stage_summary(workdir: str, name: str) -> Optional[dict]:
   return (read_marker(workdir, name) or {}).get("summary")
 
 
+def held_out_loss(workdir: str, name: str) -> Optional[float]:
+  """A finished training stage's last held-out loss (its summary's eval/loss), None if
+  the stage has not finished or recorded none."""
+  got = (stage_summary(workdir, name) or {}).get("eval/loss")
+  return None if got is None else float(got)
+
+
 def run_stage(workdir: str, stage: Stage, stage_hash: str) -> dict:
   """Runs one stage in its directory and marks it done (STAGE.json) when it finished.
 

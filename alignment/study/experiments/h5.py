@@ -107,17 +107,11 @@ def _has_laws(ctx: A.Context, rows: list[dict]) -> bool:
   return all(A.law_fit(ctx, r[k]) is not None for r in rows for k in ("online", "offline"))
 
 
-def sft_loss(workdir: str, sft: str):
-  """An SFT stage's held-out loss where it stopped (its summary's eval/loss), or None."""
-  got = (stages_lib.stage_summary(workdir, sft) or {}).get("eval/loss")
-  return None if got is None else float(got)
-
-
 def policy_setup(workdir: str, rows: list[dict]):
   """The policy axis's set-up check: each larger size's SFT reached a held-out SFT
   loss no higher than the next smaller size's, so that no larger policy is an
   undertrained one. The reason it fails (None when it holds, or no loss is known)."""
-  losses = [sft_loss(workdir, r["sft"]) for r in rows]
+  losses = [stages_lib.held_out_loss(workdir, r["sft"]) for r in rows]
   bad = [f"the {b['size']} SFT's held-out loss {lb:.4g} is above the {a['size']} SFT's "
          f"{la:.4g}" for a, b, la, lb in zip(rows, rows[1:], losses, losses[1:])
          if la is not None and lb is not None and lb > la]
