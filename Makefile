@@ -46,7 +46,7 @@ study: $(VENV)/.installed
 study-full: $(VENV)/.installed
 	$(PY) -m alignment.study --config=configs/study.py:full --workdir=runs/study
 
-# H5's two axes on a workstation (policy and proxy sizes t5-nano to t5-midi, each SFT
+# H5's two axes on a workstation (policy and proxy sizes t5-nano to t5-mini, each SFT
 # trained to the criterion): a study of its own, in runs/scaling.
 study-scaling: $(VENV)/.installed
 	$(PY) -m alignment.study --config=configs/study.py:scaling --workdir=runs/scaling

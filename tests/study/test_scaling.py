@@ -29,10 +29,11 @@ def _study(scale, *overrides):
 def test_the_scaling_preset_plans_both_axes_with_shared_sizes(tmp_path):
   c = _study("scaling")
   stages = {s.name: s for s in study.plan(c, str(tmp_path))}
-  for size in ("t5-nano", "t5-mini", "t5-midi"):  # policy sizes other than t5-tiny
+  assert c.sizes == ["t5-nano", "t5-tiny", "t5-mini"]
+  for size in ("t5-nano", "t5-mini"):  # policy sizes other than t5-tiny
     sft = stages[f"sft_{size}"].config
     # Rates scaled by width from t5-tiny's (d_model 64), trained to the criterion.
-    width = {"t5-nano": 32, "t5-mini": 128, "t5-midi": 256}[size]
+    width = {"t5-nano": 32, "t5-mini": 128}[size]
     assert sft.optimizer.learning_rate == pytest.approx(c.sft.learning_rate * 64 / width)
     assert sft.optimizer.schedule == "constant" and sft.eval.every == 250
     assert sft.criterion.patience == 3 and sft.criterion.tol == 0.01
@@ -60,7 +61,7 @@ def test_each_sft_chooses_its_rate_from_pilots_and_its_pms_take_the_factor(tmp_p
   stages = {s.name: s for s in study.plan(c, str(tmp_path))}
   grid = list(c.sft.rates)
   assert grid == [1.0, 0.3, 0.1] and c.sft.pilot_steps == 500
-  for size in ("t5-nano", "t5-tiny", "t5-mini", "t5-midi"):
+  for size in ("t5-nano", "t5-tiny", "t5-mini"):
     sft = "sft" if size == "t5-tiny" else f"sft_{size}"
     final = stages[sft]
     planned = final.config.optimizer.learning_rate
@@ -75,7 +76,7 @@ def test_each_sft_chooses_its_rate_from_pilots_and_its_pms_take_the_factor(tmp_p
       assert pc.criterion.patience == 0 and pc.optimizer.schedule == "constant"
       assert pc.optimizer.warmup_steps == final.config.optimizer.warmup_steps
       assert pc.seed == final.config.seed and pc.data.task == final.config.data.task
-  for pm, sft in (("pm", "sft"), ("pm_t5-midi", "sft_t5-midi")):
+  for pm, sft in (("pm", "sft"), ("pm_t5-mini", "sft_t5-mini")):
     st = stages[pm]
     assert st.resolve == rate_search.BackboneRate(sft, st.config.optimizer.learning_rate)
   # Another grid is another SFT, and another PM downstream of it.
@@ -186,8 +187,8 @@ def test_scaling_settings_that_cannot_run_are_refused(tmp_path, overrides, messa
 def test_size_lr_same_keeps_every_rate(tmp_path):
   c = _study("scaling", "size_lr='same'")
   stages = {s.name: s for s in study.plan(c, str(tmp_path))}
-  assert stages["sft_t5-midi"].config.optimizer.learning_rate == c.sft.learning_rate
-  assert stages["online_ipo_t5-midi_s0"].config.optimizer.learning_rate == \
+  assert stages["sft_t5-mini"].config.optimizer.learning_rate == c.sft.learning_rate
+  assert stages["online_ipo_t5-mini_s0"].config.optimizer.learning_rate == \
       c.online.learning_rate
 
 
