@@ -60,17 +60,18 @@ DIR/evaluation.json.
 """
 from __future__ import annotations
 
-import functools
+import collections
+import hashlib
 import json
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 
 from alignment import algorithms, checkpoint, distributed, files, judges, layout, sampling
 from alignment import config as config_lib
-from alignment import faults, scoring, sharding, timing
+from alignment import faults, programs, scoring, sharding, timing
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
@@ -82,23 +83,68 @@ Array = jax.Array
 def _scorers(model, mesh, rules):
   """(kl(p, q, batch), seq(p, batch)) jitted: exact KL to a reference per row, and a
   response's summed log-prob. One pair per model, mesh and rules in a process
-  (`_shared_scorers`), so the evaluator of a study's next stage reuses them traced
-  and compiled; unhashable rules (lists) get their own."""
-  try:
-    return _shared_scorers(model, mesh, rules)
-  except TypeError:
-    return _make_scorers(model)
+  (`programs.shared`), so the evaluator of a study's next stage reuses them traced
+  and compiled; mesh and rules are the context they are traced in (`Evaluator._run`)."""
+  return programs.shared(_make_scorers, model, mesh, rules)
 
 
-@functools.lru_cache(maxsize=16)
-def _shared_scorers(model, mesh, rules):
-  del mesh, rules  # they are the context the scorers are traced in (`Evaluator._run`)
-  return _make_scorers(model)
-
-
-def _make_scorers(model):
+def _make_scorers(model, mesh=None, rules=None):
+  del mesh, rules
   return (jax.jit(lambda p, q, b: scoring.kl_to_reference(model, p, q, b)),
           jax.jit(lambda p, b: scoring.score(model, p, b)["sum"]))
+
+
+_REMEMBERED: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
+_REMEMBER = 8  # entries kept: a study's stages share one or two references
+
+
+def _remembered(key: Optional[tuple], make: Callable[[], object]):
+  """make(), or what it returned for an equal key earlier in this process (numpy
+  arrays, made read-only). Every process of a run asks with equal keys in the same
+  order, so all of them compute (a collective sampler) or none does. No key (None),
+  or an unhashable one (rules given as lists), is computed each time."""
+  if key is None:
+    return make()
+  try:
+    hash(key)
+  except TypeError:
+    return make()
+  if key in _REMEMBERED:
+    _REMEMBERED.move_to_end(key)
+    return _REMEMBERED[key]
+  value = make()
+  for leaf in jax.tree.leaves(value):
+    if isinstance(leaf, np.ndarray):
+      leaf.setflags(write=False)
+  _REMEMBERED[key] = value
+  while len(_REMEMBERED) > _REMEMBER:
+    _REMEMBERED.popitem(last=False)
+  return value
+
+
+def forget() -> None:
+  """Drops what `_remembered` kept (tests that count what an evaluator computes)."""
+  _REMEMBERED.clear()
+
+
+def _arrays_id(tree) -> str:
+  """A digest of every host array of a tree (shapes, dtypes and bytes)."""
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(tree):
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{a.shape}{a.dtype}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _fingerprint(golden) -> Optional[tuple]:
+  """What a golden judge's per-response scores depend on: the program's weights and the
+  vocabulary it decodes with; None (never remembered) for any other judge."""
+  if type(golden) is not judges.GoldenJudge:  # pylint: disable=unidiomatic-typecheck
+    return None
+  program = golden.program
+  return ("golden-program", repr(program.cfg),
+          json.dumps(vocab_lib.token_record(program.vocab), sort_keys=True))
 
 
 def _chunks(n: int, size: int):
@@ -166,12 +212,28 @@ class Evaluator:
     ref_sampler = None
     if reference_model is not None and reference_model.cfg != model.cfg:
       ref_sampler = sampling.Sampler(reference_model, self.sampler.config, mesh, rules)
-    self.ref_samples = self._sample(ref, self.win_prompts, salt=1, sampler=ref_sampler)
+    # What every evaluation compares with is computed once, and once per process for a
+    # study's stages that share it (`_remembered`: keyed on the parameters' checksums
+    # and everything else it is computed from, so equal keys give equal arrays).
+    place = (self.batch, mesh, rules, jax.process_count())
+    ref_model_cfg = (reference_model if ref_sampler is not None else model).cfg
+    win_id = _arrays_id(self.win_prompts)
+    self.ref_samples = _remembered(
+        ("ref_samples", checkpoint.tree_checksum(ref), ref_model_cfg, self.sampler.config,
+         win_id, int(cfg.seed), *place),
+        lambda: self._sample(ref, self.win_prompts, salt=1, sampler=ref_sampler))
     # A program scores each response: the reference's scores are computed once. A golden
     # PM scores pairs, so each evaluation asks it about (pi's sample, the reference's).
-    self.ref_golden = (self._golden_scores(self.win_prompts, self.ref_samples)
-                       if hasattr(self.golden, "scores") else None)
-    self._sft_pair_logps = self._pair_logps(sft_params)
+    self.ref_golden = None
+    if hasattr(self.golden, "scores"):
+      judge = _fingerprint(self.golden)
+      self.ref_golden = _remembered(
+          judge and ("ref_golden", judge, win_id, _arrays_id(self.ref_samples)),
+          lambda: self._golden_scores(self.win_prompts, self.ref_samples))
+    self._sft_pair_logps = _remembered(
+        ("pair_logps", checkpoint.tree_checksum(sft_params), model.cfg,
+         _arrays_id(self.pairs), *place),
+        lambda: self._pair_logps(sft_params))
     # What the policy writes for the first `eval.samples` win prompts: their texts now,
     # each evaluation's responses to them and golden scores with its numbers.
     n_shown = _num_shown(cfg)

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alignment import algorithms, sharding
+from alignment import algorithms, programs, sharding
 from alignment import config as config_lib
 from alignment.data import batches as B
 from alignment.models import heads, zoo
@@ -58,15 +58,9 @@ class ModelJudge:
 
   def __init__(self, model: heads.PairwisePreferenceModel, params, mesh, rules):
     self.model, self.params, self.mesh, self.rules = model, params, mesh, rules
-
-    def compare(params, prompt, prompt_mask, y1, m1, y2, m2):
-      both = lambda a, b: jnp.concatenate([a, b], 0)
-      r = model.apply({"params": params}, both(prompt, prompt), both(prompt_mask, prompt_mask),
-                      both(y1, y2), both(m1, m2), both(y2, y1), both(m2, m1))
-      n = prompt.shape[0]
-      return algorithms.debiased(r[:n], r[n:])
-
-    self._compare = jax.jit(compare)
+    # One program per model, mesh and rules in a process: a study's next stage that
+    # loads the same PM again (its proxy, its golden PM) reuses it compiled.
+    self._compare = programs.shared(_compare_program, model, mesh, rules)
 
   def compare(self, prompts: B.PromptBatch, y1, y1_mask, y2, y2_mask) -> algorithms.Comparison:
     with sharding.use(self.mesh, self.rules):
@@ -81,6 +75,28 @@ class ModelJudge:
     return self._compare
 
 
+def _compare_program(model, mesh, rules):
+  """The jitted (params, prompt, prompt_mask, y1, m1, y2, m2) -> Comparison of a pairwise
+  PM: both orders in one forward call, debiased. mesh and rules are the sharding
+  context it is traced in (`ModelJudge.compare`)."""
+  del mesh, rules
+
+  def compare(params, prompt, prompt_mask, y1, m1, y2, m2):
+    both = lambda a, b: jnp.concatenate([a, b], 0)
+    r = model.apply({"params": params}, both(prompt, prompt), both(prompt_mask, prompt_mask),
+                    both(y1, y2), both(m1, m2), both(y2, y1), both(m2, m1))
+    n = prompt.shape[0]
+    return algorithms.debiased(r[:n], r[n:])
+
+  return jax.jit(compare)
+
+
+def _reward_program(model, mesh, rules):
+  """The jitted (params, x, x_mask, y, y_mask) -> [B] rewards of a reward model."""
+  del mesh, rules
+  return jax.jit(lambda p, x, xm, y, m: model.apply({"params": p}, x, xm, y, m))
+
+
 class RewardJudge:
   """A Bradley-Terry scalar reward model r(x, y) behind the judge interface:
   P(y1 beats y2) = sigmoid(r1 - r2), y1 wins iff r1 > r2 (antisymmetric by
@@ -91,7 +107,7 @@ class RewardJudge:
 
   def __init__(self, model: heads.RewardModel, params, mesh, rules):
     self.model, self.params, self.mesh, self.rules = model, params, mesh, rules
-    self._rewards = jax.jit(lambda p, x, xm, y, m: model.apply({"params": p}, x, xm, y, m))
+    self._rewards = programs.shared(_reward_program, model, mesh, rules)
 
   def rewards(self, prompts: B.PromptBatch, y, y_mask):
     """[B] float32 r(x, y)."""

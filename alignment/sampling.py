@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from alignment import sharding
+from alignment import programs, sharding
 from alignment.data.batches import EOS_ID, PAD_ID, PromptBatch, SFTBatch
 from alignment.models import heads
 from alignment.models import layers as L
@@ -401,24 +401,6 @@ def gather_params(params: Any, shardings: Any, compute_dtype) -> Any:
   return jax.tree_util.tree_map_with_path(one, params, shardings)
 
 
-def _shared(make, *key):
-  """make(*key), made once per process for equal keys (`_cached`): a Sampler built
-  again with the same model, config, mesh, rules and parameter shardings (a study's
-  next stage, an evaluator per stage) reuses the jitted program, already traced and
-  compiled, where a new jax.jit would trace, lower and load it again (about a
-  second a sampler on a CPU). Unhashable keys (rules given as lists) are not shared."""
-  try:
-    hash(key)
-  except TypeError:
-    return make(*key)
-  return _cached(make, *key)
-
-
-@functools.lru_cache(maxsize=32)
-def _cached(make, *key):
-  return make(*key)
-
-
 def _param_shardings(model, mesh: Mesh, rules):
   with sharding.use(mesh, rules):
     return param_shardings(model, mesh, rules)
@@ -473,7 +455,7 @@ class Sampler:
   Calling it: sampler(params, prompts: PromptBatch, key) -> SampleOutput, all
   rows split over the batch axes of the mesh. Samplers of equal models, configs,
   meshes, rules and parameter shardings share one jitted program in a process
-  (`_shared`): built again, a sampler is not traced or compiled again.
+  (`programs.shared`): built again, a sampler is not traced or compiled again.
   """
 
   def __init__(self, model: heads.LanguageModel, config: SamplingConfig,
@@ -482,10 +464,10 @@ class Sampler:
     self.model, self.config, self.rules, self.gather = model, config, rules, gather
     self.mesh = mesh or sharding.make_mesh({"data": 1}, jax.devices()[:1])
     if params_sharding is None:
-      params_sharding = _shared(_param_shardings, model, self.mesh, rules)
+      params_sharding = programs.shared(_param_shardings, model, self.mesh, rules)
     self.params_sharding = params_sharding  # where the params passed in must live
     leaves, treedef = jax.tree.flatten(params_sharding)
-    self._jitted, self._ready, self.out_sharding = _shared(
+    self._jitted, self._ready, self.out_sharding = programs.shared(
         _jitted_sample, model, config, self.mesh, rules, treedef, tuple(leaves), gather)
     self._batch_ways = sharding.data_parallel_size(dict(self.mesh.shape), rules)
 

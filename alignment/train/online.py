@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alignment import algorithms, checkpoint, evaluation, faults, judges, layout, sampling
-from alignment import scoring, sharding
+from alignment import programs, scoring, sharding
 from alignment import config as config_lib
 from alignment.data import batches as B
 from alignment.data import pipeline, stream, tasks
@@ -190,6 +190,22 @@ def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
   return contrastive_phases(program, config, judge, reference)
 
 
+def _contrastive_programs(mesh, rules, pair_shardings, out_sharding):
+  """(split, rank, stats, mix) jitted: the contrastive step's small programs around the
+  judge and the update, with explicit shardings (each process then holds the same
+  rows of prompts and samples); one set per mesh and shardings in a process
+  (`programs.shared`), so a study's next online stage does not compile them again;
+  rules are the context they run in (`contrastive_phases`)."""
+  del rules
+  split = jax.jit(algorithms.split_samples,
+                  out_shardings=B.SampledPairs(*(pair_shardings.chosen,) * 6))
+  rank = jax.jit(algorithms.ranked_pairs, out_shardings=pair_shardings)
+  stats = jax.jit(lambda sampled, prob, first: algorithms.judge_stats(
+      prob, first, lengths_of(sampled)), out_shardings=sharding.replicated(mesh))
+  mix = jax.jit(algorithms.mix_samples, static_argnums=3, out_shardings=out_sharding)
+  return split, rank, stats, mix
+
+
 def contrastive_phases(program: OnlineProgram, config, judge, reference) -> Phases:
   """Two samples per prompt (the reference's with probability `sampling.mixture`),
   the judge's verdict on each pair, then one step on the (winner, loser) pairs."""
@@ -197,14 +213,8 @@ def contrastive_phases(program: OnlineProgram, config, judge, reference) -> Phas
   mesh, rules = train.mesh, train.rules
   s = config.sampling
   sample_key = jax.random.PRNGKey(np.uint32(config.seed + 1))
-  pair_shardings = train.batch_shardings.pairs
-  # Explicit shardings: each process then holds the same rows of prompts and samples.
-  split = jax.jit(algorithms.split_samples,
-                  out_shardings=B.SampledPairs(*(pair_shardings.chosen,) * 6))
-  rank = jax.jit(algorithms.ranked_pairs, out_shardings=pair_shardings)
-  stats = jax.jit(lambda sampled, prob, first: algorithms.judge_stats(
-      prob, first, lengths_of(sampled)), out_shardings=sharding.replicated(mesh))
-  mix = jax.jit(algorithms.mix_samples, static_argnums=3, out_shardings=sampler.out_sharding)
+  split, rank, stats, mix = programs.shared(
+      _contrastive_programs, mesh, rules, train.batch_shardings.pairs, sampler.out_sharding)
 
   def sample(params, batch, step):
     key = jax.random.fold_in(sample_key, step)

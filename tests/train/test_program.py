@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from alignment import aot, sharding
+from alignment import aot, programs, sharding
 from alignment import config as config_lib
 from alignment.data import batches as B
 from alignment.train import state as state_lib
@@ -128,6 +128,10 @@ def test_programs_built_again_in_a_process_are_not_traced_again():
   vocab = tasks.task_vocabulary(config.data.task)
   a, b = (online.build(config, mesh, rules, vocab) for _ in range(2))
   assert a.sampler is not b.sampler and a.sampler._jitted is b.sampler._jitted
+  small = [programs.shared(online._contrastive_programs, mesh, rules,
+                           p.train.batch_shardings.pairs, p.sampler.out_sharding)
+           for p in (a, b)]  # the contrastive phases' split, rank, stats and mix
+  assert all(x is y for x, y in zip(*small))
   config_lib.apply_overrides(config, ["rl.method='rloo'", "rl.samples=4"])
   assert online.build(config, mesh, rules, vocab).sampler._jitted is not a.sampler._jitted
   model = a.train.model
@@ -140,6 +144,58 @@ def test_programs_built_again_in_a_process_are_not_traced_again():
   unhashable = [list(r) for r in rules]  # rules as lists: built every time, as they were
   assert (sampling.Sampler(model, plain[0].config, mesh, unhashable)._jitted
           is not plain[0]._jitted)
+  from alignment import judges  # pylint: disable=g-import-not-at-top
+  from alignment.models import heads  # pylint: disable=g-import-not-at-top
+  pm, rm = heads.make_model(model.cfg, "pairwise"), heads.make_model(model.cfg, "reward")
+  assert judges.ModelJudge(pm, None, mesh, rules)._compare is \
+      judges.ModelJudge(pm, None, mesh, rules)._compare
+  assert judges.RewardJudge(rm, None, mesh, rules)._rewards is \
+      judges.RewardJudge(rm, None, mesh, rules)._rewards
+  assert judges.ModelJudge(pm, None, mesh, unhashable)._compare is not \
+      judges.ModelJudge(pm, None, mesh, rules)._compare
+
+
+def test_an_evaluator_built_again_reuses_what_it_compares_with(tmp_path, monkeypatch):
+  """A study's stages build an evaluator each, against the same SFT and reference: the
+  reference's samples and golden scores and the SFT's log-probs of the held-out pairs
+  are computed once per process, keyed on the parameters' checksums, and equal what
+  a fresh evaluator computes; other SFT parameters are computed afresh."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from alignment import evaluation  # pylint: disable=g-import-not-at-top
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+  from alignment.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  from alignment.models import heads, zoo  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(os.path.join(ROOT, "configs", "eval.py:tiny"))
+  config_lib.apply_overrides(config, ["eval.win_prompts=32", "eval.kl_prompts=16",
+                                      "eval.classifier_pairs=16", "eval.batch_size=16"])
+  vocab = tasks.task_vocabulary(config.data.task)
+  model = heads.LanguageModel(zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab)))
+  mesh, rules = sharding.mesh_and_rules(config.mesh)
+  init = jax.jit(heads.init_fn(model, config.data.prompt_len, config.data.response_len))
+  params = [nn.unbox(init(jax.random.PRNGKey(k))) for k in (2, 3)]
+  computed = []
+  for name in ("_sample", "_pair_logps", "_golden_scores"):
+    real = getattr(evaluation.Evaluator, name)
+    monkeypatch.setattr(evaluation.Evaluator, name,
+                        lambda self, *a, _n=name, _f=real, **k: computed.append(_n) or
+                        _f(self, *a, **k))
+  build = lambda p: evaluation.build_evaluator(config.eval, config.data, model, p, mesh, rules)
+  evaluation.forget()
+  first = build(params[0])
+  assert sorted(computed) == ["_golden_scores", "_pair_logps", "_sample"]
+  computed.clear()
+  again = build(params[0])
+  assert computed == [] and again.ref_samples is first.ref_samples
+  assert not again.ref_samples["tokens"].flags.writeable
+  other = build(params[1])  # another SFT (and reference): all of it again
+  assert sorted(computed) == ["_golden_scores", "_pair_logps", "_sample"]
+  evaluation.forget()
+  fresh = build(params[0])
+  (m1, a1), (m2, a2) = again.evaluate(params[1]), fresh.evaluate(params[1])
+  assert m1 == m2
+  for k in a1:
+    np.testing.assert_array_equal(a1[k], a2[k], err_msg=k)
+  assert other.evaluate(params[1])[0] != m1  # its reference and SFT are the policy itself
 
 
 @pytest.mark.parametrize("override,message", [
