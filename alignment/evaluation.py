@@ -88,8 +88,8 @@ def _scorers(model, mesh, rules):
   return programs.shared(_make_scorers, model, mesh, rules)
 
 
-def _make_scorers(model, mesh=None, rules=None):
-  del mesh, rules
+def _make_scorers(model, mesh, rules):
+  del mesh, rules  # the context the scorers are traced in: part of the key only
   return (jax.jit(lambda p, q, b: scoring.kl_to_reference(model, p, q, b)),
           jax.jit(lambda p, b: scoring.score(model, p, b)["sum"]))
 
@@ -218,8 +218,10 @@ class Evaluator:
     place = (self.batch, mesh, rules, jax.process_count())
     ref_model_cfg = (reference_model if ref_sampler is not None else model).cfg
     win_id = _arrays_id(self.win_prompts)
+    sft_sum = checkpoint.tree_checksum(sft_params)  # a pass over the weights: once
+    ref_sum = sft_sum if ref is sft_params else checkpoint.tree_checksum(ref)
     self.ref_samples = _remembered(
-        ("ref_samples", checkpoint.tree_checksum(ref), ref_model_cfg, self.sampler.config,
+        ("ref_samples", ref_sum, ref_model_cfg, self.sampler.config,
          win_id, int(cfg.seed), *place),
         lambda: self._sample(ref, self.win_prompts, salt=1, sampler=ref_sampler))
     # A program scores each response: the reference's scores are computed once. A golden
@@ -231,7 +233,7 @@ class Evaluator:
           judge and ("ref_golden", judge, win_id, _arrays_id(self.ref_samples)),
           lambda: self._golden_scores(self.win_prompts, self.ref_samples))
     self._sft_pair_logps = _remembered(
-        ("pair_logps", checkpoint.tree_checksum(sft_params), model.cfg,
+        ("pair_logps", sft_sum, model.cfg,
          _arrays_id(self.pairs), *place),
         lambda: self._pair_logps(sft_params))
     # What the policy writes for the first `eval.samples` win prompts: their texts now,
