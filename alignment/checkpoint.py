@@ -47,6 +47,36 @@ from alignment import distributed, faults, files, timing
 
 log = logging.getLogger(__name__)
 
+_ONE_WRITER = []  # set once per process: [True] after `_one_writer_per_array`
+
+
+def _one_writer_per_array() -> None:
+  """In a single-process job, every array is written whole by its first replica.
+
+  orbax's default (replica-parallel saving) cuts each replicated array into one
+  slice per device so that the hosts of a pod slice share its writing; in one
+  process the same process writes every slice, after a device slice and a host
+  transfer for each (120 arrays on 8 devices: 960 dispatched slices a save). On 8
+  CPU devices a save of a t5-nano-sized state took 0.75 s with them and 0.35 s
+  without (save plus its wait). The files read back the same; multi-process jobs
+  keep the default. Called before the first save of the process, when JAX knows
+  its process count; it re-registers orbax's global handler for jax.Array.
+  """
+  if _ONE_WRITER or jax.process_count() > 1:
+    return
+  from orbax.checkpoint._src.metadata import array_metadata_store  # pylint: disable=g-import-not-at-top
+  absl_log = logging.getLogger("absl")  # orbax warns of every override
+  level = absl_log.level
+  absl_log.setLevel(logging.ERROR)
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            use_replica_parallel=False, array_metadata_store=array_metadata_store.Store()),
+        override=True)
+  finally:
+    absl_log.setLevel(level)
+  _ONE_WRITER.append(True)
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint that cannot be used: names the directory and what is wrong."""
@@ -57,6 +87,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
     self.directory = absolute(directory)
+    _one_writer_per_array()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
     self._manager = ocp.CheckpointManager(
@@ -298,6 +329,7 @@ def export_params(params: Any, model_cfg: Any, output: str, tokens: dict | None 
   if jax.process_index() == 0 and epath.Path(tmp).exists():
     epath.Path(tmp).rmtree()
   distributed.barrier("export_params:clean")  # every process writes its shards below
+  _one_writer_per_array()
   try:
     with ocp.StandardCheckpointer() as ckpt:
       ckpt.save(os.path.join(tmp, "params"), params)
