@@ -40,10 +40,11 @@ import os
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from alignment import distributed, faults, files, timing
+from alignment import distributed, faults, files, programs, timing
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +273,40 @@ def load_params(path: str, abstract_params: Any, step: Optional[int] = None):
     step = steps[-1] if step is None else step
     item_dir, prefix, target = os.path.join(path, str(step), "state"), "['params']", {
         "params": abstract_params}
+  key = _params_key(item_dir, prefix, abstract_params)
+  if key is None:
+    return _read_params(item_dir, prefix, target, abstract_params)
+  host = _LOADED.get(key, lambda: jax.tree.map(
+      np.asarray, _read_params(item_dir, prefix, target, abstract_params)))
+  return jax.tree.map(lambda h, t: jax.device_put(h, t.sharding), host, abstract_params)
+
+
+# Parameters read from exports and checkpoints in this process, as host arrays: a
+# study's stages read the same SFT and PM exports (as policy, reference, judge) dozens
+# of times. Keyed on every file's identity (inode, size, modification time): a
+# rewritten export is read again. Each caller gets its own device copy (a train step
+# donates its state).
+_LOADED = programs.Memo(6, read_only=True)
+
+
+def _params_key(item_dir: str, prefix: str, abstract_params) -> Optional[tuple]:
+  """What `load_params` reads (None: not remembered: a multi-process job's shards)."""
+  leaves, treedef = jax.tree.flatten(abstract_params)
+  if jax.process_count() > 1 or not leaves or not all(
+      getattr(x, "sharding", None) is not None and x.sharding.is_fully_addressable
+      for x in leaves):
+    return None
+  files = []
+  for root, _, names in os.walk(item_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      st = os.stat(path)
+      files.append((os.path.relpath(path, item_dir), st.st_ino, st.st_size, st.st_mtime_ns))
+  return ("params", item_dir, prefix, tuple(sorted(files)), treedef,
+          tuple((tuple(x.shape), str(x.dtype)) for x in leaves))
+
+
+def _read_params(item_dir: str, prefix: str, target, abstract_params):
   ckpt = _restorer(abstract_params)
   try:
     saved = ckpt.metadata(item_dir).item_metadata.tree

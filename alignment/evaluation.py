@@ -60,11 +60,10 @@ DIR/evaluation.json.
 """
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import os
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import numpy as np
@@ -94,36 +93,15 @@ def _make_scorers(model, mesh, rules):
           jax.jit(lambda p, b: scoring.score(model, p, b)["sum"]))
 
 
-_REMEMBERED: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
-_REMEMBER = 8  # entries kept: a study's stages share one or two references
-
-
-def _remembered(key: Optional[tuple], make: Callable[[], object]):
-  """make(), or what it returned for an equal key earlier in this process (numpy
-  arrays, made read-only). Every process of a run asks with equal keys in the same
-  order, so all of them compute (a collective sampler) or none does. No key (None),
-  or an unhashable one (rules given as lists), is computed each time."""
-  if key is None:
-    return make()
-  try:
-    hash(key)
-  except TypeError:
-    return make()
-  if key in _REMEMBERED:
-    _REMEMBERED.move_to_end(key)
-    return _REMEMBERED[key]
-  value = make()
-  for leaf in jax.tree.leaves(value):
-    if isinstance(leaf, np.ndarray):
-      leaf.setflags(write=False)
-  _REMEMBERED[key] = value
-  while len(_REMEMBERED) > _REMEMBER:
-    _REMEMBERED.popitem(last=False)
-  return value
+# An evaluator's fixed parts (the reference's samples and golden scores, the SFT
+# policy's pair log-probs), kept for the study's stages that share them. Every process
+# of a run asks with equal keys in the same order, so all of them compute (a collective
+# sampler) or none does. 8 entries: a study's stages share one or two references.
+_REMEMBERED = programs.Memo(8, read_only=True)
 
 
 def forget() -> None:
-  """Drops what `_remembered` kept (tests that count what an evaluator computes)."""
+  """Drops what the evaluators remembered (tests that count what one computes)."""
   _REMEMBERED.clear()
 
 
@@ -213,14 +191,14 @@ class Evaluator:
     if reference_model is not None and reference_model.cfg != model.cfg:
       ref_sampler = sampling.Sampler(reference_model, self.sampler.config, mesh, rules)
     # What every evaluation compares with is computed once, and once per process for a
-    # study's stages that share it (`_remembered`: keyed on the parameters' checksums
+    # study's stages that share it (`_REMEMBERED`: keyed on the parameters' checksums
     # and everything else it is computed from, so equal keys give equal arrays).
     place = (self.batch, mesh, rules, jax.process_count())
     ref_model_cfg = (reference_model if ref_sampler is not None else model).cfg
     win_id = _arrays_id(self.win_prompts)
     sft_sum = checkpoint.tree_checksum(sft_params)  # a pass over the weights: once
     ref_sum = sft_sum if ref is sft_params else checkpoint.tree_checksum(ref)
-    self.ref_samples = _remembered(
+    self.ref_samples = _REMEMBERED.get(
         ("ref_samples", ref_sum, ref_model_cfg, self.sampler.config,
          win_id, int(cfg.seed), *place),
         lambda: self._sample(ref, self.win_prompts, salt=1, sampler=ref_sampler))
@@ -229,10 +207,10 @@ class Evaluator:
     self.ref_golden = None
     if hasattr(self.golden, "scores"):
       judge = _fingerprint(self.golden)
-      self.ref_golden = _remembered(
+      self.ref_golden = _REMEMBERED.get(
           judge and ("ref_golden", judge, win_id, _arrays_id(self.ref_samples)),
           lambda: self._golden_scores(self.win_prompts, self.ref_samples))
-    self._sft_pair_logps = _remembered(
+    self._sft_pair_logps = _REMEMBERED.get(
         ("pair_logps", sft_sum, model.cfg,
          _arrays_id(self.pairs), *place),
         lambda: self._pair_logps(sft_params))

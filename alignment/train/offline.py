@@ -35,7 +35,8 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> program_
       loss_fn_of=lambda m: steps.alignment_loss_fn(m, l.name, l.beta, l.reduction),
       batch_spec_of=lambda abstract: roles.alignment_input_spec(
           program_lib.pair_batch_spec(d, mesh, rules), abstract.params, reference_shared,
-          mesh, rules))
+          mesh, rules),
+      traced_from=(reference_shared,))
 
 
 def run(config, workdir: str) -> dict:

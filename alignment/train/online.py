@@ -115,7 +115,7 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
         batch_spec_of=lambda abstract: roles.alignment_input_spec(
             program_lib.pair_batch_spec(d, mesh, rules), abstract.params, reference_shared,
             mesh, rules),
-        accepts_veto=True)
+        accepts_veto=True, traced_from=(reference_shared,))
   else:
     if r.kl == "exact" and not reference_shared:
       raise config_lib.ConfigError("config.rl.kl='exact' needs the reference's full "
@@ -126,7 +126,7 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
         loss_fn_of=lambda m: steps.policy_gradient_loss_fn(m, r.method, r.kl, r.kl_coef,
                                                            r.clip_eps),
         batch_spec_of=lambda abstract: rollout_spec(config, abstract.params, mesh, rules),
-        accepts_veto=True)
+        accepts_veto=True, traced_from=(reference_shared,))
   sampler = sampling.Sampler(
       train.model, sampling.SamplingConfig(max_new_tokens=d.response_len, temperature=s.temperature,
                                            top_k=s.top_k, top_p=s.top_p, num_samples=r.samples,

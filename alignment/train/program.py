@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from alignment import checkpoint, distributed, evaluation, layout, sampling, sharding
+from alignment import checkpoint, distributed, evaluation, faults, layout, programs, sampling
+from alignment import sharding
 from alignment.data import batches as B
 from alignment.data import tasks
 from alignment.data import vocab as vocab_lib
@@ -295,9 +296,72 @@ def pair_batch_spec(d, mesh, rules) -> B.PreferenceBatch:
                     (d.prompt_len, d.prompt_len) + (d.response_len,) * 4, mesh, rules)
 
 
+# The train steps made in this process: a study's stages of one shape (an experiment's
+# arms, their seeds) run the step the first of them traced and compiled (`_step_key`).
+_STEPS = programs.Memo(16)
+
+# What of an experiment config a train step's trace never reads: where its data come
+# from and in which order, the seed (the state's key is an input), the evaluation,
+# the initialisation (parameters are an input), the judge (its verdicts are) and the
+# loop's bookkeeping. Everything else is part of the key the step is shared under.
+_UNTRACED = ("seed", "eval", "init", "judge", "criterion", "data.replay_dir",
+             "data.replay_order", "data.replay_skip", "data.replay_window",
+             "data.shuffle_seed", "data.max_records", "train.checkpoint_every",
+             "train.keep_checkpoints", "train.log_every", "train.on_nonfinite",
+             "train.async_checkpoint", "train.write_stream")
+
+
+# The abstract train states (shapes and shardings, from tracing the model's
+# initialisation) made in this process, for the same reason.
+_ABSTRACT = programs.Memo(16)
+
+
+def _abstract_key(head, model_config, config, mesh, rules) -> tuple:
+  """What `state.abstract` of a Program's model and optimiser is made from."""
+  d = config.data
+  return ("abstract_state", head, model_config, json.dumps(config.optimizer.to_dict(),
+                                                           sort_keys=True, default=repr),
+          int(d.prompt_len), int(d.response_len), mesh, rules)
+
+
+def _traced_config(config) -> str:
+  """The config less `_UNTRACED`, as canonical JSON."""
+  tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  for path in _UNTRACED:
+    *parents, leaf = path.split(".")
+    node = tree
+    for p in parents:
+      node = node.get(p) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+      node.pop(leaf, None)
+  return json.dumps(tree, sort_keys=True, default=repr)
+
+
+def _signature(tree) -> tuple:
+  """Structure, shapes, dtypes and shardings of an abstract tree (hashable)."""
+  leaves, treedef = jax.tree.flatten(tree)
+  return treedef, tuple((tuple(x.shape), str(x.dtype), getattr(x, "sharding", None))
+                        for x in leaves)
+
+
+def _step_key(name, head, config, model_config, abstract_state, spec, mesh, rules,
+              accepts_veto, watch, traced_from) -> Optional[tuple]:
+  """Everything a loop's train step is traced from; None: not shared."""
+  try:
+    hash(rules)
+    hash(traced_from)
+  except TypeError:
+    return None
+  return ("train_step", name, head, _traced_config(config), model_config,
+          _signature(abstract_state), _signature(spec), mesh, rules, accepts_veto,
+          tuple(watch), tuple(faults.nan_steps("loss")), tuple(faults.nan_steps("grad")),
+          traced_from)
+
+
 def build(name: str, head, config, mesh, rules, vocab,
           loss_fn_of: Callable[[Any], Callable], batch_spec_of: Callable[[Any], Any],
-          accepts_veto: bool = False, watch=("loss", "grad_norm")) -> Program:
+          accepts_veto: bool = False, watch=("loss", "grad_norm"),
+          traced_from: tuple = ()) -> Program:
   """The Program of a loop: its model, abstract state, shardings and jitted step.
 
   head: the model class (`heads.LanguageModel`, `heads.PairwisePreferenceModel`)
@@ -306,6 +370,12 @@ def build(name: str, head, config, mesh, rules, vocab,
   here, before anything compiles); loss_fn_of(model) -> loss_fn(params, batch, rng);
   batch_spec_of(abstract_state) -> the step's abstract input (it may hold the
   parameters' shapes, e.g. the frozen reference's).
+
+  The jitted step is made once per process for equal keys (`_step_key`): the config
+  less what a step never reads (`_UNTRACED`), the model, the abstract state and input
+  with their shardings, the mesh and rules, the planned faults and `traced_from`:
+  whatever else `loss_fn_of` and `batch_spec_of` read (hashable). A later stage of
+  the same shape runs it without tracing or loading it again.
   """
   model_config = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
   # Every loop (and aot, bench) builds here: refuse before anything compiles.
@@ -316,11 +386,16 @@ def build(name: str, head, config, mesh, rules, vocab,
   model = head(model_config)
   optimizer = state_lib.make_optimizer(config.optimizer)
   init = heads.init_fn(model, config.data.prompt_len, config.data.response_len)
-  abstract_state, state_shardings = state_lib.abstract(init, optimizer, mesh, rules, 0)
+  abstract_state, state_shardings = _ABSTRACT.get(
+      _abstract_key(head, model_config, config, mesh, rules),
+      lambda: state_lib.abstract(init, optimizer, mesh, rules, 0))
   spec = batch_spec_of(abstract_state)
-  step = state_lib.make_step(loss_fn_of(model), optimizer, state_shardings,
-                             jax.tree.map(lambda x: x.sharding, spec), mesh, rules,
-                             watch=watch, accepts_veto=accepts_veto)
+  step = _STEPS.get(
+      _step_key(name, head, config, model_config, abstract_state, spec, mesh, rules,
+                accepts_veto, watch, traced_from),
+      lambda: state_lib.make_step(loss_fn_of(model), optimizer, state_shardings,
+                                  jax.tree.map(lambda x: x.sharding, spec), mesh, rules,
+                                  watch=watch, accepts_veto=accepts_veto))
   return Program(name, model, model_config, optimizer, init, mesh, rules, state_shardings,
                  abstract_state, spec, step, accepts_veto, export_tokens(vocab, config))
 

@@ -155,6 +155,51 @@ def test_programs_built_again_in_a_process_are_not_traced_again():
       judges.ModelJudge(pm, None, mesh, rules)._compare
 
 
+def test_train_steps_are_shared_by_stages_of_one_shape(monkeypatch):
+  """A study's arms and seeds build the same train step: what a step never reads (seed,
+  data order and source, evaluation, initialisation, bookkeeping) does not keep them
+  apart, and the shared step gives the bits a freshly built one gives. Anything it is
+  traced from does: the loss, the optimiser, the input's shape, where the reference
+  runs, a planned fault."""
+  from alignment.data import tasks  # pylint: disable=g-import-not-at-top
+  from alignment.train import offline  # pylint: disable=g-import-not-at-top
+  base = config_lib.load(os.path.join(ROOT, "configs", "offline.py:tiny"))
+  mesh, rules = sharding.mesh_and_rules(base.mesh)
+  vocab = tasks.task_vocabulary(base.data.task)
+
+  def build(overrides=(), shared=True):
+    c = config_lib.load(os.path.join(ROOT, "configs", "offline.py:tiny"))
+    config_lib.apply_overrides(c, list(overrides))
+    return offline.build(c, mesh, rules, vocab, reference_shared=shared)
+
+  first = build()
+  other = ["seed=7", "data.shuffle_seed=3", "data.replay_dir='/elsewhere'",
+           "eval.steps=[1]", "init.policy='/some/export'", "train.checkpoint_every=1",
+           "train.log_every=3"]
+  second = build(other)
+  assert second.step is first.step and second.model is not first.model
+  for apart in (["loss.beta=0.3"], ["optimizer.learning_rate=0.01"], ["data.batch_size=4"],
+                ["loss.name='dpo'"]):
+    assert build(apart).step is not first.step, apart
+  assert build(shared=False).step is not first.step
+  monkeypatch.setenv("ALIGNMENT_FAULT", "nan@loss:1")
+  assert build().step is not first.step
+  monkeypatch.delenv("ALIGNMENT_FAULT")
+
+  def one_step(program):
+    state, _ = state_lib.create(program.init, program.optimizer, mesh, rules, 7)
+    batch = jax.tree.map(lambda x: jax.device_put(np.ones(x.shape, x.dtype), x.sharding),
+                         program.batch_spec)
+    new, metrics = program.step(state, batch)
+    return jax.tree.map(np.asarray, (new.params, metrics))
+
+  got = one_step(second)
+  programs.clear()
+  fresh = build(other)
+  assert fresh.step is not first.step
+  jax.tree.map(np.testing.assert_array_equal, one_step(fresh), got)
+
+
 def test_an_evaluator_built_again_reuses_what_it_compares_with(tmp_path, monkeypatch):
   """A study's stages build an evaluator each, against the same SFT and reference: the
   reference's samples and golden scores and the SFT's log-probs of the held-out pairs

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from alignment import checkpoint
+from alignment import checkpoint, programs
 from alignment import config as config_lib
 from alignment import main as main_lib
 from alignment.data import tasks
@@ -28,8 +28,11 @@ COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 @pytest.fixture(autouse=True)
 def _no_persistent_cache():
   """A hit in XLA's persistent cache (tests/conftest.py) is no backend compile:
-  these tests count real compiles, so the cache is off while they run."""
+  these tests count real compiles, so the cache is off while they run, and the
+  programs shared in this process (`alignment.programs`: an earlier test's train step
+  of the same shape) are forgotten."""
   from jax._src import compilation_cache  # pylint: disable=g-import-not-at-top
+  programs.clear()
   enabled = jax.config.jax_enable_compilation_cache
   jax.config.update("jax_enable_compilation_cache", False)
   compilation_cache.reset_cache()
