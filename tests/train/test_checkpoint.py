@@ -147,3 +147,29 @@ def test_one_process_writes_each_replicated_array_whole(tmp_path):
   for k in tree:
     assert got[k].sharding == tree[k].sharding
     np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(tree[k]))
+
+
+def test_parameters_read_again_come_from_memory_until_the_files_change(tmp_path,
+                                                                       monkeypatch):
+  """A study reads the same exports in every stage: read again, the parameters are
+  not read from disk again, each caller gets its own arrays (a train step donates
+  them), and an export written again at the same path is read again."""
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices())
+  rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  cfg = zoo.get("t5-nano", vocab_size=V)
+  path = str(tmp_path / "export")
+  first = {"w": jnp.arange(12, dtype=jnp.float32).reshape(3, 4), "b": jnp.ones((4,))}
+  checkpoint.export_params(first, cfg, path)
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), first)
+  reads = []
+  real = checkpoint._read_params  # pylint: disable=protected-access
+  monkeypatch.setattr(checkpoint, "_read_params", lambda *a: reads.append(a) or real(*a))
+  a = checkpoint.load_params(path, target)
+  a["w"].delete()  # donated by a step
+  b = checkpoint.load_params(path, target)
+  assert len(reads) == 1 and b["w"].sharding == rep
+  np.testing.assert_array_equal(np.asarray(b["w"]), np.asarray(first["w"]))
+  checkpoint.export_params(jax.tree.map(lambda x: x + 1, first), cfg, path)
+  c = checkpoint.load_params(path, target)
+  assert len(reads) == 2
+  np.testing.assert_array_equal(np.asarray(c["w"]), np.asarray(first["w"]) + 1)
