@@ -23,7 +23,10 @@ Orbax writes each step into a temporary directory and renames it when
 complete, so a killed save never looks like a finished checkpoint; saves can
 run asynchronously while training continues (`wait()` joins them). A save
 that fails (a full disk: OSError ENOSPC) removes what it wrote of its step
-before the error goes on, so the previous checkpoint stays the newest.
+before the error goes on, so the previous checkpoint stays the newest. In a
+single-process job each replicated array is written whole by one replica
+(`_one_writer_per_array`); `load_params` keeps what it read, as host arrays, for
+the next read of the same files (a study's stages read the same exports).
 
 A foundation: it saves and restores pytrees and writes params exports as
 files, and knows nothing of the models. What needs a model (the sharded
