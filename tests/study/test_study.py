@@ -109,18 +109,27 @@ def test_results_schema_report_and_plots(smoke_study):
   assert (workdir / "sft_eval" / "eval" / "step_000000.npz").exists()
   # Where the stage time went (alignment.timing): every stage's split adds up to its
   # seconds; a training stage spent some in steps, an online one in evaluation too.
+  # The phases are kept to 0.1 s: a stage whose step an earlier stage of the same shape
+  # compiled (alignment.programs) may spend under 0.05 s in its first step, and an
+  # export of t5-nano about 0.1 s: first steps are summed by kind, exports over all.
+  import collections  # pylint: disable=g-import-not-at-top
   from alignment import timing  # pylint: disable=g-import-not-at-top
+  by_kind = collections.defaultdict(collections.Counter)
   for st in study.plan(_smoke(), str(workdir)):
     info = json.loads((workdir / st.name / "STAGE.json").read_text())
     split = info["seconds_by_phase"]
     assert set(split) == set(timing.PHASES) | {"other"}, st.name
     assert sum(split.values()) == pytest.approx(info["seconds"], abs=1.0), (st.name, split)
     if st.kind in ("sft", "pm", "online", "offline"):
-      assert split["first_step"] > 0 and split["steps"] > 0 and split["export"] > 0, st.name
+      assert split["steps"] > 0, st.name
+      by_kind[st.kind].update(split)
     if st.kind == "online":
       assert split["evaluation"] > 0 and split["checkpoint"] > 0, st.name
-  by_kind = json.loads((workdir / "stage_seconds.json").read_text())
-  assert by_kind["all"]["stages"] == len(study.plan(_smoke(), str(workdir)))
+  for kind, split in by_kind.items():
+    assert split["first_step"] > 0, (kind, split)
+  assert sum(split["export"] for split in by_kind.values()) > 0, by_kind
+  summed = json.loads((workdir / "stage_seconds.json").read_text())
+  assert summed["all"]["stages"] == len(study.plan(_smoke(), str(workdir)))
   assert "Where it went, over the" in report and "training steps" in report
 
 
