@@ -120,7 +120,7 @@ class Checkpointer:
     that fails leaves nothing of its step behind.
 
     history: (steps, params trees) of older parameters the run still needs after a
-    resume (`alignment.train.online.StaleParams`), saved as the `history` item with
+    resume (`alignment.train.rollouts.StaleParams`), saved as the `history` item with
     their steps and checksum in meta; None saves no such item.
     """
     meta = dict(meta or {}, checksum=tree_checksum(state))

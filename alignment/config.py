@@ -122,7 +122,7 @@ def rl_section(**kw) -> ConfigDict:
     sees); is_cap > 0 corrects RLOO/GRPO for it with importance weights
     min(pi / pi_behaviour, is_cap) per response (0: no correction). overlap: with
     staleness >= 1, sample (and judge) the next batch before this step's update
-    (`online.Rollouts`); the results are the same bit for bit, only the timing
+    (`rollouts.Rollouts`); the results are the same bit for bit, only the timing
     changes.
   Rewards come from the judge: a reward model's r(x, y) (judge.kind="reward"),
   a pairwise PM's mean P(beating each sibling) (judge.kind="proxy"), or the

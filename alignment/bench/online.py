@@ -6,7 +6,7 @@ config key can be set (`--set rl.method=rloo --set rl.samples=4`: k samples per
 prompt; `--set rl.siblings=M`: each compared with M siblings, not all k - 1).
 The pairs the judge is asked about per step are reported beside its time: one
 PM call per pair of sample indices, each pair read in both orders in that call.
-`--staleness=K` also runs the loop's own `online.Rollouts` with parameters K
+`--staleness=K` also runs the loop's own `rollouts.Rollouts` with parameters K
 steps old, with and without the overlap of the next batch's sampling and
 judging with this step's update, and reports how much of sampling and judging
 the overlap hid.
@@ -210,10 +210,10 @@ def _bench_staleness(args, config, phases, prompts, state, med) -> Json:
   """The loop's own rollouts with parameters `args.staleness` steps old, overlapped
   and not, in alternating blocks of `repeats` steps: median step times and the share
   of the sequential step's sampling and judging that the overlap hid."""
-  from alignment.train import online  # pylint: disable=g-import-not-at-top
+  from alignment.train import rollouts as rollouts_lib  # pylint: disable=g-import-not-at-top
 
   def loop(state, overlap, first, n):
-    rollouts = online.Rollouts(phases, prompts, args.staleness, overlap)
+    rollouts = rollouts_lib.Rollouts(phases, prompts, args.staleness, overlap)
     times = []
     for step in range(first, first + n):
       t0 = time.perf_counter()

@@ -10,9 +10,9 @@ the "golden policy" of the paper's win rates); `judges.build` makes it.
 
 A step runs in three phases (`Phases`: sample, judge, update; `make_phases`),
 `contrastive_phases` or `policy_gradient_phases` by `rl.method`; the judge phase
-hands the update a typed judgement, `JudgedPairs` or `JudgedRewards`. `Rollouts`
-runs the phases in turn, or the next step's sampling and judging ahead with
-`rl.staleness`.
+hands the update a typed judgement, `JudgedPairs` or `JudgedRewards`.
+`alignment.train.rollouts.Rollouts` runs the phases in turn, or the next step's
+sampling and judging ahead with `rl.staleness`.
 
 Roles (`config.roles`): the policy (state, sampler, data), the reference and
 the proxy PM share the mesh by default, or each takes a sub-mesh; batches,
@@ -44,14 +44,11 @@ loop can replay D_online in order, shuffled, or shuffled within windows.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import logging
-import time
 from typing import Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +61,7 @@ from alignment.data import pipeline, stream, tasks
 from alignment.data import vocab as vocab_lib
 from alignment.models import heads
 from alignment.train import bookkeeping, roles, steps
+from alignment.train import rollouts as rollouts_lib
 from alignment.train import program as program_lib
 
 log = logging.getLogger(__name__)
@@ -139,50 +137,13 @@ def build(config, mesh, rules, vocab, reference_shared: bool = True) -> OnlinePr
   return OnlineProgram(train, sampler)
 
 
-@flax.struct.dataclass
-class JudgedPairs:
-  """What the contrastive judge phase hands the update: the two samples of each
-  prompt, typed (`SampledPairs` [B, ...]), and the judge's verdict on them."""
-  sampled: B.SampledPairs
-  verdict: algorithms.Comparison
-
-
-@flax.struct.dataclass
-class JudgedRewards:
-  """What the policy-gradient judge phase hands the update: the sampler's k samples
-  per prompt (rows i * k + j) and one reward each ([B x k] float32)."""
-  out: sampling.SampleOutput
-  rewards: jax.Array
-
-
-Judged = JudgedPairs | JudgedRewards
-
-
-@dataclasses.dataclass(frozen=True)
-class Phases:
-  """One online step in its three phases; the loop runs them in turn and the
-  benchmark (`python -m alignment.bench online`) times each.
-
-  sample(params, prompts, step) -> SampleOutput: rl.samples responses per prompt.
-  judge(prompts, out, step) -> Judged: contrastive, `JudgedPairs` (the two samples
-    of each prompt and the verdict); rloo/grpo, `JudgedRewards` (a reward per
-    sample). A model judge on its own mesh is resharded to.
-  update(state, judged) -> (state, metrics, batch statistics): the train step(s)
-    (policy and frozen reference in one program), vetoed when a verdict or reward
-    is not finite.
-  """
-  sample: Callable[..., sampling.SampleOutput]
-  judge: Callable[..., Judged]
-  update: Callable[..., tuple]
-
-
 def lengths_of(sampled: B.SampledPairs):
   """[2B] response lengths (real tokens, EOS included) in sampling order."""
   return jnp.stack([jnp.sum(sampled.response_1_mask, -1),
                     jnp.sum(sampled.response_2_mask, -1)], 1).reshape(-1)
 
 
-def make_phases(program: OnlineProgram, config, judge, reference) -> Phases:
+def make_phases(program: OnlineProgram, config, judge, reference) -> rollouts_lib.Phases:
   """The sampler, judge call and train step of `program`, with this judge and reference
   (contrastive: judged pairs; rloo/grpo: rewards of k samples per prompt)."""
   if config.rl.method != "contrastive":
@@ -206,7 +167,7 @@ def _contrastive_programs(mesh, rules, pair_shardings, out_sharding):
   return split, rank, stats, mix
 
 
-def contrastive_phases(program: OnlineProgram, config, judge, reference) -> Phases:
+def contrastive_phases(program: OnlineProgram, config, judge, reference) -> rollouts_lib.Phases:
   """Two samples per prompt (the reference's with probability `sampling.mixture`),
   the judge's verdict on each pair, then one step on the (winner, loser) pairs."""
   train, sampler = program.train, program.sampler
@@ -225,7 +186,7 @@ def contrastive_phases(program: OnlineProgram, config, judge, reference) -> Phas
         out = mix(out, ref_out, jax.random.fold_in(key, 2), float(s.mixture))
     return out
 
-  def judge_samples(batch, out, step) -> JudgedPairs:
+  def judge_samples(batch, out, step) -> rollouts_lib.JudgedPairs:
     del batch  # the sampler's output carries its prompts
     with sharding.use(mesh, rules):
       sampled = split(out)
@@ -237,9 +198,9 @@ def contrastive_phases(program: OnlineProgram, config, judge, reference) -> Phas
       verdict = sharding.move_rows(verdict, mesh, rules)
     if faults.hit("judge", step + 1):  # fault injection (tests only)
       verdict = verdict.replace(prob_first=jnp.full_like(verdict.prob_first, jnp.nan))
-    return JudgedPairs(sampled, verdict.replace(first_wins=jnp.asarray(verdict.first_wins)))
+    return rollouts_lib.JudgedPairs(sampled, verdict.replace(first_wins=jnp.asarray(verdict.first_wins)))
 
-  def update(state, judged: JudgedPairs):
+  def update(state, judged: rollouts_lib.JudgedPairs):
     sampled, verdict = judged.sampled, judged.verdict
     with sharding.use(mesh, rules):
       pairs = rank(sampled, verdict.first_wins)
@@ -247,7 +208,7 @@ def contrastive_phases(program: OnlineProgram, config, judge, reference) -> Phas
     state, metrics = train.step(state, reference.step_inputs(pairs), batch_stats["judge_ok"])
     return state, metrics, batch_stats
 
-  return Phases(sample, judge_samples, update)
+  return rollouts_lib.Phases(sample, judge_samples, update)
 
 
 # ---------------------------------------------------------------------------
@@ -255,7 +216,7 @@ def contrastive_phases(program: OnlineProgram, config, judge, reference) -> Phas
 # ---------------------------------------------------------------------------
 
 
-def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> Phases:
+def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> rollouts_lib.Phases:
   """RLOO/GRPO's phases: sample k responses per prompt; rewards from the judge
   (`reward_fn`: a reward model's r, a pairwise PM's sibling wins, or golden scores);
   the advantages over each prompt's k samples and `rl.updates` minibatch updates
@@ -266,14 +227,14 @@ def policy_gradient_phases(program: OnlineProgram, config, judge, reference) -> 
   def sample(params, batch, step):
     return program.sampler(params, batch, jax.random.fold_in(sample_key, step))
 
-  def judge_samples(batch, out, step) -> JudgedRewards:
+  def judge_samples(batch, out, step) -> rollouts_lib.JudgedRewards:
     del batch  # the sampler's output carries its prompts
     rewards = jnp.asarray(rewards_of(out), jnp.float32)
     if faults.hit("judge", step + 1):  # fault injection (tests only)
       rewards = jnp.full_like(rewards, jnp.nan)
-    return JudgedRewards(out, rewards)
+    return rollouts_lib.JudgedRewards(out, rewards)
 
-  return Phases(sample, judge_samples, pg_update_fn(program, config, reference))
+  return rollouts_lib.Phases(sample, judge_samples, pg_update_fn(program, config, reference))
 
 
 def reward_fn(program: OnlineProgram, config, judge) -> Callable:
@@ -354,7 +315,7 @@ def rollout_fn(model, config) -> Callable:
 
 
 def pg_update_fn(program: OnlineProgram, config, reference) -> Callable:
-  """(state, JudgedRewards) -> (state, metrics, batch statistics): the batch's
+  """(state, rollouts_lib.JudgedRewards) -> (state, metrics, batch statistics): the batch's
   `rollout_fn` on the policy's mesh, cut into `rl.updates` minibatches of the step's
   batch spec, one train step each (the exact KL's with the reference's parameters),
   each vetoed unless every reward is finite."""
@@ -368,7 +329,7 @@ def pg_update_fn(program: OnlineProgram, config, reference) -> Callable:
   take = jax.jit(lambda ro, u: jax.tree.map(lambda x: x[u * n_mb:(u + 1) * n_mb], ro),
                  static_argnums=1, out_shardings=full)
 
-  def update(state, judged: JudgedRewards):
+  def update(state, judged: rollouts_lib.JudgedRewards):
     ref = reference.on_policy_mesh()
     with sharding.use(mesh, rules):
       rollout, batch_stats = prepare(ref, state.params if r.is_cap > 0 else None, judged.out,
@@ -381,145 +342,6 @@ def pg_update_fn(program: OnlineProgram, config, reference) -> Callable:
     return state, metrics, batch_stats
 
   return update
-
-
-# ---------------------------------------------------------------------------
-# Who runs the phases, and when: on policy, or with parameters k steps old
-# ---------------------------------------------------------------------------
-
-
-class StaleParams:
-  """The policy's parameters `k` steps old, for sampling (`rl.staleness` = k).
-
-  `record(t, params)` keeps a copy of step t's parameters (the train step
-  donates its state, so they are copied) and `at(t)` hands out those of step
-  max(t - k, first recorded step); the last k + 1 are kept. k = 0 keeps no copy:
-  `at` hands back the recorded parameters themselves, the on-policy loop
-  unchanged. `needed(t)` is what a run resumed at step t still needs of them (the
-  sets of steps t - k to t - 1; a checkpoint of t saves it) and `restore` puts it
-  back, so a resumed stale run samples with the parameters of an uninterrupted one.
-  """
-
-  def __init__(self, k: int):
-    self.k = k
-    self.history: collections.deque = collections.deque()
-
-  def record(self, step: int, params):
-    if self.k == 0:
-      self.history = collections.deque([(step, params)])
-      return
-    self.history.append((step, jax.tree.map(jnp.copy, params)))
-    while len(self.history) > self.k + 1:
-      self.history.popleft()
-
-  def at(self, step: int):
-    """(parameters to sample step `step` with, the step they are from)."""
-    for s, params in self.history:
-      if s >= step - self.k:
-        return params, s
-    raise ValueError(f"step {step}: parameters of step >= {step - self.k} were not recorded")
-
-  def needed(self, step: int) -> tuple[list[int], list]:
-    """(steps, parameter sets) recorded before `step` that sampling from `step` on
-    still reads: those of steps >= step - k."""
-    kept = [(s, p) for s, p in self.history if step - self.k <= s < step]
-    return [s for s, _ in kept], [p for _, p in kept]
-
-  def restore(self, entries: list[tuple[int, object]]):
-    """The history of a resumed run: `needed`'s entries, as a checkpoint kept them."""
-    self.history = collections.deque(entries)
-
-
-@dataclasses.dataclass
-class Rollout:
-  """One step's prompts, samples and judgement (None until judged), and how long the
-  loop waited for them."""
-  step: int
-  batch: B.PromptBatch
-  out: sampling.SampleOutput
-  sampling_step: int
-  judged: Judged | None = None
-  waited_sample: float = 0.0
-  waited_judge: float = 0.0
-
-
-class Rollouts:
-  """Sampling and judging for the online loop, one step ahead when it may be.
-
-  On policy (`rl.staleness` = 0) step t samples with the parameters step t's
-  update starts from, so it waits for step t - 1's update. With staleness k >= 1
-  step t + 1's parameters (those of step t + 1 - k) exist before step t's update
-  runs; with `rl.overlap` the loop then dispatches step t + 1's sampling before
-  step t's update and its judging right after: a device runs its programs in
-  turn, but a judge on its own mesh (`roles.proxy_pm`) or on the host (the
-  golden judge) works on step t + 1 while the policy's devices run step t's
-  update, and the host's bookkeeping of step t (metrics, D_online, checkpoint
-  saves) runs while the device samples. The samples, verdicts and updates are
-  those of the loop without the overlap, bit for bit (the same parameters,
-  prompts and keys; tests/train/test_train.py).
-
-  `step(t, state, num_steps)` runs step t in that order (the loop and `bench
-  online` both call it); `data_state()` -> the prompt iterator's position after
-  step t's batch (what a checkpoint at t + 1 must resume from, whatever was
-  drawn ahead).
-  """
-
-  def __init__(self, phases: Phases, prompts, staleness: int, overlap: bool):
-    self.phases, self.prompts = phases, prompts
-    self.stale = StaleParams(staleness)
-    self.overlap = overlap and staleness > 0
-    self._ahead: Rollout | None = None
-    self._data_state = None
-
-  def step(self, step: int, state, num_steps: int):
-    """Step `step`: its rollout (sampled and judged now, or ahead), the next step's
-    sampling dispatched (with the overlap), the update, the next step's judging.
-    Returns (Rollout, state, metrics, batch statistics)."""
-    r = self._current(step, state.params)
-    if self.overlap and step + 1 < num_steps:  # before this update
-      self._ahead = self._draw(step + 1)
-    state, metrics, batch_stats = self.phases.update(state, r.judged)
-    if self._ahead is not None:
-      self._ahead.judged = self.phases.judge(self._ahead.batch, self._ahead.out,
-                                             self._ahead.step)
-    return r, state, metrics, batch_stats
-
-  def data_state(self) -> dict:
-    return self._data_state
-
-  def _draw(self, step: int) -> Rollout:
-    """The next batch, its sampling dispatched with step `step`'s parameters."""
-    batch = next(self.prompts)
-    sample_params, sampling_step = self.stale.at(step)
-    return Rollout(step, batch, self.phases.sample(sample_params, batch, step), sampling_step)
-
-  def _current(self, step: int, params) -> Rollout:
-    t0 = time.perf_counter()
-    self.stale.record(step, params)
-    ahead, self._ahead = self._ahead, None
-    r = ahead if ahead is not None and ahead.step == step else self._draw(step)
-    self._data_state = self.prompts.get_state()
-    jax.block_until_ready(r.out.tokens)
-    t1 = time.perf_counter()
-    if r.judged is None:
-      r.judged = self.phases.judge(r.batch, r.out, step)
-    jax.block_until_ready(r.judged)
-    r.waited_sample, r.waited_judge = t1 - t0, time.perf_counter() - t1
-    return r
-
-
-def restore_stale_params(stale: StaleParams, ckpt, start: int, params) -> None:
-  """The parameter history of the checkpoint a stale run resumes from (step `start`),
-  restored into the sharding of `params`. A checkpoint saved without one (by an
-  earlier version) resumes as before, with a warning: its first k steps sample with
-  the resumed, fresher parameters."""
-  entries = ckpt.restore_history(start, checkpoint.abstract_like(params))
-  if entries is None:
-    log.warning("%s/%d holds no parameter history (saved before stale runs kept one): "
-                "steps %d to %d sample with fresher parameters than an uninterrupted run",
-                ckpt.directory, start, start, start + stale.k - 1)
-    return
-  stale.restore(entries)
 
 
 def open_stream(config, workdir: str, vocab, start: int) -> stream.OnlineWriter | None:
@@ -540,7 +362,7 @@ def saves_checkpoint(run_: bookkeeping.Run, train_cfg, step: int) -> bool:
           or run_.preemption.requested)
 
 
-def step_extras(r: Rollout, batch_stats: dict, step: int) -> dict[str, float]:
+def step_extras(r: rollouts_lib.Rollout, batch_stats: dict, step: int) -> dict[str, float]:
   """The step's logged values beside the train step's metrics: the batch statistics
   (less the veto flag), and the time the loop waited for its samples and verdicts
   (all of sampling and judging on policy, what the overlap did not hide with
@@ -586,10 +408,10 @@ def run(config, workdir: str) -> dict:
   # ---- loop ----------------------------------------------------------------
   run_ = bookkeeping.Run(t, workdir, ckpt, start, "online", meta,
                          watch=("loss", "grad_norm", "judge_prob_chosen", "reward_mean"))
-  rollouts = Rollouts(phases, prompts, config.rl.staleness, config.rl.overlap)
+  rollouts = rollouts_lib.Rollouts(phases, prompts, config.rl.staleness, config.rl.overlap)
   stale = config.rl.staleness > 0  # older parameters go into each checkpoint, and come back
   if stale and start > 0:
-    restore_stale_params(rollouts.stale, ckpt, start, state.params)
+    rollouts_lib.restore_stale_params(rollouts.stale, ckpt, start, state.params)
   for step in range(start, t.num_steps):
     r, state, metrics, batch_stats = rollouts.step(step, state, t.num_steps)
     extra = step_extras(r, batch_stats, step)

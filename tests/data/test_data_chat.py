@@ -12,6 +12,7 @@ import pytest
 
 from alignment.data import chat
 from alignment.data import import_pairs as ip
+from alignment.data import pair_records
 from alignment.data import vocab as V
 from hf_tokenizer import build_chat_model  # noqa: E402
 
@@ -197,7 +198,7 @@ def _ultrafeedback_shards(directory):
 @pytest.mark.hf
 def test_ultrafeedback_style_parquet_shards_import_to_apply_chat_template_ids(
     tmp_path, llama, monkeypatch):
-  monkeypatch.setattr(ip, "PARQUET_BATCH", 2)  # batches and chunks that end mid-shard
+  monkeypatch.setattr(pair_records, "PARQUET_BATCH", 2)  # batches and chunks that end mid-shard
   monkeypatch.setattr(ip, "CHUNK", 3)
   records = _ultrafeedback_shards(str(tmp_path / "data"))
   out = str(tmp_path / "out")
@@ -233,9 +234,9 @@ def test_parquet_is_read_in_batches_of_the_read_columns_only(tmp_path, monkeypat
   next(records)
   assert len(calls) == 1  # one record read: the first shard opened, nothing more
   list(records)
-  assert calls == [(ip.PARQUET_BATCH, ["chosen", "rejected"]),
-                   (ip.PARQUET_BATCH, ["chosen", "prompt", "rejected"]),
-                   (ip.PARQUET_BATCH, ["chosen", "prompt", "rejected"])]
+  assert calls == [(pair_records.PARQUET_BATCH, ["chosen", "rejected"]),
+                   (pair_records.PARQUET_BATCH, ["chosen", "prompt", "rejected"]),
+                   (pair_records.PARQUET_BATCH, ["chosen", "prompt", "rejected"])]
 
 
 def test_a_chat_import_is_a_task_like_any_other(tmp_path, llama):

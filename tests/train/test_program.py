@@ -263,12 +263,12 @@ def test_policy_gradient_refuses_the_stream_it_cannot_write():
 
 
 def test_stale_params_hand_out_the_parameters_of_k_steps_before():
-  from alignment.train import online  # pylint: disable=g-import-not-at-top
+  from alignment.train import rollouts  # pylint: disable=g-import-not-at-top
   params = {"w": jnp.zeros(3)}
-  fresh = online.StaleParams(0)
+  fresh = rollouts.StaleParams(0)
   fresh.record(5, params)
   assert fresh.at(5) == (params, 5)  # k = 0: the very same parameters
-  stale = online.StaleParams(2)
+  stale = rollouts.StaleParams(2)
   handed = []
   for step in range(10, 15):
     stale.record(step, params)

@@ -1,6 +1,6 @@
 """A stale online run (`rl.staleness` = k) stopped and resumed ends bitwise equal to
 an uninterrupted one: the parameters it samples with (k steps old) are part of its
-checkpoint (`online.StaleParams`), so its first k steps after the resume sample
+checkpoint (`rollouts.StaleParams`), so its first k steps after the resume sample
 with the same parameters as the run that never stopped.
 
 Each run is the tiny online config against the golden judge, in this process
