@@ -14,6 +14,7 @@
 # rows of the D_online stream. Batches do not depend on N (data.virtual_shards,
 # default 8, must be a multiple of N), so a run or its checkpoint can move
 # between `local.sh 2 2` and a single 4-device process.
+# XLA_FLAGS given to the script reach every process, with the device count added.
 # PORT=... picks the coordinator's port (default: random); PYTHON=... the
 # interpreter (default: .venv/bin/python of this checkout); MODULE=... the module
 # every process runs (default alignment.main; alignment.study runs a whole study
@@ -38,7 +39,7 @@ python=${PYTHON:-$here/.venv/bin/python}
 port=${PORT:-$((20000 + RANDOM % 20000))}
 pids=()
 for ((i = 0; i < n; i++)); do
-  XLA_FLAGS="--xla_force_host_platform_device_count=$d" JAX_PLATFORMS=cpu \
+  XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_force_host_platform_device_count=$d" JAX_PLATFORMS=cpu \
   ALIGNMENT_COORDINATOR="localhost:$port" ALIGNMENT_NUM_PROCESSES="$n" \
   ALIGNMENT_PROCESS_ID="$i" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" \
     "$python" -m "$module" "$@" > "$workdir/process_$i.log" 2>&1 &

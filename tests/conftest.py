@@ -1,5 +1,10 @@
 """Test set-up: 8 fake CPU devices, set before JAX starts (docs/conventions.md, "Tests").
 
+XLA's LLVM back end runs unoptimised in the tests (tests/xla_env.py, CODEGEN): the
+programs are the same, compiling them takes about a third less CPU time, and every
+process a test starts gets the same flags (`xla_env.flags(devices)`), so runs
+compared across processes are compiled alike.
+
 XLA's persistent compilation cache is shared by the whole test session: both
 pytest-xdist workers and every process a test starts (`python -m
 alignment.main`, studies, multi-process jobs) read and write one directory,
@@ -13,8 +18,9 @@ import shutil
 import tempfile
 import time
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+import xla_env  # noqa: E402  (tests/xla_env.py: the session's flags, for subprocesses too)
+
+os.environ["XLA_FLAGS"] = xla_env.session_flags(os.environ.get("XLA_FLAGS", ""), 8)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

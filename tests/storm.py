@@ -26,6 +26,7 @@ import time
 from typing import Callable, Optional
 
 import numpy as np
+import xla_env  # tests/xla_env.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DONE = "[study] wrote "
@@ -42,7 +43,7 @@ def study_env(data_dir: str, xla_cache: str, **extra) -> dict:
   directory and XLA cache, no fault planned."""
   env = {k: v for k, v in os.environ.items() if k != "ALIGNMENT_FAULT"}
   env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             XLA_FLAGS=xla_env.flags(8),
              ALIGNMENT_DATA_DIR=data_dir, ALIGNMENT_XLA_CACHE=xla_cache,
              JAX_COMPILATION_CACHE_DIR=xla_cache, **extra)
   return env

@@ -30,6 +30,7 @@ from alignment import checkpoint
 from alignment.data import vocab as V
 from alignment.models import zoo
 from hf_tokenizer import FIXTURES, ROOT, build_tokenizer
+import xla_env  # tests/xla_env.py
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -116,7 +117,7 @@ def test_every_readme_command_runs_or_says_why_not(tmp_path):
                            tokens=V.token_record(vocab))
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
              PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+             XLA_FLAGS=xla_env.flags(1))
   proc = subprocess.run(["bash", "-ec", "\n".join(map(_runnable, run))], cwd=tmp_path,
                         env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -18,6 +18,7 @@ from alignment.data import pipeline, tasks
 from alignment.data import vocab as V
 from alignment.data.tf_setup import tf
 from hf_tokenizer import EOS, build_tokenizer as _build_tokenizer, fixture_texts as _fixture_texts  # noqa: E402
+import xla_env  # tests/xla_env.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -157,12 +158,9 @@ def test_offline_run_on_an_import_directory_in_a_fresh_process(tmp_path, tokeniz
   data = str(tmp_path / "tldr")
   ip.import_file(os.path.join(FIXTURES, "tldr.jsonl"), "tldr", data, vocab=tokenizer_json,
                  max_prompt_tokens=48, max_response_tokens=16, on_long="truncate")
-  # One device (3 records); XLA's optimiser off: this checks plumbing, not speed, and
-  # halves the CPU time the two programs take to compile.
+  # One device (3 records), the session's XLA flags (tests/xla_env.py).
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1 "
-                       "--xla_backend_optimization_level=0 "
-                       "--xla_llvm_disable_expensive_passes=true")
+             XLA_FLAGS=xla_env.flags(1))
   env.pop(tasks.TASK_DIRS_ENV, None)
   workdir = str(tmp_path / "run")
   proc = subprocess.run(

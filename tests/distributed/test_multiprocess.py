@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import pytest
+import xla_env  # tests/xla_env.py
 
 # Every test here starts JAX as processes of a 2-process job.
 pytestmark = [pytest.mark.multiprocess]
@@ -38,7 +39,7 @@ FLAGS = ["--config=configs/online.py:tiny", "--config.judge.kind=golden",
 
 def _env(devices: int) -> dict:
   env = {k: v for k, v in os.environ.items() if not k.startswith("ALIGNMENT_")}
-  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  env.update(XLA_FLAGS=xla_env.flags(devices),
              JAX_PLATFORMS="cpu", PYTHON=sys.executable, PYTHONPATH=ROOT,
              TF_CPP_MIN_LOG_LEVEL="3")
   return env

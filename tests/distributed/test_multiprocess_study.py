@@ -45,6 +45,7 @@ import time
 
 import numpy as np
 import pytest
+import xla_env  # tests/xla_env.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STUDY = ["--config=configs/study.py:smoke", "--config.experiments=['fig1']",
@@ -56,7 +57,7 @@ HEARTBEAT = 10  # ALIGNMENT_HEARTBEAT_TIMEOUT of the study that loses a process
 
 def _env(devices: int, xla_cache: str) -> dict:
   env = {k: v for k, v in os.environ.items() if not k.startswith("ALIGNMENT_")}
-  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  env.update(XLA_FLAGS=xla_env.flags(devices),
              JAX_PLATFORMS="cpu", PYTHON=sys.executable, PYTHONPATH=ROOT,
              TF_CPP_MIN_LOG_LEVEL="3", MODULE="alignment.study")
   env["ALIGNMENT_XLA_CACHE"] = os.environ.get("ALIGNMENT_XLA_CACHE", xla_cache)

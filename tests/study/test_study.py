@@ -12,6 +12,7 @@ import pytest
 
 from alignment import config as config_lib
 from alignment import study
+import xla_env  # tests/xla_env.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POINT_KEYS = {"step", "kl", "golden_win_rate", "golden_win_rate_se", "proxy_win_rate",
@@ -159,7 +160,7 @@ def test_killed_between_stages_resumes_to_the_same_results(smoke_study, tmp_path
     shutil.rmtree(tmp_path / stage.name)
   os.remove(tmp_path / "results.json")
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+             XLA_FLAGS=xla_env.flags(8))
   cmd = [sys.executable, "-m", "alignment.study", "--config=configs/study.py:smoke",
          f"--workdir={tmp_path}"]
   killed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
@@ -216,7 +217,7 @@ def extended(smoke_study, tmp_path_factory):
   out = tmp_path_factory.mktemp("extended") / "study"
   shutil.copytree(workdir, out)
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+             XLA_FLAGS=xla_env.flags(8))
   cmd = [sys.executable, "-m", "alignment.study", "--config=configs/study.py:smoke",
          f"--workdir={out}", *EXTENDED]
   done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)

@@ -28,6 +28,7 @@ from alignment.data import import_pairs
 from alignment.data import tasks
 from alignment.data import vocab as V
 from hf_tokenizer import LLAMA3_TEMPLATE, build_chat_model  # noqa: E402
+import xla_env  # tests/xla_env.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -98,12 +99,10 @@ def test_real_study_from_chat_pairs(tmp_path, capsys):
   assert meta["splits"]["validation"] >= 16 and meta["splits"]["eval"] >= 8
   assert meta["chat_template"]["end_of_turn"] == [eot] == [vocab.eos_id]
   workdir = tmp_path / "study"
-  # The README's command, in a fresh process: one device and XLA's optimiser off (this
-  # checks the recipe, not speed; it halves the CPU time of the stages' compilations).
+  # The README's command, in a fresh process: one device, the session's XLA flags
+  # (tests/xla_env.py).
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1 "
-                       "--xla_backend_optimization_level=0 "
-                       "--xla_llvm_disable_expensive_passes=true")
+             XLA_FLAGS=xla_env.flags(1))
   env.pop(tasks.TASK_DIRS_ENV, None)
   env.pop("ALIGNMENT_XLA_CACHE", None)
   proc = subprocess.run(

@@ -14,6 +14,7 @@ import pytest
 from alignment import checkpoint
 from alignment.train import bookkeeping
 import same_run  # tests/same_run.py
+import xla_env  # tests/xla_env.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 12
@@ -27,7 +28,7 @@ OFFLINE = ["--config=configs/offline.py:tiny", f"--config.train.num_steps={STEPS
 
 def _main(workdir, args, fault=None, timeout=600):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+             XLA_FLAGS=xla_env.flags(8))
   env.pop("ALIGNMENT_FAULT", None)
   if fault:
     env["ALIGNMENT_FAULT"] = fault

@@ -26,6 +26,7 @@ from alignment import main as main_lib
 from alignment.train import bookkeeping
 from alignment.train import program as program_lib
 import same_run  # tests/same_run.py
+import xla_env  # tests/xla_env.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAP = 40
@@ -139,7 +140,7 @@ def test_with_patience_zero_it_trains_to_num_steps_as_without_it(whole, tmp_path
 def _main_killed(workdir, fault):
   """`python -m alignment.main` on the run's config with ALIGNMENT_FAULT=fault."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8", ALIGNMENT_FAULT=fault)
+             XLA_FLAGS=xla_env.flags(8), ALIGNMENT_FAULT=fault)
   args = ["--config=configs/sft.py:tiny", *(f"--config.{k}={v!r}" for k, v in RUN.items())]
   return subprocess.run([sys.executable, "-m", "alignment.main", *args,
                          f"--workdir={workdir}"], capture_output=True, text=True, cwd=ROOT,
