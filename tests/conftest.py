@@ -9,7 +9,9 @@ XLA's persistent compilation cache is shared by the whole test session: both
 pytest-xdist workers and every process a test starts (`python -m
 alignment.main`, studies, multi-process jobs) read and write one directory,
 so a program compiled once (the tiny models' steps recur across many tests)
-is not compiled again. A cached executable is the program the compiler would
+is not compiled again. Every program is kept, however fast it compiled
+(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0, which a study honours too): a
+process a test starts reads its programs rather than compiling them again. A cached executable is the program the compiler would
 build again, so bitwise comparisons are unaffected; tests that count
 compilations turn the cache off (tests/train/test_recompiles.py).
 """
@@ -43,7 +45,7 @@ def _session_xla_cache() -> str:
 
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _session_xla_cache())
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("ALIGNMENT_XLA_CACHE", os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 import jax  # noqa: E402  (must follow the flags above)

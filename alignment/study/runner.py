@@ -103,16 +103,23 @@ def _same_plan(stages, hashes: dict) -> None:
         "flags")
 
 
+_MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
+
+
 def _enable_compilation_cache(workdir: str):
   """XLA's persistent cache: stages with the same shapes compile once per study.
 
   It lives in <workdir>/.xla_cache unless ALIGNMENT_XLA_CACHE names another
-  directory (tests share one between studies).
+  directory (tests share one between studies). Programs that compile in under
+  0.5 s are not kept, unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says
+  otherwise (the tests keep every program: a study restarted 20 times in a
+  preemption storm compiles each once).
   """
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_compilation_cache_dir", os.environ.get(
       "ALIGNMENT_XLA_CACHE", os.path.join(workdir, layout.XLA_CACHE)))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  if _MIN_COMPILE_ENV not in os.environ:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def load_study(spec: str, overrides: list[str]):
