@@ -11,16 +11,17 @@ alignment.main`, studies, multi-process jobs) read and write one directory,
 so a program compiled once (the tiny models' steps recur across many tests)
 is not compiled again. Every program is kept, however fast it compiled
 (JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0, which a study honours too): a
-process a test starts reads its programs rather than compiling them again. A cached executable is the program the compiler would
-build again, so bitwise comparisons are unaffected; tests that count
-compilations turn the cache off (tests/train/test_recompiles.py).
+process a test starts reads its programs rather than compiling them again. A
+cached executable is the program the compiler would build again, so bitwise
+comparisons are unaffected; tests that count compilations turn the cache off
+(tests/train/test_recompiles.py).
 """
 import os
 import shutil
 import tempfile
 import time
 
-import xla_env  # noqa: E402  (tests/xla_env.py: the session's flags, for subprocesses too)
+import xla_env  # tests/xla_env.py: the session's flags, for subprocesses too
 
 os.environ["XLA_FLAGS"] = xla_env.session_flags(os.environ.get("XLA_FLAGS", ""), 8)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
