@@ -1,7 +1,8 @@
 """Test set-up: 8 fake CPU devices, set before JAX starts (docs/conventions.md, "Tests").
 
-XLA's LLVM back end runs unoptimised in the tests (tests/xla_env.py, CODEGEN): the
-programs are the same, compiling them takes about a third less CPU time, and every
+XLA's CPU back end runs at its cheapest to compile in the tests (tests/xla_env.py,
+CODEGEN: LLVM unoptimised, the elemental fusion emitter): the programs are the same,
+compiling them takes about half the CPU time, and every
 process a test starts gets the same flags (`xla_env.flags(devices)`), so runs
 compared across processes are compiled alike.
 
