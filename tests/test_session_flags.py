@@ -39,3 +39,10 @@ def test_a_study_keeps_programs_by_the_environment_s_floor(tmp_path, monkeypatch
   finally:
     jax.config.update("jax_compilation_cache_dir", old[0])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+
+
+def test_bits_are_compared_across_programs_only_with_the_default_emitters(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", xla_env.session_flags("", 8))
+  assert not xla_env.same_bits_across_programs()  # CODEGEN: the elemental emitter
+  monkeypatch.setenv("XLA_FLAGS", xla_env.session_flags("--xla_backend_optimization_level=2", 8))
+  assert xla_env.same_bits_across_programs()

@@ -89,8 +89,11 @@ def test_results_schema_report_and_plots(smoke_study):
     for part in f["parts"]:
       lo, hi = part["interval"]
       assert lo is None or lo <= part["estimate"] <= hi, part
-  # The ordered replay of the online stream is the online run, to the bit.
-  assert found[2]["numbers"]["tandem_check"]["max_relative_difference_ordered_replay"] == 0.0
+  # The ordered replay of the online stream is the online run: to the bit where the
+  # session compiles both loops' steps alike (xla_env), else within float32 rounding
+  # (a batch shifted by one is 6e-2 apart).
+  replay = found[2]["numbers"]["tandem_check"]["max_relative_difference_ordered_replay"]
+  assert replay == 0.0 if xla_env.same_bits_across_programs() else replay < 1e-4, replay
   setup = results["setup"]
   lo, hi = setup["proxy_agreement_interval"]
   assert lo <= setup["proxy_agreement"] <= hi and setup["proxy_agreement_pairs"] == 64
