@@ -55,53 +55,26 @@ Converting a task's records, the first time this machine meets a (task, seed,
 lengths), is priced apart as "up to" (`CONVERT_S`): `pipeline.load_records` keeps
 them per machine, which the plan cannot see.
 
-Not modelled: other work on the machine beyond what the measured peak shows; a
-stage resumed halfway (priced whole); compilation's growth with depth; the
-study's start-up (importing JAX, building TFDS data on a fresh machine) and the
-report (about 5 s at the default scale); a decoder-only (Llama-style) model's
-own overheads. It is priced as a T5 is, by its FLOPs (`flops.decoder_forward`:
-its prompt repeated on every training row, prefilled once per prompt when
-sampling) plus t5-tiny's overheads per token. No decoder stage was measured;
-its steps were, beside T5's of equal parameters (`python -m alignment.bench
-families`, BUILD_NOTES.md "Model families for the scaling sweep"): from
-llama-midi up the time ratios are near the FLOP ratios (2 for SFT and
-sampling, 2.8 for an IPO update), but at llama-nano and llama-tiny a decoder's
-non-FLOP work is about twice a T5's, so the plan, at 1.0-1.4 times the T5's
-there, prices them low.
+What is not modelled (the study's start-up, a stage resumed halfway, a decoder-only
+model's own overheads) and how the tpu scale's chip-hours and memory per chip are
+counted (`TPU_CHIP`, `TPU_CHIPS`, `DECODE_WEIGHT_READS`): docs/study.md, "Before the
+run: --plan".
 
-The tpu scale adds, per stage, chip-hours on a TPU slice (`TPU_CHIP`, `TPU_CHIPS`:
-the paper configs' 16-chip v4 slice, data 2 x fsdp 8) and memory per chip. Chip-hours
-are a roofline bound doubled (`alignment.aot`'s "real steps reach perhaps half of
-it"): the FLOPs at the chip's published peak plus every sequential decode step
-moving the sampling model's gathered weights (`DECODE_WEIGHT_READS`, from a compiled
-sampler's figure) and KV cache at its HBM bandwidth; nothing is measured on a TPU.
-Memory per chip is a formula, not the compiler's figure: parameters, AdamW's two
-moments, the gradient, the frozen reference and the judge (all sharded over fsdp),
-the train step's saved activations (no rematerialisation) and the logits, or the
-sampler's KV cache, against the chip's HBM (`aot.HBM_GIB`).
-`python -m alignment.aot --config=configs/online.py:paper --topology=v4:4x4` compiles
-a stage's own programs for the figures this leaves out (XLA's temporaries, fusion,
-the all-gathered weights of FSDP).
-
-This module is a tool: no stage runs it, so `stages.CODE_EXCLUDED` leaves it out of
+The table and the command are `alignment.study.__main__`'s (`plan`, `render`). Both
+modules are tools: no stage runs them, so `stages.CODE_EXCLUDED` leaves them out of
 the code digest.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
-import sys
 from typing import Optional
 
 from alignment import aot, flops
 from alignment import config as config_lib
 from alignment.models import zoo
-from alignment.study import runner
-from alignment.study.plan import Planner
-from alignment.study.stages import (Stage, code_digest, own_hash, read_marker, rerun_reason,
-                                    stage_hashes)
+from alignment.study.stages import Stage
 
 # -- calibration ---------------------------------------------------------------
 # Measured on this machine (2 cores), 2026-12-06, float32 matmul peak 213 GFLOP/s, nothing
@@ -263,7 +236,7 @@ def model_config(section):
 class _Shapes:
   """A config's batch and lengths, its model's config and its neighbours in the plan."""
 
-  def __init__(self, stage: Stage, ctx: "_Context"):
+  def __init__(self, stage: Stage, ctx: "Context"):
     c = stage.config
     self.c, self.ctx = c, ctx
     self.b, self.lp, self.lr = c.data.batch_size, c.data.prompt_len, c.data.response_len
@@ -283,7 +256,9 @@ class _Shapes:
 
 
 @dataclasses.dataclass
-class _Context:
+class Context:
+  """What pricing a stage may read: the study, its workdir and the plan's stages by name
+  (a stage priced by the model it starts from, e.g. an online run's judge)."""
   study: object
   workdir: str
   by_name: dict
@@ -390,7 +365,7 @@ def _decode_bytes(m, rows: float, lp: int, lr: int) -> float:
   return DECODE_WEIGHT_READS * params(m) * 4 + _kv_bytes(m, rows, lp, lr, 2)
 
 
-def work_sft(stage: Stage, ctx: _Context) -> Work:
+def work_sft(stage: Stage, ctx: Context) -> Work:
   s = _Shapes(stage, ctx)
   return Work(model=s.c.model.name, steps=s.steps,
               step_flops=3 * _fwd(s.m, s.b, s.lp, s.b, s.lr),
@@ -408,7 +383,7 @@ def _held_out(s: _Shapes, pairwise: bool) -> tuple[float, float]:
   return f, n * OVERHEAD["judge"] * s.tok
 
 
-def work_pm(stage: Stage, ctx: _Context) -> Work:
+def work_pm(stage: Stage, ctx: Context) -> Work:
   s = _Shapes(stage, ctx)
   pairwise = s.c.get("head", "pairwise") == "pairwise"
   step = (flops.scorer_forward(s.m, s.b, s.lp, s.lr) if pairwise  # one order per pair
@@ -430,7 +405,7 @@ def _with_eval(w: Work, s: _Shapes, points: int) -> Work:
   return w
 
 
-def work_offline(stage: Stage, ctx: _Context) -> Work:
+def work_offline(stage: Stage, ctx: Context) -> Work:
   s = _Shapes(stage, ctx)
   w = Work(model=s.c.model.name, steps=s.steps,
            step_flops=float(flops.alignment_step(s.m, s.b, s.lp, s.lr)["total"]),
@@ -465,7 +440,7 @@ def online_step(s: _Shapes) -> tuple[float, float]:
   return f["total"], overhead
 
 
-def work_online(stage: Stage, ctx: _Context) -> Work:
+def work_online(stage: Stage, ctx: Context) -> Work:
   s = _Shapes(stage, ctx)
   f, overhead = online_step(s)
   rl = s.c.get("rl", {})
@@ -482,7 +457,7 @@ def work_online(stage: Stage, ctx: _Context) -> Work:
   return w
 
 
-def work_eval(stage: Stage, ctx: _Context) -> Work:
+def work_eval(stage: Stage, ctx: Context) -> Work:
   s = _Shapes(stage, ctx)
   e = s.c.eval
   proxy = s.model_at(e.get("proxy", "")) if e.get("proxy", "") else None
@@ -509,7 +484,7 @@ def _pair_rows(p: dict, study) -> tuple[float, float, str]:
   return 0.0, 0.0, "copy"        # first_quarter, noisy_golden_agreement: read and count
 
 
-def work_pairs(stage: Stage, ctx: _Context) -> Work:
+def work_pairs(stage: Stage, ctx: Context) -> Work:
   """Pair sets are not FLOP-bound at these sizes: a fixed cost, plus each sampled response
   or relabelled pair at its calibrated rate and FLOPs (the study's model samples and
   judges)."""
@@ -543,7 +518,7 @@ def work_pairs(stage: Stage, ctx: _Context) -> Work:
   return w
 
 
-def work_given(stage: Stage, ctx: _Context) -> Work:
+def work_given(stage: Stage, ctx: Context) -> Work:
   del stage
   return Work(model=ctx.study.model, fixed=GIVEN_S, compile_key=("given",))
 
@@ -586,190 +561,3 @@ def _calibrate():
 
 (OVERHEAD, POINT_OVERHEAD, RUN_FIXED, EVAL_FIXED, PM_FIXED, SAMPLE_ROW_S,
  RELABEL_PAIR_S) = _calibrate()
-
-
-# -- the plan ----------------------------------------------------------------------
-@dataclasses.dataclass
-class Row:
-  stage: Stage
-  work: Optional[Work]            # None: not priced (`why`)
-  seconds: Optional[float]
-  status: str                     # done | todo | rerun (a STAGE.json of another hash)
-  took: Optional[float] = None    # a done stage's recorded seconds
-  why: str = ""                   # not priced: why; rerun: why (`stages.rerun_reason`)
-  convert: float = 0.0            # s more if this machine has not converted its records yet
-
-
-def records_key(stage: Stage) -> Optional[tuple]:
-  """The (task, seed, lengths) whose records a stage reads through the training iterator
-  (`pipeline.load_records`, cached per machine once converted): SFT, online runs, and
-  PM or offline runs on a task rather than a pair-set directory."""
-  c = stage.config
-  if c is None or stage.kind not in ("sft", "pm", "online", "offline") or \
-      c.data.get("replay_dir", ""):
-    return None
-  return (c.data.task, int(c.data.shuffle_seed), int(c.data.prompt_len),
-          int(c.data.response_len))
-
-
-def is_tpu(study) -> bool:
-  return study.get("scale", "") == "tpu" or study.get("base_variant", "") == "paper"
-
-
-def estimate(study, workdir: str, peak: float, stages=None) -> list[Row]:
-  """Every stage of the study's plan, in order, priced at `peak` GFLOP/s and marked done
-  where `workdir` holds its STAGE.json with the hash the runner would compute."""
-  if stages is None:
-    stages = Planner(study, workdir).build()
-  hashes = stage_hashes(stages, workdir)
-  ctx = _Context(study, workdir, {st.name: st for st in stages})
-  compiled, converted = set(), set()
-  rows = []
-  for st in stages:
-    marker = read_marker(workdir, st.name)
-    status = "todo" if marker is None else (
-        "done" if marker.get("config_hash") == hashes[st.name] else "rerun")
-    took = marker.get("seconds") if status == "done" else None
-    why = ""
-    if status == "rerun":  # what the runner will say when it reruns it
-      why = rerun_reason(marker, {
-          "own_hash": own_hash(st, workdir), "code": code_digest(),
-          "dep_hashes": {d: (read_marker(workdir, d) or {}).get("config_hash")
-                         for d in st.deps}})
-    key = records_key(st)
-    convert = 0.0
-    if key is not None and key not in converted:
-      converted.add(key)
-      convert = CONVERT_S.get(key[0], 0.0) * CAL_PEAK / peak
-    try:
-      w = WORK[st.kind](st, ctx)
-    except Unpriced as e:
-      rows.append(Row(st, None, None, status, took, f"not priced: {e}", convert))
-      continue
-    first = w.compile_key not in compiled
-    compiled.add(w.compile_key)
-    rows.append(Row(st, w, w.seconds(peak, first), status, took, why, convert))
-  return rows
-
-
-def _to_criterion(stage: Stage) -> bool:
-  """An SFT stage that stops when its held-out loss levels off (its steps are a cap)."""
-  c = stage.config
-  return c is not None and stage.kind == "sft" and int(
-      c.get("criterion", {}).get("patience", 0) or 0) > 0
-
-
-def _fmt_s(x: Optional[float]) -> str:
-  return "?" if x is None else f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
-
-
-def _fmt_min(seconds: float) -> str:
-  return f"{seconds / 60:,.1f} min" if seconds < 100 * 3600 else f"{seconds / 3600:,.0f} h"
-
-
-def render(rows: list[Row], peak: float, peak_source: str, tpu: bool = False,
-           header: str = "") -> str:
-  width = max([len("stage")] + [len(r.stage.name) for r in rows])
-  cols = f"{'#':>4}  {'stage':<{width}}  {'kind':<7} {'model':<8} {'steps':>6} {'est. s':>9}"
-  if tpu:
-    cols += f" {'chip-h':>9} {'GiB/chip':>9} {'fits':>4}"
-  lines = ([header] if header else []) + [cols + "  status"]
-  hbm = aot.HBM_GIB[TPU_CHIP]
-  for i, r in enumerate(rows, 1):
-    w = r.work
-    steps = "" if w is None or not w.steps else (
-        f"<={w.steps}" if _to_criterion(r.stage) else str(w.steps))
-    line = (f"{i:>4}  {r.stage.name:<{width}}  {r.stage.kind:<7} "
-            f"{(w.model if w else '?'):<8} {steps:>6} {_fmt_s(r.seconds):>9}")
-    if tpu:
-      if w is None:
-        line += f" {'?':>9} {'?':>9} {'?':>4}"
-      else:
-        gib = w.memory / 2**30
-        fits = "" if not w.memory else "yes" if gib <= hbm else "NO"
-        line += (f" {w.chip_hours():>9,.1f} {(f'{gib:.1f}' if w.memory else ''):>9} "
-                 f"{fits:>4}")
-    status = r.status
-    if r.status == "done" and r.took is not None:
-      status += f" (took {_fmt_s(float(r.took))} s)"
-    if r.why:
-      status += f": {r.why}"
-    lines.append(line + "  " + status)
-  priced = [r for r in rows if r.seconds is not None]
-  if any(_to_criterion(r.stage) for r in rows):
-    lines.append("<=: trained until its held-out loss levels off (sft.criterion), priced at "
-                 "its cap: an upper bound")
-  total = sum(r.seconds for r in priced)
-  left = sum(r.seconds for r in priced if r.status != "done")
-  done = sum(r.status == "done" for r in rows)
-  lines.append(f"stages: {len(rows)}, {done} done, {len(rows) - done} to run"
-               + (f", {len(rows) - len(priced)} not priced" if len(priced) < len(rows) else ""))
-  lines.append(f"total: {_fmt_min(total)} ({_fmt_min(left)} still to run) at peak "
-               f"{peak:.0f} GFLOP/s ({peak_source})")
-  new = [r for r in rows if r.convert and r.status != "done"]
-  if new:
-    lines.append(f"  + up to {_fmt_min(sum(r.convert for r in new))} converting task records "
-                 f"for {len(new)} (task, seed) this machine may not have met (measured: "
-                 + ", ".join(f"{k} {v:.0f} s" for k, v in CONVERT_S.items()) + ")")
-  if tpu:
-    ch = sum(r.work.chip_hours() for r in priced)
-    ch_left = sum(r.work.chip_hours() for r in priced if r.status != "done")
-    worst = max((r.work.memory for r in priced), default=0.0) / 2**30
-    lines.append(f"chip-hours: {ch:,.0f} ({ch_left:,.0f} still to run) on a {TPU_CHIPS}-chip "
-                 f"{TPU_CHIP} slice: the roofline bound x {TPU_SLOWDOWN:g}, not measured on a "
-                 "TPU")
-    lines.append(f"memory: a formula per chip (parameters, AdamW, gradient, reference, judge, "
-                 f"activations or KV cache), largest {worst:.1f} GiB against {hbm:g} GiB HBM; "
-                 "XLA's temporaries are not checked: python -m alignment.aot "
-                 "--config=configs/<kind>.py:paper --topology=v4:4x4 compiles them")
-  lines.append(
-      f"estimate: per stage start-up + compilation + steps x (overhead + model FLOPs / "
-      f"({EFFICIENCY:g} x peak)) + evaluation points, calibrated on the default study's stages "
-      f"(t5-tiny, 2026-12-06, {CAL_PEAK:.0f} GFLOP/s): within +-{ACCURACY:.0%} of each of "
-      f"them, +-{ACCURACY_RERUN:.0%} of their reruns; larger models extrapolated by FLOPs, "
-      "unmeasured without load (alignment/study/cost.py)")
-  return "\n".join(lines)
-
-
-def measure_peak() -> float:
-  """The float32 matmul peak now (GFLOP/s), as the benchmarks measure it."""
-  from alignment.bench import measure  # pylint: disable=g-import-not-at-top
-  return float(measure.matmul_peak()["gflops"])
-
-
-def _peak_arg(text: Optional[str]) -> Optional[float]:
-  if text is None:
-    return None
-  try:
-    value = float(text)
-  except ValueError:
-    value = float("nan")
-  if not math.isfinite(value) or value <= 0:
-    raise config_lib.ConfigError(f"--peak={text}: give the float32 matmul peak in GFLOP/s, a "
-                                 "positive number (e.g. --peak=213), or leave it out to "
-                                 "measure it now")
-  return value
-
-
-def main(argv=None) -> int:
-  """`--plan`: prints the plan and its cost; returns 0 without running anything."""
-  p = argparse.ArgumentParser(prog="python -m alignment.study",
-                              description=__doc__.split("\n\n")[0])
-  p.add_argument("--config", required=True, help="configs/study.py:<scale>")
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--plan", action="store_true", help="print the stages and their cost only")
-  p.add_argument("--peak", default=None,
-                 help="float32 matmul peak in GFLOP/s (default: measured now)")
-  args, overrides = p.parse_known_args(sys.argv[1:] if argv is None else argv)
-  try:
-    peak = _peak_arg(args.peak)
-    study = runner.load_study(args.config, overrides)
-    source = "given by --peak"
-    if peak is None:
-      peak, source = measure_peak(), "measured now"
-    rows = estimate(study, args.workdir, peak)
-  except Exception as e:  # pylint: disable=broad-except
-    return runner.error_exit(e)
-  header = f"[plan] {args.config} in {args.workdir}: nothing runs"
-  print(render(rows, peak, source, tpu=is_tpu(study), header=header), flush=True)
-  return 0

@@ -1,6 +1,7 @@
-"""The cost before the run (`--plan`, alignment.study.cost): the estimate against stage
-times measured on this machine, and the command: it prints every stage, marks the done
-ones, runs nothing. What it counts with: the parameters of every zoo size, our sizes'
+"""The cost before the run (`--plan`: alignment.study.cost's work model, the stages
+priced and printed by alignment.study.__main__): the estimate against stage times
+measured on this machine, and the command: it prints every stage, marks the done ones,
+runs nothing. What it counts with: the parameters of every zoo size, our sizes'
 log-spaced ladder in both families, and the FLOPs against the matmuls XLA compiles.
 
 The measured numbers are copied here (their studies' workdirs are not in the
@@ -92,7 +93,7 @@ def estimates():
   out = {}
   for scale in ("full", "default"):  # the default's own order decides its compilations
     study = config_lib.load(os.path.join(ROOT, "configs", f"study.py:{scale}"))
-    rows = cost.estimate(study, os.path.join(ROOT, "runs", "never-written"), PEAK)
+    rows = _cli().estimate(study, os.path.join(ROOT, "runs", "never-written"), PEAK)
     out[scale] = {r.stage.name: r for r in rows}
   return out
 
@@ -171,7 +172,7 @@ def _priced(stage, study, **overrides) -> float:
   for key, value in overrides.items():
     config_lib.set_key(c, key, value, "test")
   st = cost.Stage(stage.name, stage.kind, c, deps=stage.deps)
-  ctx = cost._Context(study, "", {})  # pylint: disable=protected-access
+  ctx = cost.Context(study, "", {})
   return cost.WORK[st.kind](st, ctx).seconds(PEAK, first=True)
 
 
@@ -188,7 +189,7 @@ def test_the_estimate_grows_with_model_steps_batch_and_lengths(estimates, name):
   assert _priced(st, study, **{"data.batch_size": 64}) > base or st.kind == "eval"
   assert _priced(st, study, **{"data.prompt_len": 80}) > base
   assert _priced(st, study, **{"data.response_len": 64}) > base
-  w = cost.WORK[st.kind](st, cost._Context(study, "", {}))  # pylint: disable=protected-access
+  w = cost.WORK[st.kind](st, cost.Context(study, "", {}))  # pylint: disable=protected-access
   assert w.seconds(PEAK / 2, True) == pytest.approx(2 * w.seconds(PEAK, True))
 
 
@@ -324,8 +325,13 @@ def test_a_decoder_samples_with_its_prompt_prefilled_once():
   assert flops.forward(cfg, b, lp, k * b, lr)["total"] > counted_steps  # prompt on every row
 
 
+def _cli():
+  """alignment.study.__main__: `--plan`'s pricing of the stages (`estimate`) and table."""
+  return importlib.import_module("alignment.study.__main__")
+
+
 def _main():
-  return importlib.import_module("alignment.study.__main__").main
+  return _cli().main
 
 
 def test_plan_prints_every_stage_in_order_and_runs_nothing(tmp_path, capsys):
@@ -359,7 +365,7 @@ def test_a_stage_whose_marker_has_its_hash_counts_as_done(tmp_path, capsys):
                    {"stage": "pairs", "config_hash": "0" * 16, "own_hash": "0" * 16,
                     "code": code_digest(), "dep_hashes": {"sft": hashes["sft"]},
                     "seconds": 11.0})
-  rows = cost.estimate(study, workdir, PEAK)
+  rows = _cli().estimate(study, workdir, PEAK)
   assert [r.status for r in rows[:3]] == ["done", "rerun", "todo"]
   assert _main()([f"--config={spec}", f"--workdir={workdir}", "--plan", "--peak=213"]) == 0
   out = capsys.readouterr().out
@@ -378,7 +384,7 @@ def test_the_tpu_scale_prints_chip_hours_and_memory(tmp_path, capsys):
   header = next(line for line in out.splitlines() if " stage " in line)
   assert "chip-h" in header and "GiB/chip" in header and "fits" in header
   assert "chip-hours: " in out and "memory: " in out and "alignment.aot" in out
-  rows = cost.estimate(config_lib.load(spec), str(tmp_path), PEAK)
+  rows = _cli().estimate(config_lib.load(spec), str(tmp_path), PEAK)
   assert all(r.work.chip_hours() > 0 for r in rows if r.stage.kind != "pairs")
   trained = [r for r in rows if r.stage.kind in ("sft", "pm", "online", "offline")]
   assert trained and all(0 < r.work.memory < 32 * 2**30 for r in trained)  # all fit a v4
@@ -394,7 +400,7 @@ def test_a_bad_peak_names_the_flag(tmp_path, capsys, peak):
 
 
 def test_without_peak_it_measures_one(tmp_path, capsys, monkeypatch):
-  monkeypatch.setattr(cost, "measure_peak", lambda: 106.5)
+  monkeypatch.setattr(_cli(), "measure_peak", lambda: 106.5)
   spec = os.path.join(ROOT, "configs", "study.py:smoke")
   assert _main()([f"--config={spec}", f"--workdir={tmp_path}", "--plan"]) == 0
   assert "at peak 106 GFLOP/s (measured now)" in capsys.readouterr().out
