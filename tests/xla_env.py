@@ -21,8 +21,9 @@ import os
 # takes about half the CPU time of the default (a cold tiny online run: 21 -> 16 CPU-s
 # for the emitter alone); tiny models run as fast.
 # `XLA_FLAGS=--xla_backend_optimization_level=2 make test` tests the default back end.
+_ELEMENTAL = "--xla_cpu_use_fusion_emitters=false"
 CODEGEN = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
-           "--xla_cpu_use_fusion_emitters=false")
+           _ELEMENTAL)
 _DEVICES = "--xla_force_host_platform_device_count"
 
 
@@ -40,7 +41,7 @@ def same_bits_across_programs() -> bool:
   and the offline loop's step on the same pairs) give the same bits in this session:
   they do with XLA's MLIR fusion emitters, not with the elemental emitter of CODEGEN
   (the tandem replay of a smoke study: 2.8e-5 relative apart, 2026-12-07)."""
-  return "--xla_cpu_use_fusion_emitters=false" not in os.environ.get("XLA_FLAGS", "").split()
+  return _ELEMENTAL not in os.environ.get("XLA_FLAGS", "").split()
 
 
 def flags(devices: int) -> str:

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
 @dataclasses.dataclass
 class Row:
   stage: Stage
-  work: Optional[cost.Work]            # None: not priced (`why`)
+  work: Optional[cost.Work]       # None: not priced (`why`)
   seconds: Optional[float]
   status: str                     # done | todo | rerun (a STAGE.json of another hash)
   took: Optional[float] = None    # a done stage's recorded seconds
