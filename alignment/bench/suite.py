@@ -123,7 +123,10 @@ def run_all(args, benchmarks: dict, run_one: Callable[[str, argparse.Namespace, 
     try:
       parser = argparse.ArgumentParser(prog=f"python -m alignment.bench {name}")
       benchmarks[name][0](parser)
-      bench_args = parser.parse_args(flags[name])
+      try:
+        bench_args = parser.parse_args(flags[name])
+      except SystemExit:  # argparse printed the usage: this benchmark fails, not the run
+        raise ValueError(f"flags rejected by its parser: {' '.join(flags[name])}") from None
       bench_args.measured = measured  # up-front peaks, not measured again
       results[name] = dict(run_one(name, bench_args, flags[name]), status="ok")
     except Exception as e:  # pylint: disable=broad-except  # recorded; the others still run
