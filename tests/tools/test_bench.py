@@ -70,18 +70,12 @@ def test_all_quick_runs_every_benchmark_and_prints_one_table(quick_all):
   assert f"| {step['mfu'] * 100:.2f}% |" in printed
 
 
-def test_all_records_a_failing_benchmark_and_runs_the_others(tmp_path, monkeypatch, capsys):
+def test_all_records_a_failing_benchmark_and_runs_the_others(tmp_path, monkeypatch, capsys,
+                                                             bench_all_unmeasured):
   def broken(args):
     raise RuntimeError("no baseline here\nsecond line")
   monkeypatch.setitem(bench.BENCHMARKS, "broken", (lambda p: None, broken, None))
   monkeypatch.setattr(bench.suite, "QUICK_CPU", {**bench.suite.QUICK_CPU, "broken": []})
-  monkeypatch.setattr(bench.suite.peaks_lib, "measure_peaks", lambda platform, copy_mib, repeats: {
-      "bfloat16_gflops": 1.0, "float32_gflops": 2.0, "bandwidth_gbs": 3.0})
-  monkeypatch.setitem(bench.BENCHMARKS, "profile", (
-      bench.BENCHMARKS["profile"][0], lambda args: {"settings": {"model": "m"},
-                                                    "model_flops": 4e9,
-                                                    "profiles": {"float32": {"step_s": 2.0}}},
-      None))
   out = tmp_path / "a.json"
   assert bench.main(["all", f"--json={out}", "--quick", "--only=broken,profile"]) == 1
   result = json.loads(out.read_text())

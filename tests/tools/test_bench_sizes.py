@@ -47,18 +47,11 @@ def test_quick_sizes_are_flags_each_benchmark_accepts(platform, tmp_path):
 
 
 def test_all_records_flags_a_benchmark_rejects_and_runs_the_others(tmp_path, monkeypatch,
-                                                                    capsys):
+                                                                    capsys, bench_all_unmeasured):
   # argparse exits on a flag it does not know; `bench all` records that benchmark as
   # failed and goes on, as for any other failure.
   monkeypatch.setattr(bench.suite, "QUICK_CPU", {**bench.suite.QUICK_CPU,
                                                  "train": ["--modle=t5-nano"]})
-  monkeypatch.setattr(bench.suite.peaks_lib, "measure_peaks", lambda platform, copy_mib, repeats: {
-      "bfloat16_gflops": 1.0, "float32_gflops": 2.0, "bandwidth_gbs": 3.0})
-  monkeypatch.setitem(bench.BENCHMARKS, "profile", (
-      bench.BENCHMARKS["profile"][0], lambda args: {"settings": {"model": "m"},
-                                                    "model_flops": 4e9,
-                                                    "profiles": {"float32": {"step_s": 2.0}}},
-      None))
   out = tmp_path / "a.json"
   assert bench.main(["all", f"--json={out}", "--quick", "--only=train,profile"]) == 1
   result = json.loads(out.read_text())["results"]
