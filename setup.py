@@ -22,6 +22,10 @@ CORE = [
     "tensorboard==2.21.0",
     "matplotlib==3.11.2",
     "numpy==2.4.6",
+    # Not 0.7.0: its import registers its ufunc loops in 0.7 s (numpy's PyUFunc_AddLoop
+    # scans a ufunc's loops once per loop added), paid by every process; 0.6.0 takes
+    # 0.01 s and has every dtype jax 0.10.2 and TensorFlow 2.21 use (BUILD_NOTES.md).
+    "ml-dtypes==0.6.0",
     "pyarrow==26.0.1",
     "jinja2==3.1.6",
 ]

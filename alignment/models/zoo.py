@@ -131,7 +131,11 @@ def abstract_params(cfg, head: str = "lm", prompt_len: int = 8, response_len: in
   return variables["params"]
 
 
+@functools.lru_cache(maxsize=None)
 def count_params(cfg, head: str = "lm") -> int:
+  """The parameters `heads.make_model(cfg, head)` initialises (shapes only), once per
+  config and head in a process: `python -m alignment.zoo`, --plan's H5 rows and the
+  families benchmark each ask for the same sizes."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   tree = nn.unbox(abstract_params(cfg, head))
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))

@@ -10,7 +10,6 @@ a float32 matmul peak of 213 GFLOP/s. `pytest -s` prints the estimate against th
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import re
@@ -214,7 +213,6 @@ def _ours(family: str) -> list[str]:
   return [n for n in zoo.names() if n.startswith(f"{family}-") and zoo.get(n).vocab_size == 512]
 
 
-@functools.cache
 def _count(name: str) -> int:
   return zoo.count_params(zoo.get(name))
 

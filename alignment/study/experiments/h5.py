@@ -65,14 +65,9 @@ def pm_arm(pm: str) -> str:
 
 
 def params(size: str, head: str = "lm") -> int:
-  """A zoo model's parameter count (`zoo.count_params`: shapes only), once per process."""
-  if (size, head) not in _PARAMS:
-    from alignment.models import zoo  # pylint: disable=g-import-not-at-top
-    _PARAMS[(size, head)] = zoo.count_params(zoo.get(size), head)
-  return _PARAMS[(size, head)]
-
-
-_PARAMS: dict = {}
+  """A zoo model's parameter count (`zoo.count_params`: shapes only, once per process)."""
+  from alignment.models import zoo  # pylint: disable=g-import-not-at-top
+  return zoo.count_params(zoo.get(size), head)
 
 
 def policy_rows(ctx: A.Context, study) -> list[dict]:
