@@ -1,4 +1,5 @@
-# `make test` and `make study` build .venv on first use (Python 3.11).
+# `make test` and `make study` build .venv on first use (Python 3.11), with uv where it
+# can stand in for pip (tools/install.py says when it cannot).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,8 +11,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,hf]'
+	$(PY) tools/install.py '.[test,hf]'
 	touch $@
 
 venv: $(VENV)/.installed
