@@ -2,21 +2,12 @@
 Hugging Face directory, in-process on toy models."""
 import json
 
-import flax.linen as nn
-import jax
-import numpy as np
 import pytest
 
 from alignment import checkpoint, generate, sampling
 from alignment.data import vocab as V
 from alignment.models import zoo
-
-
-def _random_params(cfg, seed):
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(
-      lambda x: (rng.normal(size=x.shape) / np.sqrt(np.prod(x.shape[:-1]))).astype(np.float32),
-      nn.unbox(zoo.abstract_params(cfg)))
+import zoo_params  # tests/zoo_params.py
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +16,8 @@ def byte_export(tmp_path_factory):
   vocab = V.get_vocabulary("byte")
   cfg = zoo.get("llama-nano", vocab_size=vocab.vocab_size)
   path = str(tmp_path_factory.mktemp("gen") / "export")
-  checkpoint.export_params(_random_params(cfg, 0), cfg, path, tokens=V.token_record(vocab))
+  checkpoint.export_params(zoo_params.random_params(cfg, 0), cfg, path,
+                           tokens=V.token_record(vocab))
   return path
 
 

@@ -21,9 +21,6 @@ import shutil
 import subprocess
 import sys
 
-import flax.linen as nn
-import jax
-import numpy as np
 import pytest
 
 from alignment import checkpoint
@@ -31,6 +28,7 @@ from alignment.data import vocab as V
 from alignment.models import zoo
 from hf_tokenizer import FIXTURES, ROOT, build_tokenizer
 import xla_env  # tests/xla_env.py
+import zoo_params  # tests/zoo_params.py
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -110,9 +108,7 @@ def test_every_readme_command_runs_or_says_why_not(tmp_path):
   build_tokenizer(str(tmp_path / "llama3" / "tokenizer.json"))
   vocab = V.get_vocabulary("byte")
   cfg = zoo.get("llama-nano", vocab_size=vocab.vocab_size)
-  rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda x: (rng.normal(size=x.shape) / 8).astype(np.float32),
-                        nn.unbox(zoo.abstract_params(cfg)))
+  params = zoo_params.random_params(cfg, 0, divisor=8)
   checkpoint.export_params(params, cfg, str(tmp_path / "runs/online/export"),
                            tokens=V.token_record(vocab))
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",

@@ -3,8 +3,6 @@
 import json
 import os
 
-import flax.linen as nn
-import jax
 import numpy as np
 import pytest
 
@@ -16,6 +14,7 @@ from alignment.data import environment as E  # noqa: E402
 from alignment.data import vocab as V  # noqa: E402
 from alignment.models import convert, export, zoo  # noqa: E402
 from hf_tokenizer import BOS, EOS, build_tokenizer, fixture_texts  # noqa: E402
+import zoo_params  # noqa: E402  (tests/zoo_params.py)
 
 pytestmark = [pytest.mark.hf]
 
@@ -60,21 +59,13 @@ def test_hf_convert_export_round_trip(name, tmp_path):
   hf_models.assert_logits_match(ours, _hf_logits(back, batch), batch[3])
 
 
-def _random_params(cfg, seed):
-  """A zoo LanguageModel's parameters, random at a fan-in scale (no init to compile)."""
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(
-      lambda x: (rng.normal(size=x.shape) / np.sqrt(np.prod(x.shape[:-1]))).astype(np.float32),
-      nn.unbox(zoo.abstract_params(cfg)))
-
-
 def test_zoo_model_exports(tmp_path):
   """t5-tiny (our vocabulary size and layout) with random parameters, written by
   `checkpoint.export_params` as every training loop writes <workdir>/export
   (the online policy's export has this form), loads in transformers with our
   logits; --dtype=bfloat16 writes the same tensors rounded, in half the bytes."""
   cfg = zoo.get("t5-tiny")
-  params = _random_params(cfg, 3)
+  params = zoo_params.random_params(cfg, 3)
   checkpoint.export_params(params, cfg, str(tmp_path / "export"))
   assert _export_cli(tmp_path / "export", tmp_path / "hf") == 0
   assert _export_cli(tmp_path / "export", tmp_path / "bf16", "--dtype=bfloat16") == 0
@@ -161,7 +152,7 @@ def test_a_policy_trained_on_a_tokenizer_json_exports_with_it(tmp_path, capsys):
   with that tokenizer's ids and files; --tokenizer overrides it."""
   tok_path, vocab, bos, eos = _tokenizer_dir(tmp_path / "tok")
   cfg = zoo.get("llama-nano", vocab_size=512)
-  checkpoint.export_params(_random_params(cfg, 4), cfg, str(tmp_path / "export"),
+  checkpoint.export_params(zoo_params.random_params(cfg, 4), cfg, str(tmp_path / "export"),
                            tokens=V.token_record(vocab))
   assert _export_cli(tmp_path / "export", tmp_path / "hf") == 0
   assert f"token ids EOS {eos}, BOS {bos} from {tmp_path / 'export'}" in capsys.readouterr().out
@@ -182,7 +173,7 @@ def test_a_policy_trained_on_a_tokenizer_json_exports_with_it(tmp_path, capsys):
 def test_token_errors_are_one_line(tmp_path, capsys):
   tok_path, vocab, _, _ = _tokenizer_dir(tmp_path / "tok")
   small = zoo.get("llama-nano", vocab_size=256)
-  params = _random_params(small, 0)
+  params = zoo_params.random_params(small, 0)
   checkpoint.export_params(params, small, str(tmp_path / "small"))
   record = V.token_record(vocab)
   checkpoint.export_params(params, small, str(tmp_path / "past"),
@@ -219,7 +210,7 @@ def test_a_failure_while_writing_leaves_nothing(tmp_path, capsys, monkeypatch):
   one line, and neither the output nor its temporary directory remains."""
   _, vocab, _, _ = _tokenizer_dir(tmp_path / "tok")
   cfg = zoo.get("llama-nano", vocab_size=512)
-  checkpoint.export_params(_random_params(cfg, 1), cfg, str(tmp_path / "export"),
+  checkpoint.export_params(zoo_params.random_params(cfg, 1), cfg, str(tmp_path / "export"),
                            tokens=V.token_record(vocab))
 
   def full(*args, **kwargs):
@@ -252,7 +243,7 @@ def test_ids_a_hugging_face_config_may_hold(tmp_path):
 
 def test_export_errors_are_one_line(tmp_path, capsys):
   cfg = zoo.get("t5-nano", vocab_size=16)
-  params = _random_params(cfg, 0)
+  params = zoo_params.random_params(cfg, 0)
   # A preference model's extra head is refused, not silently dropped.
   checkpoint.export_params(dict(params, value_head={"kernel": np.zeros((32, 1), np.float32)}),
                            cfg, str(tmp_path / "pm"))
@@ -278,7 +269,8 @@ def test_a_relative_params_path_exports(tmp_path, monkeypatch):
   """README's `--params=runs/online/export` as written, from the directory holding
   it: orbax wants absolute paths, so export makes them (issue 26.6)."""
   cfg = zoo.get("llama-nano", vocab_size=16)
-  checkpoint.export_params(_random_params(cfg, 1), cfg, str(tmp_path / "runs/online/export"))
+  checkpoint.export_params(zoo_params.random_params(cfg, 1), cfg,
+                           str(tmp_path / "runs/online/export"))
   monkeypatch.chdir(tmp_path)
   assert export.main(["--params=runs/online/export", "--output=hf_policy"]) == 0
   assert os.path.exists(tmp_path / "hf_policy" / "model.safetensors")
