@@ -25,9 +25,11 @@ import sys
 import time
 
 UV = "uv==0.13.10"
-# pip settings with no bearing on what is installed.
+# pip settings with no bearing on what is installed (pip's own cache and output).
 IGNORED = {"disable-pip-version-check", "no-input", "progress-bar", "quiet", "verbose",
-           "no-color", "root-user-action", "require-virtualenv", "user-agent", "retries"}
+           "no-color", "root-user-action", "require-virtualenv", "user-agent", "retries",
+           "cache-dir", "no-cache-dir", "log", "no-warn-script-location",
+           "no-python-version-warning"}
 # Sections of `pip config list`, lowest priority first (pip: environment over files).
 SECTIONS = ("global", "install", ":env:")
 
