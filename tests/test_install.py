@@ -62,7 +62,7 @@ def test_pip_is_used_when_a_setting_has_no_counterpart(monkeypatch, capsys):
 
   monkeypatch.setattr(install, "_run", run)
   monkeypatch.setattr(install.subprocess, "run", lambda *a, **k: type(
-      "R", (), {"stdout": "global.require-hashes='1'\n"})())
+      "R", (), {"stdout": "global.require-hashes='1'\n", "returncode": 0})())
   assert install.install(".[test]") == "pip"
   assert "require-hashes='1' has no uv counterpart" in capsys.readouterr().out
   assert all("uv" not in " ".join(c) for c in calls), calls
@@ -78,9 +78,20 @@ def test_pip_is_used_when_uv_fails(monkeypatch, capsys):
 
   monkeypatch.setattr(install, "_run", run)
   monkeypatch.setattr(install.subprocess, "run", lambda *a, **k: type(
-      "R", (), {"stdout": LISTING})())
+      "R", (), {"stdout": LISTING, "returncode": 0})())
   assert install.install(".[test]") == "pip"
   assert "installing with pip (uv failed: " in capsys.readouterr().out
   uv = next(c for c in calls if c[0].endswith("/uv"))
   assert uv[uv.index("--find-links") + 1] == "/opt/wheels" and uv[-2:] == ["-e", ".[test]"]
   assert calls[-1][-2:] == ["-e", ".[test]"] and "pip" in calls[-1]
+
+
+def test_pip_is_used_when_its_settings_cannot_be_read(monkeypatch, capsys):
+  """uv without pip's settings could take other wheels (an unpinned index's torch)."""
+  calls = []
+  monkeypatch.setattr(install, "_run", lambda cmd, env=None: calls.append(cmd) or True)
+  monkeypatch.setattr(install.subprocess, "run", lambda *a, **k: type(
+      "R", (), {"stdout": "", "stderr": "ERROR: bad config file", "returncode": 1})())
+  assert install.install(".[test]") == "pip"
+  assert "`pip config list` failed: ERROR: bad config file" in capsys.readouterr().out
+  assert all("uv" not in " ".join(c) for c in calls), calls

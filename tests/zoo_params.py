@@ -8,7 +8,7 @@ import numpy as np
 from alignment.models import zoo
 
 
-def random_params(cfg, seed, divisor=None, head="lm"):
+def random_params(cfg, seed, divisor=None):
   """Standard normal draws for each of `cfg`'s parameters divided by `divisor`, or by
   the square root of the fan-in (the product of all but the last dimension) when it
   is None."""
@@ -18,4 +18,4 @@ def random_params(cfg, seed, divisor=None, head="lm"):
     d = np.sqrt(np.prod(x.shape[:-1])) if divisor is None else divisor
     return (rng.normal(size=x.shape) / d).astype(np.float32)
 
-  return jax.tree.map(draw, nn.unbox(zoo.abstract_params(cfg, head)))
+  return jax.tree.map(draw, nn.unbox(zoo.abstract_params(cfg)))

@@ -93,9 +93,11 @@ def install(spec: str, use_pip: bool = False) -> str:
   why = "--pip" if use_pip else None
   if not why:
     listing = subprocess.run([py, "-m", "pip", "config", "list"], capture_output=True,
-                             text=True).stdout
+                             text=True)
     try:
-      args, extra_env = uv_args(pip_settings(listing))
+      if listing.returncode != 0:  # uv without pip's settings could pick other wheels
+        raise ValueError(f"`pip config list` failed: {listing.stderr.strip()[-500:]}")
+      args, extra_env = uv_args(pip_settings(listing.stdout))
     except ValueError as e:
       why = str(e)
   if not why and not _run([py, "-m", "pip", "install", "-q", UV]):
