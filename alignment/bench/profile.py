@@ -116,7 +116,6 @@ def bench_profile(args) -> Json:
   from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
   from alignment import flops as flops_lib  # pylint: disable=g-import-not-at-top
   from alignment.models import convert, heads, zoo  # pylint: disable=g-import-not-at-top
-  from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from alignment.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
 
   b, lp, lr, beta = args.batch, args.prompt_len, args.response_len, 0.1
@@ -126,11 +125,11 @@ def bench_profile(args) -> Json:
       {k: v.detach().float().numpy().copy() for k, v in h.state_dict().items()}, cfg)
                        for h in hf)
   pairs = bench_pairs(cfg.vocab_size, b, lp, lr)
-  optimizer = state_lib.make_optimizer(config_lib.optimizer_section())
+  opt_cfg = config_lib.optimizer_section()
   out = {}
   for dtype in args.dtypes:
     model = heads.LanguageModel(dataclasses.replace(cfg, dtype=dtype))
-    run, _, compiled, _ = our_train_step(model, policy, reference, pairs, optimizer,
+    run, _, compiled, _ = our_train_step(model, policy, reference, pairs, opt_cfg,
                                           steps_lib.alignment_loss_fn(model, "ipo", beta, "sum"))
     step_s = statistics.median(timed(run, args.steps))
     out[dtype] = dict(op_profile(compiled, run, args.steps, os.path.join(args.trace_dir, dtype)),

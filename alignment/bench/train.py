@@ -74,8 +74,9 @@ def _plain_alignment_loss_fn(model, beta: float):
   return loss_fn
 
 
-def our_train_step(model, policy, reference, pairs, optimizer, loss_fn):
-  """(a call that runs one step and blocks, compile seconds, compiled, first metrics)."""
+def our_train_step(model, policy, reference, pairs, opt_cfg, loss_fn):
+  """(a call that runs one step and blocks, compile seconds, compiled, first metrics).
+  opt_cfg: the `optimizer` section; its learning rate is the step's input."""
   from alignment import sharding  # pylint: disable=g-import-not-at-top
   from alignment.models import heads  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -83,21 +84,22 @@ def our_train_step(model, policy, reference, pairs, optimizer, loss_fn):
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   rules = sharding.DEFAULT_RULES
   init = heads.init_fn(model, pairs.prompt.shape[1], pairs.chosen.shape[1])
-  state, state_shardings = state_lib.create(init, optimizer, mesh, rules, 0)
+  state, state_shardings = state_lib.create(init, state_lib.make_optimizer(opt_cfg), mesh,
+                                            rules, 0)
   state = state.replace(params=jax.device_put(policy, state_shardings.params))
   batch = steps.AlignmentInput(jax.device_put(pairs),
                                ref_params=jax.device_put(reference, state_shardings.params))
   batch_shardings = steps.AlignmentInput(sharding.batch_shardings(pairs, mesh, rules),
                                          ref_params=state_shardings.params)
-  step = state_lib.make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules)
+  step = state_lib.make_step(loss_fn, opt_cfg, state_shardings, batch_shardings, mesh, rules)
   start = time.perf_counter()
-  with sharding.use(mesh, rules):
-    compiled = step.jitted.lower(state, batch).compile()
+  compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
   box = [state]
+  rate = jax.device_put(np.float32(step.learning_rate), sharding.replicated(mesh))
 
   def run():
-    box[0], metrics = compiled(box[0], batch)
+    box[0], metrics = compiled(box[0], batch, rate)
     return jax.block_until_ready(metrics)
 
   first = {k: float(v) for k, v in run().items()}
@@ -144,8 +146,7 @@ class _TrainSetup:
   reference: Any
   n_params: int
   pairs: Any
-  opt_cfg: Any
-  optimizer: Any
+  opt_cfg: Any  # the `optimizer` section both frameworks' steps follow
 
 
 def _train_setup(args) -> _TrainSetup:
@@ -153,7 +154,6 @@ def _train_setup(args) -> _TrainSetup:
   loss and its gradient are not trivial), converted to our parameters."""
   from alignment import config as config_lib  # pylint: disable=g-import-not-at-top
   from alignment.models import convert, zoo  # pylint: disable=g-import-not-at-top
-  from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
   hf_policy = untied_hf_t5(zoo.get(args.model), seed=0).train()
   hf_reference = untied_hf_t5(zoo.get(args.model), seed=1).eval()
   cfg = convert.config_from_hf(hf_policy.config.to_dict())
@@ -165,9 +165,8 @@ def _train_setup(args) -> _TrainSetup:
   n_torch = sum(p.numel() for p in hf_policy.parameters())
   assert n_params == n_torch, (n_params, n_torch)
   pairs = bench_pairs(cfg.vocab_size, args.batch, args.prompt_len, args.response_len)
-  opt_cfg = config_lib.optimizer_section()
-  return _TrainSetup(cfg, hf_policy, hf_reference, policy, reference, n_params, pairs, opt_cfg,
-                     state_lib.make_optimizer(opt_cfg))
+  return _TrainSetup(cfg, hf_policy, hf_reference, policy, reference, n_params, pairs,
+                     config_lib.optimizer_section())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +194,7 @@ def _our_steps(args, setup: _TrainSetup, beta: float) -> _OurSteps:
   calls, compile_s, compiled, first = {}, {}, {}, {}
   for name, loss_fn in loss_fns.items():
     calls[name], compile_s[name], compiled[name], first[name] = our_train_step(
-        model, setup.policy, setup.reference, setup.pairs, setup.optimizer, loss_fn)
+        model, setup.policy, setup.reference, setup.pairs, setup.opt_cfg, loss_fn)
   return _OurSteps(model, model16, calls, compile_s, compiled, first)
 
 

@@ -9,7 +9,8 @@ config sections alone and without allocating anything:
   state_shardings          where each leaf of the TrainState lives
   abstract_state           ShapeDtypeStructs (with shardings) of the TrainState
   batch_spec               ShapeDtypeStructs (with shardings) of the step's input
-  step                     `state.make_step(...)`: step(state, batch[, accept])
+  step                     `state.make_step(...)` at the config's learning rate:
+                           step(state, batch[, accept])
 
 The loop then restores or creates the state (`Program.start`) and
 calls `program.step`; the AOT check lowers `program.lower()`, the very same
@@ -63,11 +64,10 @@ class Program:
 
   def lower(self):
     """The step lowered on abstract inputs (nothing allocated): `.compile()` it."""
-    args = (self.abstract_state, self.batch_spec)
+    veto = ()
     if self.accepts_veto:
-      args += (jax.ShapeDtypeStruct((), jnp.bool_, sharding=sharding.replicated(self.mesh)),)
-    with sharding.use(self.mesh, self.rules):
-      return self.step.jitted.lower(*args)
+      veto = (jax.ShapeDtypeStruct((), jnp.bool_, sharding=sharding.replicated(self.mesh)),)
+    return self.step.lower(self.abstract_state, self.batch_spec, *veto)
 
   def start(self, workdir: str, config, vocab, data_iter=None, init_params_from: str = "",
             init_keys=None):
@@ -301,14 +301,16 @@ def pair_batch_spec(d, mesh, rules) -> B.PreferenceBatch:
 _STEPS = programs.Memo(16)
 
 # What of an experiment config a train step's trace never reads: where its data come
-# from and in which order, the seed (the state's key is an input), the evaluation,
+# from and in which order, the seed (the state's key is an input), the learning rate
+# (an input too: `state.Step`), how many steps the loop takes, the evaluation,
 # the initialisation (parameters are an input), the judge (its verdicts are) and the
 # loop's bookkeeping. Everything else is part of the key the step is shared under.
-_UNTRACED = ("seed", "eval", "init", "judge", "criterion", "data.replay_dir",
-             "data.replay_order", "data.replay_skip", "data.replay_window",
-             "data.shuffle_seed", "data.max_records", "train.checkpoint_every",
-             "train.keep_checkpoints", "train.log_every", "train.on_nonfinite",
-             "train.async_checkpoint", "train.write_stream")
+_UNTRACED = ("seed", "optimizer.learning_rate", "eval", "init", "judge", "criterion",
+             "data.replay_dir", "data.replay_order", "data.replay_skip",
+             "data.replay_window", "data.shuffle_seed", "data.max_records",
+             "train.num_steps", "train.checkpoint_every", "train.keep_checkpoints",
+             "train.log_every", "train.on_nonfinite", "train.async_checkpoint",
+             "train.write_stream")
 
 
 # The abstract train states (shapes and shardings, from tracing the model's
@@ -317,10 +319,12 @@ _ABSTRACT = programs.Memo(16)
 
 
 def _abstract_key(head, model_config, config, mesh, rules) -> tuple:
-  """What `state.abstract` of a Program's model and optimiser is made from."""
+  """What `state.abstract` of a Program's model and optimiser is made from (not the
+  learning rate: the optimiser's state has the parameters' shapes whatever it is)."""
   d = config.data
-  return ("abstract_state", head, model_config, json.dumps(config.optimizer.to_dict(),
-                                                           sort_keys=True, default=repr),
+  optimizer = {k: v for k, v in config.optimizer.to_dict().items() if k != "learning_rate"}
+  return ("abstract_state", head, model_config, json.dumps(optimizer, sort_keys=True,
+                                                           default=repr),
           int(d.prompt_len), int(d.response_len), mesh, rules)
 
 
@@ -375,7 +379,8 @@ def build(name: str, head, config, mesh, rules, vocab,
   less what a step never reads (`_UNTRACED`), the model, the abstract state and input
   with their shardings, the mesh and rules, the planned faults and `traced_from`:
   whatever else `loss_fn_of` and `batch_spec_of` read (hashable). A later stage of
-  the same shape runs it without tracing or loading it again.
+  the same shape runs it without tracing or loading it again, at its own learning
+  rate (`state.Step.at`).
   """
   model_config = zoo.from_section(config.model, vocab_lib.model_vocab_size(vocab))
   # Every loop (and aot, bench) builds here: refuse before anything compiles.
@@ -393,9 +398,10 @@ def build(name: str, head, config, mesh, rules, vocab,
   step = _STEPS.get(
       _step_key(name, head, config, model_config, abstract_state, spec, mesh, rules,
                 accepts_veto, watch, traced_from),
-      lambda: state_lib.make_step(loss_fn_of(model), optimizer, state_shardings,
+      lambda: state_lib.make_step(loss_fn_of(model), config.optimizer, state_shardings,
                                   jax.tree.map(lambda x: x.sharding, spec), mesh, rules,
                                   watch=watch, accepts_veto=accepts_veto))
+  step = step.at(config.optimizer.learning_rate)
   return Program(name, model, model_config, optimizer, init, mesh, rules, state_shardings,
                  abstract_state, spec, step, accepts_veto, export_tokens(vocab, config))
 

@@ -2,13 +2,15 @@
 
 The state is a pytree (`TrainState`): step, params, optimiser state and the
 PRNG key the step consumes. `create` builds it directly sharded; `make_step`
-wraps a pure loss function into a `jax.jit` step with explicit in/out
-shardings and the state donated. Gradient computation (`grads_and_metrics`) is
-kept apart from applying it (`apply_grads`), so loops can inspect, accumulate or
-skip gradients (e.g. on a NaN) between the two.
+wraps a pure loss function into a `jax.jit` step (`Step`) with explicit in/out
+shardings, the state donated and the learning rate an input. Gradient
+computation (`grads_and_metrics`) is kept apart from applying it
+(`apply_grads`), so loops can inspect, accumulate or skip gradients (e.g. on a
+NaN) between the two.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Callable, Optional
 
@@ -16,6 +18,8 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 import optax
 
 from alignment import checkpoint, faults, sharding
@@ -33,13 +37,18 @@ class TrainState:
   rng: Array  # raw uint32 key data [2]: saved and restored with the state
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
+def make_optimizer(cfg, learning_rate=None) -> optax.GradientTransformation:
   """AdamW with warm-up and an optional cosine/linear decay, and global-norm clipping.
 
   cfg: the `optimizer` section (learning_rate, warmup_steps, schedule, decay_steps,
   weight_decay, grad_clip, b1, b2, eps).
+  learning_rate: in place of cfg.learning_rate, e.g. a traced float32 scalar (a train
+  step's input, `make_step`). The schedule then computes the same float32 values from
+  it: the peak rate enters each schedule once, negated or multiplied in float32 either
+  way. tests/train/test_program.py compares the updates' bits under XLA's default CPU
+  back end (the test session's cheaper codegen can differ in the last place).
   """
-  lr = float(cfg.learning_rate)
+  lr = float(cfg.learning_rate) if learning_rate is None else learning_rate
   warm = int(cfg.warmup_steps)
   decay = int(cfg.get("decay_steps", 0) or 0)
   if cfg.schedule == "constant":
@@ -110,10 +119,41 @@ def all_finite(metrics, names) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(metrics[n])) for n in names]))
 
 
-def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules,
-              watch=("loss", "grad_norm"), accepts_veto: bool = False):
-  """jit(step) with explicit shardings; the state argument is donated.
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """A jitted train step at one learning rate: `step(state, batch[, accept])`.
 
+  The rate is the program's input (a replicated float32 scalar), not a constant in it:
+  `at(rate)` is the same compiled program at another rate, so the stages of a study
+  that differ only in their rate (a rate search's pilots, a grid over rates) trace,
+  compile and load one step between them (`program.build` shares it).
+  """
+  jitted: Any
+  mesh: Any
+  rules: Any
+  learning_rate: float
+
+  def __call__(self, state, batch, *accept):
+    with sharding.use(self.mesh, self.rules):
+      return self.jitted(state, batch, np.float32(self.learning_rate), *accept)
+
+  def at(self, learning_rate: float) -> "Step":
+    return dataclasses.replace(self, learning_rate=float(learning_rate))
+
+  def lower(self, state, batch, *accept):
+    """The program lowered on (abstract or concrete) inputs: `.compile()` it; the
+    compiled program takes (state, batch, rate[, accept])."""
+    rate = jax.ShapeDtypeStruct((), jnp.float32, sharding=sharding.replicated(self.mesh))
+    with sharding.use(self.mesh, self.rules):
+      return self.jitted.lower(state, batch, rate, *accept)
+
+
+def make_step(loss_fn, optimizer_cfg, state_shardings, batch_shardings, mesh, rules,
+              watch=("loss", "grad_norm"), accepts_veto: bool = False) -> Step:
+  """The jitted step (`Step`) with explicit shardings; the state argument is donated.
+
+  optimizer_cfg: the `optimizer` section; the step builds `make_optimizer` from it
+  with the learning rate as its input, at optimizer_cfg.learning_rate until `at`.
   step(state, batch) -> (new_state, metrics); metrics are replicated scalars.
   The guard: if any watched metric is NaN/Inf, or (accepts_veto) the caller's
   `accept` flag is False - step(state, batch, accept), e.g. the online loop's
@@ -123,8 +163,10 @@ def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules,
   """
   poisoned = faults.nan_steps("loss")  # fault injection (tests only)
   poisoned_grads = faults.nan_steps("grad")
+  optimizer_cfg = ml_collections.FrozenConfigDict(optimizer_cfg)  # what it was when traced
 
-  def step(state: TrainState, batch, accept=True):
+  def step(state: TrainState, batch, learning_rate, accept=True):
+    optimizer = make_optimizer(optimizer_cfg, learning_rate)
     rng, step_rng = jax.random.split(state.rng)
     fn = loss_fn
     if poisoned:
@@ -147,22 +189,16 @@ def make_step(loss_fn, optimizer, state_shardings, batch_shardings, mesh, rules,
     metrics = dict(metrics, nonfinite=1.0 - ok.astype(jnp.float32))
     return new_state, metrics
 
-  in_shardings = (state_shardings, batch_shardings)
+  in_shardings = (state_shardings, batch_shardings, sharding.replicated(mesh))
   if accepts_veto:
     in_shardings += (sharding.replicated(mesh),)
-  def unvetoed_step(state: TrainState, batch):
-    return step(state, batch)
+  def unvetoed_step(state: TrainState, batch, learning_rate):
+    return step(state, batch, learning_rate)
 
   jitted = jax.jit(step if accepts_veto else unvetoed_step, in_shardings=in_shardings,
                    out_shardings=(state_shardings, sharding.replicated(mesh)),
                    donate_argnums=(0,))
-
-  def run(state, batch, *accept):
-    with sharding.use(mesh, rules):
-      return jitted(state, batch, *accept)
-
-  run.jitted = jitted
-  return run
+  return Step(jitted, mesh, rules, float(optimizer_cfg.learning_rate))
 
 
 def unboxed_params(boxed):

@@ -29,13 +29,14 @@ def _setup(mesh_shape, devices):
   model = heads.LanguageModel(cfg)
   mesh = sharding.make_mesh(mesh_shape, devices)
   rules = sharding.DEFAULT_RULES
-  opt = state_lib.make_optimizer(ml_collections.ConfigDict(dict(
+  opt_cfg = ml_collections.ConfigDict(dict(
       learning_rate=1e-2, schedule="constant", warmup_steps=0, decay_steps=0,
-      weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.99, eps=1e-8)))
+      weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.99, eps=1e-8))
   dummy = _batches(1)[0]
   init = lambda k: model.init(k, dummy["prompt"], dummy["prompt_mask"], dummy["response"],
                               dummy["response_mask"])["params"]
-  state, shardings = state_lib.create(init, opt, mesh, rules, seed=1)
+  state, shardings = state_lib.create(init, state_lib.make_optimizer(opt_cfg), mesh, rules,
+                                      seed=1)
 
   def loss_fn(params, b, rng):
     logits = model.apply({"params": params}, b["prompt"], b["prompt_mask"], b["response"],
@@ -46,7 +47,7 @@ def _setup(mesh_shape, devices):
     return jnp.mean(ce) + noise, {}
 
   bs = sharding.batch_sharding(mesh, rules)
-  step = state_lib.make_step(loss_fn, opt, shardings, {k: bs for k in dummy}, mesh, rules)
+  step = state_lib.make_step(loss_fn, opt_cfg, shardings, {k: bs for k in dummy}, mesh, rules)
   return state, shardings, step
 
 

@@ -1,5 +1,7 @@
 """Each loop's Program (`<loop>.build`), the step guard's veto and the typed step input."""
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -16,20 +18,20 @@ from alignment.train import steps
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _optimizer():
-  return state_lib.make_optimizer(ml_collections.ConfigDict(dict(
+def _optimizer_cfg(**kw):
+  return ml_collections.ConfigDict(dict(dict(
       learning_rate=0.1, schedule="constant", warmup_steps=0, decay_steps=0, weight_decay=0.0,
-      grad_clip=0.0, b1=0.9, b2=0.99, eps=1e-8)))
+      grad_clip=0.0, b1=0.9, b2=0.99, eps=1e-8), **kw))
 
 
 def test_the_veto_refuses_the_update_and_says_so():
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   rules = sharding.DEFAULT_RULES
-  opt = _optimizer()
+  cfg = _optimizer_cfg()
   init = lambda rng: {"w": jnp.ones((3,))}
-  state, shardings = state_lib.create(init, opt, mesh, rules, 0)
+  state, shardings = state_lib.create(init, state_lib.make_optimizer(cfg), mesh, rules, 0)
   loss_fn = lambda params, batch, rng: (jnp.sum((params["w"] - batch) ** 2), {})
-  step = state_lib.make_step(loss_fn, opt, shardings, sharding.replicated(mesh), mesh, rules,
+  step = state_lib.make_step(loss_fn, cfg, shardings, sharding.replicated(mesh), mesh, rules,
                              accepts_veto=True)
   target = jnp.zeros((3,))
   w0 = np.asarray(state.params["w"])
@@ -115,6 +117,49 @@ def test_the_online_sampler_takes_its_vocabulary_s_ids(tmp_path):
   assert program.train.tokens["vocabulary"] == os.path.abspath(tok)
 
 
+# Run under XLA's default CPU back end, as `make study` and every run compile: the
+# session's cheap codegen (tests/xla_env.py) gives two programs doing the same arithmetic
+# bits that can differ in the last place (here 1 element in 35, 1 ulp), the default back
+# end the same bits.
+_RATE_BITS = """
+import jax, ml_collections, numpy as np
+from alignment.train import state as state_lib
+rng = np.random.default_rng(0)
+params = {"w": rng.normal(size=(7, 5)).astype(np.float32),
+          "b": rng.normal(size=(5,)).astype(np.float32)}
+grads = [jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params)
+         for _ in range(8)]
+bad = []
+for schedule, warmup in (("constant", 0), ("constant", 2), ("cosine", 3), ("linear", 2)):
+  for rate in (0.1, 3e-5 * 0.3, 1e-5 / 3):
+    cfg = ml_collections.ConfigDict(dict(
+        learning_rate=rate, schedule=schedule, warmup_steps=warmup, decay_steps=5,
+        weight_decay=0.01, grad_clip=0.5, b1=0.9, b2=0.99, eps=1e-8))
+    fixed = state_lib.make_optimizer(cfg)
+    as_constant = jax.jit(lambda g, s, p: fixed.update(g, s, p))
+    as_input = jax.jit(lambda g, s, p, r: state_lib.make_optimizer(cfg, r).update(g, s, p))
+    s1 = s2 = fixed.init(params)
+    for i, g in enumerate(grads):
+      u1, s1 = as_constant(g, s1, params)
+      u2, s2 = as_input(g, s2, params, np.float32(rate))
+      bad += [(schedule, warmup, rate, i, k) for k in params
+              if not np.array_equal(np.asarray(u1[k]), np.asarray(u2[k]))]
+print("differ:", bad if bad else "none")
+"""
+
+
+def test_the_learning_rate_as_an_input_gives_the_bits_of_the_rate_as_a_constant():
+  """The train step takes its learning rate as an input (`state.Step`); the optimiser's
+  updates are bit for bit those of the rate compiled in as a constant, the way the step
+  was built before: with and without warm-up, each schedule, clipping and weight decay,
+  over steps that cross the warm-up, under the default back end (`_RATE_BITS`)."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  out = subprocess.run([sys.executable, "-c", _RATE_BITS], cwd=ROOT, env=env, text=True,
+                       capture_output=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "differ: none" in out.stdout, out.stdout
+
+
 def test_programs_built_again_in_a_process_are_not_traced_again():
   """A study builds the same samplers, evaluation scorers and restore targets in every
   stage: built again they are the same jitted programs (traced and compiled once), and
@@ -156,11 +201,12 @@ def test_programs_built_again_in_a_process_are_not_traced_again():
 
 
 def test_train_steps_are_shared_by_stages_of_one_shape(monkeypatch):
-  """A study's arms and seeds build the same train step: what a step never reads (seed,
-  data order and source, evaluation, initialisation, bookkeeping) does not keep them
-  apart, and the shared step gives the bits a freshly built one gives. Anything it is
-  traced from does: the loss, the optimiser, the input's shape, where the reference
-  runs, a planned fault."""
+  """A study's arms, seeds and learning rates build the same train step: what a step
+  never reads (seed, data order and source, evaluation, initialisation, bookkeeping,
+  the number of steps) and its learning rate (an input: a rate search's pilots, a grid over rates) do not
+  keep them apart, and the shared step gives the bits a freshly built one gives, each
+  at its own rate. Anything it is traced from does: the loss, the rest of the
+  optimiser, the input's shape, where the reference runs, a planned fault."""
   from alignment.data import tasks  # pylint: disable=g-import-not-at-top
   from alignment.train import offline  # pylint: disable=g-import-not-at-top
   base = config_lib.load(os.path.join(ROOT, "configs", "offline.py:tiny"))
@@ -175,15 +221,20 @@ def test_train_steps_are_shared_by_stages_of_one_shape(monkeypatch):
   first = build()
   other = ["seed=7", "data.shuffle_seed=3", "data.replay_dir='/elsewhere'",
            "eval.steps=[1]", "init.policy='/some/export'", "train.checkpoint_every=1",
-           "train.log_every=3"]
+           "train.log_every=3", "train.num_steps=3"]
   second = build(other)
-  assert second.step is first.step and second.model is not first.model
-  for apart in (["loss.beta=0.3"], ["optimizer.learning_rate=0.01"], ["data.batch_size=4"],
-                ["loss.name='dpo'"]):
-    assert build(apart).step is not first.step, apart
-  assert build(shared=False).step is not first.step
+  assert second.step.jitted is first.step.jitted and second.model is not first.model
+  faster = build(other + ["optimizer.learning_rate=0.01"])
+  assert faster.step.jitted is first.step.jitted
+  assert (faster.step.learning_rate, first.step.learning_rate) == (
+      0.01, base.optimizer.learning_rate)
+  assert faster.abstract_state is first.abstract_state
+  for apart in (["loss.beta=0.3"], ["optimizer.b2=0.95"], ["optimizer.schedule='cosine'"],
+                ["data.batch_size=4"], ["loss.name='dpo'"]):
+    assert build(apart).step.jitted is not first.step.jitted, apart
+  assert build(shared=False).step.jitted is not first.step.jitted
   monkeypatch.setenv("ALIGNMENT_FAULT", "nan@loss:1")
-  assert build().step is not first.step
+  assert build().step.jitted is not first.step.jitted
   monkeypatch.delenv("ALIGNMENT_FAULT")
 
   def one_step(program):
@@ -193,11 +244,17 @@ def test_train_steps_are_shared_by_stages_of_one_shape(monkeypatch):
     new, metrics = program.step(state, batch)
     return jax.tree.map(np.asarray, (new.params, metrics))
 
-  got = one_step(second)
+  got, got_faster = one_step(second), one_step(faster)
   programs.clear()
   fresh = build(other)
-  assert fresh.step is not first.step
+  assert fresh.step.jitted is not first.step.jitted
   jax.tree.map(np.testing.assert_array_equal, one_step(fresh), got)
+  programs.clear()
+  jax.tree.map(np.testing.assert_array_equal,
+               one_step(build(other + ["optimizer.learning_rate=0.01"])), got_faster)
+  moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(got[0]),
+                                                    jax.tree.leaves(got_faster[0]))]
+  assert any(moved)  # each at its own rate
 
 
 def test_an_evaluator_built_again_reuses_what_it_compares_with(tmp_path, monkeypatch):
