@@ -4,8 +4,8 @@ Thin on purpose: parse flags, then `run(config, workdir)`, which tests call
 with tiny configs too. Overrides: `--config.optimizer.learning_rate=3e-5`
 (the config is locked: a misspelt key is an error). A gin experiment file can
 replace --config: `--gin_file=configs/gin/online_tiny.gin` (see
-`alignment.config.from_gin`). The experiment kind (sft, pm, offline, online,
-eval) comes from `config.experiment`. A run resumes by itself from the newest
+`alignment.gin_config.from_gin`). The experiment kind (sft, pm, offline,
+online, eval) comes from `config.experiment`. A run resumes by itself from the newest
 complete checkpoint in DIR.
 
 User errors (a bad config, bad or damaged data, an unusable checkpoint, a
@@ -26,6 +26,7 @@ from typing import Optional
 from absl import app, flags
 
 from alignment import config as config_lib
+from alignment import gin_config
 from alignment import lock
 
 _CONFIG = flags.DEFINE_string("config", None, "experiment config: configs/<exp>.py:<variant>")
@@ -91,7 +92,7 @@ def load_config(config_spec, gin_file, overrides):
   if gin_file:
     if config_spec:
       raise config_lib.ConfigError("give --config or --gin_file, not both")
-    config = config_lib.from_gin(gin_file)
+    config = gin_config.from_gin(gin_file)
   elif config_spec:
     config = config_lib.load(config_spec)
   else:

@@ -8,6 +8,7 @@ import jax
 import pytest
 
 from alignment import config as config_lib
+from alignment import gin_config
 from alignment import sharding
 from alignment.models import heads, zoo
 
@@ -80,7 +81,7 @@ def test_validation_names_the_key(override, message):
 
 def test_gin_file_equals_its_ml_collections_twin():
   gin_path = os.path.join(ROOT, "configs", "gin", "offline_dpo_tiny.gin")
-  from_gin = config_lib.from_gin(gin_path)
+  from_gin = gin_config.from_gin(gin_path)
   twin = config_lib.load(f"{ROOT}/configs/offline.py:tiny")
   config_lib.apply_overrides(twin, ["loss.name='dpo'", "loss.beta=0.5",
                                     "optimizer.learning_rate=3e-4", "train.num_steps=12",
@@ -95,11 +96,11 @@ def test_gin_errors_name_file_and_line(tmp_path):
   bad = tmp_path / "bad.gin"
   bad.write_text(f"base.config = '{ROOT}/configs/offline.py:tiny'\nloss.betta = 0.5\n")
   with pytest.raises(config_lib.ConfigError, match=r"bad.gin:2: config has no key 'loss.betta'"):
-    config_lib.from_gin(str(bad))
+    gin_config.from_gin(str(bad))
   nobase = tmp_path / "nobase.gin"
   nobase.write_text("loss.beta = 0.5\n")
   with pytest.raises(config_lib.ConfigError, match="needs exactly one `base.config"):
-    config_lib.from_gin(str(nobase))
+    gin_config.from_gin(str(nobase))
 
 
 def _main(args, tmp_path):
