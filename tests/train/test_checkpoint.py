@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from alignment import checkpoint, sharding
+from alignment import config as config_lib
 from alignment.models import heads, zoo
 from alignment.train import state as state_lib
 
@@ -29,9 +30,7 @@ def _setup(mesh_shape, devices):
   model = heads.LanguageModel(cfg)
   mesh = sharding.make_mesh(mesh_shape, devices)
   rules = sharding.DEFAULT_RULES
-  opt_cfg = ml_collections.ConfigDict(dict(
-      learning_rate=1e-2, schedule="constant", warmup_steps=0, decay_steps=0,
-      weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.99, eps=1e-8))
+  opt_cfg = config_lib.optimizer_section(learning_rate=1e-2, weight_decay=0.01, b2=0.99)
   dummy = _batches(1)[0]
   init = lambda k: model.init(k, dummy["prompt"], dummy["prompt_mask"], dummy["response"],
                               dummy["response_mask"])["params"]
