@@ -72,6 +72,19 @@ def hlo_op_kinds(hlo_text: str) -> dict[str, tuple[str, int]]:
   return kinds
 
 
+def library_fusions(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> library for every fusion XLA:CPU hands to a kernel library
+  (`backend_config` fusion kind `__ynn_fusion`: YNNPACK, `__xnn_fusion`: XNNPACK,
+  `__onednn_fusion`: oneDNN); the other fusions and dots are XLA's own emitted code."""
+  names = {"__ynn_fusion": "YNNPACK", "__xnn_fusion": "XNNPACK", "__onednn_fusion": "oneDNN"}
+  out = {}
+  for name, rhs in ((m.group(1), m.group(2)) for m in _HLO_LINE.finditer(hlo_text)):
+    kind = re.search(r'"fusion_config":\{"kind":"(__\w+)"', rhs)
+    if kind and kind.group(1) in names and re.match(r"\S+ fusion\(", rhs):
+      out[name] = names[kind.group(1)]
+  return out
+
+
 def op_profile(compiled, run: Callable[[], Any], steps: int, trace_dir: str) -> Json:
   """Time per op category of a compiled program over `steps` calls, from a jax.profiler trace.
 
@@ -82,6 +95,7 @@ def op_profile(compiled, run: Callable[[], Any], steps: int, trace_dir: str) -> 
   import glob  # pylint: disable=g-import-not-at-top
   import gzip  # pylint: disable=g-import-not-at-top
   kinds = hlo_op_kinds(compiled.as_text())
+  library = library_fusions(compiled.as_text())
   jax.profiler.start_trace(trace_dir)
   for _ in range(steps):
     run()
@@ -89,12 +103,21 @@ def op_profile(compiled, run: Callable[[], Any], steps: int, trace_dir: str) -> 
   path = sorted(glob.glob(os.path.join(trace_dir, "plugins/profile/*/*.trace.json.gz")))[-1]
   with gzip.open(path) as f:
     events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
-  ms, gflop = {}, {}
+  ms, gflop, by, ops = {}, {}, {}, {}
   for e in events:
     if e["name"] in kinds:
       kind, flops = kinds[e["name"]]
       ms[kind] = ms.get(kind, 0.0) + e["dur"] / 1e3 / steps
       gflop[kind] = gflop.get(kind, 0.0) + flops / 1e9 / steps
+      if kind == "matmul":  # by who runs it: a kernel library's fusion, or XLA's code
+        who = library.get(e["name"], "XLA")
+        v = by.setdefault(who, {"ms": 0.0, "gflop": 0.0})
+        v["ms"] += e["dur"] / 1e3 / steps
+        v["gflop"] += flops / 1e9 / steps
+        ops.setdefault(who, set()).add(e["name"])
+  for who, v in by.items():
+    v["ops"] = len(ops[who])
+    v["gflops_while_running"] = v["gflop"] / v["ms"] * 1e3 if v["ms"] else None
   wall = sum(e["dur"] for e in events if e["name"] == "ThunkExecutor::Execute (wait for "
              "completion)") / 1e3 / steps
   total = sum(ms.values())
@@ -102,6 +125,8 @@ def op_profile(compiled, run: Callable[[], Any], steps: int, trace_dir: str) -> 
   return {"program_wall_ms": wall, "op_ms": total, "trace": path,
           "dots_by_output_type": {t: sum(d.startswith(t + "[") for d in dots)
                                   for t in sorted({d.split("[")[0] for d in dots})},
+          # Who runs the matmuls: a kernel library's fusions, or XLA's emitted code.
+          "matmuls_by_runner": dict(sorted(by.items(), key=lambda kv: -kv[1]["ms"])),
           "categories": {k: {"ms": v, "share": v / total, "gflop": gflop[k],
                              "gflops_while_running": gflop[k] / v * 1e3 if gflop[k] else None}
                          for k, v in sorted(ms.items(), key=lambda kv: -kv[1])}}
@@ -165,4 +190,10 @@ def profile_table(result: Json) -> str:
     for k, c in p["categories"].items():
       rows.append(f"| {k} | {c['ms']:.1f} | {c['share'] * 100:.1f}% | {c['gflop']:.1f} | "
                   f"{fmt(c['gflops_while_running'], 1, '.0f')} |")
+    by = p.get("matmuls_by_runner", {})
+    if by:
+      rows.append("\nmatmuls by who runs them: " + "; ".join(
+          f"{who} {v['ops']} ops, {v['ms']:.1f} ms, {v['gflop']:.1f} GFLOP, "
+          f"{fmt(v['gflops_while_running'], 1, '.0f')} GFLOP/s while running"
+          for who, v in by.items()))
   return "\n".join(rows)

@@ -4,8 +4,10 @@ Policy and reference in one program, against PyTorch doing the same work,
 eager and under `torch.compile` (`--no-torch_compile` leaves that out); also,
 by default, the step as it was before the performance work (an
 ablation) and the step with bfloat16 activations, with its distance from the
-float32 step. The random preference pairs and the step's harness are shared
-with the profile benchmark.
+float32 step; with `--xla_option`, the float32 step compiled again with other XLA
+options (e.g. another kernel library for its dots), timed in the same interleaved
+runs. The random preference pairs and the step's harness are shared with the
+profile benchmark.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import copy
 import dataclasses
 import os
+import re
 import statistics
 import time
 from typing import Any, Callable
@@ -74,9 +77,10 @@ def _plain_alignment_loss_fn(model, beta: float):
   return loss_fn
 
 
-def our_train_step(model, policy, reference, pairs, opt_cfg, loss_fn):
+def our_train_step(model, policy, reference, pairs, opt_cfg, loss_fn, compiler_options=None):
   """(a call that runs one step and blocks, compile seconds, compiled, first metrics).
-  opt_cfg: the `optimizer` section; its learning rate is the step's input."""
+  opt_cfg: the `optimizer` section; its learning rate is the step's input.
+  compiler_options: XLA options the step is compiled with (`--xla_option`)."""
   from alignment import sharding  # pylint: disable=g-import-not-at-top
   from alignment.models import heads  # pylint: disable=g-import-not-at-top
   from alignment.train import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -93,7 +97,7 @@ def our_train_step(model, policy, reference, pairs, opt_cfg, loss_fn):
                                          ref_params=state_shardings.params)
   step = state_lib.make_step(loss_fn, opt_cfg, state_shardings, batch_shardings, mesh, rules)
   start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  compiled = step.lower(state, batch).compile(compiler_options=compiler_options)
   compile_s = time.perf_counter() - start
   box = [state]
   rate = jax.device_put(np.float32(step.learning_rate), sharding.replicated(mesh))
@@ -191,11 +195,45 @@ def _our_steps(args, setup: _TrainSetup, beta: float) -> _OurSteps:
   model16 = heads.LanguageModel(dataclasses.replace(setup.cfg, dtype="bfloat16"))
   if args.bfloat16:  # float32 parameters and optimiser, bfloat16 activations and matmuls
     loss_fns["ours/bfloat16"] = steps.alignment_loss_fn(model16, "ipo", beta, "sum")
+  options = {"ours": None}
+  for label, opts in args.xla_option:
+    if f"ours/{label}" in loss_fns:
+      raise ValueError(f"--xla_option={label}:...: the row ours/{label} is already taken "
+                       "(each label once; plain and bfloat16 are the ablation's)")  # the float32 step compiled with other XLA options
+    loss_fns[f"ours/{label}"], options[f"ours/{label}"] = loss_fns["ours"], opts
   calls, compile_s, compiled, first = {}, {}, {}, {}
   for name, loss_fn in loss_fns.items():
     calls[name], compile_s[name], compiled[name], first[name] = our_train_step(
-        model, setup.policy, setup.reference, setup.pairs, setup.opt_cfg, loss_fn)
+        model, setup.policy, setup.reference, setup.pairs, setup.opt_cfg, loss_fn,
+        options.get(name))
   return _OurSteps(model, model16, calls, compile_s, compiled, first)
+
+
+def xla_option(text: str) -> tuple[str, dict]:
+  """`LABEL:KEY=VALUE[,KEY=VALUE...]` -> (LABEL, {KEY: VALUE}): a row `ours/LABEL`, the
+  float32 step compiled with those XLA options (a debug option's name, as XLA_FLAGS
+  spells it without its dashes; an enum by its full name, e.g.
+  xla_cpu_experimental_xnn_fusion_type=LIBRARY_FUSION_TYPE_DOT). true/false are
+  booleans, whole numbers integers. Checked by compiling a one-op program with them, so
+  an option XLA does not know, or a value it refuses, is an error before anything runs."""
+  label, colon, pairs = text.partition(":")
+  if not colon or not label or not pairs or "/" in label:
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: expected LABEL:KEY=VALUE[,KEY=VALUE...] (a label without '/')")
+  opts = {}
+  for pair in pairs.split(","):
+    key, eq, value = pair.partition("=")
+    if not eq or not key:
+      raise argparse.ArgumentTypeError(f"{text!r}: {pair!r} is not KEY=VALUE")
+    low = value.lower()
+    opts[key] = (low == "true" if low in ("true", "false") else
+                 int(value) if re.fullmatch(r"-?\d+", value) else value)
+  try:
+    jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(compiler_options=opts)
+  except Exception as e:  # pylint: disable=broad-except  (XLA's status errors)
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: XLA refuses {opts}: {str(e).strip().splitlines()[0]}") from None
+  return label, opts
 
 
 def _torch_calls(args, setup: _TrainSetup, beta: float) -> tuple[dict, dict, dict]:
@@ -386,6 +424,11 @@ def train_args(p: argparse.ArgumentParser):
                       "--torch_threads")
   p.add_argument("--compile_backend", default="inductor",
                  help="torch.compile's backend for that step (the tests' toy run: eager)")
+  p.add_argument("--xla_option", type=xla_option, action="append", default=[],
+                 metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
+                 help="also time our float32 step compiled with these XLA options, as row "
+                      "ours/LABEL, interleaved with the others (repeatable); e.g. "
+                      "xnn:xla_cpu_experimental_xnn_fusion_type=LIBRARY_FUSION_TYPE_DOT")
 
 
 def train_table(result: Json) -> str:

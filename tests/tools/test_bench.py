@@ -146,6 +146,24 @@ def test_train_bench_writes_json(quick_all):
   assert bf16["accuracy"]["grad_cosine"] > 0.9
   assert bf16["accuracy"]["logp_max_rel_diff"] < 0.05
   assert "PyTorch" in table
+  # --xla_option: the same float32 step compiled with XNNPACK's dots, timed beside it.
+  xnn = result["ours"]["ours/xnn"]
+  assert xnn["median_s"] > 0 and xnn["compile_s"] > 0 and "| ours/xnn |" in table
+  assert loss["ours/xnn"] == pytest.approx(loss["ours"], rel=1e-5)
+
+
+@pytest.mark.parametrize("flag, says", [
+    ("xnn", "expected LABEL:KEY=VALUE"),
+    ("xnn:xla_cpu_experimental_xnn_fusion_type", "is not KEY=VALUE"),
+    ("xnn:xla_cpu_no_such_option=1", "No such compile option: 'xla_cpu_no_such_option'"),
+    ("xnn:xla_cpu_experimental_xnn_fusion_type=dot", "'dot' is not a valid enum value")])
+def test_train_bench_refuses_an_xla_option_in_one_line(flag, says, capsys):
+  """Checked as the flags are read, before any model is built."""
+  with pytest.raises(SystemExit):
+    bench.main(["train", "--json=unused.json", f"--xla_option={flag}"])
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert err.startswith("python -m alignment.bench train: error: argument --xla_option:")
+  assert says in err, err
 
 
 @pytest.mark.slow  # reads the `bench all --quick` fixture
@@ -202,6 +220,29 @@ def test_profile_bench_splits_the_step_by_op_category(quick_all):
   assert p["categories"]["matmul"]["gflop"] > 0 and p["op_ms"] > 0
   assert sum(c["share"] for c in p["categories"].values()) == pytest.approx(1.0)
   assert "| matmul |" in table
+  # The matmuls split by who runs them (a kernel library's fusions or XLA's own code):
+  # the same ops, time and FLOPs as the matmul row.
+  by = p["matmuls_by_runner"]
+  assert set(by) <= {"YNNPACK", "XNNPACK", "oneDNN", "XLA"} and by
+  assert sum(v["ms"] for v in by.values()) == pytest.approx(p["categories"]["matmul"]["ms"])
+  assert sum(v["gflop"] for v in by.values()) == pytest.approx(
+      p["categories"]["matmul"]["gflop"])
+  assert "matmuls by who runs them:" in table
+
+
+def test_library_fusions_name_the_kernel_library():
+  """XLA:CPU's library fusions, by their backend config; a loop fusion is XLA's own."""
+  hlo = """HloModule m
+
+ENTRY %main (a: f32[4,3], b: f32[3,5]) -> f32[4,5] {
+  %a = f32[4,3]{1,0} parameter(0)
+  %b = f32[3,5]{1,0} parameter(1)
+  %ynn_fusion = f32[4,5]{1,0} fusion(%a, %b), kind=kCustom, calls=%f, backend_config={"fusion_config":{"kind":"__ynn_fusion"},"outer_dimension_partitions":[]}
+  %xnn_fusion.2 = f32[4,5]{1,0} fusion(%a, %b), kind=kCustom, calls=%g, backend_config={"fusion_config":{"kind":"__xnn_fusion"}}
+  ROOT %loop_fusion = f32[4,5]{1,0} fusion(%ynn_fusion, %xnn_fusion.2), kind=kLoop, calls=%h
+}
+"""
+  assert bench.library_fusions(hlo) == {"ynn_fusion": "YNNPACK", "xnn_fusion.2": "XNNPACK"}
 def test_hlo_op_kinds_counts_dot_flops():
   hlo = """HloModule m
 
