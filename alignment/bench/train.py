@@ -196,10 +196,10 @@ def _our_steps(args, setup: _TrainSetup, beta: float) -> _OurSteps:
   if args.bfloat16:  # float32 parameters and optimiser, bfloat16 activations and matmuls
     loss_fns["ours/bfloat16"] = steps.alignment_loss_fn(model16, "ipo", beta, "sum")
   options = {"ours": None}
-  for label, opts in args.xla_option:
+  for label, opts in args.xla_option:  # the float32 step compiled with other XLA options
     if f"ours/{label}" in loss_fns:
       raise ValueError(f"--xla_option={label}:...: the row ours/{label} is already taken "
-                       "(each label once; plain and bfloat16 are the ablation's)")  # the float32 step compiled with other XLA options
+                       "(each label once; plain and bfloat16 are the ablation's)")
     loss_fns[f"ours/{label}"], options[f"ours/{label}"] = loss_fns["ours"], opts
   calls, compile_s, compiled, first = {}, {}, {}, {}
   for name, loss_fn in loss_fns.items():
