@@ -46,15 +46,15 @@ from alignment.bench.measure import (MATMUL_SHAPES, Json, machine_info, matmul_c
                                      memory_bandwidth, timed, timed_interleaved)
 from alignment.bench.families import bench_families, families_args, families_table
 from alignment.bench.online import bench_online, online_args, online_table
-from alignment.bench.profile import (bench_profile, hlo_op_kinds, library_fusions, op_profile, profile_args,
-                                     profile_table)
+from alignment.bench.profile import (bench_profile, hlo_op_kinds, library_fusions, op_profile,
+                                     profile_args, profile_table)
 from alignment.bench.sampler import bench_sampler, sampler_args, sampler_table
 from alignment.bench.train import bench_train, train_args, train_table
 
 __all__ = ["BENCHMARKS", "MATMUL_SHAPES", "Json", "bench_families", "bench_online",
-           "bench_profile", "bench_sampler", "bench_train", "hlo_op_kinds", "library_fusions", "machine_info",
-           "main", "matmul_calls", "matmul_peak", "memory_bandwidth", "op_profile", "timed",
-           "timed_interleaved"]
+           "bench_profile", "bench_sampler", "bench_train", "hlo_op_kinds", "library_fusions",
+           "machine_info", "main", "matmul_calls", "matmul_peak", "memory_bandwidth", "op_profile",
+           "timed", "timed_interleaved"]
 
 
 # name -> (add flags, run, format a table)

@@ -94,8 +94,8 @@ def op_profile(compiled, run: Callable[[], Any], steps: int, trace_dir: str) -> 
   """
   import glob  # pylint: disable=g-import-not-at-top
   import gzip  # pylint: disable=g-import-not-at-top
-  kinds = hlo_op_kinds(compiled.as_text())
-  library = library_fusions(compiled.as_text())
+  text = compiled.as_text()
+  kinds, library = hlo_op_kinds(text), library_fusions(text)
   jax.profiler.start_trace(trace_dir)
   for _ in range(steps):
     run()
@@ -103,25 +103,24 @@ def op_profile(compiled, run: Callable[[], Any], steps: int, trace_dir: str) -> 
   path = sorted(glob.glob(os.path.join(trace_dir, "plugins/profile/*/*.trace.json.gz")))[-1]
   with gzip.open(path) as f:
     events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
-  ms, gflop, by, ops = {}, {}, {}, {}
+  ms, gflop, by = {}, {}, {}
   for e in events:
     if e["name"] in kinds:
       kind, flops = kinds[e["name"]]
       ms[kind] = ms.get(kind, 0.0) + e["dur"] / 1e3 / steps
       gflop[kind] = gflop.get(kind, 0.0) + flops / 1e9 / steps
       if kind == "matmul":  # by who runs it: a kernel library's fusion, or XLA's code
-        who = library.get(e["name"], "XLA")
-        v = by.setdefault(who, {"ms": 0.0, "gflop": 0.0})
+        v = by.setdefault(library.get(e["name"], "XLA"), {"ms": 0.0, "gflop": 0.0, "ops": set()})
         v["ms"] += e["dur"] / 1e3 / steps
         v["gflop"] += flops / 1e9 / steps
-        ops.setdefault(who, set()).add(e["name"])
-  for who, v in by.items():
-    v["ops"] = len(ops[who])
+        v["ops"].add(e["name"])
+  for v in by.values():
+    v["ops"] = len(v["ops"])
     v["gflops_while_running"] = v["gflop"] / v["ms"] * 1e3 if v["ms"] else None
   wall = sum(e["dur"] for e in events if e["name"] == "ThunkExecutor::Execute (wait for "
              "completion)") / 1e3 / steps
   total = sum(ms.values())
-  dots = [rhs for rhs in re.findall(r"= (\S+) dot\(", compiled.as_text())]
+  dots = [rhs for rhs in re.findall(r"= (\S+) dot\(", text)]
   return {"program_wall_ms": wall, "op_ms": total, "trace": path,
           "dots_by_output_type": {t: sum(d.startswith(t + "[") for d in dots)
                                   for t in sorted({d.split("[")[0] for d in dots})},

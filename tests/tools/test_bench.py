@@ -243,6 +243,8 @@ ENTRY %main (a: f32[4,3], b: f32[3,5]) -> f32[4,5] {
 }
 """
   assert bench.library_fusions(hlo) == {"ynn_fusion": "YNNPACK", "xnn_fusion.2": "XNNPACK"}
+
+
 def test_hlo_op_kinds_counts_dot_flops():
   hlo = """HloModule m
 
